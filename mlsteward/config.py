@@ -1,0 +1,358 @@
+"""Model configuration: one YAML file per model in ``config/models/``, validated once on load.
+
+Adding a model is adding a YAML file and a data file; everything downstream (data contract,
+Feast objects, search space, split, thresholds) is derived from the validated object here, so a
+bad key fails loudly at load time instead of half-way through a training run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlsteward.errors import ConfigError
+from mlsteward.settings import config_dir, project_root
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+FeatureDtype = Literal["int", "float", "bool", "category"]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in YAML must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    """One feature column. ``dtype`` may be omitted: ingestion infers and records it."""
+
+    name: str
+    dtype: FeatureDtype | None = None
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    nullable: bool = False
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"feature {self.name!r}: min {self.min} is greater than max {self.max}")
+        if self.categories is not None:
+            if self.dtype not in (None, "category"):
+                raise ValueError(
+                    f"feature {self.name!r}: categories are only allowed for dtype 'category'"
+                )
+            if len(set(self.categories)) != len(self.categories) or not self.categories:
+                raise ValueError(f"feature {self.name!r}: categories must be non-empty and unique")
+        if self.dtype == "category" and (self.min is not None or self.max is not None):
+            raise ValueError(f"feature {self.name!r}: min/max make no sense for a category")
+        return self
+
+
+class SensitiveAttribute(_Strict):
+    """A column the fairness gate groups by; numeric columns may be cut into labelled buckets."""
+
+    column: str
+    buckets: list[float] | None = Field(
+        default=None, description="Inner bucket edges, e.g. [40, 60] gives <40, 40-60, >=60."
+    )
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _buckets(self) -> SensitiveAttribute:
+        if self.buckets is not None:
+            if sorted(self.buckets) != self.buckets or len(set(self.buckets)) != len(self.buckets):
+                raise ValueError(f"sensitive attribute {self.column!r}: buckets must increase")
+            if self.labels is not None and len(self.labels) != len(self.buckets) + 1:
+                raise ValueError(
+                    f"sensitive attribute {self.column!r}: {len(self.buckets) + 1} labels needed "
+                    f"for {len(self.buckets)} bucket edges, got {len(self.labels)}"
+                )
+        elif self.labels is not None:
+            raise ValueError(f"sensitive attribute {self.column!r}: labels need buckets")
+        return self
+
+
+class SourceConfig(_Strict):
+    path: str
+    entity: str
+    timestamp: str | None = Field(
+        default=None,
+        description="Event-time column. When absent, ingestion stamps every row with the "
+        "ingestion time (UTC, whole seconds) and records that it did.",
+    )
+    format: Literal["csv", "parquet"] | None = None
+
+    def resolved_path(self, base: Path | None = None) -> Path:
+        """Relative paths are relative to the project root, so configs stay portable."""
+        p = Path(self.path).expanduser()
+        return p if p.is_absolute() else (base or project_root()) / p
+
+    def file_format(self, path: Path | None = None) -> str:
+        if self.format:
+            return self.format
+        suffix = (path or Path(self.path)).suffix.lower()
+        return "parquet" if suffix in (".parquet", ".pq") else "csv"
+
+
+class SearchDimension(_Strict):
+    """One hyperparameter's distribution, as data (mirrors hyperopt's ``hp.*`` families)."""
+
+    dist: Literal["uniform", "loguniform", "quniform", "qloguniform", "choice"]
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    options: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchDimension:
+        if self.dist == "choice":
+            if not self.options:
+                raise ValueError("dist 'choice' needs a non-empty 'options' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"dist {self.dist!r} needs 'low' and 'high'")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.dist.startswith("q") and (self.q is None or self.q <= 0):
+            raise ValueError(f"dist {self.dist!r} needs a positive 'q'")
+        if "log" in self.dist and self.low <= 0:
+            raise ValueError(f"dist {self.dist!r} needs low > 0 (it is searched on a log scale)")
+        return self
+
+
+def default_search_space() -> dict[str, SearchDimension]:
+    """A conventional XGBoost space; documented in README so users know what they override."""
+    return {
+        "max_depth": SearchDimension(dist="quniform", low=2, high=8, q=1),
+        "learning_rate": SearchDimension(dist="loguniform", low=0.01, high=0.3),
+        "min_child_weight": SearchDimension(dist="loguniform", low=0.5, high=20),
+        "subsample": SearchDimension(dist="uniform", low=0.6, high=1.0),
+        "colsample_bytree": SearchDimension(dist="uniform", low=0.5, high=1.0),
+        "reg_lambda": SearchDimension(dist="loguniform", low=0.1, high=10),
+        "reg_alpha": SearchDimension(dist="loguniform", low=0.001, high=5),
+        "gamma": SearchDimension(dist="uniform", low=0.0, high=2.0),
+    }
+
+
+class TuningConfig(_Strict):
+    max_evals: int = Field(default=30, ge=1, le=10_000)
+    seed: int = Field(default=42, ge=0)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+    num_boost_round: int = Field(default=400, ge=1)
+    eval_metric: Literal["logloss", "auc", "aucpr"] = "logloss"
+    nthread: int = Field(default=0, ge=0, description="0 = all cores")
+    search_space: dict[str, SearchDimension] = Field(default_factory=default_search_space)
+
+
+class SplitConfig(_Strict):
+    """Time-ordered split: the oldest rows train, the newest rows test (no look-ahead)."""
+
+    train: float = Field(default=0.7, gt=0, lt=1)
+    validation: float = Field(default=0.15, gt=0, lt=1)
+    test: float = Field(default=0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total:g}")
+        return self
+
+
+class DecisionThreshold(_Strict):
+    """How the probability cut-off for labels is chosen: maximise F1 on validation, or fixed."""
+
+    strategy: Literal["max_f1", "fixed"] = "max_f1"
+    value: float = Field(default=0.5, gt=0, lt=1)
+
+
+class MetricBound(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class ContractConfig(_Strict):
+    max_bad_row_share: float = Field(default=0.05, ge=0, le=1)
+    future_tolerance_seconds: int = Field(
+        default=300, ge=0, description="Clock skew allowed before a timestamp counts as future."
+    )
+
+
+class FeastConfig(_Strict):
+    ttl_days: float | None = Field(
+        default=None, gt=0, description="Feature freshness limit; None keeps values forever."
+    )
+    online: bool = True
+
+
+class ModelConfig(_Strict):
+    name: str
+    description: str = ""
+    owner: str = "unknown"
+    task: Literal["binary_classification", "regression"]
+    source: SourceConfig
+    label: str
+    label_values: list[int] = Field(default_factory=lambda: [0, 1])
+    features: list[FeatureSpec]
+    sensitive_attributes: list[SensitiveAttribute] = Field(default_factory=list)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    decision_threshold: DecisionThreshold = Field(default_factory=DecisionThreshold)
+    thresholds: dict[str, MetricBound] = Field(default_factory=dict)
+    contract: ContractConfig = Field(default_factory=ContractConfig)
+    feast: FeastConfig = Field(default_factory=FeastConfig)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_PATTERN.match(v):
+            raise ValueError(
+                "must be lower_snake_case (a-z, 0-9, _), start with a letter, max 63 chars"
+            )
+        return v
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _feature_shorthand(cls, v: Any) -> Any:
+        """Allow ``- age`` as shorthand for ``- {name: age}``."""
+        if isinstance(v, list):
+            return [{"name": f} if isinstance(f, str) else f for f in v]
+        return v
+
+    @field_validator("sensitive_attributes", mode="before")
+    @classmethod
+    def _sensitive_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"column": s} if isinstance(s, str) else s for s in v]
+        return v
+
+    @model_validator(mode="after")
+    def _columns(self) -> ModelConfig:
+        if self.task != "binary_classification":
+            raise ValueError(f"task {self.task!r} is not supported yet (binary_classification is)")
+        names = [f.name for f in self.features]
+        if not names:
+            raise ValueError("features: at least one feature is required")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"features: duplicated column(s) {dupes}")
+        reserved = {self.source.entity, self.label} | (
+            {self.source.timestamp} if self.source.timestamp else set()
+        )
+        clash = sorted(reserved & set(names))
+        if clash:
+            raise ValueError(
+                f"features: {clash} is also the entity, label or timestamp column"
+            )
+        if self.label in (self.source.entity, self.source.timestamp):
+            raise ValueError("label: must differ from the entity and timestamp columns")
+        for s in self.sensitive_attributes:
+            if s.column not in names:
+                raise ValueError(
+                    f"sensitive_attributes: {s.column!r} is not one of the features {names}"
+                )
+            spec = self.feature(s.column)
+            if s.buckets is not None and spec.dtype == "category":
+                raise ValueError(f"sensitive_attributes: {s.column!r} is categorical; no buckets")
+        for metric, bound in self.thresholds.items():
+            if bound.min is None and bound.max is None:
+                raise ValueError(f"thresholds.{metric}: give min and/or max")
+        if sorted(set(self.label_values)) != sorted(self.label_values) or len(
+            self.label_values
+        ) != 2:
+            raise ValueError("label_values: exactly two distinct values for a binary label")
+        return self
+
+    # -- derived names: one place decides what Feast objects are called -----------------------
+    def feature(self, name: str) -> FeatureSpec:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def timestamp_column(self) -> str:
+        """Event-time column after ingestion (the configured one, or the one ingestion adds)."""
+        return self.source.timestamp or "event_timestamp"
+
+    @property
+    def entity_name(self) -> str:
+        return f"{self.name}__{self.source.entity}"
+
+    @property
+    def feature_view_name(self) -> str:
+        return f"{self.name}__features"
+
+    @property
+    def data_source_name(self) -> str:
+        return f"{self.name}__snapshot"
+
+    @property
+    def feature_service_name(self) -> str:
+        return self.name
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid model config ({err.error_count()} problem(s))"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """Parse and validate one model YAML; every error names the file and the key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read model config: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a model config must be a YAML mapping, got {type(raw).__name__}")
+    try:
+        cfg = ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from exc
+    if cfg.name != path.stem:
+        raise ConfigError(f"{path}: name: {cfg.name!r} must match the file name {path.stem!r}")
+    return cfg
+
+
+def model_config_paths(directory: Path | None = None) -> list[Path]:
+    d = directory or config_dir() / "models"
+    return sorted([*d.glob("*.yaml"), *d.glob("*.yml")])
+
+
+def load_all_model_configs(directory: Path | None = None) -> dict[str, ModelConfig]:
+    return {c.name: c for c in map(load_model_config, model_config_paths(directory))}
+
+
+def get_model_config(name: str, directory: Path | None = None) -> ModelConfig:
+    """Find a model by name; the error lists the models that do exist."""
+    d = directory or config_dir() / "models"
+    for suffix in (".yaml", ".yml"):
+        p = d / f"{name}{suffix}"
+        if p.exists():
+            return load_model_config(p)
+    known = [p.stem for p in model_config_paths(d)]
+    raise ConfigError(f"unknown model {name!r}: no {d}/{name}.yaml (known: {known or 'none'})")
+

@@ -1,0 +1,67 @@
+"""Where state lives. Everything is under one home directory so a run is easy to inspect or wipe.
+
+Environment variables override locations (``MLSTEWARD_HOME``, ``MLSTEWARD_CONFIG_DIR``,
+``MLFLOW_TRACKING_URI``) so the same code runs embedded (SQLite, no server) or against a
+production profile. Paths are computed on each call, never at import, so tests can repoint them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("MLSTEWARD_PROJECT_ROOT", os.getcwd())).resolve()
+
+
+def config_dir() -> Path:
+    env = os.environ.get("MLSTEWARD_CONFIG_DIR")
+    return Path(env).resolve() if env else project_root() / "config"
+
+
+def home() -> Path:
+    env = os.environ.get("MLSTEWARD_HOME")
+    path = Path(env).expanduser() if env else project_root() / ".mlsteward"
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sub(*parts: str) -> Path:
+    path = home().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def mlflow_dir() -> Path:
+    return _sub("mlflow")
+
+
+def mlflow_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir() / 'mlflow.db'}"
+
+
+def mlflow_artifact_root() -> str:
+    return os.environ.get("MLSTEWARD_ARTIFACT_ROOT") or (mlflow_dir() / "artifacts").as_uri()
+
+
+def feast_dir() -> Path:
+    return _sub("feast")
+
+
+def snapshots_dir(model: str) -> Path:
+    return _sub("snapshots", model)
+
+
+def quarantine_dir(model: str) -> Path:
+    return _sub("quarantine", model)
+
+
+def state_dir() -> Path:
+    return _sub("state")
+
+
+def feature_repo_dir() -> Path:
+    env = os.environ.get("MLSTEWARD_FEATURE_REPO")
+    return Path(env).resolve() if env else project_root() / "feature_repo"
