@@ -41,7 +41,9 @@ class FeatureSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> FeatureSpec:
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"feature {self.name!r}: min {self.min} is greater than max {self.max}")
+            raise ValueError(
+                f"feature {self.name!r}: min {self.min} is greater than max {self.max}"
+            )
         if self.categories is not None:
             if self.dtype not in (None, "category"):
                 raise ValueError(
@@ -248,9 +250,7 @@ class ModelConfig(_Strict):
         )
         clash = sorted(reserved & set(names))
         if clash:
-            raise ValueError(
-                f"features: {clash} is also the entity, label or timestamp column"
-            )
+            raise ValueError(f"features: {clash} is also the entity, label or timestamp column")
         if self.label in (self.source.entity, self.source.timestamp):
             raise ValueError("label: must differ from the entity and timestamp columns")
         for s in self.sensitive_attributes:
@@ -264,9 +264,10 @@ class ModelConfig(_Strict):
         for metric, bound in self.thresholds.items():
             if bound.min is None and bound.max is None:
                 raise ValueError(f"thresholds.{metric}: give min and/or max")
-        if sorted(set(self.label_values)) != sorted(self.label_values) or len(
-            self.label_values
-        ) != 2:
+        if (
+            sorted(set(self.label_values)) != sorted(self.label_values)
+            or len(self.label_values) != 2
+        ):
             raise ValueError("label_values: exactly two distinct values for a binary label")
         return self
 
@@ -327,7 +328,9 @@ def load_model_config(path: str | Path) -> ModelConfig:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a model config must be a YAML mapping, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{path}: a model config must be a YAML mapping, got {type(raw).__name__}"
+        )
     try:
         cfg = ModelConfig.model_validate(raw)
     except ValidationError as exc:
@@ -355,4 +358,3 @@ def get_model_config(name: str, directory: Path | None = None) -> ModelConfig:
             return load_model_config(p)
     known = [p.stem for p in model_config_paths(d)]
     raise ConfigError(f"unknown model {name!r}: no {d}/{name}.yaml (known: {known or 'none'})")
-

@@ -1,0 +1,133 @@
+"""Ingestion: source file → data contract → content-addressed snapshot → Feast source.
+
+The order matters for the "loses nothing" promise: quarantine is written first (so bad rows are
+never just dropped), the snapshot is written under its own SHA-256 (so the same data always gets
+the same data version, and a snapshot never changes after the fact), Feast is pointed at it, and
+only then the model's current-snapshot pointer moves. A failure at any step leaves the previous
+state in force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mlsteward import feast_adapter
+from mlsteward.config import ModelConfig
+from mlsteward.contract import ContractReport, check_contract, enforce, read_source
+from mlsteward.errors import ContractViolation
+from mlsteward.settings import quarantine_dir, snapshots_dir
+from mlsteward.state import SnapshotInfo, set_current_snapshot
+
+HASH_CHUNK = 1 << 20
+
+
+@dataclass
+class IngestResult:
+    snapshot: SnapshotInfo
+    report: ContractReport
+    quarantine_path: Path | None
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.snapshot.model,
+            "data_version": self.snapshot.digest,
+            "snapshot_path": self.snapshot.path,
+            "rows": self.snapshot.rows,
+            "time_range": [self.snapshot.min_timestamp, self.snapshot.max_timestamp],
+            "quarantine_path": str(self.quarantine_path) if self.quarantine_path else None,
+            "contract": self.report.to_dict(),
+        }
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_quarantine(cfg: ModelConfig, quarantined: pd.DataFrame, source: Path) -> Path | None:
+    """Keep every rejected row with the rules it broke, as CSV a person can open."""
+    if quarantined.empty:
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = quarantine_dir(cfg.name) / f"{stamp}_{source.stem}.csv"
+    quarantined.to_csv(path, index=False)
+    return path
+
+
+def write_snapshot(cfg: ModelConfig, good: pd.DataFrame) -> tuple[Path, str]:
+    """Write rows in a canonical order; the file's SHA-256 is the data version.
+
+    Sorting and a fixed writer configuration make the bytes a function of the data alone, so
+    re-ingesting identical data yields the identical version (and file).
+    """
+    ordered = good.sort_values([cfg.timestamp_column, cfg.source.entity], kind="mergesort")
+    table = pa.Table.from_pandas(ordered.reset_index(drop=True), preserve_index=False)
+    directory = snapshots_dir(cfg.name)
+    fd, tmp_name = tempfile.mkstemp(dir=directory, suffix=".parquet.tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+        digest = sha256_file(tmp)
+        final = directory / f"{digest}.parquet"
+        if final.exists():
+            tmp.unlink()
+        else:
+            os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final, digest
+
+
+def ingest(
+    cfg: ModelConfig, source: str | Path | None = None, now: datetime | None = None
+) -> IngestResult:
+    """Validate a source against the model's contract and make it the model's feature data.
+
+    Raises:
+        ContractViolation: the file is missing, empty, unparsable, lacks a required column, or
+            too many rows broke the contract. Nothing reaches the feature store then.
+    """
+    path = Path(source).expanduser().resolve() if source else cfg.source.resolved_path()
+    df = read_source(path, cfg)
+    result = check_contract(df, cfg, source=str(path), now=now)
+    quarantine_path = write_quarantine(cfg, result.quarantined, path)
+    try:
+        enforce(result)
+    except ContractViolation as exc:
+        if quarantine_path:
+            raise ContractViolation(
+                f"{exc}\nrejected rows are in {quarantine_path}", exc.report
+            ) from None
+        raise
+
+    good = result.good
+    snapshot_path, digest = write_snapshot(cfg, good)
+    ts = good[cfg.timestamp_column]
+    info = SnapshotInfo(
+        model=cfg.name,
+        digest=digest,
+        path=str(snapshot_path),
+        rows=len(good),
+        min_timestamp=ts.min().isoformat(),
+        max_timestamp=ts.max().isoformat(),
+        ingested_at=(now or datetime.now(UTC)).isoformat(),
+        source_path=str(path),
+        timestamp_assigned=result.report.timestamp_assigned,
+        feature_dtypes=result.report.inferred_dtypes,
+    )
+    feast_adapter.apply_model(cfg, snapshot_path)
+    set_current_snapshot(info)
+    return IngestResult(snapshot=info, report=result.report, quarantine_path=quarantine_path)

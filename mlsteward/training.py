@@ -1,0 +1,355 @@
+"""Training maths as plain functions: encoding, time split, search space, tuning, refit, metrics.
+
+Nothing here knows about Prefect, MLflow or Feast. The flow passes frames in and gets typed
+results out; trial logging is a callback so the tuning loop stays testable on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from hyperopt import STATUS_OK, Trials, fmin, hp, space_eval, tpe
+from sklearn import metrics as skm
+
+from mlsteward.config import ModelConfig, SearchDimension, TuningConfig
+
+# --------------------------------------------------------------------------------------------
+# Feature encoding
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureEncoding:
+    """How raw feature columns become the model's numeric matrix.
+
+    Categories become integer codes in a fixed, recorded order and are declared categorical to
+    XGBoost, so the model splits on categories natively and scoring can reproduce the exact
+    input from the recorded encoding alone.
+    """
+
+    columns: list[str]
+    dtypes: dict[str, str]
+    categories: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def feature_types(self) -> list[str]:
+        return ["c" if self.dtypes[c] == "category" else "q" for c in self.columns]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": self.columns, "dtypes": self.dtypes, "categories": self.categories}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureEncoding:
+        return cls(
+            columns=list(d["columns"]),
+            dtypes=dict(d["dtypes"]),
+            categories={k: list(v) for k, v in d.get("categories", {}).items()},
+        )
+
+
+def make_encoding(cfg: ModelConfig, dtypes: dict[str, str], frame: pd.DataFrame) -> FeatureEncoding:
+    """Declared categories win; undeclared ones are taken, sorted, from the training frame."""
+    cats: dict[str, list[str]] = {}
+    for spec in cfg.features:
+        if dtypes.get(spec.name, spec.dtype) == "category":
+            cats[spec.name] = (
+                list(spec.categories)
+                if spec.categories
+                else sorted(frame[spec.name].dropna().astype(str).unique().tolist())
+            )
+    resolved = {f.name: dtypes.get(f.name) or f.dtype or "float" for f in cfg.features}
+    return FeatureEncoding(columns=cfg.feature_names, dtypes=resolved, categories=cats)
+
+
+def encode(frame: pd.DataFrame, enc: FeatureEncoding) -> pd.DataFrame:
+    """Numeric float32 matrix in the recorded column order (selected by name, never position)."""
+    out: dict[str, np.ndarray] = {}
+    for col in enc.columns:
+        values = frame[col]
+        if enc.dtypes[col] == "category":
+            codes = pd.Categorical(values.astype("string"), categories=enc.categories[col]).codes
+            out[col] = np.where(codes < 0, np.nan, codes).astype(np.float32)
+        else:
+            out[col] = pd.to_numeric(values.astype("Float64"), errors="coerce").to_numpy(
+                dtype=np.float32, na_value=np.nan
+            )
+    return pd.DataFrame(out, index=frame.index)
+
+
+# --------------------------------------------------------------------------------------------
+# Time-ordered split
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "train": len(self.train),
+            "validation": len(self.validation),
+            "test": len(self.test),
+        }
+
+
+def time_split(
+    frame: pd.DataFrame, ts_col: str, train: float, validation: float, tie_col: str = "row_id"
+) -> Split:
+    """Oldest rows train, newest rows test: the test set imitates the future the model will see.
+
+    Rows sharing a timestamp at a boundary stay on the same side, so no event time appears in
+    two parts (a silent source of look-ahead).
+    """
+    if len(frame) < 3:
+        raise ValueError(f"need at least 3 rows to split, got {len(frame)}")
+    ordered = frame.sort_values([ts_col, tie_col], kind="mergesort").reset_index(drop=True)
+    ts = ordered[ts_col].to_numpy()
+    n = len(ordered)
+
+    def boundary(fraction: float) -> int:
+        i = min(max(round(n * fraction), 1), n - 1)
+        return int(np.searchsorted(ts, ts[i], side="left")) or int(
+            np.searchsorted(ts, ts[i], side="right")
+        )
+
+    a = boundary(train)
+    b = max(boundary(train + validation), a + 1)
+    parts = ordered.iloc[:a], ordered.iloc[a:b], ordered.iloc[b:]
+    empty = [
+        name for name, p in zip(("train", "validation", "test"), parts, strict=True) if p.empty
+    ]
+    if empty:
+        raise ValueError(
+            f"time split left {empty} empty ({n} rows, fractions {train}/"
+            f"{validation}); more distinct event times are needed"
+        )
+    return Split(*(p.reset_index(drop=True) for p in parts))
+
+
+# --------------------------------------------------------------------------------------------
+# Search space and tuning
+# --------------------------------------------------------------------------------------------
+
+
+def _is_integral(dim: SearchDimension) -> bool:
+    return dim.dist in ("quniform", "qloguniform") and float(dim.q or 0).is_integer()
+
+
+def build_search_space(space: dict[str, SearchDimension]) -> dict[str, Any]:
+    """Translate the config's space (data) into hyperopt expressions."""
+    out: dict[str, Any] = {}
+    for name, d in sorted(space.items()):
+        if d.dist == "uniform":
+            out[name] = hp.uniform(name, d.low, d.high)
+        elif d.dist == "loguniform":
+            out[name] = hp.loguniform(name, math.log(d.low), math.log(d.high))
+        elif d.dist == "quniform":
+            out[name] = hp.quniform(name, d.low, d.high, d.q)
+        elif d.dist == "qloguniform":
+            out[name] = hp.qloguniform(name, math.log(d.low), math.log(d.high), d.q)
+        else:
+            out[name] = hp.choice(name, d.options)
+    return out
+
+
+def typed_params(params: dict[str, Any], space: dict[str, SearchDimension]) -> dict[str, Any]:
+    """q-distributions with a whole-number step are integers (max_depth=4, not 4.0)."""
+    out = {}
+    for k, v in params.items():
+        dim = space.get(k)
+        if dim is not None and _is_integral(dim):
+            out[k] = round(v)
+        elif isinstance(v, np.generic):
+            out[k] = v.item()
+        else:
+            out[k] = v
+    return out
+
+
+def base_params(tuning: TuningConfig, seed: int) -> dict[str, Any]:
+    return {
+        "objective": "binary:logistic",
+        "eval_metric": tuning.eval_metric,
+        "tree_method": "hist",
+        "seed": seed,
+        "nthread": tuning.nthread or 0,
+        "verbosity": 0,
+    }
+
+
+@dataclass
+class TrialResult:
+    number: int
+    params: dict[str, Any]
+    loss: float
+    best_iteration: int
+    best_score: float
+
+
+@dataclass
+class TuningResult:
+    best_params: dict[str, Any]
+    best_iteration: int
+    best_loss: float
+    trials: list[TrialResult]
+    seed: int
+
+
+TrialCallback = Callable[[TrialResult, TrialResult, int], None]
+
+
+def _loss(metric: str, score: float) -> float:
+    """Hyperopt minimises; AUC-like metrics are maximised, so flip them."""
+    return -score if metric in ("auc", "aucpr") else score
+
+
+def make_dmatrix(x: pd.DataFrame, y: pd.Series | None, enc: FeatureEncoding) -> xgb.DMatrix:
+    return xgb.DMatrix(
+        x,
+        label=None if y is None else y.to_numpy(),
+        feature_types=enc.feature_types,
+        enable_categorical=True,
+    )
+
+
+def tune(
+    dtrain: xgb.DMatrix,
+    dval: xgb.DMatrix,
+    tuning: TuningConfig,
+    max_evals: int | None = None,
+    seed: int | None = None,
+    on_trial: TrialCallback | None = None,
+) -> TuningResult:
+    """Hyperopt TPE over the configured space with early stopping on validation.
+
+    Fixed seeds for both hyperopt (``rstate``) and XGBoost make the search repeatable: the same
+    data and seed give the same trials, best params and model bytes.
+    """
+    evals = max_evals or tuning.max_evals
+    seed = tuning.seed if seed is None else seed
+    space = build_search_space(tuning.search_space)
+    results: list[TrialResult] = []
+
+    def objective(sampled: dict[str, Any]) -> dict[str, Any]:
+        params = typed_params(sampled, tuning.search_space)
+        booster = xgb.train(
+            {**base_params(tuning, seed), **params},
+            dtrain,
+            num_boost_round=tuning.num_boost_round,
+            evals=[(dval, "validation")],
+            early_stopping_rounds=tuning.early_stopping_rounds,
+            verbose_eval=False,
+        )
+        score = float(booster.best_score)
+        trial = TrialResult(
+            number=len(results) + 1,
+            params=params,
+            loss=_loss(tuning.eval_metric, score),
+            best_iteration=int(booster.best_iteration),
+            best_score=score,
+        )
+        results.append(trial)
+        if on_trial is not None:
+            best = min(results, key=lambda t: t.loss)
+            on_trial(trial, best, evals)
+        return {"loss": trial.loss, "status": STATUS_OK}
+
+    trials = Trials()
+    best_raw = fmin(
+        objective,
+        space,
+        algo=tpe.suggest,
+        max_evals=evals,
+        trials=trials,
+        rstate=np.random.default_rng(seed),
+        show_progressbar=False,
+    )
+    best_params = typed_params(space_eval(space, best_raw), tuning.search_space)
+    best = min(results, key=lambda t: t.loss)
+    return TuningResult(
+        best_params=best_params,
+        best_iteration=best.best_iteration,
+        best_loss=best.loss,
+        trials=results,
+        seed=seed,
+    )
+
+
+def fit_final(
+    x_train: pd.DataFrame,
+    y_train: pd.Series,
+    enc: FeatureEncoding,
+    tuning: TuningConfig,
+    result: TuningResult,
+) -> xgb.XGBClassifier:
+    """Refit the best trial with exactly its early-stopped number of trees.
+
+    Training the winning configuration for ``best_iteration + 1`` rounds reproduces the best
+    trial's trees without the extra rounds early stopping had to look at, so every consumer of
+    the saved model (pyfunc, native, SHAP) uses the same trees with no iteration_range to forget.
+    """
+    params = {**base_params(tuning, result.seed), **result.best_params}
+    nthread = params.pop("nthread")
+    for key in ("seed", "verbosity"):
+        params.pop(key)
+    model = xgb.XGBClassifier(
+        **params,
+        n_estimators=result.best_iteration + 1,
+        random_state=result.seed,
+        n_jobs=nthread or None,
+        enable_categorical=True,
+        feature_types=enc.feature_types,
+        verbosity=0,
+    )
+    model.fit(x_train, y_train.to_numpy())
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def choose_threshold(y: np.ndarray, proba: np.ndarray, strategy: str, value: float) -> float:
+    """Pick the label cut-off on validation data, never on test (that would leak)."""
+    if strategy == "fixed":
+        return float(value)
+    precision, recall, thresholds = skm.precision_recall_curve(y, proba)
+    f1 = np.divide(
+        2 * precision * recall,
+        precision + recall,
+        out=np.zeros_like(precision),
+        where=(precision + recall) > 0,
+    )
+    if len(thresholds) == 0:
+        return float(value)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+def evaluate(y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
+    """Ranking and calibration metrics, plus label metrics at the chosen threshold."""
+    y = np.asarray(y).astype(int)
+    pred = (proba >= threshold).astype(int)
+    both_classes = len(np.unique(y)) == 2
+    return {
+        "roc_auc": float(skm.roc_auc_score(y, proba)) if both_classes else float("nan"),
+        "pr_auc": float(skm.average_precision_score(y, proba)) if both_classes else float("nan"),
+        "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        "brier": float(skm.brier_score_loss(y, proba)),
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "precision": float(skm.precision_score(y, pred, zero_division=0)),
+        "recall": float(skm.recall_score(y, pred, zero_division=0)),
+        "f1": float(skm.f1_score(y, pred, zero_division=0)),
+        "threshold": float(threshold),
+        "positive_rate": float(y.mean()),
+        "rows": float(len(y)),
+    }
