@@ -358,3 +358,12 @@ def get_model_config(name: str, directory: Path | None = None) -> ModelConfig:
             return load_model_config(p)
     known = [p.stem for p in model_config_paths(d)]
     raise ConfigError(f"unknown model {name!r}: no {d}/{name}.yaml (known: {known or 'none'})")
+
+
+def model_config_path(name: str, directory: Path | None = None) -> Path:
+    """The YAML file a model was loaded from (its hash goes into lineage)."""
+    d = directory or config_dir() / "models"
+    for suffix in (".yaml", ".yml"):
+        if (d / f"{name}{suffix}").exists():
+            return d / f"{name}{suffix}"
+    raise ConfigError(f"unknown model {name!r}: no {d}/{name}.yaml")

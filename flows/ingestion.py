@@ -1,0 +1,27 @@
+"""Ingestion and materialization flows: data enters the feature store only through these."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from mlsteward.config import get_model_config
+from tasks.features import ingest_source, materialize_online
+
+
+@flow(name="ingest-data")
+def ingestion_flow(model: str = "heart_disease", source: str | None = None) -> dict:
+    """Contract-check SOURCE (default: the model's configured source) and snapshot it for Feast.
+
+    Args:
+        model: name of a model config in config/models.
+        source: CSV or parquet path; defaults to the config's source.path.
+    """
+    cfg = get_model_config(model)
+    return ingest_source(cfg, source).to_dict()
+
+
+@flow(name="materialize-features")
+def materialize_flow(model: str = "heart_disease") -> dict:
+    """Fill the online store with the latest feature values of MODEL's entities."""
+    cfg = get_model_config(model)
+    return {"model": cfg.name, **materialize_online(cfg)}

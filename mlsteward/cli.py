@@ -1,0 +1,222 @@
+"""The ``mlsteward`` command line: the face on top of the flows.
+
+Every command prints a human summary, or with ``--json`` one JSON document for CI, and exits
+non-zero on failure. Flows (and with them Prefect) are imported inside commands: ``--help`` and
+config checks stay fast, and nothing heavy runs at import.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from mlsteward.errors import MlstewardError
+
+app = typer.Typer(
+    name="mlsteward",
+    help="Governed, closed-loop ML pipelines on Prefect, Feast, MLflow and XGBoost.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document (for CI) instead of text.")
+
+
+def _emit(as_json: bool, payload: Any, human: Callable[[Any], str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        typer.echo(human(payload))
+
+
+def _run(as_json: bool, action: Callable[[], Any], human: Callable[[Any], str]) -> None:
+    """Run a command body; user-facing errors become one message and exit code 1."""
+    try:
+        payload = action()
+    except MlstewardError as exc:
+        details = getattr(exc, "report", None)
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {"ok": False, "error": str(exc), "details": details}, indent=2, default=str
+                )
+            )
+        else:
+            typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _emit(as_json, payload, human)
+
+
+def _fmt_metrics(metrics: dict[str, float]) -> str:
+    keys = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1")
+    return "\n".join(f"    {k:<10} {metrics[k]:.4f}" for k in keys if k in metrics)
+
+
+@app.command()
+def models(as_json: bool = JsonOpt) -> None:
+    """List the models declared in config/models (validating every file)."""
+    from mlsteward.config import load_all_model_configs
+
+    def action() -> dict:
+        cfgs = load_all_model_configs()
+        return {
+            "models": [
+                {
+                    "name": c.name,
+                    "task": c.task,
+                    "features": len(c.features),
+                    "source": c.source.path,
+                }
+                for c in cfgs.values()
+            ]
+        }
+
+    _run(
+        as_json,
+        action,
+        lambda p: (
+            "\n".join(
+                f"{m['name']:<24} {m['task']:<22} {m['features']} features  {m['source']}"
+                for m in p["models"]
+            )
+            or "no models in config/models"
+        ),
+    )
+
+
+@app.command()
+def generate(
+    model: str = typer.Argument("heart_disease", help="Only the built-in heart_disease cohort."),
+    rows: int = typer.Option(50_000, help="Number of visit rows."),
+    seed: int = typer.Option(0, help="Generator seed (same seed, same data)."),
+    out: Path | None = typer.Option(None, help="Output path (default: the config's source)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write the built-in synthetic patient cohort to the model's source path."""
+    from mlsteward.config import get_model_config
+    from mlsteward.synthetic import generate_cohort, write_dataset
+
+    def action() -> dict:
+        if model != "heart_disease":
+            raise MlstewardError(f"only heart_disease has a built-in dataset, not {model!r}")
+        cfg = get_model_config(model)
+        target = out or cfg.source.resolved_path()
+        df = generate_cohort(n_rows=rows, seed=seed)
+        path = write_dataset(df, target)
+        ts = df["event_timestamp"]
+        return {
+            "model": model,
+            "path": str(path),
+            "rows": len(df),
+            "positive_rate": round(float(df[cfg.label].mean()), 4),
+            "time_range": [ts.min().isoformat(), ts.max().isoformat()],
+        }
+
+    _run(
+        as_json,
+        action,
+        lambda p: (
+            f"wrote {p['rows']} rows to {p['path']} "
+            f"(positive rate {p['positive_rate']:.1%}, {p['time_range'][0]} .. {p['time_range'][1]})"
+        ),
+    )
+
+
+@app.command()
+def ingest(
+    model: str,
+    source: Path | None = typer.Option(None, help="Source file (default: the config's)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Check a source against the data contract and make it the model's feature data."""
+    from flows.ingestion import ingestion_flow
+
+    def action() -> dict:
+        return ingestion_flow(model=model, source=str(source) if source else None)
+
+    def human(p: dict) -> str:
+        c = p["contract"]
+        lines = [
+            f"ingested {p['rows']} rows for {p['model']}: data version "
+            f"{p['data_version'][:12]} ({p['time_range'][0]} .. {p['time_range'][1]})",
+            f"  snapshot: {p['snapshot_path']}",
+        ]
+        if c["bad_rows"]:
+            lines.append(
+                f"  quarantined {c['bad_rows']} rows ({c['bad_share']:.2%}) in "
+                f"{p['quarantine_path']}"
+            )
+            lines += [f"    {v['rule']} on {v['column']}: {v['rows']}" for v in c["violations"]]
+        return "\n".join(lines)
+
+    _run(as_json, action, human)
+
+
+@app.command()
+def materialize(model: str, as_json: bool = JsonOpt) -> None:
+    """Load the latest feature values into the online store (for low-latency serving)."""
+    from flows.ingestion import materialize_flow
+
+    _run(
+        as_json,
+        lambda: materialize_flow(model=model),
+        lambda p: f"materialized {p['model']} into the online store up to {p['end']}",
+    )
+
+
+@app.command()
+def train(
+    model: str,
+    max_evals: int | None = typer.Option(None, "--max-evals", help="Hyperopt trials."),
+    seed: int | None = typer.Option(None, help="Seed for Hyperopt and XGBoost."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Tune, train, evaluate and register a new version of MODEL."""
+    from flows.training import training_flow
+
+    def human(p: dict) -> str:
+        return "\n".join(
+            [
+                f"registered {p['model']} version {p['version']}  ({p['model_uri']})",
+                f"  trials: {p['trials']}   decision threshold: {p['threshold']:.3f}",
+                f"  best params: {json.dumps(p['best_params'], sort_keys=True)}",
+                "  test metrics:",
+                _fmt_metrics(p["test_metrics"]),
+                f"  data version: {p['lineage']['data_digest'][:12]}  "
+                f"artifact sha256: {p['artifact_sha256'][:12]}",
+            ]
+        )
+
+    _run(as_json, lambda: training_flow(model=model, max_evals=max_evals, seed=seed), human)
+
+
+@app.command()
+def where(as_json: bool = JsonOpt) -> None:
+    """Show where state lives and how to open the MLflow and Prefect UIs."""
+    from mlsteward.settings import home, mlflow_artifact_root, mlflow_tracking_uri
+
+    def action() -> dict:
+        uri = mlflow_tracking_uri()
+        return {
+            "home": str(home()),
+            "mlflow_tracking_uri": uri,
+            "mlflow_ui": f"mlflow ui --backend-store-uri {uri} "
+            f"--default-artifact-root {mlflow_artifact_root()} --port 5000",
+            "prefect_ui": "prefect server start --host 127.0.0.1 --port 4200 "
+            "(with the same PREFECT_HOME), then open http://127.0.0.1:4200",
+        }
+
+    _run(as_json, action, lambda p: "\n".join(f"{k:<20} {v}" for k, v in p.items()))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Feature-stage tasks: ingestion and point-in-time training sets from Feast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mlsteward import feast_adapter
+from mlsteward.config import ModelConfig
+from mlsteward.errors import MlstewardError, NoSnapshotError
+from mlsteward.ingestion import IngestResult, ingest, sha256_file
+from mlsteward.state import SnapshotInfo, current_snapshot
+from tasks.common import run_logger
+
+
+def entity_frame(cfg: ModelConfig, snapshot: SnapshotInfo) -> pd.DataFrame:
+    """Entity rows (id, event time, label) with a row id: Feast does not keep row order."""
+    cols = [cfg.source.entity, cfg.timestamp_column, cfg.label]
+    frame = pd.read_parquet(snapshot.path, columns=cols)
+    frame.insert(0, "row_id", np.arange(len(frame), dtype="int64"))
+    return frame
+
+
+def verified_snapshot(cfg: ModelConfig) -> SnapshotInfo:
+    """The current snapshot, after checking its bytes still hash to its data version."""
+    snap = current_snapshot(cfg.name)
+    if snap is None:
+        raise NoSnapshotError(
+            f"model {cfg.name!r} has no ingested data yet: run `mlsteward ingest {cfg.name}`"
+        )
+    path = Path(snap.path)
+    if not path.exists():
+        raise MlstewardError(f"snapshot {path} of model {cfg.name!r} is missing")
+    actual = sha256_file(path)
+    if actual != snap.digest:
+        raise MlstewardError(
+            f"snapshot {path} was modified after ingestion: SHA-256 {actual} != recorded "
+            f"{snap.digest}; refusing to train on it"
+        )
+    return snap
+
+
+@task(name="ingest-source", cache_policy=NO_CACHE)
+def ingest_source(cfg: ModelConfig, source: str | None = None) -> IngestResult:
+    result = ingest(cfg, source)
+    log = run_logger()
+    log.info(
+        "ingested %s rows into %s (data version %s)",
+        result.snapshot.rows,
+        cfg.name,
+        result.snapshot.digest[:12],
+    )
+    if result.report.bad_rows:
+        log.warning("%s rows quarantined in %s", result.report.bad_rows, result.quarantine_path)
+    return result
+
+
+@task(name="resolve-snapshot", cache_policy=NO_CACHE)
+def resolve_snapshot(cfg: ModelConfig) -> SnapshotInfo:
+    snap = verified_snapshot(cfg)
+    run_logger().info(
+        "training on data version %s (%s rows, %s .. %s)",
+        snap.digest[:12],
+        snap.rows,
+        snap.min_timestamp,
+        snap.max_timestamp,
+    )
+    return snap
+
+
+@task(name="retrieve-training-set", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def retrieve_training_set(cfg: ModelConfig, snapshot: SnapshotInfo) -> pd.DataFrame:
+    """Point-in-time join through Feast; retried because it is I/O against the stores."""
+    entities = entity_frame(cfg, snapshot)
+    frame = feast_adapter.get_training_frame(cfg, entities)
+    run_logger().info(
+        "feature service %r returned %s rows x %s features",
+        cfg.feature_service_name,
+        len(frame),
+        len(cfg.feature_names),
+    )
+    return frame
+
+
+@task(name="materialize", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def materialize_online(cfg: ModelConfig) -> dict:
+    return feast_adapter.materialize(cfg)

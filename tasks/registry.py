@@ -1,0 +1,208 @@
+"""Registry-stage tasks: the MLflow training run, model registration with lineage, and the
+Prefect artifacts a person reads after a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from mlsteward import mlflow_adapter
+from mlsteward.config import ModelConfig, model_config_path
+from mlsteward.lineage import Lineage, build_lineage
+from mlsteward.settings import project_root
+from mlsteward.state import SnapshotInfo
+from mlsteward.training import TuningResult
+from tasks.common import artifact_key, run_logger
+from tasks.training import FittedModel, PreparedData
+
+MODEL_RUNTIME_PACKAGES = ("xgboost", "pandas", "numpy", "scikit-learn")
+
+
+@dataclass
+class TrainingOutcome:
+    model: str
+    version: str
+    model_uri: str
+    run_id: str
+    artifact_sha256: str
+    test_metrics: dict[str, float]
+    best_params: dict
+    trials: int
+    threshold: float
+    lineage: dict
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def pip_requirements() -> list[str]:
+    """Exact pins for the runtime the model needs, so MLflow need not infer them (~10 s)."""
+    return [f"{p}=={metadata.version(p)}" for p in MODEL_RUNTIME_PACKAGES]
+
+
+@task(name="open-training-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def open_training_run(cfg: ModelConfig, snapshot: SnapshotInfo, flow_run_id: str | None) -> str:
+    run_id = mlflow_adapter.start_run(
+        cfg.name,
+        run_name=f"train-{cfg.name}",
+        tags={
+            "mlsteward.model": cfg.name,
+            "mlsteward.data_digest": snapshot.digest,
+            "mlsteward.prefect_flow_run_id": flow_run_id or "none",
+        },
+    )
+    run_logger().info("MLflow run %s", run_id)
+    return run_id
+
+
+def make_lineage(
+    cfg: ModelConfig,
+    snapshot: SnapshotInfo,
+    data: PreparedData,
+    tuning: TuningResult,
+    max_evals: int,
+) -> Lineage:
+    frame_ts = [data.split.train, data.split.validation, data.split.test]
+    start = min(p[cfg.timestamp_column].min() for p in frame_ts)
+    end = max(p[cfg.timestamp_column].max() for p in frame_ts)
+    return build_lineage(
+        model=cfg.name,
+        data_digest=snapshot.digest,
+        data_path=snapshot.path,
+        data_source=snapshot.source_path,
+        feature_service=cfg.feature_service_name,
+        features=cfg.feature_names,
+        training_rows=sum(data.split.sizes().values()),
+        time_range=(start.isoformat(), end.isoformat()),
+        split_sizes=data.split.sizes(),
+        best_params=tuning.best_params,
+        seed=tuning.seed,
+        max_evals=len(tuning.trials),
+        project_root=project_root(),
+        config_path=model_config_path(cfg.name),
+    )
+
+
+@task(name="register-model", cache_policy=NO_CACHE)
+def register_model(
+    cfg: ModelConfig,
+    snapshot: SnapshotInfo,
+    data: PreparedData,
+    tuning: TuningResult,
+    fitted: FittedModel,
+    run_id: str,
+    max_evals: int,
+) -> TrainingOutcome:
+    """Log metrics, the training input, holdout predictions and the model; register a version
+    whose tags carry the full lineage and the artifact's SHA-256."""
+    lineage = make_lineage(cfg, snapshot, data, tuning, max_evals)
+    metrics = {f"test_{k}": v for k, v in fitted.test_metrics.items()}
+    metrics |= {f"val_{k}": v for k, v in fitted.validation_metrics.items()}
+    metrics["best_trial_loss"] = tuning.best_loss
+    params = {
+        **tuning.best_params,
+        "n_estimators": tuning.best_iteration + 1,
+        "seed": tuning.seed,
+        "max_evals": len(tuning.trials),
+        "decision_threshold": fitted.threshold,
+    }
+    mlflow_adapter.log_params_metrics(run_id, params, metrics)
+    mlflow_adapter.set_run_tags(run_id, lineage.to_tags())
+
+    training_frame = data.split.train
+    mlflow_adapter.log_training_input(
+        run_id,
+        training_frame,
+        source=snapshot.path,
+        name=f"{cfg.name}-training-set",
+        label=cfg.label,
+        digest=snapshot.digest,
+    )
+    holdout = data.split.test.copy()
+    holdout["prediction_proba"] = fitted.test_proba.to_numpy()
+    holdout["prediction"] = (holdout["prediction_proba"] >= fitted.threshold).astype("int64")
+    mlflow_adapter.log_frame_artifact(run_id, holdout, "holdout/test_predictions.parquet")
+    mlflow_adapter.log_dict_artifact(run_id, data.encoding.to_dict(), "feature_encoding.json")
+    mlflow_adapter.log_dict_artifact(run_id, lineage.to_dict(), "lineage.json")
+
+    version_tags = {
+        **lineage.to_tags(),
+        "lifecycle": "candidate",
+        "decision_threshold": fitted.threshold,
+        "feature_encoding": data.encoding.to_dict(),
+        **{f"test_{k}": round(v, 6) for k, v in fitted.test_metrics.items()},
+    }
+    registered = mlflow_adapter.log_and_register(
+        run_id,
+        fitted.model,
+        data.x_train.head(5),
+        cfg.name,
+        pip_requirements(),
+        version_tags,
+        metadata={
+            "mlsteward_feature_encoding": data.encoding.to_dict(),
+            "decision_threshold": fitted.threshold,
+        },
+    )
+    run_logger().info(
+        "registered %s version %s (artifact sha256 %s)",
+        cfg.name,
+        registered.version,
+        registered.artifact_sha256[:12],
+    )
+    return TrainingOutcome(
+        model=cfg.name,
+        version=registered.version,
+        model_uri=registered.model_uri,
+        run_id=run_id,
+        artifact_sha256=registered.artifact_sha256,
+        test_metrics=fitted.test_metrics,
+        best_params=tuning.best_params,
+        trials=len(tuning.trials),
+        threshold=fitted.threshold,
+        lineage={**lineage.to_dict(), "model_artifact_sha256": registered.artifact_sha256},
+    )
+
+
+@task(name="close-training-run", cache_policy=NO_CACHE)
+def close_training_run(run_id: str, status: str = "FINISHED") -> None:
+    mlflow_adapter.end_run(run_id, status)
+
+
+def lineage_markdown(outcome: TrainingOutcome) -> str:
+    lin = outcome.lineage
+    rows = [
+        ("registered model", f"`{outcome.model}` version **{outcome.version}**"),
+        ("data version (snapshot SHA-256)", f"`{lin['data_digest']}`"),
+        ("snapshot", f"`{lin['data_path']}`"),
+        ("feature service", f"`{lin['feature_service']}`"),
+        ("training-set rows", f"{lin['training_rows']} ({lin['split_sizes']})"),
+        ("event-time range", f"{lin['time_range'][0]} .. {lin['time_range'][1]}"),
+        ("best params", f"`{outcome.best_params}`"),
+        ("seed / trials", f"{lin['seed']} / {outcome.trials}"),
+        ("code", f"`{lin['git_commit']}` (dirty: {lin['git_dirty']})"),
+        ("uv.lock SHA-256", f"`{lin['lock_sha256']}`"),
+        ("model artifact SHA-256", f"`{outcome.artifact_sha256}`"),
+        ("MLflow run", f"`{outcome.run_id}`"),
+    ]
+    body = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"# Lineage of {outcome.model} v{outcome.version}\n\n| | |\n|---|---|\n{body}\n"
+
+
+@task(name="publish-run-artifacts", cache_policy=NO_CACHE)
+def publish_run_artifacts(outcome: TrainingOutcome) -> None:
+    """Leave a metrics table and a lineage page on the flow run, visible in the Prefect UI."""
+    create_table_artifact(
+        key=artifact_key(outcome.model, "test-metrics"),
+        table=[{"metric": k, "value": round(v, 6)} for k, v in outcome.test_metrics.items()],
+        description=f"Test-set metrics of {outcome.model} v{outcome.version}",
+    )
+    create_markdown_artifact(
+        key=artifact_key(outcome.model, "lineage"),
+        markdown=lineage_markdown(outcome),
+        description=f"Lineage of {outcome.model} v{outcome.version}",
+    )

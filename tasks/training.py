@@ -1,0 +1,146 @@
+"""Training-stage tasks: prepare (split + encode), tune, refit and evaluate.
+
+Each task wraps functions from ``mlsteward.training``; the tasks add logging, MLflow trial runs
+and Prefect bookkeeping only. Frames pass between tasks in memory, so caching is off (hashing a
+100k-row frame for a cache key would cost more than it saves).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import xgboost as xgb
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mlsteward import mlflow_adapter
+from mlsteward.config import ModelConfig
+from mlsteward.state import SnapshotInfo
+from mlsteward.training import (
+    FeatureEncoding,
+    Split,
+    TrialResult,
+    TuningResult,
+    choose_threshold,
+    encode,
+    evaluate,
+    fit_final,
+    make_dmatrix,
+    make_encoding,
+    time_split,
+    tune,
+)
+from tasks.common import run_logger
+
+
+@dataclass
+class PreparedData:
+    split: Split
+    encoding: FeatureEncoding
+    label: str
+    x_train: pd.DataFrame
+    x_val: pd.DataFrame
+    x_test: pd.DataFrame
+
+    def y(self, part: str) -> pd.Series:
+        return getattr(self.split, part)[self.label]
+
+
+@dataclass
+class FittedModel:
+    model: xgb.XGBClassifier
+    threshold: float
+    test_metrics: dict[str, float]
+    validation_metrics: dict[str, float]
+    test_proba: pd.Series
+
+
+def prepare(cfg: ModelConfig, frame: pd.DataFrame, snapshot: SnapshotInfo) -> PreparedData:
+    s = cfg.split
+    split = time_split(frame, cfg.timestamp_column, s.train, s.validation)
+    enc = make_encoding(cfg, snapshot.feature_dtypes, split.train)
+    return PreparedData(
+        split=split,
+        encoding=enc,
+        label=cfg.label,
+        x_train=encode(split.train, enc),
+        x_val=encode(split.validation, enc),
+        x_test=encode(split.test, enc),
+    )
+
+
+@task(name="prepare-data", cache_policy=NO_CACHE)
+def prepare_data(cfg: ModelConfig, frame: pd.DataFrame, snapshot: SnapshotInfo) -> PreparedData:
+    data = prepare(cfg, frame, snapshot)
+    run_logger().info("time split %s", data.split.sizes())
+    return data
+
+
+@task(name="tune-hyperparameters", cache_policy=NO_CACHE)
+def tune_hyperparameters(
+    cfg: ModelConfig, data: PreparedData, run_id: str, max_evals: int | None, seed: int | None
+) -> TuningResult:
+    """Hyperopt TPE; every trial becomes a nested MLflow run with its params and loss."""
+    log = run_logger()
+
+    def on_trial(trial: TrialResult, best: TrialResult, total: int) -> None:
+        mlflow_adapter.log_nested_run(
+            run_id,
+            f"trial-{trial.number:03d}",
+            trial.params,
+            {
+                "loss": trial.loss,
+                f"val_{cfg.tuning.eval_metric}": trial.best_score,
+                "best_iteration": trial.best_iteration,
+            },
+            tags={"mlsteward.trial": trial.number},
+        )
+        log.info(
+            "trial %d/%d: loss %.5f, %d trees (best so far: trial %d, loss %.5f)",
+            trial.number,
+            total,
+            trial.loss,
+            trial.best_iteration + 1,
+            best.number,
+            best.loss,
+        )
+
+    dtrain = make_dmatrix(data.x_train, data.y("train"), data.encoding)
+    dval = make_dmatrix(data.x_val, data.y("validation"), data.encoding)
+    result = tune(dtrain, dval, cfg.tuning, max_evals=max_evals, seed=seed, on_trial=on_trial)
+    log.info(
+        "best params after %d trials: %s (%d trees)",
+        len(result.trials),
+        result.best_params,
+        result.best_iteration + 1,
+    )
+    return result
+
+
+@task(name="fit-and-evaluate", cache_policy=NO_CACHE)
+def fit_and_evaluate(cfg: ModelConfig, data: PreparedData, tuning: TuningResult) -> FittedModel:
+    """Refit the best trial, choose the label threshold on validation, score the test set."""
+    model = fit_final(data.x_train, data.y("train"), data.encoding, cfg.tuning, tuning)
+    val_proba = model.predict_proba(data.x_val)[:, 1]
+    dt = cfg.decision_threshold
+    threshold = choose_threshold(data.y("validation").to_numpy(), val_proba, dt.strategy, dt.value)
+    test_proba = model.predict_proba(data.x_test)[:, 1]
+    test_metrics = evaluate(data.y("test").to_numpy(), test_proba, threshold)
+    val_metrics = evaluate(data.y("validation").to_numpy(), val_proba, threshold)
+    run_logger().info(
+        "test ROC-AUC %.4f, PR-AUC %.4f, log loss %.4f, Brier %.4f, F1 %.4f at threshold %.3f",
+        test_metrics["roc_auc"],
+        test_metrics["pr_auc"],
+        test_metrics["log_loss"],
+        test_metrics["brier"],
+        test_metrics["f1"],
+        threshold,
+    )
+    return FittedModel(
+        model=model,
+        threshold=threshold,
+        test_metrics=test_metrics,
+        validation_metrics=val_metrics,
+        test_proba=pd.Series(test_proba, index=data.x_test.index),
+    )
