@@ -122,7 +122,8 @@ def generate(
         action,
         lambda p: (
             f"wrote {p['rows']} rows to {p['path']} "
-            f"(positive rate {p['positive_rate']:.1%}, {p['time_range'][0]} .. {p['time_range'][1]})"
+            f"(positive rate {p['positive_rate']:.1%}, "
+            f"{p['time_range'][0]} .. {p['time_range'][1]})"
         ),
     )
 

@@ -1,0 +1,26 @@
+"""Integration fixtures: one real Prefect test harness for the session (it takes ~15 s)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def small_cohort_path(tmp_path: Path) -> Path:
+    """A small built-in cohort on disk (the real generator, few rows so tests stay quick)."""
+    from mlsteward.synthetic import generate_cohort, write_dataset
+
+    return write_dataset(generate_cohort(n_rows=4_000, seed=7), tmp_path / "cohort.parquet")
