@@ -46,7 +46,7 @@ def test_time_split_never_cuts_through_one_timestamp() -> None:
 def test_time_split_refuses_when_a_part_would_be_empty() -> None:
     df = frame(10)
     df["ts"] = df.ts.iloc[0]  # a single event time
-    with pytest.raises(ValueError, match="left .* empty"):
+    with pytest.raises(ValueError, match=r"left .* empty"):
         time_split(df, "ts", 0.7, 0.15)
 
 

@@ -1,0 +1,58 @@
+"""Lineage facts: git state, lock hash, flat tags."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+from mlsteward.lineage import REQUIRED_TAGS, UNKNOWN, build_lineage, git_info
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_git_info_reports_commit_and_dirty_flag(tmp_path: Path) -> None:
+    assert git_info(tmp_path) == {"commit": UNKNOWN, "dirty": UNKNOWN}
+    git(tmp_path, "init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    git(tmp_path, "add", "f.txt")
+    git(tmp_path, "commit", "-qm", "x")
+    info = git_info(tmp_path)
+    assert len(info["commit"]) == 40 and info["dirty"] == "false"
+    (tmp_path / "f.txt").write_text("b")
+    assert git_info(tmp_path)["dirty"] == "true"
+
+
+def test_lineage_tags_are_flat_strings_and_complete(tmp_path: Path) -> None:
+    (tmp_path / "uv.lock").write_text("lock")
+    (tmp_path / "m.yaml").write_text("cfg")
+    lin = build_lineage(
+        model="m",
+        data_digest="d" * 64,
+        data_path="/s.parquet",
+        data_source="/src.csv",
+        feature_service="m",
+        features=["a", "b"],
+        training_rows=10,
+        time_range=("2024-01-01", "2024-02-01"),
+        split_sizes={"train": 7},
+        best_params={"max_depth": 3},
+        seed=1,
+        max_evals=2,
+        project_root=tmp_path,
+        config_path=tmp_path / "m.yaml",
+    )
+    tags = lin.to_tags() | {"model_artifact_sha256": "x"}
+    assert all(isinstance(v, str) for v in tags.values())
+    assert set(REQUIRED_TAGS) <= set(tags)
+    assert tags["lineage.lock_sha256"] == hashlib.sha256(b"lock").hexdigest()
+    assert tags["lineage.config_sha256"] == hashlib.sha256(b"cfg").hexdigest()
+    assert tags["lineage.features"] == '["a", "b"]'
+    assert tags["lineage.lib.xgboost"] == "3.2.0"
