@@ -354,3 +354,18 @@ def test_write_rejects_unknown_suffix(tmp_path, cohort: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="suffix"):
         write_dataset(cohort.head(5), tmp_path / "cohort.xlsx")
     assert not list(tmp_path.iterdir())
+
+
+def test_same_second_visits_of_one_patient_are_moved_apart() -> None:
+    # real windows make clashes rare, so the de-duplication is exercised directly
+    from mlsteward.synthetic import _unique_times
+
+    pidx = np.array([0, 0, 0, 1, 1, 2])
+    t = np.array([5, 5, 9, 5, 5, 9])
+    out = _unique_times(pidx, t, span=10)
+    keys = set(zip(pidx.tolist(), out.tolist(), strict=True))
+    assert len(keys) == len(pidx)
+    assert ((out >= 0) & (out < 10)).all()
+    assert (t == [5, 5, 9, 5, 5, 9]).all()  # input left alone
+    with pytest.raises(ValueError, match="fewer seconds"):
+        _unique_times(np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64), span=2)
