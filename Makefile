@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export FEAST_USAGE := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint bench mlflow-ui prefect-ui clean
+.PHONY: help install demo test test-fast lint bench mlflow-ui prefect-ui clean deploy worker
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -54,3 +54,10 @@ prefect-ui: ## Open the Prefect UI on http://127.0.0.1:4200 (flow runs of the de
 
 clean: ## Remove all local state (MLSTEWARD_HOME) and generated data
 	rm -rf $(MLSTEWARD_HOME) data/heart_disease.parquet
+
+deploy: install ## Create the work pool and the deployments in prefect.yaml (needs PREFECT_API_URL)
+	-$(RUN) prefect work-pool create mlsteward-process --type process
+	MLSTEWARD_PROJECT_ROOT=$(CURDIR) $(RUN) prefect --no-prompt deploy --all
+
+worker: ## Run a process worker for the mlsteward-process pool
+	$(RUN) prefect worker start --pool mlsteward-process
