@@ -128,6 +128,6 @@ def ingest(
         timestamp_assigned=result.report.timestamp_assigned,
         feature_dtypes=result.report.inferred_dtypes,
     )
-    feast_adapter.apply_model(cfg, snapshot_path)
+    feast_adapter.apply_model(cfg, snapshot_path, result.report.inferred_dtypes)
     set_current_snapshot(info)
     return IngestResult(snapshot=info, report=result.report, quarantine_path=quarantine_path)

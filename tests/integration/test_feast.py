@@ -72,14 +72,13 @@ def feature_row(pid: int, at: float, age: int, ingested: float = 100.0) -> dict[
     }
 
 
-def write_snapshot(cfg: ModelConfig, rows: list[dict[str, Any]]) -> Path:
+def write_snapshot(cfg: ModelConfig, rows: list[dict[str, Any]], str_ids: bool = False) -> Path:
     """Write rows the way ingestion does: canonical dtypes, µs UTC times, named by SHA-256."""
     df = pd.DataFrame(rows)
     for col in (cfg.timestamp_column, "ingested_at"):
         df[col] = pd.to_datetime(df[col], utc=True).astype("datetime64[us, UTC]")
-    df = df.astype(
-        {"pid": "int64", "age": "int64", "bp": "float64", "smoker": "bool", "outcome": "int64"}
-    )
+    df = df.astype({"age": "int64", "bp": "float64", "smoker": "bool", "outcome": "int64"})
+    df["pid"] = df["pid"].map(lambda p: f"p{p}") if str_ids else df["pid"].astype("int64")
     df["sex"] = df["sex"].astype(str)
     directory = snapshots_dir(cfg.name)
     tmp = directory / "snapshot.parquet.tmp"
@@ -183,6 +182,42 @@ def test_training_frame_rejects_frames_it_cannot_keep_in_order() -> None:
     naive["visit_time"] = naive["visit_time"].dt.tz_localize(None)
     with pytest.raises(feast_adapter.FeastAdapterError, match="tz-aware"):
         feast_adapter.get_training_frame(cfg, naive)
+
+
+def test_string_entity_keys_work_offline_and_online() -> None:
+    cfg = toy_config()
+    snapshot = write_snapshot(
+        cfg, [feature_row(1, at=1, age=40), feature_row(2, at=1, age=60)], str_ids=True
+    )
+    assert feast_adapter.snapshot_entity_dtype(cfg, snapshot) == "string"
+    feast_adapter.apply_model(cfg, snapshot)
+
+    entity_df = entity_frame([(1, 1, 2), (2, 2, 0), (3, 3, 2)])
+    entity_df["pid"] = "p" + entity_df["pid"].astype(str)
+    assert ages(feast_adapter.get_training_frame(cfg, entity_df)) == {1: 40, 2: None, 3: None}
+
+    feast_adapter.materialize(cfg)
+    online = feast_adapter.online_features(cfg, ["p2", "p9"])
+    assert online["pid"].tolist() == ["p2", "p9"]
+    assert online["age"].iloc[0] == 60 and pd.isna(online["age"].iloc[1])
+
+
+def test_build_objects_names_missing_snapshot_columns() -> None:
+    cfg = toy_config()
+    rows = [{k: v for k, v in feature_row(1, at=1, age=40).items() if k != "bp"}]
+    path = snapshots_dir(cfg.name) / "no_bp.parquet"
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    with pytest.raises(feast_adapter.FeastAdapterError, match=r"\[.bp.\]"):
+        feast_adapter.build_objects(cfg, path)
+
+
+def test_snapshot_without_created_timestamp_needs_no_tie_break_column() -> None:
+    cfg = toy_config()
+    rows = [{k: v for k, v in feature_row(1, at=1, age=40).items() if k != "ingested_at"}]
+    path = snapshots_dir(cfg.name) / "no_ingested_at.parquet"
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    objs = feast_adapter.build_objects(cfg, path)
+    assert objs.source.created_timestamp_column == ""
 
 
 def test_reapply_points_the_source_at_the_new_snapshot() -> None:

@@ -1,0 +1,431 @@
+"""The one module that talks to Feast (0.67): everything else asks it for typed results.
+
+Feast's API moves between minor versions, so every call into it lives here and the rest of the
+code sees our own names (``ModelFeastObjects``, plain DataFrames with canonical dtypes, dicts of
+numbers). Choices that matter, each measured on Feast 0.67 (see DESIGN.md §5):
+
+* Offline store **duckdb**, never the default ``file``/dask store: dask silently drops entity rows
+  that have no feature row inside the TTL; duckdb keeps every row.
+* Every path is absolute and built when a function is called (``feast_dir()``, the snapshot
+  path), because relative ``FileSource`` paths resolve against the current directory and tests
+  repoint ``MLSTEWARD_HOME`` between calls.
+* Feast does not keep the entity frame's row order, so retrieval carries a row id through the
+  join and restores the order (and checks the count) afterwards.
+* ``import feast`` takes several seconds, so feast is imported inside the functions that need it;
+  importing this module (e.g. from the CLI or ingestion) stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mlsteward.config import ModelConfig
+from mlsteward.errors import MlstewardError
+from mlsteward.settings import feast_dir, feature_repo_dir
+
+if TYPE_CHECKING:
+    from feast import Entity, FeatureService, FeatureStore, FeatureView, FileSource, RepoConfig
+
+PROJECT = "mlsteward"
+"""Feast project name; ``feature_repo/feature_store.yaml`` must say the same."""
+
+ENTITY_KEY_SERIALIZATION_VERSION = 3
+"""Feast 0.67's current (and default) online-store key encoding; below 3 is deprecated."""
+
+CREATED_TIMESTAMP_COLUMN = "ingested_at"
+"""Snapshot column Feast uses to break ties between rows with the same entity and event time."""
+
+ROW_ID = "row_id"
+"""Column of the caller's entity frame that identifies each row across Feast's unordered join."""
+
+MANAGED_BY = "mlsteward"
+
+# Feast infers the entity frame's event-time column: a column literally named
+# ``event_timestamp`` wins, otherwise the single datetime column (with a print), otherwise it
+# raises. We always hand Feast exactly this name, whatever the model calls its column.
+_FEAST_EVENT_TIMESTAMP = "event_timestamp"
+# Internal row key: a name no feature can plausibly have, so Feast's join cannot collide with it.
+_ROW_KEY = "__mlsteward_row_id"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+EntityDtype = Literal["int64", "string"]
+
+
+class FeastAdapterError(MlstewardError):
+    """Feast returned something our contract with it forbids (lost rows, missing objects)."""
+
+
+@dataclass(frozen=True)
+class ModelFeastObjects:
+    """The four Feast objects one model needs; applied together so they never disagree."""
+
+    entity: Entity
+    source: FileSource
+    feature_view: FeatureView
+    feature_service: FeatureService
+
+    def as_list(self) -> list[Any]:
+        return [self.entity, self.source, self.feature_view, self.feature_service]
+
+
+# -- store ------------------------------------------------------------------------------------
+def repo_config() -> RepoConfig:
+    """The programmatic twin of ``feature_repo/feature_store.yaml``.
+
+    Built on each call from ``feast_dir()`` so a changed ``MLSTEWARD_HOME`` (tests, profiles) is
+    honoured; no YAML file is needed for programmatic use.
+    """
+    from feast import RepoConfig
+
+    directory = feast_dir()
+    return RepoConfig(
+        project=PROJECT,
+        provider="local",
+        registry={
+            "registry_type": "file",
+            "path": str(directory / "registry.db"),
+            # Feast keeps a registry copy in memory; short enough that a long-lived store sees a
+            # re-ingested snapshot within a minute.
+            "cache_ttl_seconds": 60,
+        },
+        offline_store={"type": "duckdb"},
+        online_store={"type": "sqlite", "path": str(directory / "online.db")},
+        entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
+        repo_path=feature_repo_dir(),
+    )
+
+
+def get_store() -> FeatureStore:
+    """A FeatureStore on ``repo_config()``; cheap, so callers make one per operation."""
+    from feast import FeatureStore
+
+    return FeatureStore(config=repo_config())
+
+
+# -- object builders --------------------------------------------------------------------------
+def _tags(cfg: ModelConfig, **extra: str) -> dict[str, str]:
+    """Model tags from the config, then ours (ours win so ``managed_by`` cannot be spoofed)."""
+    return {**cfg.tags, "model": cfg.name, "owner": cfg.owner, "managed_by": MANAGED_BY, **extra}
+
+
+def snapshot_entity_dtype(cfg: ModelConfig, snapshot_path: Path) -> EntityDtype:
+    """Read the entity column's type from the parquet footer (no data pages are read).
+
+    Raises:
+        FeastAdapterError: the snapshot lacks a column Feast will need, or the entity column is
+            neither an integer nor a string.
+    """
+    schema = pq.read_schema(snapshot_path)
+    needed = [cfg.source.entity, cfg.timestamp_column, *cfg.feature_names]
+    missing = [c for c in needed if c not in schema.names]
+    if missing:
+        raise FeastAdapterError(
+            f"snapshot {snapshot_path} for model {cfg.name!r} lacks column(s) {missing}"
+        )
+    arrow_type = schema.field(cfg.source.entity).type
+    if pa.types.is_integer(arrow_type):
+        return "int64"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "string"
+    raise FeastAdapterError(
+        f"snapshot {snapshot_path}: entity column {cfg.source.entity!r} has type {arrow_type}; "
+        "an entity key must be an integer or a string"
+    )
+
+
+def build_objects(
+    cfg: ModelConfig,
+    snapshot_path: Path,
+    entity_dtype: EntityDtype | None = None,
+    feature_dtypes: dict[str, str] | None = None,
+) -> ModelFeastObjects:
+    """Derive the model's entity, source, feature view and feature service from its config.
+
+    Names come from ``ModelConfig`` (one place decides them). The source points at the absolute
+    snapshot path and is tagged with the snapshot's digest (its file stem), so the registry
+    records which data version a training set came from.
+
+    Args:
+        cfg: the validated model config.
+        snapshot_path: the immutable snapshot parquet the source should read.
+        entity_dtype: the entity key's type; read from the snapshot's schema when omitted.
+        feature_dtypes: types ingestion inferred for features the config leaves untyped.
+    """
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+    from feast.data_format import ParquetFormat
+    from feast.types import Bool, Float64, Int64, String
+
+    snapshot_path = Path(snapshot_path).expanduser().resolve()
+    dtype = entity_dtype or snapshot_entity_dtype(cfg, snapshot_path)
+    feast_types = {"int": Int64, "float": Float64, "bool": Bool, "category": String}
+    dtypes = {f.name: f.dtype or (feature_dtypes or {}).get(f.name) for f in cfg.features}
+    untyped = [name for name, t in dtypes.items() if t is None]
+    if untyped:
+        raise FeastAdapterError(
+            f"model {cfg.name!r}: feature(s) {untyped} have no dtype; ingestion must record "
+            "one before the feature view can be built"
+        )
+    desc = cfg.description or cfg.name
+
+    entity = Entity(
+        name=cfg.entity_name,
+        join_keys=[cfg.source.entity],
+        value_type=ValueType.INT64 if dtype == "int64" else ValueType.STRING,
+        description=f"{cfg.source.entity} of model {cfg.name}: the key every feature row has.",
+        tags=_tags(cfg),
+        owner=cfg.owner,
+    )
+    source = FileSource(
+        name=cfg.data_source_name,
+        path=str(snapshot_path),
+        file_format=ParquetFormat(),
+        timestamp_field=cfg.timestamp_column,
+        # Snapshots hold unique (entity, event time) rows, so a created timestamp is optional:
+        # used for tie-breaks when a snapshot carries one.
+        created_timestamp_column=(
+            CREATED_TIMESTAMP_COLUMN
+            if CREATED_TIMESTAMP_COLUMN in pq.read_schema(snapshot_path).names
+            else ""
+        ),
+        description=f"Current accepted data snapshot of model {cfg.name} (immutable parquet).",
+        tags=_tags(cfg, data_digest=snapshot_path.stem),
+        owner=cfg.owner,
+    )
+    schema = [
+        Field(name=cfg.source.entity, dtype=Int64 if dtype == "int64" else String),
+        *(
+            Field(name=f.name, dtype=feast_types[dtypes[f.name]], description=f.description)
+            for f in cfg.features
+        ),
+    ]
+    # Feast 0.67: ttl=timedelta(0) means "no limit" (the join adds no expiry predicate), and the
+    # registry stores None as 0 too -- passing None would make every `feast plan` show a diff.
+    ttl = timedelta(days=cfg.feast.ttl_days) if cfg.feast.ttl_days else timedelta(0)
+    feature_view = FeatureView(
+        name=cfg.feature_view_name,
+        entities=[entity],
+        schema=schema,
+        source=source,
+        ttl=ttl,
+        online=cfg.feast.online,
+        description=f"Features of model {cfg.name}: {desc}",
+        tags=_tags(cfg),
+        owner=cfg.owner,
+    )
+    feature_service = FeatureService(
+        name=cfg.feature_service_name,
+        features=[feature_view],
+        description=f"Everything model {cfg.name} trains and serves on; asked for by name.",
+        tags=_tags(cfg),
+        owner=cfg.owner,
+    )
+    return ModelFeastObjects(entity, source, feature_view, feature_service)
+
+
+def apply_model(
+    cfg: ModelConfig, snapshot_path: Path, feature_dtypes: dict[str, str] | None = None
+) -> None:
+    """Register (or update) the model's objects so Feast reads ``snapshot_path`` from now on.
+
+    Re-applying with another snapshot replaces the source and the feature view's embedded copy
+    of it in one registry commit.
+    """
+    store = get_store()
+    store.apply(build_objects(cfg, snapshot_path, feature_dtypes=feature_dtypes).as_list())
+
+
+def registered_snapshot_path(cfg: ModelConfig) -> str | None:
+    """The snapshot the registered feature view reads (what retrieval uses), or None."""
+    from feast.errors import FeatureViewNotFoundException
+
+    store = get_store()
+    try:
+        fv = store.get_feature_view(cfg.feature_view_name)
+    except (FeatureViewNotFoundException, FileNotFoundError):
+        return None
+    return getattr(fv.batch_source, "path", None)
+
+
+def registered_tags(cfg: ModelConfig) -> dict[str, dict[str, str]]:
+    """Tags of each registered object of the model, keyed by kind (for lineage and checks)."""
+    store = get_store()
+    return {
+        "entity": dict(store.get_entity(cfg.entity_name).tags),
+        "source": dict(store.get_data_source(cfg.data_source_name).tags),
+        "feature_view": dict(store.get_feature_view(cfg.feature_view_name).tags),
+        "feature_service": dict(store.get_feature_service(cfg.feature_service_name).tags),
+    }
+
+
+def repo_declarations(
+    configs: dict[str, ModelConfig],
+    snapshot_paths: dict[str, str | Path | None],
+    feature_dtypes: dict[str, dict[str, str]] | None = None,
+) -> dict[str, ModelFeastObjects]:
+    """Objects for every model that has a current snapshot (the feature repo's declarations).
+
+    Models without a snapshot are skipped: Feast cannot build a source for data that does not
+    exist yet, and ``feast plan`` must still work before the first ingestion.
+    """
+    return {
+        name: build_objects(cfg, Path(path), feature_dtypes=(feature_dtypes or {}).get(name))
+        for name, cfg in sorted(configs.items())
+        if (path := snapshot_paths.get(name))
+    }
+
+
+# -- dtypes ----------------------------------------------------------------------------------
+def _canonical(frame: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:
+    """Cast feature columns to one dtype per config dtype, whatever Feast's path returned.
+
+    Offline and online retrieval return different numpy types for the same feature (float32 vs
+    float64; Int64 with nulls becomes float64), so a model would see different inputs in training
+    and serving. Nullable pandas dtypes keep "no value" as a null instead of a fake number.
+    """
+    targets = {"int": "Int64", "float": "float64", "bool": "boolean", "category": "string"}
+    out = frame.copy()
+    for f in cfg.features:
+        col = out[f.name]
+        if f.dtype == "bool" and col.dtype == object:
+            col = col.map(lambda v: v if v is None or pd.isna(v) else bool(v))
+        out[f.name] = col.astype(targets[f.dtype or "float"])
+    return out
+
+
+# -- offline retrieval -----------------------------------------------------------------------
+def get_training_frame(cfg: ModelConfig, entity_df: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time correct features for each entity row, via the model's feature service.
+
+    Each row gets, per feature, the latest value whose event time is at or before the row's
+    event time (and within the TTL, if one is set); ``ingested_at`` breaks ties. Rows with no such
+    value keep their place with nulls.
+
+    Args:
+        cfg: the model.
+        entity_df: columns ``row_id`` (unique int64), the entity column, the event-time column
+            (tz-aware) and the label. Other columns are ignored.
+
+    Returns:
+        One row per input row sorted by ``row_id``, columns ``[row_id, entity, event time, label,
+        *features in config order]``; feature names are plain (no view prefix), dtypes as in
+        ``_canonical``.
+
+    Raises:
+        FeastAdapterError: a required column is missing, row ids repeat, times are naive, or
+            Feast returned a different number of rows (or other row ids) than it was given.
+    """
+    entity, ts, label = cfg.source.entity, cfg.timestamp_column, cfg.label
+    required = [ROW_ID, entity, ts, label]
+    missing = [c for c in required if c not in entity_df.columns]
+    if missing:
+        raise FeastAdapterError(f"entity frame for {cfg.name!r} lacks column(s) {missing}")
+    if entity_df[ROW_ID].duplicated().any():
+        raise FeastAdapterError(f"entity frame for {cfg.name!r}: {ROW_ID} values must be unique")
+    times = entity_df[ts]
+    if not isinstance(times.dtype, pd.DatetimeTZDtype):
+        raise FeastAdapterError(
+            f"entity frame for {cfg.name!r}: {ts!r} must be a tz-aware datetime column, "
+            f"got {times.dtype}"
+        )
+    if ts != _FEAST_EVENT_TIMESTAMP and _FEAST_EVENT_TIMESTAMP in cfg.feature_names:
+        raise FeastAdapterError(
+            f"model {cfg.name!r}: a feature named {_FEAST_EVENT_TIMESTAMP!r} clashes with the "
+            "column Feast reserves for the entity frame's event time"
+        )
+
+    # Hand Feast only what the join needs, under names it cannot misread; the label and the
+    # caller's own columns stay here and are re-attached by row id.
+    query = pd.DataFrame(
+        {
+            _ROW_KEY: entity_df[ROW_ID].to_numpy(),
+            entity: entity_df[entity].to_numpy(),
+            _FEAST_EVENT_TIMESTAMP: times.dt.tz_convert("UTC").astype("datetime64[us, UTC]"),
+        }
+    )
+    store = get_store()
+    service = store.get_feature_service(cfg.feature_service_name)
+    result = store.get_historical_features(entity_df=query, features=service).to_df()
+
+    if len(result) != len(query):
+        raise FeastAdapterError(
+            f"Feast returned {len(result)} rows for {len(query)} entity rows of model "
+            f"{cfg.name!r}; a training set must keep every row"
+        )
+    returned = result[_ROW_KEY]
+    if returned.duplicated().any() or set(returned) != set(query[_ROW_KEY]):
+        raise FeastAdapterError(
+            f"Feast returned {len(result)} rows for {len(query)} entity rows of model "
+            f"{cfg.name!r}, but not one per row id"
+        )
+    base = entity_df[required].sort_values(ROW_ID, kind="mergesort").reset_index(drop=True)
+    features = (
+        result.set_index(_ROW_KEY)
+        .reindex(base[ROW_ID].to_numpy())[cfg.feature_names]
+        .reset_index(drop=True)
+    )
+    return pd.concat([base, _canonical(features, cfg)], axis=1)
+
+
+# -- online ----------------------------------------------------------------------------------
+def materialize(cfg: ModelConfig, end: datetime | None = None) -> dict[str, Any]:
+    """Load the latest value per entity up to ``end`` into the online store.
+
+    The window starts at ``end - ttl`` (older values are expired anyway) or at the epoch when
+    the model has no TTL. A naive ``end`` is taken as UTC, like every time in mlsteward.
+
+    Returns:
+        ``model``, ``feature_view``, ``start``/``end`` (ISO-8601 UTC), ``snapshot_path``,
+        ``rows_in_window`` (snapshot rows inside the window) and ``entities`` (distinct entities
+        written to the online store).
+
+    Raises:
+        FeastAdapterError: the model is not online-enabled or has never been applied.
+    """
+    if not cfg.feast.online:
+        raise FeastAdapterError(f"model {cfg.name!r} has feast.online: false; nothing to load")
+    end = end or datetime.now(UTC)
+    end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
+    start = end - timedelta(days=cfg.feast.ttl_days) if cfg.feast.ttl_days else _EPOCH
+    path = registered_snapshot_path(cfg)
+    if path is None:
+        raise FeastAdapterError(f"model {cfg.name!r} has no registered Feast source; ingest first")
+
+    store = get_store()
+    store.materialize(start_date=start, end_date=end, feature_views=[cfg.feature_view_name])
+
+    table = pq.read_table(path, columns=[cfg.source.entity, cfg.timestamp_column])
+    times = table.column(cfg.timestamp_column).to_pandas()
+    in_window = (times >= pd.Timestamp(start)) & (times <= pd.Timestamp(end))
+    entities = table.column(cfg.source.entity).to_pandas()[in_window.to_numpy()]
+    return {
+        "model": cfg.name,
+        "feature_view": cfg.feature_view_name,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "snapshot_path": path,
+        "rows_in_window": int(in_window.sum()),
+        "entities": int(entities.nunique()),
+    }
+
+
+def online_features(cfg: ModelConfig, entity_ids: list[Any]) -> pd.DataFrame:
+    """Latest materialized features for each id, in request order, columns selected by name.
+
+    Feast's online column order differs between processes, so columns are picked by name:
+    ``[entity, *features in config order]``. Unknown ids get nulls.
+    """
+    store = get_store()
+    service = store.get_feature_service(cfg.feature_service_name)
+    response = store.get_online_features(
+        features=service, entity_rows=[{cfg.source.entity: i} for i in entity_ids]
+    )
+    frame = response.to_df()
+    out = frame[[cfg.source.entity, *cfg.feature_names]].reset_index(drop=True)
+    return _canonical(out, cfg)
