@@ -8,6 +8,7 @@ config checks stay fast, and nothing heavy runs at import.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+# A cold ephemeral Prefect API (no PREFECT_API_URL set) can take longer than Prefect's default
+# start-up wait on a small machine; an explicit setting from the user wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+if os.environ.get("PREFECT_HOME"):  # Prefect does not create missing parents of its home
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document (for CI) instead of text.")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,30 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(autouse=True)
+def prefect_console_on_real_stderr() -> Iterator[None]:
+    """Keep Prefect's console log handlers off Click's per-invocation streams.
+
+    ``CliRunner`` swaps ``sys.stderr`` for a buffer it closes afterwards; a Prefect console
+    handler bound to such a buffer breaks every later log line in the session.
+    """
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    def rebind() -> None:
+        loggers = [
+            logging.getLogger(),
+            *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict)),
+        ]
+        for lg in loggers:
+            for h in getattr(lg, "handlers", []):
+                if isinstance(h, PrefectConsoleHandler):
+                    h.console.file = sys.__stderr__
+
+    rebind()
+    yield
+    rebind()
 
 
 @pytest.fixture
