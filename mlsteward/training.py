@@ -102,12 +102,19 @@ class Split:
 
 
 def time_split(
-    frame: pd.DataFrame, ts_col: str, train: float, validation: float, tie_col: str = "row_id"
+    frame: pd.DataFrame,
+    ts_col: str,
+    train: float,
+    validation: float,
+    tie_col: str = "row_id",
+    keep_ties_together: bool = True,
 ) -> Split:
     """Oldest rows train, newest rows test: the test set imitates the future the model will see.
 
     Rows sharing a timestamp at a boundary stay on the same side, so no event time appears in
-    two parts (a silent source of look-ahead).
+    two parts (a silent source of look-ahead). When ingestion had to assign one timestamp to
+    every row (the source has no event time), there is no time order to respect:
+    ``keep_ties_together=False`` then splits in ``tie_col`` order.
     """
     if len(frame) < 3:
         raise ValueError(f"need at least 3 rows to split, got {len(frame)}")
@@ -117,6 +124,8 @@ def time_split(
 
     def boundary(fraction: float) -> int:
         i = min(max(round(n * fraction), 1), n - 1)
+        if not keep_ties_together:
+            return i
         return int(np.searchsorted(ts, ts[i], side="left")) or int(
             np.searchsorted(ts, ts[i], side="right")
         )

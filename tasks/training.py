@@ -58,7 +58,13 @@ class FittedModel:
 
 def prepare(cfg: ModelConfig, frame: pd.DataFrame, snapshot: SnapshotInfo) -> PreparedData:
     s = cfg.split
-    split = time_split(frame, cfg.timestamp_column, s.train, s.validation)
+    split = time_split(
+        frame,
+        cfg.timestamp_column,
+        s.train,
+        s.validation,
+        keep_ties_together=not snapshot.timestamp_assigned,
+    )
     enc = make_encoding(cfg, snapshot.feature_dtypes, split.train)
     return PreparedData(
         split=split,

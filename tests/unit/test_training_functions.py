@@ -130,3 +130,11 @@ def test_tuning_is_seeded_and_reports_every_trial() -> None:
     assert seen == [4, 4, 4, 4] and len(r1.trials) == 4
     assert r1.best_params == r2.best_params and r1.best_loss == r2.best_loss
     assert r1.best_loss == min(t.loss for t in r1.trials)
+
+
+def test_assigned_timestamps_split_in_row_order() -> None:
+    df = frame(100)
+    df["ts"] = df.ts.iloc[0]  # ingestion stamped every row alike
+    s = time_split(df, "ts", 0.7, 0.15, keep_ties_together=False)
+    assert s.sizes() == {"train": 70, "validation": 15, "test": 15}
+    assert s.train.row_id.max() < s.validation.row_id.min()
