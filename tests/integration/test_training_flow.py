@@ -91,3 +91,23 @@ def test_same_data_and_seed_give_identical_params_and_artifact(small_cohort_path
     assert first["version"] != second["version"]
     assert first["best_params"] == second["best_params"]
     assert first["artifact_sha256"] == second["artifact_sha256"]
+
+
+def test_flow_run_leaves_metrics_table_and_lineage_markdown(trained: dict) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = (
+        mlflow_client().get_run(trained["run_id"]).data.tags["mlsteward.prefect_flow_run_id"]
+    )
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    by_key = {a.key: a for a in artifacts}
+    assert {"heart-disease-test-metrics", "heart-disease-lineage"} <= set(by_key)
+    assert by_key["heart-disease-test-metrics"].type == "table"
+    assert "roc_auc" in str(by_key["heart-disease-test-metrics"].data)
+    lineage_md = str(by_key["heart-disease-lineage"].data)
+    assert f"version **{trained['version']}**" in lineage_md
+    assert trained["lineage"]["data_digest"] in lineage_md
