@@ -7,9 +7,11 @@ config checks stay fast, and nothing heavy runs at import.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,13 +27,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# A cold ephemeral Prefect API (no PREFECT_API_URL set) can take longer than Prefect's default
-# start-up wait on a small machine; an explicit setting from the user wins.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-if os.environ.get("PREFECT_HOME"):  # Prefect does not create missing parents of its home
-    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
-
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document (for CI) instead of text.")
+
+
+@app.callback()
+def _setup() -> None:
+    """Process-wide settings for a CLI run, applied before any command (never at import)."""
+    # A cold ephemeral Prefect API (no PREFECT_API_URL set) can take longer than Prefect's
+    # default start-up wait on a small machine; an explicit setting from the user wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if os.environ.get("PREFECT_HOME"):  # Prefect does not create missing parents of its home
+        Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+    # Deprecation chatter from libraries (ibis, SQLAlchemy, Prefect) is not for CLI users.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _emit(as_json: bool, payload: Any, human: Callable[[Any], str]) -> None:
@@ -41,21 +51,26 @@ def _emit(as_json: bool, payload: Any, human: Callable[[Any], str]) -> None:
         typer.echo(human(payload))
 
 
+def _fail(as_json: bool, message: str, details: Any = None) -> None:
+    if as_json:
+        doc = {"ok": False, "error": message, "details": details}
+        typer.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
 def _run(as_json: bool, action: Callable[[], Any], human: Callable[[Any], str]) -> None:
-    """Run a command body; user-facing errors become one message and exit code 1."""
+    """Run a command body; any failure becomes one message (or JSON document) and exit 1."""
     try:
-        payload = action()
+        # stdout carries only our result (one JSON document with --json); libraries that print
+        # progress there (Feast's materialize does) are moved to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            payload = action()
     except MlstewardError as exc:
-        details = getattr(exc, "report", None)
-        if as_json:
-            typer.echo(
-                json.dumps(
-                    {"ok": False, "error": str(exc), "details": details}, indent=2, default=str
-                )
-            )
-        else:
-            typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        _fail(as_json, str(exc), getattr(exc, "report", None))
+    except Exception as exc:  # an unexpected failure still honours --json and the exit code
+        _fail(as_json, f"{type(exc).__name__}: {exc}")
     _emit(as_json, payload, human)
 
 

@@ -47,3 +47,23 @@ def test_help_lists_commands() -> None:
     assert result.exit_code == 0
     for command in ("ingest", "train", "materialize", "models", "generate", "where"):
         assert command in result.stdout
+
+
+def test_unexpected_failures_still_give_json_and_exit_1(tmp_path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("x")  # a file where a directory must be created
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "heart_disease",
+            "--rows",
+            "10",
+            "--out",
+            str(blocked / "sub" / "hd.parquet"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert out["ok"] is False and "Error" in out["error"]
