@@ -228,10 +228,14 @@ def where(as_json: bool = JsonOpt) -> None:
         return {
             "home": str(home()),
             "mlflow_tracking_uri": uri,
-            "mlflow_ui": f"mlflow ui --backend-store-uri {uri} "
+            "mlflow_ui": "make mlflow-ui, or: "
+            f"mlflow ui --backend-store-uri {uri} "
             f"--default-artifact-root {mlflow_artifact_root()} --port 5000",
-            "prefect_ui": "prefect server start --host 127.0.0.1 --port 4200 "
-            "(with the same PREFECT_HOME), then open http://127.0.0.1:4200",
+            "prefect_ui": (
+                f"make prefect-ui, or: PREFECT_HOME={os.environ.get('PREFECT_HOME', '~/.prefect')}"
+                " prefect server start --host 127.0.0.1 --port 4200; then open "
+                "http://127.0.0.1:4200 (flow runs, logs, metric and lineage artifacts)"
+            ),
         }
 
     _run(as_json, action, lambda p: "\n".join(f"{k:<20} {v}" for k, v in p.items()))
