@@ -41,7 +41,7 @@ def training_flow(
         tuning = tune_hyperparameters(cfg, data, run_id, evals, seed)
         fitted = fit_and_evaluate(cfg, data, tuning)
         # 3. Register with lineage
-        outcome = register_model(cfg, snapshot, data, tuning, fitted, run_id, evals)
+        outcome = register_model(cfg, snapshot, data, tuning, fitted, run_id)
     except BaseException:
         close_training_run(run_id, "FAILED")
         raise

@@ -64,7 +64,6 @@ def make_lineage(
     snapshot: SnapshotInfo,
     data: PreparedData,
     tuning: TuningResult,
-    max_evals: int,
 ) -> Lineage:
     frame_ts = [data.split.train, data.split.validation, data.split.test]
     start = min(p[cfg.timestamp_column].min() for p in frame_ts)
@@ -95,11 +94,10 @@ def register_model(
     tuning: TuningResult,
     fitted: FittedModel,
     run_id: str,
-    max_evals: int,
 ) -> TrainingOutcome:
     """Log metrics, the training input, holdout predictions and the model; register a version
     whose tags carry the full lineage and the artifact's SHA-256."""
-    lineage = make_lineage(cfg, snapshot, data, tuning, max_evals)
+    lineage = make_lineage(cfg, snapshot, data, tuning)
     metrics = {f"test_{k}": v for k, v in fitted.test_metrics.items()}
     metrics |= {f"val_{k}": v for k, v in fitted.validation_metrics.items()}
     metrics["best_trial_loss"] = tuning.best_loss
