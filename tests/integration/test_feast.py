@@ -13,15 +13,18 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 
-from mlsteward import feast_adapter
+from mlsteward import feast_adapter, feast_offline_store
 from mlsteward.config import ModelConfig
 from mlsteward.settings import feast_dir, snapshots_dir
 from mlsteward.state import SnapshotInfo, set_current_snapshot
@@ -303,7 +306,13 @@ def test_repo_config_matches_feature_store_yaml(mlsteward_home: Path) -> None:
     config = feast_adapter.repo_config()
 
     assert declared["project"] == config.project == feast_adapter.PROJECT
-    assert declared["offline_store"]["type"] == config.offline_store.type == "duckdb"
+    assert (
+        declared["offline_store"]["type"]
+        == config.offline_store.type
+        == feast_adapter.OFFLINE_STORE_TYPE
+        == feast_offline_store.STORE_TYPE
+    )
+    assert isinstance(config.offline_store, feast_offline_store.AsofDuckDBOfflineStoreConfig)
     assert declared["online_store"]["type"] == config.online_store.type == "sqlite"
     registry_path = Path(declared["registry"]["path"])
     assert registry_path == Path(config.registry.path) == feast_dir() / "registry.db"
@@ -352,3 +361,217 @@ def test_feature_repo_declares_what_the_adapter_applies(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "No changes to registry" in done.stdout, done.stdout
     assert "Deleted" not in done.stdout and "pending" not in done.stdout
+
+
+# -- the ASOF offline store against Feast's stock duckdb store ---------------------------------
+ROW_KEY = "row_key"
+
+
+def random_snapshot_rows(rng: np.random.Generator, entities: int, per_entity: int) -> list[dict]:
+    """Feature rows with unique ages (so the winning row is identifiable), ties and null values.
+
+    Per entity: ``per_entity`` distinct event times on a half-day grid, then three of those times
+    again with a different ``ingested_at`` (a tie the created timestamp must break: originals
+    are ingested on whole days, repeats on half days, so no two rows tie on both). About one row
+    in ten has a null ``bp``: a null value must not be confused with "no row".
+    """
+    rows, age = [], 20
+    for pid in range(1, entities + 1):
+        days = rng.choice(np.arange(0.0, 30.0, 0.5), size=per_entity, replace=False)
+        for d in days:
+            rows.append(feature_row(pid, at=float(d), age=age, ingested=100 + rng.integers(0, 5)))
+            age += 1
+        for d in rng.choice(days, size=3, replace=False):
+            ingested = 100.5 + rng.integers(-3, 4)
+            rows.append(feature_row(pid, at=float(d), age=age, ingested=float(ingested)))
+            age += 1
+    for row in rows:
+        if rng.random() < 0.1:
+            row["bp"] = None
+    return rows
+
+
+def random_query(
+    rng: np.random.Generator, rows: list[dict], entities: int, n: int, ttl_days: float | None
+) -> pd.DataFrame:
+    """Entity rows Feast sees: unknown entities, exact feature times, TTL edges, duplicates."""
+    pids = rng.integers(0, entities + 2, size=n)  # 0 and entities + 1 have no feature rows
+    days = rng.uniform(-2.0, 35.0, size=n)
+    exact = rng.random(n) < 0.3
+    picks = rng.integers(0, len(rows), size=n)
+    edge = (ttl_days or 0) * (rng.random(n) < 0.5)
+    for i in np.flatnonzero(exact):  # exactly at a feature row's time, or exactly TTL later
+        pids[i] = rows[picks[i]]["pid"]
+        days[i] = (rows[picks[i]]["visit_time"] - T0) / pd.Timedelta(days=1) + edge[i]
+    frame = pd.DataFrame(
+        {
+            ROW_KEY: rng.permutation(n).astype("int64"),
+            "pid": pids.astype("int64"),
+            "event_timestamp": pd.Series([day(d) for d in days]).astype("datetime64[us, UTC]"),
+        }
+    )
+    dupes = frame.sample(n=n // 20, random_state=1).assign(**{ROW_KEY: np.arange(n, n + n // 20)})
+    return pd.concat([frame, dupes], ignore_index=True)
+
+
+def retrieve(store: Any, query: pd.DataFrame, features: Any, full: bool = False) -> Any:
+    """One historical retrieval, sorted by row key; a copy goes in (Feast may modify it)."""
+    job = store.get_historical_features(
+        entity_df=query.copy(), features=features, full_feature_names=full
+    )
+    return job, job.to_df().sort_values(ROW_KEY).reset_index(drop=True)
+
+
+def stores() -> tuple[Any, Any]:
+    from feast import FeatureStore
+
+    stock = FeatureStore(config=feast_adapter.repo_config(offline_store_type="duckdb"))
+    return feast_adapter.get_store(), stock
+
+
+def assert_same_as_stock(asof: tuple[Any, pd.DataFrame], stock: tuple[Any, pd.DataFrame]) -> None:
+    """Both paths really ran, and every value (nulls included) agrees row by row."""
+    (asof_job, got), (stock_job, expected) = asof, stock
+    assert isinstance(asof_job, feast_offline_store.AsofRetrievalJob)
+    assert type(stock_job).__name__ == "IbisRetrievalJob"
+    assert list(got.columns) == list(expected.columns)
+    assert len(got) == len(expected)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert asof_job.to_arrow().schema.equals(stock_job.to_arrow().schema)
+
+
+@pytest.mark.parametrize("ttl_days", [None, 2.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_asof_store_matches_the_stock_store(ttl_days: float | None, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    cfg = toy_config(ttl_days=ttl_days)
+    rows = random_snapshot_rows(rng, entities=8, per_entity=12)
+    feast_adapter.apply_model(cfg, write_snapshot(cfg, rows))
+    query = random_query(rng, rows, entities=8, n=400, ttl_days=ttl_days)
+
+    asof, stock = stores()
+    service = asof.get_feature_service(cfg.feature_service_name)
+    got = retrieve(asof, query, service)
+    expected = retrieve(stock, query, stock.get_feature_service(cfg.feature_service_name))
+    assert_same_as_stock(got, expected)
+
+    frame = got[1]
+    assert frame["age"].isna().any() and frame["age"].notna().any()  # both paths exercised
+    assert (frame["age"].notna() & frame["bp"].isna()).any()  # a null value on a matched row
+    # Independently of the stock store: where the winning row's time is tied, it is the
+    # later-ingested one.
+    latest: dict[tuple[int, pd.Timestamp], pd.Timestamp] = {}
+    copies: Counter[tuple[int, pd.Timestamp]] = Counter()
+    for r in rows:
+        key = (r["pid"], r["visit_time"])
+        copies[key] += 1
+        latest[key] = max(latest.get(key, r["ingested_at"]), r["ingested_at"])
+    by_age = {r["age"]: r for r in rows}
+    winners = [by_age[int(a)] for a in frame["age"].dropna()]
+    tie_winners = [w for w in winners if copies[(w["pid"], w["visit_time"])] > 1]
+    assert tie_winners, "no entity row was answered from a tied event time"
+    assert all(w["ingested_at"] == latest[(w["pid"], w["visit_time"])] for w in tie_winners)
+
+    refs = [f"{cfg.feature_view_name}:{f}" for f in ("sex", "age")]  # not schema order
+    full_got = retrieve(asof, query, refs, full=True)
+    assert_same_as_stock(full_got, retrieve(stock, query, refs, full=True))
+    assert list(full_got[1].columns)[-2:] == [
+        f"{cfg.feature_view_name}__{f}" for f in ("sex", "age")
+    ]
+
+
+def test_asof_store_joins_several_views_and_aliases_like_the_stock_store() -> None:
+    from feast import FeatureService, FeatureView, Field
+    from feast.types import Int64, String
+
+    rng = np.random.default_rng(5)
+    cfg = toy_config(ttl_days=2)
+    rows = random_snapshot_rows(rng, entities=6, per_entity=10)
+    objs = feast_adapter.build_objects(cfg, write_snapshot(cfg, rows))
+    forever = FeatureView(
+        name="toy__forever",
+        entities=[objs.entity],
+        schema=[
+            Field(name=n, dtype=t) for n, t in (("pid", Int64), ("age", Int64), ("sex", String))
+        ],
+        source=objs.source,
+        ttl=None,
+    )
+    service = FeatureService(
+        name="toy_both", features=[objs.feature_view.with_name("recent")[["age", "bp"]], forever]
+    )
+    asof, stock = stores()
+    asof.apply([*objs.as_list(), forever, service])
+    query = random_query(rng, rows, entities=6, n=300, ttl_days=2)
+
+    got = retrieve(asof, query, asof.get_feature_service("toy_both"), full=True)
+    assert_same_as_stock(got, retrieve(stock, query, stock.get_feature_service("toy_both"), True))
+    columns = list(got[1].columns)
+    assert columns[-4:] == ["recent__age", "recent__bp", "toy__forever__age", "toy__forever__sex"]
+    frame = got[1]
+    assert (frame["recent__age"].isna() & frame["toy__forever__age"].notna()).any()  # TTL only
+
+
+def test_asof_store_hands_what_it_does_not_cover_to_the_stock_join() -> None:
+    cfg = toy_config()
+    rows = [feature_row(1, at=1, age=40, ingested=1.5), feature_row(1, at=1, age=41, ingested=150)]
+    feast_adapter.apply_model(cfg, write_snapshot(cfg, rows))
+    store = feast_adapter.get_store()
+    service = store.get_feature_service(cfg.feature_service_name)
+    query = pd.DataFrame(
+        {ROW_KEY: [1, 2], "pid": [1, 1], "event_timestamp": [day(2), day(200)]}
+    ).astype({"event_timestamp": "datetime64[us, UTC]"})
+
+    job = store.get_historical_features(entity_df=query.copy(), features=service)
+    assert isinstance(job, feast_offline_store.AsofRetrievalJob)
+    assert "ASOF LEFT JOIN" in job.to_sql()
+    # A created-time cutoff is not one ASOF join: the stock implementation answers, correctly.
+    cutoff = store.get_historical_features(
+        entity_df=query.copy(), features=service, filter_by_created_timestamp=True
+    )
+    assert not isinstance(cutoff, feast_offline_store.AsofRetrievalJob)
+    by_key = cutoff.to_df().set_index(ROW_KEY)["age"]
+    assert (by_key[1], by_key[2]) == (40, 41)
+
+
+def test_asof_store_takes_a_ttl_the_stock_store_cannot_type() -> None:
+    """ttl_days 1.5 is 1 day + 12 h: ibis raises on such an interval; the ASOF store applies it."""
+    cfg = toy_config(ttl_days=1.5)
+    feast_adapter.apply_model(cfg, write_snapshot(cfg, [feature_row(1, at=1, age=40)]))
+    frame = feast_adapter.get_training_frame(
+        cfg, entity_frame([(1, 1, 2.5), (2, 1, 2.5 + 1e-6), (3, 1, 1)])
+    )
+    assert ages(frame) == {1: 40, 2: None, 3: 40}
+
+
+def test_canonical_from_arrow_equals_the_pandas_route() -> None:
+    cfg = toy_config()
+    table = pa.table(
+        {
+            "age": pa.array([1, None, 3], type=pa.int64()),
+            "bp": pa.array([1.5, None, 2.0], type=pa.float64()),
+            "smoker": pa.array([True, None, False]),
+            "sex": pa.array(["F", None, "M"]),
+        }
+    )
+    other_types = table.cast(
+        pa.schema(
+            [
+                ("age", pa.int32()),
+                ("bp", pa.float32()),
+                ("smoker", pa.bool_()),
+                ("sex", pa.large_string()),
+            ]
+        )
+    )
+    order = np.array([2, 0, 1])
+    dtypes = {f.name: f.dtype for f in cfg.features}
+    for t in (table, other_types, table.slice(0, 0)):
+        expected = feast_adapter._canonical(t.to_pandas(), dtypes)
+        got = feast_adapter._canonical_from_arrow(t, dtypes)
+        pd.testing.assert_frame_equal(got, expected)
+        assert [str(d) for d in got.dtypes] == ["Int64", "float64", "boolean", "string"]
+        if len(t):
+            reordered = feast_adapter._canonical_from_arrow(t, dtypes, order)
+            expected = expected.take(order).reset_index(drop=True)
+            pd.testing.assert_frame_equal(reordered, expected)

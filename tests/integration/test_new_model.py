@@ -27,7 +27,8 @@ label: churned
 features:
   - tenure_months
   - monthly_spend
-  - {{name: plan, dtype: category, categories: [basic, pro, enterprise]}}
+  - plan  # type inferred: category
+  - {{name: region, dtype: category, categories: [north, south]}}
   - support_tickets
   - auto_renew
 sensitive_attributes:
@@ -52,6 +53,7 @@ def churn_frame(n: int, seed: int, with_time: bool) -> pd.DataFrame:
             "plan": plan,
             "support_tickets": tickets,
             "auto_renew": np.where(auto, "yes", "no"),
+            "region": rng.choice(["north", "south"], n),
             "churned": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int),
         }
     )
@@ -84,6 +86,7 @@ def test_new_yaml_model_trains_end_to_end(
         "plan": "category",
         "support_tickets": "int",
         "auto_renew": "bool",
+        "region": "category",
     }
     cfg = get_model_config("churn")
     assert feast_adapter.registered_snapshot_path(cfg) == ingested["snapshot_path"]
