@@ -9,7 +9,6 @@ state in force.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -24,10 +23,9 @@ from mlsteward import feast_adapter
 from mlsteward.config import ModelConfig
 from mlsteward.contract import ContractReport, check_contract, enforce, read_source
 from mlsteward.errors import ContractViolation
+from mlsteward.integrity import sha256_file
 from mlsteward.settings import quarantine_dir, snapshots_dir
 from mlsteward.state import SnapshotInfo, set_current_snapshot
-
-HASH_CHUNK = 1 << 20
 
 
 @dataclass
@@ -46,14 +44,6 @@ class IngestResult:
             "quarantine_path": str(self.quarantine_path) if self.quarantine_path else None,
             "contract": self.report.to_dict(),
         }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_quarantine(cfg: ModelConfig, quarantined: pd.DataFrame, source: Path) -> Path | None:

@@ -7,7 +7,6 @@ API) and as one JSON document on the run. A value we cannot determine is recorde
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import subprocess
@@ -15,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from mlsteward.integrity import sha256_file
 
 TRACKED_LIBRARIES = (
     "mlsteward",
@@ -56,7 +57,7 @@ def git_info(root: Path) -> dict[str, str]:
 def file_sha256(path: Path) -> str:
     if not path.exists():
         return UNKNOWN
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def library_versions() -> dict[str, str]:

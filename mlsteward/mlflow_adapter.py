@@ -8,7 +8,6 @@ Prefect may execute tasks on worker threads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -24,6 +23,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from mlsteward.integrity import sha256_file
 from mlsteward.settings import mlflow_artifact_root, mlflow_tracking_uri
 
 MODEL_FILE = "model.ubj"
@@ -133,14 +133,6 @@ def log_training_input(
     ds = mlflow.data.from_pandas(frame, source=source, targets=label, name=name, digest=digest[:20])
     with mlflow.start_run(run_id=run_id):
         mlflow.log_input(ds, context="training")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -12,7 +12,8 @@ from prefect.cache_policies import NO_CACHE
 from mlsteward import feast_adapter
 from mlsteward.config import ModelConfig
 from mlsteward.errors import MlstewardError, NoSnapshotError
-from mlsteward.ingestion import IngestResult, ingest, sha256_file
+from mlsteward.ingestion import IngestResult, ingest
+from mlsteward.integrity import sha256_file
 from mlsteward.state import SnapshotInfo, current_snapshot
 from tasks.common import run_logger
 
