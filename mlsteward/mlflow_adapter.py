@@ -19,7 +19,7 @@ import mlflow
 import mlflow.data
 import mlflow.xgboost
 import pandas as pd
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
@@ -128,11 +128,27 @@ def log_training_input(
     label: str,
     digest: str,
 ) -> None:
-    """Record the training set as a run input, so the MLflow UI shows what data made the model."""
-    client()
-    ds = mlflow.data.from_pandas(frame, source=source, targets=label, name=name, digest=digest[:20])
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_input(ds, context="training")
+    """Record the training set as a run input, so the MLflow UI shows what data made the model.
+
+    The schema is inferred from a small sample and the profile counted directly: MLflow's own
+    path infers over every row, close to a second at 100k rows, for the same entry. The digest
+    is the snapshot's data version, which already identifies the rows.
+    """
+    c = client()
+    sample = mlflow.data.from_pandas(
+        frame.head(100), source=source, targets=label, name=name, digest=digest[:20]
+    ).to_dict()
+    entity = Dataset(
+        name=name,
+        digest=digest[:20],
+        source_type=sample["source_type"],
+        source=sample["source"],
+        schema=sample.get("schema"),
+        profile=json.dumps({"num_rows": len(frame), "num_elements": int(frame.size)}),
+    )
+    c.log_inputs(
+        run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])]
+    )
 
 
 @dataclass
