@@ -76,9 +76,11 @@ def encode(frame: pd.DataFrame, enc: FeatureEncoding) -> pd.DataFrame:
             codes = pd.Categorical(values.astype("string"), categories=enc.categories[col]).codes
             out[col] = np.where(codes < 0, np.nan, codes).astype(np.float32)
         else:
-            out[col] = pd.to_numeric(values.astype("Float64"), errors="coerce").to_numpy(
-                dtype=np.float32, na_value=np.nan
-            )
+            # Numeric and boolean columns (numpy or nullable) convert in one step; anything else
+            # (e.g. numbers as text) is parsed first.
+            if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+                values = pd.to_numeric(values, errors="coerce")
+            out[col] = values.to_numpy(dtype=np.float32, na_value=np.nan)
     return pd.DataFrame(out, index=frame.index)
 
 
