@@ -224,11 +224,3 @@ def log_and_register(
         artifact_sha256=digest,
         run_id=run_id,
     )
-
-
-def version_tags(name: str, version: str) -> dict[str, str]:
-    return dict(client().get_model_version(name, version).tags)
-
-
-def load_native_model(model_uri: str) -> Any:
-    return mlflow.xgboost.load_model(model_uri)
