@@ -349,21 +349,16 @@ def load_all_model_configs(directory: Path | None = None) -> dict[str, ModelConf
     return {c.name: c for c in map(load_model_config, model_config_paths(directory))}
 
 
-def get_model_config(name: str, directory: Path | None = None) -> ModelConfig:
-    """Find a model by name; the error lists the models that do exist."""
-    d = directory or config_dir() / "models"
-    for suffix in (".yaml", ".yml"):
-        p = d / f"{name}{suffix}"
-        if p.exists():
-            return load_model_config(p)
-    known = [p.stem for p in model_config_paths(d)]
-    raise ConfigError(f"unknown model {name!r}: no {d}/{name}.yaml (known: {known or 'none'})")
-
-
 def model_config_path(name: str, directory: Path | None = None) -> Path:
-    """The YAML file a model was loaded from (its hash goes into lineage)."""
+    """The YAML file that declares a model (its hash goes into lineage); the error lists the
+    models that do exist."""
     d = directory or config_dir() / "models"
     for suffix in (".yaml", ".yml"):
         if (d / f"{name}{suffix}").exists():
             return d / f"{name}{suffix}"
-    raise ConfigError(f"unknown model {name!r}: no {d}/{name}.yaml")
+    known = [p.stem for p in model_config_paths(d)]
+    raise ConfigError(f"unknown model {name!r}: no {d}/{name}.yaml (known: {known or 'none'})")
+
+
+def get_model_config(name: str, directory: Path | None = None) -> ModelConfig:
+    return load_model_config(model_config_path(name, directory))
