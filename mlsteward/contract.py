@@ -141,12 +141,10 @@ def infer_dtype(raw: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(raw):
         return "bool"
     text = present.astype(str).str.strip().str.lower()
-    if (
-        len(text)
-        and text.isin(TRUE_STRINGS | FALSE_STRINGS).all()
-        and not (pd.api.types.is_numeric_dtype(raw) and set(present.unique()) - {0, 1})
-    ):
-        return "bool" if not text.isin({"0", "1", "0.0", "1.0"}).all() else "int"
+    # Words (yes/no, true/false) make a bool; a column of only 0/1 is left to the numeric rule.
+    words = text.isin(TRUE_STRINGS | FALSE_STRINGS) & ~text.isin({"0", "1", "0.0", "1.0"})
+    if len(text) and text.isin(TRUE_STRINGS | FALSE_STRINGS).all() and words.any():
+        return "bool"
     numeric = pd.to_numeric(present, errors="coerce")
     if len(present) and numeric.notna().mean() >= 0.95:
         finite = numeric.dropna()
