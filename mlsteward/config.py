@@ -56,6 +56,55 @@ class FeatureSpec(_Strict):
         return self
 
 
+# Metrics that evaluation reports; thresholds and the primary metric must name one of them.
+EVALUATION_METRICS = (
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "brier",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+)
+LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+
+FairnessMetric = Literal[
+    "demographic_parity_difference",
+    "demographic_parity_ratio",
+    "equal_opportunity_difference",
+    "equalized_odds_difference",
+]
+
+# Larger is worse for differences, smaller is worse for ratios: the challenger-vs-champion gate
+# needs the direction to tell "worsened" from "improved".
+FAIRNESS_HIGHER_IS_WORSE: dict[str, bool] = {
+    "demographic_parity_difference": True,
+    "demographic_parity_ratio": False,
+    "equal_opportunity_difference": True,
+    "equalized_odds_difference": True,
+}
+
+
+class MetricBound(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+    @property
+    def gated(self) -> bool:
+        return self.min is not None or self.max is not None
+
+
+def default_fairness_limits() -> dict[str, MetricBound]:
+    """Documented defaults: the four-fifths rule for parity, 0.1 for the error-rate gaps."""
+    return {
+        "demographic_parity_ratio": MetricBound(min=0.8),
+        "demographic_parity_difference": MetricBound(),
+        "equal_opportunity_difference": MetricBound(max=0.1),
+        "equalized_odds_difference": MetricBound(max=0.1),
+    }
+
+
 class SensitiveAttribute(_Strict):
     """A column the fairness gate groups by; numeric columns may be cut into labelled buckets."""
 
@@ -64,6 +113,11 @@ class SensitiveAttribute(_Strict):
         default=None, description="Inner bucket edges, e.g. [40, 60] gives <40, 40-60, >=60."
     )
     labels: list[str] | None = None
+    limits: dict[FairnessMetric, MetricBound] = Field(
+        default_factory=dict,
+        description="Per-attribute overrides of fairness.limits; an empty bound ({}) reports "
+        "the metric without gating it.",
+    )
 
     @model_validator(mode="after")
     def _buckets(self) -> SensitiveAttribute:
@@ -174,9 +228,46 @@ class DecisionThreshold(_Strict):
     value: float = Field(default=0.5, gt=0, lt=1)
 
 
-class MetricBound(_Strict):
-    min: float | None = None
-    max: float | None = None
+class FairnessConfig(_Strict):
+    """Limits of the fairness gate, applied to every sensitive attribute unless it overrides."""
+
+    min_group_size: int = Field(
+        default=30, ge=1, description="Smaller groups are reported but not gated."
+    )
+    limits: dict[FairnessMetric, MetricBound] = Field(default_factory=default_fairness_limits)
+
+    @field_validator("limits", mode="after")
+    @classmethod
+    def _fill(cls, v: dict[str, MetricBound]) -> dict[str, MetricBound]:
+        """Keys the user leaves out keep their documented default."""
+        return {**default_fairness_limits(), **v}
+
+    def limits_for(self, attribute: SensitiveAttribute) -> dict[str, MetricBound]:
+        return {**self.limits, **attribute.limits}
+
+
+class PromotionConfig(_Strict):
+    """How a validated version may replace the champion."""
+
+    policy: Literal["auto", "manual"] = Field(
+        default="auto",
+        description="auto: promote when every gate passes; manual: pause for a person's approval.",
+    )
+    primary_metric: str = Field(
+        default="roc_auc", description="Metric the challenger must improve over the champion."
+    )
+    min_delta: float = Field(
+        default=0.0, ge=0, description="Required improvement of the primary metric."
+    )
+    delta_mode: Literal["absolute", "relative"] = "absolute"
+    fairness_tolerance: float = Field(
+        default=0.02,
+        ge=0,
+        description="How much worse than the champion's any fairness metric may get.",
+    )
+    approval_timeout_seconds: int = Field(
+        default=86_400, ge=1, description="Unanswered approval requests count as rejected."
+    )
 
 
 class ContractConfig(_Strict):
@@ -207,6 +298,8 @@ class ModelConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     decision_threshold: DecisionThreshold = Field(default_factory=DecisionThreshold)
     thresholds: dict[str, MetricBound] = Field(default_factory=dict)
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     contract: ContractConfig = Field(default_factory=ContractConfig)
     feast: FeastConfig = Field(default_factory=FeastConfig)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -262,8 +355,17 @@ class ModelConfig(_Strict):
             if s.buckets is not None and spec.dtype == "category":
                 raise ValueError(f"sensitive_attributes: {s.column!r} is categorical; no buckets")
         for metric, bound in self.thresholds.items():
+            if metric not in EVALUATION_METRICS:
+                raise ValueError(
+                    f"thresholds.{metric}: unknown metric (known: {list(EVALUATION_METRICS)})"
+                )
             if bound.min is None and bound.max is None:
                 raise ValueError(f"thresholds.{metric}: give min and/or max")
+        if self.promotion.primary_metric not in EVALUATION_METRICS:
+            raise ValueError(
+                f"promotion.primary_metric: unknown metric {self.promotion.primary_metric!r} "
+                f"(known: {list(EVALUATION_METRICS)})"
+            )
         if (
             sorted(set(self.label_values)) != sorted(self.label_values)
             or len(self.label_values) != 2
