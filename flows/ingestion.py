@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.governance import run_actor
 from mlsteward.config import get_model_config
 from tasks.features import ingest_source, materialize_online
 
@@ -17,7 +18,7 @@ def ingestion_flow(model: str = "heart_disease", source: str | None = None) -> d
         source: CSV or parquet path; defaults to the config's source.path.
     """
     cfg = get_model_config(model)
-    return ingest_source(cfg, source).to_dict()
+    return ingest_source(cfg, source, run_actor()).to_dict()
 
 
 @flow(name="materialize-features")

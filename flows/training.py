@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.governance import govern, run_actor
 from mlsteward.config import get_model_config
 from tasks.features import resolve_snapshot, retrieve_training_set
 from tasks.registry import (
@@ -18,14 +19,20 @@ from tasks.training import fit_and_evaluate, prepare_data, tune_hyperparameters
 
 @flow(name="train-model", log_prints=True)
 def training_flow(
-    model: str = "heart_disease", max_evals: int | None = None, seed: int | None = None
+    model: str = "heart_disease",
+    max_evals: int | None = None,
+    seed: int | None = None,
+    promote: bool = True,
 ) -> dict:
-    """Train, evaluate and register a new version of MODEL from its current data snapshot.
+    """Train, evaluate, register and validate a new version of MODEL from its current data
+    snapshot, then promote it per the model's policy.
 
     Args:
         model: name of a model config in config/models.
         max_evals: Hyperopt trials (default: the model's tuning.max_evals).
         seed: seed for Hyperopt and XGBoost (default: the model's tuning.seed).
+        promote: False stops after the gates: a passing version stays the challenger, for a
+            later promote-model run.
     """
     cfg = get_model_config(model)
     evals = max_evals or cfg.tuning.max_evals
@@ -41,7 +48,7 @@ def training_flow(
         tuning = tune_hyperparameters(cfg, data, run_id, evals, seed)
         fitted = fit_and_evaluate(cfg, data, tuning)
         # 3. Register with lineage
-        outcome = register_model(cfg, snapshot, data, tuning, fitted, run_id)
+        outcome = register_model(cfg, snapshot, data, tuning, fitted, run_id, run_actor())
     except BaseException:
         close_training_run(run_id, "FAILED")
         raise
@@ -49,4 +56,7 @@ def training_flow(
 
     # 4. What a person reads in the Prefect UI
     publish_run_artifacts(outcome)
-    return outcome.to_dict()
+
+    # 5. Governance: validation gates, then promotion per the model's policy
+    decision = govern(cfg, outcome.version, actor=run_actor(), promote=promote)
+    return {**outcome.to_dict(), "governance": decision}

@@ -21,3 +21,15 @@ class ContractViolation(MlstewardError):
 
 class NoSnapshotError(MlstewardError):
     """Training was asked for before any data passed ingestion."""
+
+
+class IntegrityError(MlstewardError):
+    """A model artifact's SHA-256 differs from the one recorded at registration."""
+
+
+class PromotionError(MlstewardError):
+    """A promotion or rollback was refused; the registry was left as it was."""
+
+
+class NotFoundError(MlstewardError):
+    """A registered model, version or flow run that the user named does not exist."""

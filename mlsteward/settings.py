@@ -65,3 +65,9 @@ def state_dir() -> Path:
 def feature_repo_dir() -> Path:
     env = os.environ.get("MLSTEWARD_FEATURE_REPO")
     return Path(env).resolve() if env else project_root() / "feature_repo"
+
+
+def audit_url() -> str:
+    """Where the audit trail lives: ``MLSTEWARD_AUDIT_URL`` (``sqlite:///…`` or
+    ``postgresql://…``), by default a SQLite file under the home directory."""
+    return os.environ.get("MLSTEWARD_AUDIT_URL") or f"sqlite:///{_sub('audit') / 'audit.db'}"

@@ -10,8 +10,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mlsteward import feast_adapter
+from mlsteward.audit import Action
 from mlsteward.config import ModelConfig
 from mlsteward.errors import MlstewardError, NoSnapshotError
+from mlsteward.governance import open_audit
 from mlsteward.ingestion import IngestResult, ingest
 from mlsteward.integrity import sha256_file
 from mlsteward.state import SnapshotInfo, current_snapshot
@@ -46,8 +48,43 @@ def verified_snapshot(cfg: ModelConfig) -> SnapshotInfo:
 
 
 @task(name="ingest-source", cache_policy=NO_CACHE)
-def ingest_source(cfg: ModelConfig, source: str | None = None) -> IngestResult:
-    result = ingest(cfg, source)
+def ingest_source(
+    cfg: ModelConfig, source: str | None = None, actor: str = "system"
+) -> IngestResult:
+    """Ingest and audit the outcome: accepted data versions and refused sources alike."""
+    with open_audit() as audit:
+        try:
+            result = ingest(cfg, source)
+        except MlstewardError as exc:
+            report = getattr(exc, "report", None) or {}
+            audit.append(
+                Action.INGESTION_REJECTED,
+                model=cfg.name,
+                actor=actor,
+                reason=str(exc)[:2000],
+                details={
+                    "source": source or str(cfg.source.resolved_path()),
+                    **{
+                        k: report[k]
+                        for k in ("total_rows", "bad_rows", "bad_share", "violations")
+                        if k in report
+                    },
+                },
+            )
+            raise
+        audit.append(
+            Action.INGESTION_ACCEPTED,
+            model=cfg.name,
+            actor=actor,
+            reason=f"data version {result.snapshot.digest[:12]}",
+            details={
+                "data_version": result.snapshot.digest,
+                "source": result.snapshot.source_path,
+                "rows": result.snapshot.rows,
+                "bad_rows": result.report.bad_rows,
+                "quarantine_path": str(result.quarantine_path) if result.quarantine_path else None,
+            },
+        )
     log = run_logger()
     log.info(
         "ingested %s rows into %s (data version %s)",

@@ -11,7 +11,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mlsteward import mlflow_adapter
+from mlsteward.audit import Action
 from mlsteward.config import ModelConfig, model_config_path
+from mlsteward.governance import open_audit
 from mlsteward.lineage import Lineage, build_lineage
 from mlsteward.settings import project_root
 from mlsteward.state import SnapshotInfo
@@ -94,6 +96,7 @@ def register_model(
     tuning: TuningResult,
     fitted: FittedModel,
     run_id: str,
+    actor: str = "system",
 ) -> TrainingOutcome:
     """Log metrics, the training input, holdout predictions and the model; register a version
     whose tags carry the full lineage and the artifact's SHA-256."""
@@ -146,6 +149,23 @@ def register_model(
             "decision_threshold": fitted.threshold,
         },
     )
+    with open_audit() as audit:
+        audit.append(
+            Action.VERSION_REGISTERED,
+            model=cfg.name,
+            version=registered.version,
+            actor=actor,
+            reason=f"trained on data version {snapshot.digest[:12]}",
+            details={
+                "run_id": run_id,
+                "artifact_sha256": registered.artifact_sha256,
+                "data_digest": snapshot.digest,
+                "test_metrics": {k: round(v, 6) for k, v in fitted.test_metrics.items()},
+                "best_params": tuning.best_params,
+                "seed": tuning.seed,
+                "git_commit": lineage.git_commit,
+            },
+        )
     run_logger().info(
         "registered %s version %s (artifact sha256 %s)",
         cfg.name,

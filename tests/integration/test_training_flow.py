@@ -41,7 +41,9 @@ def test_version_registered_with_full_lineage_and_sane_metrics(trained: dict) ->
     snap = current_snapshot(MODEL)
     assert mv.tags["lineage.data_digest"] == snap.digest
     assert mv.tags["lineage.feature_service"] == MODEL
-    assert mv.tags["lifecycle"] == "candidate"
+    # the first version passes the gates and becomes champion by the no-champion path
+    assert trained["governance"]["decision"] == "promoted", trained["governance"]
+    assert mv.tags["lifecycle"] == "champion" and mv.tags["validation_status"] == "passed"
     # no lost rows: the training set is every snapshot row
     assert int(mv.tags["lineage.training_rows"]) == snap.rows
     # the recorded SHA-256 is the stored artifact's

@@ -1,0 +1,230 @@
+"""Governance flows: validate a version, promote it per policy (auto or a person's approval),
+and roll back. ``govern`` is shared by the training flow and the promotion flow so both decide
+the same way."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, pause_flow_run
+from prefect.exceptions import FlowPauseTimeout
+from prefect.runtime import flow_run
+
+from mlsteward import governance, registry
+from mlsteward.audit import Action
+from mlsteward.config import ModelConfig, get_model_config
+from mlsteward.errors import PromotionError
+from mlsteward.gates import ValidationReport
+from mlsteward.registry import CHAMPION
+from tasks.approval import ApprovalInput, approval_form
+from tasks.common import artifact_key, run_logger
+from tasks.promotion import audit_event, promote_version, reject_version, rollback_champion
+from tasks.validation import (
+    gate_champion,
+    gate_fairness,
+    gate_metric_thresholds,
+    publish_validation,
+    record_validation,
+    score_on_holdout,
+)
+
+APPROVAL_POLL_SECONDS = 2
+
+
+def run_actor() -> str:
+    """Who acts when no person does: the flow run, so the audit trail links to its logs."""
+    run_id = flow_run.get_id()
+    return f"flow-run:{run_id}" if run_id else "system"
+
+
+def validate(cfg: ModelConfig, version: str, actor: str) -> ValidationReport:
+    """Every gate runs and reports; the version is then marked passed or failed once."""
+    challenger, champion, _ = score_on_holdout(cfg, version, actor)
+    gates = [
+        gate_metric_thresholds(cfg, challenger),
+        gate_fairness(cfg, challenger),
+        gate_champion(cfg, challenger, champion),
+    ]
+    report = ValidationReport(
+        model=cfg.name,
+        version=str(version),
+        gates=gates,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    record_validation(cfg, report, champion.version if champion else None, actor)
+    publish_validation(report, challenger)
+    return report
+
+
+def request_approval(
+    cfg: ModelConfig, version: str, report: ValidationReport, actor: str
+) -> ApprovalInput | None:
+    """Pause this flow run until a person approves or rejects; None when the request timed out.
+
+    The pause is flow-level (Prefect does not pause tasks), and the form shows the validation
+    summary. ``resume_flow_run`` with input, from the UI or ``mlsteward approve``, resumes it.
+    """
+    timeout = cfg.promotion.approval_timeout_seconds
+    audit_event(
+        Action.APPROVAL_REQUESTED,
+        cfg.name,
+        version,
+        actor,
+        f"policy manual: waiting up to {timeout} s for approval of flow run {flow_run.get_id()}",
+        {"flow_run_id": flow_run.get_id(), "timeout_seconds": timeout},
+    )
+    run_logger().warning(
+        "waiting for approval of %s v%s: approve in the Prefect UI, or run "
+        "`mlsteward approve %s --approver NAME --reason TEXT [--reject]`",
+        cfg.name,
+        version,
+        flow_run.get_id(),
+    )
+    try:
+        return pause_flow_run(
+            wait_for_input=approval_form(report.summary(), cfg.name, version),
+            timeout=timeout,
+            poll_interval=min(APPROVAL_POLL_SECONDS, timeout),
+            key=artifact_key("approve", cfg.name, f"v{version}"),
+        )
+    except FlowPauseTimeout:
+        return None
+
+
+def govern(
+    cfg: ModelConfig,
+    version: str,
+    *,
+    actor: str,
+    approver: str | None = None,
+    reason: str | None = None,
+    report: ValidationReport | None = None,
+    promote: bool = True,
+) -> dict[str, Any]:
+    """Gates, then the promotion policy (unless ``promote`` is False: a passing version then
+    stays the challenger). Returns what was decided and why."""
+    # 1. Validation gates (skipped only when the caller has a current report)
+    report = report or validate(cfg, version, actor)
+    base = {"model": cfg.name, "version": str(version), "validation_passed": report.passed}
+    if not report.passed:
+        return {**base, "decision": "rejected", "reasons": report.reasons()}
+    if not promote:
+        return {**base, "decision": "challenger", "reasons": []}
+
+    # 2. Policy: auto promotes; manual needs a person (an explicit approver, or the pause form)
+    if cfg.promotion.policy == "auto":
+        result = promote_version(cfg, version, actor, "policy auto: every gate passed")
+        return {**base, "decision": "promoted", "promotion": result.to_dict()}
+    if approver:
+        answer = ApprovalInput(decision="approve", approver=approver, reason=reason or "")
+        channel = "cli"
+    else:
+        answer = request_approval(cfg, version, report, actor)
+        channel = "prefect"
+    if answer is None:
+        timeout = cfg.promotion.approval_timeout_seconds
+        # Plain call, not a task: after a pause timed out the flow run may not start task runs
+        governance.reject(
+            cfg,
+            version,
+            actor="system",
+            reason=f"no approval within {timeout} s: counted as rejected",
+            action=Action.APPROVAL_TIMED_OUT,
+            details={"flow_run_id": flow_run.get_id(), "timeout_seconds": timeout},
+        )
+        return {**base, "decision": "rejected", "reasons": ["approval timed out"]}
+
+    approval = {
+        "approver": answer.approver,
+        "reason": answer.reason,
+        "decision": answer.decision,
+        "channel": channel,
+        "flow_run_id": flow_run.get_id(),
+    }
+    if answer.decision == "reject":
+        reject_version(
+            cfg, version, answer.approver, answer.reason, Action.APPROVAL_REJECTED, approval
+        )
+        return {**base, "decision": "rejected", "reasons": [f"rejected by {answer.approver}"]}
+    audit_event(
+        Action.APPROVAL_GRANTED, cfg.name, version, answer.approver, answer.reason, approval
+    )
+    result = promote_version(cfg, version, answer.approver, answer.reason, approval)
+    return {**base, "decision": "promoted", "promotion": result.to_dict(), "approval": approval}
+
+
+def needs_validation(info: registry.VersionInfo) -> bool:
+    """Gates re-run when a version was never validated or its champion comparison is stale."""
+    if info.validation_status is None:
+        return True
+    champion = registry.version_by_alias(info.name, CHAMPION)
+    current = champion.version if champion else governance.NO_CHAMPION
+    return info.tags.get("validated_against_champion") != current
+
+
+@flow(name="promote-model", log_prints=True)
+def promotion_flow(
+    model: str = "heart_disease",
+    version: str = "",
+    approver: str | None = None,
+    reason: str | None = None,
+    revalidate: bool = False,
+    requested_by: str | None = None,
+) -> dict[str, Any]:
+    """Promote VERSION of MODEL to champion, following the model's promotion policy.
+
+    Args:
+        model: name of a model config in config/models.
+        version: registered version number.
+        approver: under the manual policy, the person approving (skips the pause form).
+        reason: why (recorded in the audit trail).
+        revalidate: run the gates again even if the version's report is current.
+        requested_by: who asked (recorded as the actor); default: this flow run.
+    """
+    cfg = get_model_config(model)
+    if not version:
+        raise PromotionError("promote needs a version number")
+    info = registry.get_version(cfg.name, version)
+    actor = requested_by or run_actor()
+    report = None
+    if not (revalidate or needs_validation(info)):
+        if info.validation_status != "passed":
+            raise PromotionError(
+                f"{cfg.name} v{version} failed validation: "
+                f"{info.tags.get('validation_reasons', '')}; use --revalidate after changing "
+                "the config or data"
+            )
+        report = _stored_report(info)
+    return govern(cfg, info.version, actor=actor, approver=approver, reason=reason, report=report)
+
+
+def _stored_report(info: registry.VersionInfo) -> ValidationReport:
+    with tempfile.TemporaryDirectory() as d:
+        path = registry.download_run_file(
+            info.run_id, f"validation/validation-v{info.version}.json", Path(d)
+        )
+        return ValidationReport.from_dict(json.loads(path.read_text()))
+
+
+@flow(name="rollback-model", log_prints=True)
+def rollback_flow(
+    model: str = "heart_disease",
+    reason: str = "",
+    to_version: str | None = None,
+    requested_by: str | None = None,
+) -> dict[str, Any]:
+    """Restore the previous (or a named earlier) champion of MODEL.
+
+    Args:
+        model: name of a model config in config/models.
+        reason: why (required; recorded in the audit trail).
+        to_version: a specific earlier champion; default: the one before the current.
+        requested_by: who asked (recorded as the actor); default: this flow run.
+    """
+    cfg = get_model_config(model)
+    result = rollback_champion(cfg, reason, requested_by or run_actor(), to_version)
+    return result.to_dict()

@@ -1,0 +1,512 @@
+"""The production audit store: PostgreSQL (``postgresql://user@host:5432/db``), via psycopg 3.
+
+Why it is safe with several writers: every append is one transaction that first takes
+``pg_advisory_xact_lock`` on a key derived from the table prefix, then reads the head marker,
+inserts the record and updates the marker; the lock is released at commit, so appends from any
+number of processes and hosts are serialised and the chain never forks. ``seq`` is the primary
+key as a backstop. ``verify`` reads in one ``REPEATABLE READ`` snapshot on its own connection.
+
+Tables (created if missing; ``prefix`` defaults to ``mlsteward_audit``): ``<prefix>`` for the
+records (``records.COLUMNS``; ``ts`` and ``details`` are stored as the exact canonical text the
+hash covers, not as timestamptz/jsonb, which would normalise them) and ``<prefix>_head`` (one
+row: seq, hash and ts of the last record). Triggers refuse UPDATE, DELETE and TRUNCATE on the
+records: that stops mistakes, not a superuser; the hash chain is what catches those.
+
+``lock(name)`` is ``pg_advisory_lock(hashtextextended(name, 0))`` on a dedicated connection:
+mutual exclusion across every process and host using this database, released when the block
+ends or the connection dies (if the connection drops mid-block, the lock is gone with it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from mlsteward.audit.records import (
+    COLUMNS,
+    Action,
+    AuditError,
+    AuditRecord,
+    Segment,
+    VerifyResult,
+    chain_row,
+    check_limit,
+    finish,
+    make_entry,
+    plan_segments,
+    query_filters,
+    run_segments,
+    scan,
+)
+
+DEFAULT_PREFIX = "mlsteward_audit"
+_PREFIX_RE = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+_ABANDONED: list[Any] = []
+"""Connections inherited through fork: never used or closed in the child (closing would end
+the parent's session)."""
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = parts.query
+    if "password" in query:
+        query = urlencode(
+            [(k, "***" if k == "password" else v) for k, v in parse_qsl(query)], safe="*"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def conninfo(url: str) -> str:
+    """A libpq URL: SQLAlchemy-style driver suffixes (``postgresql+psycopg://``) dropped."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
+        raise AuditError(f"not a PostgreSQL audit URL: {redact(url)}")
+    return f"postgresql://{rest}"
+
+
+def _connect(url: str, *, autocommit: bool = True) -> Any:
+    import psycopg
+
+    kwargs: dict[str, Any] = {"autocommit": autocommit, "application_name": "mlsteward-audit"}
+    if "connect_timeout" not in url:
+        kwargs["connect_timeout"] = 10
+    try:
+        return psycopg.connect(conninfo(url), **kwargs)
+    except psycopg.Error as exc:
+        raise AuditError(
+            f"cannot connect to the audit database {redact(url)}: {' '.join(str(exc).split())}"
+        ) from exc
+
+
+class _Sql:
+    """Statements for one table prefix (validated, so plain formatting is safe)."""
+
+    def __init__(self, prefix: str) -> None:
+        if not _PREFIX_RE.fullmatch(prefix):
+            raise AuditError(
+                f"audit table prefix {prefix!r} must be lower-case letters, digits and _"
+            )
+        t = prefix
+        h = f"{prefix}_head"
+        cols = ", ".join(COLUMNS)
+        self.table, self.head_table = t, h
+        self.append_lock_key = f"mlsteward.audit.append:{prefix}"
+        self.schema_lock_key = f"mlsteward.audit.schema:{prefix}"
+        self.select = f"SELECT {cols} FROM {t}"
+        self.insert = f"INSERT INTO {t} ({cols}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+        self.read_head = f"SELECT seq, hash, ts FROM {h} WHERE id = 1"
+        self.set_head = (
+            f"INSERT INTO {h} (id, seq, hash, ts) VALUES (1, %s, %s, %s) ON CONFLICT (id) "
+            "DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, ts = EXCLUDED.ts"
+        )
+        self.any_record = f"SELECT 1 FROM {t} LIMIT 1"
+        self.find_seq = f"SELECT seq FROM {t} WHERE hash = %s LIMIT 1"
+        self.bounds = f"SELECT MIN(seq), MAX(seq) FROM {t}"
+        self.range = f"{self.select} WHERE seq > %s AND seq <= %s ORDER BY seq"
+        self.schema = (
+            f"""CREATE TABLE IF NOT EXISTS {t} (
+                seq BIGINT PRIMARY KEY,
+                ts TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                model TEXT,
+                version TEXT,
+                reason TEXT NOT NULL,
+                details TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            )""",
+            f"CREATE INDEX IF NOT EXISTS {t}_model_seq ON {t} (model, seq)",
+            f"CREATE INDEX IF NOT EXISTS {t}_model_action_seq ON {t} (model, action, seq)",
+            f"CREATE INDEX IF NOT EXISTS {t}_action_seq ON {t} (action, seq)",
+            f"CREATE INDEX IF NOT EXISTS {t}_ts ON {t} (ts, seq)",
+            f"""CREATE TABLE IF NOT EXISTS {h} (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                seq BIGINT NOT NULL,
+                hash TEXT NOT NULL,
+                ts TEXT NOT NULL
+            )""",
+            f"""CREATE OR REPLACE FUNCTION {t}_append_only() RETURNS trigger
+                LANGUAGE plpgsql AS $$
+                BEGIN
+                    RAISE EXCEPTION 'audit records are append-only (% on %)',
+                        TG_OP, TG_TABLE_NAME;
+                END $$""",
+        )
+        self.triggers = {
+            f"{t}_no_update_delete": (
+                f"CREATE TRIGGER {t}_no_update_delete BEFORE UPDATE OR DELETE ON {t} "
+                f"FOR EACH ROW EXECUTE FUNCTION {t}_append_only()"
+            ),
+            f"{t}_no_truncate": (
+                f"CREATE TRIGGER {t}_no_truncate BEFORE TRUNCATE ON {t} "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {t}_append_only()"
+            ),
+        }
+        self.schema_ready = (
+            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL "
+            "AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass(%s) "
+            "AND tgname = ANY(%s)) = %s"
+        )
+
+    def ready_params(self) -> tuple:
+        names = list(self.triggers)
+        return (self.table, self.head_table, self.table, names, len(names))
+
+
+class PostgresAuditStore:
+    """Append-only, hash-chained audit trail in PostgreSQL (see the module doc).
+
+    One connection per store object, guarded by a lock, so a store can be shared by threads;
+    after a fork the child opens its own connection; a broken connection is reopened on the
+    next call.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        verify_workers: int | None = None,
+    ) -> None:
+        conninfo(url)  # reject a non-PostgreSQL URL before connecting
+        self.url = url
+        self.prefix = prefix
+        self.verify_workers = verify_workers
+        self._sql = _Sql(prefix)
+        self._mutex = threading.RLock()
+        self._conn: Any = None
+        self._pid = 0
+        self._closed = False
+        with self._mutex:
+            self._connection()
+
+    def __repr__(self) -> str:
+        return f"PostgresAuditStore({redact(self.url)!r}, prefix={self.prefix!r})"
+
+    def __enter__(self) -> PostgresAuditStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ connection
+
+    def _connection(self) -> Any:
+        """The store's connection (caller holds ``_mutex``), (re)opened when needed."""
+        if self._closed:
+            raise AuditError(f"the audit store {redact(self.url)} is closed")
+        conn = self._conn
+        if conn is not None and self._pid == os.getpid() and not conn.broken and not conn.closed:
+            return conn
+        if conn is not None and self._pid != os.getpid():
+            _ABANDONED.append(conn)
+        conn = _connect(self.url)
+        try:
+            self._ensure_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def _ensure_schema(self, conn: Any) -> None:
+        import psycopg
+
+        sql = self._sql
+        try:
+            if conn.execute(sql.schema_ready, sql.ready_params()).fetchone()[0]:
+                return
+            with conn.transaction():  # one creator at a time: DDL races on pg_type otherwise
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (sql.schema_lock_key,)
+                )
+                for statement in sql.schema:
+                    conn.execute(statement)
+                existing = {
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s)",
+                        (sql.table,),
+                    )
+                }
+                for name, statement in sql.triggers.items():
+                    if name not in existing:
+                        conn.execute(statement)
+        except psycopg.Error as exc:
+            raise AuditError(
+                f"cannot create the audit tables {sql.table} in {redact(self.url)}: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+            self._closed = True
+
+    # ------------------------------------------------------------------ writing
+
+    def append(
+        self,
+        action: str | Action,
+        *,
+        model: str | None = None,
+        version: str | int | None = None,
+        reason: str = "",
+        actor: str | None = None,
+        details: dict | None = None,
+    ) -> AuditRecord:
+        """Add one record at the end of the chain and return it as stored."""
+        entry = make_entry(
+            action, model=model, version=version, reason=reason, actor=actor, details=details
+        )
+        rows = self._write([(entry, None)])
+        return AuditRecord.from_row(rows[-1])
+
+    def _bulk_append(self, items: Iterable[Mapping], batch: int = 100_000) -> int:
+        """Append many records fast, with the real chain (benchmarks, imports).
+
+        Each item holds ``append``'s keyword arguments plus ``action`` and, optionally, ``ts``
+        (canonical text; it never goes back). One transaction and one COPY per ``batch``.
+        """
+        count = 0
+        chunk: list = []
+        for item in items:
+            fields = dict(item)
+            ts = fields.pop("ts", None)
+            chunk.append((make_entry(**fields), ts))
+            if len(chunk) >= batch:
+                count += len(self._write(chunk, copy=True))
+                chunk = []
+        if chunk:
+            count += len(self._write(chunk, copy=True))
+        return count
+
+    def _write(self, chunk: list, *, copy: bool = False) -> list[tuple]:
+        import psycopg
+
+        sql = self._sql
+        with self._mutex:
+            conn = self._connection()
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                        (sql.append_lock_key,),
+                    )
+                    head = conn.execute(sql.read_head).fetchone()
+                    if head is None and conn.execute(sql.any_record).fetchone():
+                        raise AuditError(
+                            f"the audit trail {sql.table} in {redact(self.url)} has records "
+                            "but no head marker: it was tampered with outside the audit store; "
+                            "run verify and restore it from a backup"
+                        )
+                    rows = []
+                    for entry, ts in chunk:
+                        row = chain_row(entry, head, ts)
+                        rows.append(row)
+                        head = (row[0], row[9], row[1])
+                    if copy:
+                        with conn.cursor().copy(
+                            f"COPY {sql.table} ({', '.join(COLUMNS)}) FROM STDIN"
+                        ) as pipe:
+                            for row in rows:
+                                pipe.write_row(row)
+                    else:
+                        for row in rows:
+                            conn.execute(sql.insert, row)
+                    conn.execute(sql.set_head, (head[0], head[1], head[2]))
+            except psycopg.Error as exc:
+                raise AuditError(
+                    f"cannot append to the audit trail {sql.table} in {redact(self.url)}: {exc}"
+                ) from exc
+        return rows
+
+    # ------------------------------------------------------------------ reading
+
+    def query(
+        self,
+        *,
+        model: str | None = None,
+        action: str | Action | None = None,
+        since: datetime | date | str | None = None,
+        version: str | int | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRecord]:
+        """Matching records, oldest first; with ``limit``, the last ``limit`` of them."""
+        check_limit(limit)
+        if limit == 0:
+            return []
+        where, params = query_filters(
+            model=model,
+            action=action,
+            since=since,
+            version=version,
+            placeholder="%s",
+            table=self._sql.table,
+        )
+        if limit is None:
+            rows = self._fetch(f"{self._sql.select}{where} ORDER BY seq", params)
+        else:
+            rows = self._fetch(
+                f"{self._sql.select}{where} ORDER BY seq DESC LIMIT {int(limit)}", params
+            )
+            rows.reverse()
+        from_row = AuditRecord.from_row
+        return [from_row(row) for row in rows]
+
+    def last(
+        self, *, model: str | None = None, action: str | Action | None = None
+    ) -> AuditRecord | None:
+        """The newest record matching the filters, or None."""
+        where, params = query_filters(
+            model=model,
+            action=action,
+            since=None,
+            version=None,
+            placeholder="%s",
+            table=self._sql.table,
+        )
+        rows = self._fetch(f"{self._sql.select}{where} ORDER BY seq DESC LIMIT 1", params)
+        return AuditRecord.from_row(rows[0]) if rows else None
+
+    def _fetch(self, statement: str, params: list) -> list[tuple]:
+        import psycopg
+
+        with self._mutex:
+            conn = self._connection()
+            try:
+                return conn.execute(statement, params).fetchall()
+            except psycopg.Error as exc:
+                raise AuditError(
+                    f"cannot read the audit trail {self._sql.table} in {redact(self.url)}: {exc}"
+                ) from exc
+
+    def verify(self, expect_head: str | None = None) -> VerifyResult:
+        """Recompute every hash and link from the first record (see ``records``).
+
+        Reads in one REPEATABLE READ snapshot on its own connection, so appends carry on
+        meanwhile. Large chains are split into seq ranges checked by helper processes in
+        parallel (``verify_workers``: None = by size and free cores, 1 = one pass here).
+        """
+        import psycopg
+
+        with self._mutex:
+            self._connection()  # the tables exist
+        conn = _snapshot_connection(self.url)
+        try:
+            sql = self._sql
+            head_row = conn.execute(sql.read_head).fetchone()
+            head = (head_row[0], head_row[1]) if head_row else None
+            first, last = conn.execute(sql.bounds).fetchone()
+            segments = run_segments(
+                plan_segments(first, last, self.verify_workers),
+                store_module=__name__,
+                url=self.url,
+                expect_head=expect_head,
+                scan_here=lambda after, upto: _scan(conn, sql, after, upto, expect_head),
+                options={"prefix": self.prefix},
+            )
+            return finish(segments, head=head, expect_head=expect_head, find_seq=_finder(conn, sql))
+        except psycopg.Error as exc:
+            raise AuditError(
+                f"cannot verify the audit trail {self._sql.table} in {redact(self.url)}: {exc}"
+            ) from exc
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------------ locking
+
+    @contextmanager
+    def lock(self, name: str, timeout: float = 60.0) -> Iterator[None]:
+        """Hold the named advisory lock (across processes and hosts) for the ``with`` block.
+
+        Raises:
+            AuditError: the lock was not free within ``timeout`` seconds.
+        """
+        import psycopg
+
+        if not name:
+            raise AuditError("a lock needs a name, e.g. 'promote:heart_disease'")
+        conn = _connect(self.url)
+        try:
+            try:
+                if timeout <= 0:
+                    got = conn.execute(
+                        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,)
+                    ).fetchone()[0]
+                else:
+                    conn.execute(
+                        "SELECT set_config('lock_timeout', %s, false)",
+                        (f"{max(1, round(timeout * 1000))}ms",),
+                    )
+                    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (name,))
+                    got = True
+            except psycopg.errors.LockNotAvailable:
+                got = False
+            except psycopg.Error as exc:
+                raise AuditError(f"cannot take lock {name!r} in {redact(self.url)}: {exc}") from exc
+            if not got:
+                raise AuditError(
+                    f"timed out after {timeout:g} s waiting for lock {name!r} "
+                    f"(PostgreSQL advisory lock in {redact(self.url)}); another process holds it"
+                )
+            try:
+                yield
+            finally:
+                with suppress(psycopg.Error):  # if the connection is gone, so is the lock
+                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
+        finally:
+            conn.close()
+
+
+def _snapshot_connection(url: str) -> Any:
+    """A read-only connection whose statements all see one snapshot (until it is closed)."""
+    import psycopg
+
+    conn = _connect(url, autocommit=False)
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    return conn
+
+
+def _finder(conn: Any, sql: _Sql) -> Callable[[str], int | None]:
+    def find_seq(digest: str) -> int | None:
+        found = conn.execute(sql.find_seq, (digest,)).fetchone()
+        return found[0] if found else None
+
+    return find_seq
+
+
+def _scan(conn: Any, sql: _Sql, after: int, upto: int, expect_head: str | None) -> Segment:
+    """Stream ``after < seq <= upto`` through a server-side cursor in large batches."""
+    with conn.cursor(name=f"mlsteward_verify_{after}") as cursor:
+        cursor.itersize = 20_000
+        cursor.execute(sql.range, (after, upto))
+        return scan(cursor, expect_head=expect_head, find_seq=_finder(conn, sql))
+
+
+def scan_range(
+    url: str, after: int, upto: int, expect_head: str | None, prefix: str = DEFAULT_PREFIX
+) -> Segment:
+    """Check records ``after < seq <= upto`` (run by a verify helper process)."""
+    conn = _snapshot_connection(url)
+    try:
+        return _scan(conn, _Sql(prefix), after, upto, expect_head)
+    finally:
+        conn.close()

@@ -1,0 +1,33 @@
+"""Human approval of a promotion: the typed form Prefect shows on a paused flow run.
+
+The flow pauses with ``pause_flow_run(wait_for_input=ApprovalInput.with_initial_data(...))``;
+Prefect renders the fields below as a form next to the validation summary, and
+``mlsteward approve`` sends the same fields through ``resume_flow_run``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect.input import RunInput
+from pydantic import Field
+
+
+class ApprovalInput(RunInput):
+    """A person's decision on promoting a validated challenger to champion."""
+
+    decision: Literal["approve", "reject"] = Field(
+        description="approve: make this version the champion; reject: keep the current one."
+    )
+    approver: str = Field(min_length=1, description="Who decides (name or user id).")
+    reason: str = Field(min_length=1, description="Why; recorded in the audit trail.")
+
+
+def approval_form(summary: str, model: str, version: str) -> type[ApprovalInput]:
+    """The form with the validation summary as its description, shown in the Prefect UI."""
+    description = (
+        f"## Promote {model} v{version} to champion?\n\n{summary}\n\n"
+        f"Or from a shell: `mlsteward approve <flow-run-id> --approver NAME --reason TEXT "
+        f"[--reject]`"
+    )
+    return ApprovalInput.with_initial_data(description=description)

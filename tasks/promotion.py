@@ -1,0 +1,94 @@
+"""Promotion-stage tasks: thin wrappers that log and audit around ``mlsteward.governance``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from mlsteward import governance
+from mlsteward.audit import Action
+from mlsteward.config import ModelConfig
+from mlsteward.governance import PromotionResult
+from tasks.common import artifact_key, run_logger
+
+
+@task(name="promote-version", cache_policy=NO_CACHE)
+def promote_version(
+    cfg: ModelConfig,
+    version: str,
+    actor: str,
+    reason: str,
+    approval: dict[str, Any] | None = None,
+) -> PromotionResult:
+    result = governance.promote(cfg, version, actor=actor, reason=reason, approval=approval)
+    run_logger().info(
+        "%s v%s is now champion (previous: %s; artifact sha256 %s…)",
+        cfg.name,
+        version,
+        result.previous_champion or "none",
+        result.artifact_sha256[:12],
+    )
+    _publish(cfg.name, "promotion", result, reason, actor)
+    return result
+
+
+@task(name="reject-version", cache_policy=NO_CACHE)
+def reject_version(
+    cfg: ModelConfig,
+    version: str,
+    actor: str,
+    reason: str,
+    action: Action = Action.APPROVAL_REJECTED,
+    details: dict[str, Any] | None = None,
+) -> None:
+    governance.reject(cfg, version, actor=actor, reason=reason, action=action, details=details)
+    run_logger().warning("%s v%s rejected by %s: %s", cfg.name, version, actor, reason)
+
+
+@task(name="audit-event", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def audit_event(
+    action: Action,
+    model: str,
+    version: str | None,
+    actor: str,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> int:
+    with governance.open_audit() as audit:
+        return audit.append(
+            action, model=model, version=version, actor=actor, reason=reason, details=details
+        ).seq
+
+
+@task(name="rollback-champion", cache_policy=NO_CACHE)
+def rollback_champion(
+    cfg: ModelConfig, reason: str, actor: str, to_version: str | None = None
+) -> PromotionResult:
+    result = governance.rollback(cfg, reason=reason, actor=actor, to_version=to_version)
+    run_logger().warning(
+        "%s rolled back: champion v%s -> v%s (%s)",
+        cfg.name,
+        result.previous_champion,
+        result.version,
+        reason,
+    )
+    _publish(cfg.name, "rollback", result, reason, actor)
+    return result
+
+
+def _publish(model: str, kind: str, result: PromotionResult, reason: str, actor: str) -> None:
+    create_markdown_artifact(
+        key=artifact_key(model, kind),
+        markdown=(
+            f"# {model}: {kind}\n\n| | |\n|---|---|\n"
+            f"| champion | v{result.version} |\n"
+            f"| previous champion | {('v' + result.previous_champion) if result.previous_champion else 'none'} |\n"  # noqa: E501
+            f"| by | {actor} |\n| reason | {reason} |\n"
+            f"| artifact SHA-256 (verified) | `{result.artifact_sha256}` |\n"
+            f"| audit record | #{result.audit_seq} |\n"
+        ),
+        description=f"{model} champion is v{result.version}",
+    )

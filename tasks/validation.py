@@ -1,0 +1,128 @@
+"""Validation-stage tasks: score the holdout, run each gate, record the report.
+
+Each gate task wraps one plain function from ``mlsteward.gates`` / ``mlsteward.fairness``; the
+flow collects every gate's result and decides once.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from mlsteward import governance, registry
+from mlsteward.config import ModelConfig
+from mlsteward.fairness import fairness_gate
+from mlsteward.gates import (
+    GateResult,
+    ValidationReport,
+    champion_comparison_gate,
+    metric_threshold_gate,
+)
+from mlsteward.registry import CHAMPION, VersionInfo
+from mlsteward.validation import HoldoutScore, load_holdout, score_holdout
+from tasks.common import artifact_key, run_logger
+
+
+@task(name="score-holdout", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def score_on_holdout(
+    cfg: ModelConfig, version: str, actor: str
+) -> tuple[HoldoutScore, HoldoutScore | None, VersionInfo]:
+    """Score the version and the current champion (if another one) on the version's holdout,
+    both from SHA-256-verified artifacts."""
+    info = registry.get_version(cfg.name, version)
+    holdout = load_holdout(info)
+    with governance.open_audit() as audit:
+        governance.verify_integrity(info, audit, actor, "validation")
+        challenger = score_holdout(cfg, registry.load_verified(info), holdout)
+        champ_info = registry.version_by_alias(cfg.name, CHAMPION)
+        champion = None
+        if champ_info is not None and champ_info.version != info.version:
+            governance.verify_integrity(champ_info, audit, actor, "validation (champion)")
+            champion = score_holdout(cfg, registry.load_verified(champ_info), holdout)
+    log = run_logger()
+    log.info(
+        "%s v%s on %d holdout rows: %s %.4f%s",
+        cfg.name,
+        version,
+        len(holdout),
+        cfg.promotion.primary_metric,
+        challenger.metrics[cfg.promotion.primary_metric],
+        f"; champion v{champion.version}: {champion.metrics[cfg.promotion.primary_metric]:.4f}"
+        if champion
+        else "; no champion yet",
+    )
+    return challenger, champion, info
+
+
+@task(name="gate-metric-thresholds", cache_policy=NO_CACHE)
+def gate_metric_thresholds(cfg: ModelConfig, score: HoldoutScore) -> GateResult:
+    return _logged(metric_threshold_gate(score.metrics, cfg.thresholds))
+
+
+@task(name="gate-fairness", cache_policy=NO_CACHE)
+def gate_fairness(cfg: ModelConfig, score: HoldoutScore) -> GateResult:
+    return _logged(fairness_gate(score.fairness, cfg))
+
+
+@task(name="gate-champion-comparison", cache_policy=NO_CACHE)
+def gate_champion(
+    cfg: ModelConfig, challenger: HoldoutScore, champion: HoldoutScore | None
+) -> GateResult:
+    return _logged(
+        champion_comparison_gate(
+            challenger.metrics,
+            champion.metrics if champion else None,
+            challenger.gated_fairness(cfg),
+            champion.gated_fairness(cfg) if champion else None,
+            cfg.promotion,
+            champion_version=champion.version if champion else None,
+        )
+    )
+
+
+def _logged(result: GateResult) -> GateResult:
+    log = run_logger()
+    log.info("gate %s: %s %s", result.name, "passed" if result.passed else "FAILED", result.note)
+    for v in result.violations:
+        log.warning("  %s", v.message)
+    return result
+
+
+@task(name="record-validation", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def record_validation(
+    cfg: ModelConfig,
+    report: ValidationReport,
+    champion_version: str | None,
+    actor: str,
+) -> VersionInfo:
+    """Tags, report artifacts and audit record on the version; the challenger alias if passed."""
+    info = governance.record_validation(
+        cfg, report.version, report, actor=actor, champion_version=champion_version
+    )
+    run_logger().info(
+        "%s v%s validation %s", cfg.name, report.version, "passed" if report.passed else "FAILED"
+    )
+    return info
+
+
+@task(name="publish-validation-artifacts", cache_policy=NO_CACHE)
+def publish_validation(report: ValidationReport, score: HoldoutScore) -> None:
+    """The report as a Prefect markdown artifact, per-group fairness as a table."""
+    create_markdown_artifact(
+        key=artifact_key(report.model, "validation"),
+        markdown=report.to_markdown(),
+        description=f"Validation of {report.model} v{report.version}: "
+        f"{'passed' if report.passed else 'failed'}",
+    )
+    rows = [
+        {"attribute": name, **group}
+        for name, assessment in score.fairness.items()
+        for group in assessment.groups
+    ]
+    if rows:
+        create_table_artifact(
+            key=artifact_key(report.model, "fairness"),
+            table=rows,
+            description=f"Per-group fairness of {report.model} v{report.version}",
+        )

@@ -1,0 +1,367 @@
+"""Validation gates, promotion, approvals, rollback and integrity on the real stack:
+Prefect harness (pause/resume), MLflow on SQLite, Feast, the SQLite audit trail."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.flow_runs import resume_flow_run
+from typer.testing import CliRunner
+
+from flows.governance import promotion_flow
+from flows.ingestion import ingestion_flow
+from flows.training import training_flow
+from mlsteward import governance, registry
+from mlsteward.audit import Action, audit_store
+from mlsteward.cli import app
+from mlsteward.config import get_model_config
+from mlsteward.errors import IntegrityError, PromotionError
+from mlsteward.settings import home
+from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "config"
+    write_config(d)
+    monkeypatch.setenv("MLSTEWARD_CONFIG_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def ingested(config_dir: Path, small_cohort_path: Path) -> Path:
+    ingestion_flow(model=MODEL, source=str(small_cohort_path))
+    return config_dir
+
+
+def records(action: Action | None = None, **kw: Any) -> list:
+    store = audit_store()
+    try:
+        return store.query(model=MODEL, action=action, **kw)
+    finally:
+        store.close()
+
+
+def verify_audit() -> Any:
+    store = audit_store()
+    try:
+        return store.verify()
+    finally:
+        store.close()
+
+
+def champion() -> str | None:
+    info = registry.version_by_alias(MODEL, registry.CHAMPION)
+    return info.version if info else None
+
+
+def lifecycle(version: str) -> str:
+    return registry.get_version(MODEL, version).lifecycle
+
+
+def artifact_file(version: str) -> Path:
+    """The stored model.ubj of a version (the file a promotion or a scorer would read)."""
+    info = registry.get_version(MODEL, version)
+    model_id = info.source.rsplit("/", 1)[-1]
+    found = [p for p in home().rglob("model.ubj") if model_id in str(p)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def cli(*args: str) -> Any:
+    result = runner.invoke(app, [*args, "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+# -- auto policy ---------------------------------------------------------------------------
+
+
+def test_first_version_by_no_champion_path_better_promoted_worse_not(ingested: Path) -> None:
+    write_config(ingested, tuning=WEAK_TUNING)
+    weak = training_flow(model=MODEL)
+    gov = weak["governance"]
+    assert gov["decision"] == "promoted", gov
+    assert champion() == weak["version"] == "1"
+    report = json.loads(
+        (
+            registry.download_run_file(
+                weak["run_id"], "validation/validation-v1.json", ingested / "dl"
+            )
+        ).read_text()
+    )
+    comparison = next(g for g in report["gates"] if g["name"] == "champion_comparison")
+    assert comparison["passed"] and "no champion" in comparison["note"]
+
+    write_config(ingested, tuning={"max_evals": 3})
+    strong = training_flow(model=MODEL)
+    assert strong["governance"]["decision"] == "promoted", strong["governance"]
+    assert champion() == strong["version"] == "2"
+    assert lifecycle("1") == "retired" and lifecycle("2") == "champion"
+    assert strong["test_metrics"]["roc_auc"] > weak["test_metrics"]["roc_auc"]
+
+    write_config(ingested, tuning=WEAK_TUNING)
+    worse = training_flow(model=MODEL)
+    gov = worse["governance"]
+    assert gov["decision"] == "rejected"
+    assert any("roc_auc" in r for r in gov["reasons"]), gov["reasons"]
+    assert champion() == "2"
+    info = registry.get_version(MODEL, worse["version"])
+    assert info.validation_status == "failed" and info.lifecycle == "rejected"
+    assert "roc_auc" in info.tags["validation_reasons"]
+    assert registry.CHAMPION not in info.aliases
+
+    actions = [r.action for r in records()]
+    assert actions.count(Action.PROMOTED) == 2
+    assert Action.VALIDATION_FAILED in actions and Action.VERSION_REGISTERED in actions
+    assert Action.INGESTION_ACCEPTED in actions
+    assert verify_audit().ok
+
+    # status shows both roles and the decisions behind them
+    code, status = cli("status", MODEL)
+    assert code == 0
+    assert status["champion"]["version"] == "2"
+    assert status["challenger"] is None
+    assert status["previous_champion"] == "1"
+
+
+def test_identical_retrain_does_not_replace_the_champion(ingested: Path) -> None:
+    write_config(ingested, tuning=WEAK_TUNING)
+    first = training_flow(model=MODEL)
+    again = training_flow(model=MODEL)
+    assert first["artifact_sha256"] == again["artifact_sha256"]  # same data, same seed
+    assert again["governance"]["decision"] == "rejected"
+    assert champion() == first["version"]
+
+
+# -- rollback --------------------------------------------------------------------------------
+
+
+def test_rollback_restores_previous_champion_and_is_audited(ingested: Path) -> None:
+    write_config(ingested, tuning=WEAK_TUNING)
+    training_flow(model=MODEL)
+    write_config(ingested, tuning={"max_evals": 3})
+    training_flow(model=MODEL)
+    assert champion() == "2"
+
+    code, out = cli("rollback", MODEL, "--reason", "alerts on v2 in production")
+    assert code == 0, out
+    assert out["version"] == "1" and out["previous_champion"] == "2"
+    assert champion() == "1"
+    assert lifecycle("2") == "retired" and lifecycle("1") == "champion"
+    last = records(Action.ROLLBACK)[-1]
+    assert last.details["from"] == "2" and last.details["to"] == "1"
+    assert last.reason == "alerts on v2 in production"
+
+    # nothing earlier than v1: a second rollback is refused, the champion stays
+    code, out = cli("rollback", MODEL, "--reason", "again")
+    assert code == 1 and "no earlier champion" in out["error"]
+    assert champion() == "1"
+    # an explicit target works
+    code, out = cli("rollback", MODEL, "--to", "2", "--reason", "fixed upstream")
+    assert code == 0 and champion() == "2"
+    assert verify_audit().ok
+
+    # the model card tells the same story from the registry and the audit trail
+    code, out = cli("report", MODEL)
+    assert code == 0, out
+    html = Path(out["html"]).read_text()
+    markdown = Path(out["markdown"]).read_text()
+    assert Path(out["html"]).parent == home() / "reports"
+    assert out["champion"] == "2" and out["audit_ok"] is True
+    for text in ("alerts on v2 in production", "fixed upstream", "equal_opportunity_difference"):
+        assert text in html and text in markdown, text
+    assert registry.get_version(MODEL, "2").artifact_sha256 in html
+
+
+# -- integrity -------------------------------------------------------------------------------
+
+
+def test_tampered_artifact_blocks_promotion_and_loading(ingested: Path) -> None:
+    write_config(ingested, tuning=WEAK_TUNING)
+    training_flow(model=MODEL)
+    write_config(ingested, tuning={"max_evals": 3})
+    out = training_flow(model=MODEL, promote=False)
+    assert out["governance"]["decision"] == "challenger"
+    assert registry.version_by_alias(MODEL, registry.CHALLENGER).version == "2"
+
+    path = artifact_file("2")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    cfg = get_model_config(MODEL)
+    with pytest.raises(IntegrityError, match="does not match"):
+        governance.promote(cfg, "2", actor="tester", reason="try")
+    with pytest.raises(IntegrityError):
+        registry.load_verified(registry.get_version(MODEL, "2"))
+    assert champion() == "1"
+    failed = records(Action.INTEGRITY_FAILED)
+    assert failed and failed[-1].version == "2"
+    assert "promotion refused" in failed[-1].reason
+    assert verify_audit().ok
+
+
+# -- races -----------------------------------------------------------------------------------
+
+
+def test_two_racing_promotions_leave_exactly_one_champion(ingested: Path) -> None:
+    write_config(ingested, tuning=WEAK_TUNING)
+    training_flow(model=MODEL)  # v1 champion
+    write_config(ingested, tuning={"max_evals": 3})
+    training_flow(model=MODEL, promote=False)  # v2, validated against v1
+    training_flow(model=MODEL, promote=False, seed=7)  # v3, validated against v1
+    passed = [v for v in ("2", "3") if registry.get_version(MODEL, v).validation_status == "passed"]
+    assert passed == ["2", "3"]
+
+    cfg = get_model_config(MODEL)
+    outcomes: dict[str, Any] = {}
+    barrier = threading.Barrier(2)
+
+    def attempt(version: str) -> None:
+        barrier.wait()
+        try:
+            outcomes[version] = governance.promote(
+                cfg, version, actor=f"racer-{version}", reason="race"
+            )
+        except PromotionError as exc:
+            outcomes[version] = exc
+
+    threads = [threading.Thread(target=attempt, args=(v,)) for v in ("2", "3")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    winners = [v for v, o in outcomes.items() if not isinstance(o, Exception)]
+    losers = [o for o in outcomes.values() if isinstance(o, Exception)]
+    assert len(winners) == 1 and len(losers) == 1
+    assert "champion is now" in str(losers[0])
+    assert champion() == winners[0]
+    champions = [v.version for v in registry.list_versions(MODEL) if v.lifecycle == "champion"]
+    assert champions == winners
+    assert len(records(Action.PROMOTED)) == 2
+    assert verify_audit().ok
+
+
+# -- manual approval -------------------------------------------------------------------------
+
+
+def run_in_background(fn: Any, **kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn(**kwargs)
+        except BaseException as exc:  # surfaced by the test
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, box
+
+
+def wait_for_pause(box: dict[str, Any], timeout: float = 180) -> str:
+    """The flow run id once the flow is paused waiting for approval."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert "error" not in box, box.get("error")
+        requested = records(Action.APPROVAL_REQUESTED)
+        if requested:
+            run_id = requested[-1].details["flow_run_id"]
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(run_id).state
+                if state is not None and state.is_paused():
+                    keyset = state.state_details.run_input_keyset
+                    try:  # the form is stored a moment after the state changes
+                        client.read_flow_run_input(run_id, keyset["schema"])
+                        return run_id
+                    except ObjectNotFound:
+                        pass
+        time.sleep(0.5)
+    raise AssertionError("the flow never paused for approval")
+
+
+@pytest.fixture
+def manual(ingested: Path) -> Path:
+    write_config(ingested, tuning=WEAK_TUNING, promotion={"policy": "manual"})
+    return ingested
+
+
+def test_manual_approval_via_resume_with_input_promotes(manual: Path) -> None:
+    thread, box = run_in_background(training_flow, model=MODEL)
+    run_id = wait_for_pause(box)
+    assert champion() is None  # nothing happens before a person decides
+    resume_flow_run(
+        run_id, run_input={"decision": "approve", "approver": "dr.lee", "reason": "reviewed"}
+    )
+    thread.join(120)
+    assert box["result"]["governance"]["decision"] == "promoted"
+    assert champion() == "1"
+    granted = records(Action.APPROVAL_GRANTED)[-1]
+    assert granted.actor == "dr.lee" and granted.reason == "reviewed"
+    promoted = records(Action.PROMOTED)[-1]
+    assert promoted.actor == "dr.lee" and promoted.details["approval"]["channel"] == "prefect"
+
+
+def test_manual_approval_and_rejection_via_cli(manual: Path) -> None:
+    thread, box = run_in_background(training_flow, model=MODEL)
+    run_id = wait_for_pause(box)
+    code, out = cli("approve", run_id, "--approver", "ana", "--reason", "not yet", "--reject")
+    assert code == 0, out
+    thread.join(120)
+    assert box["result"]["governance"]["decision"] == "rejected"
+    assert champion() is None and lifecycle("1") == "rejected"
+    rejected = records(Action.APPROVAL_REJECTED)[-1]
+    assert (rejected.actor, rejected.reason) == ("ana", "not yet")
+
+    # a run that is not paused is refused with a clear error
+    code, out = cli("approve", run_id, "--approver", "ana", "--reason", "late")
+    assert code == 1 and "not paused" in out["error"]
+
+    # promote v1 again from the CLI: it pauses (manual policy), approved from the CLI
+    thread, box = run_in_background(promotion_flow, model=MODEL, version="1")
+    deadline = time.monotonic() + 120
+    while len(records(Action.APPROVAL_REQUESTED)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    run_id = wait_for_pause(box)
+    code, out = cli("approve", run_id, "--approver", "ana", "--reason", "now ok")
+    assert code == 0, out
+    thread.join(120)
+    assert box["result"]["decision"] == "promoted", box
+    assert champion() == "1"
+
+
+def test_approval_timeout_counts_as_rejected(ingested: Path) -> None:
+    write_config(
+        ingested,
+        tuning=WEAK_TUNING,
+        promotion={"policy": "manual", "approval_timeout_seconds": 3},
+    )
+    out = training_flow(model=MODEL)
+    assert out["governance"]["decision"] == "rejected"
+    assert out["governance"]["reasons"] == ["approval timed out"]
+    assert champion() is None
+    timed_out = records(Action.APPROVAL_TIMED_OUT)
+    assert timed_out and timed_out[-1].version == "1"
+    assert lifecycle("1") == "rejected"
+
+
+def test_promote_refuses_a_failed_version(ingested: Path) -> None:
+    write_config(ingested, tuning=WEAK_TUNING, thresholds={"roc_auc": {"min": 0.99}})
+    out = training_flow(model=MODEL)
+    assert out["governance"]["decision"] == "rejected"
+    cfg = get_model_config(MODEL)
+    with pytest.raises(PromotionError, match="validation status failed"):
+        governance.promote(cfg, "1", actor="tester", reason="force it")
+    code, cli_out = cli("promote", MODEL, "1")
+    assert code == 1 and "failed validation" in cli_out["error"]
+    assert champion() is None
+    assert records(Action.PROMOTION_REFUSED)

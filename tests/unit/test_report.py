@@ -1,0 +1,909 @@
+"""The model card renderers, on a hand-built card (no MLflow, no audit database)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import types
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from mlsteward import report
+from mlsteward.report import (
+    AuditEvent,
+    AuditStatus,
+    ModelCard,
+    VersionSection,
+    fmt_delta,
+    fmt_num,
+    fmt_ts,
+    lineage_from_tags,
+    metrics_from_tags,
+    render_html,
+    render_markdown,
+    write_card,
+)
+
+EVIL = '<script>alert("owned")</script>'
+EVIL_TAG = "<img src=x onerror=alert(1)>"
+SHA = "ab" * 32
+
+
+def lineage_tags(version: int, dirty: bool = False) -> dict[str, str]:
+    return {
+        "lineage.model": "heart_disease",
+        "lineage.data_digest": f"{version:02d}" * 32,
+        "lineage.data_path": f"/srv/mlsteward/snapshots/heart_disease/{version:02d}.parquet",
+        "lineage.data_source": "data/heart_disease.csv",
+        "lineage.feature_service": "heart_disease",
+        "lineage.features": '["age", "sex", "chol", "thalach", "oldpeak"]',
+        "lineage.training_rows": str(12000 + 1000 * version),
+        "lineage.time_range_start": "2024-01-01T00:00:00+00:00",
+        "lineage.time_range_end": f"2024-{version + 3:02d}-30T23:59:59+00:00",
+        "lineage.split_sizes": '{"test": 1950, "train": 9100, "validation": 1950}',
+        "lineage.best_params": '{"learning_rate": 0.0831, "max_depth": 4, "subsample": 0.85}',
+        "lineage.seed": "42",
+        "lineage.max_evals": "30",
+        "lineage.git_commit": f"{version}f3c2a9d" + "0" * 32,
+        "lineage.git_dirty": "true" if dirty else "false",
+        "lineage.lock_sha256": "cd" * 32,
+        "lineage.config_sha256": "ef" * 32,
+        "lineage.lib.xgboost": "3.2.0",
+        "lineage.lib.mlflow": "3.17.2",
+        "lineage.lib.python": "3.11.9",
+        "model_artifact_sha256": f"{version}" * 64,
+    }
+
+
+def metrics(auc: float, f1: float) -> dict[str, float]:
+    return {
+        "roc_auc": auc,
+        "pr_auc": auc - 0.05,
+        "log_loss": 0.4123 - auc / 10,
+        "brier": 0.1487,
+        "accuracy": 0.8012,
+        "precision": 0.7733,
+        "recall": 0.7411,
+        "f1": f1,
+    }
+
+
+def fairness_details(ratio: float) -> dict:
+    return {
+        "min_group_size": 30,
+        "attributes": {
+            "sex": {
+                "attribute": "sex",
+                "metrics": {
+                    "demographic_parity_difference": 0.1312,
+                    "demographic_parity_ratio": ratio,
+                    "equal_opportunity_difference": 0.0612,
+                    "equalized_odds_difference": 0.0744,
+                },
+                "groups": [
+                    {
+                        "group": "female",
+                        "size": 612,
+                        "positives": 201,
+                        "selection_rate": 0.2451,
+                        "tpr": 0.7012,
+                        "fpr": 0.0833,
+                        "roc_auc": 0.8712,
+                        "gated": True,
+                    },
+                    {
+                        "group": "male",
+                        "size": 1311,
+                        "positives": 602,
+                        "selection_rate": 0.3763,
+                        "tpr": 0.7624,
+                        "fpr": 0.1577,
+                        "roc_auc": 0.8634,
+                        "gated": True,
+                    },
+                    {
+                        "group": EVIL_TAG,
+                        "size": 12,
+                        "positives": 0,
+                        "selection_rate": 0.0833,
+                        "tpr": None,
+                        "fpr": 0.0833,
+                        "roc_auc": None,
+                        "gated": False,
+                    },
+                ],
+                "small_groups": [EVIL_TAG],
+                "note": "",
+                "limits": {
+                    "demographic_parity_difference": {"min": None, "max": None},
+                    "demographic_parity_ratio": {"min": 0.8, "max": None},
+                    "equal_opportunity_difference": {"min": None, "max": 0.1},
+                    "equalized_odds_difference": {"min": None, "max": 0.1},
+                },
+                "checks": {
+                    "demographic_parity_difference": None,
+                    "demographic_parity_ratio": ratio >= 0.8,
+                    "equal_opportunity_difference": True,
+                    "equalized_odds_difference": True,
+                },
+            }
+        },
+    }
+
+
+def validation(
+    version: str, *, failed: bool, auc: float, champion: str = "2", champion_auc: float = 0.8612
+) -> dict:
+    thresholds = {
+        "name": "metric_thresholds",
+        "passed": not failed,
+        "violations": [],
+        "details": {
+            "checks": {
+                "roc_auc": {"value": auc, "min": 0.75, "max": None, "passed": not failed},
+                "recall": {"value": 0.7411, "min": 0.6, "max": None, "passed": True},
+            },
+            "metrics": metrics(auc, 0.7568),
+        },
+        "note": "",
+    }
+    fairness = {
+        "name": "fairness",
+        "passed": not failed,
+        "violations": [],
+        "details": fairness_details(0.6514 if failed else 0.8613),
+        "note": "",
+    }
+    comparison = {
+        "name": "champion_comparison",
+        "passed": not failed,
+        "violations": [],
+        "details": {
+            "champion_version": champion,
+            "primary": {
+                "metric": "roc_auc",
+                "direction": "higher is better",
+                "challenger": auc,
+                "champion": champion_auc,
+                "delta_mode": "absolute",
+                "min_delta": 0.0,
+                "improvement": auc - champion_auc,
+                "passed": not failed,
+            },
+            "metrics": {
+                "roc_auc": {
+                    "challenger": auc,
+                    "champion": champion_auc,
+                    "delta": auc - champion_auc,
+                }
+            },
+            "fairness": {
+                "sex": {
+                    "demographic_parity_ratio": {
+                        "challenger": 0.6514 if failed else 0.8613,
+                        "champion": 0.8402,
+                        "delta": -0.1888,
+                        "worsening": 0.1888 if failed else -0.0211,
+                        "passed": not failed,
+                    }
+                }
+            },
+            "fairness_tolerance": 0.02,
+        },
+        "note": "",
+    }
+    if failed:
+        thresholds["violations"] = [
+            {
+                "gate": "metric_thresholds",
+                "rule": "roc_auc >= 0.75",
+                "metric": "roc_auc",
+                "value": 0.7412,
+                "limit": 0.75,
+                "message": "roc_auc 0.7412 is below the floor 0.75",
+                "attribute": None,
+                "groups": None,
+            }
+        ]
+        fairness["violations"] = [
+            {
+                "gate": "fairness",
+                "rule": "sex: demographic_parity_ratio >= 0.8",
+                "metric": "demographic_parity_ratio",
+                "value": 0.6514,
+                "limit": 0.8,
+                "message": "sex: demographic_parity_ratio 0.6514 < 0.8 (selection rate female "
+                "0.2451 vs male 0.3763)",
+                "attribute": "sex",
+                "groups": {"female": {"size": 612}, "male": {"size": 1311}},
+            }
+        ]
+        comparison["violations"] = [
+            {
+                "gate": "champion_comparison",
+                "rule": "roc_auc > champion",
+                "metric": "roc_auc",
+                "value": 0.7412,
+                "limit": 0.8612,
+                "message": "roc_auc 0.7412 vs champion v2 0.8612 (higher is better): "
+                "improvement -0.12, needs strictly better",
+                "attribute": None,
+                "groups": None,
+            }
+        ]
+    return {
+        "model": "heart_disease",
+        "version": version,
+        "passed": not failed,
+        "created_at": "2025-03-14T09:26:53+00:00",
+        "gates": [thresholds, fairness, comparison],
+    }
+
+
+def event(seq: int, action: str, version: str | None, actor: str, reason: str, **details):
+    return AuditEvent(
+        seq=seq,
+        ts=f"2025-03-{seq:02d}T10:{seq:02d}:00.000000Z",
+        action=action,
+        version=version,
+        actor=actor,
+        reason=reason,
+        details=details,
+    )
+
+
+def sample_card() -> ModelCard:
+    """Champion v2 (restored by a rollback from v3), challenger v4 waiting for approval, v5
+    rejected by three gates, v1 and v3 former champions."""
+    events = [
+        event(1, "version_registered", "1", "ci", "trained on data version 010101010101"),
+        event(2, "validation_passed", "1", "ci", "all gates passed"),
+        event(3, "promoted", "1", "ci", "auto policy: all gates passed", to="1", **{"from": None}),
+        event(4, "version_registered", "2", "ci", "trained on data version 020202020202"),
+        event(5, "validation_passed", "2", "ci", "all gates passed"),
+        event(6, "approval_requested", "2", "ci", "policy manual", timeout_seconds=86400),
+        event(7, "approval_granted", "2", "alice", "reviewed the fairness tables"),
+        event(
+            8,
+            "promoted",
+            "2",
+            "alice",
+            "reviewed the fairness tables",
+            to="2",
+            approval={"approver": "alice", "channel": "cli"},
+            **{"from": "1"},
+        ),
+        event(9, "validation_passed", "3", "ci", "all gates passed"),
+        event(10, "approval_granted", "3", "bob", "looks good"),
+        event(11, "promoted", "3", "bob", "looks good", to="3", **{"from": "2"}),
+        event(
+            12,
+            "rollback",
+            "2",
+            "carol",
+            f"AUC dropped in production {EVIL}",
+            to="2",
+            **{"from": "3"},
+        ),
+        event(
+            13,
+            "integrity_failed",
+            "1",
+            "carol",
+            "rollback refused: model artifact SHA-256 does not match",
+            expected_sha256="1" * 64,
+        ),
+        event(14, "validation_passed", "4", "ci", "all gates passed"),
+        event(15, "approval_requested", "4", "ci", "policy manual", timeout_seconds=86400),
+        event(16, "validation_failed", "5", "ci", "roc_auc 0.7412 is below the floor 0.75"),
+    ]
+
+    def section(v: str, roles: list[str], lifecycle: str, status: str, **kw) -> VersionSection:
+        return VersionSection(
+            version=v,
+            roles=roles,
+            lifecycle=lifecycle,
+            validation_status=status,
+            run_id=f"{v}a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7",
+            created_at=f"2025-03-{int(v) * 3:02d}T08:00:00+00:00",
+            lineage=lineage_from_tags(lineage_tags(int(v), dirty=v == "5")),
+            history=[e for e in events if e.version == v],
+            **kw,
+        )
+
+    champion_metrics = metrics(0.8612, 0.7402)
+    challenger_metrics = metrics(0.8731, 0.7568)
+    sections = [
+        section(
+            "2",
+            ["champion"],
+            "champion",
+            "passed",
+            promoted_at="2025-03-12T10:12:00+00:00",
+            promoted_by="carol",
+            metrics=champion_metrics,
+            validation=validation("2", failed=False, auc=0.8612, champion="1", champion_auc=0.8421),
+        ),
+        section(
+            "4",
+            ["challenger"],
+            "challenger",
+            "passed",
+            metrics=challenger_metrics,
+            validation=validation("4", failed=False, auc=0.8731),
+        ),
+        section(
+            "5",
+            ["latest"],
+            "rejected",
+            "failed",
+            metrics=metrics(0.7412, 0.6021),
+            validation=validation("5", failed=True, auc=0.7412),
+        ),
+        section(
+            "3",
+            ["former champion"],
+            "retired",
+            "passed",
+            metrics=metrics(0.8655, 0.7431),
+            retired_at="2025-03-12T10:12:00+00:00",
+            validation_uri="runs:/3a2b/validation/validation-v3.json",
+            validation_error="OSError: artifact store unreachable",
+        ),
+        section("1", ["former champion"], "retired", "passed", metrics=metrics(0.8421, 0.7210)),
+    ]
+    history = [
+        {
+            "seq": e.seq,
+            "ts": e.ts,
+            "action": e.action,
+            "from": e.details.get("from"),
+            "to": e.details.get("to"),
+            "actor": e.actor,
+            "reason": e.reason,
+        }
+        for e in events
+        if e.action in ("promoted", "rollback")
+    ]
+    return ModelCard(
+        model="heart_disease",
+        description=f"Predicts heart disease from clinical measurements. {EVIL}",
+        owner=f"risk-analytics {EVIL_TAG}",
+        generated_at="2025-03-20T12:00:00+00:00",
+        champion={
+            "name": "heart_disease",
+            "version": "2",
+            "lifecycle": "champion",
+            "validation_status": "passed",
+            "aliases": ["champion"],
+            "run_id": "2a2b",
+            "artifact_sha256": "2" * 64,
+            "created_at_ms": 0,
+            "metrics": champion_metrics,
+            "promoted_at": "2025-03-12T10:12:00+00:00",
+            "validated_against_champion": "1",
+        },
+        challenger={
+            "name": "heart_disease",
+            "version": "4",
+            "lifecycle": "challenger",
+            "validation_status": "passed",
+            "aliases": ["challenger"],
+            "run_id": "4a2b",
+            "artifact_sha256": "4" * 64,
+            "created_at_ms": 0,
+            "metrics": challenger_metrics,
+            "promoted_at": None,
+            "validated_against_champion": "2",
+        },
+        primary_metric="roc_auc",
+        previous_champion="1",
+        versions=[
+            {
+                "version": str(v),
+                "lifecycle": lc,
+                "validation_status": st,
+                "created_at": f"2025-03-{v * 3:02d}T08:00:00+00:00",
+                "metrics": metrics(auc, 0.7),
+                "artifact_sha256": f"{v}" * 64,
+            }
+            for v, lc, st, auc in [
+                (1, "retired", "passed", 0.8421),
+                (2, "champion", "passed", 0.8612),
+                (3, "retired", "passed", 0.8655),
+                (4, "challenger", "passed", 0.8731),
+                (5, "rejected", "failed", 0.7412),
+            ]
+        ],
+        sections=sections,
+        champion_history=history,
+        timeline=[e for e in events if e.action in report.TIMELINE_ACTIONS],
+        audit=AuditStatus(ok=True, records=128, head_hash="9f" * 32),
+        warnings=[
+            "v3: validation report runs:/3a2b/validation/validation-v3.json could not be read"
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def card() -> ModelCard:
+    return sample_card()
+
+
+@pytest.fixture(scope="module")
+def html(card: ModelCard) -> str:
+    return render_html(card)
+
+
+@pytest.fixture(scope="module")
+def md(card: ModelCard) -> str:
+    return render_markdown(card)
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, to inspect the HTML structurally."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(html: str) -> _Tags:
+    p = _Tags()
+    p.feed(html)
+    return p
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def test_number_and_time_formatting() -> None:
+    assert fmt_num(0.87312) == "0.8731"
+    assert fmt_num(12345) == "12,345"
+    assert fmt_num(None) == "n/a"
+    assert fmt_num(float("nan")) == "n/a"
+    assert fmt_num(True) == "yes"
+    assert fmt_num(0.0) == "0"
+    assert fmt_delta(0.0119) == "+0.0119"
+    assert fmt_delta(-0.12) == "\u22120.1200"
+    assert fmt_ts("2025-01-31T14:05:09.123456Z") == "2025-01-31 14:05:09 UTC"
+    assert fmt_ts("2025-01-31T15:05:09+01:00") == "2025-01-31 14:05:09 UTC"
+    assert fmt_ts(None) == "n/a"
+
+
+def test_lineage_and_metrics_are_parsed_from_tags() -> None:
+    tags = lineage_tags(3, dirty=True) | {"test_roc_auc": "0.8655", "test_bad": "x"}
+    lin = lineage_from_tags(tags)
+    assert lin["features"] == ["age", "sex", "chol", "thalach", "oldpeak"]
+    assert lin["training_rows"] == 15000
+    assert lin["params"]["max_depth"] == 4
+    assert lin["time_range"][0] == "2024-01-01T00:00:00+00:00"
+    assert lin["libraries"] == {"mlflow": "3.17.2", "python": "3.11.9", "xgboost": "3.2.0"}
+    assert lin["artifact_sha256"] == "3" * 64
+    assert lin["git_dirty"] == "true"
+    assert metrics_from_tags(tags) == {"roc_auc": 0.8655}
+    assert lineage_from_tags({})["data_digest"] is None
+
+
+# -- HTML ------------------------------------------------------------------------------------
+
+
+def test_html_has_every_section(html: str, card: ModelCard) -> None:
+    ids = {attrs.get("id") for _, attrs in parse(html).tags}
+    assert {"summary", "metrics", "timeline", "audit", "v2", "v4", "v5", "v3", "v1"} <= ids
+    for heading in (
+        "Holdout metrics: champion vs challenger",
+        "Timeline: promotions, rollbacks, approvals",
+        "Audit chain",
+        "Lineage",
+        "History",
+        "Validation",
+        "Groups of sex",
+        "Fairness vs champion",
+    ):
+        assert heading in html, heading
+    # sections appear in the order champion, challenger, latest, former champions
+    order = [html.index(f'id="v{v}"') for v in ("2", "4", "5", "3", "1")]
+    assert order == sorted(order)
+
+
+def test_html_header_badges_and_summary(html: str) -> None:
+    assert '<span class="badge ok"><small>Champion</small>v2</span>' in html
+    assert '<span class="badge info"><small>Challenger</small>v4</span>' in html
+    assert "<small>Audit chain</small>intact" in html
+    assert "intact (128 records)" in html
+    assert "1 rollback(s)" in html and "3 promotion(s)" in html
+
+
+def test_html_metrics_are_formatted(html: str) -> None:
+    assert "0.8612" in html and "0.8731" in html
+    # challenger - champion on roc_auc, better -> green
+    assert '<td class="num ok">+0.0119</td>' in html
+    # log_loss is lower-is-better: the challenger's lower value is an improvement
+    assert '<td class="num ok">\u22120.0012</td>' in html
+    assert "roc_auc (primary)" in html
+    assert "13,000" in html  # training rows of v1 with a thousands separator
+    assert not re.search(r"\d\.\d{5,}", html), "a number was rendered with too many digits"
+
+
+def test_html_failed_gates_and_violations_are_highlighted(html: str) -> None:
+    v5 = html[html.index('id="v5"') : html.index('id="v3"')]
+    assert "Rejected: failed 3 of 3 gate(s)" in v5
+    assert '<div class="violations">' in v5
+    assert "roc_auc 0.7412 is below the floor 0.75" in v5
+    assert '<span class="rule">sex: demographic_parity_ratio &gt;= 0.8</span>' in v5
+    assert v5.count('<tr class="fail">') >= 4
+    assert '<span class="pill bad">FAIL</span>' in v5
+    v4 = html[html.index('id="v4"') : html.index('id="v5"')]
+    assert "Passed all 3 gate(s)" in v4 and '<div class="violations">' not in v4
+
+
+def test_html_fairness_group_table(html: str) -> None:
+    v2 = html[html.index('id="v2"') : html.index('id="v4"')]
+    for col in ("group", "n", "selection rate", "TPR", "FPR", "ROC-AUC"):
+        assert f">{col}</th>" in v2
+    assert "0.2451" in v2 and "1,311" in v2
+    assert '<tr class="small">' in v2
+    assert "small group: reported only" in v2
+    assert "Groups smaller than 30 rows are reported, not gated." in v2
+
+
+def test_html_lineage_history_timeline_and_audit(html: str) -> None:
+    v5 = html[html.index('id="v5"') : html.index('id="v3"')]
+    assert "05" * 32 in v5  # full data digest
+    assert "/srv/mlsteward/snapshots/heart_disease/05.parquet" in v5
+    assert "(uncommitted changes)" in v5
+    assert "learning_rate=0.0831, max_depth=4, subsample=0.85" in v5
+    assert "cd" * 32 in v5 and "5" * 64 in v5
+    assert "xgboost=3.2.0" in v5
+    v3 = html[html.index('id="v3"') : html.index('id="v1"')]
+    assert "Validation report could not be read" in v3
+    timeline = html[html.index('id="timeline"') : html.index('id="audit"')]
+    assert "Rolled back: v3 → v2" in timeline and "by carol" in timeline
+    assert "Promoted: v1 → v2" in timeline and "approved by alice (cli)" in timeline
+    assert "Integrity check failed: v1" in timeline
+    assert '<li class="bad">' in timeline and '<li class="warn">' in timeline
+    assert "validation" not in timeline.lower()  # validation decisions live in the versions
+    audit = html[html.index('id="audit"') :]
+    assert "9f" * 32 in audit and "Hash chain intact: 128 records verified." in audit
+
+
+def test_html_escapes_user_text(html: str) -> None:
+    assert "<script" not in html.lower()
+    assert "<img" not in html.lower()
+    assert "&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert not any(tag in ("script", "img") for tag, _ in parse(html).tags)
+
+
+def test_html_is_self_contained(html: str) -> None:
+    tags = parse(html).tags
+    for tag, attrs in tags:
+        for name in ("src", "href", "srcset", "action", "data"):
+            value = attrs.get(name)
+            assert value is None or value.startswith("#"), (tag, name, value)
+    assert not any(tag in ("script", "link", "iframe", "object", "embed") for tag, _ in tags)
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", html, re.I)
+    assert "@import" not in html and "url(" not in html
+    assert html.lstrip().startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    # every in-page link points at an element of the page
+    ids = {attrs["id"] for _, attrs in tags if "id" in attrs}
+    links = [attrs["href"][1:] for tag, attrs in tags if tag == "a"]
+    assert links and set(links) <= ids
+
+
+def test_html_without_champion_or_audit_check() -> None:
+    card = sample_card()
+    card.champion = card.challenger = None
+    card.sections = []
+    card.timeline = []
+    card.audit = AuditStatus(ok=False, records=7, first_bad_seq=8, problem="record #8 altered")
+    out = render_html(card)
+    assert "No champion or challenger yet." in out
+    assert "No promotions, rollbacks or approvals yet." in out
+    assert "Hash chain BROKEN" in out and "record #8 altered" in out and "#8" in out
+    assert '<span class="badge bad"><small>Audit chain</small>BROKEN</span>' in out
+    assert '<span class="badge none"><small>Champion</small>none</span>' in out
+
+
+# -- markdown --------------------------------------------------------------------------------
+
+
+def _md_tables(md: str) -> list[list[str]]:
+    tables, current = [], []
+    for line in md.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    if current:
+        tables.append(current)
+    return tables
+
+
+def _cells(line: str) -> int:
+    return len(re.split(r"(?<!\\)\|", line.strip())) - 2
+
+
+def test_markdown_has_every_section(md: str) -> None:
+    for heading in (
+        "# Model card: heart_disease",
+        "## Summary",
+        "### Registered versions",
+        "## Metrics: champion vs challenger",
+        "## Version 2 (champion)",
+        "## Version 4 (challenger)",
+        "## Version 5 (latest)",
+        "## Version 3 (former champion)",
+        "## Version 1 (former champion)",
+        "### Lineage",
+        "### History",
+        "#### Groups of sex",
+        "## Timeline",
+        "## Audit chain",
+    ):
+        assert f"\n{heading}\n" in f"\n{md}", heading
+    assert "champion **v2** · challenger **v4**" in md
+    assert "**Rejected: failed 3 of 3 gate(s)" in md
+    assert "- **roc_auc &gt;= 0.75**: roc_auc 0.7412 is below the floor 0.75" in md
+    assert "| **Rolled back: v3 → v2** |" not in md  # a rollback is a warning, not a failure
+    assert "| Rolled back: v3 → v2 | carol |" in md
+    assert "| **Integrity check failed: v1** |" in md
+    assert "`" + "9f" * 32 + "`" in md
+
+
+def test_markdown_tables_are_well_formed(md: str) -> None:
+    tables = _md_tables(md)
+    assert len(tables) > 20
+    for t in tables:
+        assert len(t) >= 2, t
+        width = _cells(t[0])
+        assert re.fullmatch(r"\|( ?-{3,}:? \|)+", t[1].replace("---:", "---:")), t[1]
+        assert all(_cells(row) == width for row in t), t
+
+
+def test_markdown_numbers_and_escaping(md: str) -> None:
+    assert "| roc_auc (primary) | 0.8612 | 0.8731 | +0.0119 |" in md
+    assert "| female | 612 | 201 | 0.2451 | 0.7012 | 0.0833 | 0.8712 | gated |" in md
+    assert "&lt;img src=x onerror=alert(1)&gt; †" in md  # small group, marked
+    assert "† small group: reported, not gated." in md
+    assert "<script" not in md and "<img" not in md
+    assert "&lt;script&gt;" in md
+
+
+def test_markdown_escapes_pipes_in_cells() -> None:
+    card = sample_card()
+    card.owner = "team a | team b"
+    md = render_markdown(card)
+    assert "team a \\| team b" in md
+    for t in _md_tables(md):
+        assert all(_cells(row) == _cells(t[0]) for row in t)
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def test_write_card_writes_both_files(tmp_path: Path, card: ModelCard) -> None:
+    out = write_card(card, tmp_path / "out")
+    assert Path(out["html"]) == tmp_path / "out" / "heart_disease-model-card.html"
+    assert Path(out["markdown"]).read_text(encoding="utf-8") == render_markdown(card)
+    assert Path(out["html"]).read_text(encoding="utf-8") == render_html(card)
+    assert out["champion"] == "2" and out["challenger"] == "4"
+    assert out["versions"] == ["2", "4", "5", "3", "1"] and out["audit_ok"] is True
+
+
+def test_write_card_defaults_to_home_reports(mlsteward_home: Path, card: ModelCard) -> None:
+    out = write_card(card)
+    assert Path(out["html"]).parent == mlsteward_home.resolve() / "reports"
+    assert Path(out["html"]).exists() and Path(out["markdown"]).exists()
+
+
+# -- collecting (registry, governance and audit store replaced by fakes) ----------------------
+
+
+class FakeVersion:
+    def __init__(self, version: str, tags: dict[str, str], aliases: tuple[str, ...] = ()) -> None:
+        self.name = "heart_disease"
+        self.version = version
+        self.run_id = f"run{version}"
+        self.source = f"models:/m-{version}"
+        self.tags = tags
+        self.aliases = aliases
+        self.created_at_ms = 1_741_000_000_000 + int(version) * 86_400_000
+
+    @property
+    def lifecycle(self) -> str:
+        return self.tags.get("lifecycle", "candidate")
+
+    @property
+    def validation_status(self) -> str | None:
+        return self.tags.get("validation_status")
+
+    @property
+    def artifact_sha256(self) -> str | None:
+        return self.tags.get("model_artifact_sha256")
+
+
+class FakeRecord:
+    def __init__(self, e: AuditEvent) -> None:
+        self.e = e
+
+    def to_dict(self) -> dict:
+        return {**e_dict(self.e), "prev_hash": "0" * 64, "hash": "f" * 64, "model": "m"}
+
+
+def e_dict(e: AuditEvent) -> dict:
+    return {
+        "seq": e.seq,
+        "ts": e.ts,
+        "actor": e.actor,
+        "action": e.action,
+        "version": e.version,
+        "reason": e.reason,
+        "details": e.details,
+    }
+
+
+class FakeStore:
+    closed = False
+
+    def __init__(self, events: list[AuditEvent], verify_error: bool = False) -> None:
+        self.events = events
+        self.verify_error = verify_error
+
+    def query(self, model: str | None = None, **_: object) -> list[FakeRecord]:
+        assert model == "heart_disease"
+        return [FakeRecord(e) for e in self.events]
+
+    def verify(self) -> object:
+        if self.verify_error:
+            raise RuntimeError("database is locked")
+        return types.SimpleNamespace(
+            ok=True, records=len(self.events), head_hash="aa" * 32, first_bad_seq=None, problem=None
+        )
+
+    def close(self) -> None:
+        FakeStore.closed = True
+
+
+@pytest.fixture
+def fake_backends(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
+    card = sample_card()
+    events = [e for s in card.sections for e in s.history] + [
+        AuditEvent(99, "2025-03-19T00:00:00Z", "ingestion_accepted", None, "ci", "rows ok"),
+        AuditEvent(98, "2025-03-18T00:00:00Z", "alias_changed", "4", "ci", "challenger: - -> 4"),
+    ]
+    events.sort(key=lambda e: e.seq)
+    reports = {
+        "2": validation("2", failed=False, auc=0.8612),
+        "5": validation("5", failed=True, auc=0.74),
+    }
+
+    def tags(v: str, lifecycle: str, status: str | None) -> dict[str, str]:
+        t = lineage_tags(int(v)) | {f"test_{k}": str(x) for k, x in metrics(0.86, 0.74).items()}
+        t["lifecycle"] = lifecycle
+        if status:
+            t["validation_status"] = status
+            t["validation_report"] = f"runs:/run{v}/validation/validation-v{v}.json"
+        return t
+
+    versions = [
+        FakeVersion("1", tags("1", "retired", "passed")),
+        FakeVersion("2", tags("2", "champion", "passed"), ("champion",)),
+        FakeVersion("3", tags("3", "retired", "passed")),
+        FakeVersion("4", tags("4", "challenger", None), ("challenger",)),
+        FakeVersion("5", tags("5", "rejected", "failed")),
+        FakeVersion("6", tags("6", "candidate", None)),
+    ]
+    downloads: list[tuple[str, str]] = []
+
+    def download_run_file(run_id: str, path: str, dst: Path) -> Path:
+        downloads.append((run_id, path))
+        v = run_id.removeprefix("run")
+        if v not in reports:
+            raise OSError(f"no such artifact {path}")
+        out = Path(dst) / path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(reports[v]))
+        return out
+
+    fake_registry = types.SimpleNamespace(
+        list_versions=lambda model: versions, download_run_file=download_run_file
+    )
+
+    def describe(v: FakeVersion) -> dict:
+        return {"version": v.version, "validation_status": v.validation_status, "metrics": {}}
+
+    def status(model: str, *, store: FakeStore) -> dict:
+        assert isinstance(store, FakeStore)
+        return {
+            "champion": describe(versions[1]),
+            "challenger": describe(versions[3]),
+            "previous_champion": "1",
+        }
+
+    fake_governance = types.SimpleNamespace(
+        status=status, champion_history=lambda model, store: card.champion_history
+    )
+    state = {"store": FakeStore(events)}
+    fake_audit = types.SimpleNamespace(audit_store=lambda: state["store"])
+    import mlsteward
+
+    for name, mod in (
+        ("registry", fake_registry),
+        ("governance", fake_governance),
+        ("audit", fake_audit),
+    ):
+        monkeypatch.setitem(sys.modules, f"mlsteward.{name}", mod)
+        monkeypatch.setattr(mlsteward, name, mod, raising=False)
+    FakeStore.closed = False
+    return {"downloads": downloads, "state": state, "events": events}
+
+
+def test_collect_model_card_reads_registry_and_audit(fake_backends: dict) -> None:
+    card = report.collect_model_card("heart_disease")
+    assert card.owner == "cardiology-ml" and card.description.startswith("Probability")
+    assert card.champion_version == "2" and card.challenger_version == "4"
+    # champion, challenger, newest version, then former champions newest first
+    assert [(s.version, s.roles) for s in card.sections] == [
+        ("2", ["champion"]),
+        ("4", ["challenger"]),
+        ("6", ["latest"]),
+        ("3", ["former champion"]),
+        ("1", ["former champion"]),
+    ]
+    v2 = card.sections[0]
+    assert v2.validation is not None and v2.validation["version"] == "2"
+    assert v2.lineage["training_rows"] == 14000 and v2.metrics["roc_auc"] == 0.86
+    assert [e.action for e in v2.history] == [
+        "version_registered",
+        "validation_passed",
+        "approval_requested",
+        "approval_granted",
+        "promoted",
+        "rollback",
+    ]
+    assert card.sections[1].history[-1].action == "approval_requested"  # no alias_changed
+    assert ("run2", "validation/validation-v2.json") in fake_backends["downloads"]
+    # v1's and v3's stored reports are unreadable: noted, not fatal
+    v3 = card.sections[3]
+    assert v3.validation is None and "no such artifact" in (v3.validation_error or "")
+    assert any("v3: validation report" in w for w in card.warnings)
+    assert {e.action for e in card.timeline} <= set(report.TIMELINE_ACTIONS)
+    assert "ingestion_accepted" not in {e.action for e in card.timeline}
+    assert len(card.timeline) == 9
+    assert card.audit.ok is True and card.audit.head_hash == "aa" * 32
+    assert card.audit.records == len(fake_backends["events"])
+    assert len(card.versions) == 6 and card.versions[0]["created_at"].startswith("2025-03-04")
+    assert FakeStore.closed
+
+
+def test_collect_survives_a_failed_chain_check(fake_backends: dict) -> None:
+    fake_backends["state"]["store"] = FakeStore(fake_backends["events"], verify_error=True)
+    card = report.collect_model_card("heart_disease")
+    assert card.audit.ok is None and "database is locked" in (card.audit.problem or "")
+    assert FakeStore.closed
+    assert "not verified: RuntimeError: database is locked" in render_markdown(card)
+
+
+def test_write_report_writes_into_home(fake_backends: dict, mlsteward_home: Path) -> None:
+    out = report.write_report("heart_disease")
+    html_path = Path(out["html"])
+    assert html_path == mlsteward_home.resolve() / "reports" / "heart_disease-model-card.html"
+    assert out["champion"] == "2" and out["challenger"] == "4"
+    text = html_path.read_text(encoding="utf-8")
+    assert "cardiology-ml" in text and 'id="v6"' in text
+    assert (
+        Path(out["markdown"]).read_text(encoding="utf-8").startswith("# Model card: heart_disease")
+    )
