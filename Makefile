@@ -28,6 +28,9 @@ demo: install ## Generate the cohort, ingest it, apply Feast, train heart_diseas
 	$(RUN) mlsteward ingest heart_disease
 	$(RUN) mlsteward materialize heart_disease
 	$(RUN) mlsteward train heart_disease
+	$(RUN) mlsteward status heart_disease
+	$(RUN) mlsteward report heart_disease
+	$(RUN) mlsteward audit verify
 	@echo
 	$(RUN) mlsteward where
 
@@ -44,6 +47,7 @@ lint: install ## ruff check + format check
 bench: install ## Benchmarks (print figures; not part of the tests)
 	$(RUN) python benchmarks/training_overhead.py
 	$(RUN) python benchmarks/pit_join.py
+	$(RUN) python benchmarks/governance.py
 
 mlflow-ui: ## Open the MLflow UI on http://127.0.0.1:5000 for the state in MLSTEWARD_HOME
 	$(RUN) mlflow ui --backend-store-uri sqlite:///$(MLSTEWARD_HOME)/mlflow/mlflow.db \

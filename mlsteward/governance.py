@@ -197,7 +197,7 @@ def reject(
 
 
 def _refuse(
-    audit: AuditStore, model: str, version: str, actor: str, message: str, **details: Any
+    audit: AuditStore, model: str, version: str | None, actor: str, message: str, **details: Any
 ) -> PromotionError:
     audit.append(
         Action.PROMOTION_REFUSED,
@@ -415,7 +415,7 @@ def rollback(
     ):
         current = registry.version_by_alias(cfg.name, CHAMPION)
         if current is None:
-            raise _refuse(audit, cfg.name, "", actor, f"{cfg.name} has no champion to roll back")
+            raise _refuse(audit, cfg.name, None, actor, f"{cfg.name} has no champion to roll back")
         target_v = str(to_version) if to_version else previous_champion(cfg.name, audit)
         if target_v is None:
             raise _refuse(

@@ -48,7 +48,8 @@ def reject_version(
     run_logger().warning("%s v%s rejected by %s: %s", cfg.name, version, actor, reason)
 
 
-@task(name="audit-event", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+# No retries: an append that committed before a later failure would be written twice.
+@task(name="audit-event", cache_policy=NO_CACHE)
 def audit_event(
     action: Action,
     model: str,

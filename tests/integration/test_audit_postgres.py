@@ -22,6 +22,7 @@ import pytest
 from mlsteward.audit import Action, AuditError, VerifyResult, audit_store
 from mlsteward.audit.postgres_store import PostgresAuditStore
 from mlsteward.audit.records import _collect_helper, _start_helper, compute_hash
+from tests.forking import in_child
 
 pytestmark = pytest.mark.integration
 
@@ -209,7 +210,7 @@ def test_concurrent_processes_and_threads_never_fork_the_chain(
     """Two processes (each creating the tables at once) and three threads sharing one store."""
     barrier = FORK.Barrier(3)
     procs = [
-        FORK.Process(target=_append_many, args=(database_url, prefix, w, 40, barrier))
+        FORK.Process(target=in_child(_append_many), args=(database_url, prefix, w, 40, barrier))
         for w in range(2)
     ]
     for p in procs:
@@ -248,7 +249,7 @@ def _append_in_child(s: PostgresAuditStore) -> None:
 def test_store_object_survives_fork(store: PostgresAuditStore) -> None:
     """A child given the parent's store opens its own session and leaves the parent's alone."""
     store.append("promoted", model="parent")
-    child = FORK.Process(target=_append_in_child, args=(store,))
+    child = FORK.Process(target=in_child(_append_in_child), args=(store,))
     child.start()
     child.join(30)
     assert child.exitcode == 0
@@ -269,7 +270,9 @@ def _hold_lock(url: str, prefix: str, name: str, held, released) -> None:
 def test_advisory_lock_excludes_another_process(store: PostgresAuditStore) -> None:
     name = f"promote:{store.prefix}"
     held, released = FORK.Event(), FORK.Value("d", 0.0)
-    child = FORK.Process(target=_hold_lock, args=(store.url, store.prefix, name, held, released))
+    child = FORK.Process(
+        target=in_child(_hold_lock), args=(store.url, store.prefix, name, held, released)
+    )
     child.start()
     try:
         assert held.wait(20)

@@ -99,6 +99,10 @@ def test_broken_rows_are_rejected_with_the_rule_and_column(
     before = store_fingerprint()
     code, out = cli("ingest", MODEL, "--source", str(path))
     assert_rejected(code, out, expected, before)
+    # the refusal is in the audit trail, after the baseline's acceptance
+    code, log = cli("audit", "log", "--model", MODEL)
+    assert [r["action"] for r in log["records"]] == ["ingestion_accepted", "ingestion_rejected"]
+    assert expected in log["records"][-1]["reason"]
     if case != "missing_column":  # row-level failures leave the rejected rows in quarantine
         assert "rejected rows are in" in out["error"]
 

@@ -24,6 +24,7 @@ from mlsteward.cli import app
 from mlsteward.config import get_model_config
 from mlsteward.errors import IntegrityError, PromotionError
 from mlsteward.settings import home
+from mlsteward.synthetic import Shift, generate_cohort, write_dataset
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
 
 runner = CliRunner()
@@ -365,3 +366,58 @@ def test_promote_refuses_a_failed_version(ingested: Path) -> None:
     assert code == 1 and "failed validation" in cli_out["error"]
     assert champion() is None
     assert records(Action.PROMOTION_REFUSED)
+
+
+# -- fairness --------------------------------------------------------------------------------
+
+
+def test_fairness_gate_rejects_a_model_trained_on_biased_labels(
+    config_dir: Path, tmp_path: Path
+) -> None:
+    """Half of the women's positive labels are flipped to 0 (under-diagnosis): the model learns
+    to miss sick women, and the equal-opportunity limit on sex stops it."""
+    biased = Shift(label_distortion={"column": "sex", "value": "F", "flip_positive_rate": 0.5})
+    source = write_dataset(
+        generate_cohort(n_rows=6_000, seed=3, shift=biased), tmp_path / "biased.parquet"
+    )
+    ingestion_flow(model=MODEL, source=str(source))
+    out = training_flow(model=MODEL, max_evals=2)
+    gov = out["governance"]
+    assert gov["decision"] == "rejected"
+    assert out["test_metrics"]["roc_auc"] > 0.75  # it is not a bad model overall
+    fairness = [r for r in gov["reasons"] if r.startswith("sex: ")]
+    assert any("equal_opportunity_difference" in r for r in fairness), gov["reasons"]
+    # the reason carries the group numbers behind it
+    assert all("F" in r and "M" in r and "tpr" in r.lower() for r in fairness), fairness
+    assert champion() is None
+    info = registry.get_version(MODEL, out["version"])
+    assert info.validation_status == "failed" and info.lifecycle == "rejected"
+    failed = records(Action.VALIDATION_FAILED)[-1]
+    violation = next(
+        v for v in failed.details["violations"] if v["metric"] == "equal_opportunity_difference"
+    )
+    assert violation["attribute"] == "sex" and violation["value"] > violation["limit"]
+    assert set(violation["groups"]) == {"F", "M"}
+    assert violation["groups"]["F"]["tpr"] < violation["groups"]["M"]["tpr"]
+
+
+def test_audit_verify_cli_finds_an_edited_record(ingested: Path) -> None:
+    """The CLI reports an intact chain, then the first record someone edited in the database."""
+    import sqlite3
+
+    from mlsteward.settings import audit_url
+
+    code, out = cli("audit", "verify")
+    assert code == 0 and out["ok"] and out["records"] == 1  # the ingestion
+    store = audit_store()
+    for i in range(3):
+        store.append(Action.ALIAS_CHANGED, model=MODEL, version=str(i), reason=f"r{i}")
+    store.close()
+    db = audit_url().removeprefix("sqlite:///")
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP TRIGGER IF EXISTS audit_no_update")
+    conn.execute("UPDATE audit SET reason = 'nothing to see' WHERE seq = 3")
+    conn.close()
+    code, out = cli("audit", "verify")
+    assert code == 1
+    assert out["details"]["first_bad_seq"] == 3 and "edited" in out["error"]

@@ -33,6 +33,7 @@ from mlsteward.audit import (
 from mlsteward.audit import records as records_module
 from mlsteward.audit.records import GENESIS_HASH, canonical_bytes, compute_hash
 from mlsteward.audit.sqlite_store import SQLiteAuditStore
+from tests.forking import in_child
 
 FORK = multiprocessing.get_context("fork")
 SQLITE = "mlsteward.audit.sqlite_store"
@@ -390,7 +391,9 @@ def _append_many(url: str, worker: int, n: int, barrier) -> None:
 def test_concurrent_processes_never_fork_the_chain(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared' / 'audit.db'}"  # created by the racing workers
     barrier = FORK.Barrier(4)
-    procs = [FORK.Process(target=_append_many, args=(url, w, 50, barrier)) for w in range(4)]
+    procs = [
+        FORK.Process(target=in_child(_append_many), args=(url, w, 50, barrier)) for w in range(4)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -432,7 +435,7 @@ def _append_in_child(s: SQLiteAuditStore) -> None:
 
 def test_store_object_survives_fork(store: SQLiteAuditStore) -> None:
     store.append("promoted", model="parent")
-    child = FORK.Process(target=_append_in_child, args=(store,))
+    child = FORK.Process(target=in_child(_append_in_child), args=(store,))
     child.start()
     child.join(30)
     assert child.exitcode == 0
@@ -452,7 +455,9 @@ def _hold_lock(url: str, name: str, held, released) -> None:
 
 def test_lock_excludes_another_process(store: SQLiteAuditStore) -> None:
     held, released = FORK.Event(), FORK.Value("d", 0.0)
-    child = FORK.Process(target=_hold_lock, args=(store.url, "promote:alpha", held, released))
+    child = FORK.Process(
+        target=in_child(_hold_lock), args=(store.url, "promote:alpha", held, released)
+    )
     child.start()
     try:
         assert held.wait(20)
