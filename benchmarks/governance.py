@@ -21,9 +21,14 @@ Sections (run all, or pick with ``--sections``):
   has been up for a while). Medians and bests are over ``--repeats`` runs (``verify`` over
   ``--verify-repeats``).
 
-* **promotion** -- not written yet: the promotion-latency section goes here (see
-  ``SECTIONS`` at the bottom; a section is a function taking the parsed arguments and
-  returning ``Figure`` rows).
+* **promotion** -- how long a promotion takes once the gates have been computed: a small
+  cohort is ingested, v1 trained (champion by the no-champion path) and v2 trained and
+  validated against it (``promote=False``: challenger). Then, ``--repeats`` times: promote v2
+  (timed), roll back to v1 (timed separately). Each promotion is the whole guarded path: the
+  per-model lock, re-reading the registry, the stale-validation check, re-hashing the stored
+  artifact, moving the alias, lifecycle tags, the audit record. Target <= 0.5 s. For context
+  (no target) the same promotion through the ``promote-model`` Prefect flow, whose extra
+  cost is the flow run itself.
 
 The store is temporary: a SQLite file in a temp ``MLSTEWARD_HOME`` (default), or, with
 ``--backend postgres``, a fresh database created on ``--pg-server`` and dropped at the end.
@@ -55,6 +60,8 @@ QUERY_TARGET_S = 0.100
 """Issue target: an audit query by model over 1M records."""
 VERIFY_TARGET_S = 5.0
 """Issue target: ``audit verify`` over 1M records."""
+PROMOTION_TARGET_S = 0.5
+"""Issue target: promotion latency once the gates are computed."""
 
 
 @dataclass
@@ -247,11 +254,67 @@ def bench_audit(args: argparse.Namespace) -> list[Figure]:
     return figures
 
 
+# ------------------------------------------------------------------------- promotion section
+
+
+def bench_promotion(args: argparse.Namespace) -> list[Figure]:
+    with tempfile.TemporaryDirectory(prefix="mlsteward-bench-promo-") as tmp:
+        os.environ["MLSTEWARD_HOME"] = str(Path(tmp) / "home")
+        os.environ["PREFECT_HOME"] = str(Path(tmp) / "prefect")
+        os.environ["MLSTEWARD_PROJECT_ROOT"] = str(PROJECT_ROOT)
+        os.environ.pop("MLSTEWARD_AUDIT_URL", None)
+        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True)
+        from prefect.testing.utilities import prefect_test_harness
+
+        from flows.governance import promotion_flow
+        from flows.ingestion import ingestion_flow
+        from flows.training import training_flow
+        from mlsteward import governance, registry
+        from mlsteward.config import get_model_config
+        from mlsteward.synthetic import generate_cohort, write_dataset
+
+        model = "heart_disease"
+        with prefect_test_harness(server_startup_timeout=120):
+            source = write_dataset(generate_cohort(n_rows=4_000, seed=7), Path(tmp) / "c.parquet")
+            ingestion_flow(model=model, source=str(source))
+            print("training v1 (champion) and v2 (validated challenger) ...", flush=True)
+            training_flow(model=model, max_evals=1)
+            v2 = training_flow(model=model, max_evals=3, seed=1, promote=False)
+            if v2["governance"]["decision"] != "challenger":
+                raise SystemExit(f"v2 did not pass the gates: {v2['governance']}")
+            cfg = get_model_config(model)
+            size = registry.get_version(model, "2")
+            print(f"  v2 artifact {size.artifact_sha256[:12]}; measuring ...", flush=True)
+
+            promote_runs, rollback_runs, flow_runs = [], [], []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                governance.promote(cfg, "2", actor="bench", reason="benchmark")
+                promote_runs.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                governance.rollback(cfg, reason="benchmark", actor="bench", to_version="1")
+                rollback_runs.append(time.perf_counter() - start)
+            for _ in range(max(1, args.repeats // 3)):
+                start = time.perf_counter()
+                promotion_flow(model=model, version="2", requested_by="bench")
+                flow_runs.append(time.perf_counter() - start)
+                governance.rollback(cfg, reason="benchmark", actor="bench", to_version="1")
+            with governance.open_audit() as audit:
+                chain = audit.verify()
+            assert chain.ok, chain.problem
+    note = "lock, registry re-read, SHA-256 re-check, alias, tags, audit record"
+    return [
+        Figure("promote (gates already computed)", promote_runs, PROMOTION_TARGET_S, note),
+        Figure("rollback", rollback_runs, None, "same guarded path"),
+        Figure("promote-model flow (Prefect run)", flow_runs, None, "context: flow overhead"),
+    ]
+
+
 # ----------------------------------------------------------------------------- sections
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
     "audit": bench_audit,
-    # "promotion": bench_promotion,   <- promotion latency goes here (returns Figure rows)
+    "promotion": bench_promotion,
 }
 
 

@@ -34,6 +34,8 @@ PARENT_TAG = "mlflow.parentRunId"
 def client() -> MlflowClient:
     """Point MLflow at our store (call-time, not import-time) and return a client."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Per-download progress bars flood flow logs and CLI output (every integrity check downloads)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = mlflow_tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
