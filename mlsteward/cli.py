@@ -212,6 +212,7 @@ def train(
                 _fmt_metrics(p["test_metrics"]),
                 f"  data version: {p['lineage']['data_digest'][:12]}  "
                 f"artifact sha256: {p['artifact_sha256'][:12]}",
+                _governance_human(p["governance"]),
             ]
         )
 

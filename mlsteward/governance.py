@@ -128,6 +128,17 @@ def record_validation(
         if report.passed:
             previous = registry.version_by_alias(cfg.name, CHALLENGER)
             registry.set_alias(cfg.name, CHALLENGER, version)
+            if previous is not None and previous.version != version:
+                # one challenger at a time: the one it replaces never became champion
+                registry.set_tags(
+                    cfg.name,
+                    previous.version,
+                    {
+                        "lifecycle": Lifecycle.RETIRED,
+                        "retired_at": now(),
+                        "retired_reason": f"superseded by challenger v{version}",
+                    },
+                )
             _audit_alias(audit, cfg.name, CHALLENGER, previous, version, actor)
         else:
             _clear_challenger(audit, cfg.name, version, actor)
@@ -308,7 +319,10 @@ def _switch_champion(
 ) -> Any:
     """Move the champion alias and the lifecycle tags; undo everything if any step fails."""
     stamp = now()
-    new_tags_before = {k: new.tags.get(k, "") for k in ("lifecycle", "promoted_at", "promoted_by")}
+    new_tags_before = {
+        k: new.tags.get(k) for k in ("lifecycle", "promoted_at", "promoted_by", "retired_at")
+    }
+    challenger_cleared = False
     registry.set_alias(model, CHAMPION, new.version)
     try:
         registry.set_tags(
@@ -325,6 +339,7 @@ def _switch_champion(
         challenger = registry.version_by_alias(model, CHALLENGER)
         if challenger is not None and challenger.version == new.version:
             registry.delete_alias(model, CHALLENGER)
+            challenger_cleared = True
         record = audit.append(
             action,
             model=model,
@@ -340,6 +355,8 @@ def _switch_champion(
         )
     except BaseException as exc:
         _undo_switch(model, new, old, new_tags_before)
+        if challenger_cleared:
+            registry.set_alias(model, CHALLENGER, new.version)
         audit.append(
             Action.PROMOTION_REFUSED,
             model=model,
@@ -352,14 +369,22 @@ def _switch_champion(
 
 
 def _undo_switch(
-    model: str, new: VersionInfo, old: VersionInfo | None, new_tags_before: dict[str, str]
+    model: str, new: VersionInfo, old: VersionInfo | None, new_tags_before: dict[str, str | None]
 ) -> None:
     if old is not None:
         registry.set_alias(model, CHAMPION, old.version)
         registry.set_tags(model, old.version, {"lifecycle": Lifecycle.CHAMPION})
+        if "retired_at" not in old.tags:
+            registry.delete_tag(model, old.version, "retired_at")
+        else:
+            registry.set_tags(model, old.version, {"retired_at": old.tags["retired_at"]})
     else:
         registry.delete_alias(model, CHAMPION)
-    registry.set_tags(model, new.version, new_tags_before)
+    for key, value in new_tags_before.items():
+        if value is None:
+            registry.delete_tag(model, new.version, key)
+        else:
+            registry.set_tags(model, new.version, {key: value})
 
 
 # -- rollback --------------------------------------------------------------------------------

@@ -421,3 +421,46 @@ def test_audit_verify_cli_finds_an_edited_record(ingested: Path) -> None:
     code, out = cli("audit", "verify")
     assert code == 1
     assert out["details"]["first_bad_seq"] == 3 and "edited" in out["error"]
+
+
+class AuditOutage:
+    """The real audit store, except that writing a promotion record fails (disk full, a
+    dropped database connection): the failure lands after the alias has moved."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def append(self, action: Any, **kw: Any) -> Any:
+        if action == Action.PROMOTED:
+            raise OSError("audit database unavailable")
+        return self.store.append(action, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_failed_promotion_is_undone_not_half_done(ingested: Path) -> None:
+    write_config(ingested, tuning=WEAK_TUNING)
+    training_flow(model=MODEL)
+    write_config(ingested, tuning={"max_evals": 3})
+    training_flow(model=MODEL, promote=False)
+    before = {v.version: v.lifecycle for v in registry.list_versions(MODEL)}
+    assert before == {"1": "champion", "2": "challenger"}
+
+    cfg = get_model_config(MODEL)
+    store = audit_store()
+    try:
+        with pytest.raises(OSError, match="audit database unavailable"):
+            governance.promote(cfg, "2", actor="tester", reason="go", store=AuditOutage(store))
+    finally:
+        store.close()
+    assert champion() == "1"
+    assert {v.version: v.lifecycle for v in registry.list_versions(MODEL)} == before
+    assert "promoted_at" not in registry.get_version(MODEL, "2").tags
+    assert registry.version_by_alias(MODEL, registry.CHALLENGER).version == "2"
+    refused = records(Action.PROMOTION_REFUSED)[-1]
+    assert "undone" in refused.reason and refused.version == "2"
+    # the registry is consistent, so the same promotion succeeds once the store is back
+    governance.promote(cfg, "2", actor="tester", reason="go again")
+    assert champion() == "2"
+    assert verify_audit().ok
