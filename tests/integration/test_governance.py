@@ -214,7 +214,32 @@ def test_tampered_artifact_blocks_promotion_and_loading(ingested: Path) -> None:
 # -- races -----------------------------------------------------------------------------------
 
 
-def test_two_racing_promotions_leave_exactly_one_champion(ingested: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The default SQLite audit store, and the PostgreSQL one on its own temporary database
+    (its advisory locks then serialise promotions)."""
+    if request.param == "sqlite":
+        yield request.param
+        return
+    import uuid
+
+    import psycopg
+
+    server = "postgresql://postgres@127.0.0.1:5432"
+    name = f"mlsteward_test_gov_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    monkeypatch.setenv("MLSTEWARD_AUDIT_URL", f"{server}/{name}")
+    try:
+        yield request.param
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_two_racing_promotions_leave_exactly_one_champion(
+    audit_backend: str, ingested: Path
+) -> None:
     write_config(ingested, tuning=WEAK_TUNING)
     training_flow(model=MODEL)  # v1 champion
     write_config(ingested, tuning={"max_evals": 3})
@@ -249,6 +274,9 @@ def test_two_racing_promotions_leave_exactly_one_champion(ingested: Path) -> Non
     champions = [v.version for v in registry.list_versions(MODEL) if v.lifecycle == "champion"]
     assert champions == winners
     assert len(records(Action.PROMOTED)) == 2
+    store = audit_store()
+    assert store.url.startswith(audit_backend)
+    store.close()
     assert verify_audit().ok
 
 
@@ -300,6 +328,16 @@ def test_manual_approval_via_resume_with_input_promotes(manual: Path) -> None:
     thread, box = run_in_background(training_flow, model=MODEL)
     run_id = wait_for_pause(box)
     assert champion() is None  # nothing happens before a person decides
+    # what the Prefect UI renders: a typed form under the validation summary
+    with get_client(sync_client=True) as client:
+        keyset = client.read_flow_run(run_id).state.state_details.run_input_keyset
+        schema = json.loads(client.read_flow_run_input(run_id, keyset["schema"]))
+        description = json.loads(client.read_flow_run_input(run_id, keyset["description"]))
+    assert set(schema["required"]) >= {"decision", "approver", "reason"}
+    decision = json.dumps(schema["properties"]["decision"]) + json.dumps(schema.get("$defs", {}))
+    assert "approve" in decision and "reject" in decision
+    assert "Promote heart_disease v1" in description
+    assert "fairness" in description and "metric_thresholds" in description
     resume_flow_run(
         run_id, run_input={"decision": "approve", "approver": "dr.lee", "reason": "reviewed"}
     )
