@@ -86,7 +86,7 @@ def request_approval(
     )
     try:
         return pause_flow_run(
-            wait_for_input=approval_form(report.summary(), cfg.name, version),
+            wait_for_input=approval_form(report.to_markdown(), cfg.name, version),
             timeout=timeout,
             poll_interval=min(APPROVAL_POLL_SECONDS, timeout),
             key=artifact_key("approve", cfg.name, f"v{version}"),

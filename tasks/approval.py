@@ -23,10 +23,18 @@ class ApprovalInput(RunInput):
     reason: str = Field(min_length=1, description="Why; recorded in the audit trail.")
 
 
-def approval_form(summary: str, model: str, version: str) -> type[ApprovalInput]:
-    """The form with the validation summary as its description, shown in the Prefect UI."""
+MAX_REPORT_CHARS = 20_000
+
+
+def approval_form(report_markdown: str, model: str, version: str) -> type[ApprovalInput]:
+    """The form with the validation report (every gate and its numbers) as its description,
+    rendered as markdown above the fields in the Prefect UI."""
+    if len(report_markdown) > MAX_REPORT_CHARS:
+        report_markdown = (
+            report_markdown[:MAX_REPORT_CHARS] + "\n\n… (cut; the full report is on the version)"
+        )
     description = (
-        f"## Promote {model} v{version} to champion?\n\n{summary}\n\n"
+        f"## Promote {model} v{version} to champion?\n\n{report_markdown}\n\n"
         f"Or from a shell: `mlsteward approve <flow-run-id> --approver NAME --reason TEXT "
         f"[--reject]`"
     )
