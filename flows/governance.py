@@ -189,6 +189,8 @@ def promotion_flow(
     if not version:
         raise PromotionError("promote needs a version number")
     info = registry.get_version(cfg.name, version)
+    if registry.CHAMPION in info.aliases:
+        raise PromotionError(f"{cfg.name} v{info.version} is already the champion")
     actor = requested_by or run_actor()
     report = None
     if not (revalidate or needs_validation(info)):

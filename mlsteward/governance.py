@@ -87,6 +87,9 @@ def record_validation(
     the decision. A passing version becomes the ``challenger``; a failing one is ``rejected``
     and can never be aliased champion (promotion checks ``validation_status``)."""
     info = registry.get_version(cfg.name, version)
+    if CHAMPION in info.aliases:
+        # its lifecycle and aliases say champion; a fresh report must not demote it
+        raise PromotionError(f"{cfg.name} v{version} is the champion; it is not re-validated")
     with tempfile.TemporaryDirectory() as d:
         base = Path(d) / f"validation-v{version}"
         base.with_suffix(".json").write_text(json.dumps(report.to_dict(), indent=2))

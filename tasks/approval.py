@@ -29,6 +29,10 @@ MAX_REPORT_CHARS = 20_000
 def approval_form(report_markdown: str, model: str, version: str) -> type[ApprovalInput]:
     """The form with the validation report (every gate and its numbers) as its description,
     rendered as markdown above the fields in the Prefect UI."""
+    # nested under the form's own heading
+    report_markdown = "\n".join(
+        f"##{line}" if line.startswith("#") else line for line in report_markdown.splitlines()
+    )
     if len(report_markdown) > MAX_REPORT_CHARS:
         report_markdown = (
             report_markdown[:MAX_REPORT_CHARS] + "\n\n… (cut; the full report is on the version)"

@@ -126,6 +126,12 @@ def test_first_version_by_no_champion_path_better_promoted_worse_not(ingested: P
     assert Action.INGESTION_ACCEPTED in actions
     assert verify_audit().ok
 
+    # promoting the champion again is refused before any gate runs; nothing changes
+    code, out = cli("promote", MODEL, "2")
+    assert code == 1 and "already the champion" in out["error"]
+    info = registry.get_version(MODEL, "2")
+    assert info.lifecycle == "champion" and registry.CHALLENGER not in info.aliases
+
     # status shows both roles and the decisions behind them
     code, status = cli("status", MODEL)
     assert code == 0
