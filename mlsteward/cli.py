@@ -197,9 +197,12 @@ def train(
     model: str,
     max_evals: int | None = typer.Option(None, "--max-evals", help="Hyperopt trials."),
     seed: int | None = typer.Option(None, help="Seed for Hyperopt and XGBoost."),
+    promote: bool = typer.Option(
+        True, help="--no-promote: stop after the gates (a passing version stays challenger)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Tune, train, evaluate and register a new version of MODEL."""
+    """Tune, train, evaluate and register a new version of MODEL; gates, then promotion."""
     from flows.training import training_flow
 
     def human(p: dict) -> str:
@@ -216,7 +219,11 @@ def train(
             ]
         )
 
-    _run(as_json, lambda: training_flow(model=model, max_evals=max_evals, seed=seed), human)
+    _run(
+        as_json,
+        lambda: training_flow(model=model, max_evals=max_evals, seed=seed, promote=promote),
+        human,
+    )
 
 
 def _governance_human(p: dict) -> str:

@@ -304,9 +304,47 @@ def promote(
             actor=actor,
             action=Action.PROMOTED,
             reason=reason,
-            details={"approval": approval, "artifact_sha256": digest},
+            details={
+                "approval": approval,
+                "artifact_sha256": digest,
+                "validation_report": info.tags.get("validation_report"),
+                "test_metrics": _metrics(info),
+                "previous_test_metrics": _metrics(current) if current else None,
+            },
         )
     return PromotionResult(cfg.name, "promoted", version, current_v, digest, record.seq)
+
+
+def _metrics(info: VersionInfo) -> dict[str, float]:
+    keys = ("roc_auc", "pr_auc", "log_loss", "brier", "f1")
+    return {k: v for k in keys if (v := info.metric(k)) is not None}
+
+
+def load_version(
+    model: str, alias_or_version: str, *, actor: str, store: AuditStore | None = None
+) -> registry.VerifiedModel:
+    """Load a model for scoring by alias (``champion``) or version number, from bytes whose
+    SHA-256 matched the registered one; a mismatch is audited and refuses the load."""
+    if alias_or_version.isdigit():
+        info = registry.get_version(model, alias_or_version)
+    else:
+        found = registry.version_by_alias(model, alias_or_version)
+        if found is None:
+            raise PromotionError(f"{model} has no {alias_or_version} to load")
+        info = found
+    try:
+        return registry.load_verified(info)
+    except IntegrityError as exc:
+        with open_audit(store) as audit:
+            audit.append(
+                Action.INTEGRITY_FAILED,
+                model=model,
+                version=info.version,
+                actor=actor,
+                reason=f"loading refused: {exc}",
+                details={"expected_sha256": info.artifact_sha256, "purpose": "loading"},
+            )
+        raise
 
 
 def _switch_champion(

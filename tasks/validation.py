@@ -24,7 +24,8 @@ from mlsteward.validation import HoldoutScore, load_holdout, score_holdout
 from tasks.common import artifact_key, run_logger
 
 
-@task(name="score-holdout", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+# No retries here or in record-validation: both append audit records, which must not repeat.
+@task(name="score-holdout", cache_policy=NO_CACHE)
 def score_on_holdout(
     cfg: ModelConfig, version: str, actor: str
 ) -> tuple[HoldoutScore, HoldoutScore | None, VersionInfo]:
@@ -89,7 +90,7 @@ def _logged(result: GateResult) -> GateResult:
     return result
 
 
-@task(name="record-validation", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+@task(name="record-validation", cache_policy=NO_CACHE)
 def record_validation(
     cfg: ModelConfig,
     report: ValidationReport,

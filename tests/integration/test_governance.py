@@ -209,11 +209,14 @@ def test_tampered_artifact_blocks_promotion_and_loading(ingested: Path) -> None:
     with pytest.raises(IntegrityError, match="does not match"):
         governance.promote(cfg, "2", actor="tester", reason="try")
     with pytest.raises(IntegrityError):
-        registry.load_verified(registry.get_version(MODEL, "2"))
+        governance.load_version(MODEL, "challenger", actor="scorer")
     assert champion() == "1"
     failed = records(Action.INTEGRITY_FAILED)
-    assert failed and failed[-1].version == "2"
-    assert "promotion refused" in failed[-1].reason
+    assert [r.version for r in failed] == ["2", "2"]
+    assert "promotion refused" in failed[0].reason and "loading refused" in failed[1].reason
+    # the untouched champion still loads, and predicts
+    verified = governance.load_version(MODEL, "champion", actor="scorer")
+    assert verified.info.version == "1" and verified.sha256 == verified.info.artifact_sha256
     assert verify_audit().ok
 
 
