@@ -117,11 +117,14 @@ def govern(
 
     # 2. Policy: auto promotes; manual needs a person (an explicit approver, or the pause form)
     if cfg.promotion.policy == "auto":
-        result = promote_version(cfg, version, actor, "policy auto: every gate passed")
+        result = promote_version(
+            cfg, version, approver or actor, reason or "policy auto: every gate passed"
+        )
         return {**base, "decision": "promoted", "promotion": result.to_dict()}
     if approver:
+        # an approver named in the promote request itself (CLI or deployment parameters)
         answer = ApprovalInput(decision="approve", approver=approver, reason=reason or "")
-        channel = "cli"
+        channel = "promote-request"
     else:
         answer = request_approval(cfg, version, report, actor)
         channel = "prefect"
@@ -188,6 +191,8 @@ def promotion_flow(
     cfg = get_model_config(model)
     if not version:
         raise PromotionError("promote needs a version number")
+    if approver and not (reason or "").strip():
+        raise PromotionError("an approver needs a reason (it goes into the audit trail)")
     info = registry.get_version(cfg.name, version)
     if registry.CHAMPION in info.aliases:
         raise PromotionError(f"{cfg.name} v{info.version} is already the champion")

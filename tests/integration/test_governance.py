@@ -511,3 +511,16 @@ def test_failed_promotion_is_undone_not_half_done(ingested: Path) -> None:
     governance.promote(cfg, "2", actor="tester", reason="go again")
     assert champion() == "2"
     assert verify_audit().ok
+
+
+def test_promote_with_a_named_approver_skips_the_pause(manual: Path) -> None:
+    out = training_flow(model=MODEL, promote=False)
+    assert out["governance"]["decision"] == "challenger"
+    code, result = cli("promote", MODEL, "1", "--approver", "bob")
+    assert code == 1 and "--reason" in result["error"]
+    code, result = cli("promote", MODEL, "1", "--approver", "bob", "--reason", "signed off")
+    assert code == 0, result
+    assert result["decision"] == "promoted" and champion() == "1"
+    granted = records(Action.APPROVAL_GRANTED)[-1]
+    assert granted.actor == "bob" and granted.details["channel"] == "promote-request"
+    assert not records(Action.APPROVAL_REQUESTED)  # nobody was asked: the request was the answer
