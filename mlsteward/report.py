@@ -781,19 +781,29 @@ def _fairness_tables(details: dict[str, Any]) -> list[Table]:
                     Cell(fmt_num(g.get("tpr")), "num"),
                     Cell(fmt_num(g.get("fpr")), "num"),
                     Cell(fmt_num(g.get("roc_auc")), "num"),
-                    Cell("gated", "ok") if gated else Cell("small group: reported only", "warn"),
+                    Cell("yes", "ok") if gated else Cell("no: small group", "warn"),
                 ]
             )
             group_styles.append("" if gated else "small")
         if group_rows:
             note = (
-                f"Groups smaller than {fmt_num(min_size)} rows are reported, not gated."
+                f"In metrics: groups of at least {fmt_num(min_size)} rows enter the "
+                "fairness metrics; smaller ones are only reported."
                 if min_size is not None
                 else ""
             )
             tables.append(
                 Table(
-                    ["group", "n", "positives", "selection rate", "TPR", "FPR", "ROC-AUC", "gated"],
+                    [
+                        "group",
+                        "n",
+                        "positives",
+                        "selection rate",
+                        "TPR",
+                        "FPR",
+                        "ROC-AUC",
+                        "in metrics",
+                    ],
                     group_rows,
                     group_styles,
                     title=f"Groups of {attr}",

@@ -554,8 +554,8 @@ def test_html_fairness_group_table(html: str) -> None:
         assert f">{col}</th>" in v2
     assert "0.2451" in v2 and "1,311" in v2
     assert '<tr class="small">' in v2
-    assert "small group: reported only" in v2
-    assert "Groups smaller than 30 rows are reported, not gated." in v2
+    assert "no: small group" in v2
+    assert "groups of at least 30 rows enter the fairness metrics" in v2
 
 
 def test_html_lineage_history_timeline_and_audit(html: str) -> None:
@@ -675,7 +675,7 @@ def test_markdown_tables_are_well_formed(md: str) -> None:
 
 def test_markdown_numbers_and_escaping(md: str) -> None:
     assert "| roc_auc (primary) | 0.8612 | 0.8731 | +0.0119 |" in md
-    assert "| female | 612 | 201 | 0.2451 | 0.7012 | 0.0833 | 0.8712 | gated |" in md
+    assert "| female | 612 | 201 | 0.2451 | 0.7012 | 0.0833 | 0.8712 | yes |" in md
     assert "&lt;img src=x onerror=alert(1)&gt; †" in md  # small group, marked
     assert "† small group: reported, not gated." in md
     assert "<script" not in md and "<img" not in md
