@@ -3,7 +3,8 @@
 ``audit_store()`` opens the configured store (``settings.audit_url()``): a SQLite file in the
 embedded profile, PostgreSQL in production. Both implement ``AuditStore``; the record format,
 hashing and chain check they share live in ``records`` (whose docstring documents the
-canonical serialisation and what hash chaining can and cannot detect).
+canonical serialisation and what hash chaining can and cannot detect), the store logic above
+the connection (appending, querying, verifying) in ``base``.
 
     store = audit_store()
     store.append(Action.PROMOTED, model="heart_disease", version=7, reason="auc 0.91 >= 0.85",

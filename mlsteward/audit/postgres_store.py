@@ -21,29 +21,13 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import date, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from mlsteward.audit.records import (
-    COLUMNS,
-    Action,
-    AuditError,
-    AuditRecord,
-    Segment,
-    VerifyResult,
-    chain_row,
-    check_limit,
-    finish,
-    make_entry,
-    plan_segments,
-    query_filters,
-    run_segments,
-    scan,
-)
+from mlsteward.audit.base import Statements, _ChainStore, finder
+from mlsteward.audit.records import COLUMNS, AuditError, Segment, chain_rows, scan
 
 DEFAULT_PREFIX = "mlsteward_audit"
 _PREFIX_RE = re.compile(r"[a-z_][a-z0-9_]{0,40}")
@@ -92,7 +76,7 @@ def _connect(url: str, *, autocommit: bool = True) -> Any:
         ) from exc
 
 
-class _Sql:
+class _Sql(Statements):
     """Statements for one table prefix (validated, so plain formatting is safe)."""
 
     def __init__(self, prefix: str) -> None:
@@ -100,23 +84,11 @@ class _Sql:
             raise AuditError(
                 f"audit table prefix {prefix!r} must be lower-case letters, digits and _"
             )
-        t = prefix
-        h = f"{prefix}_head"
-        cols = ", ".join(COLUMNS)
-        self.table, self.head_table = t, h
+        super().__init__(prefix, "%s")
+        t, h = self.table, self.head_table
         self.append_lock_key = f"mlsteward.audit.append:{prefix}"
         self.schema_lock_key = f"mlsteward.audit.schema:{prefix}"
-        self.select = f"SELECT {cols} FROM {t}"
-        self.insert = f"INSERT INTO {t} ({cols}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
-        self.read_head = f"SELECT seq, hash, ts FROM {h} WHERE id = 1"
-        self.set_head = (
-            f"INSERT INTO {h} (id, seq, hash, ts) VALUES (1, %s, %s, %s) ON CONFLICT (id) "
-            "DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, ts = EXCLUDED.ts"
-        )
-        self.any_record = f"SELECT 1 FROM {t} LIMIT 1"
-        self.find_seq = f"SELECT seq FROM {t} WHERE hash = %s LIMIT 1"
-        self.bounds = f"SELECT MIN(seq), MAX(seq) FROM {t}"
-        self.range = f"{self.select} WHERE seq > %s AND seq <= %s ORDER BY seq"
+        self.copy = f"COPY {t} ({', '.join(COLUMNS)}) FROM STDIN"
         self.schema = (
             f"""CREATE TABLE IF NOT EXISTS {t} (
                 seq BIGINT PRIMARY KEY,
@@ -168,13 +140,16 @@ class _Sql:
         return (self.table, self.head_table, self.table, names, len(names))
 
 
-class PostgresAuditStore:
+class PostgresAuditStore(_ChainStore):
     """Append-only, hash-chained audit trail in PostgreSQL (see the module doc).
 
     One connection per store object, guarded by a lock, so a store can be shared by threads;
     after a fork the child opens its own connection; a broken connection is reopened on the
     next call.
     """
+
+    _helper_module = __name__
+    _sql: _Sql
 
     def __init__(
         self,
@@ -184,25 +159,22 @@ class PostgresAuditStore:
         verify_workers: int | None = None,
     ) -> None:
         conninfo(url)  # reject a non-PostgreSQL URL before connecting
-        self.url = url
         self.prefix = prefix
-        self.verify_workers = verify_workers
         self._sql = _Sql(prefix)
-        self._mutex = threading.RLock()
-        self._conn: Any = None
-        self._pid = 0
-        self._closed = False
-        with self._mutex:
-            self._connection()
+        super().__init__(url, verify_workers=verify_workers)
 
     def __repr__(self) -> str:
         return f"PostgresAuditStore({redact(self.url)!r}, prefix={self.prefix!r})"
 
-    def __enter__(self) -> PostgresAuditStore:
-        return self
+    @property
+    def _db_error(self) -> type[Exception]:
+        import psycopg
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return psycopg.Error
+
+    @property
+    def _where(self) -> str:
+        return f"{self._sql.table} in {redact(self.url)}"
 
     # ------------------------------------------------------------------ connection
 
@@ -252,52 +224,14 @@ class PostgresAuditStore:
                 f"cannot create the audit tables {sql.table} in {redact(self.url)}: {exc}"
             ) from exc
 
-    def close(self) -> None:
-        with self._mutex:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
-            self._closed = True
+    def _snapshot(self) -> Any:
+        return _snapshot_connection(self.url)
 
     # ------------------------------------------------------------------ writing
 
-    def append(
-        self,
-        action: str | Action,
-        *,
-        model: str | None = None,
-        version: str | int | None = None,
-        reason: str = "",
-        actor: str | None = None,
-        details: dict | None = None,
-    ) -> AuditRecord:
-        """Add one record at the end of the chain and return it as stored."""
-        entry = make_entry(
-            action, model=model, version=version, reason=reason, actor=actor, details=details
-        )
-        rows = self._write([(entry, None)])
-        return AuditRecord.from_row(rows[-1])
-
-    def _bulk_append(self, items: Iterable[Mapping], batch: int = 100_000) -> int:
-        """Append many records fast, with the real chain (benchmarks, imports).
-
-        Each item holds ``append``'s keyword arguments plus ``action`` and, optionally, ``ts``
-        (canonical text; it never goes back). One transaction and one COPY per ``batch``.
-        """
-        count = 0
-        chunk: list = []
-        for item in items:
-            fields = dict(item)
-            ts = fields.pop("ts", None)
-            chunk.append((make_entry(**fields), ts))
-            if len(chunk) >= batch:
-                count += len(self._write(chunk, copy=True))
-                chunk = []
-        if chunk:
-            count += len(self._write(chunk, copy=True))
-        return count
-
-    def _write(self, chunk: list, *, copy: bool = False) -> list[tuple]:
+    def _write(self, chunk: list, *, bulk: bool = False) -> list[tuple]:
+        """One transaction that first takes the append advisory lock, then reads the head
+        marker; ``bulk`` loads the rows with COPY."""
         import psycopg
 
         sql = self._sql
@@ -309,126 +243,27 @@ class PostgresAuditStore:
                         "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                         (sql.append_lock_key,),
                     )
-                    head = conn.execute(sql.read_head).fetchone()
-                    if head is None and conn.execute(sql.any_record).fetchone():
-                        raise AuditError(
-                            f"the audit trail {sql.table} in {redact(self.url)} has records "
-                            "but no head marker: it was tampered with outside the audit store; "
-                            "run verify and restore it from a backup"
-                        )
-                    rows = []
-                    for entry, ts in chunk:
-                        row = chain_row(entry, head, ts)
-                        rows.append(row)
-                        head = (row[0], row[9], row[1])
-                    if copy:
-                        with conn.cursor().copy(
-                            f"COPY {sql.table} ({', '.join(COLUMNS)}) FROM STDIN"
-                        ) as pipe:
+                    rows = chain_rows(chunk, self._read_head(conn))
+                    if bulk:
+                        with conn.cursor().copy(sql.copy) as pipe:
                             for row in rows:
                                 pipe.write_row(row)
                     else:
                         for row in rows:
                             conn.execute(sql.insert, row)
-                    conn.execute(sql.set_head, (head[0], head[1], head[2]))
+                    last = rows[-1]
+                    conn.execute(sql.set_head, (last[0], last[9], last[1]))
             except psycopg.Error as exc:
-                raise AuditError(
-                    f"cannot append to the audit trail {sql.table} in {redact(self.url)}: {exc}"
-                ) from exc
+                raise AuditError(f"cannot append to the audit trail {self._where}: {exc}") from exc
         return rows
 
     # ------------------------------------------------------------------ reading
 
-    def query(
-        self,
-        *,
-        model: str | None = None,
-        action: str | Action | None = None,
-        since: datetime | date | str | None = None,
-        version: str | int | None = None,
-        limit: int | None = None,
-    ) -> list[AuditRecord]:
-        """Matching records, oldest first; with ``limit``, the last ``limit`` of them."""
-        check_limit(limit)
-        if limit == 0:
-            return []
-        where, params = query_filters(
-            model=model,
-            action=action,
-            since=since,
-            version=version,
-            placeholder="%s",
-            table=self._sql.table,
-        )
-        if limit is None:
-            rows = self._fetch(f"{self._sql.select}{where} ORDER BY seq", params)
-        else:
-            rows = self._fetch(
-                f"{self._sql.select}{where} ORDER BY seq DESC LIMIT {int(limit)}", params
-            )
-            rows.reverse()
-        from_row = AuditRecord.from_row
-        return [from_row(row) for row in rows]
+    def _scan(self, conn: Any, after: int, upto: int, expect_head: str | None) -> Segment:
+        return _scan(conn, self._sql, after, upto, expect_head)
 
-    def last(
-        self, *, model: str | None = None, action: str | Action | None = None
-    ) -> AuditRecord | None:
-        """The newest record matching the filters, or None."""
-        where, params = query_filters(
-            model=model,
-            action=action,
-            since=None,
-            version=None,
-            placeholder="%s",
-            table=self._sql.table,
-        )
-        rows = self._fetch(f"{self._sql.select}{where} ORDER BY seq DESC LIMIT 1", params)
-        return AuditRecord.from_row(rows[0]) if rows else None
-
-    def _fetch(self, statement: str, params: list) -> list[tuple]:
-        import psycopg
-
-        with self._mutex:
-            conn = self._connection()
-            try:
-                return conn.execute(statement, params).fetchall()
-            except psycopg.Error as exc:
-                raise AuditError(
-                    f"cannot read the audit trail {self._sql.table} in {redact(self.url)}: {exc}"
-                ) from exc
-
-    def verify(self, expect_head: str | None = None) -> VerifyResult:
-        """Recompute every hash and link from the first record (see ``records``).
-
-        Reads in one REPEATABLE READ snapshot on its own connection, so appends carry on
-        meanwhile. Large chains are split into seq ranges checked by helper processes in
-        parallel (``verify_workers``: None = by size and free cores, 1 = one pass here).
-        """
-        import psycopg
-
-        with self._mutex:
-            self._connection()  # the tables exist
-        conn = _snapshot_connection(self.url)
-        try:
-            sql = self._sql
-            head_row = conn.execute(sql.read_head).fetchone()
-            head = (head_row[0], head_row[1]) if head_row else None
-            first, last = conn.execute(sql.bounds).fetchone()
-            segments = run_segments(
-                plan_segments(first, last, self.verify_workers),
-                store_module=__name__,
-                url=self.url,
-                expect_head=expect_head,
-                scan_here=lambda after, upto: _scan(conn, sql, after, upto, expect_head),
-                options={"prefix": self.prefix},
-            )
-            return finish(segments, head=head, expect_head=expect_head, find_seq=_finder(conn, sql))
-        except psycopg.Error as exc:
-            raise AuditError(
-                f"cannot verify the audit trail {self._sql.table} in {redact(self.url)}: {exc}"
-            ) from exc
-        finally:
-            conn.close()
+    def _helper_options(self) -> dict:
+        return {"prefix": self.prefix}
 
     # ------------------------------------------------------------------ locking
 
@@ -485,20 +320,12 @@ def _snapshot_connection(url: str) -> Any:
     return conn
 
 
-def _finder(conn: Any, sql: _Sql) -> Callable[[str], int | None]:
-    def find_seq(digest: str) -> int | None:
-        found = conn.execute(sql.find_seq, (digest,)).fetchone()
-        return found[0] if found else None
-
-    return find_seq
-
-
 def _scan(conn: Any, sql: _Sql, after: int, upto: int, expect_head: str | None) -> Segment:
     """Stream ``after < seq <= upto`` through a server-side cursor in large batches."""
     with conn.cursor(name=f"mlsteward_verify_{after}") as cursor:
         cursor.itersize = 20_000
         cursor.execute(sql.range, (after, upto))
-        return scan(cursor, expect_head=expect_head, find_seq=_finder(conn, sql))
+        return scan(cursor, expect_head=expect_head, find_seq=finder(conn, sql))
 
 
 def scan_range(

@@ -144,17 +144,7 @@ class AuditRecord:
 
     def recompute_hash(self) -> str:
         """The hash these fields should have; differs from ``hash`` if the record was altered."""
-        return compute_hash(
-            self.seq,
-            self.ts,
-            self.actor,
-            self.action,
-            self.model,
-            self.version,
-            self.reason,
-            canonical_details(self.details),
-            self.prev_hash,
-        )
+        return compute_hash(*record_row(self)[:9])
 
     @classmethod
     def from_row(cls, row: tuple) -> AuditRecord:
@@ -317,20 +307,9 @@ def canonical_bytes(
     ).encode("utf-8")
 
 
-def compute_hash(
-    seq: int,
-    ts: str,
-    actor: str,
-    action: str,
-    model: str | None,
-    version: str | None,
-    reason: str,
-    details_json: str,
-    prev_hash: str,
-) -> str:
-    return _sha256(
-        canonical_bytes(seq, ts, actor, action, model, version, reason, details_json, prev_hash)
-    ).hexdigest()
+def compute_hash(*fields: Any) -> str:
+    """The record hash: hex SHA-256 of ``canonical_bytes(*fields)`` (the same nine fields)."""
+    return _sha256(canonical_bytes(*fields)).hexdigest()
 
 
 # ----------------------------------------------------------------------------- writing
@@ -400,9 +379,8 @@ def chain_row(entry: Entry, head: tuple[int, str, str] | None, ts: str | None = 
     ts = ts or now_ts()
     if ts < prev_ts:
         ts = prev_ts
-    seq = prev_seq + 1
-    digest = compute_hash(
-        seq,
+    fields = (
+        prev_seq + 1,
         ts,
         entry.actor,
         entry.action,
@@ -412,63 +390,20 @@ def chain_row(entry: Entry, head: tuple[int, str, str] | None, ts: str | None = 
         entry.details_json,
         prev_hash,
     )
-    return (
-        seq,
-        ts,
-        entry.actor,
-        entry.action,
-        entry.model,
-        entry.version,
-        entry.reason,
-        entry.details_json,
-        prev_hash,
-        digest,
-    )
+    return (*fields, compute_hash(*fields))
 
 
-# ----------------------------------------------------------------------------- querying
-
-
-def query_filters(
-    *,
-    model: str | None,
-    action: str | Action | None,
-    since: dt.datetime | dt.date | str | None,
-    version: str | int | None,
-    placeholder: str,
-    table: str,
-) -> tuple[str, list]:
-    """``WHERE`` clause (or ``""``) and parameters for ``query``/``last``, for either store.
-
-    ``since`` also becomes a lower bound on ``seq``: ``ts`` never decreases along the chain
-    (``chain_row`` clamps it), so the first record at or after ``since`` in ``ts`` order (one
-    index probe) starts the range, and a model's records are then read from the (model, seq)
-    index from there instead of all of them being filtered by time.
-    """
-    clauses: list[str] = []
-    params: list = []
-    if model is not None:
-        clauses.append(f"model = {placeholder}")
-        params.append(model)
-    if action is not None:
-        clauses.append(f"action = {placeholder}")
-        params.append(action_value(action))
-    if version is not None:
-        clauses.append(f"version = {placeholder}")
-        params.append(str(version))
-    if since is not None:
-        bound = parse_since(since)
-        clauses.append(
-            f"seq >= (SELECT seq FROM {table} WHERE ts >= {placeholder} ORDER BY ts, seq LIMIT 1)"
-        )
-        clauses.append(f"ts >= {placeholder}")
-        params += [bound, bound]
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def check_limit(limit: int | None) -> None:
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise AuditError(f"limit must be a non-negative integer or None, not {limit!r}")
+def chain_rows(
+    chunk: Iterable[tuple[Entry, str | None]], head: tuple[int, str, str] | None
+) -> list[tuple]:
+    """The stored rows for ``chunk`` ((entry, ts or None) pairs), one after the other after
+    ``head`` (see ``chain_row``)."""
+    rows = []
+    for entry, ts in chunk:
+        row = chain_row(entry, head, ts)
+        rows.append(row)
+        head = (row[0], row[9], row[1])
+    return rows
 
 
 # ----------------------------------------------------------------------------- verifying
@@ -563,7 +498,16 @@ def finish(
     expect_head: str | None = None,
     find_seq: Callable[[str], int | None] | None = None,
 ) -> VerifyResult:
-    """Join scanned segments (in seq order) into the verdict on the whole chain."""
+    """Join scanned segments (in seq order) into the verdict on the whole chain.
+
+    Args:
+        segments: what ``scan`` found in consecutive seq ranges (one, for a sequential check).
+        head: the head marker (seq, hash) read in the same snapshot as the rows, or None.
+        check_head: False for chains without a head marker (e.g. an exported list).
+        expect_head: a hash kept elsewhere that must still be in the chain.
+        find_seq: which stored record carries a given hash; only used to explain a broken
+            link (reordered vs inserted vs deleted), never on the hot path.
+    """
     count = 0
     expected = 1
     prev = GENESIS_HASH
@@ -632,30 +576,6 @@ def finish(
             "was rewritten (or cut before it), or the hash belongs to another audit trail",
         )
     return VerifyResult(True, count, prev if last else None, None, None)
-
-
-def check_chain(
-    rows: Iterable[tuple],
-    *,
-    head: tuple[int, str] | None,
-    check_head: bool = True,
-    expect_head: str | None = None,
-    find_seq: Callable[[str], int | None] | None = None,
-) -> VerifyResult:
-    """Check a whole chain in one pass and report the first broken link.
-
-    Args:
-        rows: tuples in ``COLUMNS`` order, ordered by seq (a database cursor streams them).
-        head: the head marker (seq, hash) read in the same snapshot as ``rows``, or None.
-        check_head: False for chains without a head marker (e.g. an exported list).
-        expect_head: a hash kept elsewhere that must still be in the chain.
-        find_seq: which stored record carries a given hash; only used to explain a broken
-            link (reordered vs inserted vs deleted), never on the hot path.
-    """
-    segment = scan(rows, expect_head=expect_head, find_seq=find_seq)
-    return finish(
-        [segment], head=head, check_head=check_head, expect_head=expect_head, find_seq=find_seq
-    )
 
 
 def _diagnose(
@@ -839,6 +759,7 @@ def verify_records(
     """
     rows = [record_row(r) for r in records]
     by_hash = {row[9]: row[0] for row in rows}
-    return check_chain(
-        rows, head=None, check_head=False, expect_head=expect_head, find_seq=by_hash.get
+    segment = scan(rows, expect_head=expect_head, find_seq=by_hash.get)
+    return finish(
+        [segment], head=None, check_head=False, expect_head=expect_head, find_seq=by_hash.get
     )

@@ -25,37 +25,16 @@ import hashlib
 import os
 import re
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
 from pathlib import Path
 
-from mlsteward.audit.records import (
-    COLUMNS,
-    Action,
-    AuditError,
-    AuditRecord,
-    Segment,
-    VerifyResult,
-    chain_row,
-    check_limit,
-    finish,
-    make_entry,
-    plan_segments,
-    query_filters,
-    run_segments,
-    scan,
-)
+from mlsteward.audit.base import Statements, _ChainStore, finder
+from mlsteward.audit.records import AuditError, Segment, chain_rows, scan
 
 SCHEME = "sqlite:///"
-_SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM audit"
-_INSERT = "INSERT INTO audit (" + ", ".join(COLUMNS) + ") VALUES (" + ", ".join("?" * 10) + ")"
-_SET_HEAD = (
-    "INSERT INTO audit_head (id, seq, hash, ts) VALUES (1, ?, ?, ?) "
-    "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, ts = excluded.ts"
-)
+_SQL = Statements("audit", "?")
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit (
         seq INTEGER PRIMARY KEY,
@@ -106,35 +85,30 @@ def lock_file_name(name: str) -> str:
     return f"{readable}-{digest}.lock"
 
 
-class SQLiteAuditStore:
+class SQLiteAuditStore(_ChainStore):
     """Append-only, hash-chained audit trail in a SQLite file (see the module doc).
 
     One connection per store object, guarded by a lock, so a store can be shared by threads;
     after a fork the child opens its own connection.
     """
 
+    _sql = _SQL
+    _helper_module = __name__
+    _db_error = sqlite3.Error
+
     def __init__(
         self, url: str, *, busy_timeout: float = 60.0, verify_workers: int | None = None
     ) -> None:
-        self.url = url
         self.path = sqlite_path(url)
         self.busy_timeout = busy_timeout
-        self.verify_workers = verify_workers
-        self._mutex = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
-        self._closed = False
-        with self._mutex:
-            self._connection()
+        super().__init__(url, verify_workers=verify_workers)
 
     def __repr__(self) -> str:
         return f"SQLiteAuditStore({self.url!r})"
 
-    def __enter__(self) -> SQLiteAuditStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    @property
+    def _where(self) -> str:
+        return str(self.path)
 
     # ------------------------------------------------------------------ connection
 
@@ -182,167 +156,44 @@ class SQLiteAuditStore:
         self._conn, self._pid = conn, os.getpid()
         return conn
 
-    def close(self) -> None:
-        with self._mutex:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
-            self._closed = True
+    def _snapshot(self) -> sqlite3.Connection:
+        """A read-only connection inside one read transaction."""
+        conn = self._open(read_only=True)
+        try:
+            conn.execute("BEGIN")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     # ------------------------------------------------------------------ writing
 
-    def append(
-        self,
-        action: str | Action,
-        *,
-        model: str | None = None,
-        version: str | int | None = None,
-        reason: str = "",
-        actor: str | None = None,
-        details: dict | None = None,
-    ) -> AuditRecord:
-        """Add one record at the end of the chain and return it as stored."""
-        entry = make_entry(
-            action, model=model, version=version, reason=reason, actor=actor, details=details
-        )
+    def _write(self, chunk: list, *, bulk: bool = False) -> list[tuple]:
+        """One ``BEGIN IMMEDIATE`` transaction: SQLite's write lock is taken before the head
+        marker is read."""
         with self._mutex:
             conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    head = self._head(conn)
-                    row = chain_row(entry, head)
-                    conn.execute(_INSERT, row)
-                    conn.execute(_SET_HEAD, (row[0], row[9], row[1]))
+                    rows = chain_rows(chunk, self._read_head(conn))
+                    conn.executemany(_SQL.insert, rows)
+                    last = rows[-1]
+                    conn.execute(_SQL.set_head, (last[0], last[9], last[1]))
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise AuditError(f"cannot append to the audit trail {self.path}: {exc}") from exc
-        return AuditRecord.from_row(row)
-
-    def _bulk_append(self, items: Iterable[Mapping], batch: int = 100_000) -> int:
-        """Append many records fast, with the real chain (benchmarks, imports).
-
-        Each item holds ``append``'s keyword arguments plus ``action`` and, optionally, ``ts``
-        (canonical text; it never goes back). One transaction per ``batch`` records.
-        """
-        count = 0
-        chunk: list = []
-        for item in items:
-            fields = dict(item)
-            ts = fields.pop("ts", None)
-            chunk.append((make_entry(**fields), ts))
-            if len(chunk) >= batch:
-                count += self._write_batch(chunk)
-                chunk = []
-        if chunk:
-            count += self._write_batch(chunk)
-        return count
-
-    def _write_batch(self, chunk: list) -> int:
-        with self._mutex:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                head = self._head(conn)
-                rows = []
-                for entry, ts in chunk:
-                    row = chain_row(entry, head, ts)
-                    rows.append(row)
-                    head = (row[0], row[9], row[1])
-                conn.executemany(_INSERT, rows)
-                if head is not None:
-                    conn.execute(_SET_HEAD, (head[0], head[1], head[2]))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return len(chunk)
-
-    def _head(self, conn: sqlite3.Connection) -> tuple[int, str, str] | None:
-        head = conn.execute("SELECT seq, hash, ts FROM audit_head WHERE id = 1").fetchone()
-        if head is None and conn.execute("SELECT 1 FROM audit LIMIT 1").fetchone():
-            raise AuditError(
-                f"the audit trail {self.path} has records but no head marker: it was tampered "
-                "with outside the audit store; run verify and restore it from a backup"
-            )
-        return head
+        return rows
 
     # ------------------------------------------------------------------ reading
 
-    def query(
-        self,
-        *,
-        model: str | None = None,
-        action: str | Action | None = None,
-        since: datetime | date | str | None = None,
-        version: str | int | None = None,
-        limit: int | None = None,
-    ) -> list[AuditRecord]:
-        """Matching records, oldest first; with ``limit``, the last ``limit`` of them."""
-        check_limit(limit)
-        if limit == 0:
-            return []
-        where, params = query_filters(
-            model=model, action=action, since=since, version=version, placeholder="?", table="audit"
-        )
-        if limit is None:
-            sql = f"{_SELECT}{where} ORDER BY seq"
-        else:
-            sql = f"{_SELECT}{where} ORDER BY seq DESC LIMIT {int(limit)}"
-        rows = self._fetch(sql, params)
-        if limit is not None:
-            rows.reverse()
-        from_row = AuditRecord.from_row
-        return [from_row(row) for row in rows]
-
-    def last(
-        self, *, model: str | None = None, action: str | Action | None = None
-    ) -> AuditRecord | None:
-        """The newest record matching the filters, or None."""
-        where, params = query_filters(
-            model=model, action=action, since=None, version=None, placeholder="?", table="audit"
-        )
-        rows = self._fetch(f"{_SELECT}{where} ORDER BY seq DESC LIMIT 1", params)
-        return AuditRecord.from_row(rows[0]) if rows else None
-
-    def _fetch(self, sql: str, params: list) -> list[tuple]:
-        with self._mutex:
-            try:
-                return self._connection().execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise AuditError(f"cannot read the audit trail {self.path}: {exc}") from exc
-
-    def verify(self, expect_head: str | None = None) -> VerifyResult:
-        """Recompute every hash and link from the first record (see ``records``).
-
-        Reads on its own read-only connection inside one read transaction, so appends from
-        other threads and processes carry on meanwhile and the head marker and records come
-        from one snapshot. Large chains are split into seq ranges checked by helper processes
-        in parallel (``verify_workers``: None = by size and free cores, 1 = one pass here).
-        """
-        with self._mutex:
-            self._connection()  # the tables exist
-        conn = self._open(read_only=True)
-        try:
-            conn.execute("BEGIN")
-            head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-            first, last = conn.execute("SELECT MIN(seq), MAX(seq) FROM audit").fetchone()
-            find_seq = _finder(conn)
-            segments = run_segments(
-                plan_segments(first, last, self.verify_workers),
-                store_module=__name__,
-                url=self.url,
-                expect_head=expect_head,
-                scan_here=lambda after, upto: _scan(conn, after, upto, expect_head),
-            )
-            return finish(segments, head=head, expect_head=expect_head, find_seq=find_seq)
-        except sqlite3.Error as exc:
-            raise AuditError(f"cannot verify the audit trail {self.path}: {exc}") from exc
-        finally:
-            conn.close()
+    def _scan(
+        self, conn: sqlite3.Connection, after: int, upto: int, expect_head: str | None
+    ) -> Segment:
+        return _scan(conn, after, upto, expect_head)
 
     # ------------------------------------------------------------------ locking
 
@@ -401,17 +252,9 @@ def _set_wal(conn: sqlite3.Connection, timeout: float) -> None:
             pause = min(pause * 2, 0.1)
 
 
-def _finder(conn: sqlite3.Connection) -> Callable[[str], int | None]:
-    def find_seq(digest: str) -> int | None:
-        found = conn.execute("SELECT seq FROM audit WHERE hash = ? LIMIT 1", (digest,)).fetchone()
-        return found[0] if found else None
-
-    return find_seq
-
-
 def _scan(conn: sqlite3.Connection, after: int, upto: int, expect_head: str | None) -> Segment:
-    cursor = conn.execute(f"{_SELECT} WHERE seq > ? AND seq <= ? ORDER BY seq", (after, upto))
-    return scan(cursor, expect_head=expect_head, find_seq=_finder(conn))
+    cursor = conn.execute(_SQL.range, (after, upto))
+    return scan(cursor, expect_head=expect_head, find_seq=finder(conn, _SQL))
 
 
 def scan_range(url: str, after: int, upto: int, expect_head: str | None) -> Segment:
