@@ -270,6 +270,62 @@ class PromotionConfig(_Strict):
     )
 
 
+DriftMethod = Literal[
+    "wasserstein", "ks", "psi", "kl_div", "jensenshannon", "chisquare", "z", "anderson",
+    "hellinger", "mannw", "ed", "es", "t_test", "empirical_mmd", "cramer_von_mises",
+    "fisher_exact", "g_test", "TVD",
+]  # fmt: skip
+
+
+class ColumnDrift(_Strict):
+    """Per-column override of the drift test."""
+
+    method: DriftMethod | None = None
+    threshold: float | None = Field(default=None, gt=0)
+
+
+class DriftConfig(_Strict):
+    """How drift is measured (Evidently methods per column type) and when it means retrain."""
+
+    numeric_method: DriftMethod = Field(
+        default="wasserstein", description="Evidently's default for numeric columns >1000 rows."
+    )
+    categorical_method: DriftMethod = Field(
+        default="jensenshannon", description="Evidently's default for categorical columns."
+    )
+    threshold: float | None = Field(
+        default=None, gt=0, description="None: Evidently's default threshold for each method."
+    )
+    columns: dict[str, ColumnDrift] = Field(default_factory=dict)
+    prediction_method: DriftMethod = "wasserstein"
+    window_days: float = Field(default=7, gt=0, description="Prediction-log window compared.")
+    max_rows: int = Field(
+        default=200_000, ge=1_000, description="Stratified sample cap per side (recorded)."
+    )
+    drift_share: float = Field(
+        default=0.5, gt=0, le=1, description="Retrain when this share of features drifts."
+    )
+    key_features: list[str] = Field(
+        default_factory=list, description="Retrain when any of these drifts, whatever the share."
+    )
+    performance_drop: float = Field(
+        default=0.05,
+        gt=0,
+        description="With labels: retrain when the primary metric falls this much (absolute).",
+    )
+    cooldown_hours: float = Field(
+        default=24, ge=0, description="At most one drift-triggered retrain per model per window."
+    )
+    schedule: str | None = Field(default="0 6 * * *", description="Cron (UTC) of drift runs.")
+
+
+class ScoringConfig(_Strict):
+    """Batch scoring: explanations per row and the scoring schedule."""
+
+    top_k: int = Field(default=3, ge=0, le=50, description="SHAP contributions kept per row.")
+    schedule: str | None = Field(default="0 * * * *", description="Cron (UTC) of score runs.")
+
+
 class ContractConfig(_Strict):
     max_bad_row_share: float = Field(default=0.05, ge=0, le=1)
     future_tolerance_seconds: int = Field(
@@ -300,6 +356,8 @@ class ModelConfig(_Strict):
     thresholds: dict[str, MetricBound] = Field(default_factory=dict)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     contract: ContractConfig = Field(default_factory=ContractConfig)
     feast: FeastConfig = Field(default_factory=FeastConfig)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -361,6 +419,9 @@ class ModelConfig(_Strict):
                 )
             if bound.min is None and bound.max is None:
                 raise ValueError(f"thresholds.{metric}: give min and/or max")
+        for col in [*self.drift.columns, *self.drift.key_features]:
+            if col not in names:
+                raise ValueError(f"drift: {col!r} is not one of the features {names}")
         if self.promotion.primary_metric not in EVALUATION_METRICS:
             raise ValueError(
                 f"promotion.primary_metric: unknown metric {self.promotion.primary_metric!r} "
