@@ -108,6 +108,12 @@ class Action(StrEnum):
     ALIAS_CHANGED = "alias_changed"
     ROLLBACK = "rollback"
     INTEGRITY_FAILED = "integrity_failed"
+    BATCH_SCORED = "batch_scored"
+    LABELS_INGESTED = "labels_ingested"
+    DRIFT_CHECKED = "drift_checked"
+    DRIFT_DETECTED = "drift_detected"
+    RETRAIN_TRIGGERED = "retrain_triggered"
+    RETRAIN_SUPPRESSED = "retrain_suppressed"
 
 
 @dataclass(frozen=True)
