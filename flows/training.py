@@ -23,6 +23,7 @@ def training_flow(
     max_evals: int | None = None,
     seed: int | None = None,
     promote: bool = True,
+    reason: str = "manual",
 ) -> dict:
     """Train, evaluate, register and validate a new version of MODEL from its current data
     snapshot, then promote it per the model's policy.
@@ -33,6 +34,8 @@ def training_flow(
         seed: seed for Hyperopt and XGBoost (default: the model's tuning.seed).
         promote: False stops after the gates: a passing version stays the challenger, for a
             later promote-model run.
+        reason: why this run started (e.g. "manual", "schedule", "ci: <commit>", or the drift
+            finding that triggered it); recorded on the MLflow run and in the audit trail.
     """
     cfg = get_model_config(model)
     evals = max_evals or cfg.tuning.max_evals
@@ -43,12 +46,12 @@ def training_flow(
     data = prepare_data(cfg, frame, snapshot)
 
     # 2. Tune, refit, evaluate inside one MLflow run (trials are nested runs)
-    run_id = open_training_run(cfg, snapshot, flow_run.get_id())
+    run_id = open_training_run(cfg, snapshot, flow_run.get_id(), reason)
     try:
         tuning = tune_hyperparameters(cfg, data, run_id, evals, seed)
         fitted = fit_and_evaluate(cfg, data, tuning)
         # 3. Register with lineage
-        outcome = register_model(cfg, snapshot, data, tuning, fitted, run_id, run_actor())
+        outcome = register_model(cfg, snapshot, data, tuning, fitted, run_id, run_actor(), reason)
     except BaseException:
         close_training_run(run_id, "FAILED")
         raise

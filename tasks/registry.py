@@ -47,7 +47,9 @@ def pip_requirements() -> list[str]:
 
 
 @task(name="open-training-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def open_training_run(cfg: ModelConfig, snapshot: SnapshotInfo, flow_run_id: str | None) -> str:
+def open_training_run(
+    cfg: ModelConfig, snapshot: SnapshotInfo, flow_run_id: str | None, reason: str = "manual"
+) -> str:
     run_id = mlflow_adapter.start_run(
         cfg.name,
         run_name=f"train-{cfg.name}",
@@ -55,6 +57,7 @@ def open_training_run(cfg: ModelConfig, snapshot: SnapshotInfo, flow_run_id: str
             "mlsteward.model": cfg.name,
             "mlsteward.data_digest": snapshot.digest,
             "mlsteward.prefect_flow_run_id": flow_run_id or "none",
+            "mlsteward.trigger_reason": reason[:5000],
         },
     )
     run_logger().info("MLflow run %s", run_id)
@@ -97,6 +100,7 @@ def register_model(
     fitted: FittedModel,
     run_id: str,
     actor: str = "system",
+    reason: str = "manual",
 ) -> TrainingOutcome:
     """Log metrics, the training input, holdout predictions and the model; register a version
     whose tags carry the full lineage and the artifact's SHA-256."""
@@ -164,6 +168,7 @@ def register_model(
                 "best_params": tuning.best_params,
                 "seed": tuning.seed,
                 "git_commit": lineage.git_commit,
+                "trigger_reason": reason,
             },
         )
     run_logger().info(

@@ -41,6 +41,7 @@ def test_version_registered_with_full_lineage_and_sane_metrics(trained: dict) ->
     snap = current_snapshot(MODEL)
     assert mv.tags["lineage.data_digest"] == snap.digest
     assert mv.tags["lineage.feature_service"] == MODEL
+    assert client.get_run(trained["run_id"]).data.tags["mlsteward.trigger_reason"] == "manual"
     # the first version passes the gates and becomes champion by the no-champion path
     assert trained["governance"]["decision"] == "promoted", trained["governance"]
     assert mv.tags["lifecycle"] == "champion" and mv.tags["validation_status"] == "passed"
