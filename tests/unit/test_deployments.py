@@ -27,3 +27,30 @@ def test_entrypoint_resolves_and_parameters_validate(deployment: dict) -> None:
     flow.validate_parameters(deployment.get("parameters", {}))  # raises on unknown/mistyped
     assert deployment["work_pool"]["name"] == "mlsteward-process"
     assert deployment.get("description"), "deployments are described in the UI"
+
+
+TRIGGERED = [(d, t) for d in SPEC["deployments"] for t in d.get("triggers", [])]
+
+
+@pytest.mark.parametrize(
+    ("deployment", "trigger"), TRIGGERED, ids=lambda x: x.get("name", "trigger")
+)
+def test_triggers_validate_and_pass_known_parameters(deployment: dict, trigger: dict) -> None:
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    DeploymentEventTrigger.model_validate(trigger)
+    path, func = deployment["entrypoint"].split(":")
+    flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), func)
+    flow.validate_parameters({**deployment.get("parameters", {}), **trigger["parameters"]})
+
+
+def test_training_deployments_listen_for_drift() -> None:
+    training = [d for d in SPEC["deployments"] if d["entrypoint"].endswith(":training_flow")]
+    assert training
+    for d in training:
+        model = d["parameters"]["model"]
+        expects = [e for t in d.get("triggers", []) for e in t["expect"]]
+        assert "mlsteward.drift.detected" in expects, d["name"]
+        assert any(
+            t["match"]["prefect.resource.id"] == f"mlsteward.model.{model}" for t in d["triggers"]
+        )
