@@ -25,6 +25,7 @@ from mlsteward.config import get_model_config
 from mlsteward.errors import IntegrityError, PromotionError
 from mlsteward.settings import home
 from mlsteward.synthetic import Shift, generate_cohort, write_dataset
+from tasks.retrain import running_training_runs
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
 
 runner = CliRunner()
@@ -347,10 +348,15 @@ def test_manual_approval_via_resume_with_input_promotes(manual: Path) -> None:
     assert "approve" in decision and "reject" in decision
     assert "Promote heart_disease v1" in description
     assert "fairness" in description and "metric_thresholds" in description
+    # a training run awaiting approval counts as running: drift must not start another
+    running = running_training_runs.fn(MODEL)
+    assert len(running) == 1 and run_id in running[0] and "Paused" in running[0]
+    assert running_training_runs.fn("some_other_model") == []
     resume_flow_run(
         run_id, run_input={"decision": "approve", "approver": "dr.lee", "reason": "reviewed"}
     )
     thread.join(120)
+    assert running_training_runs.fn(MODEL) == []
     assert box["result"]["governance"]["decision"] == "promoted"
     assert champion() == "1"
     granted = records(Action.APPROVAL_GRANTED)[-1]
