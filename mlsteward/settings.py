@@ -54,6 +54,11 @@ def snapshots_dir(model: str) -> Path:
     return _sub("snapshots", model)
 
 
+def predictions_dir(model: str) -> Path:
+    """The append-only prediction log of one model (one parquet file per scored batch)."""
+    return _sub("predictions", model)
+
+
 def quarantine_dir(model: str) -> Path:
     return _sub("quarantine", model)
 
