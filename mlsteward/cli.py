@@ -354,6 +354,53 @@ def approve(
 
 
 @app.command()
+def score(
+    model: str,
+    source: Path | None = typer.Option(
+        None, help="CSV/parquet in the model's source format; default: the online store."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Score with the verified champion (+ top-k SHAP); write a scored parquet and log it."""
+    from flows.scoring import scoring_flow
+
+    _run(
+        as_json,
+        lambda: scoring_flow(model=model, source=str(source) if source else None),
+        lambda p: (
+            f"scored {p['rows']} rows with {p['model']} v{p['version']} (mean probability "
+            f"{p['mean_probability']}, positive rate {p['positive_rate']})\n"
+            f"  scored file:    {p['scored_path']}\n  prediction log: {p['prediction_log_path']}"
+        ),
+    )
+
+
+@app.command()
+def labels(model: str, path: Path, as_json: bool = JsonOpt) -> None:
+    """Attach outcomes that arrived later (entity, event time, label) to the prediction log."""
+    from mlsteward.audit import audit_store, default_actor
+    from mlsteward.config import get_model_config
+    from mlsteward.outcomes import ingest_labels
+
+    def action() -> dict:
+        cfg = get_model_config(model)
+        store = audit_store()
+        try:
+            return ingest_labels(cfg, path, actor=default_actor(), audit=store)
+        finally:
+            store.close()
+
+    _run(
+        as_json,
+        action,
+        lambda p: (
+            f"{p['matched']} of {p['rows']} outcomes matched logged predictions of {p['model']}"
+            f" ({p['unmatched']} not (yet) matched, kept for later predictions)"
+        ),
+    )
+
+
+@app.command()
 def report(model: str, as_json: bool = JsonOpt) -> None:
     """Write the governance report (model card) as self-contained HTML and markdown."""
     from mlsteward.report import write_report

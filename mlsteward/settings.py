@@ -76,3 +76,8 @@ def audit_url() -> str:
     """Where the audit trail lives: ``MLSTEWARD_AUDIT_URL`` (``sqlite:///…`` or
     ``postgresql://…``), by default a SQLite file under the home directory."""
     return os.environ.get("MLSTEWARD_AUDIT_URL") or f"sqlite:///{_sub('audit') / 'audit.db'}"
+
+
+def scored_dir(model: str) -> Path:
+    """Scored batches (one parquet per scoring run), for people and downstream systems."""
+    return _sub("scored", model)
