@@ -54,3 +54,13 @@ def test_training_deployments_listen_for_drift() -> None:
         assert any(
             t["match"]["prefect.resource.id"] == f"mlsteward.model.{model}" for t in d["triggers"]
         )
+
+
+def test_scoring_schedules_match_the_model_config() -> None:
+    from mlsteward.config import get_model_config
+
+    scoring = [d for d in SPEC["deployments"] if d["entrypoint"].endswith(":scoring_flow")]
+    assert scoring
+    for d in scoring:
+        cfg = get_model_config(d["parameters"]["model"])
+        assert [s["cron"] for s in d["schedules"]] == [cfg.scoring.schedule], d["name"]
