@@ -376,6 +376,44 @@ def score(
 
 
 @app.command()
+def drift(
+    model: str,
+    current: Path | None = typer.Option(
+        None, help="A file in the model's source format (label optional) instead of the log."
+    ),
+    window: float | None = typer.Option(
+        None, "--window", help="Prediction-log window in days (default: drift.window_days)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Compare recent data with the champion's reference (Evidently); retrain if the policy
+    says so, within the cooldown."""
+    from flows.drift import drift_flow
+
+    def human(p: dict) -> str:
+        lines = [
+            f"drifted columns: {', '.join(p['drifted_columns']) or 'none'} "
+            f"(share {p['dataset_drift_share']:.2f})",
+            f"decision: {'RETRAIN' if p['decision']['retrain'] else 'no retrain'}",
+        ]
+        lines += [f"  - {r}" for r in p["decision"]["reasons"]]
+        if p.get("retrain"):
+            r = p["retrain"]
+            state = f"triggered ({r.get('mode')})" if r["triggered"] else "suppressed"
+            lines.append(f"retrain: {state}: {r['reason']}")
+        lines.append(f"report: {p['report_path']}")
+        return "\n".join(lines)
+
+    _run(
+        as_json,
+        lambda: drift_flow(
+            model=model, current=str(current) if current else None, window_days=window
+        ),
+        human,
+    )
+
+
+@app.command()
 def labels(model: str, path: Path, as_json: bool = JsonOpt) -> None:
     """Attach outcomes that arrived later (entity, event time, label) to the prediction log."""
     from mlsteward.audit import audit_store, default_actor

@@ -81,3 +81,8 @@ def audit_url() -> str:
 def scored_dir(model: str) -> Path:
     """Scored batches (one parquet per scoring run), for people and downstream systems."""
     return _sub("scored", model)
+
+
+def drift_reports_dir(model: str) -> Path:
+    """Evidently HTML reports of drift runs."""
+    return _sub("reports", "drift", model)

@@ -56,11 +56,15 @@ def test_training_deployments_listen_for_drift() -> None:
         )
 
 
-def test_scoring_schedules_match_the_model_config() -> None:
+@pytest.mark.parametrize(
+    ("flow_name", "section"), [("scoring_flow", "scoring"), ("drift_flow", "drift")]
+)
+def test_schedules_match_the_model_config(flow_name: str, section: str) -> None:
     from mlsteward.config import get_model_config
 
-    scoring = [d for d in SPEC["deployments"] if d["entrypoint"].endswith(":scoring_flow")]
-    assert scoring
-    for d in scoring:
+    scheduled = [d for d in SPEC["deployments"] if d["entrypoint"].endswith(f":{flow_name}")]
+    assert scheduled
+    for d in scheduled:
         cfg = get_model_config(d["parameters"]["model"])
-        assert [s["cron"] for s in d["schedules"]] == [cfg.scoring.schedule], d["name"]
+        expected = getattr(cfg, section).schedule
+        assert [s["cron"] for s in d["schedules"]] == [expected], d["name"]

@@ -1,0 +1,317 @@
+"""What does our drift flow cost against Evidently's plain ``DataDriftPreset``?
+
+Prints wall time and peak memory for the same reference/current pair checked three or four ways,
+each in its own fresh subprocess (so one side's memory high-water mark never leaks into another's):
+
+* **preset** -- ``Report([DataDriftPreset()])`` with Evidently's default choices, on the same
+  ``DataDefinition`` we use (numeric vs categorical declared, so both sides test the same column
+  kinds). With more than 1,000 rows Evidently's defaults are Wasserstein (normed) for numeric
+  and Jensen-Shannon for categorical columns, which is also what the demo config asks for, so
+  the methods match column by column; the script prints the methods each side used and flags
+  any difference. ``include_tests=True`` is set so the preset's per-column verdicts can be read
+  the same way as ours (the preset's HTML is not saved; its rendering data is built anyway).
+* **preset, types inferred** (``--preset-inferred``) -- the same preset on bare frames, as
+  the Evidently docs show it: Evidently infers each column's type (and method) from the data.
+* **ours (no sampling)** -- ``mlsteward.drift.compute_drift`` with ``max_rows`` >= the row count:
+  the same statistics on every row.
+* **ours (sampled)** -- ``compute_drift`` with the config's ``max_rows`` (default 200,000), a
+  seeded sample stratified by the label.
+
+Data: ``generate_cohort(rows, seed=0)`` as reference and ``generate_batch(rows, seed=1)`` with a
+covariate shift of bmi and cholesterol (0.5 sd) as current, so both "drifted" and "not drifted"
+verdicts are compared. Columns (20): the 14 heart-disease features, the label
+``heart_disease``, ``prediction_proba`` (sigmoid of the generator's true risk logit, i.e. a
+perfectly calibrated model), and 4 derived features: ``pulse_pressure_proxy`` (resting_bp / age),
+``glucose_per_bmi``, ``heart_rate_reserve`` (220 - age - max_heart_rate) as numeric, and
+``age_band`` (<45 / 45-64 / >=65) as categorical. The derived features are added to the model
+config for the run, so ``compute_drift`` checks 18 features plus the prediction and the label,
+the same 20 columns the preset gets.
+
+Memory: peak RSS of each worker process (``ru_maxrss``), printed as the whole process (includes
+the two frames read from parquet) and as the increase over the RSS right after loading them
+(``/proc/self/statm``), which is what the drift computation itself added. The data are generated
+once by the parent and written to parquet in a temporary directory.
+
+Verdicts: per column, drifted or not on each side, and the column(s) where they disagree.
+
+Run: ``.venv/bin/python benchmarks/drift.py [--rows 1000000] [--max-rows 200000] [--skip-preset]
+[--preset-inferred]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EXTRA_FEATURES = [
+    {"name": "pulse_pressure_proxy", "dtype": "float"},
+    {"name": "glucose_per_bmi", "dtype": "float"},
+    {"name": "heart_rate_reserve", "dtype": "float"},
+    {"name": "age_band", "dtype": "category", "categories": ["<45", "45-64", ">=65"]},
+]
+SHIFT = {"bmi": 0.5, "cholesterol": 0.5}
+
+
+def _config(max_rows: int):
+    from mlsteward.config import ModelConfig, load_model_config
+
+    base = load_model_config(ROOT / "config" / "models" / "heart_disease.yaml").model_dump()
+    base["features"] = [*base["features"], *EXTRA_FEATURES]
+    base["drift"]["max_rows"] = max_rows
+    return ModelConfig.model_validate(base)
+
+
+def _make_frame(rows: int, seed: int, shift) -> pd.DataFrame:
+    from mlsteward.synthetic import generate_batch, generate_cohort, risk_logit
+
+    if seed == 0:
+        df = generate_cohort(rows, seed=0)
+    else:
+        df = generate_batch(rows, seed=seed, shift=shift)
+    df = df.drop(columns=["patient_id", "event_timestamp"])
+    df["prediction_proba"] = 1.0 / (1.0 + np.exp(-risk_logit(df)))
+    df["pulse_pressure_proxy"] = df["resting_bp"] / df["age"]
+    df["glucose_per_bmi"] = df["fasting_glucose"] / df["bmi"]
+    df["heart_rate_reserve"] = (220 - df["age"] - df["max_heart_rate"]).astype(np.float64)
+    df["age_band"] = pd.cut(
+        df["age"], [-np.inf, 45, 65, np.inf], right=False, labels=["<45", "45-64", ">=65"]
+    ).astype(object)
+    return df
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _method_ids() -> dict[str, str]:
+    """Evidently records auto-chosen methods by display name ("Wasserstein distance (normed)");
+    map those back to method ids ("wasserstein") so the two sides compare. Benchmark-only use
+    of Evidently's stat-test registry."""
+    from evidently.legacy.calculations.stattests import registry
+
+    out = {}
+    for name, by_type in registry._registered_stat_tests.items():
+        for test in by_type.values():
+            out[test.display_name] = name
+    return out
+
+
+def _read_preset(snapshot) -> dict[str, dict]:
+    """Per-column ValueDrift results of the preset, read by metric config, never by position."""
+    ids = _method_ids()
+    out = {}
+    for result in snapshot.metric_results.values():
+        loc = getattr(result, "metric_value_location", None)
+        params = dict(loc.metric.params) if loc is not None else {}
+        if not str(params.get("type", "")).endswith("ValueDrift"):
+            continue
+        statuses = {str(getattr(t.status, "value", t.status)).upper() for t in result.tests}
+        out[params["column"]] = {
+            "method": ids.get(params.get("method"), params.get("method")),
+            "threshold": params.get("threshold"),
+            "score": float(result.value),
+            "drifted": statuses == {"FAIL"},
+        }
+    return out
+
+
+def worker(kind: str, data_dir: Path, max_rows: int) -> dict:
+    """Run one side in this (fresh) process and return its figures as a dict."""
+    ref = pd.read_parquet(data_dir / "reference.parquet")
+    cur = pd.read_parquet(data_dir / "current.parquet")
+    cfg = _config(max_rows)
+    # imports are first-call costs, not drift work: load them before the clock starts
+    import evidently.metrics
+    import evidently.presets  # noqa: F401
+    from evidently import DataDefinition, Dataset, Report
+
+    from mlsteward.drift import column_methods, compute_drift
+
+    base_mb = _rss_now_mb()
+    t0 = time.perf_counter()
+    if kind == "preset":
+        from evidently.presets import DataDriftPreset
+
+        kinds = {c: k for c, (_, _, k) in column_methods(cfg).items()}
+        kinds |= {"prediction_proba": "numeric", cfg.label: "categorical"}
+        definition = DataDefinition(
+            numerical_columns=[c for c, k in kinds.items() if k == "numeric"],
+            categorical_columns=[c for c, k in kinds.items() if k == "categorical"],
+        )
+        snap = Report([DataDriftPreset()], include_tests=True).run(
+            Dataset.from_pandas(cur, data_definition=definition),
+            Dataset.from_pandas(ref, data_definition=definition),
+        )
+        columns = _read_preset(snap)
+        extra: dict = {}
+    elif kind == "preset-inferred":
+        from evidently.presets import DataDriftPreset
+
+        snap = Report([DataDriftPreset()], include_tests=True).run(cur, ref)
+        columns = _read_preset(snap)
+        extra = {}
+    else:
+        result = compute_drift(ref, cur, cfg, label_column=cfg.label)
+        columns = {
+            c: {
+                "method": r.method,
+                "threshold": r.threshold,
+                "score": r.score,
+                "drifted": r.drifted,
+            }
+            for c, r in result.columns.items()
+        }
+        for r in (result.prediction_drift, result.target_drift):
+            if r is not None:
+                columns[r.column] = {
+                    "method": r.method,
+                    "threshold": r.threshold,
+                    "score": r.score,
+                    "drifted": r.drifted,
+                }
+        extra = {"sampling": result.sampling}
+    seconds = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "kind": kind,
+        "seconds": seconds,
+        "peak_mb": peak_mb,
+        "base_mb": base_mb,
+        "columns": columns,
+        **extra,
+    }
+
+
+def _spawn(kind: str, data_dir: Path, max_rows: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--data", str(data_dir)]
+    out = subprocess.run(
+        [*cmd, "--max-rows", str(max_rows)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows per side")
+    p.add_argument("--max-rows", type=int, default=200_000, help="sample cap of the sampled run")
+    p.add_argument("--skip-preset", action="store_true", help="leave out the slow preset run")
+    p.add_argument(
+        "--preset-inferred",
+        action="store_true",
+        help="also run the preset on bare frames (Evidently infers column types; slowest)",
+    )
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.worker:
+        print(json.dumps(worker(args.worker, Path(args.data), args.max_rows)))
+        return
+
+    from mlsteward.synthetic import Shift
+
+    with tempfile.TemporaryDirectory(prefix="mlsteward-drift-bench-") as tmp:
+        data_dir = Path(tmp)
+        t = time.perf_counter()
+        ref = _make_frame(args.rows, 0, None)
+        cur = _make_frame(args.rows, 1, Shift(covariate=SHIFT))
+        ref.to_parquet(data_dir / "reference.parquet", index=False)
+        cur.to_parquet(data_dir / "current.parquet", index=False)
+        print(
+            f"data: {len(ref):,} reference rows, {len(cur):,} current rows, "
+            f"{ref.shape[1]} columns each; current shifted {SHIFT} sd "
+            f"(generated in {time.perf_counter() - t:.1f} s)"
+        )
+        del ref, cur
+
+        runs = []
+        if not args.skip_preset:
+            runs.append(("Report([DataDriftPreset()])", _spawn("preset", data_dir, args.rows)))
+        if args.preset_inferred:
+            runs.append(
+                ("DataDriftPreset, types inferred", _spawn("preset-inferred", data_dir, args.rows))
+            )
+        no_sample = max(args.rows, 1_000)
+        runs.append((f"compute_drift, max_rows={no_sample:,}", _spawn("ours", data_dir, no_sample)))
+        runs.append(
+            (f"compute_drift, max_rows={args.max_rows:,}", _spawn("ours", data_dir, args.max_rows))
+        )
+    short = (["preset"] if not args.skip_preset else []) + (
+        ["preset, inferred"] if args.preset_inferred else []
+    )
+    short += ["ours, all rows", "ours, sampled"]
+
+    print()
+    print(f"{'run':<40} {'seconds':>9} {'peak RSS MB':>12} {'over loaded MB':>15}")
+    for name, r in runs:
+        print(
+            f"{name:<40} {r['seconds']:>9.2f} {r['peak_mb']:>12.0f} "
+            f"{r['peak_mb'] - r['base_mb']:>15.0f}"
+        )
+    if not args.skip_preset:
+        preset = runs[0][1]
+        for name, r in runs[1:]:
+            if r["kind"] != "ours":
+                continue
+            added = (preset["peak_mb"] - preset["base_mb"]) / max(1.0, r["peak_mb"] - r["base_mb"])
+            print(
+                f"ratio preset / {name}: time {preset['seconds'] / r['seconds']:.1f}x, "
+                f"peak RSS {preset['peak_mb'] / r['peak_mb']:.1f}x, "
+                f"added memory {added:.1f}x"
+            )
+    for name, r in runs:
+        if r.get("sampling"):
+            print(f"sampling in {name!r}: {r['sampling']}")
+
+    print()
+    header = "".join(f" {name:>26}" for name in short)
+    print(f"{'column':<24}{header}")
+    cols = list(runs[-1][1]["columns"])
+    disagree = []
+    method_diff = []
+    for c in cols:
+        cells = []
+        verdicts = set()
+        methods = set()
+        for _, r in runs:
+            x = r["columns"].get(c)
+            if x is None:
+                cells.append(f" {'-':>26}")
+                continue
+            verdicts.add(x["drifted"])
+            methods.add(x["method"])
+            mark = "DRIFT" if x["drifted"] else "ok"
+            cells.append(f" {x['method'][:12]:>12} {x['score']:>7.4f} {mark:>5}")
+        if len(verdicts) > 1:
+            disagree.append(c)
+        if len(methods) > 1:
+            method_diff.append(c)
+        print(f"{c:<24}{''.join(cells)}")
+    print()
+    print(f"columns compared: {len(cols)}")
+    print(f"verdicts disagree on: {disagree or 'none'}")
+    print(f"methods differ on: {method_diff or 'none'}")
+    drifted = [c for c in cols if runs[-1][1]["columns"][c]["drifted"]]
+    print(f"drifted (sampled run): {drifted}")
+
+
+if __name__ == "__main__":
+    main()

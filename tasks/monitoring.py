@@ -1,0 +1,148 @@
+"""Monitoring-stage tasks: the drift reference and current windows, Evidently, the decision,
+and the retrain claim."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from mlsteward import governance, prediction_log, registry
+from mlsteward.audit import Action
+from mlsteward.config import ModelConfig
+from mlsteward.contract import check_contract, enforce, read_source
+from mlsteward.drift import DriftResult, compute_drift
+from mlsteward.errors import MlstewardError
+from mlsteward.registry import VerifiedModel
+from mlsteward.retrain import DriftDecision, TriggerVerdict, claim_retrain, decide
+from mlsteward.scoring import score_frame
+from mlsteward.settings import drift_reports_dir
+from mlsteward.validation import load_holdout
+from tasks.common import artifact_key, run_logger
+
+
+@task(name="drift-reference", cache_policy=NO_CACHE)
+def drift_reference(cfg: ModelConfig, champion: VerifiedModel) -> pd.DataFrame:
+    """The champion's holdout: the newest rows of its training snapshot, with the labels and
+    the out-of-sample predictions recorded at training."""
+    frame = load_holdout(champion.info)
+    run_logger().info("reference: %d holdout rows of v%s", len(frame), champion.info.version)
+    return frame
+
+
+@task(name="drift-current-from-file", cache_policy=NO_CACHE)
+def current_from_file(cfg: ModelConfig, champion: VerifiedModel, source: str) -> pd.DataFrame:
+    """A given file in the source format: contract-checked (label optional), then scored by the
+    champion so prediction drift can be measured too."""
+    path = Path(source).expanduser().resolve()
+    raw = read_source(path, cfg)
+    has_label = cfg.label in raw.columns
+    good = enforce(check_contract(raw, cfg, source=str(path), require_label=has_label)).good
+    scored = score_frame(cfg, champion, good, top_k=0).frame
+    if has_label:
+        scored[cfg.label] = good[cfg.label].to_numpy()
+    return scored
+
+
+@task(name="drift-current-from-log", cache_policy=NO_CACHE)
+def current_from_log(cfg: ModelConfig, window_days: float) -> pd.DataFrame:
+    """The prediction-log window (by scoring time), with outcomes where they have arrived."""
+    since = datetime.now(UTC) - timedelta(days=window_days)
+    frame = prediction_log.read_with_labels(cfg.name, since=since)
+    if frame.empty:
+        raise MlstewardError(
+            f"{cfg.name}: no predictions logged in the last {window_days:g} days; score a "
+            "batch first or pass --current PATH"
+        )
+    if frame["label"].notna().all():
+        frame = frame.rename(columns={"label": cfg.label})
+    run_logger().info("current: %d logged predictions since %s", len(frame), since.isoformat())
+    return frame
+
+
+@task(name="detect-drift", cache_policy=NO_CACHE)
+def detect_drift(
+    cfg: ModelConfig, champion: VerifiedModel, reference: pd.DataFrame, current: pd.DataFrame
+) -> DriftResult:
+    """Evidently on both windows; the HTML report is kept and logged against the champion."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    html = drift_reports_dir(cfg.name) / f"drift-{stamp}.html"
+    html.parent.mkdir(parents=True, exist_ok=True)
+    result = compute_drift(
+        reference,
+        current,
+        cfg,
+        label_column=cfg.label,
+        html_path=html,
+        decision_threshold=champion.info.decision_threshold,
+    )
+    registry.log_version_artifact(champion.info, html, f"drift/v{champion.info.version}")
+    return result
+
+
+@task(name="record-drift", cache_policy=NO_CACHE)
+def record_drift(
+    cfg: ModelConfig, result: DriftResult, decision: DriftDecision, version: str, actor: str
+) -> None:
+    """The drift history (audit trail) and a Prefect artifact with the drifted columns."""
+    summary = {
+        "drifted_columns": result.drifted_columns,
+        "dataset_drift_share": result.dataset_drift_share,
+        "prediction_drift": result.prediction_drift.drifted if result.prediction_drift else None,
+        "decision": decision.to_dict(),
+        "report": result.report_path,
+        "rows": result.rows,
+        "sampling": result.sampling,
+        "columns": {c: v["score"] for c, v in result.to_dict()["columns"].items()},
+    }
+    with governance.open_audit() as audit:
+        audit.append(
+            Action.DRIFT_DETECTED if result.drifted_columns else Action.DRIFT_CHECKED,
+            model=cfg.name,
+            version=version,
+            actor=actor,
+            reason="; ".join(decision.reasons)
+            or (f"{len(result.drifted_columns)} drifted column(s), no retrain"),
+            details=summary,
+        )
+    rows = "\n".join(
+        f"| {c.column} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | "
+        f"{'**drifted**' if c.drifted else 'ok'} |"
+        for c in result.columns.values()
+    )
+    create_markdown_artifact(
+        key=artifact_key(cfg.name, "drift"),
+        markdown=(
+            f"# Drift of {cfg.name} (champion v{version})\n\n"
+            f"Drifted: {', '.join(result.drifted_columns) or 'none'} "
+            f"(share {result.dataset_drift_share:.2f}). Decision: "
+            f"{'retrain' if decision.retrain else 'no retrain'}"
+            f"{': ' + '; '.join(decision.reasons) if decision.reasons else ''}.\n\n"
+            f"Evidently report: `{result.report_path}`\n\n"
+            "| column | method | score | threshold | verdict |\n|---|---|---|---|---|\n" + rows
+        ),
+        description=f"Drift of {cfg.name}: {len(result.drifted_columns)} drifted column(s)",
+    )
+
+
+@task(name="claim-retrain", cache_policy=NO_CACHE)
+def claim_retrain_slot(
+    cfg: ModelConfig, reasons: list[str], running: list[str], actor: str, details: dict[str, Any]
+) -> TriggerVerdict:
+    with governance.open_audit() as audit:
+        verdict = claim_retrain(
+            cfg, audit, reasons=reasons, actor=actor, running=running, details=details
+        )
+    log = run_logger()
+    (log.info if verdict.allowed else log.warning)("retrain %s: %s",
+        "triggered" if verdict.allowed else "suppressed", verdict.reason)  # fmt: skip
+    return verdict
+
+
+def decide_on_drift(cfg: ModelConfig, result: DriftResult) -> DriftDecision:
+    return decide(result.drifted_columns, result.dataset_drift_share, result.performance, cfg)
