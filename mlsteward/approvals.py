@@ -66,7 +66,7 @@ def _wait_for_form(flow_run_id: UUID, schema_key: str, timeout: float = FORM_WAI
     """A flow enters Paused a moment before it stores its form; an answer sent in between
     would be refused, so wait for the form."""
     from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
@@ -74,7 +74,11 @@ def _wait_for_form(flow_run_id: UUID, schema_key: str, timeout: float = FORM_WAI
             try:
                 client.read_flow_run_input(flow_run_id, schema_key)
                 return
-            except ObjectNotFound:
+            except (ObjectNotFound, PrefectHTTPStatusError) as exc:
+                # the sync client reports a missing input as a plain HTTP 404
+                status = getattr(getattr(exc, "response", None), "status_code", 404)
+                if status != 404:
+                    raise
                 if time.monotonic() > deadline:
                     raise MlstewardError(
                         f"flow run {flow_run_id} is paused but its approval form never appeared"

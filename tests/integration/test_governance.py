@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from prefect import get_client
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.flow_runs import resume_flow_run
 from typer.testing import CliRunner
 
@@ -322,7 +322,7 @@ def wait_for_pause(box: dict[str, Any], timeout: float = 180) -> str:
                     try:  # the form is stored a moment after the state changes
                         client.read_flow_run_input(run_id, keyset["schema"])
                         return run_id
-                    except ObjectNotFound:
+                    except (ObjectNotFound, PrefectHTTPStatusError):
                         pass
         time.sleep(0.5)
     raise AssertionError("the flow never paused for approval")
