@@ -224,6 +224,19 @@ def _refuse(
     return PromotionError(message)
 
 
+def _audit_integrity_failure(
+    audit: AuditStore, info: VersionInfo, actor: str, purpose: str, exc: IntegrityError
+) -> None:
+    audit.append(
+        Action.INTEGRITY_FAILED,
+        model=info.name,
+        version=info.version,
+        actor=actor,
+        reason=f"{purpose} refused: {exc}",
+        details={"expected_sha256": info.artifact_sha256, "purpose": purpose},
+    )
+
+
 def verify_integrity(info: VersionInfo, audit: AuditStore, actor: str, purpose: str) -> str:
     """Recompute the artifact's SHA-256; a mismatch is audited and refuses the action."""
     try:
@@ -231,14 +244,18 @@ def verify_integrity(info: VersionInfo, audit: AuditStore, actor: str, purpose: 
             _, digest = registry.check_artifact(info, Path(d))
         return digest
     except IntegrityError as exc:
-        audit.append(
-            Action.INTEGRITY_FAILED,
-            model=info.name,
-            version=info.version,
-            actor=actor,
-            reason=f"{purpose} refused: {exc}",
-            details={"expected_sha256": info.artifact_sha256, "purpose": purpose},
-        )
+        _audit_integrity_failure(audit, info, actor, purpose, exc)
+        raise
+
+
+def load_verified(
+    info: VersionInfo, audit: AuditStore, actor: str, purpose: str
+) -> registry.VerifiedModel:
+    """Hash and load in one download (:func:`registry.load_verified`); a mismatch is audited."""
+    try:
+        return registry.load_verified(info)
+    except IntegrityError as exc:
+        _audit_integrity_failure(audit, info, actor, purpose, exc)
         raise
 
 
@@ -334,16 +351,9 @@ def load_version(
         info = found
     try:
         return registry.load_verified(info)
-    except IntegrityError as exc:
+    except IntegrityError as exc:  # the audit store is opened only when there is news
         with open_audit(store) as audit:
-            audit.append(
-                Action.INTEGRITY_FAILED,
-                model=model,
-                version=info.version,
-                actor=actor,
-                reason=f"loading refused: {exc}",
-                details={"expected_sha256": info.artifact_sha256, "purpose": "loading"},
-            )
+            _audit_integrity_failure(audit, info, actor, "loading", exc)
         raise
 
 

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from mlsteward import governance, prediction_log, registry
 from mlsteward.audit import Action
 from mlsteward.config import ModelConfig
-from mlsteward.contract import check_contract, enforce, read_source
+from mlsteward.contract import read_source
 from mlsteward.drift import DriftResult, compute_drift
 from mlsteward.errors import MlstewardError
 from mlsteward.registry import VerifiedModel
@@ -24,6 +24,7 @@ from mlsteward.scoring import score_frame
 from mlsteward.settings import drift_reports_dir
 from mlsteward.validation import load_holdout
 from tasks.common import artifact_key, run_logger
+from tasks.scoring import contract_checked
 
 
 @task(name="drift-reference", cache_policy=NO_CACHE)
@@ -42,7 +43,7 @@ def current_from_file(cfg: ModelConfig, champion: VerifiedModel, source: str) ->
     path = Path(source).expanduser().resolve()
     raw = read_source(path, cfg)
     has_label = cfg.label in raw.columns
-    good = enforce(check_contract(raw, cfg, source=str(path), require_label=has_label)).good
+    good = contract_checked(cfg, raw, str(path), require_label=has_label)
     scored = score_frame(cfg, champion, good, top_k=0).frame
     if has_label:
         scored[cfg.label] = good[cfg.label].to_numpy()

@@ -41,11 +41,14 @@ def load_champion(cfg: ModelConfig, actor: str) -> VerifiedModel:
     return verified
 
 
-def _contract_checked(cfg: ModelConfig, frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Scoring input passes the training contract (the label may be absent)."""
+def contract_checked(
+    cfg: ModelConfig, frame: pd.DataFrame, source: str, *, require_label: bool = False
+) -> pd.DataFrame:
+    """Scoring and drift input passes the training contract (the label may be absent); bad
+    rows are quarantined as at ingestion."""
     if not cfg.source.timestamp and cfg.timestamp_column not in frame.columns:
         frame = frame.assign(**{cfg.timestamp_column: pd.Timestamp(datetime.now(UTC))})
-    result = check_contract(frame, cfg, source=source, require_label=False)
+    result = check_contract(frame, cfg, source=source, require_label=require_label)
     write_quarantine(cfg, result.quarantined, Path(source))
     good = enforce(result).good
     log = run_logger()
@@ -57,7 +60,7 @@ def _contract_checked(cfg: ModelConfig, frame: pd.DataFrame, source: str) -> pd.
 @task(name="read-scoring-input", cache_policy=NO_CACHE)
 def read_scoring_input(cfg: ModelConfig, source: str) -> pd.DataFrame:
     path = Path(source).expanduser().resolve()
-    return _contract_checked(cfg, read_source(path, cfg), str(path))
+    return contract_checked(cfg, read_source(path, cfg), str(path))
 
 
 @task(name="online-scoring-input", cache_policy=NO_CACHE)
@@ -70,7 +73,7 @@ def online_scoring_input(cfg: ModelConfig) -> pd.DataFrame:
     frame = feast_adapter.online_features(cfg, ids.tolist())
     frame[cfg.timestamp_column] = pd.Timestamp(datetime.now(UTC))
     run_logger().info("online features for %d entities", len(frame))
-    return _contract_checked(cfg, frame, f"online-store:{cfg.feature_service_name}")
+    return contract_checked(cfg, frame, f"online-store:{cfg.feature_service_name}")
 
 
 @task(name="score-batch", cache_policy=NO_CACHE)

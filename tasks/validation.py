@@ -34,13 +34,13 @@ def score_on_holdout(
     info = registry.get_version(cfg.name, version)
     holdout = load_holdout(info)
     with governance.open_audit() as audit:
-        governance.verify_integrity(info, audit, actor, "validation")
-        challenger = score_holdout(cfg, registry.load_verified(info), holdout)
+        verified = governance.load_verified(info, audit, actor, "validation")
+        challenger = score_holdout(cfg, verified, holdout)
         champ_info = registry.version_by_alias(cfg.name, CHAMPION)
         champion = None
         if champ_info is not None and champ_info.version != info.version:
-            governance.verify_integrity(champ_info, audit, actor, "validation (champion)")
-            champion = score_holdout(cfg, registry.load_verified(champ_info), holdout)
+            verified = governance.load_verified(champ_info, audit, actor, "validation (champion)")
+            champion = score_holdout(cfg, verified, holdout)
     log = run_logger()
     log.info(
         "%s v%s on %d holdout rows: %s %.4f%s",
