@@ -422,11 +422,8 @@ def labels(model: str, path: Path, as_json: bool = JsonOpt) -> None:
 
     def action() -> dict:
         cfg = get_model_config(model)
-        store = audit_store()
-        try:
+        with audit_store() as store:
             return ingest_labels(cfg, path, actor=default_actor(), audit=store)
-        finally:
-            store.close()
 
     _run(
         as_json,
@@ -467,11 +464,8 @@ def audit_log(
     from mlsteward.audit import audit_store
 
     def action() -> dict:
-        store = audit_store()
-        try:
+        with audit_store() as store:
             records = store.query(model=model, action=action_name, since=since, limit=limit)
-        finally:
-            store.close()
         return {"records": [r.to_dict() for r in records]}
 
     def human(p: dict) -> str:
@@ -497,11 +491,8 @@ def audit_verify(
     """Check the hash chain; report the first broken link. Exit 1 if the trail was altered."""
     from mlsteward.audit import audit_store
 
-    store = audit_store()
-    try:
+    with audit_store() as store:
         result = store.verify(expect_head=expect_head)
-    finally:
-        store.close()
     if result.ok:
         _emit(
             as_json,
