@@ -8,7 +8,6 @@ server (the embedded default) the flow runs training as a subflow instead and sa
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect import get_client, task
@@ -23,6 +22,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
 
 from mlsteward.config import ModelConfig
 from tasks.common import run_logger
@@ -61,7 +61,7 @@ def running_training_runs(model: str) -> list[str]:
 @task(name="training-deployment-available", cache_policy=NO_CACHE)
 def training_deployment_available(model: str) -> bool:
     """A served or deployed training deployment on a real server (not the embedded one)."""
-    if not os.environ.get("PREFECT_API_URL"):
+    if not PREFECT_API_URL.value():  # the embedded server: nothing can serve a deployment
         return False
     with get_client(sync_client=True) as client:
         try:

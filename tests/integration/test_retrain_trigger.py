@@ -1,0 +1,153 @@
+"""Drift → event → deployment trigger → training run, on a real Prefect server.
+
+The training deployment is served from prefect.yaml's own declaration (its trigger included) by
+a separate process, as ``prefect deploy`` + a worker would run it. The drift flow emits
+``mlsteward.drift.detected``; the server's trigger starts a training run with the finding as
+its reason; a second drift inside the cooldown starts nothing and is recorded as suppressed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
+
+from flows.drift import drift_flow
+from flows.ingestion import ingestion_flow
+from flows.training import training_flow
+from mlsteward import registry
+from mlsteward.audit import Action, audit_store
+from mlsteward.synthetic import Shift, generate_batch
+from tasks.retrain import training_deployment_name
+from tests.conftest import REPO_ROOT
+from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
+
+DEPLOYMENT = "train-heart-disease"
+SHIFTED = ["bmi", "cholesterol"]
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def served_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_cohort_path: Path
+) -> Iterator[Any]:
+    """A champion, then the training deployment served (with its trigger) by another process."""
+    config = tmp_path / "config"
+    write_config(config, tuning=WEAK_TUNING, drift={"key_features": ["bmi"]})
+    monkeypatch.setenv("MLSTEWARD_CONFIG_DIR", str(config))
+    ingestion_flow(model=MODEL, source=str(small_cohort_path))
+    assert training_flow(model=MODEL, max_evals=1)["governance"]["decision"] == "promoted"
+
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.serve_training", DEPLOYMENT],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def deployment() -> Any:
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+        with get_client(sync_client=True) as client:
+            try:
+                return client.read_deployment_by_name(training_deployment_name(MODEL))
+            except ObjectNotFound:
+                return None
+
+    try:
+        yield wait_for("the served training deployment", deployment, 90)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        with get_client(sync_client=True) as client, suppress(ObjectNotFound):
+            # later tests in the session must not find a deployment to send events to
+            client.delete_deployment(
+                client.read_deployment_by_name(training_deployment_name(MODEL)).id
+            )
+
+
+def deployment_runs(deployment_id: Any) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
+
+
+def actions() -> list[str]:
+    with audit_store() as store:
+        return [r.action for r in store.query(model=MODEL)]
+
+
+def test_drift_event_starts_one_training_run_and_cooldown_suppresses_the_next(
+    served_training: Any, tmp_path: Path
+) -> None:
+    dep = served_training
+    source = tmp_path / "shifted.parquet"
+    shift = Shift(covariate={c: 1.5 for c in SHIFTED})
+    generate_batch(n_rows=2_000, seed=21, shift=shift).to_parquet(source, index=False)
+
+    out = drift_flow(model=MODEL, current=str(source))
+    assert set(SHIFTED) <= set(out["drifted_columns"]), out["drifted_columns"]
+    assert out["decision"]["retrain"] is True
+    assert out["retrain"]["triggered"] is True
+    assert out["retrain"]["mode"] == "deployment" and out["retrain"]["event_id"]
+
+    # The server's trigger, not the drift flow, creates the run, with the finding as reason.
+    runs = wait_for("a training run started by the trigger", lambda: deployment_runs(dep.id), 60)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.parameters["model"] == MODEL
+    assert run.parameters["reason"].startswith("drift: ") and "bmi" in run.parameters["reason"]
+    assert run.created_by is not None and run.created_by.type == "AUTOMATION"
+
+    # A second drift while that run is queued or running, and inside the cooldown: nothing.
+    again = drift_flow(model=MODEL, current=str(source))
+    assert again["decision"]["retrain"] is True
+    assert again["retrain"]["triggered"] is False
+    assert "cooldown" in again["retrain"]["reason"] or "running" in again["retrain"]["reason"]
+
+    # The served process runs the training to its end: gates and policy as usual.
+    def finished() -> Any:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run.id).state
+        return state if state is not None and state.is_final() else None
+
+    state = wait_for("the triggered training run to finish", finished, 240)
+    assert state.is_completed(), state
+    assert len(deployment_runs(dep.id)) == 1  # still exactly one
+    versions = registry.list_versions(MODEL)
+    assert [v.version for v in versions if v.version != "1"] == ["2"]
+
+    seen = actions()
+    assert seen.count(Action.RETRAIN_TRIGGERED) == 1
+    assert seen.count(Action.RETRAIN_SUPPRESSED) == 1
+    with audit_store() as store:
+        registered = [r for r in store.query(model=MODEL) if r.action == Action.VERSION_REGISTERED]
+    v2 = [r for r in registered if r.version == "2"]
+    assert len(v2) == 1 and v2[0].details["trigger_reason"] == run.parameters["reason"]
