@@ -6,9 +6,10 @@ be mailed, archived or attached to a ticket as is) and the same content as markd
 
 Collection and rendering are separate. :func:`collect_model_card` reads the registry (versions,
 aliases, ``lineage.*`` and ``test_*`` tags, the stored validation reports) and the audit trail
-(decisions, approvals, promotions, rollbacks, integrity failures, the chain check) into a plain
-:class:`ModelCard`; :func:`render_html` and :func:`render_markdown` only format that object, so
-they can be tested on a hand-built card without MLflow or a database.
+(decisions, approvals, promotions, rollbacks, integrity failures, drift checks and the retrain
+claims they made, the chain check) into a plain :class:`ModelCard`; :func:`render_html` and
+:func:`render_markdown` only format that object, so they can be tested on a hand-built card
+without MLflow or a database.
 
 Both renderers go through the same view layer (:class:`Table`, :class:`GateView` ...): the
 numbers are formatted once, in one way, and the two outputs cannot drift apart. Every piece of
@@ -40,6 +41,14 @@ MINUS = "\u2212"  # typographic minus: lines up with "+" in number columns
 # card never needs the audit store.
 PROMOTED = "promoted"
 ROLLBACK = "rollback"
+DRIFT_CHECKED = "drift_checked"
+DRIFT_DETECTED = "drift_detected"
+RETRAIN_TRIGGERED = "retrain_triggered"
+RETRAIN_SUPPRESSED = "retrain_suppressed"
+DRIFT_ACTIONS = (DRIFT_CHECKED, DRIFT_DETECTED)
+"""One record per drift run: ``drift_checked`` when no feature drifted, else ``drift_detected``."""
+RETRAIN_ACTIONS = (RETRAIN_TRIGGERED, RETRAIN_SUPPRESSED)
+"""The retrain claim a drift run makes when its policy asks for a retrain."""
 VERSION_ACTIONS = (
     "version_registered",
     "validation_passed",
@@ -80,6 +89,10 @@ EVENT_LABELS = {
     ROLLBACK: "Rolled back",
     "integrity_failed": "Integrity check failed",
     "alias_changed": "Alias changed",
+    DRIFT_CHECKED: "Drift checked: no drift",
+    DRIFT_DETECTED: "Drift detected",
+    RETRAIN_TRIGGERED: "Retrain triggered",
+    RETRAIN_SUPPRESSED: "Retrain suppressed",
 }
 EVENT_TONE = {
     "version_registered": "info",
@@ -93,6 +106,10 @@ EVENT_TONE = {
     "promotion_refused": "warn",
     ROLLBACK: "warn",
     "integrity_failed": "bad",
+    DRIFT_CHECKED: "ok",
+    DRIFT_DETECTED: "warn",
+    RETRAIN_TRIGGERED: "info",
+    RETRAIN_SUPPRESSED: "warn",
 }
 GATE_TITLES = {
     "metric_thresholds": "Metric thresholds",
@@ -100,6 +117,8 @@ GATE_TITLES = {
     "champion_comparison": "Champion comparison",
 }
 MAX_TIMELINE = 200
+MAX_DRIFT_ROWS = 50
+"""Drift checks shown (newest first): a model checked hourly would otherwise bury the card."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,6 +150,109 @@ class AuditEvent:
             reason=str(d.get("reason") or ""),
             details=dict(d.get("details") or {}),
         )
+
+
+@dataclass
+class DriftCheck:
+    """One drift check of the audit trail and the retrain claim that answered it.
+
+    Read leniently from the record's ``details`` (see ``tasks.monitoring.record_drift``): a
+    record written before a key existed still shows, with that fact as unknown.
+
+    Attributes:
+        version: The champion version the current window was compared with.
+        drifted_columns: Empty when nothing drifted; None when the record does not say.
+        retrain: The drift policy's decision; None when the record carries none.
+        reasons: One per policy rule that fired.
+        report: Path of the Evidently HTML report written by the drift run.
+        outcome: The ``retrain_triggered`` or ``retrain_suppressed`` record of this check, or
+            None (no retrain was asked for, or no claim was recorded).
+    """
+
+    seq: int
+    ts: str
+    version: str | None
+    actor: str
+    reason: str
+    drifted_columns: list[str] | None
+    drift_share: float | None
+    prediction_drift: bool | None
+    retrain: bool | None
+    reasons: list[str] = field(default_factory=list)
+    report: str | None = None
+    rows: dict[str, Any] = field(default_factory=dict)
+    outcome: AuditEvent | None = None
+
+    @classmethod
+    def from_event(cls, e: AuditEvent) -> DriftCheck:
+        d = e.details
+        decision = d.get("decision") if isinstance(d.get("decision"), dict) else {}
+        columns = d.get("drifted_columns")
+        if isinstance(columns, list):
+            drifted: list[str] | None = [str(c) for c in columns]
+        else:  # "drift_checked" means no column drifted, whatever the details say
+            drifted = [] if e.action == DRIFT_CHECKED else None
+        reasons = decision.get("reasons")
+        retrain = decision.get("retrain")
+        prediction = d.get("prediction_drift")
+        report = d.get("report")
+        return cls(
+            seq=e.seq,
+            ts=e.ts,
+            version=e.version,
+            actor=e.actor,
+            reason=e.reason,
+            drifted_columns=drifted,
+            drift_share=_float(d.get("dataset_drift_share")),
+            prediction_drift=prediction if isinstance(prediction, bool) else None,
+            retrain=retrain if isinstance(retrain, bool) else None,
+            reasons=[str(r) for r in reasons] if isinstance(reasons, list) else [],
+            report=None if report in (None, "") else str(report),
+            rows=dict(d["rows"]) if isinstance(d.get("rows"), dict) else {},
+        )
+
+    @property
+    def outcome_label(self) -> str | None:
+        """``triggered`` or ``suppressed``, or None without a retrain claim."""
+        if self.outcome is None:
+            return None
+        return "triggered" if self.outcome.action == RETRAIN_TRIGGERED else "suppressed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``mlsteward report --json``."""
+        o = self.outcome
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "version": self.version,
+            "actor": self.actor,
+            "reason": self.reason,
+            "drifted_columns": self.drifted_columns,
+            "dataset_drift_share": self.drift_share,
+            "prediction_drift": self.prediction_drift,
+            "retrain": self.retrain,
+            "reasons": list(self.reasons),
+            "report": self.report,
+            "rows": dict(self.rows),
+            "retrain_outcome": None
+            if o is None
+            else {
+                "outcome": self.outcome_label,
+                "seq": o.seq,
+                "ts": o.ts,
+                "actor": o.actor,
+                "reason": o.reason,
+            },
+        }
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass
@@ -187,6 +309,8 @@ class ModelCard:
             that order.
         champion_history: Every change of the champion alias (``governance.champion_history``).
         timeline: Promotions, rollbacks, approvals, refusals and integrity failures.
+        drift: Every drift check, newest first, each with the retrain claim that answered it
+            (:func:`drift_history`); the renderers show the newest :data:`MAX_DRIFT_ROWS`.
         warnings: What could not be collected (the card is still written).
     """
 
@@ -202,6 +326,7 @@ class ModelCard:
     sections: list[VersionSection] = field(default_factory=list)
     champion_history: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[AuditEvent] = field(default_factory=list)
+    drift: list[DriftCheck] = field(default_factory=list)
     audit: AuditStatus = field(default_factory=lambda: AuditStatus(ok=None))
     warnings: list[str] = field(default_factory=list)
 
@@ -324,6 +449,40 @@ def _section(info: Any, roles: list[str], events: list[AuditEvent], warnings: li
     )
 
 
+def drift_history(events: list[AuditEvent]) -> list[DriftCheck]:
+    """The drift checks among ``events``, newest first, each paired with its retrain claim.
+
+    The claim is recorded right after its check by the same drift run, but two runs of one
+    model can interleave (check A, check B, claim A, claim B). So a claim goes to the check
+    whose Evidently report it names, and only failing that to the latest earlier check that
+    asked for a retrain and is still unanswered. A claim with no such check is left out.
+    """
+    checks: list[DriftCheck] = []
+    by_report: dict[str, DriftCheck] = {}
+    waiting: list[DriftCheck] = []  # checks that may still get a claim, oldest first
+    for e in sorted(events, key=lambda e: e.seq):
+        if e.action in DRIFT_ACTIONS:
+            check = DriftCheck.from_event(e)
+            checks.append(check)
+            if check.report:
+                by_report[check.report] = check
+            if check.retrain is not False:
+                waiting.append(check)
+        elif e.action in RETRAIN_ACTIONS:
+            named = e.details.get("report")
+            match = by_report.pop(str(named), None) if named else None
+            while match is None and waiting:
+                candidate = waiting.pop()
+                if candidate.outcome is None:
+                    match = candidate
+            if match is not None:
+                match.outcome = e
+                if match.report:
+                    by_report.pop(match.report, None)
+    checks.reverse()
+    return checks
+
+
 def collect_model_card(model: str) -> ModelCard:
     """Read the registry and the audit trail into a :class:`ModelCard`.
 
@@ -419,6 +578,7 @@ def collect_model_card(model: str) -> ModelCard:
         sections=sections,
         champion_history=history,
         timeline=timeline,
+        drift=drift_history(events),
         audit=audit,
         warnings=warnings,
     )
@@ -950,6 +1110,8 @@ def _timeline_title(e: AuditEvent) -> str:
         before = e.details.get("from")
         after = e.details.get("to") or e.version
         return f"{label}: v{before} → v{after}" if before else f"{label}: v{after}"
+    if e.action in DRIFT_ACTIONS:  # the version is the champion measured, not a new one
+        return f"{label} (champion v{e.version})" if e.version else label
     return f"{label}: v{e.version}" if e.version else label
 
 
@@ -962,6 +1124,9 @@ def _timeline_extra(e: AuditEvent) -> str:
         return f"timeout {fmt_num(d['timeout_seconds'])} s"
     if e.action == "integrity_failed" and d.get("expected_sha256"):
         return f"expected SHA-256 {short(d['expected_sha256'], 16)}"
+    if e.action in DRIFT_ACTIONS:
+        check = DriftCheck.from_event(e)
+        return f"drifted: {_columns_text(check)}, share {fmt_num(check.drift_share)}"
     return ""
 
 
@@ -990,6 +1155,78 @@ def audit_table(a: AuditStatus) -> Table:
     if a.problem and a.ok is not None:
         rows.append([Cell("Problem", "key"), Cell(a.problem, "bad")])
     return Table(["", ""], rows, kind="kv")
+
+
+def _columns_text(c: DriftCheck) -> str:
+    if c.drifted_columns is None:
+        return MISSING
+    return ", ".join(c.drifted_columns) or "none"
+
+
+def _prediction_cell(drifted: bool | None) -> Cell:
+    if drifted is None:
+        return Cell(MISSING, "muted")
+    return Cell("drifted", "warn") if drifted else Cell("no", "muted")
+
+
+def _decision_cell(c: DriftCheck) -> Cell:
+    if c.retrain is None:  # a record without the decision: its reason is all there is
+        return Cell(c.reason or MISSING, "muted")
+    if not c.retrain:
+        return Cell("no retrain", "muted")
+    return Cell(("retrain: " + "; ".join(c.reasons)) if c.reasons else "retrain", "warn")
+
+
+def _outcome_cell(c: DriftCheck) -> Cell:
+    if c.outcome is None:
+        return Cell("—", "muted")
+    if c.outcome_label == "triggered":
+        return Cell("triggered", "info")
+    return Cell(f"suppressed: {c.outcome.reason or 'no reason recorded'}", "warn")
+
+
+def drift_table(card: ModelCard) -> Table | None:
+    """The newest :data:`MAX_DRIFT_ROWS` drift checks, or None when none has run."""
+    if not card.drift:
+        return None
+    shown = card.drift[:MAX_DRIFT_ROWS]
+    rows = [
+        [
+            Cell(fmt_ts(c.ts)),
+            Cell(f"v{c.version}" if c.version else MISSING, "key"),
+            Cell(_columns_text(c), "muted" if not c.drifted_columns else ""),
+            Cell(fmt_num(c.drift_share), "num"),
+            _prediction_cell(c.prediction_drift),
+            _decision_cell(c),
+            _outcome_cell(c),
+            Cell(c.report or MISSING, "code"),
+        ]
+        for c in shown
+    ]
+    note = (
+        "Newest first. Each Evidently report is an HTML file written where the drift run ran "
+        "and logged to the champion's MLflow run under drift/v<version>."
+    )
+    omitted = len(card.drift) - len(shown)
+    if omitted:
+        note += (
+            f" Showing the latest {len(shown)} of {len(card.drift)} checks; "
+            f"{omitted} older check(s) not shown (mlsteward audit log lists them)."
+        )
+    return Table(
+        [
+            "when",
+            "champion",
+            "drifted columns",
+            "drift share",
+            "prediction drift",
+            "decision",
+            "retrain",
+            "Evidently report",
+        ],
+        rows,
+        note=note,
+    )
 
 
 @dataclass
@@ -1058,6 +1295,7 @@ def render_html(card: ModelCard) -> str:
             metrics=metrics_table(card),
             sections=[section_view(s) for s in card.sections],
             timeline=timeline_items(card),
+            drift=drift_table(card),
             audit=audit_table(card.audit),
             event_labels=EVENT_LABELS,
         )
@@ -1155,6 +1393,9 @@ def render_markdown(card: ModelCard) -> str:
         out += ["### Lineage", "", *md_table(sv.lineage)]
         out += ["### History", ""]
         out += md_table(sv.history) if s.history else ["No audit events for this version.", ""]
+    out += ["## Drift and retraining", ""]
+    drift = drift_table(card)
+    out += md_table(drift) if drift else ["No drift checks have run yet.", ""]
     out += ["## Timeline", ""]
     items = timeline_items(card)
     if items:
@@ -1248,6 +1489,8 @@ def write_card(card: ModelCard, out_dir: Path | None = None) -> dict[str, Any]:
         "challenger": card.challenger_version,
         "versions": [s.version for s in card.sections],
         "audit_ok": card.audit.ok,
+        "drift_checks": len(card.drift),
+        "drift_history": [c.to_dict() for c in card.drift[:MAX_DRIFT_ROWS]],
         "warnings": list(card.warnings),
     }
 
@@ -1257,6 +1500,8 @@ def write_report(model: str, out_dir: Path | None = None) -> dict[str, Any]:
 
     Returns:
         ``{"model", "html", "markdown", "champion", "challenger", "versions", "audit_ok",
-        "warnings"}`` with the two paths as strings.
+        "drift_checks", "drift_history", "warnings"}`` with the two paths as strings;
+        ``drift_checks`` counts every drift check, ``drift_history`` holds the newest
+        :data:`MAX_DRIFT_ROWS` of them (:meth:`DriftCheck.to_dict`).
     """
     return write_card(collect_model_card(model), out_dir)

@@ -17,6 +17,7 @@ from mlsteward.report import (
     AuditStatus,
     ModelCard,
     VersionSection,
+    drift_history,
     fmt_delta,
     fmt_num,
     fmt_ts,
@@ -255,6 +256,82 @@ def event(seq: int, action: str, version: str | None, actor: str, reason: str, *
     )
 
 
+DRIFT_DIR = "/srv/mlsteward/drift/heart_disease"
+SUPPRESSED = "cooldown: last drift-triggered retrain at 2025-03-19T10:19:00+00:00, next allowed"
+TRIGGERED_REASON = "2 of 5 features drifted (share 0.40 >= 0.30): chol, thalach"
+
+
+def drift_event(
+    seq: int,
+    columns: list[str],
+    *,
+    retrain: bool,
+    reasons: list[str] = (),
+    share: float = 0.0,
+    prediction: bool | None = False,
+    version: str = "2",
+    report_path: str | None = None,
+) -> AuditEvent:
+    """A drift record as ``tasks.monitoring.record_drift`` writes it."""
+    return event(
+        seq,
+        "drift_detected" if columns else "drift_checked",
+        version,
+        "drift-bot",
+        "; ".join(reasons) or f"{len(columns)} drifted column(s), no retrain",
+        drifted_columns=list(columns),
+        dataset_drift_share=share,
+        prediction_drift=prediction,
+        decision={"retrain": retrain, "reasons": list(reasons)},
+        report=report_path or f"{DRIFT_DIR}/drift-{seq:02d}.html",
+        rows={"reference": 1950, "current": 4210},
+        sampling={},
+        columns={c: 0.01 for c in columns},
+    )
+
+
+def claim_event(seq: int, allowed: bool, reason: str, report_path: str | None) -> AuditEvent:
+    """A retrain claim as ``mlsteward.retrain.claim_retrain`` writes it (no version)."""
+    details = {} if report_path is None else {"report": report_path}
+    return event(
+        seq,
+        "retrain_triggered" if allowed else "retrain_suppressed",
+        None,
+        "drift-bot",
+        reason,
+        **details,
+        drift_reasons=[reason],
+        cooldown_hours=24.0,
+        last_trigger=None,
+        running=[],
+    )
+
+
+def sample_drift_events() -> list[AuditEvent]:
+    """No drift; drift with a triggered retrain; drift on a hostile column, retrain suppressed."""
+    return [
+        drift_event(17, [], retrain=False, share=0.0),
+        drift_event(
+            18,
+            ["chol", "thalach"],
+            retrain=True,
+            reasons=[TRIGGERED_REASON],
+            share=0.4,
+            prediction=True,
+        ),
+        claim_event(19, True, TRIGGERED_REASON, f"{DRIFT_DIR}/drift-18.html"),
+        drift_event(
+            20,
+            [EVIL_TAG, "oldpeak"],
+            retrain=True,
+            reasons=[f"key feature(s) drifted: {EVIL_TAG}"],
+            share=0.4,
+            prediction=None,
+        ),
+        claim_event(21, False, f"{SUPPRESSED} {EVIL}", f"{DRIFT_DIR}/drift-20.html"),
+    ]
+
+
 def sample_card() -> ModelCard:
     """Champion v2 (restored by a rollback from v3), challenger v4 waiting for approval, v5
     rejected by three gates, v1 and v3 former champions."""
@@ -421,6 +498,7 @@ def sample_card() -> ModelCard:
         sections=sections,
         champion_history=history,
         timeline=[e for e in events if e.action in report.TIMELINE_ACTIONS],
+        drift=drift_history(sample_drift_events()),
         audit=AuditStatus(ok=True, records=128, head_hash="9f" * 32),
         warnings=[
             "v3: validation report runs:/3a2b/validation/validation-v3.json could not be read"
@@ -500,9 +578,10 @@ def test_lineage_and_metrics_are_parsed_from_tags() -> None:
 
 def test_html_has_every_section(html: str, card: ModelCard) -> None:
     ids = {attrs.get("id") for _, attrs in parse(html).tags}
-    assert {"summary", "metrics", "timeline", "audit", "v2", "v4", "v5", "v3", "v1"} <= ids
+    assert {"summary", "metrics", "drift", "timeline", "audit", "v2", "v4", "v5", "v3", "v1"} <= ids
     for heading in (
         "Holdout metrics: champion vs challenger",
+        "Drift and retraining",
         "Timeline: promotions, rollbacks, approvals",
         "Audit chain",
         "Lineage",
@@ -650,6 +729,7 @@ def test_markdown_has_every_section(md: str) -> None:
         "### Lineage",
         "### History",
         "#### Groups of sex",
+        "## Drift and retraining",
         "## Timeline",
         "## Audit chain",
     ):
@@ -907,3 +987,215 @@ def test_write_report_writes_into_home(fake_backends: dict, mlsteward_home: Path
     assert (
         Path(out["markdown"]).read_text(encoding="utf-8").startswith("# Model card: heart_disease")
     )
+
+
+# -- drift history ---------------------------------------------------------------------------
+
+
+def html_drift_rows(html: str) -> list[str]:
+    """The body rows of the HTML drift table, in page order."""
+    section = html[html.index('id="drift"') : html.index('id="timeline"')]
+    return [r for r in re.findall(r"<tr[^>]*>(.*?)</tr>", section, re.S) if "<td" in r]
+
+
+def md_drift_rows(md: str) -> list[str]:
+    section = md[md.index("## Drift and retraining") : md.index("## Timeline")]
+    return [line for line in section.splitlines() if line.startswith("| ")][2:]
+
+
+def row_with(rows: list[str], needle: str) -> str:
+    found = [r for r in rows if needle in r]
+    assert len(found) == 1, (needle, rows)
+    return found[0]
+
+
+def test_drift_history_pairs_each_check_with_its_retrain_claim(card: ModelCard) -> None:
+    assert [c.seq for c in card.drift] == [20, 18, 17]  # newest first, claims not rows
+    suppressed, triggered, quiet = card.drift
+    assert triggered.outcome is not None and triggered.outcome.seq == 19
+    assert triggered.outcome_label == "triggered"
+    assert triggered.drifted_columns == ["chol", "thalach"] and triggered.retrain is True
+    assert suppressed.outcome is not None and suppressed.outcome_label == "suppressed"
+    assert suppressed.outcome.reason.startswith(SUPPRESSED)
+    assert quiet.outcome is None and quiet.drifted_columns == [] and quiet.retrain is False
+    assert triggered.rows == {"reference": 1950, "current": 4210}
+
+
+def test_drift_claims_of_interleaved_runs_are_matched_by_report() -> None:
+    events = [
+        drift_event(1, ["chol"], retrain=True, reasons=["a"], report_path="/r/a.html"),
+        drift_event(2, ["age"], retrain=True, reasons=["b"], report_path="/r/b.html"),
+        claim_event(3, True, "a", "/r/a.html"),  # check 1's claim, after check 2
+        claim_event(4, False, "a retrain is already running", "/r/b.html"),
+        drift_event(5, [], retrain=False),
+        drift_event(6, ["sex"], retrain=True, reasons=["c"]),
+        drift_event(7, [], retrain=False),
+        claim_event(8, True, "c", None),  # no report named: the latest check that asked
+        claim_event(9, False, "orphan", None),  # nothing left waiting: dropped
+        drift_event(10, ["age"], retrain=True, reasons=["d"], report_path="/r/d.html"),
+        claim_event(11, True, "d", None),
+        claim_event(12, False, "again", "/r/d.html"),  # a check keeps its first claim
+    ]
+    by_seq = {c.seq: c for c in drift_history(events)}
+    assert by_seq[1].outcome_label == "triggered" and by_seq[1].outcome.seq == 3
+    assert by_seq[2].outcome_label == "suppressed" and by_seq[2].outcome.seq == 4
+    assert by_seq[6].outcome is not None and by_seq[6].outcome.seq == 8
+    assert by_seq[5].outcome is None and by_seq[7].outcome is None
+    assert all(c.outcome is None or c.outcome.seq != 9 for c in by_seq.values())
+    assert by_seq[10].outcome is not None and by_seq[10].outcome.seq == 11
+
+
+def test_html_drift_row_with_triggered_retrain(html: str) -> None:
+    rows = html_drift_rows(html)
+    assert len(rows) == 3
+    row = row_with(rows, "drift-18.html")
+    assert "2025-03-18 10:18:00 UTC" in row
+    assert '<td class="key">v2</td>' in row
+    assert "<td>chol, thalach</td>" in row
+    assert '<td class="num">0.4000</td>' in row
+    assert '<span class="pill warn">drifted</span>' in row  # prediction drift
+    assert f"retrain: {TRIGGERED_REASON.replace('>', '&gt;')}" in row
+    assert '<span class="pill info">triggered</span>' in row
+    assert f'<td class="code">{DRIFT_DIR}/drift-18.html</td>' in row
+    # newest first
+    assert [rows.index(row_with(rows, f"drift-{n}.html")) for n in (20, 18, 17)] == [0, 1, 2]
+
+
+def test_html_drift_row_with_suppressed_retrain(html: str) -> None:
+    row = row_with(html_drift_rows(html), "drift-20.html")
+    assert f'<span class="pill warn">suppressed: {SUPPRESSED}' in row
+    assert "triggered</span>" not in row
+    assert '<td class="muted">n/a</td>' in row  # prediction drift not measured
+
+
+def test_html_drift_row_without_drift(html: str) -> None:
+    row = row_with(html_drift_rows(html), "drift-17.html")
+    assert '<td class="muted">none</td>' in row
+    assert '<td class="muted">no retrain</td>' in row
+    assert '<td class="muted">—</td>' in row  # no retrain claim
+    assert '<td class="num">0</td>' in row
+
+
+def test_drift_history_escapes_hostile_text(html: str, md: str) -> None:
+    rows = html_drift_rows(html)
+    row = row_with(rows, "drift-20.html")
+    assert "<td>&lt;img src=x onerror=alert(1)&gt;, oldpeak</td>" in row
+    assert "key feature(s) drifted: &lt;img src=x onerror=alert(1)&gt;" in row
+    assert "&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;" in row  # suppression reason
+    assert not any("<img" in r or "<script" in r for r in rows)
+    md_row = row_with(md_drift_rows(md), "drift-20.html")
+    assert "&lt;img src=x onerror=alert(1)&gt;, oldpeak" in md_row
+    assert f"suppressed: {SUPPRESSED} &lt;script&gt;" in md_row
+    assert "<img" not in md_row and "<script" not in md_row
+
+
+def test_drift_markdown_escapes_pipes_in_column_names() -> None:
+    card = sample_card()
+    card.drift = drift_history(
+        [drift_event(1, ["a|b", "c"], retrain=True, reasons=["key feature(s) drifted: a|b"])]
+    )
+    (row,) = md_drift_rows(render_markdown(card))
+    assert "a\\|b, c" in row and "retrain: key feature(s) drifted: a\\|b" in row
+    assert _cells(row) == 8
+
+
+def test_markdown_drift_rows(md: str) -> None:
+    rows = md_drift_rows(md)
+    assert len(rows) == 3
+    triggered = row_with(rows, "drift-18.html")
+    assert "| v2 | chol, thalach | 0.4000 | drifted |" in triggered
+    assert "| triggered |" in triggered and f"`{DRIFT_DIR}/drift-18.html`" in triggered
+    assert "| none | 0 | no | no retrain | — |" in row_with(rows, "drift-17.html")
+
+
+def test_drift_history_empty_message() -> None:
+    card = sample_card()
+    assert "No drift checks have run yet." not in render_html(card)
+    card.drift = []
+    out = render_html(card)
+    section = out[out.index('id="drift"') : out.index('id="timeline"')]
+    assert "No drift checks have run yet." in section and "<table" not in section
+    md = render_markdown(card)
+    assert "## Drift and retraining\n\nNo drift checks have run yet." in md
+
+
+def test_drift_history_is_capped(tmp_path: Path) -> None:
+    card = sample_card()
+    total = report.MAX_DRIFT_ROWS + 10
+    card.drift = drift_history(
+        [
+            AuditEvent(
+                seq=i,
+                ts=f"2025-04-01T{i // 60:02d}:{i % 60:02d}:00Z",
+                action="drift_checked",
+                version="2",
+                actor="drift-bot",
+                reason="0 drifted column(s), no retrain",
+                details={"report": f"/r/check-{i:03d}.html", "decision": {"retrain": False}},
+            )
+            for i in range(1, total + 1)
+        ]
+    )
+    rows = html_drift_rows(render_html(card))
+    assert len(rows) == report.MAX_DRIFT_ROWS
+    assert f"/r/check-{total:03d}.html" in rows[0]  # the newest is kept
+    assert f"/r/check-{11:03d}.html" in rows[-1]
+    assert not any("/r/check-010.html" in r for r in rows)  # the oldest are left out
+    note = f"Showing the latest {report.MAX_DRIFT_ROWS} of {total} checks; 10 older check(s)"
+    assert note in render_html(card) and note in render_markdown(card)
+    assert len(md_drift_rows(render_markdown(card))) == report.MAX_DRIFT_ROWS
+    out = write_card(card, tmp_path)
+    assert out["drift_checks"] == total and len(out["drift_history"]) == report.MAX_DRIFT_ROWS
+    assert out["drift_history"][0]["report"] == f"/r/check-{total:03d}.html"
+
+
+def test_drift_history_in_json_result(tmp_path: Path, card: ModelCard) -> None:
+    out = json.loads(json.dumps(write_card(card, tmp_path)))
+    assert out["drift_checks"] == 3
+    newest, triggered, quiet = out["drift_history"]
+    assert newest["drifted_columns"] == [EVIL_TAG, "oldpeak"]
+    assert newest["retrain_outcome"]["outcome"] == "suppressed"
+    assert newest["retrain_outcome"]["reason"].startswith(SUPPRESSED)
+    assert triggered["retrain"] is True and triggered["reasons"] == [TRIGGERED_REASON]
+    assert triggered["retrain_outcome"]["outcome"] == "triggered"
+    assert triggered["dataset_drift_share"] == 0.4 and triggered["prediction_drift"] is True
+    assert quiet["retrain_outcome"] is None and quiet["drifted_columns"] == []
+
+
+def test_drift_record_without_details_still_renders() -> None:
+    card = sample_card()
+    card.drift = drift_history(
+        [AuditEvent(1, "2025-04-01T00:00:00Z", "drift_detected", "2", "ci", "3 drifted column(s)")]
+    )
+    (row,) = html_drift_rows(render_html(card))
+    assert row.count('<td class="muted">n/a</td>') == 2  # drifted columns, prediction drift
+    assert '<td class="num">n/a</td>' in row
+    assert '<td class="muted">3 drifted column(s)</td>' in row  # the record's reason
+    assert '<td class="code">n/a</td>' in row
+
+
+def test_drift_events_render_as_labelled_audit_events() -> None:
+    detected, claim = sample_drift_events()[1:3]
+    table = report.history_table([detected, claim])
+    assert [r[1].text for r in table.rows] == ["Drift detected", "Retrain triggered"]
+    assert [r[1].style for r in table.rows] == ["warn", "info"]
+    assert table.rows[0][3].text == TRIGGERED_REASON
+    card = sample_card()
+    card.timeline = [detected, claim]
+    items = report.timeline_items(card)
+    assert items[0].title == "Drift detected (champion v2)"
+    assert items[0].extra == "drifted: chol, thalach, share 0.4000"
+    assert items[1].title == "Retrain triggered" and items[1].extra == ""
+    assert not any("{" in it.title + it.extra for it in items)  # no raw details
+
+
+def test_collect_reads_drift_history(fake_backends: dict, tmp_path: Path) -> None:
+    fake_backends["events"].extend(sample_drift_events())
+    card = report.collect_model_card("heart_disease")
+    assert [c.seq for c in card.drift] == [20, 18, 17]
+    assert [c.outcome_label for c in card.drift] == ["suppressed", "triggered", None]
+    drift_actions = set(report.DRIFT_ACTIONS + report.RETRAIN_ACTIONS)
+    assert not drift_actions & {e.action for e in card.timeline}
+    assert not drift_actions & {e.action for s in card.sections for e in s.history}
+    out = write_card(card, tmp_path)
+    assert out["drift_checks"] == 3 and out["drift_history"][1]["version"] == "2"
