@@ -117,19 +117,59 @@ def generate(
     rows: int = typer.Option(50_000, help="Number of visit rows."),
     seed: int = typer.Option(0, help="Generator seed (same seed, same data)."),
     out: Path | None = typer.Option(None, help="Output path (default: the config's source)."),
+    start: str | None = typer.Option(
+        None, help="A later batch of new patients from this date (e.g. 2025-07-01), not a cohort."
+    ),
+    days: int = typer.Option(30, help="Length of a batch's time window (with --start)."),
+    id_offset: int | None = typer.Option(
+        None, "--id-offset", help="Batch patient ids start above this (with --start)."
+    ),
+    shift: list[str] = typer.Option(
+        [], "--shift", help="Covariate shift COLUMN=SDs, e.g. bmi=1.5 (repeatable)."
+    ),
+    prevalence: float | None = typer.Option(None, help="Label shift: target positive rate."),
+    concept: float = typer.Option(0.0, help="Concept shift strength, 0 (none) to 1."),
+    append_to_source: bool = typer.Option(
+        False,
+        "--append-to-source",
+        help="Also append the rows to the model's source file, as new visits arriving upstream.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Write the built-in synthetic patient cohort to the model's source path."""
+    """Write the built-in synthetic patient cohort (or a later, optionally shifted, batch)."""
     from mlsteward.config import get_model_config
-    from mlsteward.synthetic import generate_cohort, write_dataset
+    from mlsteward.synthetic import (
+        BATCH_ID_OFFSET,
+        Shift,
+        append_dataset,
+        generate_batch,
+        generate_cohort,
+        write_dataset,
+    )
 
     def action() -> dict:
         if model != "heart_disease":
             raise MlstewardError(f"only heart_disease has a built-in dataset, not {model!r}")
         cfg = get_model_config(model)
-        target = out or cfg.source.resolved_path()
-        df = generate_cohort(n_rows=rows, seed=seed)
-        path = write_dataset(df, target)
+        try:
+            how = Shift(covariate=_parse_shifts(shift), prevalence=prevalence, concept=concept)
+        except ValueError as exc:
+            raise MlstewardError(f"invalid shift: {exc}") from exc
+        if start is None:
+            if append_to_source:
+                raise MlstewardError("--append-to-source needs a batch (--start DATE)")
+            df = generate_cohort(n_rows=rows, seed=seed, shift=how)
+        else:
+            offset = BATCH_ID_OFFSET if id_offset is None else id_offset
+            df = generate_batch(rows, seed, start=start, days=days, shift=how, id_offset=offset)
+        source = cfg.source.resolved_path()
+        path = write_dataset(df, out or source)
+        appended = None
+        if append_to_source and path != source:
+            try:
+                appended = str(append_dataset(df, source))
+            except ValueError as exc:
+                raise MlstewardError(str(exc)) from exc
         ts = df["event_timestamp"]
         return {
             "model": model,
@@ -137,17 +177,37 @@ def generate(
             "rows": len(df),
             "positive_rate": round(float(df[cfg.label].mean()), 4),
             "time_range": [ts.min().isoformat(), ts.max().isoformat()],
+            "shift": {"covariate": how.covariate, "prevalence": prevalence, "concept": concept},
+            "appended_to": appended,
         }
 
-    _run(
-        as_json,
-        action,
-        lambda p: (
+    def human(p: dict) -> str:
+        text = (
             f"wrote {p['rows']} rows to {p['path']} "
             f"(positive rate {p['positive_rate']:.1%}, "
             f"{p['time_range'][0]} .. {p['time_range'][1]})"
-        ),
-    )
+        )
+        if p["shift"]["covariate"]:
+            moved = ", ".join(f"{c} {k:+g} SD" for c, k in p["shift"]["covariate"].items())
+            text += f"\n  covariate shift: {moved}"
+        if p["appended_to"]:
+            text += f"\n  appended to the source {p['appended_to']}"
+        return text
+
+    _run(as_json, action, human)
+
+
+def _parse_shifts(items: list[str]) -> dict[str, float]:
+    shifts: dict[str, float] = {}
+    for item in items:
+        col, sep, amount = item.partition("=")
+        try:
+            shifts[col.strip()] = float(amount)
+        except ValueError:
+            sep = ""
+        if not sep or not col.strip():
+            raise MlstewardError(f"--shift {item!r}: expected COLUMN=SDS, e.g. bmi=1.5")
+    return shifts
 
 
 @app.command()

@@ -686,6 +686,33 @@ def write_dataset(df: pd.DataFrame, path: str | Path) -> Path:
     return target
 
 
+def append_dataset(df: pd.DataFrame, path: str | Path) -> Path:
+    """Add rows to an existing dataset file (or create it), as an upstream table grows.
+
+    The whole file is rewritten atomically through :func:`write_dataset`, so a reader sees the
+    old or the new file, never a partial one. Columns must match the file's exactly: a batch
+    with a different layout is a different dataset, not new rows of this one.
+    """
+    target = Path(path).expanduser().resolve()
+    if not target.exists():
+        return write_dataset(df, target)
+    if target.suffix.lower() == ".csv":
+        old = pd.read_csv(target)
+        for col in df.columns:
+            if pd.api.types.is_datetime64_any_dtype(df[col]) and col in old.columns:
+                old[col] = pd.to_datetime(old[col], utc=True, format="ISO8601")
+    else:
+        old = pd.read_parquet(target)
+    if list(old.columns) != list(df.columns):
+        raise ValueError(
+            f"{target}: cannot append rows with columns {list(df.columns)} to a file with "
+            f"columns {list(old.columns)}"
+        )
+    return write_dataset(
+        pd.concat([old, df.astype(old.dtypes.to_dict())], ignore_index=True), target
+    )
+
+
 def _iso_utc(s: pd.Series) -> pd.Series:
     """ISO 8601 strings in UTC with a ``+00:00`` offset; sub-second digits only when present."""
     utc = s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")

@@ -67,3 +67,47 @@ def test_unexpected_failures_still_give_json_and_exit_1(tmp_path) -> None:
     assert result.exit_code == 1
     out = json.loads(result.stdout)
     assert out["ok"] is False and "Error" in out["error"]
+
+
+def _source_in(tmp_path, monkeypatch):
+    """The demo config with its source path inside tmp_path (relative paths resolve there)."""
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.setenv("MLSTEWARD_CONFIG_DIR", str(REPO_ROOT / "config"))
+    monkeypatch.setenv("MLSTEWARD_PROJECT_ROOT", str(tmp_path))
+    return tmp_path / "data" / "heart_disease.parquet"
+
+
+def test_generate_a_shifted_batch_and_append_it_to_the_source(tmp_path, monkeypatch) -> None:
+    import pandas as pd
+
+    source = _source_in(tmp_path, monkeypatch)
+    assert runner.invoke(app, ["generate", "--rows", "400", "--json"]).exit_code == 0
+    batch = tmp_path / "aug.parquet"
+    args = ["generate", "--rows", "300", "--seed", "5", "--start", "2025-08-01", "--days", "10"]
+    args += ["--shift", "bmi=2", "--out", str(batch), "--append-to-source", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stdout
+    out = json.loads(result.stdout)
+    assert out["shift"]["covariate"] == {"bmi": 2.0}
+    assert out["appended_to"] == str(source)
+    assert out["time_range"][0].startswith("2025-08-01")
+    assert out["time_range"][1] < "2025-08-11"
+
+    cohort, shifted = pd.read_parquet(source), pd.read_parquet(batch)
+    assert len(cohort) == 700 and len(shifted) == 300
+    assert cohort.tail(300).reset_index(drop=True).equals(shifted)
+    # the shift moved BMI well up (by two SDs before clipping into the config range)
+    head = cohort.head(400)
+    assert shifted["bmi"].mean() - head["bmi"].mean() > 1.0 * head["bmi"].std()
+
+
+def test_generate_refuses_a_bad_shift_and_appending_a_cohort(tmp_path, monkeypatch) -> None:
+    source = _source_in(tmp_path, monkeypatch)
+    bad = runner.invoke(app, ["generate", "--start", "2025-08-01", "--shift", "bmi", "--json"])
+    assert bad.exit_code == 1 and "COLUMN=SDS" in json.loads(bad.stdout)["error"]
+    unknown = runner.invoke(app, ["generate", "--start", "2025-08-01", "--shift", "sex=1"])
+    assert unknown.exit_code == 1 and "'sex' is not a numeric feature" in unknown.stderr
+    cohort = runner.invoke(app, ["generate", "--append-to-source", "--json"])
+    assert cohort.exit_code == 1 and "--start" in json.loads(cohort.stdout)["error"]
+    assert not source.exists()
