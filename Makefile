@@ -6,6 +6,8 @@ RUN := $(UV) run --frozen
 MLSTEWARD_HOME ?= $(CURDIR)/.mlsteward
 PREFECT_HOME ?= $(MLSTEWARD_HOME)/prefect
 DEMO_ROWS ?= 50000
+DEMO_BATCH_ROWS ?= 5000
+DEMO_DIR ?= $(MLSTEWARD_HOME)/demo
 export MLSTEWARD_HOME PREFECT_HOME
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
@@ -23,11 +25,32 @@ install: ## Create .venv from the lock file (installs uv with pip if needed)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
 	$(UV) sync --frozen
 
-demo: install ## Generate the cohort, ingest it, apply Feast, train heart_disease, print a summary
+demo: install ## The whole loop: train, score, drift, retrain, promote or reject (~6 min)
+	@echo "== 1/6  data: the built-in cohort (Jan 2024 - Jun 2025), contract-checked, snapshotted"
 	$(RUN) mlsteward generate heart_disease --rows $(DEMO_ROWS)
 	$(RUN) mlsteward ingest heart_disease
 	$(RUN) mlsteward materialize heart_disease
+	@echo; echo "== 2/6  train: Hyperopt-tuned XGBoost, validation gates, the first champion"
 	$(RUN) mlsteward train heart_disease
+	@echo; echo "== 3/6  July: new patients from the same population arrive; score them, check drift"
+	$(RUN) mlsteward generate heart_disease --start 2025-07-01 --days 31 --rows $(DEMO_BATCH_ROWS) \
+	  --seed 101 --id-offset 1000000000 --out $(DEMO_DIR)/2025-07.parquet --append-to-source
+	$(RUN) mlsteward score heart_disease --source $(DEMO_DIR)/2025-07.parquet
+	$(RUN) mlsteward drift heart_disease
+	@echo; echo "== 4/6  August: BMI and cholesterol read 1.5 SD higher (a new assay); score it"
+	$(RUN) mlsteward generate heart_disease --start 2025-08-01 --days 31 --rows $(DEMO_BATCH_ROWS) \
+	  --seed 102 --id-offset 1001000000 --shift bmi=1.5 --shift cholesterol=1.5 \
+	  --out $(DEMO_DIR)/2025-08.parquet --append-to-source
+	$(RUN) mlsteward score heart_disease --source $(DEMO_DIR)/2025-08.parquet
+	@echo; echo "== 5/6  outcomes of both months come in: joined to the prediction log, and the"
+	@echo "        source table (now with both months) is snapshotted again for retraining"
+	$(RUN) mlsteward labels heart_disease $(DEMO_DIR)/2025-07.parquet
+	$(RUN) mlsteward labels heart_disease $(DEMO_DIR)/2025-08.parquet
+	$(RUN) mlsteward ingest heart_disease
+	@echo; echo "== 6/6  the daily drift check: Evidently on the last 7 days of predictions;"
+	@echo "        drift on a key feature retrains, and the challenger faces the same gates"
+	$(RUN) mlsteward drift heart_disease
+	@echo
 	$(RUN) mlsteward status heart_disease
 	$(RUN) mlsteward report heart_disease
 	$(RUN) mlsteward audit verify
