@@ -313,6 +313,15 @@ class DriftConfig(_Strict):
         gt=0,
         description="With labels: retrain when the primary metric falls this much (absolute).",
     )
+    min_labelled_rows: int = Field(
+        default=200,
+        ge=1,
+        description=(
+            "Target drift and quality need at least this many current rows with an outcome: "
+            "outcomes arrive late, and a metric on a few dozen rows moves more by chance than "
+            "performance_drop."
+        ),
+    )
     cooldown_hours: float = Field(
         default=24, ge=0, description="At most one drift-triggered retrain per model per window."
     )

@@ -21,6 +21,15 @@ Results are read by each metric's own config (``type`` ending in ``ValueDrift``,
 
 Large windows are sampled down to ``cfg.drift.max_rows`` rows per side (seeded, stratified by the
 label when present) and the sampling is recorded in the result.
+
+Outcomes arrive late, so a current window (the prediction log) often has labels for only part of
+its rows. Features and the prediction are compared on every row; target drift and quality only
+on the rows whose outcome has arrived, in a second small Report on exactly those rows (sampled
+on their own, so a large window with sparse outcomes keeps up to ``max_rows`` of them), so the
+target drift, the quality and the labelled row count reported all describe the same rows,
+whatever Evidently does with nulls. With fewer than ``cfg.drift.min_labelled_rows`` such rows
+neither is computed, and the result says so in ``notes`` instead of reporting a quality figure
+that is mostly chance.
 """
 
 from __future__ import annotations
@@ -73,12 +82,16 @@ class DriftResult:
     prediction_drift: ColumnDriftResult | None = None  # when both sides have the probability
     target_drift: ColumnDriftResult | None = None  # when both sides have the label
     # {"reference": {metric: v}, "current": {...}, "change": {metric: current - reference},
-    #  "decision_threshold": t} when both sides have label and probability
+    #  "decision_threshold": t} when both sides have label and probability and the current
+    #  side has enough labelled rows; "current" is measured on those rows only
     performance: dict | None = None
-    rows: dict[str, int] = field(default_factory=dict)  # rows given, before any sampling
+    # rows given, before any sampling; "current_labelled": current rows with an outcome, when
+    # the current side has a label column
+    rows: dict[str, int] = field(default_factory=dict)
     # per sampled side: {"rows_before", "rows_after", "method", "seed"}; {} when none
     sampling: dict = field(default_factory=dict)
     report_path: str | None = None  # the HTML written, if html_path was given
+    notes: list[str] = field(default_factory=list)  # why something expected was not computed
 
     def to_dict(self) -> dict:
         """JSON-serialisable (``allow_nan=False`` safe): NaN and infinities become None."""
@@ -95,6 +108,7 @@ class DriftResult:
                 "rows": dict(self.rows),
                 "sampling": self.sampling,
                 "report_path": self.report_path,
+                "notes": list(self.notes),
             }
         )
 
@@ -122,6 +136,7 @@ class DriftResult:
             rows={k: int(v) for k, v in (d.get("rows") or {}).items()},
             sampling=d.get("sampling") or {},
             report_path=d.get("report_path"),
+            notes=list(d.get("notes") or []),
         )
 
 
@@ -405,8 +420,9 @@ def compute_drift(
         cfg: The model config; ``cfg.drift`` chooses methods, thresholds and ``max_rows``.
         prediction_column: Probability column; its drift (and, with labels, the performance
             comparison) is computed when both sides have it.
-        label_column: Label column; defaults to ``cfg.label``. Its drift is computed when both
-            sides have it.
+        label_column: Label column; defaults to ``cfg.label``. When both sides have it, its
+            drift (and the quality) is computed on the current rows where it is not null, if at
+            least ``cfg.drift.min_labelled_rows`` are; otherwise ``notes`` says why not.
         html_path: Write Evidently's HTML report here; no HTML is rendered to disk otherwise.
         seed: Seed of the sampling when a side exceeds ``cfg.drift.max_rows``.
         decision_threshold: Probability cut-off for the label metrics (accuracy, F1, ...).
@@ -426,15 +442,41 @@ def compute_drift(
         and prediction_column in current.columns
     )
 
+    rows_in = {"reference": len(reference), "current": len(current)}
+    partial: pd.DataFrame | None = None  # the labelled current rows, when only some are
+    if has_label:
+        known = current[label].notna()
+        rows_in["current_labelled"] = int(known.sum())
+        if not known.all():
+            partial = current[known]
+
     sampling: dict[str, dict] = {}
     max_rows = cfg.drift.max_rows
-    rows_in = {"reference": len(reference), "current": len(current)}
-    reference, info = _sample(reference, max_rows, seed, "reference", label if has_label else None)
+    strata = label if has_label else None
+    reference, info = _sample(reference, max_rows, seed, "reference", strata)
     if info:
         sampling["reference"] = info
-    current, info = _sample(current, max_rows, seed, "current", label if has_label else None)
+    current, info = _sample(current, max_rows, seed, "current", strata)
     if info:
         sampling["current"] = info
+    if partial is not None:
+        partial, info = _sample(partial, max_rows, seed, "current", label)
+        if info:
+            sampling["current_labelled"] = info
+
+    notes: list[str] = []
+    labelled: pd.DataFrame | None = None  # the current rows target drift and quality use
+    if has_label:
+        labelled = current if partial is None else partial
+        if len(labelled) >= cfg.drift.min_labelled_rows:
+            labelled = labelled.assign(**{label: _like(labelled[label], reference[label])})
+        else:
+            notes.append(
+                f"{len(labelled)} labelled rows < min_labelled_rows "
+                f"({cfg.drift.min_labelled_rows}): no target drift or performance for the "
+                "current window"
+            )
+            labelled = None
 
     methods = column_methods(cfg, reference)
     specs = [_Spec(c, m, t, k) for c, (m, t, k) in methods.items()]
@@ -443,19 +485,27 @@ def compute_drift(
         pred_spec = _Spec(
             prediction_column, cfg.drift.prediction_method, cfg.drift.threshold, "numeric"
         )  # type: ignore[arg-type]
-    if has_label:
+    if labelled is not None:
         label_spec = _Spec(label, cfg.drift.categorical_method, cfg.drift.threshold, "categorical")
-    extra = [s for s in (pred_spec, label_spec) if s is not None]
 
-    found, report_path = _run_evidently(reference, current, specs + extra, html_path)
+    if partial is None:
+        main = current if labelled is None else labelled
+        extra = [s for s in (pred_spec, label_spec) if s is not None]
+        found, report_path = _run_evidently(reference, main, specs + extra, html_path)
+    else:
+        extra = [pred_spec] if pred_spec is not None else []
+        found, report_path = _run_evidently(reference, current, specs + extra, html_path)
+        if label_spec is not None:
+            # the HTML above covers every row; target drift only has the labelled ones
+            found.update(_run_evidently(reference, labelled, [label_spec], None)[0])
     columns = {s.column: found[s.column] for s in specs}
     drifted = [c for c, r in columns.items() if r.drifted]
 
     performance = None
-    if has_label and has_pred:
+    if labelled is not None and has_pred:
         performance = _performance(
             reference,
-            current,
+            labelled,
             label,
             prediction_column,
             decision_threshold,  # type: ignore[arg-type]
@@ -471,4 +521,21 @@ def compute_drift(
         rows=rows_in,
         sampling=sampling,
         report_path=report_path,
+        notes=notes,
     )
+
+
+def _like(values: pd.Series, reference: pd.Series) -> pd.Series:
+    """``values`` in the reference's dtype when that loses nothing.
+
+    Outcomes joined from the prediction log are floats (NaN marked the missing ones); as the
+    reference's integers they are the same categories to Evidently and the same classes to
+    scikit-learn, instead of 1.0 beside 1.
+    """
+    if values.dtype == reference.dtype:
+        return values
+    try:
+        cast = values.astype(reference.dtype)
+    except (TypeError, ValueError):
+        return values
+    return cast if bool((cast == values).all()) else values

@@ -52,7 +52,12 @@ def current_from_file(cfg: ModelConfig, champion: VerifiedModel, source: str) ->
 
 @task(name="drift-current-from-log", cache_policy=NO_CACHE)
 def current_from_log(cfg: ModelConfig, window_days: float) -> pd.DataFrame:
-    """The prediction-log window (by scoring time), with outcomes where they have arrived."""
+    """The prediction-log window (by scoring time), with outcomes where they have arrived.
+
+    The outcome column keeps its nulls: drift compares features and predictions on every row
+    and target drift and quality on the labelled rows only, so a window whose outcomes are
+    still arriving is measured as far as it can be rather than not at all.
+    """
     since = datetime.now(UTC) - timedelta(days=window_days)
     frame = prediction_log.read_with_labels(cfg.name, since=since)
     if frame.empty:
@@ -60,9 +65,15 @@ def current_from_log(cfg: ModelConfig, window_days: float) -> pd.DataFrame:
             f"{cfg.name}: no predictions logged in the last {window_days:g} days; score a "
             "batch first or pass --current PATH"
         )
-    if frame["label"].notna().all():
-        frame = frame.rename(columns={"label": cfg.label})
-    run_logger().info("current: %d logged predictions since %s", len(frame), since.isoformat())
+    frame = frame.rename(columns={prediction_log.LABEL: cfg.label})
+    labelled = int(frame[cfg.label].notna().sum())
+    run_logger().info(
+        "current: %d logged predictions since %s, %d of them with an outcome (%.0f%%)",
+        len(frame),
+        since.isoformat(),
+        labelled,
+        100.0 * labelled / len(frame),
+    )
     return frame
 
 
@@ -99,6 +110,7 @@ def record_drift(
         "report": result.report_path,
         "rows": result.rows,
         "sampling": result.sampling,
+        "notes": result.notes,
         "columns": {c: v["score"] for c, v in result.to_dict()["columns"].items()},
     }
     with governance.open_audit() as audit:
@@ -124,7 +136,8 @@ def record_drift(
             f"(share {result.dataset_drift_share:.2f}). Decision: "
             f"{'retrain' if decision.retrain else 'no retrain'}"
             f"{': ' + '; '.join(decision.reasons) if decision.reasons else ''}.\n\n"
-            f"Evidently report: `{result.report_path}`\n\n"
+            + "".join(f"Note: {n}.\n\n" for n in result.notes)
+            + f"Evidently report: `{result.report_path}`\n\n"
             "| column | method | score | threshold | verdict |\n|---|---|---|---|---|\n" + rows
         ),
         description=f"Drift of {cfg.name}: {len(result.drifted_columns)} drifted column(s)",

@@ -9,11 +9,15 @@ import pytest
 
 from flows.drift import drift_flow
 from flows.ingestion import ingestion_flow
+from flows.scoring import scoring_flow
 from flows.training import training_flow
-from mlsteward import registry
+from mlsteward import governance, prediction_log, registry
 from mlsteward.audit import Action, audit_store
+from mlsteward.config import get_model_config
 from mlsteward.errors import ContractViolation
+from mlsteward.outcomes import ingest_labels
 from mlsteward.synthetic import Shift, generate_batch
+from mlsteward.training import evaluate
 from tests.integration.governance_support import MODEL, write_config
 
 SHIFTED = ["bmi", "cholesterol"]
@@ -22,7 +26,10 @@ SHIFTED = ["bmi", "cholesterol"]
 @pytest.fixture
 def champion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_cohort_path: Path) -> Path:
     config = tmp_path / "config"
-    write_config(config, drift={"key_features": ["bmi"], "cooldown_hours": 24})
+    # one trial per retraining too: the subflows that drift triggers stay quick
+    write_config(
+        config, drift={"key_features": ["bmi"], "cooldown_hours": 24}, tuning={"max_evals": 1}
+    )
     monkeypatch.setenv("MLSTEWARD_CONFIG_DIR", str(config))
     ingestion_flow(model=MODEL, source=str(small_cohort_path))
     out = training_flow(model=MODEL, max_evals=1)
@@ -77,3 +84,59 @@ def test_bad_current_data_is_refused_without_a_report(champion: Path) -> None:
     with pytest.raises(ContractViolation, match="bmi"):
         drift_flow(model=MODEL, current=str(path))
     assert Action.DRIFT_CHECKED not in actions() and Action.DRIFT_DETECTED not in actions()
+
+
+def test_concept_shift_with_labels_retrains_on_performance(champion: Path) -> None:
+    source = batch_file(champion, "concept", Shift(concept=1.0))
+    out = drift_flow(model=MODEL, current=str(source))
+    cfg = get_model_config(MODEL)
+    metric = cfg.promotion.primary_metric
+    perf = out["performance"]
+    assert perf is not None and perf["current"]["rows"] == 2_000
+    drop = perf["reference"][metric] - perf["current"][metric]
+    assert drop >= cfg.drift.performance_drop, perf
+    assert out["decision"]["retrain"] is True
+    assert any(r.startswith(f"{metric} fell") for r in out["decision"]["reasons"])
+    # the features did not move: performance alone triggered the retrain
+    assert not set(cfg.drift.key_features) & set(out["drifted_columns"]), out["drifted_columns"]
+    assert out["dataset_drift_share"] < cfg.drift.drift_share
+    assert len(out["decision"]["reasons"]) == 1, out["decision"]
+    assert out["retrain"]["triggered"] and out["retrain"]["mode"] == "subflow"
+
+
+def test_prevalence_shift_with_labels_is_target_drift(champion: Path) -> None:
+    out = drift_flow(model=MODEL, current=str(batch_file(champion, "prev", Shift(prevalence=0.8))))
+    assert out["target_drift"] is not None and out["target_drift"]["drifted"], out["target_drift"]
+    assert out["performance"]["current"]["positive_rate"] == pytest.approx(0.8, abs=1e-9)
+    assert out["performance"]["reference"]["positive_rate"] < 0.6
+
+
+def test_log_window_with_partial_outcomes_measures_quality_on_them(champion: Path) -> None:
+    batch = generate_batch(n_rows=1_000, seed=23)
+    source = champion / "to_score.parquet"
+    batch.drop(columns=["heart_disease"]).to_parquet(source, index=False)
+    scoring_flow(model=MODEL, source=str(source))
+    outcomes = champion / "outcomes.parquet"
+    batch.iloc[::3][["patient_id", "event_timestamp", "heart_disease"]].to_parquet(
+        outcomes, index=False
+    )  # 334 of 1,000 outcomes have arrived
+    cfg = get_model_config(MODEL)
+    with governance.open_audit() as audit:
+        ingested = ingest_labels(cfg, outcomes, actor="test", audit=audit)
+    assert ingested["matched"] == 334
+
+    out = drift_flow(model=MODEL, window_days=1)
+
+    assert out["rows"]["current"] == 1_000 and out["rows"]["current_labelled"] == 334
+    perf = out["performance"]
+    assert perf is not None and perf["current"]["rows"] == 334
+    logged = prediction_log.read_with_labels(MODEL).dropna(subset=["label"])
+    truth = evaluate(
+        logged["label"].to_numpy(),
+        logged["prediction_proba"].to_numpy(),
+        perf["decision_threshold"],
+    )
+    assert perf["current"]["roc_auc"] == pytest.approx(truth["roc_auc"], abs=1e-12)
+    assert perf["current"]["brier"] == pytest.approx(truth["brier"], abs=1e-12)
+    assert out["target_drift"] is not None and out["notes"] == []
+    assert out["prediction_drift"] is not None

@@ -11,8 +11,10 @@ import pytest
 from mlsteward.config import ModelConfig, load_model_config
 from mlsteward.drift import ColumnDriftResult, DriftResult, column_methods, compute_drift
 from mlsteward.errors import MlstewardError
+from mlsteward.retrain import decide
 from mlsteward.settings import project_root
 from mlsteward.synthetic import Shift, generate_batch, generate_cohort, risk_logit
+from mlsteward.training import evaluate
 
 N = 2_000
 
@@ -167,7 +169,7 @@ def test_sampling_is_recorded_and_stratified(toy):
     ref["y"] = (np.arange(len(ref)) % 4 == 0).astype(int)
     cur = cur.assign(y=(np.arange(len(cur)) % 4 == 0).astype(int))
     result = compute_drift(ref, cur, _cfg(max_rows=1_000), prediction_column=None, seed=3)
-    assert result.rows == {"reference": 3 * N, "current": N}
+    assert result.rows == {"reference": 3 * N, "current": N, "current_labelled": N}
     assert result.sampling["reference"] == {
         "rows_before": 3 * N,
         "rows_after": 1_000,
@@ -214,3 +216,144 @@ def test_generator_covariate_shift_flags_exactly_those(heart_cfg, heart_referenc
     result = compute_drift(heart_reference, current, heart_cfg, prediction_column=None)
     assert result.drifted_columns == ["cholesterol", "bmi"]
     assert result.dataset_drift_share == pytest.approx(2 / 14)
+
+
+def _with_min_labelled(cfg: ModelConfig, n: int) -> ModelConfig:
+    return cfg.model_copy(update={"drift": cfg.drift.model_copy(update={"min_labelled_rows": n})})
+
+
+def _partly_labelled(labelled: pd.DataFrame, unlabelled: pd.DataFrame) -> pd.DataFrame:
+    """A log-shaped window: outcomes as floats, NaN where none has arrived, rows interleaved."""
+    frame = pd.concat(
+        [labelled, unlabelled.assign(heart_disease=np.nan)], ignore_index=True
+    ).astype({"heart_disease": "float64"})
+    return frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+def test_partial_labels_features_on_all_rows_quality_on_labelled(heart_cfg, heart_reference):
+    ref = _scored(heart_reference)
+    labelled = _scored(generate_batch(1_000, seed=1))
+    # the unlabelled rows alone carry a BMI shift: it is seen only if every row is compared
+    unlabelled = _scored(generate_batch(2_000, seed=2, shift=Shift(covariate={"bmi": 1.5})))
+    current = _partly_labelled(labelled, unlabelled)
+
+    result = compute_drift(ref, current, heart_cfg)
+
+    assert result.rows == {"reference": 20_000, "current": 3_000, "current_labelled": 1_000}
+    assert "bmi" in result.drifted_columns
+    assert result.prediction_drift is not None
+    assert result.target_drift is not None and not result.target_drift.drifted
+    perf = result.performance
+    assert perf is not None and perf["current"]["rows"] == 1_000
+    assert perf["reference"]["rows"] == 20_000
+    truth = evaluate(
+        labelled["heart_disease"].to_numpy(), labelled["prediction_proba"].to_numpy(), 0.5
+    )
+    assert perf["current"]["roc_auc"] == pytest.approx(truth["roc_auc"], abs=1e-12)
+    assert perf["current"]["brier"] == pytest.approx(truth["brier"], abs=1e-12)
+    assert abs(perf["change"]["roc_auc"]) < 0.05
+    assert result.notes == []
+    back = DriftResult.from_dict(json.loads(json.dumps(result.to_dict(), allow_nan=False)))
+    assert back.rows["current_labelled"] == 1_000 and back.to_dict() == result.to_dict()
+
+
+def test_too_few_labels_give_no_quality_and_say_why(heart_cfg, heart_reference):
+    ref = _scored(heart_reference)
+    current = _partly_labelled(
+        _scored(generate_batch(150, seed=1)), _scored(generate_batch(1_850, seed=2))
+    )
+
+    result = compute_drift(ref, current, heart_cfg)
+
+    assert heart_cfg.drift.min_labelled_rows == 200
+    assert result.rows["current_labelled"] == 150
+    assert result.performance is None and result.target_drift is None
+    assert result.notes == [
+        "150 labelled rows < min_labelled_rows (200): no target drift or performance for the "
+        "current window"
+    ]
+    assert result.prediction_drift is not None and result.drifted_columns == []
+    back = DriftResult.from_dict(json.loads(json.dumps(result.to_dict(), allow_nan=False)))
+    assert back.notes == result.notes
+
+    lower = compute_drift(ref, current, _with_min_labelled(heart_cfg, 100))
+    assert lower.notes == [] and lower.performance["current"]["rows"] == 150
+    assert lower.target_drift is not None
+
+    none = compute_drift(ref, current.assign(heart_disease=np.nan), heart_cfg)
+    assert none.rows["current_labelled"] == 0 and none.performance is None
+    assert none.notes and none.notes[0].startswith("0 labelled rows < min_labelled_rows")
+
+
+def test_inverted_concept_on_labelled_rows_is_a_known_performance_drop():
+    """Reference labels follow ``moved > 0``, the labelled current rows ``moved < 0``: with the
+    score ``sigmoid(moved)`` that is ROC-AUC 1 against 0, and accuracy 1 against 0."""
+    rng = np.random.default_rng(11)
+    ref, cur = _frame(rng, N, shift=0.0, p_red=0.5), _frame(rng, N, shift=0.0, p_red=0.5)
+    ref = ref.assign(
+        y=(ref["moved"] > 0).astype(int), prediction_proba=1 / (1 + np.exp(-ref["moved"]))
+    )
+    cur = cur.assign(
+        y=np.where(np.arange(N) % 4 == 0, (cur["moved"] < 0).astype(float), np.nan),
+        prediction_proba=1 / (1 + np.exp(-cur["moved"])),
+    )
+    cfg = _cfg(key_features=["moved"])
+
+    result = compute_drift(ref, cur, cfg)
+
+    assert result.drifted_columns == []
+    assert result.rows["current_labelled"] == N // 4
+    perf = result.performance
+    assert perf["current"]["rows"] == N // 4
+    assert perf["reference"]["roc_auc"] == pytest.approx(1.0)
+    assert perf["current"]["roc_auc"] == pytest.approx(0.0)
+    assert perf["reference"]["accuracy"] == pytest.approx(1.0)
+    assert perf["current"]["accuracy"] == pytest.approx(0.0)
+    assert perf["change"]["roc_auc"] == pytest.approx(-1.0)
+    decision = decide(result.drifted_columns, result.dataset_drift_share, perf, cfg)
+    assert decision.retrain and len(decision.reasons) == 1
+    assert decision.reasons[0].startswith("roc_auc fell from 1.0000 to 0.0000")
+
+
+def test_concept_shift_on_partly_labelled_window_triggers_retrain(heart_cfg, heart_reference):
+    ref = _scored(heart_reference)
+    shifted = Shift(concept=1.0)
+    current = _partly_labelled(
+        _scored(generate_batch(400, seed=1, shift=shifted)),
+        _scored(generate_batch(3_600, seed=2, shift=shifted)),
+    )
+
+    result = compute_drift(ref, current, heart_cfg)
+
+    assert result.drifted_columns == []
+    assert result.performance["current"]["rows"] == 400
+    drop = -result.performance["change"]["roc_auc"]
+    assert drop >= heart_cfg.drift.performance_drop
+    decision = decide(
+        result.drifted_columns, result.dataset_drift_share, result.performance, heart_cfg
+    )
+    assert decision.retrain and decision.reasons[0].startswith("roc_auc fell")
+
+
+def test_sparse_labels_in_a_large_window_are_sampled_on_their_own():
+    rng = np.random.default_rng(5)
+    ref, cur = _frame(rng, N, shift=0.0, p_red=0.5), _frame(rng, 3 * N, shift=0.0, p_red=0.5)
+    ref = ref.assign(y=(ref["moved"] > 0).astype(int), prediction_proba=0.5)
+    known = np.arange(3 * N) % 2 == 0  # 3,000 labelled rows of 6,000
+    cur = cur.assign(y=np.where(known, (cur["moved"] > 0).astype(float), np.nan))
+    cur = cur.assign(prediction_proba=0.5)
+
+    result = compute_drift(ref, cur, _cfg(max_rows=1_000), seed=1)
+
+    assert result.rows == {"reference": N, "current": 3 * N, "current_labelled": 3 * N // 2}
+    assert result.sampling["current"]["rows_after"] == 1_000
+    assert result.sampling["current_labelled"] == {
+        "rows_before": 3 * N // 2,
+        "rows_after": 1_000,
+        "method": "stratified by y",
+        "seed": 1,
+    }
+    assert result.performance["current"]["rows"] == 1_000
+    assert result.performance["current"]["positive_rate"] == pytest.approx(
+        cur.loc[known, "y"].mean(), abs=1e-3
+    )
