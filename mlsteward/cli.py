@@ -450,27 +450,51 @@ def drift(
     says so, within the cooldown."""
     from flows.drift import drift_flow
 
-    def human(p: dict) -> str:
-        lines = [
-            f"drifted columns: {', '.join(p['drifted_columns']) or 'none'} "
-            f"(share {p['dataset_drift_share']:.2f})",
-            f"decision: {'RETRAIN' if p['decision']['retrain'] else 'no retrain'}",
-        ]
-        lines += [f"  - {r}" for r in p["decision"]["reasons"]]
-        if p.get("retrain"):
-            r = p["retrain"]
-            state = f"triggered ({r.get('mode')})" if r["triggered"] else "suppressed"
-            lines.append(f"retrain: {state}: {r['reason']}")
-        lines.append(f"report: {p['report_path']}")
-        return "\n".join(lines)
-
     _run(
         as_json,
         lambda: drift_flow(
             model=model, current=str(current) if current else None, window_days=window
         ),
-        human,
+        _drift_human,
     )
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def _drift_human(p: dict) -> str:
+    """What a person reading a drift run wants first: what moved, the decision, what followed."""
+    lines = [
+        f"drifted columns: {', '.join(p['drifted_columns']) or 'none'} "
+        f"(share {p['dataset_drift_share']:.2f})",
+        f"decision: {'RETRAIN' if p['decision']['retrain'] else 'no retrain'}",
+    ]
+    lines += [f"  - {r}" for r in p["decision"]["reasons"]]
+    lines += [f"note: {n}" for n in p.get("notes") or []]
+    perf = p.get("performance")
+    if perf:
+        labelled = perf["current"].get("rows")
+        lines.append(
+            f"quality on {labelled} labelled rows: "
+            + ", ".join(
+                f"{m} {_num(perf['reference'].get(m))} -> {_num(perf['current'].get(m))}"
+                for m in ("roc_auc", "pr_auc", "brier")
+            )
+        )
+    if p.get("retrain"):
+        r = p["retrain"]
+        state = f"triggered ({r.get('mode')})" if r["triggered"] else "suppressed"
+        lines.append(f"retrain: {state}: {r['reason']}")
+        if r.get("training"):
+            lines.append("retraining run: " + _governance_human(r["training"]))
+        elif r.get("mode") == "deployment":
+            lines.append(
+                "retraining run: started by the train deployment's trigger "
+                f"(event {r.get('event_id')}); see the Prefect UI"
+            )
+    lines.append(f"report: {p['report_path']}")
+    return "\n".join(lines)
 
 
 @app.command()

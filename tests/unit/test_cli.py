@@ -111,3 +111,43 @@ def test_generate_refuses_a_bad_shift_and_appending_a_cohort(tmp_path, monkeypat
     cohort = runner.invoke(app, ["generate", "--append-to-source", "--json"])
     assert cohort.exit_code == 1 and "--start" in json.loads(cohort.stdout)["error"]
     assert not source.exists()
+
+
+def test_drift_output_says_what_moved_what_was_decided_and_what_followed() -> None:
+    from mlsteward.cli import _drift_human
+
+    run = {
+        "drifted_columns": ["bmi", "cholesterol"],
+        "dataset_drift_share": 2 / 14,
+        "decision": {"retrain": True, "reasons": ["key feature(s) drifted: bmi, cholesterol"]},
+        "notes": [],
+        "performance": {
+            "reference": {"roc_auc": 0.8826, "pr_auc": 0.84, "brier": 0.14},
+            "current": {"roc_auc": 0.8712, "pr_auc": None, "brier": 0.15, "rows": 334},
+        },
+        "retrain": {
+            "triggered": True,
+            "mode": "subflow",
+            "reason": "no retrain running and outside the cooldown window",
+            "training": {
+                "model": "heart_disease",
+                "version": "2",
+                "decision": "rejected",
+                "reasons": ["roc_auc 0.8825 vs champion v1 0.8826: no improvement"],
+            },
+        },
+        "report_path": "/tmp/r.html",
+    }
+    text = _drift_human(run)
+    assert "drifted columns: bmi, cholesterol (share 0.14)" in text
+    assert "decision: RETRAIN" in text and "key feature(s) drifted" in text
+    assert "quality on 334 labelled rows: roc_auc 0.8826 -> 0.8712, pr_auc 0.8400 -> n/a" in text
+    assert "retrain: triggered (subflow)" in text
+    assert "retraining run: heart_disease v2: REJECTED" in text and "no improvement" in text
+
+    quiet = {**run, "drifted_columns": [], "performance": None, "retrain": None}
+    quiet["decision"] = {"retrain": False, "reasons": []}
+    quiet["notes"] = ["12 labelled rows < min_labelled_rows (200)"]
+    text = _drift_human(quiet)
+    assert "drifted columns: none" in text and "decision: no retrain" in text
+    assert "note: 12 labelled rows" in text and "retrain:" not in text
