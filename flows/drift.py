@@ -51,6 +51,8 @@ def drift_flow(
 
     # 2. Evidently, then the policy's decision; both recorded
     result = detect_drift(cfg, champion, reference, recent)
+    for note in result.notes:
+        run_logger().warning("%s", note)
     decision = decide_on_drift(cfg, result)
     record_drift(cfg, result, decision, champion.info.version, actor)
     out = {**result.to_dict(), "decision": decision.to_dict(), "retrain": None}
