@@ -25,7 +25,7 @@ install: ## Create .venv from the lock file (installs uv with pip if needed)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
 	$(UV) sync --frozen
 
-demo: install ## The whole loop: train, score, drift, retrain, promote or reject (~6 min)
+demo: install ## The whole loop: train, score, drift, retrain, promote or reject (~7 min)
 	@echo "== 1/6  data: the built-in cohort (Jan 2024 - Jun 2025), contract-checked, snapshotted"
 	$(RUN) mlsteward generate heart_disease --rows $(DEMO_ROWS)
 	$(RUN) mlsteward ingest heart_disease
@@ -71,6 +71,7 @@ bench: install ## Benchmarks (print figures; not part of the tests)
 	$(RUN) python benchmarks/training_overhead.py
 	$(RUN) python benchmarks/pit_join.py
 	$(RUN) python benchmarks/governance.py
+	$(RUN) python benchmarks/drift.py
 
 mlflow-ui: ## Open the MLflow UI on http://127.0.0.1:5000 for the state in MLSTEWARD_HOME
 	$(RUN) mlflow ui --backend-store-uri sqlite:///$(MLSTEWARD_HOME)/mlflow/mlflow.db \
