@@ -93,6 +93,7 @@ class DriftResult:
     # per sampled side: {"rows_before", "rows_after", "method", "seed"}; {} when none
     sampling: dict = field(default_factory=dict)
     report_path: str | None = None  # the HTML written, if html_path was given
+    report_uri: str | None = None  # where the HTML was logged in MLflow, when it was
     notes: list[str] = field(default_factory=list)  # why something expected was not computed
 
     def to_dict(self) -> dict:
@@ -110,6 +111,7 @@ class DriftResult:
                 "rows": dict(self.rows),
                 "sampling": self.sampling,
                 "report_path": self.report_path,
+                "report_uri": self.report_uri,
                 "notes": list(self.notes),
             }
         )
@@ -138,6 +140,7 @@ class DriftResult:
             rows={k: int(v) for k, v in (d.get("rows") or {}).items()},
             sampling=d.get("sampling") or {},
             report_path=d.get("report_path"),
+            report_uri=d.get("report_uri"),
             notes=list(d.get("notes") or []),
         )
 

@@ -93,7 +93,9 @@ def detect_drift(
         html_path=html,
         decision_threshold=champion.info.decision_threshold,
     )
-    registry.log_version_artifact(champion.info, html, f"drift/v{champion.info.version}")
+    result.report_uri = registry.log_version_artifact(
+        champion.info, html, f"drift/v{champion.info.version}"
+    )
     return result
 
 
@@ -108,6 +110,7 @@ def record_drift(
         "prediction_drift": result.prediction_drift.drifted if result.prediction_drift else None,
         "decision": decision.to_dict(),
         "report": result.report_path,
+        "report_uri": result.report_uri,
         "rows": result.rows,
         "sampling": result.sampling,
         "notes": result.notes,
@@ -123,10 +126,17 @@ def record_drift(
             or (f"{len(result.drifted_columns)} drifted column(s), no retrain"),
             details=summary,
         )
+    # drifted columns first, then the rest, each in config order
+    ordered = sorted(result.columns.values(), key=lambda c: not c.drifted)
     rows = "\n".join(
         f"| {c.column} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | "
         f"{'**drifted**' if c.drifted else 'ok'} |"
-        for c in result.columns.values()
+        for c in ordered
+    )
+    report = (
+        f"[{Path(result.report_path).name}]({Path(result.report_path).as_uri()})"
+        if result.report_path
+        else "not written"
     )
     create_markdown_artifact(
         key=artifact_key(cfg.name, "drift"),
@@ -137,7 +147,7 @@ def record_drift(
             f"{'retrain' if decision.retrain else 'no retrain'}"
             f"{': ' + '; '.join(decision.reasons) if decision.reasons else ''}.\n\n"
             + "".join(f"Note: {n}.\n\n" for n in result.notes)
-            + f"Evidently report: `{result.report_path}`\n\n"
+            + f"Evidently report: {report} (in MLflow: `{result.report_uri}`)\n\n"
             "| column | method | score | threshold | verdict |\n|---|---|---|---|---|\n" + rows
         ),
         description=f"Drift of {cfg.name}: {len(result.drifted_columns)} drifted column(s)",

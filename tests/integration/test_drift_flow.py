@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.drift import drift_flow
 from flows.ingestion import ingestion_flow
@@ -58,6 +61,20 @@ def test_unshifted_batch_does_not_retrain(champion: Path) -> None:
     assert out["retrain"] is None
     assert Path(out["report_path"]).exists()
     assert Action.RETRAIN_TRIGGERED not in actions()
+
+    # the same HTML is logged against the champion version's run in MLflow
+    champion_run = registry.version_by_alias(MODEL, registry.CHAMPION).run_id
+    assert out["report_uri"].startswith(f"runs:/{champion_run}/drift/v1/")
+    logged = Path(mlflow.artifacts.download_artifacts(out["report_uri"], dst_path=str(champion)))
+    assert logged.read_bytes() == Path(out["report_path"]).read_bytes()
+    # and linked from a Prefect markdown artifact listing every column's verdict
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["heart-disease-drift"]))
+        )
+    # the harness is shared by the session: pick this run's version of the artifact
+    [artifact] = [a for a in artifacts if Path(out["report_path"]).as_uri() in str(a.data)]
+    assert artifact.data.count("| ok |") == len(out["columns"]) - len(out["drifted_columns"])
 
 
 def test_shifted_batch_retrains_once_then_cooldown_suppresses(champion: Path) -> None:
