@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -357,3 +358,28 @@ def test_sparse_labels_in_a_large_window_are_sampled_on_their_own():
     assert result.performance["current"]["positive_rate"] == pytest.approx(
         cur.loc[known, "y"].mean(), abs=1e-3
     )
+
+
+def test_html_is_one_page_with_every_column_and_one_summary(tmp_path):
+    """Each column runs in its own Evidently Report; the HTML must still read as one report."""
+    rng = np.random.default_rng(11)
+    ref, cur = _frame(rng, N, shift=0.0, p_red=0.5), _frame(rng, N, shift=3.0, p_red=0.5)
+    for frame in (ref, cur):
+        frame["y"] = (rng.random(N) < 0.3).astype(np.int64)
+        frame["prediction_proba"] = rng.random(N)
+    path = tmp_path / "drift.html"
+    result = compute_drift(ref, cur, _cfg(), html_path=path)
+
+    assert result.report_path == str(path)
+    html = path.read_text(encoding="utf-8")
+    checked = [*result.columns, "prediction_proba", "y"]
+    for column in checked:
+        assert html.count(f"Drift in column '{column}'") == 1, column
+        assert html.count(f'"title": "Value Drift for column {column}"') == 1, column
+    # one summary over all the columns' tests, with Evidently's own verdicts
+    summaries = re.findall(r'"counters": (\[\{"value": "\d+", "label": "SUCCESS"\}[^\]]*\])', html)
+    assert len(summaries) == 1
+    counts = {c["label"]: int(c["value"]) for c in json.loads(summaries[0])}
+    assert result.drifted_columns == ["moved"]
+    assert counts["FAIL"] == 1
+    assert counts["SUCCESS"] == len(checked) - 1
