@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
@@ -29,7 +30,7 @@ from flows.training import training_flow
 from mlsteward import registry
 from mlsteward.audit import Action, audit_store
 from mlsteward.synthetic import Shift, generate_batch
-from tasks.retrain import training_deployment_name
+from tasks.retrain import DRIFT_EVENT, model_resource_id, training_deployment_name
 from tests.conftest import REPO_ROOT
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
 
@@ -146,6 +147,22 @@ def test_drift_event_starts_one_training_run_and_cooldown_suppresses_the_next(
 
     seen = actions()
     assert seen.count(Action.RETRAIN_TRIGGERED) == 1
+    # The one event, about the model, related to the drift run that claimed the retrain.
+    with audit_store() as store:
+        [claim] = [r for r in store.query(model=MODEL) if r.action == Action.RETRAIN_TRIGGERED]
+    drift_run = claim.actor.removeprefix("flow-run:")
+    with get_client(sync_client=True) as client:
+        page = client.read_events(
+            EventFilter(
+                event=EventNameFilter(name=[DRIFT_EVENT]),
+                resource=EventResourceFilter(id=[model_resource_id(MODEL)]),
+            ),
+            limit=50,  # the client's default (100) is above what the server accepts
+        )
+    [event] = page.events
+    assert str(event.id) == out["retrain"]["event_id"]
+    assert f"prefect.flow-run.{drift_run}" in [r.id for r in event.related]
+    assert event.payload["reason"] == run.parameters["reason"]
     assert seen.count(Action.RETRAIN_SUPPRESSED) == 1
     with audit_store() as store:
         registered = [r for r in store.query(model=MODEL) if r.action == Action.VERSION_REGISTERED]
