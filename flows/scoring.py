@@ -7,31 +7,68 @@ from prefect import flow
 
 from flows.governance import run_actor
 from mlsteward.config import get_model_config
+from mlsteward.errors import MlstewardError
 from tasks.scoring import (
+    ScoringWindow,
+    entity_scoring_input,
     load_champion,
     online_scoring_input,
     read_scoring_input,
     record_scores,
     score_batch,
+    window_scoring_input,
 )
 
 
 @flow(name="score-model", log_prints=True)
-def scoring_flow(model: str = "heart_disease", source: str | None = None) -> dict:
-    """Score MODEL's champion on SOURCE, or on the latest online features of every entity.
+def scoring_flow(
+    model: str = "heart_disease",
+    source: str | None = None,
+    entities: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> dict:
+    """Score MODEL's champion on one input: a file, an entity list or a time frame from the
+    offline store, or (none given) the latest online features of every entity.
 
     Args:
         model: name of a model config in config/models.
-        source: CSV or parquet in the model's source format (label optional); default: the
-            online store's latest values for the entities of the current snapshot.
+        source: CSV or parquet in the model's source format (label optional).
+        entities: CSV or parquet with the entity and event-time columns; features come from
+            the offline store as of each row's time.
+        start: ISO-8601 start (inclusive; UTC if naive) of a frame of the current snapshot's
+            entity rows, scored with offline features as of their times.
+        end: ISO-8601 end (exclusive) of that frame.
+
+    Raises:
+        MlstewardError: more than one input was given, or the window does not parse; checked
+            before anything is loaded, so nothing is scored or logged.
     """
+    given = [
+        name
+        for name, value in (("source", source), ("entities", entities), ("start/end", start or end))
+        if value
+    ]
+    if len(given) > 1:
+        raise MlstewardError(
+            f"score one input at a time: got {' and '.join(given)}; give --source PATH, "
+            "--entities PATH or --start/--end (none: the online store)"
+        )
+    window = ScoringWindow.parse(start, end) if start or end else None
     cfg = get_model_config(model)
     actor = run_actor()
 
     # 1. The champion, from verified bytes
     verified = load_champion(cfg, actor)
     # 2. Input through the same data contract as training
-    frame = read_scoring_input(cfg, source) if source else online_scoring_input(cfg)
+    if source:
+        frame, label = read_scoring_input(cfg, source), source
+    elif entities:
+        frame, label = entity_scoring_input(cfg, entities)
+    elif window is not None:
+        frame, label = window_scoring_input(cfg, window)
+    else:
+        frame, label = online_scoring_input(cfg), "online store"
     # 3. Scores, labels, top-k SHAP; then the scored file, the prediction log, the audit trail
     scored = score_batch(cfg, verified, frame)
-    return record_scores(cfg, scored, source or "online store", actor)
+    return record_scores(cfg, scored, label, actor)

@@ -419,17 +419,37 @@ def score(
     source: Path | None = typer.Option(
         None, help="CSV/parquet in the model's source format; default: the online store."
     ),
+    entities: Path | None = typer.Option(
+        None,
+        help="CSV/parquet of entity id + event time: offline-store features as of each time.",
+    ),
+    start: str | None = typer.Option(
+        None,
+        help="ISO time (UTC if naive): score the current snapshot's rows from START "
+        "(inclusive) with offline-store features as of their times.",
+    ),
+    end: str | None = typer.Option(
+        None, help="ISO time (UTC if naive): ... before END (exclusive); each bound is optional."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Score with the verified champion (+ top-k SHAP); write a scored parquet and log it."""
+    """Score with the verified champion (+ top-k SHAP); write a scored parquet and log it.
+
+    One input: --source, --entities, or --start/--end; none scores the online store."""
     from flows.scoring import scoring_flow
 
     _run(
         as_json,
-        lambda: scoring_flow(model=model, source=str(source) if source else None),
+        lambda: scoring_flow(
+            model=model,
+            source=str(source) if source else None,
+            entities=str(entities) if entities else None,
+            start=start,
+            end=end,
+        ),
         lambda p: (
-            f"scored {p['rows']} rows with {p['model']} v{p['version']} (mean probability "
-            f"{p['mean_probability']}, positive rate {p['positive_rate']})\n"
+            f"scored {p['rows']} rows from {p['source']} with {p['model']} v{p['version']} "
+            f"(mean probability {p['mean_probability']}, positive rate {p['positive_rate']})\n"
             f"  scored file:    {p['scored_path']}\n  prediction log: {p['prediction_log_path']}"
         ),
     )

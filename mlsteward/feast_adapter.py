@@ -378,7 +378,9 @@ def _canonical_from_arrow(
 
 
 # -- offline retrieval -----------------------------------------------------------------------
-def get_training_frame(cfg: ModelConfig, entity_df: pd.DataFrame) -> pd.DataFrame:
+def get_training_frame(
+    cfg: ModelConfig, entity_df: pd.DataFrame, *, with_label: bool = True
+) -> pd.DataFrame:
     """Point-in-time correct features for each entity row, via the model's feature service.
 
     Each row gets, per feature, the latest value whose event time is at or before the row's
@@ -389,18 +391,20 @@ def get_training_frame(cfg: ModelConfig, entity_df: pd.DataFrame) -> pd.DataFram
         cfg: the model.
         entity_df: columns ``row_id`` (unique int64), the entity column, the event-time column
             (tz-aware) and the label. Other columns are ignored.
+        with_label: False for scoring, whose entity rows have no outcome yet: the label is
+            then neither required nor returned.
 
     Returns:
         One row per input row sorted by ``row_id``, columns ``[row_id, entity, event time, label,
-        *features in config order]``; feature names are plain (no view prefix), dtypes as in
-        ``_canonical``.
+        *features in config order]`` (no label when ``with_label`` is False); feature names are
+        plain (no view prefix), dtypes as in ``_canonical``.
 
     Raises:
         FeastAdapterError: a required column is missing, row ids repeat, times are naive, or
             Feast returned a different number of rows (or other row ids) than it was given.
     """
     entity, ts, label = cfg.source.entity, cfg.timestamp_column, cfg.label
-    required = [ROW_ID, entity, ts, label]
+    required = [ROW_ID, entity, ts, label] if with_label else [ROW_ID, entity, ts]
     missing = [c for c in required if c not in entity_df.columns]
     if missing:
         raise FeastAdapterError(f"entity frame for {cfg.name!r} lacks column(s) {missing}")

@@ -3,10 +3,12 @@ prediction log."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -16,13 +18,15 @@ from mlsteward import feast_adapter, governance, prediction_log
 from mlsteward.audit import Action
 from mlsteward.config import ModelConfig
 from mlsteward.contract import check_contract, enforce, read_source
-from mlsteward.errors import MlstewardError, NotFoundError, PromotionError
+from mlsteward.errors import ContractViolation, MlstewardError, NotFoundError, PromotionError
 from mlsteward.ingestion import write_quarantine
 from mlsteward.registry import VerifiedModel
 from mlsteward.scoring import ScoredBatch, score_frame
 from mlsteward.settings import scored_dir
-from mlsteward.state import current_snapshot
+from mlsteward.state import SnapshotInfo, current_snapshot
 from tasks.common import artifact_key, run_logger
+
+MAX_LISTED_ROWS = 10
 
 
 @task(name="load-champion", cache_policy=NO_CACHE)
@@ -74,6 +78,180 @@ def online_scoring_input(cfg: ModelConfig) -> pd.DataFrame:
     frame[cfg.timestamp_column] = pd.Timestamp(datetime.now(UTC))
     run_logger().info("online features for %d entities", len(frame))
     return contract_checked(cfg, frame, f"online-store:{cfg.feature_service_name}")
+
+
+@dataclass(frozen=True)
+class ScoringWindow:
+    """A half-open event-time frame ``[start, end)`` in UTC; a missing bound is unbounded.
+
+    Half-open so consecutive windows (July, then August) never score a row twice.
+    """
+
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+
+    @classmethod
+    def parse(cls, start: str | None, end: str | None) -> ScoringWindow:
+        """Bounds from ISO-8601 text; naive times are UTC, like every time in mlsteward.
+
+        Raises:
+            MlstewardError: a bound does not parse, or ``start`` is not before ``end``.
+        """
+        bounds = {name: _utc(name, text) for name, text in (("start", start), ("end", end))}
+        window = cls(**bounds)
+        if window.start is not None and window.end is not None and window.start >= window.end:
+            raise MlstewardError(
+                f"scoring window {window.label} is empty: start must be before end"
+            )
+        return window
+
+    @property
+    def label(self) -> str:
+        """``start..end`` in ISO-8601 UTC, a missing bound left empty: the audit trail's name."""
+        start = self.start.isoformat() if self.start is not None else ""
+        end = self.end.isoformat() if self.end is not None else ""
+        return f"{start}..{end}"
+
+    def contains(self, times: pd.Series) -> pd.Series:
+        inside = pd.Series(True, index=times.index)
+        if self.start is not None:
+            inside &= times >= self.start
+        if self.end is not None:
+            inside &= times < self.end
+        return inside.fillna(False).astype(bool)
+
+
+def _utc(name: str, text: str | None) -> pd.Timestamp | None:
+    """ISO-8601 only: pandas would also read words such as "now", which make a window that
+    moves between runs and cannot be named in the audit trail."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        stamp = pd.Timestamp(datetime.fromisoformat(str(text).strip()))
+    except ValueError as exc:
+        raise MlstewardError(
+            f"scoring window {name} {text!r} is not an ISO-8601 timestamp"
+        ) from exc
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _row_numbers(index: list[int]) -> str:
+    """1-based row numbers as a person counts them in the file."""
+    shown = ", ".join(str(i + 1) for i in index[:MAX_LISTED_ROWS])
+    more = len(index) - MAX_LISTED_ROWS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _scored_snapshot(cfg: ModelConfig) -> SnapshotInfo:
+    snap = current_snapshot(cfg.name)
+    if snap is None:
+        raise MlstewardError(f"{cfg.name} has no ingested data: nothing to score offline")
+    return snap
+
+
+def _offline_features(cfg: ModelConfig, entities: pd.Series, times: pd.Series) -> pd.DataFrame:
+    """Point-in-time features as of each row's own time, rows in input order.
+
+    Rows Feast cannot fill (the entity has no feature row at or before that time) come back
+    with null features, so the data contract, not the join, decides what happens to them.
+    """
+    query = pd.DataFrame(
+        {
+            feast_adapter.ROW_ID: np.arange(len(entities), dtype="int64"),
+            cfg.source.entity: entities.to_numpy(),
+            cfg.timestamp_column: times.astype("datetime64[us, UTC]").array,
+        }
+    )
+    frame = feast_adapter.get_training_frame(cfg, query, with_label=False)
+    filled = frame[cfg.feature_names].notna().any(axis=1)
+    run_logger().info(
+        "offline features for %d rows (%d with no feature values at their time)",
+        len(frame), int((~filled).sum()),
+    )  # fmt: skip
+    return frame.drop(columns=feast_adapter.ROW_ID)
+
+
+def _entity_ids(
+    cfg: ModelConfig, snap: SnapshotInfo, raw: pd.Series
+) -> tuple[pd.Series, list[int]]:
+    """Ids typed like the snapshot's entity column (CSV gives text), and rows that are not."""
+    if feast_adapter.snapshot_entity_dtype(cfg, Path(snap.path)) == "int64":
+        numeric = pd.to_numeric(raw, errors="coerce")
+        bad = numeric.isna() | (np.mod(numeric.fillna(0), 1) != 0)
+        return numeric.where(~bad, 0).astype("int64"), raw.index[bad].tolist()
+    text = raw.astype("string").str.strip()
+    bad = (text.isna() | text.eq("")).fillna(True).astype(bool)
+    return text.where(~bad, ""), raw.index[bad].tolist()
+
+
+def _event_times(raw: pd.Series) -> pd.Series:
+    """Event times in UTC (naive taken as UTC), parsed as the data contract parses them."""
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        return raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
+    return pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
+
+
+@task(name="entity-scoring-input", cache_policy=NO_CACHE)
+def entity_scoring_input(cfg: ModelConfig, entities: str) -> tuple[pd.DataFrame, str]:
+    """Offline features point-in-time as of each listed (entity, event time), contract-checked.
+
+    Returns:
+        The checked frame and the source to record (feature service and entity file).
+
+    Raises:
+        ContractViolation: the file lacks the entity or event-time column, or rows carry an
+            unparsable id or time (named by 1-based row number); nothing is scored then.
+    """
+    path = Path(entities).expanduser().resolve()
+    snap = _scored_snapshot(cfg)
+    raw = read_source(path, cfg).reset_index(drop=True)
+    entity, ts = cfg.source.entity, cfg.timestamp_column
+    missing = [c for c in (entity, ts) if c not in raw.columns]
+    if missing:
+        raise ContractViolation(
+            f"{path}: missing column(s) {missing}; an entity file needs {[entity, ts]}"
+        )
+    ids, bad_ids = _entity_ids(cfg, snap, raw[entity])
+    times = _event_times(raw[ts])
+    bad_times = raw.index[times.isna()].tolist()
+    problems = []
+    if bad_ids:
+        problems.append(f"missing or malformed {entity!r} in row(s) {_row_numbers(bad_ids)}")
+    if bad_times:
+        problems.append(f"unparsable {ts!r} in row(s) {_row_numbers(bad_times)}")
+    if problems:
+        raise ContractViolation(f"{path}: " + "; ".join(problems) + "; nothing was scored")
+    source = f"offline-store:{cfg.feature_service_name} entities={path}"
+    frame = _offline_features(cfg, ids, times)
+    return contract_checked(cfg, frame, source), source
+
+
+@task(name="window-scoring-input", cache_policy=NO_CACHE)
+def window_scoring_input(cfg: ModelConfig, window: ScoringWindow) -> tuple[pd.DataFrame, str]:
+    """The current snapshot's entity rows inside ``window``, with offline features as of each
+    row's time: re-scores a past period as the model would have seen it.
+
+    Returns:
+        The checked frame and the source to record (feature service and window).
+
+    Raises:
+        MlstewardError: no snapshot, or no snapshot row falls inside the window (the message
+            names the window and the snapshot's time range).
+    """
+    snap = _scored_snapshot(cfg)
+    entity, ts = cfg.source.entity, cfg.timestamp_column
+    rows = pd.read_parquet(snap.path, columns=[entity, ts])
+    times = _event_times(rows[ts])
+    inside = window.contains(times)
+    if not inside.any():
+        raise MlstewardError(
+            f"no {cfg.name} entity rows in the scoring window {window.label} (start "
+            f"inclusive, end exclusive): data version {snap.digest[:12]} spans "
+            f"{snap.min_timestamp} .. {snap.max_timestamp}"
+        )
+    source = f"offline-store:{cfg.feature_service_name} {window.label}"
+    frame = _offline_features(cfg, rows.loc[inside, entity], times[inside])
+    return contract_checked(cfg, frame, source), source
 
 
 @task(name="score-batch", cache_policy=NO_CACHE)

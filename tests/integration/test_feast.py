@@ -187,6 +187,23 @@ def test_training_frame_rejects_frames_it_cannot_keep_in_order() -> None:
         feast_adapter.get_training_frame(cfg, naive)
 
 
+def test_scoring_frames_need_no_label_and_get_none_back() -> None:
+    cfg = toy_config()
+    snapshot = write_snapshot(cfg, [feature_row(1, at=1, age=40), feature_row(1, at=3, age=41)])
+    feast_adapter.apply_model(cfg, snapshot)
+    unlabelled = entity_frame([(0, 1, 2), (1, 1, 5), (2, 9, 5)]).drop(columns="outcome")
+
+    frame = feast_adapter.get_training_frame(cfg, unlabelled, with_label=False)
+
+    assert list(frame.columns) == ["row_id", "pid", "visit_time", *FEATURES]
+    assert ages(frame) == {0: 40, 1: 41, 2: None}  # pid 9 is unknown: nulls, row kept
+    labelled = feast_adapter.get_training_frame(cfg, entity_frame([(0, 1, 2)]), with_label=False)
+    assert "outcome" not in labelled.columns and ages(labelled) == {0: 40}
+    # training still refuses an entity frame without the label
+    with pytest.raises(feast_adapter.FeastAdapterError, match=r"lacks column\(s\) \['outcome'\]"):
+        feast_adapter.get_training_frame(cfg, unlabelled)
+
+
 def test_string_entity_keys_work_offline_and_online() -> None:
     cfg = toy_config()
     snapshot = write_snapshot(
