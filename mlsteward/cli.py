@@ -494,7 +494,8 @@ def _drift_human(p: dict) -> str:
     lines += [f"note: {n}" for n in p.get("notes") or []]
     perf = p.get("performance")
     if perf:
-        labelled = perf["current"].get("rows")
+        rows = perf["current"].get("rows")
+        labelled = "?" if rows is None else int(rows)  # metrics carry the count as a float
         lines.append(
             f"quality on {labelled} labelled rows: "
             + ", ".join(

@@ -123,7 +123,7 @@ def test_drift_output_says_what_moved_what_was_decided_and_what_followed() -> No
         "notes": [],
         "performance": {
             "reference": {"roc_auc": 0.8826, "pr_auc": 0.84, "brier": 0.14},
-            "current": {"roc_auc": 0.8712, "pr_auc": None, "brier": 0.15, "rows": 334},
+            "current": {"roc_auc": 0.8712, "pr_auc": None, "brier": 0.15, "rows": 334.0},
         },
         "retrain": {
             "triggered": True,
