@@ -15,7 +15,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export FEAST_USAGE := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint bench mlflow-ui prefect-ui clean deploy worker
+.PHONY: help install demo test test-fast lint bench mlflow-ui prefect-ui clean deploy worker \
+  up down status
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -72,6 +73,15 @@ bench: install ## Benchmarks (print figures; not part of the tests)
 	$(RUN) python benchmarks/pit_join.py
 	$(RUN) python benchmarks/governance.py
 	$(RUN) python benchmarks/drift.py
+
+up: install ## Start the local platform: Prefect server+UI, deployments, worker, MLflow UI, webhooks
+	@$(RUN) python -m mlsteward.platform up
+
+down: ## Stop the processes `make up` started (worker first, then the servers)
+	@$(RUN) python -m mlsteward.platform down
+
+status: ## Show which platform services run, with pids and URLs
+	@$(RUN) python -m mlsteward.platform status
 
 mlflow-ui: ## Open the MLflow UI on http://127.0.0.1:5000 for the state in MLSTEWARD_HOME
 	$(RUN) mlflow ui --backend-store-uri sqlite:///$(MLSTEWARD_HOME)/mlflow/mlflow.db \
