@@ -23,6 +23,10 @@ def ingestion_flow(model: str = "heart_disease", source: str | None = None) -> d
 
 @flow(name="materialize-features")
 def materialize_flow(model: str = "heart_disease") -> dict:
-    """Fill the online store with the latest feature values of MODEL's entities."""
+    """Fill the online store with the latest feature values of MODEL's entities.
+
+    Args:
+        model: name of a model config in config/models.
+    """
     cfg = get_model_config(model)
     return {"model": cfg.name, **materialize_online(cfg)}

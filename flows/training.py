@@ -14,7 +14,12 @@ from tasks.registry import (
     publish_run_artifacts,
     register_model,
 )
-from tasks.training import fit_and_evaluate, prepare_data, tune_hyperparameters
+from tasks.training import (
+    fit_and_evaluate,
+    prepare_data,
+    tune_hyperparameters,
+    verify_code_version,
+)
 
 
 @flow(name="train-model", log_prints=True)
@@ -24,6 +29,7 @@ def training_flow(
     seed: int | None = None,
     promote: bool = True,
     reason: str = "manual",
+    git_ref: str | None = None,
 ) -> dict:
     """Train, evaluate, register and validate a new version of MODEL from its current data
     snapshot, then promote it per the model's policy.
@@ -36,8 +42,12 @@ def training_flow(
             later promote-model run.
         reason: why this run started (e.g. "manual", "schedule", "ci: <commit>", or the drift
             finding that triggered it); recorded on the MLflow run and in the audit trail.
+        git_ref: commit, tag or branch this run must train (e.g. the commit CI tested); the
+            run refuses to start when the deployment's checkout is at another commit.
     """
     cfg = get_model_config(model)
+    if git_ref:
+        verify_code_version(git_ref)
     evals = max_evals or cfg.tuning.max_evals
 
     # 1. Data: the verified current snapshot, point-in-time through the feature service

@@ -54,6 +54,50 @@ def git_info(root: Path) -> dict[str, str]:
     return {"commit": commit, "dirty": UNKNOWN if status is None else str(bool(status)).lower()}
 
 
+def require_git_ref(root: Path, ref: str) -> str:
+    """The commit ``ref`` names, provided it is the commit checked out at ``root``.
+
+    Why: CI asks for a training run of the commit it tested, but a deployment runs whatever its
+    working directory holds. Training other code than requested would register a version whose
+    lineage says one commit while the request meant another, so the run refuses to start.
+
+    Raises:
+        MlstewardError: ``ref`` is unknown to the checkout, or names another commit than HEAD.
+    """
+    from mlsteward.errors import MlstewardError
+
+    def rev(name: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() or None
+
+    head = rev("HEAD")
+    if head is None:
+        raise MlstewardError(f"git ref {ref!r} requested, but {root} is not a git checkout")
+    wanted = rev(ref)
+    if wanted is None:
+        raise MlstewardError(
+            f"git ref {ref!r} is unknown to the checkout at {root} (at {head[:12]}): fetch it "
+            "and check it out where the deployment runs"
+        )
+    if wanted != head:
+        raise MlstewardError(
+            f"git ref {ref!r} is commit {wanted[:12]}, but the deployment's checkout at {root} "
+            f"is at {head[:12]}: check out {wanted[:12]} there (or leave git_ref empty to "
+            "train the checked-out code)"
+        )
+    return head
+
+
 def file_sha256(path: Path) -> str:
     if not path.exists():
         return UNKNOWN

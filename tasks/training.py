@@ -16,6 +16,8 @@ from prefect.cache_policies import NO_CACHE
 
 from mlsteward import mlflow_adapter
 from mlsteward.config import ModelConfig
+from mlsteward.lineage import require_git_ref
+from mlsteward.settings import project_root
 from mlsteward.state import SnapshotInfo
 from mlsteward.training import (
     FeatureEncoding,
@@ -157,3 +159,11 @@ def fit_and_evaluate(cfg: ModelConfig, data: PreparedData, tuning: TuningResult)
         validation_metrics=val_metrics,
         test_proba=pd.Series(test_proba, index=data.x_test.index),
     )
+
+
+@task(name="verify-code-version", cache_policy=NO_CACHE)
+def verify_code_version(git_ref: str) -> str:
+    """The requested commit is the one checked out, before any data is read or run opened."""
+    commit = require_git_ref(project_root(), git_ref)
+    run_logger().info("training commit %s (requested as %r)", commit[:12], git_ref)
+    return commit

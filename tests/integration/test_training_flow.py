@@ -114,3 +114,22 @@ def test_flow_run_leaves_metrics_table_and_lineage_markdown(trained: dict) -> No
     lineage_md = str(by_key["heart-disease-lineage"].data)
     assert f"version **{trained['version']}**" in lineage_md
     assert trained["lineage"]["data_digest"] in lineage_md
+
+
+def test_a_git_ref_other_than_the_checkout_stops_the_run_before_any_work(
+    small_cohort_path: Path,
+) -> None:
+    from mlsteward.errors import MlstewardError
+    from mlsteward.lineage import git_info
+    from tests.conftest import REPO_ROOT
+
+    ingestion_flow(model="heart_disease", source=str(small_cohort_path))
+    with pytest.raises(MlstewardError, match="'no-such-ref' is unknown to the checkout"):
+        training_flow(model="heart_disease", max_evals=1, git_ref="no-such-ref")
+    assert not MlflowClient(mlflow_tracking_uri()).search_registered_models()
+
+    head = git_info(REPO_ROOT)["commit"]
+    out = training_flow(model="heart_disease", max_evals=1, git_ref=head)
+    client = MlflowClient(mlflow_tracking_uri())
+    tags = client.get_model_version("heart_disease", out["version"]).tags
+    assert tags["lineage.git_commit"] == head

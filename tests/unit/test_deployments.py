@@ -68,3 +68,41 @@ def test_schedules_match_the_model_config(flow_name: str, section: str) -> None:
         cfg = get_model_config(d["parameters"]["model"])
         expected = getattr(cfg, section).schedule
         assert [s["cron"] for s in d["schedules"]] == [expected], d["name"]
+
+
+# Each configured model is run in these ways; the flow behind each name.
+EXPECTED = {
+    "train": "flows/training.py:training_flow",
+    "ingest": "flows/ingestion.py:ingestion_flow",
+    "materialize": "flows/ingestion.py:materialize_flow",
+    "promote": "flows/governance.py:promotion_flow",
+    "rollback": "flows/governance.py:rollback_flow",
+    "score": "flows/scoring.py:scoring_flow",
+    "drift": "flows/drift.py:drift_flow",
+}
+
+
+def test_every_configured_model_has_its_deployments() -> None:
+    from mlsteward.config import load_all_model_configs
+
+    by_name = {d["name"]: d for d in SPEC["deployments"]}
+    models = load_all_model_configs(REPO_ROOT / "config" / "models")
+    assert models
+    for model in models:
+        for kind, entrypoint in EXPECTED.items():
+            name = f"{kind}-{model.replace('_', '-')}"
+            assert name in by_name, f"model {model!r} has no deployment {name!r}"
+            assert by_name[name]["entrypoint"] == entrypoint, name
+            assert by_name[name]["parameters"]["model"] == model, name
+
+
+@pytest.mark.parametrize("deployment", SPEC["deployments"], ids=lambda d: d["name"])
+def test_the_ui_form_has_a_type_and_a_description_for_every_parameter(deployment: dict) -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    path, func = deployment["entrypoint"].split(":")
+    flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), func)
+    schema = parameter_schema(flow.fn).model_dump()
+    for name, prop in schema["properties"].items():
+        assert prop.get("description"), f"{deployment['name']}: {name} has no description"
+        assert prop.get("type") or prop.get("anyOf"), f"{deployment['name']}: {name} untyped"

@@ -6,7 +6,10 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from mlsteward.lineage import REQUIRED_TAGS, UNKNOWN, build_lineage, git_info
+import pytest
+
+from mlsteward.errors import MlstewardError
+from mlsteward.lineage import REQUIRED_TAGS, UNKNOWN, build_lineage, git_info, require_git_ref
 
 
 def git(cwd: Path, *args: str) -> None:
@@ -56,3 +59,24 @@ def test_lineage_tags_are_flat_strings_and_complete(tmp_path: Path) -> None:
     assert tags["lineage.config_sha256"] == hashlib.sha256(b"cfg").hexdigest()
     assert tags["lineage.features"] == '["a", "b"]'
     assert tags["lineage.lib.xgboost"] == "3.2.0"
+
+
+def test_a_requested_git_ref_must_be_the_checked_out_commit(tmp_path: Path) -> None:
+    with pytest.raises(MlstewardError, match="not a git checkout"):
+        require_git_ref(tmp_path, "main")
+    git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / "f.txt").write_text("a")
+    git(tmp_path, "add", "f.txt")
+    git(tmp_path, "commit", "-qm", "first")
+    first = git_info(tmp_path)["commit"]
+    git(tmp_path, "tag", "v1")
+    (tmp_path / "f.txt").write_text("b")
+    git(tmp_path, "commit", "-qam", "second")
+    head = git_info(tmp_path)["commit"]
+
+    assert require_git_ref(tmp_path, "main") == head
+    assert require_git_ref(tmp_path, head[:10]) == head
+    with pytest.raises(MlstewardError, match=f"commit {first[:12]}.* is at {head[:12]}"):
+        require_git_ref(tmp_path, "v1")
+    with pytest.raises(MlstewardError, match="'nope' is unknown to the checkout"):
+        require_git_ref(tmp_path, "nope")
