@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from mlsteward import processes
+from mlsteward.config import get_model_config
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -141,6 +142,14 @@ def test_up_twice_status_and_down(platform: Platform) -> None:
     assert pool["type"] == "process"
     deployment = json.loads(_get(f"{api}/deployments/name/train-model/train-heart-disease")[1])
     assert deployment["work_pool_name"] == "mlsteward-process"
+    # The configured schedules are on the deployed deployments, active, in UTC.
+    cfg = get_model_config("heart_disease")
+    for name, cron in (("score-model/score-heart-disease", cfg.scoring.schedule),
+                       ("drift-model/drift-heart-disease", cfg.drift.schedule)):  # fmt: skip
+        deployed = json.loads(_get(f"{api}/deployments/name/{name}")[1])
+        schedules = [(s["schedule"]["cron"], s["schedule"]["timezone"], s["active"])
+                     for s in deployed["schedules"]]  # fmt: skip
+        assert schedules == [(cron, "UTC", True)], (name, schedules)
     workers = _post(f"{api}/work_pools/mlsteward-process/workers/filter", {})
     assert any(w["name"] == "mlsteward-worker" and w["status"] == "ONLINE" for w in workers)
 
