@@ -611,13 +611,28 @@ def audit_verify(
 @app.command()
 def where(as_json: bool = JsonOpt) -> None:
     """Show where state lives and how to open the MLflow and Prefect UIs."""
+    from mlsteward import platform
     from mlsteward.settings import home, mlflow_artifact_root, mlflow_tracking_uri
 
     def action() -> dict:
         uri = mlflow_tracking_uri()
+        cfg = platform.PlatformConfig.from_env()
+        states = platform.status(cfg)
+        if any(s.running for s in states):
+            links = platform.urls(cfg, states)
+            local = "running (make down stops it): " + ", ".join(
+                f"{k} {v}" for k, v in links.items() if v
+            )
+        else:
+            local = (
+                f"not running; make up starts the Prefect UI ({cfg.url(cfg.prefect_port)}), "
+                f"the MLflow UI ({cfg.url(cfg.mlflow_port)}) and the CI webhook "
+                f"({cfg.url(cfg.gateway_port, '/hooks/ci')})"
+            )
         return {
             "home": str(home()),
             "mlflow_tracking_uri": uri,
+            "local_platform": local,
             "mlflow_ui": "make mlflow-ui, or: "
             f"mlflow ui --backend-store-uri {uri} "
             f"--default-artifact-root {mlflow_artifact_root()} --port 5000",

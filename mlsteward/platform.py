@@ -620,7 +620,8 @@ def status(cfg: PlatformConfig) -> list[ServiceState]:
 # command line
 
 
-def _urls(cfg: PlatformConfig, states: list[ServiceState]) -> dict[str, str | None]:
+def urls(cfg: PlatformConfig, states: list[ServiceState]) -> dict[str, str | None]:
+    """Where a person opens each service; the webhook only when the gateway runs."""
     by_name = {s.name: s for s in states}
     return {
         "prefect_ui": by_name["prefect-server"].url,
@@ -642,11 +643,11 @@ def _print_up(cfg: PlatformConfig, report: UpReport) -> None:
     for state in report.services:
         print(_service_line(state, report.actions[state.name]))
     print(f"  {report.deployments}")
-    urls = _urls(cfg, report.services)
+    links = urls(cfg, report.services)
     print()
-    print(f"Prefect UI   {urls['prefect_ui']}")
-    print(f"MLflow UI    {urls['mlflow_ui']}")
-    print(f"Webhook      {urls['webhook'] or 'not started (see gateway above)'}")
+    print(f"Prefect UI   {links['prefect_ui']}")
+    print(f"MLflow UI    {links['mlflow_ui']}")
+    print(f"Webhook      {links['webhook'] or 'not started (see gateway above)'}")
     print(f"\nClients: export PREFECT_API_URL={cfg.prefect_api_url}")
     print(f"Logs: {cfg.log_dir}   pids: {cfg.run_dir}")
     print("Stop with: make down   (or python -m mlsteward.platform down)")
@@ -670,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
                     {**s.to_dict(), "action": report.actions[s.name]} for s in report.services
                 ],
                 "deployments": report.deployments,
-                "urls": _urls(cfg, report.services),
+                "urls": urls(cfg, report.services),
             }
             if not args.json:
                 _print_up(cfg, report)
@@ -689,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
                 "home": str(cfg.home),
                 "running": all(s.running for s in expected),
                 "services": [s.to_dict() for s in states],
-                "urls": _urls(cfg, states),
+                "urls": urls(cfg, states),
             }
             if not args.json:
                 print(f"mlsteward platform (state in {cfg.home})")

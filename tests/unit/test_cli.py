@@ -24,6 +24,8 @@ def test_where_points_into_mlsteward_home(mlsteward_home) -> None:
     out = json.loads(result.stdout)
     assert out["home"] == str(mlsteward_home)
     assert out["mlflow_tracking_uri"].startswith(f"sqlite:///{mlsteward_home}")
+    assert out["local_platform"].startswith("not running; make up starts")
+    assert "/hooks/ci" in out["local_platform"]
 
 
 def test_generate_writes_the_cohort(tmp_path) -> None:
