@@ -609,6 +609,60 @@ def audit_verify(
 
 
 @app.command()
+def trigger(
+    action: str = typer.Argument(..., help="train, drift or score"),
+    model: str = typer.Argument(..., help="a model in config/models/"),
+    param: list[str] = typer.Option(
+        [],
+        "--param",
+        "-p",
+        help="KEY=VALUE flow parameter (VALUE as JSON when it parses); repeatable",
+    ),
+    url: str = typer.Option(
+        ...,
+        "--url",
+        envvar="MLSTEWARD_WEBHOOK_URL",
+        help="the gateway, e.g. http://127.0.0.1:8787 (from make up)",
+    ),
+    secret: str = typer.Option(
+        ...,
+        "--secret",
+        envvar="MLSTEWARD_WEBHOOK_SECRET",
+        show_default=False,
+        help="shared HMAC secret (prefer the environment variable)",
+    ),
+    delivery: str | None = typer.Option(
+        None, "--delivery", help="delivery id (default: a new UUID); a repeated id is a replay"
+    ),
+    timeout: float = typer.Option(30.0, "--timeout", help="seconds to wait for the gateway"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Sign and send a CI trigger to the webhook gateway: start a deployment run."""
+    from mlsteward.gateway.client import describe, parse_params
+    from mlsteward.gateway.client import trigger as send
+
+    _run(
+        as_json,
+        lambda: send(
+            action, model, parse_params(param), url, secret, delivery=delivery, timeout=timeout
+        ),
+        describe,
+    )
+
+
+@app.command()
+def gateway(
+    host: str = typer.Option("127.0.0.1", help="interface to bind"),
+    port: int = typer.Option(8787, help="port"),
+) -> None:
+    """Run the CI webhook gateway (POST /hooks/ci); needs MLSTEWARD_WEBHOOK_SECRET and
+    PREFECT_API_URL (make up runs it for you)."""
+    from mlsteward.gateway.__main__ import main as run_gateway
+
+    raise typer.Exit(run_gateway(["--host", host, "--port", str(port)]))
+
+
+@app.command()
 def where(as_json: bool = JsonOpt) -> None:
     """Show where state lives and how to open the MLflow and Prefect UIs."""
     from mlsteward import platform

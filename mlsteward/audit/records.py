@@ -114,6 +114,8 @@ class Action(StrEnum):
     DRIFT_DETECTED = "drift_detected"
     RETRAIN_TRIGGERED = "retrain_triggered"
     RETRAIN_SUPPRESSED = "retrain_suppressed"
+    WEBHOOK_ACCEPTED = "webhook_accepted"
+    WEBHOOK_REFUSED = "webhook_refused"
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,21 @@
-"""Serve a model's training deployment exactly as prefect.yaml declares it (name, parameters,
-tags, triggers), against the Prefect API in ``PREFECT_API_URL``.
+"""Serve deployments exactly as prefect.yaml declares them (entrypoint, name, description,
+parameters, tags, triggers), against the Prefect API in ``PREFECT_API_URL``.
 
-Used by the retrain-trigger test as the process that picks up the runs a drift event starts;
-``python -m tests.integration.serve_training train-heart-disease``.
+The process that picks up the runs a drift event or a webhook starts:
+``python -m tests.integration.serve_training train-heart-disease [score-heart-disease ...]``.
+Schedules are left out: a test server must not start runs on its own.
+``--register-only`` creates the deployments and exits, so runs of them stay scheduled (nothing
+serves them).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
 import yaml
+from prefect import Flow, serve
 from prefect.events import DeploymentTriggerTypes
 from pydantic import TypeAdapter
 
@@ -34,19 +39,37 @@ def triggers(spec: dict[str, Any]) -> list[Any]:
     ]
 
 
-def main(name: str) -> None:
-    from flows.training import training_flow
+def entrypoint_flow(spec: dict[str, Any]) -> Flow[..., Any]:
+    """The flow object behind ``flows/<module>.py:<function>``."""
+    path, _, function = spec["entrypoint"].partition(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    flow = getattr(module, function)
+    assert isinstance(flow, Flow), f"{spec['entrypoint']} is not a flow"
+    return flow
 
+
+def runner_deployment(name: str) -> Any:
     spec = deployment_spec(name)
-    assert spec["entrypoint"] == "flows/training.py:training_flow", spec["entrypoint"]
-    training_flow.serve(
+    return entrypoint_flow(spec).to_deployment(
         name=name,
+        description=spec.get("description"),
         parameters=spec.get("parameters") or {},
         tags=spec.get("tags") or [],
         triggers=triggers(spec),
-        print_starting_message=True,
     )
 
 
+def main(names: list[str]) -> None:
+    register_only = "--register-only" in names
+    deployments = [runner_deployment(n) for n in names if n != "--register-only"]
+    if not deployments:
+        raise SystemExit("name at least one deployment of prefect.yaml")
+    if register_only:
+        for deployment in deployments:
+            deployment.apply()
+        return
+    serve(*deployments, print_starting_message=True)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])

@@ -153,3 +153,15 @@ def test_drift_output_says_what_moved_what_was_decided_and_what_followed() -> No
     text = _drift_human(quiet)
     assert "drifted columns: none" in text and "decision: no retrain" in text
     assert "note: 12 labelled rows" in text and "retrain:" not in text
+
+
+def test_trigger_reports_an_unreachable_gateway_and_bad_parameters(monkeypatch) -> None:
+    monkeypatch.setenv("MLSTEWARD_WEBHOOK_SECRET", "s3cret")
+    args = ["trigger", "train", "heart_disease", "--url", "http://127.0.0.1:9", "--json"]
+    down = runner.invoke(app, args)
+    assert down.exit_code == 1
+    assert "cannot reach the webhook gateway at http://127.0.0.1:9/hooks/ci" in (
+        json.loads(down.stdout)["error"]
+    )
+    bad = runner.invoke(app, [*args, "-p", "max_evals"])
+    assert bad.exit_code == 1 and "max_evals" in json.loads(bad.stdout)["error"]

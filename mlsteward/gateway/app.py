@@ -1,0 +1,232 @@
+"""The gateway's HTTP face: ``POST /hooks/ci`` (and ``GET /health``).
+
+A delivery is checked in the order that keeps refusals cheap and side-effect free: size (413),
+signature over the raw body (401), JSON, event and delivery id (400/422), signed timestamp
+(409 when stale), what it asks for (422 for an unknown model, action, event or parameter), the
+deployments on the Prefect server (503 when missing) and only then the once-only claim of the
+delivery id (409 for a replay). A refused delivery never reaches the claim, so a forged request
+cannot burn a genuine delivery's id, and no flow run exists before every check has passed.
+Every delivery, accepted or refused, leaves one audit record (never the secret or signature).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from mlsteward.audit import Action, AuditStore, audit_store
+from mlsteward.gateway import payloads, runs
+from mlsteward.gateway.deliveries import DeliveryLog, delivery_log
+from mlsteward.gateway.payloads import Plan, Refusal
+from mlsteward.gateway.settings import GatewayConfigError, GatewaySettings
+from mlsteward.gateway.signing import SIGNATURE_HEADER, verify
+
+HOOK_PATH = "/hooks/ci"
+DELIVERY_HEADERS = ("X-Mlsteward-Delivery", "X-GitHub-Delivery")
+log = logging.getLogger("mlsteward.gateway")
+
+
+def known_models() -> list[str]:
+    """Model names from the config directory, read per delivery so a new model needs no
+    restart (file names only: one broken config must not stop the others' webhooks)."""
+    from mlsteward.config import model_config_paths
+
+    return sorted({p.stem for p in model_config_paths()})
+
+
+class _Outcome(Exception):
+    """Internal: the response for a delivery and what its audit record says."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status, self.body = status, body
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    audit: AuditStore | None = None,
+    deliveries: DeliveryLog | None = None,
+    models: Callable[[], list[str]] = known_models,
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+) -> FastAPI:
+    """The gateway app. With no arguments, settings come from the environment and the audit
+    store and delivery log from ``MLSTEWARD_AUDIT_URL``/``MLSTEWARD_HOME``.
+
+    Raises:
+        GatewayConfigError: no secret, or no Prefect API to start runs on.
+    """
+    settings = settings or GatewaySettings.from_env()
+    if not settings.api_url:
+        raise GatewayConfigError(
+            "no Prefect API: set PREFECT_API_URL to the server whose deployments the webhooks "
+            "start (e.g. http://127.0.0.1:4200/api)"
+        )
+    audit = audit or audit_store()
+    deliveries = deliveries or delivery_log(audit.url)
+    secret = settings.secret.get_secret_value()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        deliveries.close()
+        audit.close()
+
+    app = FastAPI(
+        title="mlsteward CI webhook gateway",
+        description="Signed CI deliveries that start mlsteward deployments on Prefect.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    def client() -> Any:
+        from prefect.client.orchestration import PrefectClient
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
+
+        return PrefectClient(
+            settings.api_url,
+            auth_string=PREFECT_API_AUTH_STRING.value(),
+            api_key=PREFECT_API_KEY.value(),
+        )
+
+    async def read_body(request: Request) -> bytes:
+        limit = settings.max_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise Refusal(413, f"body of {declared} bytes is over the {limit}-byte limit")
+        chunks, size = [], 0
+        async for chunk in request.stream():  # a missing or false length is counted here
+            size += len(chunk)
+            if size > limit:
+                raise Refusal(413, f"body is over the {limit}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def claim(delivery: str, digest: str, event: str) -> None:
+        if not await run_in_threadpool(deliveries.claim, delivery, digest, event):
+            raise Refusal(
+                409, f"replay: delivery {delivery} (or this very body) was already accepted"
+            )
+
+    async def handle(request: Request, record: dict[str, Any]) -> _Outcome:
+        # What the request claims, recorded even if it is refused before it is authenticated
+        # (to match the sender's own delivery log); replaced by checked values further on.
+        header = next((request.headers[h] for h in DELIVERY_HEADERS if h in request.headers), None)
+        record["delivery"] = header[:128] if header is not None else None
+        record["event"] = request.headers.get("X-GitHub-Event", payloads.PLAIN_EVENT)[:64]
+        body = await read_body(request)
+        if not verify(body, secret, request.headers.get(SIGNATURE_HEADER)):
+            missing = SIGNATURE_HEADER not in request.headers
+            raise Refusal(401, f"{'missing' if missing else 'bad'} signature ({SIGNATURE_HEADER})")
+        payload = payloads.parse_body(body)
+        event = payloads.event_of(request.headers.get("X-GitHub-Event"))
+        record["event"] = event
+        delivery = payloads.delivery_id(header, payload, event)
+        record["delivery"] = delivery
+
+        if event == "ping":
+            plan = Plan([], "ping: the webhook reaches the gateway and its signature is valid")
+        else:
+            payloads.check_fresh(
+                payloads.signed_time(payload, event), clock(), settings.max_age_seconds
+            )
+            known = await run_in_threadpool(models)
+            if event == "push":
+                plan = payloads.plan_push(payload, known, settings.branches)
+            else:
+                plan = payloads.plan_trigger(payload, known, delivery)
+                record["model"] = plan.runs[0].model
+        record.update(plan.details)
+        record["plan"] = plan.note
+
+        digest = hashlib.sha256(body).hexdigest()
+        started: list[runs.StartedRun] = []
+        if not plan.runs:  # accepted with nothing to start: the Prefect API is not needed
+            await claim(delivery, digest, event)
+        else:
+            async with client() as prefect:
+                ready = await runs.prepare(prefect, plan.runs)
+                await claim(delivery, digest, event)
+                try:
+                    started = await runs.start(prefect, ready, delivery, settings.ui_url)
+                except Exception as exc:
+                    # Resending under the same id is safe: each run's idempotency key returns
+                    # the runs this attempt did create instead of starting them again.
+                    await run_in_threadpool(deliveries.release, delivery)
+                    raise Refusal(502, f"the Prefect API did not create the run(s): {exc}") from exc
+        record["runs"] = [r.to_dict() for r in started]
+        status = 202 if started else 200
+        return _Outcome(
+            status,
+            {
+                "accepted": True,
+                "delivery": delivery,
+                "event": event,
+                "message": plan.note,
+                "runs": record["runs"],
+            },
+        )
+
+    def audit_delivery(status: int, record: dict[str, Any], reason: str, request: Request) -> None:
+        host = request.client.host if request.client else "unknown"
+        details = {k: v for k, v in record.items() if k != "model"}
+        details["status"] = status
+        details["source"] = host
+        audit.append(
+            Action.WEBHOOK_ACCEPTED if status < 300 else Action.WEBHOOK_REFUSED,
+            model=record.get("model") or _single_model(record),
+            reason=reason,
+            actor=f"webhook:{host}",
+            details=details,
+        )
+
+    @app.post(HOOK_PATH, status_code=202)
+    async def ci_hook(request: Request) -> JSONResponse:
+        """Start the deployment runs a signed CI delivery asks for (see the module doc)."""
+        record: dict[str, Any] = {"delivery": None, "event": None}
+        try:
+            outcome = await handle(request, record)
+            reason = outcome.body["message"]
+        except Refusal as refusal:
+            body = {
+                "accepted": False,
+                "delivery": record["delivery"],
+                "event": record["event"],
+                "error": refusal.reason,
+                **refusal.details,
+            }
+            outcome = _Outcome(refusal.status, body)
+            reason = refusal.reason
+            record.update(refusal.details)
+            log.warning("refused delivery %s: %s %s", record["delivery"], refusal.status, reason)
+        except Exception as exc:  # still answered and audited, without internals in the reply
+            log.exception("delivery %s failed", record["delivery"])
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            body = {
+                "accepted": False,
+                "delivery": record["delivery"],
+                "event": record["event"],
+                "error": "internal error; see the gateway log",
+            }
+            outcome = _Outcome(500, body)
+        await run_in_threadpool(audit_delivery, outcome.status, record, reason, request)
+        return JSONResponse(outcome.body, status_code=outcome.status)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness for ``make up`` and load balancers; says nothing about the secret."""
+        return {"ok": True, "prefect_api": settings.api_url, "branches": settings.branches}
+
+    return app
+
+
+def _single_model(record: dict[str, Any]) -> str | None:
+    models = {r["model"] for r in record.get("runs") or []}
+    return models.pop() if len(models) == 1 else None

@@ -1,0 +1,65 @@
+"""The delivery log on PostgreSQL (``MLSTEWARD_AUDIT_URL=postgresql://…``), on the real server
+at 127.0.0.1:5432, in a database of its own that is dropped afterwards."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from mlsteward.gateway.deliveries import TABLE, PostgresDeliveryLog, delivery_log
+
+SERVER = os.environ.get("MLSTEWARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """Overrides the integration suite's Prefect server: nothing here uses Prefect."""
+    yield
+
+
+@pytest.fixture
+def prefect_console_on_real_stderr() -> Iterator[None]:
+    yield
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    name = f"mlsteward_test_gateway_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{SERVER}/{name}"
+    finally:
+        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_concurrent_claims_of_one_delivery_on_postgres(database_url: str) -> None:
+    logs = [delivery_log(database_url) for _ in range(4)]
+    assert all(isinstance(log, PostgresDeliveryLog) for log in logs)
+    results: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        results.append(logs[i % 4].claim("delivery-1", "digest-1", "push"))
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert not logs[0].claim("delivery-2", "digest-1", "push")
+    logs[1].release("delivery-1")
+    assert logs[2].claim("delivery-1", "digest-1", "push")
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(f"SELECT delivery_id, event FROM {TABLE}").fetchall()
+    assert rows == [("delivery-1", "push")]
+    for log in logs:
+        log.close()
