@@ -40,7 +40,7 @@ def training_flow(
         seed: seed for Hyperopt and XGBoost (default: the model's tuning.seed).
         promote: False stops after the gates: a passing version stays the challenger, for a
             later promote-model run.
-        reason: why this run started (e.g. "manual", "schedule", "ci: <commit>", or the drift
+        reason: why this run started (e.g. "manual", "schedule", "ci: REPO@COMMIT", or the drift
             finding that triggered it); recorded on the MLflow run and in the audit trail.
         git_ref: commit, tag or branch this run must train (e.g. the commit CI tested); the
             run refuses to start when the deployment's checkout is at another commit.

@@ -124,12 +124,13 @@ def test_a_git_ref_other_than_the_checkout_stops_the_run_before_any_work(
     from tests.conftest import REPO_ROOT
 
     ingestion_flow(model="heart_disease", source=str(small_cohort_path))
+    uri = mlflow_tracking_uri()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # this test's own store
     with pytest.raises(MlstewardError, match="'no-such-ref' is unknown to the checkout"):
         training_flow(model="heart_disease", max_evals=1, git_ref="no-such-ref")
-    assert not MlflowClient(mlflow_tracking_uri()).search_registered_models()
+    assert not client.search_registered_models()
 
     head = git_info(REPO_ROOT)["commit"]
     out = training_flow(model="heart_disease", max_evals=1, git_ref=head)
-    client = MlflowClient(mlflow_tracking_uri())
     tags = client.get_model_version("heart_disease", out["version"]).tags
     assert tags["lineage.git_commit"] == head

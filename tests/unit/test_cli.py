@@ -160,8 +160,9 @@ def test_trigger_reports_an_unreachable_gateway_and_bad_parameters(monkeypatch) 
     args = ["trigger", "train", "heart_disease", "--url", "http://127.0.0.1:9", "--json"]
     down = runner.invoke(app, args)
     assert down.exit_code == 1
-    assert "cannot reach the webhook gateway at http://127.0.0.1:9/hooks/ci" in (
-        json.loads(down.stdout)["error"]
+    assert (
+        "cannot reach the webhook gateway at http://127.0.0.1:9/hooks/ci"
+        in (json.loads(down.stdout)["error"])
     )
     bad = runner.invoke(app, [*args, "-p", "max_evals"])
     assert bad.exit_code == 1 and "max_evals" in json.loads(bad.stdout)["error"]

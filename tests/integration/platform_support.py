@@ -1,0 +1,156 @@
+"""The local platform as the integration tests drive it: ``make up`` / ``make down`` on free ports
+in a temporary home, with the environment a shell would give it, and the checks that a ``down``
+left no process and no open port behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mlsteward import processes
+from tests.conftest import REPO_ROOT
+
+SERVICES = ("prefect-server", "mlflow", "gateway", "prefect-worker")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.status, resp.read()
+
+
+def get_json(url: str) -> Any:
+    return json.loads(get(url)[1])
+
+
+def post(url: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def service_processes(roots: dict[str, int]) -> dict[str, set[int]]:
+    """Each service's processes, without flow runs a schedule may start in between."""
+    return {
+        name: {p for p in processes.family(pid) if "prefect.engine" not in processes.cmdline(p)}
+        for name, pid in roots.items()
+    }
+
+
+class Platform:
+    """One platform on its own free ports, with its state in ``home``."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.ports = {k: free_port() for k in ("PREFECT", "MLFLOW", "GATEWAY")}
+        # The test harness's Prefect settings, and the make that may be running this suite.
+        dropped = ("PREFECT_API_URL", "PREFECT_HOME", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+        self.env = {k: v for k, v in os.environ.items() if k not in dropped}
+        self.env.update({f"MLSTEWARD_{k}_PORT": str(v) for k, v in self.ports.items()})
+        self.env["MLSTEWARD_WEBHOOK_SECRET"] = "platform-test-secret"
+        self.env["MLSTEWARD_HOME"] = str(home)
+
+    def make(self, target: str) -> subprocess.CompletedProcess[str]:
+        # Under `make test` (uv run) `python3` is the project's own interpreter, which has no uv:
+        # hand make the uv that runs this suite, as it would find it from a shell.
+        uv = os.environ.get("UV") or shutil.which("uv")
+        return subprocess.run(
+            ["make", target, f"MLSTEWARD_HOME={self.home}", *([f"UV={uv}"] if uv else [])],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    def status(self) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-m", "mlsteward.platform", "status", "--json"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return json.loads(out.stdout)
+
+    def stop(self) -> None:
+        """Stop whatever runs, quietly: a test that failed half-way must not leave servers."""
+        subprocess.run(
+            [sys.executable, "-m", "mlsteward.platform", "down"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def pids(self) -> dict[str, int]:
+        run = self.home / "run"
+        return {name: int((run / f"{name}.pid").read_text()) for name in SERVICES}
+
+    def url(self, kind: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ports[kind]}{path}"
+
+    def client_env(self) -> dict[str, str]:
+        """A shell's environment pointed at this platform's Prefect server, as ``up`` prints it.
+
+        Without ``PREFECT_API_URL`` a command would start a temporary server of its own, and its
+        flow runs would be invisible in this platform's UI.
+        """
+        return {
+            **self.env,
+            "PREFECT_API_URL": self.url("PREFECT", "/api"),
+            "PREFECT_HOME": str(self.home / "prefect"),
+            "MLSTEWARD_PROJECT_ROOT": str(REPO_ROOT),
+        }
+
+
+@contextlib.contextmanager
+def platform_stopped_afterwards(home: Path) -> Iterator[Platform]:
+    plat = Platform(home)
+    try:
+        yield plat
+    finally:  # whatever failed, no server outlives the test
+        plat.stop()
+
+
+def assert_nothing_left(platform: Platform, pids: dict[str, int], family: set[int]) -> None:
+    """No process of the services, none in their process groups, no open port, no pid file."""
+    survivors = {p for p in family if processes.is_alive(p)}
+    assert not survivors, {p: processes.cmdline(p) for p in survivors}
+    groups = {
+        int(d.name)
+        for d in Path("/proc").iterdir()
+        if d.name.isdigit()
+        and (info := processes.proc_info(int(d.name))) is not None
+        and info.pgid in pids.values()
+        and processes.is_alive(info.pid)
+    }
+    assert not groups, f"processes left in the services' groups: {groups}"
+    open_ports = {kind: port for kind, port in platform.ports.items() if listening(port)}
+    assert not open_ports, f"still listening after make down: {open_ports}"
+    assert not list((platform.home / "run").glob("*.pid"))
+    assert platform.status()["running"] is False
