@@ -37,7 +37,7 @@ def get_json(url: str) -> Any:
     return json.loads(get(url)[1])
 
 
-def post(url: str, body: dict[str, Any]) -> Any:
+def post(url: str, body: dict[str, Any] | list[Any]) -> Any:
     req = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )

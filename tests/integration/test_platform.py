@@ -5,18 +5,24 @@ and no open port behind."""
 from __future__ import annotations
 
 import json
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mlsteward import processes
+from mlsteward.audit import Action, audit_store
 from mlsteward.config import get_model_config
+from mlsteward.synthetic import generate_cohort, write_dataset
 from tests.integration.platform_support import (
     SERVICES,
     Platform,
     assert_nothing_left,
     get,
+    get_json,
     platform_stopped_afterwards,
     post,
     service_processes,
@@ -66,6 +72,23 @@ def test_up_twice_status_and_down(platform: Platform) -> None:
     workers = post(f"{api}/work_pools/mlsteward-process/workers/filter", {})
     assert any(w["name"] == "mlsteward-worker" and w["status"] == "ONLINE" for w in workers)
 
+    # A short-interval schedule: the server's scheduler creates runs, the worker completes one.
+    source = write_dataset(generate_cohort(n_rows=500, seed=3), platform.home / "cohort.parquet")
+    ingest = get_json(f"{api}/deployments/name/ingest-data/ingest-heart-disease")
+    every = {"schedule": {"interval": 10}, "active": True, "parameters": {"source": str(source)}}
+    [schedule] = post(f"{api}/deployments/{ingest['id']}/schedules", [every])
+    # Touch the deployment so the scheduler's recent-deployments pass (every 5 s) takes it,
+    # instead of the full pass (every 60 s).
+    request(f"{api}/deployments/{ingest['id']}", "PATCH", {"paused": False})
+    try:
+        run = wait_for_completed_scheduled_run(api, ingest["id"], timeout=150)
+    finally:
+        request(f"{api}/deployments/{ingest['id']}/schedules/{schedule['id']}", "DELETE")
+    assert run["parameters"]["source"] == str(source)
+    with audit_store(f"sqlite:///{platform.home}/audit/audit.db") as store:
+        accepted = [r for r in store.query(action=Action.INGESTION_ACCEPTED)]
+    assert [r.actor for r in accepted] == [f"flow-run:{run['id']}"]
+
     pids = platform.pids()
     before = service_processes(pids)
     assert all(processes.is_alive(pid) for pid in pids.values())
@@ -88,3 +111,31 @@ def test_up_twice_status_and_down(platform: Platform) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
     assert down.stdout.index("prefect-worker") < down.stdout.index("prefect-server")
     assert_nothing_left(platform, pids, family)
+
+
+def wait_for_completed_scheduled_run(api: str, deployment_id: str, timeout: float) -> Any:
+    """The first run the scheduler (not a person) created for the deployment, once completed."""
+    deadline = time.monotonic() + timeout
+    seen: list[tuple[str, str]] = []
+    while time.monotonic() < deadline:
+        runs = post(
+            f"{api}/flow_runs/filter",
+            {"deployments": {"id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_ASC"},
+        )
+        seen = [(r["name"], r["state_type"]) for r in runs]
+        for r in runs:
+            assert r["auto_scheduled"], r
+            assert r["state_type"] not in ("FAILED", "CRASHED"), r["state"]
+            if r["state_type"] == "COMPLETED":
+                return r
+        time.sleep(1)
+    raise AssertionError(f"no scheduled run completed within {timeout:.0f} s: {seen}")
+
+
+def request(url: str, method: str, body: dict[str, Any] | None = None) -> None:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10):
+        pass
