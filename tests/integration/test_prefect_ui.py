@@ -6,6 +6,7 @@ records the form's value, and the deployment page is kept as a screenshot."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import struct
 import subprocess
@@ -33,7 +34,9 @@ from tests.integration.platform_support import (
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's package by default; MLSTEWARD_CHROMIUM names another Chromium-based browser (e.g. the
+# google-chrome that hosted CI runners ship).
+CHROMIUM = Path(os.environ.get("MLSTEWARD_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -58,7 +61,8 @@ def chromium_executable() -> Path:
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} not found: this test drives Debian's Chromium with Playwright. Install "
-            "it with `sudo apt-get install chromium` (.ci/run does so in CI)."
+            "it with `sudo apt-get install chromium` (.ci/run does so in CI), or point "
+            "MLSTEWARD_CHROMIUM at another Chromium-based browser."
         )
     return CHROMIUM
 
