@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-import os
 import re
 import threading
 import time
@@ -23,10 +22,10 @@ from mlsteward.audit import Action, AuditError, VerifyResult, audit_store
 from mlsteward.audit.postgres_store import PostgresAuditStore
 from mlsteward.audit.records import _collect_helper, _start_helper, compute_hash
 from tests.forking import in_child
+from tests.integration.stack_support import temporary_database
 
 pytestmark = pytest.mark.integration
 
-SERVER = os.environ.get("MLSTEWARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 PG = "mlsteward.audit.postgres_store"
 FORK = multiprocessing.get_context("fork")
 
@@ -44,14 +43,8 @@ def prefect_console_on_real_stderr() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
-    name = f"mlsteward_test_audit_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with temporary_database("mlsteward_test_audit") as url:
+        yield url
 
 
 @pytest.fixture

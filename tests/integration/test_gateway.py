@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -42,21 +42,12 @@ from mlsteward.synthetic import generate_batch, generate_cohort, write_dataset
 from tests.conftest import REPO_ROOT
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
 from tests.integration.serve_training import runner_deployment
+from tests.integration.stack_support import wait_for
 
 SECRET = "integration-secret-0123456789"
 SERVED = ["train-heart-disease", "score-heart-disease"]
 UNSERVED = "drift-heart-disease"
 HOOK = "/hooks/ci"
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def deployment_runs() -> list[Any]:

@@ -3,17 +3,14 @@ at 127.0.0.1:5432, in a database of its own that is dropped afterwards."""
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from mlsteward.gateway.deliveries import TABLE, PostgresDeliveryLog, delivery_log
-
-SERVER = os.environ.get("MLSTEWARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+from tests.integration.stack_support import temporary_database
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +26,8 @@ def prefect_console_on_real_stderr() -> Iterator[None]:
 
 @pytest.fixture
 def database_url() -> Iterator[str]:
-    name = f"mlsteward_test_gateway_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with temporary_database("mlsteward_test_gateway") as url:
+        yield url
 
 
 def test_concurrent_claims_of_one_delivery_on_postgres(database_url: str) -> None:

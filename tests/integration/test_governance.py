@@ -27,6 +27,7 @@ from mlsteward.settings import home
 from mlsteward.synthetic import Shift, generate_cohort, write_dataset
 from tasks.retrain import running_training_runs
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
+from tests.integration.stack_support import temporary_database
 
 runner = CliRunner()
 
@@ -231,20 +232,9 @@ def audit_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     if request.param == "sqlite":
         yield request.param
         return
-    import uuid
-
-    import psycopg
-
-    server = "postgresql://postgres@127.0.0.1:5432"
-    name = f"mlsteward_test_gov_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    monkeypatch.setenv("MLSTEWARD_AUDIT_URL", f"{server}/{name}")
-    try:
+    with temporary_database("mlsteward_test_gov") as url:
+        monkeypatch.setenv("MLSTEWARD_AUDIT_URL", url)
         yield request.param
-    finally:
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_two_racing_promotions_leave_exactly_one_champion(

@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -33,19 +32,10 @@ from mlsteward.synthetic import Shift, generate_batch
 from tasks.retrain import DRIFT_EVENT, model_resource_id, training_deployment_name
 from tests.conftest import REPO_ROOT
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
+from tests.integration.stack_support import wait_for
 
 DEPLOYMENT = "train-heart-disease"
 SHIFTED = ["bmi", "cholesterol"]
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture
