@@ -26,7 +26,7 @@ install: ## Create .venv from the lock file (installs uv with pip if needed)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
 	$(UV) sync --frozen
 
-demo: install ## The whole loop: train, score, drift, retrain, promote or reject (~7 min)
+demo: install ## The whole loop: train, score, drift, retrain, promote or reject (~4 min)
 	@echo "== 1/6  data: the built-in cohort (Jan 2024 - Jun 2025), contract-checked, snapshotted"
 	$(RUN) mlsteward generate heart_disease --rows $(DEMO_ROWS)
 	$(RUN) mlsteward ingest heart_disease
