@@ -44,22 +44,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from mlsteward.config import FeatureSpec, ModelConfig
+from mlsteward.config import EVALUATION_METRICS, FeatureSpec, ModelConfig
 from mlsteward.errors import MlstewardError
 
 Kind = Literal["numeric", "categorical"]
 
-# Metrics compared between the windows when both sides carry labels and probabilities.
-PERFORMANCE_METRICS = (
-    "roc_auc",
-    "pr_auc",
-    "log_loss",
-    "brier",
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-)
+# Metrics compared between the windows when both sides carry labels and probabilities: the
+# ones the gates evaluate, so a drop here means what it means there.
+PERFORMANCE_METRICS = EVALUATION_METRICS
 
 
 @dataclass(frozen=True)
