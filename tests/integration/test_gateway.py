@@ -42,7 +42,7 @@ from mlsteward.synthetic import generate_batch, generate_cohort, write_dataset
 from tests.conftest import REPO_ROOT
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
 from tests.integration.serve_training import runner_deployment
-from tests.integration.stack_support import wait_for
+from tests.integration.stack_support import stop_process, wait_for
 
 SECRET = "integration-secret-0123456789"
 SERVED = ["train-heart-disease", "score-heart-disease"]
@@ -185,12 +185,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             wait_for("the served deployments", served, 90)
             yield {"root": root, "batch": batch, "log": log_path}
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
             log.close()
             for name in [*SERVED, UNSERVED]:
                 delete_deployment(name)
@@ -269,8 +264,7 @@ def test_a_signed_trigger_through_the_cli_client_starts_a_score_run_that_complet
 
             answer = trigger("score", MODEL, {"source": str(stack["batch"])}, url, SECRET)
         finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+            stop_process(proc)
 
     assert answer["status"] == 202
     [run] = answer["runs"]

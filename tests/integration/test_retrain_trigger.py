@@ -32,7 +32,7 @@ from mlsteward.synthetic import Shift, generate_batch
 from tasks.retrain import DRIFT_EVENT, model_resource_id, training_deployment_name
 from tests.conftest import REPO_ROOT
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
-from tests.integration.stack_support import wait_for
+from tests.integration.stack_support import stop_process, wait_for
 
 DEPLOYMENT = "train-heart-disease"
 SHIFTED = ["bmi", "cholesterol"]
@@ -69,12 +69,7 @@ def served_training(
     try:
         yield wait_for("the served training deployment", deployment, 90)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
         with get_client(sync_client=True) as client, suppress(ObjectNotFound):
             # later tests in the session must not find a deployment to send events to
