@@ -133,6 +133,8 @@ class Lineage:
     git_dirty: str
     lock_sha256: str
     config_sha256: str
+    training_set_digest: str = UNKNOWN
+    best_iteration: int = -1
     libraries: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +169,8 @@ def build_lineage(
     max_evals: int,
     project_root: Path,
     config_path: Path,
+    training_set_digest: str = UNKNOWN,
+    best_iteration: int = -1,
 ) -> Lineage:
     git = git_info(project_root)
     return Lineage(
@@ -186,6 +190,8 @@ def build_lineage(
         git_dirty=git["dirty"],
         lock_sha256=file_sha256(project_root / "uv.lock"),
         config_sha256=file_sha256(config_path),
+        training_set_digest=training_set_digest,
+        best_iteration=best_iteration,
         libraries=library_versions(),
     )
 
@@ -204,5 +210,8 @@ REQUIRED_TAGS = (
     "lineage.git_dirty",
     "lineage.lock_sha256",
     "lineage.lib.xgboost",
+    "lineage.training_set_digest",
+    "lineage.best_iteration",
+    "lineage.recipe_sha256",
     "model_artifact_sha256",
 )

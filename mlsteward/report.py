@@ -61,6 +61,8 @@ VERSION_ACTIONS = (
     "promotion_refused",
     ROLLBACK,
     "integrity_failed",
+    "reproduced",
+    "reproduction_refused",
 )
 """Events shown in a version's history."""
 
@@ -93,6 +95,9 @@ EVENT_LABELS = {
     DRIFT_DETECTED: "Drift detected",
     RETRAIN_TRIGGERED: "Retrain triggered",
     RETRAIN_SUPPRESSED: "Retrain suppressed",
+    "reproduced": "Reproduced",
+    "reproduction_refused": "Reproduction refused",
+    "snapshots_collected": "Snapshots collected",
 }
 EVENT_TONE = {
     "version_registered": "info",
@@ -110,6 +115,8 @@ EVENT_TONE = {
     DRIFT_DETECTED: "warn",
     RETRAIN_TRIGGERED: "info",
     RETRAIN_SUPPRESSED: "warn",
+    "reproduced": "info",
+    "reproduction_refused": "warn",
 }
 GATE_TITLES = {
     "metric_thresholds": "Metric thresholds",
@@ -383,6 +390,14 @@ def lineage_from_tags(tags: dict[str, str]) -> dict[str, Any]:
         "config_sha256": text("config_sha256"),
         "libraries": dict(sorted(libraries.items())),
         "artifact_sha256": tags.get("model_artifact_sha256"),
+        "training_set_digest": text("training_set_digest"),
+        "recipe_sha256": text("recipe_sha256"),
+        "reproduction": (
+            f"{tags['reproduce_result']} ({tags.get('reproduce_mode', '?')}, "
+            f"{tags.get('reproduced_at', '?')})"
+            if "reproduce_result" in tags
+            else None
+        ),
     }
 
 
@@ -864,6 +879,8 @@ def lineage_table(section: VersionSection) -> Table:
     dirty = lin.get("git_dirty")
     commit = lin.get("git_commit") or MISSING
     commit_text = commit + (" (uncommitted changes)" if dirty == "true" else "")
+    repro = lin.get("reproduction")
+    repro_tone = "" if not repro else ("ok" if repro.startswith("identical") else "bad")
     rows = [
         ("Data digest", Cell(lin.get("data_digest") or MISSING, "code")),
         ("Snapshot", Cell(_text(lin.get("snapshot")), "code")),
@@ -880,6 +897,9 @@ def lineage_table(section: VersionSection) -> Table:
         ("Config SHA-256", Cell(lin.get("config_sha256") or MISSING, "code")),
         ("Libraries", Cell(_text(lin.get("libraries")), "code")),
         ("Artifact SHA-256", Cell(lin.get("artifact_sha256") or MISSING, "code")),
+        ("Training-set digest", Cell(lin.get("training_set_digest") or MISSING, "code")),
+        ("Recipe SHA-256", Cell(lin.get("recipe_sha256") or MISSING, "code")),
+        ("Last reproduction", Cell(repro or "never", repro_tone)),
         ("MLflow run", Cell(section.run_id or MISSING, "code")),
     ]
     return Table(["", ""], [[Cell(k, "key"), c] for k, c in rows], kind="kv")

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlsteward import mlflow_adapter
+from mlsteward import feast_adapter, mlflow_adapter
 from mlsteward.audit import Action
 from mlsteward.config import ModelConfig, model_config_path
 from mlsteward.governance import open_audit
 from mlsteward.lineage import Lineage, build_lineage
+from mlsteward.recipe import (
+    RECIPE_ARTIFACT,
+    RECIPE_SHA_TAG,
+    build_recipe,
+    feature_service_definition,
+    recipe_sha256,
+)
 from mlsteward.settings import project_root
 from mlsteward.state import SnapshotInfo
 from mlsteward.training import TuningResult
@@ -88,6 +96,33 @@ def make_lineage(
         max_evals=len(tuning.trials),
         project_root=project_root(),
         config_path=model_config_path(cfg.name),
+        training_set_digest=data.training_set_digest,
+        best_iteration=tuning.best_iteration,
+    )
+
+
+def make_recipe(
+    cfg: ModelConfig,
+    snapshot: SnapshotInfo,
+    data: PreparedData,
+    tuning: TuningResult,
+    threshold: float,
+) -> dict:
+    """The document ``mlsteward reproduce`` rebuilds this version from (see ``recipe``)."""
+    entity_dtype = feast_adapter.snapshot_entity_dtype(cfg, Path(snapshot.path))
+    return build_recipe(
+        cfg=cfg,
+        snapshot=snapshot,
+        feature_service=feature_service_definition(cfg, snapshot.feature_dtypes, entity_dtype),
+        entity_rows=sum(data.split.sizes().values()),
+        training_set_digest=data.training_set_digest,
+        split_sizes=data.split.sizes(),
+        seed=tuning.seed,
+        max_evals=len(tuning.trials),
+        best_params=tuning.best_params,
+        best_iteration=tuning.best_iteration,
+        best_loss=tuning.best_loss,
+        decision_threshold=threshold,
     )
 
 
@@ -133,9 +168,12 @@ def register_model(
     mlflow_adapter.log_frame_artifact(run_id, holdout, "holdout/test_predictions.parquet")
     mlflow_adapter.log_dict_artifact(run_id, data.encoding.to_dict(), "feature_encoding.json")
     mlflow_adapter.log_dict_artifact(run_id, lineage.to_dict(), "lineage.json")
+    recipe = make_recipe(cfg, snapshot, data, tuning, fitted.threshold)
+    mlflow_adapter.log_dict_artifact(run_id, recipe, RECIPE_ARTIFACT)
 
     version_tags = {
         **lineage.to_tags(),
+        RECIPE_SHA_TAG: recipe_sha256(recipe),
         "lifecycle": "candidate",
         "decision_threshold": fitted.threshold,
         "feature_encoding": data.encoding.to_dict(),

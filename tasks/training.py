@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from mlsteward import mlflow_adapter
 from mlsteward.config import ModelConfig
 from mlsteward.lineage import require_git_ref
+from mlsteward.recipe import frame_digest
 from mlsteward.settings import project_root
 from mlsteward.state import SnapshotInfo
 from mlsteward.training import (
@@ -44,6 +45,8 @@ class PreparedData:
     x_train: pd.DataFrame
     x_val: pd.DataFrame
     x_test: pd.DataFrame
+    training_set_digest: str = ""
+    """SHA-256 of the point-in-time training set's content (``recipe.frame_digest``)."""
 
     def y(self, part: str) -> pd.Series:
         return getattr(self.split, part)[self.label]
@@ -69,6 +72,7 @@ def prepare(cfg: ModelConfig, frame: pd.DataFrame, snapshot: SnapshotInfo) -> Pr
     )
     enc = make_encoding(cfg, snapshot.feature_dtypes, split.train)
     return PreparedData(
+        training_set_digest=frame_digest(frame),
         split=split,
         encoding=enc,
         label=cfg.label,
@@ -133,16 +137,30 @@ def tune_hyperparameters(
     return result
 
 
-@task(name="fit-and-evaluate", cache_policy=NO_CACHE)
-def fit_and_evaluate(cfg: ModelConfig, data: PreparedData, tuning: TuningResult) -> FittedModel:
-    """Refit the best trial, choose the label threshold on validation, score the test set."""
+def fit_evaluate(cfg: ModelConfig, data: PreparedData, tuning: TuningResult) -> FittedModel:
+    """Refit the best trial, choose the label threshold on validation, score the test set.
+
+    One function for training and reproduction, so a rebuilt version is made the same way.
+    """
     model = fit_final(data.x_train, data.y("train"), data.encoding, cfg.tuning, tuning)
     val_proba = model.predict_proba(data.x_val)[:, 1]
     dt = cfg.decision_threshold
     threshold = choose_threshold(data.y("validation").to_numpy(), val_proba, dt.strategy, dt.value)
     test_proba = model.predict_proba(data.x_test)[:, 1]
-    test_metrics = evaluate(data.y("test").to_numpy(), test_proba, threshold)
-    val_metrics = evaluate(data.y("validation").to_numpy(), val_proba, threshold)
+    return FittedModel(
+        model=model,
+        threshold=threshold,
+        test_metrics=evaluate(data.y("test").to_numpy(), test_proba, threshold),
+        validation_metrics=evaluate(data.y("validation").to_numpy(), val_proba, threshold),
+        test_proba=pd.Series(test_proba, index=data.x_test.index),
+    )
+
+
+@task(name="fit-and-evaluate", cache_policy=NO_CACHE)
+def fit_and_evaluate(cfg: ModelConfig, data: PreparedData, tuning: TuningResult) -> FittedModel:
+    """Refit the best trial, choose the label threshold on validation, score the test set."""
+    fitted = fit_evaluate(cfg, data, tuning)
+    test_metrics = fitted.test_metrics
     run_logger().info(
         "test ROC-AUC %.4f, PR-AUC %.4f, log loss %.4f, Brier %.4f, F1 %.4f at threshold %.3f",
         test_metrics["roc_auc"],
@@ -150,15 +168,9 @@ def fit_and_evaluate(cfg: ModelConfig, data: PreparedData, tuning: TuningResult)
         test_metrics["log_loss"],
         test_metrics["brier"],
         test_metrics["f1"],
-        threshold,
+        fitted.threshold,
     )
-    return FittedModel(
-        model=model,
-        threshold=threshold,
-        test_metrics=test_metrics,
-        validation_metrics=val_metrics,
-        test_proba=pd.Series(test_proba, index=data.x_test.index),
-    )
+    return fitted
 
 
 @task(name="verify-code-version", cache_policy=NO_CACHE)

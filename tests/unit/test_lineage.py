@@ -51,13 +51,18 @@ def test_lineage_tags_are_flat_strings_and_complete(tmp_path: Path) -> None:
         max_evals=2,
         project_root=tmp_path,
         config_path=tmp_path / "m.yaml",
+        training_set_digest="t" * 64,
+        best_iteration=41,
     )
-    tags = lin.to_tags() | {"model_artifact_sha256": "x"}
+    # the recipe's digest is tagged at registration, next to the artifact's
+    tags = lin.to_tags() | {"model_artifact_sha256": "x", "lineage.recipe_sha256": "r"}
     assert all(isinstance(v, str) for v in tags.values())
     assert set(REQUIRED_TAGS) <= set(tags)
     assert tags["lineage.lock_sha256"] == hashlib.sha256(b"lock").hexdigest()
     assert tags["lineage.config_sha256"] == hashlib.sha256(b"cfg").hexdigest()
     assert tags["lineage.features"] == '["a", "b"]'
+    assert tags["lineage.training_set_digest"] == "t" * 64
+    assert tags["lineage.best_iteration"] == "41"
     assert tags["lineage.lib.xgboost"] == "3.2.0"
 
 
