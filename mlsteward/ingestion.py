@@ -74,6 +74,9 @@ def write_snapshot(cfg: ModelConfig, good: pd.DataFrame) -> tuple[Path, str]:
         final = directory / f"{digest}.parquet"
         if final.exists():
             tmp.unlink()
+            # Re-ingesting a known data version makes it young again, so `mlsteward gc`'s
+            # grace period covers the moment before the current pointer moves to it.
+            os.utime(final)
         else:
             os.replace(tmp, final)
     finally:

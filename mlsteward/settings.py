@@ -50,8 +50,24 @@ def feast_dir() -> Path:
     return _sub("feast")
 
 
+def snapshot_root() -> Path:
+    """Root of the content-addressed snapshot store: ``MLSTEWARD_SNAPSHOT_ROOT`` (any mounted
+    filesystem path, e.g. shared storage), by default ``MLSTEWARD_HOME/snapshots``."""
+    env = os.environ.get("MLSTEWARD_SNAPSHOT_ROOT")
+    path = Path(env).expanduser().resolve() if env else home() / "snapshots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def snapshots_dir(model: str) -> Path:
-    return _sub("snapshots", model)
+    path = snapshot_root() / model
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def reproductions_dir(model: str) -> Path:
+    """Reports and rebuilt artifacts of ``mlsteward reproduce`` runs."""
+    return _sub("reproductions", model)
 
 
 def predictions_dir(model: str) -> Path:

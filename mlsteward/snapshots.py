@@ -1,0 +1,229 @@
+"""The content-addressed snapshot store: finding a data version by its digest, and proving it.
+
+A snapshot file is named by the SHA-256 of its bytes (``<root>/<model>/<digest>.parquet``), so a
+data version is looked up by digest, never by "whatever the source holds now". A registered
+model version names the digest it was trained on; reproduction and audits read exactly that file
+and refuse, with the reason, when it is gone or its bytes no longer hash to its name.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlsteward.errors import MlstewardError
+from mlsteward.integrity import sha256_file
+from mlsteward.settings import snapshot_root, snapshots_dir
+
+if TYPE_CHECKING:
+    from mlsteward.config import ModelConfig
+
+
+class SnapshotMissingError(MlstewardError):
+    """No file in the snapshot store (or at the recorded path) has the requested digest."""
+
+
+class SnapshotAlteredError(MlstewardError):
+    """A snapshot file exists but its bytes no longer hash to the digest it is named by."""
+
+    def __init__(self, message: str, path: Path, expected: str, actual: str) -> None:
+        super().__init__(message)
+        self.path, self.expected, self.actual = path, expected, actual
+
+
+def snapshot_path(model: str, digest: str) -> Path:
+    """Where the store keeps the snapshot with this digest (whether or not it exists)."""
+    return snapshots_dir(model) / f"{digest}.parquet"
+
+
+def locate_snapshot(model: str, digest: str, recorded_path: str | None = None) -> Path:
+    """The verified snapshot file of ``digest``: the store's copy, else the recorded path.
+
+    The recorded path is a fallback for state moved between homes; either way the bytes must
+    hash to ``digest``, so a changed file is reported, never silently read.
+
+    Raises:
+        SnapshotMissingError: neither place has the file.
+        SnapshotAlteredError: the file exists but its SHA-256 differs from ``digest``.
+    """
+    candidates = [snapshot_path(model, digest)]
+    if recorded_path and Path(recorded_path) != candidates[0]:
+        candidates.append(Path(recorded_path))
+    for path in candidates:
+        if not path.exists():
+            continue
+        actual = sha256_file(path)
+        if actual != digest:
+            raise SnapshotAlteredError(
+                f"data digest mismatch: snapshot {path} of model {model!r} hashes to {actual}, "
+                f"not its recorded data version {digest}; the file was changed after ingestion",
+                path,
+                digest,
+                actual,
+            )
+        return path
+    where = " or ".join(str(p) for p in candidates)
+    raise SnapshotMissingError(
+        f"snapshot {digest} of model {model!r} is missing (looked in {where}); it was deleted "
+        "or the store moved (MLSTEWARD_SNAPSHOT_ROOT)"
+    )
+
+
+# -- garbage collection -------------------------------------------------------------------------
+# Ingestion never deletes a snapshot, so the store only grows; ``collect_garbage`` removes the
+# ones nothing can ask for again. It errs towards keeping: a reference it cannot read makes it
+# raise before anything is deleted, and a file it does not recognise is never touched.
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_PAGE = 1000
+
+
+def _digest_of(name: str | None) -> str | None:
+    """The digest a snapshot file name or path stands for, or None if it is not one of ours."""
+    stem = Path(name).name.removesuffix(".parquet") if name else ""
+    return stem if _DIGEST.fullmatch(stem) else None
+
+
+def _pages(search: Callable[..., Any], *args: Any) -> Iterator[Any]:
+    """Every item of a paginated MLflow search: a reference on page two protects a file too."""
+    token = None
+    while True:
+        page = search(*args, max_results=_PAGE, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def referenced_digests(
+    configs: Mapping[str, ModelConfig] | None = None, extra_models: Iterable[str] = ()
+) -> dict[str, dict[str, list[str]]]:
+    """Per model, the digests something still points at, each with who points at it.
+
+    Registered versions keep their data forever (reproduction and audits read it); the current
+    pointer and the Feast source are what the next training and retrieval read; a RUNNING
+    training run has resolved its snapshot and may still be reading it. Any lookup failure
+    propagates: an incomplete answer would make live data look collectable.
+
+    Args:
+        configs: the configured models (default: ``load_all_model_configs()``).
+        extra_models: further model names (e.g. directories in the store) whose pointer and
+            running runs to check although they have no config.
+    """
+    from mlsteward import feast_adapter
+    from mlsteward.config import load_all_model_configs
+    from mlsteward.mlflow_adapter import client
+    from mlsteward.state import current_snapshot
+
+    configs = load_all_model_configs() if configs is None else configs
+    refs: dict[str, dict[str, list[str]]] = {}
+
+    def keep(model: str, digest: str | None, reason: str) -> None:
+        if digest:
+            refs.setdefault(model, {}).setdefault(digest, []).append(reason)
+
+    c = client()
+    registered = [rm.name for rm in _pages(c.search_registered_models, None)]
+    for name in registered:
+        for mv in _pages(c.search_model_versions, f"name = '{name}'"):
+            tags = mv.tags or {}
+            digest = tags.get("lineage.data_digest") or _digest_of(tags.get("lineage.data_path"))
+            keep(name, digest, f"registered {name} v{mv.version}")
+
+    for model in sorted({*configs, *registered, *extra_models}):
+        snap = current_snapshot(model)
+        keep(model, snap.digest if snap else None, "current snapshot")
+        experiment = c.get_experiment_by_name(model)
+        if experiment is None:
+            continue
+        running = "attributes.status = 'RUNNING'"
+        for run in _pages(c.search_runs, [experiment.experiment_id], running):
+            digest = run.data.tags.get("mlsteward.data_digest")
+            keep(model, digest, f"running training run {run.info.run_id}")
+
+    for model, cfg in configs.items():
+        keep(model, _digest_of(feast_adapter.registered_snapshot_path(cfg)), "feature store source")
+    return refs
+
+
+@dataclass
+class GcResult:
+    """What one collection kept, removed (or, in a dry run, would remove) and left alone."""
+
+    root: str
+    dry_run: bool
+    min_age_seconds: float
+    kept: list[dict[str, Any]] = field(default_factory=list)
+    removed: list[dict[str, Any]] = field(default_factory=list)
+    too_young: list[dict[str, Any]] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    audit_seq: int | None = None
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(r["bytes"] for r in self.removed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "bytes_freed": self.bytes_freed}
+
+
+def collect_garbage(*, dry_run: bool, min_age_seconds: float, actor: str | None = None) -> GcResult:
+    """Delete snapshots (and leftover ``*.parquet.tmp``) that nothing references.
+
+    References are read before the store is listed, and only files older than
+    ``min_age_seconds`` go: a snapshot written after the references were read, or resolved by
+    a training run that has not opened its MLflow run yet, is young and survives this pass.
+
+    Raises:
+        Exception: whatever made a reference unreadable (MLflow, Feast, config); then nothing
+            was deleted.
+    """
+    from mlsteward.audit import Action
+    from mlsteward.governance import open_audit
+
+    root = snapshot_root()
+    model_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    refs = referenced_digests(extra_models=[d.name for d in model_dirs])
+    result = GcResult(root=str(root), dry_run=dry_run, min_age_seconds=min_age_seconds)
+    now = time.time()
+    try:
+        for directory in model_dirs:
+            model, kept_here = directory.name, refs.get(directory.name, {})
+            for path in sorted(p for p in directory.iterdir() if p.is_file()):
+                digest = _digest_of(path.name) if path.suffix == ".parquet" else None
+                if digest is None and not path.name.endswith(".parquet.tmp"):
+                    result.unknown.append(str(path))
+                    continue
+                stat = path.stat()
+                entry = {"model": model, "path": str(path), "digest": digest, "bytes": stat.st_size}
+                if digest in kept_here:
+                    result.kept.append({**entry, "reasons": kept_here[digest]})
+                elif now - stat.st_mtime < min_age_seconds:
+                    result.too_young.append({**entry, "age_seconds": round(now - stat.st_mtime)})
+                else:
+                    if not dry_run:
+                        path.unlink(missing_ok=True)
+                    result.removed.append(entry)
+    finally:  # a pass that failed half-way still leaves a record of what it deleted
+        if result.removed and not dry_run:
+            models = {r["model"] for r in result.removed}
+            with open_audit() as audit:
+                record = audit.append(
+                    Action.SNAPSHOTS_COLLECTED,
+                    model=models.pop() if len(models) == 1 else None,
+                    actor=actor,
+                    reason=f"removed {len(result.removed)} unreferenced snapshot file(s), "
+                    f"{result.bytes_freed} bytes",
+                    details={
+                        "snapshot_root": str(root),
+                        "min_age_seconds": min_age_seconds,
+                        "removed": result.removed,
+                        "digests": sorted({r["digest"] for r in result.removed if r["digest"]}),
+                    },
+                )
+            result.audit_seq = record.seq
+    return result
