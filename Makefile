@@ -22,35 +22,40 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
+# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, every process would otherwise compile
+# the whole stack again at import (measured: 35 s instead of 18 s for prefect+mlflow+feast+evidently).
 install: ## Create .venv from the lock file (installs uv with pip if needed)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
-demo: install ## The whole loop: train, score, drift, retrain, promote or reject (~4 min)
-	@echo "== 1/6  data: the built-in cohort (Jan 2024 - Jun 2025), contract-checked, snapshotted"
+demo: install ## The whole loop: train, score, drift, retrain, promote or reject, reproduce
+	@echo "== 1/7  data: the built-in cohort (Jan 2024 - Jun 2025), contract-checked, snapshotted"
 	$(RUN) mlsteward generate heart_disease --rows $(DEMO_ROWS)
 	$(RUN) mlsteward ingest heart_disease
 	$(RUN) mlsteward materialize heart_disease
-	@echo; echo "== 2/6  train: Hyperopt-tuned XGBoost, validation gates, the first champion"
+	@echo; echo "== 2/7  train: Hyperopt-tuned XGBoost, validation gates, the first champion"
 	$(RUN) mlsteward train heart_disease
-	@echo; echo "== 3/6  July: new patients from the same population arrive; score them, check drift"
+	@echo; echo "== 3/7  July: new patients from the same population arrive; score them, check drift"
 	$(RUN) mlsteward generate heart_disease --start 2025-07-01 --days 31 --rows $(DEMO_BATCH_ROWS) \
 	  --seed 101 --id-offset 1000000000 --out $(DEMO_DIR)/2025-07.parquet --append-to-source
 	$(RUN) mlsteward score heart_disease --source $(DEMO_DIR)/2025-07.parquet
 	$(RUN) mlsteward drift heart_disease
-	@echo; echo "== 4/6  August: BMI and cholesterol read 1.5 SD higher (a new assay); score it"
+	@echo; echo "== 4/7  August: BMI and cholesterol read 1.5 SD higher (a new assay); score it"
 	$(RUN) mlsteward generate heart_disease --start 2025-08-01 --days 31 --rows $(DEMO_BATCH_ROWS) \
 	  --seed 102 --id-offset 1001000000 --shift bmi=1.5 --shift cholesterol=1.5 \
 	  --out $(DEMO_DIR)/2025-08.parquet --append-to-source
 	$(RUN) mlsteward score heart_disease --source $(DEMO_DIR)/2025-08.parquet
-	@echo; echo "== 5/6  outcomes of both months come in: joined to the prediction log, and the"
+	@echo; echo "== 5/7  outcomes of both months come in: joined to the prediction log, and the"
 	@echo "        source table (now with both months) is snapshotted again for retraining"
 	$(RUN) mlsteward labels heart_disease $(DEMO_DIR)/2025-07.parquet
 	$(RUN) mlsteward labels heart_disease $(DEMO_DIR)/2025-08.parquet
 	$(RUN) mlsteward ingest heart_disease
-	@echo; echo "== 6/6  the daily drift check: Evidently on the last 7 days of predictions;"
+	@echo; echo "== 6/7  the daily drift check: Evidently on the last 7 days of predictions;"
 	@echo "        drift on a key feature retrains, and the challenger faces the same gates"
 	$(RUN) mlsteward drift heart_disease
+	@echo; echo "== 7/7  reproduce the champion from its lineage alone: its own snapshot through Feast"
+	@echo "        (the source has grown since), recorded params and seed -> the same model bytes"
+	$(RUN) mlsteward reproduce heart_disease
 	@echo
 	$(RUN) mlsteward status heart_disease
 	$(RUN) mlsteward report heart_disease
@@ -73,6 +78,7 @@ bench: install ## Benchmarks (print figures; not part of the tests)
 	$(RUN) python benchmarks/pit_join.py
 	$(RUN) python benchmarks/governance.py
 	$(RUN) python benchmarks/drift.py
+	$(RUN) python benchmarks/reproduce.py
 
 up: install ## Start the local platform: Prefect server+UI, deployments, worker, MLflow UI, webhooks
 	@$(RUN) python -m mlsteward.platform up

@@ -541,6 +541,57 @@ def labels(model: str, path: Path, as_json: bool = JsonOpt) -> None:
 
 
 @app.command()
+def reproduce(
+    model: str,
+    version: str | None = typer.Argument(None, help="Version to rebuild (default: champion)."),
+    full: bool = typer.Option(
+        False, "--full", help="Re-run the whole Hyperopt search with the recorded seed."
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse if commit, uv.lock or library versions differ."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Rebuild a registered version from its recorded snapshot, params and seed; print
+    `identical` or the first step that diverged. Exits 1 unless identical."""
+    from flows.reproduce import reproduce_flow
+
+    outcome: dict[str, Any] = {}
+
+    def action() -> dict:
+        outcome.update(reproduce_flow(model=model, version=version, full=full, strict=strict))
+        return outcome
+
+    _run(as_json, action, _reproduce_human)
+    if outcome.get("result") != "identical":
+        raise typer.Exit(1)
+
+
+def _reproduce_human(p: dict) -> str:
+    lines = [f"{p['model']} v{p['version']} ({p['mode']}): {p['summary'].upper()}"]
+    if p["result"] == "refused":
+        lines.append("  --strict: the environment differs from the one that trained:")
+    for env in p["environment"]:
+        lines.append(f"  env  {env['what']}: recorded {env['recorded']}, now {env['current']}")
+    for step in p["steps"]:
+        mark = {"same": "ok  ", "differs": "DIFF"}.get(step["status"], "--  ")
+        took = "" if step["status"] == "not_run" else f"  ({step['seconds']:.1f} s)"
+        lines.append(f"  {mark} {step['name']:<16} {step['detail']}{took}")
+    for name, delta in p["metric_deltas"].items():
+        lines.append(f"       {name}: {delta:+.3g}")
+    if p["config_changes"]:
+        keys = ", ".join(c["key"] for c in p["config_changes"])
+        lines.append(f"  info: config changed since training (recorded config used): {keys}")
+    original = p.get("original_training_seconds")
+    lines.append(
+        f"  took {p['seconds']:.1f} s"
+        + (f" (original training run {original:.1f} s)" if original else "")
+        + f"; report {p['report_path']}"
+    )
+    return "\n".join(lines)
+
+
+@app.command()
 def report(model: str, as_json: bool = JsonOpt) -> None:
     """Write the governance report (model card) as self-contained HTML and markdown."""
     from mlsteward.report import write_report
@@ -660,6 +711,37 @@ def gateway(
     from mlsteward.gateway.__main__ import main as run_gateway
 
     raise typer.Exit(run_gateway(["--host", host, "--port", str(port)]))
+
+
+@app.command()
+def gc(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
+    min_age: float = typer.Option(
+        1.0, "--min-age", help="Hours; younger unreferenced files are kept (in-flight runs)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Remove data snapshots no registered version, pointer, Feast source or run references."""
+    from mlsteward.snapshots import collect_garbage
+
+    def human(p: dict) -> str:
+        verb = "would remove" if p["dry_run"] else "removed"
+        lines = [
+            f"{verb} {r['model']} {r['digest'] or 'temp file'}  {r['bytes']} bytes  {r['path']}"
+            for r in p["removed"]
+        ]
+        lines.append(
+            f"{'would free' if p['dry_run'] else 'freed'} {p['bytes_freed']} bytes; kept "
+            f"{len(p['kept'])} referenced, {len(p['too_young'])} younger than {min_age:g} h, "
+            f"{len(p['unknown'])} unknown file(s) left alone"
+        )
+        return "\n".join(lines)
+
+    _run(
+        as_json,
+        lambda: collect_garbage(dry_run=dry_run, min_age_seconds=min_age * 3600).to_dict(),
+        human,
+    )
 
 
 @app.command()

@@ -86,7 +86,7 @@ class ModelFeastObjects:
 
 
 # -- store ------------------------------------------------------------------------------------
-def repo_config(offline_store_type: str | None = None) -> RepoConfig:
+def repo_config(offline_store_type: str | None = None, directory: Path | None = None) -> RepoConfig:
     """The programmatic twin of ``feature_repo/feature_store.yaml``.
 
     Built on each call from ``feast_dir()`` so a changed ``MLSTEWARD_HOME`` (tests, profiles) is
@@ -95,10 +95,12 @@ def repo_config(offline_store_type: str | None = None) -> RepoConfig:
     Args:
         offline_store_type: another Feast offline store type than ``OFFLINE_STORE_TYPE``; only
             tests and benchmarks use it, to compare our store with Feast's stock ``duckdb``.
+        directory: where registry and online store live (default ``feast_dir()``); rebuilding
+            an old training set uses a throwaway one, so the live registry is never touched.
     """
     from feast import RepoConfig
 
-    directory = feast_dir()
+    directory = directory or feast_dir()
     return RepoConfig(
         project=PROJECT,
         provider="local",
@@ -121,6 +123,25 @@ def get_store() -> FeatureStore:
     from feast import FeatureStore
 
     return FeatureStore(config=repo_config())
+
+
+def snapshot_store(
+    cfg: ModelConfig,
+    snapshot_path: Path,
+    feature_dtypes: dict[str, str],
+    directory: Path,
+) -> FeatureStore:
+    """A private feature store in ``directory`` whose feature service reads ``snapshot_path``.
+
+    Why: rebuilding an old version's training set must run the same point-in-time join over
+    *its* snapshot, while the live registry keeps serving the current one; re-pointing the live
+    source, even briefly, would change what scoring and training read meanwhile.
+    """
+    from feast import FeatureStore
+
+    store = FeatureStore(config=repo_config(directory=directory))
+    store.apply(build_objects(cfg, snapshot_path, feature_dtypes=feature_dtypes).as_list())
+    return store
 
 
 # -- object builders --------------------------------------------------------------------------
@@ -379,7 +400,11 @@ def _canonical_from_arrow(
 
 # -- offline retrieval -----------------------------------------------------------------------
 def get_training_frame(
-    cfg: ModelConfig, entity_df: pd.DataFrame, *, with_label: bool = True
+    cfg: ModelConfig,
+    entity_df: pd.DataFrame,
+    *,
+    with_label: bool = True,
+    store: FeatureStore | None = None,
 ) -> pd.DataFrame:
     """Point-in-time correct features for each entity row, via the model's feature service.
 
@@ -393,6 +418,7 @@ def get_training_frame(
             (tz-aware) and the label. Other columns are ignored.
         with_label: False for scoring, whose entity rows have no outcome yet: the label is
             then neither required nor returned.
+        store: the feature store to ask (default: the live one, ``get_store()``).
 
     Returns:
         One row per input row sorted by ``row_id``, columns ``[row_id, entity, event time, label,
@@ -445,7 +471,7 @@ def get_training_frame(
             _FEAST_EVENT_TIMESTAMP: times.dt.tz_convert("UTC").astype("datetime64[us, UTC]"),
         }
     )
-    store = get_store()
+    store = store or get_store()
     service = store.get_feature_service(cfg.feature_service_name)
     # Arrow, not to_df(): checking, reordering and casting there is vectorised (the pandas route
     # cost more than the join itself at a million rows: objects for strings and nullable bools).

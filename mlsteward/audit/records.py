@@ -116,6 +116,9 @@ class Action(StrEnum):
     RETRAIN_SUPPRESSED = "retrain_suppressed"
     WEBHOOK_ACCEPTED = "webhook_accepted"
     WEBHOOK_REFUSED = "webhook_refused"
+    REPRODUCED = "reproduced"
+    REPRODUCTION_REFUSED = "reproduction_refused"
+    SNAPSHOTS_COLLECTED = "snapshots_collected"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +30,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+RETRIED_STATUSES = (429, 502, 503)
+"""What Prefect's own client retries: its server answers 503 while its SQLite database is
+locked by the scheduler or a worker, which on a busy 2-core machine happens now and then."""
+
+
+def _open(req: urllib.request.Request | str, attempts: int = 5) -> tuple[int, bytes]:
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code not in RETRIED_STATUSES or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return resp.status, resp.read()
+    return _open(url)
 
 
 def get_json(url: str) -> Any:
@@ -41,8 +59,15 @@ def post(url: str, body: dict[str, Any] | list[Any]) -> Any:
     req = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+    return json.loads(_open(req)[1])
+
+
+def request(url: str, method: str, body: dict[str, Any] | None = None) -> None:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    _open(req)
 
 
 def listening(port: int) -> bool:

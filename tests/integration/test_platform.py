@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tests.integration.platform_support import (
     get_json,
     platform_stopped_afterwards,
     post,
+    request,
     service_processes,
 )
 
@@ -130,12 +130,3 @@ def wait_for_completed_scheduled_run(api: str, deployment_id: str, timeout: floa
                 return r
         time.sleep(1)
     raise AssertionError(f"no scheduled run completed within {timeout:.0f} s: {seen}")
-
-
-def request(url: str, method: str, body: dict[str, Any] | None = None) -> None:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=10):
-        pass

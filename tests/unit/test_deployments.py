@@ -78,6 +78,7 @@ EXPECTED = {
     "promote": "flows/governance.py:promotion_flow",
     "rollback": "flows/governance.py:rollback_flow",
     "score": "flows/scoring.py:scoring_flow",
+    "reproduce": "flows/reproduce.py:reproduce_flow",
     "drift": "flows/drift.py:drift_flow",
 }
 

@@ -1,0 +1,76 @@
+"""The reproduction flow: rebuild a registered version from its recipe and say if it is the same.
+
+Runs from the CLI (``mlsteward reproduce``), the Prefect UI (``reproduce-<model>``) or a
+schedule, and always leaves an audit record; a completed rebuild also tags the version.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow
+
+from flows.governance import run_actor
+from mlsteward.reproduce import ReproductionReport, Step
+from tasks.reproduce import (
+    compare_environment,
+    load_recorded_version,
+    rebuild_params,
+    rebuild_training_set,
+    record_reproduction,
+    refit_and_compare,
+    verify_snapshot,
+    verify_stored_artifact,
+    workdir_for,
+)
+
+
+@flow(name="reproduce-model", log_prints=True)
+def reproduce_flow(
+    model: str = "heart_disease",
+    version: str | None = None,
+    full: bool = False,
+    strict: bool = False,
+) -> dict:
+    """Rebuild MODEL's VERSION from its recorded data snapshot, params and seed, and compare it
+    step by step (data digest, training set, params, metrics, artifact SHA-256) with what was
+    registered.
+
+    Args:
+        model: name of a model config in config/models.
+        version: registered version to rebuild (default: the current champion).
+        full: re-run the whole Hyperopt search with the recorded seed and check it finds the
+            same best params (slower), instead of refitting the recorded best params.
+        strict: refuse to rebuild when the code commit, uv.lock or library versions differ
+            from those that trained the version.
+    """
+    started = time.perf_counter()
+    actor = run_actor()
+    recorded = load_recorded_version(model, version)
+    version = recorded.info.version
+    report = ReproductionReport(model=model, version=version, mode="full" if full else "params")
+    report.original_training_seconds = recorded.training_seconds
+    workdir = workdir_for(model, version)
+    compare_environment(recorded, report)
+
+    def finish(why_not_run: str) -> dict:
+        report.close(why_not_run)
+        report.seconds = round(time.perf_counter() - started, 3)
+        record_reproduction(report, workdir, actor)
+        return report.to_dict()
+
+    if strict and report.environment:
+        report.result = "refused"
+        return finish("refused by --strict: the environment differs")
+    if recorded.recipe_problem:
+        report.add(Step("recipe", "differs", recorded.recipe_problem))
+        return finish("no trustworthy recipe to rebuild from")
+    report.add(Step("recipe", "same", "recipe matches its registered SHA-256"))
+
+    snapshot_path = verify_snapshot(recorded, report)
+    if snapshot_path is not None:
+        data = rebuild_training_set(recorded, snapshot_path, report)
+        tuning = rebuild_params(recorded, data, full, report)
+        refit_and_compare(recorded, data, tuning, workdir, report)
+    verify_stored_artifact(recorded, report)
+    return finish("no verified data to rebuild from")
