@@ -77,9 +77,13 @@ def listening(port: int) -> bool:
 
 
 def service_processes(roots: dict[str, int]) -> dict[str, set[int]]:
-    """Each service's processes, without flow runs a schedule may start in between."""
+    """Each service's processes, without the flow runs the worker may start at any time.
+
+    The worker's only children are flow runs, and one caught between fork and exec still reads
+    as the worker itself, so the worker counts as just its own process.
+    """
     return {
-        name: {p for p in processes.family(pid) if "prefect.engine" not in processes.cmdline(p)}
+        name: {pid} if name == "prefect-worker" else processes.family(pid)
         for name, pid in roots.items()
     }
 
