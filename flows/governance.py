@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, pause_flow_run
-from prefect.exceptions import FlowPauseTimeout
+from prefect.exceptions import FlowPauseTimeout, Pause
 from prefect.runtime import flow_run
 
 from mlsteward import governance, registry
@@ -20,7 +20,7 @@ from mlsteward.config import ModelConfig, get_model_config
 from mlsteward.errors import PromotionError
 from mlsteward.gates import ValidationReport
 from mlsteward.registry import CHAMPION
-from tasks.approval import ApprovalInput, approval_form
+from tasks.approval import ApprovalInput, approval_form, await_applied_pause
 from tasks.common import artifact_key, run_logger
 from tasks.promotion import audit_event, promote_version, reject_version, rollback_champion
 from tasks.validation import (
@@ -84,15 +84,15 @@ def request_approval(
         version,
         flow_run.get_id(),
     )
+    form = approval_form(report.to_markdown(), cfg.name, version)
+    key = artifact_key("approve", cfg.name, f"v{version}")
+    poll = min(APPROVAL_POLL_SECONDS, timeout)
     try:
-        return pause_flow_run(
-            wait_for_input=approval_form(report.to_markdown(), cfg.name, version),
-            timeout=timeout,
-            poll_interval=min(APPROVAL_POLL_SECONDS, timeout),
-            key=artifact_key("approve", cfg.name, f"v{version}"),
-        )
+        return pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=poll, key=key)
     except FlowPauseTimeout:
         return None
+    except Pause as paused:
+        return await_applied_pause(paused, flow_run.get_id(), form, key, timeout, poll)
 
 
 def govern(

@@ -7,9 +7,14 @@ Prefect renders the fields below as a form next to the validation summary, and
 
 from __future__ import annotations
 
+import time
 from typing import Literal
+from uuid import UUID
 
+from prefect import get_client
+from prefect.exceptions import Pause
 from prefect.input import RunInput
+from prefect.input.run_input import keyset_from_paused_state
 from pydantic import Field
 
 
@@ -43,3 +48,35 @@ def approval_form(report_markdown: str, model: str, version: str) -> type[Approv
         f"[--reject]`"
     )
     return ApprovalInput.with_initial_data(description=description)
+
+
+def await_applied_pause(
+    paused: Pause,
+    flow_run_id: str,
+    form: type[ApprovalInput],
+    pause_key: str,
+    timeout: float,
+    poll_interval: float,
+) -> ApprovalInput | None:
+    """Wait for the decision on a pause the server applied although the client saw it refused.
+
+    A busy server can apply the pause and still fail the response (503 while its database is
+    locked); the client sends the same transition again and the server rejects the repeat with
+    the run's current, paused state, which Prefect raises as ``Pause``. The run is paused with
+    our key, so this does what ``pause_flow_run`` would have done next: publish the form and
+    poll until resumed. None when the timeout passes, as with ``FlowPauseTimeout``.
+    """
+    state = paused.state
+    if state is None or not state.is_paused() or state.state_details.pause_key != pause_key:
+        raise paused
+    keyset = keyset_from_paused_state(state)
+    form.save(keyset)
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(UUID(flow_run_id))
+            if run.state is not None and run.state.is_running():
+                return form.load(keyset)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(poll_interval)

@@ -10,12 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect import get_client
+from prefect import flow, get_client
+from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.flow_runs import resume_flow_run
+from prefect.input.run_input import keyset_from_paused_state
+from prefect.states import Paused
+from prefect.utilities.engine import propose_state_sync
 from typer.testing import CliRunner
 
-from flows.governance import promotion_flow
+from flows.governance import promotion_flow, request_approval
 from flows.ingestion import ingestion_flow
 from flows.training import training_flow
 from mlsteward import governance, registry
@@ -23,8 +27,11 @@ from mlsteward.audit import Action, audit_store
 from mlsteward.cli import app
 from mlsteward.config import get_model_config
 from mlsteward.errors import IntegrityError, PromotionError
+from mlsteward.gates import ValidationReport
 from mlsteward.settings import home
 from mlsteward.synthetic import Shift, generate_cohort, write_dataset
+from tasks.approval import ApprovalInput
+from tasks.common import artifact_key
 from tasks.retrain import running_training_runs
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
 from tests.integration.stack_support import temporary_database
@@ -396,6 +403,35 @@ def test_approval_timeout_counts_as_rejected(ingested: Path) -> None:
     timed_out = records(Action.APPROVAL_TIMED_OUT)
     assert timed_out and timed_out[-1].version == "1"
     assert lifecycle("1") == "rejected"
+
+
+def test_approval_waits_on_a_pause_the_server_applied_before_refusing_its_repeat(
+    config_dir: Path,
+) -> None:
+    """A busy server can apply the pause yet fail the response; Prefect's client sends it again
+    and the server refuses the repeat with the run's paused state, raised as ``Pause``. The run
+    is paused all the same, so the flow must still wait for the person's decision."""
+    cfg = get_model_config(MODEL)
+    report = ValidationReport(model=MODEL, version="7", gates=[])
+
+    @flow
+    def approval_after_applied_pause() -> ApprovalInput | None:
+        # the first, applied attempt, exactly as pause_flow_run proposes it
+        applied = Paused(
+            timeout_seconds=60, reschedule=False, pause_key=artifact_key("approve", MODEL, "v7")
+        )
+        applied.state_details.run_input_keyset = keyset_from_paused_state(applied)
+        with get_client(sync_client=True) as client:
+            propose_state_sync(client, applied, flow_run_id=FlowRunContext.get().flow_run.id)
+        return request_approval(cfg, "7", report, actor="tester")
+
+    thread, box = run_in_background(approval_after_applied_pause)
+    run_id = wait_for_pause(box)
+    resume_flow_run(run_id, run_input={"decision": "reject", "approver": "ana", "reason": "no"})
+    thread.join(60)
+    assert "error" not in box, box.get("error")
+    decision = box["result"]
+    assert (decision.decision, decision.approver, decision.reason) == ("reject", "ana", "no")
 
 
 def test_promote_refuses_a_failed_version(ingested: Path) -> None:
