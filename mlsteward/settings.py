@@ -102,3 +102,16 @@ def scored_dir(model: str) -> Path:
 def drift_reports_dir(model: str) -> Path:
     """Evidently HTML reports of drift runs."""
     return _sub("reports", "drift", model)
+
+
+DEFAULT_SERVING_PORT = 8800
+
+
+def serving_url() -> str:
+    """Where the prediction service answers: ``MLSTEWARD_SERVING_URL``, or loopback on
+    ``MLSTEWARD_SERVING_PORT`` (default 8800), as ``make up`` starts it."""
+    url = os.environ.get("MLSTEWARD_SERVING_URL", "").strip()
+    if url:
+        return url.rstrip("/")
+    port = os.environ.get("MLSTEWARD_SERVING_PORT", "").strip() or str(DEFAULT_SERVING_PORT)
+    return f"http://127.0.0.1:{port}"

@@ -1,0 +1,302 @@
+"""The online prediction service: ``POST /v1/models/{model}/predict`` and its probes.
+
+Requests carry entity ids (features come from the Feast online store) or feature values
+(checked against the model's data contract), one row or a batch up to the model's
+``serving.max_batch_rows``. Bad requests get a 4xx naming what is wrong, never a 500: an
+unknown model or entity is a 404, invalid or missing fields a 422 (FastAPI's error shape,
+one entry per field), an oversize batch a 413. Every answered row goes to the prediction log.
+
+``/healthz`` says the process runs; ``/readyz`` that every served model has a verified
+champion loaded (and its canary challenger, during a rollout); ``/metrics`` is Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlsteward.config import ModelConfig, get_model_config, load_all_model_configs
+from mlsteward.serving.batcher import Job, MicroBatcher
+from mlsteward.serving.features import FieldError, RequestRejected, check_instances
+from mlsteward.serving.logbook import PredictionLogWriter
+from mlsteward.serving.metrics import ServingMetrics
+from mlsteward.serving.routing import CHALLENGER_ARM
+from mlsteward.serving.settings import ServingSettings
+from mlsteward.serving.slots import ModelSlot
+
+log = logging.getLogger("mlsteward.serving")
+
+
+class PredictRequest(BaseModel):
+    """Either ``entity_ids`` or ``instances``, not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entity_ids: list[int | str] | None = Field(
+        default=None, min_length=1, description="Ids whose features are read from Feast online."
+    )
+    instances: list[dict[str, Any]] | None = Field(
+        default=None, min_length=1, description="Feature values, one object per row."
+    )
+    routing_keys: list[str] | None = Field(
+        default=None,
+        description="Per instance, what canary routing hashes (e.g. a user id); default: the "
+        "entity id, or the values themselves.",
+    )
+    explain: bool = Field(default=False, description="Add the top-k SHAP contributions.")
+    top_k: int | None = Field(default=None, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PredictRequest:
+        if (self.entity_ids is None) == (self.instances is None):
+            raise ValueError("give either entity_ids or instances")
+        if self.routing_keys is not None and (
+            self.instances is None or len(self.routing_keys) != len(self.instances)
+        ):
+            raise ValueError("routing_keys needs one key per instance")
+        return self
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: float = Field(description="SHAP value in log-odds.")
+
+
+class ExplanationOut(BaseModel):
+    base_value: float = Field(description="Expected log-odds the contributions add to.")
+    contributions: list[Contribution]
+
+
+class PredictionOut(BaseModel):
+    entity_id: int | str | None
+    probability: float
+    label: int
+    threshold: float
+    version: str
+    arm: str
+    event_timestamp: str = Field(description="Key (with the entity) for reporting the outcome.")
+    explanation: ExplanationOut | None = None
+
+
+class PredictResponse(BaseModel):
+    model: str
+    request_id: str
+    predictions: list[PredictionOut]
+
+
+def _rejected(exc: RequestRejected) -> JSONResponse:
+    return JSONResponse({"detail": [e.to_dict() for e in exc.errors]}, status_code=exc.status)
+
+
+class Service:
+    """Everything one app holds: a slot and a batcher per model, the log writer, metrics."""
+
+    def __init__(self, configs: list[ModelConfig], settings: ServingSettings) -> None:
+        from mlsteward.feast_adapter import get_store
+
+        self.settings = settings
+        self.metrics = ServingMetrics()
+        self.slots = {c.name: ModelSlot(c, self.metrics, get_store) for c in configs}
+        self.batchers: dict[str, MicroBatcher] = {}
+        serving = [c.serving for c in configs] or [ModelConfig.model_fields["serving"].default]
+        self.writer = PredictionLogWriter(
+            max_rows=min(s.log_queue_rows for s in serving),
+            flush_seconds=min(s.log_flush_seconds for s in serving),
+            on_depth=lambda m, d: self.metrics.queue_depth.labels(m).set(d),
+            on_written=lambda m, n: self.metrics.logged.labels(m).inc(n),
+        )
+        self.poll_seconds = min(s.poll_seconds for s in serving)
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.settings.faults:
+            log.warning("fault injection is ON: %s", self.settings.model_dump()["faults"])
+        for name, slot in self.slots.items():
+            await asyncio.to_thread(self._refresh, slot)
+            cfg = slot.cfg
+            kinds = dict(zip(cfg.feature_names, [r.kind for r in slot.arms.rules.values()],
+                             strict=False))  # fmt: skip
+            entity_kind = "string"
+            if slot.online is not None and slot.online.int_entity:
+                entity_kind = "Int64"
+            self.writer.register(name, {**kinds, cfg.source.entity: entity_kind,
+                                        "model_version": "string", "arm": "string"})  # fmt: skip
+            batcher = MicroBatcher(slot, self.settings.faults)
+            batcher.start()
+            self.batchers[name] = batcher
+        self.writer.start()
+        self._watch = asyncio.get_running_loop().create_task(self._watch_registry())
+
+    def _refresh(self, slot: ModelSlot) -> None:
+        try:
+            slot.refresh()
+        except Exception as exc:  # registry down: keep serving what is loaded
+            slot.errors["registry"] = f"registry: {exc}"
+            log.warning("%s: registry read failed: %s", slot.cfg.name, exc)
+        else:
+            slot.errors.pop("registry", None)
+
+    async def _watch_registry(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            for slot in self.slots.values():
+                await asyncio.to_thread(self._refresh, slot)
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        for batcher in self.batchers.values():
+            await batcher.stop()
+        left = await asyncio.to_thread(self.writer.close)
+        if left:
+            log.error("%d prediction(s) were not written to the prediction log", left)
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        models = {name: slot.describe() for name, slot in self.slots.items()}
+        ok = bool(models) and all(
+            slot.arms.champion is not None
+            and (slot.arms.canary is None or slot.arms.challenger is not None)
+            for slot in self.slots.values()
+        )
+        return ok, models
+
+
+def create_app(
+    configs: list[ModelConfig] | None = None, settings: ServingSettings | None = None
+) -> FastAPI:
+    settings = settings or ServingSettings.from_env()
+    if configs is None:
+        if settings.models:
+            configs = [get_model_config(n) for n in settings.models]
+        else:
+            configs = list(load_all_model_configs().values())
+    service = Service(configs, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="mlsteward serving",
+        description="Online predictions with SHAP explanations from verified MLflow versions.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(RequestRejected)
+    async def _on_rejected(_: Request, exc: RequestRejected) -> JSONResponse:
+        return _rejected(exc)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"description": "a model is not loaded and verified"}})
+    async def readyz() -> JSONResponse:
+        ok, models = service.ready()
+        return JSONResponse({"ready": ok, "models": models}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models/{model}", responses={404: {"description": "unknown model"}})
+    async def describe(model: str) -> JSONResponse:
+        slot = service.slots.get(model)
+        if slot is None:
+            return _unknown_model(model, service)
+        return JSONResponse(slot.describe())
+
+    @app.post(
+        "/v1/models/{model}/predict",
+        response_model=PredictResponse,
+        responses={
+            404: {"description": "unknown model or entity id"},
+            413: {"description": "more rows than serving.max_batch_rows"},
+            422: {"description": "invalid or missing fields, or online features"},
+            503: {"description": "no verified champion loaded"},
+        },
+    )
+    async def predict(
+        model: str,
+        body: PredictRequest,
+        explain: bool = Query(default=False, description="Same as the body's explain."),
+    ) -> Response:
+        started = time.perf_counter()
+        slot = service.slots.get(model)
+        if slot is None:
+            service.metrics.requests.labels(model, "", "", "404").inc()
+            return _unknown_model(model, service)
+        cfg = slot.cfg
+        try:
+            job = _job(slot, body, explain)
+            result = await service.batchers[model].submit(job)
+        except RequestRejected as exc:
+            service.metrics.requests.labels(model, "", "", str(exc.status)).inc()
+            return _rejected(exc)
+        faults = service.settings.faults.get(CHALLENGER_ARM)
+        if faults and faults.delay_ms and CHALLENGER_ARM in result.arms:
+            await asyncio.sleep(faults.delay_ms / 1000)
+        await service.writer.put(model, result.log_rows)
+        content = orjson.dumps(
+            {"model": cfg.name, "request_id": job.request_id, "predictions": result.predictions}
+        )
+        elapsed = time.perf_counter() - started
+        for arm, version in result.arms.items():
+            service.metrics.requests.labels(model, version, arm, "200").inc()
+            service.metrics.latency.labels(model, version, arm).observe(elapsed)
+        return Response(content, media_type="application/json")
+
+    return app
+
+
+def _job(slot: ModelSlot, body: PredictRequest, explain_query: bool) -> Job:
+    cfg = slot.cfg
+    rows = len(body.entity_ids or body.instances or [])
+    if rows > cfg.serving.max_batch_rows:
+        raise RequestRejected(
+            413,
+            [FieldError(("body",), f"{rows} rows exceed the limit of {cfg.serving.max_batch_rows}"
+                        " per request (serving.max_batch_rows)", "too_many_rows")],
+        )  # fmt: skip
+    explain = body.explain or explain_query
+    top_k = body.top_k or cfg.serving.top_k or cfg.scoring.top_k or 3
+    future = asyncio.get_running_loop().create_future()
+    if body.entity_ids is not None:
+        online = slot.online
+        if online is None:
+            reason = slot.errors.get("online", "no online store")
+            raise RequestRejected(503, [FieldError(("body", "entity_ids"), reason, "unavailable")])
+        ids = [
+            online.entity_key(v, ("body", "entity_ids", n)) for n, v in enumerate(body.entity_ids)
+        ]
+        return Job(ids, None, None, explain, top_k, future)
+    instances = body.instances or []
+    errors = check_instances(slot.arms.rules, instances)
+    if errors:
+        raise RequestRejected(422, errors)
+    return Job(None, instances, body.routing_keys, explain, top_k, future)
+
+
+def _unknown_model(model: str, service: Service) -> JSONResponse:
+    return JSONResponse(
+        {"detail": [{"loc": ["path", "model"], "type": "unknown_model",
+                     "msg": f"unknown model {model!r}; served: {sorted(service.slots)}"}]},
+        status_code=404,
+    )  # fmt: skip

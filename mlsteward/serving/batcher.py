@@ -1,0 +1,307 @@
+"""Micro-batching: the requests that arrive while one batch is scored are scored together.
+
+One task per model takes every queued job (up to ``micro_batch_rows`` rows), does one Feast
+online lookup for all their entity ids, routes each row to an arm, and makes one
+``inplace_predict`` and, for rows that asked for explanations, one ``pred_contribs`` call per
+arm. Under load that turns hundreds of small XGBoost and SQLite calls into a few large ones
+(batched exact SHAP costs ~0.34 ms a row against ~5 ms for a single-row call); alone, a
+request is scored at once, with no waiting for company. The work runs on the event loop
+itself: handing it to a thread pool added 70-190 ms tails in measurements, more than the
+loop is ever blocked by one batch.
+
+A challenger row that fails to score is counted against the challenger and answered by the
+champion, so a broken canary costs its users nothing but shows in the error-rate guardrail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from mlsteward.serving.features import (
+    FieldError,
+    RequestRejected,
+    missing_online,
+)
+from mlsteward.serving.routing import CHALLENGER_ARM, CHAMPION_ARM, bucket, choose_arm, routing_key
+from mlsteward.serving.scorer import ServedModel, top_contributions
+from mlsteward.serving.settings import ArmFaults
+from mlsteward.serving.slots import Arms, ModelSlot
+
+log = logging.getLogger("mlsteward.serving")
+
+
+class InjectedFault(RuntimeError):
+    """A failure the operator asked for (``MLSTEWARD_SERVING_FAULTS``), to rehearse rollbacks."""
+
+
+@dataclass
+class Job:
+    """One predict request's rows, waiting to be scored."""
+
+    entity_ids: list[Any] | None
+    instances: list[dict[str, Any]] | None
+    routing_keys: list[str] | None
+    explain: bool
+    top_k: int
+    future: asyncio.Future[JobResult]
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __len__(self) -> int:
+        return len(self.entity_ids if self.entity_ids is not None else self.instances or [])
+
+
+@dataclass
+class JobResult:
+    predictions: list[dict[str, Any]]
+    log_rows: list[dict[str, Any]]
+    arms: dict[str, str]  # arm -> version that answered some row
+    event_time: datetime
+
+
+@dataclass
+class _Row:
+    job: int
+    entity_id: Any
+    features: dict[str, Any]
+    key: str
+    arm: str
+    proba: float = 0.0
+    contributions: np.ndarray | None = None
+    base_value: float = 0.0
+
+
+class MicroBatcher:
+    def __init__(self, slot: ModelSlot, faults: dict[str, ArmFaults] | None = None) -> None:
+        self.slot = slot
+        self.faults = faults or {}
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while not self.queue.empty():  # nothing should be queued after uvicorn drained requests
+            job = self.queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(RequestRejected(503, [_error("service is stopping")]))
+
+    async def submit(self, job: Job) -> JobResult:
+        await self.queue.put(job)
+        return await job.future
+
+    async def _run(self) -> None:
+        limit = self.slot.cfg.serving.micro_batch_rows
+        while True:
+            job = await self.queue.get()
+            jobs, rows = [job], len(job)
+            while rows < limit and not self.queue.empty():
+                job = self.queue.get_nowait()
+                jobs.append(job)
+                rows += len(job)
+            try:
+                self.process(jobs)
+            except Exception as exc:  # a bug here must not kill the loop for later requests
+                log.exception("scoring a micro-batch failed")
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(exc)
+
+    # -- one micro-batch ------------------------------------------------------------------------
+    def process(self, jobs: list[Job]) -> None:
+        arms = self.slot.arms
+        metrics, model = self.slot.metrics, self.slot.cfg.name
+        metrics.batch_rows.labels(model).observe(sum(len(j) for j in jobs))
+        if arms.champion is None:
+            for j in jobs:
+                _fail(j, RequestRejected(503, [_error(f"{model} has no champion to serve")]))
+            return
+        rows = self._features(jobs, arms)
+        if not rows:
+            return
+        now = datetime.now(UTC)
+        by_arm = {CHAMPION_ARM: [r for r in rows if r.arm == CHAMPION_ARM],
+                  CHALLENGER_ARM: [r for r in rows if r.arm == CHALLENGER_ARM]}  # fmt: skip
+        if by_arm[CHALLENGER_ARM]:
+            assert arms.challenger is not None
+            failed = self._score(arms.challenger, CHALLENGER_ARM, by_arm[CHALLENGER_ARM], jobs)
+            for r in failed:
+                r.arm = CHAMPION_ARM
+            by_arm[CHAMPION_ARM].extend(failed)
+        if by_arm[CHAMPION_ARM]:
+            failed = self._score(arms.champion, CHAMPION_ARM, by_arm[CHAMPION_ARM], jobs)
+            if failed:
+                doomed = {r.job for r in failed}
+                for i in doomed:
+                    _fail(jobs[i], RequestRejected(503, [_error(f"{model}: scoring failed")]))
+                rows = [r for r in rows if r.job not in doomed]
+        self._answer(jobs, rows, arms, now)
+
+    def _features(self, jobs: list[Job], arms: Arms) -> list[_Row]:
+        """Feature rows of every job still alive, routed; failed jobs are answered here."""
+        cfg = self.slot.cfg
+        out: list[_Row] = []
+        fetched: list[dict[str, Any] | None] = []
+        entity_jobs = [j for j in jobs if j.entity_ids is not None]
+        if entity_jobs:
+            online = self.slot.online
+            ids = [i for j in entity_jobs for i in j.entity_ids or []]
+            try:
+                if online is None:
+                    raise RuntimeError(self.slot.errors.get("online", "no online store"))
+                fetched = online.fetch(ids)
+            except Exception as exc:
+                log.exception("online feature lookup failed")
+                for j in entity_jobs:
+                    _fail(j, RequestRejected(503, [_error(f"online features unavailable: {exc}")]))
+                entity_jobs = []
+        canary = arms.canary
+        rollout_id = canary.rollout_id if canary and arms.challenger else None
+        fraction = arms.fraction
+        pos = 0
+        for index, job in enumerate(jobs):
+            if job.future.done():
+                continue
+            if job.entity_ids is not None:
+                if job not in entity_jobs:
+                    continue
+                found = fetched[pos : pos + len(job)]
+                pos += len(job)
+                errors = [
+                    _error(
+                        f"unknown {cfg.source.entity} {i!r}: not in the online store",
+                        ("body", "entity_ids", n),
+                        "unknown_entity",
+                    )
+                    for n, (i, row) in enumerate(zip(job.entity_ids, found, strict=True))
+                    if row is None
+                ]
+                if errors:
+                    _fail(job, RequestRejected(404, errors))
+                    continue
+                errors = [
+                    e
+                    for n, row in enumerate(found)
+                    for e in missing_online(arms.rules, row or {}, ("body", "entity_ids", n))
+                ]
+                if errors:
+                    _fail(job, RequestRejected(422, errors))
+                    continue
+                pairs = [(i, row or {}) for i, row in zip(job.entity_ids, found, strict=True)]
+            else:
+                pairs = [(None, row) for row in job.instances or []]
+            for n, (entity_id, features) in enumerate(pairs):
+                given = job.routing_keys[n] if job.routing_keys else None
+                key = given if given is not None else routing_key(entity_id, features)
+                arm = choose_arm(cfg.name, rollout_id, fraction, key)
+                out.append(_Row(index, entity_id, features, key, arm))
+        return out
+
+    def _score(
+        self, served: ServedModel, arm: str, rows: list[_Row], jobs: list[Job]
+    ) -> list[_Row]:
+        """Score rows with one model; returns the rows it failed (all of them on an error)."""
+        metrics, model = self.slot.metrics, self.slot.cfg.name
+        faults = self.faults.get(arm)
+        failed: list[_Row] = []
+        if faults is not None and faults.error_rate > 0:
+            failed = [r for r in rows if bucket(model, "fault", r.key) < faults.error_rate]
+            rows = [r for r in rows if bucket(model, "fault", r.key) >= faults.error_rate]
+        try:
+            if rows:
+                matrix = served.encode([r.features for r in rows])
+                proba = served.predict(matrix)
+                for r, p in zip(rows, proba.tolist(), strict=True):
+                    r.proba = p
+                wanted = [n for n, r in enumerate(rows) if jobs[r.job].explain]
+                if wanted:
+                    started = time.perf_counter()
+                    exp = served.explain(matrix[wanted])
+                    metrics.shap_seconds.labels(model, arm).observe(time.perf_counter() - started)
+                    for k, n in enumerate(wanted):
+                        rows[n].contributions = exp.contributions[k]
+                        rows[n].base_value = float(exp.base_values[k])
+        except Exception:
+            log.exception("%s %s v%s failed to score %d row(s)", model, arm, served.version,
+                          len(rows))  # fmt: skip
+            failed.extend(rows)
+            rows = []
+        if failed:
+            metrics.arm_errors.labels(model, served.version, arm).inc(len(failed))
+        if rows:
+            metrics.predictions.labels(model, served.version, arm).inc(len(rows))
+        return failed
+
+    def _answer(self, jobs: list[Job], rows: list[_Row], arms: Arms, now: datetime) -> None:
+        cfg = self.slot.cfg
+        entity, ts_col = cfg.source.entity, cfg.timestamp_column
+        per_job: dict[int, list[_Row]] = {}
+        for r in rows:
+            per_job.setdefault(r.job, []).append(r)
+        stamp = now.isoformat()
+        for index, job_rows in per_job.items():
+            job = jobs[index]
+            if job.future.done():
+                continue
+            predictions, log_rows, served_by = [], [], {}
+            for r in job_rows:
+                model = arms.champion if r.arm == CHAMPION_ARM else arms.challenger
+                assert model is not None
+                label = model.label(r.proba)
+                served_by[r.arm] = model.version
+                item: dict[str, Any] = {
+                    "entity_id": r.entity_id,
+                    "probability": r.proba,
+                    "label": label,
+                    "threshold": model.threshold,
+                    "version": model.version,
+                    "arm": r.arm,
+                    "event_timestamp": stamp,
+                }
+                logged = {
+                    entity: r.entity_id,
+                    ts_col: now,
+                    **r.features,
+                    "prediction_proba": r.proba,
+                    "prediction": label,
+                    "model_version": model.version,
+                    "arm": r.arm,
+                    "request_id": job.request_id,
+                    "scored_at": now,
+                }
+                if r.contributions is not None:
+                    top = top_contributions(model.columns, r.contributions, job.top_k)
+                    item["explanation"] = {
+                        "base_value": r.base_value,
+                        "contributions": [{"feature": f, "value": v} for f, v in top],
+                    }
+                    for rank, (f, v) in enumerate(top, start=1):
+                        logged[f"shap_{rank}_feature"] = f
+                        logged[f"shap_{rank}_value"] = v
+                predictions.append(item)
+                log_rows.append(logged)
+            job.future.set_result(JobResult(predictions, log_rows, served_by, now))
+
+
+def _error(
+    msg: str, loc: tuple[str | int, ...] = ("body",), kind: str = "unavailable"
+) -> FieldError:
+    return FieldError(loc, msg, kind)
+
+
+def _fail(job: Job, exc: Exception) -> None:
+    if not job.future.done():
+        job.future.set_exception(exc)

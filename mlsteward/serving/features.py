@@ -1,0 +1,202 @@
+"""Feature rows for a request: looked up in the Feast online store, or checked from the body.
+
+Both paths produce plain dicts (feature name -> Python value) and, for anything wrong, a list
+of :class:`FieldError` naming the row, the field and the rule, in the same rule vocabulary as
+the ingestion contract (``mlsteward.contract``), so a client reads one kind of message
+whichever way a bad value reached us.
+
+Online lookups go through ``FeatureStore.get_online_features`` for the model's feature service,
+one call for every id of a micro-batch. Columns are read by name from ``to_dict()`` (its key
+order differs between processes). An id with no value for any feature is unknown (404); an id
+with some features missing, where the contract does not allow nulls, is a 422 naming each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlsteward.config import FeatureSpec, ModelConfig
+from mlsteward.contract import RULE_CATEGORY, RULE_DTYPE, RULE_NOT_NULL, RULE_RANGE
+
+RULE_UNKNOWN_FIELD = "unknown_field"
+RULE_ENTITY_TYPE = "entity_type"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One broken rule, as FastAPI reports validation errors (``loc``, ``msg``, ``type``)."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    type: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+
+
+class RequestRejected(Exception):
+    """A request we refuse, with its HTTP status and the errors to report."""
+
+    def __init__(self, status: int, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(e.msg for e in errors))
+        self.status = status
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    name: str
+    kind: str  # int | float | bool | category
+    minimum: float | None
+    maximum: float | None
+    categories: frozenset[str] | None
+    nullable: bool
+
+
+def field_rules(cfg: ModelConfig, kinds: Mapping[str, str]) -> dict[str, FieldRule]:
+    """Rules per feature: the config's bounds, with each type as the served version recorded it
+    (a config may leave types to inference at ingestion)."""
+
+    def rule(spec: FeatureSpec) -> FieldRule:
+        return FieldRule(
+            name=spec.name,
+            kind=kinds.get(spec.name) or spec.dtype or "float",
+            minimum=spec.min,
+            maximum=spec.max,
+            categories=frozenset(spec.categories) if spec.categories else None,
+            nullable=spec.nullable,
+        )
+
+    return {spec.name: rule(spec) for spec in cfg.features}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_value(rule: FieldRule, value: Any, loc: tuple[str | int, ...]) -> FieldError | None:
+    """The first rule ``value`` breaks, or None. JSON types are taken strictly: a number is
+    never accepted as text or a boolean, so a client's type bug is reported, not guessed at."""
+    if value is None:
+        if rule.nullable:
+            return None
+        return FieldError(loc, f"{rule.name}: a value is required (not nullable)", RULE_NOT_NULL)
+    if rule.kind in ("int", "float"):
+        if not _number(value) or (isinstance(value, float) and not math.isfinite(value)):
+            return FieldError(
+                loc, f"{rule.name}: expected a finite number, got {value!r}", RULE_DTYPE
+            )
+        if rule.kind == "int" and isinstance(value, float) and not value.is_integer():
+            return FieldError(loc, f"{rule.name}: expected an integer, got {value!r}", RULE_DTYPE)
+        if (rule.minimum is not None and value < rule.minimum) or (
+            rule.maximum is not None and value > rule.maximum
+        ):
+            return FieldError(
+                loc,
+                f"{rule.name}: {value!r} is outside [{rule.minimum}, {rule.maximum}]",
+                RULE_RANGE,
+            )
+        return None
+    if rule.kind == "bool":
+        if not isinstance(value, bool):
+            return FieldError(
+                loc, f"{rule.name}: expected true or false, got {value!r}", RULE_DTYPE
+            )
+        return None
+    if not isinstance(value, str):
+        return FieldError(loc, f"{rule.name}: expected a string, got {value!r}", RULE_DTYPE)
+    if rule.categories is not None and value not in rule.categories:
+        return FieldError(
+            loc,
+            f"{rule.name}: {value!r} is not one of {sorted(rule.categories)}",
+            RULE_CATEGORY,
+        )
+    return None
+
+
+def check_instances(
+    rules: Mapping[str, FieldRule], instances: Sequence[Mapping[str, Any]]
+) -> list[FieldError]:
+    """Every broken rule of every row: missing, extra, mistyped and out-of-range fields."""
+    errors: list[FieldError] = []
+    for i, row in enumerate(instances):
+        base: tuple[str | int, ...] = ("body", "instances", i)
+        for name in row:
+            if name not in rules:
+                errors.append(
+                    FieldError(
+                        (*base, name), f"{name}: not a feature of this model", RULE_UNKNOWN_FIELD
+                    )
+                )
+        for name, rule in rules.items():
+            if name not in row:
+                if not rule.nullable:
+                    errors.append(
+                        FieldError((*base, name), f"{name}: field required", RULE_NOT_NULL)
+                    )
+                continue
+            err = check_value(rule, row[name], (*base, name))
+            if err is not None:
+                errors.append(err)
+    return errors
+
+
+class OnlineFeatures:
+    """Lookups of one model's feature service in the Feast online store."""
+
+    def __init__(self, cfg: ModelConfig, store: Any) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.service = store.get_feature_service(cfg.feature_service_name)
+        view = store.get_feature_view(cfg.feature_view_name)
+        entity_fields = {f.name: str(f.dtype) for f in view.entity_columns}
+        self.int_entity = entity_fields.get(cfg.source.entity, "Int64").startswith("Int")
+        self.names = tuple(cfg.feature_names)
+
+    def entity_key(self, value: Any, loc: tuple[str | int, ...]) -> Any:
+        """The id as the store keys it; a wrong JSON type is a 422, not a miss."""
+        if self.int_entity:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            raise RequestRejected(
+                422,
+                [FieldError(loc, f"entity id {value!r}: expected an integer", RULE_ENTITY_TYPE)],
+            )
+        if isinstance(value, str) and value:
+            return value
+        raise RequestRejected(
+            422, [FieldError(loc, f"entity id {value!r}: expected a string", RULE_ENTITY_TYPE)]
+        )
+
+    def fetch(self, ids: Sequence[Any]) -> list[dict[str, Any] | None]:
+        """Feature values per id in request order; None for an id the store has nothing for."""
+        if not ids:
+            return []
+        entity = self.cfg.source.entity
+        columns = self.store.get_online_features(
+            features=self.service, entity_rows=[{entity: i} for i in ids]
+        ).to_dict()
+        picked = [columns[name] for name in self.names]
+        rows: list[dict[str, Any] | None] = []
+        for r in range(len(ids)):
+            values = {name: col[r] for name, col in zip(self.names, picked, strict=True)}
+            rows.append(None if all(v is None for v in values.values()) else values)
+        return rows
+
+
+def missing_online(
+    rules: Mapping[str, FieldRule], row: Mapping[str, Any], loc: tuple[str | int, ...]
+) -> list[FieldError]:
+    """Features the online store lacks for a known id, where the contract needs a value."""
+    return [
+        FieldError(
+            (*loc, name),
+            f"{name}: no online value for this entity (not materialized or expired)",
+            RULE_NOT_NULL,
+        )
+        for name, rule in rules.items()
+        if row.get(name) is None and not rule.nullable
+    ]

@@ -1,0 +1,112 @@
+"""A verified model version, ready to score rows of plain Python values with no pandas.
+
+Batch scoring (``mlsteward.scoring``) goes through pandas and ``shap.TreeExplainer``; that is
+right for thousands of rows and costs about five times the latency of a one-row request. Here
+the same recorded encoding is applied value by value into a float32 matrix, probabilities come
+from ``Booster.inplace_predict`` (what ``XGBClassifier.predict_proba`` calls, so the numbers
+are identical to batch scoring) and explanations from one ``pred_contribs`` pass, XGBoost's
+exact TreeSHAP, the same values ``shap.TreeExplainer`` returns for XGBoost models.
+
+The booster runs single-threaded: requests are already scored in batches by one event loop,
+and XGBoost's thread pool costs more than it saves on a few rows (0.7 ms vs 0.2 ms a row).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from mlsteward.config import ModelConfig
+from mlsteward.registry import VerifiedModel
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Per row: contributions in log-odds (feature order of the model) and the base value."""
+
+    contributions: np.ndarray
+    base_values: np.ndarray
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    model: str
+    version: str
+    sha256: str
+    threshold: float
+    negative: int
+    positive: int
+    columns: tuple[str, ...]
+    kinds: tuple[str, ...]
+    codes: Mapping[str, Mapping[str, int]]
+    booster: xgb.Booster
+
+    @classmethod
+    def from_verified(cls, cfg: ModelConfig, verified: VerifiedModel) -> ServedModel:
+        enc = verified.info.encoding
+        booster = verified.model.get_booster()
+        booster.set_param({"nthread": 1})
+        negative, positive = cfg.label_values
+        return cls(
+            model=cfg.name,
+            version=str(verified.info.version),
+            sha256=verified.sha256,
+            threshold=verified.info.decision_threshold,
+            negative=int(negative),
+            positive=int(positive),
+            columns=tuple(enc.columns),
+            kinds=tuple(enc.dtypes[c] for c in enc.columns),
+            codes={c: {v: i for i, v in enumerate(cats)} for c, cats in enc.categories.items()},
+            booster=booster,
+        )
+
+    def encode(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Rows of raw values to the model's matrix, as ``training.encode`` would: categories
+        by their recorded code (unknown or missing: NaN), booleans as 0/1, numbers as float32.
+        """
+        out = np.empty((len(rows), len(self.columns)), dtype=np.float32)
+        for j, (col, kind) in enumerate(zip(self.columns, self.kinds, strict=True)):
+            if kind == "category":
+                codes = self.codes[col]
+                for i, row in enumerate(rows):
+                    v = row.get(col)
+                    out[i, j] = math.nan if v is None else codes.get(str(v), math.nan)
+            else:
+                for i, row in enumerate(rows):
+                    v = row.get(col)
+                    out[i, j] = math.nan if v is None else float(v)
+        return out
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Probability of the positive label per row."""
+        if not len(matrix):
+            return np.zeros(0, dtype=np.float64)
+        return np.asarray(self.booster.inplace_predict(matrix), dtype=np.float64).reshape(-1)
+
+    def explain(self, matrix: np.ndarray) -> Explanation:
+        """Exact TreeSHAP: contributions plus base value equal each row's margin."""
+        dm = xgb.DMatrix(
+            matrix,
+            feature_names=list(self.columns),
+            feature_types=["c" if k == "category" else "q" for k in self.kinds],
+            enable_categorical=True,
+            nthread=1,
+        )
+        raw = np.asarray(self.booster.predict(dm, pred_contribs=True), dtype=np.float64)
+        return Explanation(contributions=raw[:, :-1], base_values=raw[:, -1])
+
+    def label(self, proba: float) -> int:
+        return self.positive if proba >= self.threshold else self.negative
+
+
+def top_contributions(
+    columns: Sequence[str], values: np.ndarray, k: int
+) -> list[tuple[str, float]]:
+    """The ``k`` largest contributions by absolute value, largest first (ties: column order)."""
+    order = np.argsort(-np.abs(values), kind="stable")[:k]
+    return [(columns[i], float(values[i])) for i in order]

@@ -1,0 +1,161 @@
+"""What one model serves right now, and how that follows the registry.
+
+An :class:`Arms` value is immutable: a request takes the current one once and scores every
+row with it, so an alias switch between two requests never mixes versions inside one, and the
+old models stay alive until the last request holding them ends. ``refresh`` (run off the event
+loop) reads aliases and canary tags, loads any version it does not hold yet from bytes whose
+SHA-256 matched the registered one, and only then swaps the reference: there is no moment
+without a loaded, verified champion. A version that fails to load or verify is not served;
+the previous arms stay and the failure is reported on ``/readyz`` and in the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlsteward import canary as canary_state
+from mlsteward import governance
+from mlsteward.canary import Canary
+from mlsteward.config import ModelConfig
+from mlsteward.serving.features import FieldRule, OnlineFeatures, field_rules
+from mlsteward.serving.metrics import ServingMetrics
+from mlsteward.serving.scorer import ServedModel
+
+log = logging.getLogger("mlsteward.serving")
+ACTOR = "serving"
+KEEP_LOADED = 4
+RETRY_FAILED_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Arms:
+    champion: ServedModel | None = None
+    challenger: ServedModel | None = None
+    canary: Canary | None = None
+    rules: dict[str, FieldRule] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return self.canary.fraction if self.canary and self.challenger else 0.0
+
+
+class ModelSlot:
+    def __init__(self, cfg: ModelConfig, metrics: ServingMetrics, store_factory: Any) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self._store_factory = store_factory
+        self.online: OnlineFeatures | None = None
+        self.arms = Arms()
+        self.errors: dict[str, str] = {}
+        self.refreshed_at: float | None = None
+        self._loaded: dict[str, ServedModel] = {}
+        self._failed: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _load(self, version: str) -> ServedModel | None:
+        if version in self._loaded:
+            return self._loaded[version]
+        failed_at = self._failed.get(version)
+        if failed_at is not None and time.monotonic() - failed_at < RETRY_FAILED_SECONDS:
+            return None  # each attempt downloads, hashes and audits: not at every poll
+        try:
+            verified = governance.load_version(self.cfg.name, version, actor=ACTOR)
+            served = ServedModel.from_verified(self.cfg, verified)
+        except Exception as exc:
+            self.errors[version] = f"v{version}: {exc}"
+            self._failed[version] = time.monotonic()
+            self.metrics.load_failures.labels(self.cfg.name, version).inc()
+            log.error("%s v%s cannot be served: %s", self.cfg.name, version, exc)
+            return None
+        self.errors.pop(version, None)
+        self._failed.pop(version, None)
+        self._loaded[version] = served
+        for old in list(self._loaded)[:-KEEP_LOADED]:
+            self._loaded.pop(old)
+        log.info("%s v%s loaded (sha256 %s… verified)", self.cfg.name, version, served.sha256[:12])
+        return served
+
+    def _online(self) -> OnlineFeatures | None:
+        if self.online is None:
+            try:
+                self.online = OnlineFeatures(self.cfg, self._store_factory())
+                self.errors.pop("online", None)
+            except Exception as exc:  # not applied yet: feature-value requests still work
+                self.errors["online"] = f"feature store: {exc}"
+        return self.online
+
+    def refresh(self) -> Arms:
+        """Follow the registry; returns the arms now served."""
+        with self._lock:
+            target = canary_state.read_target(self.cfg.name)
+            current = self.arms
+            champion = current.champion
+            if target.champion is None:
+                champion = None
+                self.errors["champion"] = f"{self.cfg.name} has no champion"
+            else:
+                self.errors.pop("champion", None)
+                if champion is None or champion.version != target.champion:
+                    champion = self._load(target.champion) or champion
+            challenger = None
+            canary = target.canary
+            if canary is not None and champion is not None:
+                if canary.challenger_version == champion.version:
+                    canary = None  # promoted: the canary is over
+                else:
+                    challenger = self._load(canary.challenger_version)
+            if champion is not None and challenger is None:
+                canary = None
+            rules = current.rules
+            if champion is not None and (
+                current.champion is None or current.champion.version != champion.version
+            ):
+                rules = field_rules(
+                    self.cfg, dict(zip(champion.columns, champion.kinds, strict=True))
+                )
+            self._online()
+            arms = Arms(champion, challenger, canary, rules)
+            self._publish(current, arms)
+            self.arms = arms
+            self.refreshed_at = time.time()
+            return arms
+
+    def _publish(self, old: Arms, new: Arms) -> None:
+        m, name = self.metrics, self.cfg.name
+        for arm in ("champion", "challenger"):
+            before, after = getattr(old, arm), getattr(new, arm)
+            if before is not None and (after is None or after.version != before.version):
+                m.loaded.labels(name, arm, before.version, before.sha256).set(0)
+            if after is not None:
+                m.loaded.labels(name, arm, after.version, after.sha256).set(1)
+        m.fraction.labels(name).set(new.fraction)
+        if (old.champion and old.champion.version) != (new.champion and new.champion.version):
+            log.info(
+                "%s: champion %s -> %s",
+                name,
+                old.champion.version if old.champion else None,
+                new.champion.version if new.champion else None,
+            )
+
+    def describe(self) -> dict[str, Any]:
+        arms = self.arms
+        return {
+            "model": self.cfg.name,
+            "champion": _served(arms.champion),
+            "challenger": _served(arms.challenger),
+            "canary": arms.canary.to_dict() if arms.canary and arms.challenger else None,
+            "fraction": arms.fraction,
+            "online_store": self.online is not None,
+            "refreshed_at": self.refreshed_at,
+            "errors": sorted(self.errors.values()),
+        }
+
+
+def _served(m: ServedModel | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    return {"version": m.version, "sha256": m.sha256, "threshold": m.threshold}
