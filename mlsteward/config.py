@@ -7,6 +7,7 @@ bad key fails loudly at load time instead of half-way through a training run.
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -419,7 +420,7 @@ class RolloutConfig(_Strict):
             raise ValueError("at least one step is required")
         if any(not 0 < s <= 1 for s in v):
             raise ValueError(f"every step must be in (0, 1], got {v}")
-        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(v)):
             raise ValueError(f"steps must increase, got {v}")
         if v[-1] != 1.0:
             raise ValueError(f"the last step must be 1.0 (all traffic), got {v[-1]}")

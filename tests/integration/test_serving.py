@@ -22,7 +22,9 @@ def mlsteward_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def stack(mlsteward_home: Path) -> dict[str, Any]:
-    cohort = write_dataset(generate_cohort(n_rows=3_000, seed=5), mlsteward_home.parent / "c.parquet")
+    cohort = write_dataset(
+        generate_cohort(n_rows=3_000, seed=5), mlsteward_home.parent / "c.parquet"
+    )
     return train_two_versions(cohort)
 
 
