@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlsteward.config import ModelConfig, get_model_config, load_all_model_configs
@@ -212,9 +213,10 @@ def create_app(
         ok, models = service.ready()
         return JSONResponse({"ready": ok, "models": models}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(service.metrics.exposition(), media_type="text/plain; version=0.0.4")
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text exposition."""
+        return PlainTextResponse(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models/{model}", responses={404: {"description": "unknown model"}})
     async def describe(model: str) -> JSONResponse:

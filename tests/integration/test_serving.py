@@ -1,17 +1,42 @@
-"""The prediction service on the real stack: verified MLflow versions, Feast online store,
-prediction log, Prometheus metrics."""
+"""The prediction service on the real stack: verified MLflow versions, the Feast online store,
+the prediction log and Prometheus metrics; in-process (TestClient) and as its own process."""
 
 from __future__ import annotations
 
+import json
+import math
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
+import numpy as np
 import pytest
+import schemathesis
+from schemathesis.checks import positive_data_acceptance
 
+from mlsteward import canary, governance, prediction_log
+from mlsteward.config import get_model_config
+from mlsteward.feast_adapter import online_features
+from mlsteward.scoring import score_frame
 from mlsteward.synthetic import generate_cohort, write_dataset
-from tests.integration.governance_support import MODEL
-from tests.integration.serving_support import module_home, serving, train_two_versions
+from tests.integration.governance_support import MODEL, write_config
+from tests.integration.platform_support import free_port
+from tests.integration.serving_support import (
+    FAST_TUNING,
+    SERVICE_SETTINGS,
+    ServiceProcess,
+    module_home,
+    serving,
+    train_two_versions,
+)
+
+PREDICT = f"/v1/models/{MODEL}/predict"
 
 
 @pytest.fixture(scope="module")
@@ -22,19 +47,289 @@ def mlsteward_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def stack(mlsteward_home: Path) -> dict[str, Any]:
-    cohort = write_dataset(
-        generate_cohort(n_rows=3_000, seed=5), mlsteward_home.parent / "c.parquet"
-    )
-    return train_two_versions(cohort)
+    work = mlsteward_home.parent
+    cohort = write_dataset(generate_cohort(n_rows=3_000, seed=5), work / "cohort.parquet")
+    trained = train_two_versions(cohort)
+    write_config(work / "config", tuning=FAST_TUNING, **SERVICE_SETTINGS)
+    return trained
 
 
-def test_predict_by_entity_and_by_values(stack: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def service(stack: dict[str, Any], mlsteward_home: Path) -> Iterator[ServiceProcess]:
+    proc = ServiceProcess(free_port(), mlsteward_home.parent / "serving.log")
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def post(url: str, body: Any, timeout: float = 10) -> tuple[int, Any]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_for(condition: Any, timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- predictions ------------------------------------------------------------------------------
+def test_online_predictions_equal_batch_scoring(stack: dict[str, Any]) -> None:
+    """Same verified model, same online features: the service's numbers are batch scoring's."""
+    cfg = get_model_config(MODEL)
+    ids = stack["ids"][:40]
+    verified = governance.load_version(MODEL, "champion", actor="test")
+    frame = online_features(cfg, ids)
+    frame[cfg.timestamp_column] = np.datetime64("2026-01-01")
+    batch = score_frame(cfg, verified, frame, top_k=3).frame
     with serving() as client:
-        ready = client.get("/readyz")
-        assert ready.status_code == 200, ready.text
-        ids = stack["ids"][:3]
-        r = client.post(f"/v1/models/{MODEL}/predict", json={"entity_ids": ids, "explain": True})
+        r = client.post(PREDICT, json={"entity_ids": ids, "explain": True, "top_k": 3})
         assert r.status_code == 200, r.text
-        out = r.json()
-        print(out)
-        assert [p["entity_id"] for p in out["predictions"]] == ids
+        out = r.json()["predictions"]
+        assert [p["entity_id"] for p in out] == ids
+        assert [p["probability"] for p in out] == batch["prediction_proba"].tolist()
+        assert [p["label"] for p in out] == batch["prediction"].tolist()
+        assert {(p["version"], p["arm"]) for p in out} == {(stack["champion"], "champion")}
+        for p, (_, row) in zip(out, batch.iterrows(), strict=True):
+            exp = p["explanation"]
+            assert [c["feature"] for c in exp["contributions"]] == [
+                row[f"shap_{k}_feature"] for k in (1, 2, 3)
+            ]
+            for c, k in zip(exp["contributions"], (1, 2, 3), strict=True):
+                assert c["value"] == pytest.approx(row[f"shap_{k}_value"], abs=1e-5)
+
+        # The same features sent as values give the same answers.
+        instances = [
+            {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+             for k, v in rec.items() if k in cfg.feature_names}
+            for rec in json.loads(frame.to_json(orient="records"))
+        ]  # fmt: skip
+        r = client.post(PREDICT, json={"instances": instances})
+        assert r.status_code == 200, r.text
+        by_value = [p["probability"] for p in r.json()["predictions"]]
+        assert by_value == pytest.approx([p["probability"] for p in out], abs=1e-7)
+        assert all(
+            "explanation" not in p or p["explanation"] is None for p in r.json()["predictions"]
+        )
+
+
+def _instance(stack: dict[str, Any]) -> dict[str, Any]:
+    cfg = get_model_config(MODEL)
+    rec = json.loads(online_features(cfg, stack["ids"][:1]).to_json(orient="records"))[0]
+    return {k: v for k, v in rec.items() if k in cfg.feature_names and v is not None}
+
+
+BAD_INSTANCES = [
+    ("missing", lambda x: {k: v for k, v in x.items() if k != "bmi"}, "bmi", "not_null"),
+    ("extra", lambda x: {**x, "height": 180}, "height", "unknown_field"),
+    ("text for a number", lambda x: {**x, "age": "old"}, "age", "dtype"),
+    ("out of range", lambda x: {**x, "age": 300}, "age", "range"),
+    ("fractional int", lambda x: {**x, "age": 40.5}, "age", "dtype"),
+    ("bad category", lambda x: {**x, "smoking": "sometimes"}, "smoking", "allowed_category"),
+    ("number for a bool", lambda x: {**x, "diabetes": 1}, "diabetes", "dtype"),
+    ("null", lambda x: {**x, "cholesterol": None}, "cholesterol", "not_null"),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "field", "rule"), BAD_INSTANCES,
+                         ids=[c[0] for c in BAD_INSTANCES])  # fmt: skip
+def test_bad_fields_are_422_naming_each(
+    stack: dict[str, Any], case: str, mutate: Any, field: str, rule: str
+) -> None:
+    good = _instance(stack)
+    with serving() as client:
+        r = client.post(PREDICT, json={"instances": [good, mutate(good)]})
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body", "instances", 1, field], error
+    assert error["type"] == rule and field in error["msg"]
+
+
+def test_bad_requests_get_the_right_status(stack: dict[str, Any]) -> None:
+    cfg = get_model_config(MODEL)
+    known = stack["ids"][0]
+    with serving() as client:
+        r = client.post(PREDICT, json={"entity_ids": [known, 987_654_321, 123_456_789]})
+        assert r.status_code == 404
+        msgs = [e["msg"] for e in r.json()["detail"]]
+        assert len(msgs) == 2 and "987654321" in msgs[0] and "123456789" in msgs[1]
+        r = client.post(PREDICT, json={"entity_ids": ["abc"]})
+        assert r.status_code == 422 and "expected an integer" in r.json()["detail"][0]["msg"]
+        too_many = [known] * (cfg.serving.max_batch_rows + 1)
+        r = client.post(PREDICT, json={"entity_ids": too_many})
+        assert r.status_code == 413 and "max_batch_rows" in r.json()["detail"][0]["msg"]
+        r = client.post(PREDICT, json={"entity_ids": [known], "instances": [{}]})
+        assert r.status_code == 422 and "either entity_ids or instances" in r.text
+        r = client.post(PREDICT, json={"entity_ids": []})
+        assert r.status_code == 422
+        r = client.post(PREDICT, content=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 422
+        r = client.post("/v1/models/no_such_model/predict", json={"entity_ids": [known]})
+        assert r.status_code == 404 and "no_such_model" in r.text
+        # nothing refused reached the prediction log
+        r = client.post(PREDICT, json={"entity_ids": [known]})
+        assert r.status_code == 200
+    logged = prediction_log.read(MODEL)
+    assert logged["request_id"].nunique() >= 1
+    assert set(logged["entity_id" if "entity_id" in logged else cfg.source.entity].dropna()) <= {
+        *stack["ids"]
+    }
+
+
+# -- probes and metrics ---------------------------------------------------------------------------
+def test_probes_and_metrics(service: ServiceProcess, stack: dict[str, Any]) -> None:
+    assert get(f"{service.url}/healthz")[0] == 200
+    status, body = get(f"{service.url}/readyz")
+    ready = json.loads(body)
+    assert status == 200 and ready["ready"] is True
+    champion = ready["models"][MODEL]["champion"]
+    assert champion["version"] == stack["champion"] and len(champion["sha256"]) == 64
+    for ids in ([stack["ids"][1]], stack["ids"][2:6]):
+        assert post(f"{service.url}{PREDICT}", {"entity_ids": ids, "explain": True})[0] == 200
+    assert post(f"{service.url}{PREDICT}", {"entity_ids": [-5]})[0] == 404
+    text = get(f"{service.url}/metrics")[1].decode()
+    v = stack["champion"]
+    assert (
+        f'mlsteward_requests_total{{arm="champion",model="{MODEL}",status="200",version="{v}"}}'
+        in text
+    )
+    assert f'mlsteward_requests_total{{arm="",model="{MODEL}",status="404",version=""}}' in text
+    assert f'mlsteward_request_seconds_bucket{{arm="champion",le="0.005",model="{MODEL}"' in text
+    assert "mlsteward_shap_seconds_count" in text and "mlsteward_prediction_log_queue_depth" in text
+    assert (
+        f'mlsteward_model_loaded{{arm="champion",model="{MODEL}",sha256="{champion["sha256"]}"'
+        in text
+    )
+
+
+FUZZ_EXAMPLES = 60
+
+
+def test_fuzzed_requests_never_get_a_server_error(service: ServiceProcess) -> None:
+    """Whatever the schema admits, and what it does not: a 4xx or an answer, never a 5xx, and
+    every answer matches the documented schema and status codes."""
+    schema = schemathesis.openapi.from_url(f"{service.url}/openapi.json")
+    tried = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        tried.append(operation.label)
+
+        @hypothesis.settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+                             suppress_health_check=list(hypothesis.HealthCheck))  # fmt: skip
+        @hypothesis.given(case=operation.as_strategy())
+        def call(case: Any) -> None:
+            case.call_and_validate(excluded_checks=[positive_data_acceptance])
+
+        call()
+    assert any("predict" in label for label in tried), tried
+
+
+# -- canary routing -------------------------------------------------------------------------------
+def test_canary_routes_a_stable_share_by_entity(
+    service: ServiceProcess, stack: dict[str, Any]
+) -> None:
+    opened = canary.open_canary(MODEL, stack["challenger"], 0.3)
+    try:
+        wait_for(lambda: json.loads(get(f"{service.url}/v1/models/{MODEL}")[1])["fraction"] == 0.3,
+                 what="the service to open the canary")  # fmt: skip
+        ids = stack["ids"][:2000]
+        arms: dict[Any, str] = {}
+        for start in range(0, len(ids), 200):
+            status, out = post(f"{service.url}{PREDICT}", {"entity_ids": ids[start : start + 200]})
+            assert status == 200, out
+            for p in out["predictions"]:
+                expected = stack["challenger"] if p["arm"] == "challenger" else stack["champion"]
+                assert p["version"] == expected
+                arms[p["entity_id"]] = p["arm"]
+        share = sum(a == "challenger" for a in arms.values()) / len(arms)
+        assert abs(share - 0.3) < 0.035, share  # ~3.5 standard errors at n=2000
+        # One entity, one arm: asked again (alone and in other company), the same answer.
+        sample = ids[:50]
+        for chunk in (sample, list(reversed(sample))):
+            out = post(f"{service.url}{PREDICT}", {"entity_ids": chunk})[1]
+            assert all(arms[p["entity_id"]] == p["arm"] for p in out["predictions"])
+        # Raising the share keeps the challenger's entities on the challenger.
+        canary.set_fraction(MODEL, opened, 0.6, 2)
+        wait_for(lambda: json.loads(get(f"{service.url}/v1/models/{MODEL}")[1])["fraction"] == 0.6,
+                 what="the new share")  # fmt: skip
+        out = post(f"{service.url}{PREDICT}", {"entity_ids": ids[:200]})[1]
+        was_challenger = [p for p in out["predictions"] if arms[p["entity_id"]] == "challenger"]
+        assert was_challenger and all(p["arm"] == "challenger" for p in was_challenger)
+    finally:
+        canary.close_canary(MODEL)
+    wait_for(lambda: json.loads(get(f"{service.url}/v1/models/{MODEL}")[1])["canary"] is None,
+             what="the canary to close")  # fmt: skip
+    out = post(f"{service.url}{PREDICT}", {"entity_ids": ids[:200]})[1]
+    assert {p["arm"] for p in out["predictions"]} == {"champion"}
+
+
+# -- alias switch under load, then SIGTERM ---------------------------------------------------------
+def test_alias_switch_under_load_loses_nothing_and_sigterm_flushes_the_log(
+    service: ServiceProcess, stack: dict[str, Any]
+) -> None:
+    before = len(prediction_log.read(MODEL))
+    answered: list[dict[str, Any]] = []
+    failures: list[Any] = []
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        n = 0
+        while not stop.is_set():
+            ids = [stack["ids"][(worker * 7919 + n * 31 + k) % len(stack["ids"])] for k in range(3)]
+            n += 1
+            try:
+                status, out = post(f"{service.url}{PREDICT}", {"entity_ids": ids})
+            except (urllib.error.URLError, ConnectionError, OSError) as exc:
+                if stop.is_set():
+                    return  # the server stopped accepting after SIGTERM: not an answer
+                failures.append(repr(exc))
+                continue
+            (answered if status == 200 else failures).append(out)
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(answered) > 50, what="traffic")
+        cfg = get_model_config(MODEL)
+        governance.promote(cfg, stack["challenger"], actor="test", reason="switch under load")
+        wait_for(lambda: any(p["version"] == stack["challenger"] for r in answered[-20:]
+                             for p in r["predictions"]), what="the new champion")  # fmt: skip
+        time.sleep(0.5)
+        stop.set()
+        code = service.stop()  # SIGTERM while the load threads still have requests in flight
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM is normal
+    log = service.log_path.read_text()
+    assert code in (0, -signal.SIGTERM), log[-2000:]
+    assert "not written" not in log and "Traceback" not in log, log[-2000:]
+    assert failures == []
+    versions = [p["version"] for r in answered for p in r["predictions"]]
+    assert set(versions) == {stack["champion"], stack["challenger"]}
+    # Each request was answered by one version: no request mixed the old and the new champion.
+    assert all(len({p["version"] for p in r["predictions"]}) == 1 for r in answered)
+    logged = prediction_log.read(MODEL)
+    ours = logged[logged["request_id"].isin({r["request_id"] for r in answered})]
+    assert len(logged) - before == len(ours) == sum(len(r["predictions"]) for r in answered)
+    assert set(ours["model_version"].astype(str)) == {stack["champion"], stack["challenger"]}
