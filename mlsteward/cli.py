@@ -714,6 +714,22 @@ def gateway(
 
 
 @app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="interface to bind (loopback by default)"),
+    port: int = typer.Option(8800, help="port"),
+    model: list[str] = typer.Option(None, "--model", help="serve only this model (repeatable)"),
+) -> None:
+    """Run the prediction service: POST /v1/models/MODEL/predict, /readyz, /metrics, /docs
+    (make up runs it for you)."""
+    from mlsteward.serving.__main__ import main as run_serving
+
+    args = ["--host", host, "--port", str(port)]
+    for m in model or []:
+        args += ["--model", m]
+    raise typer.Exit(run_serving(args))
+
+
+@app.command()
 def gc(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
     min_age: float = typer.Option(

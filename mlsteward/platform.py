@@ -1,5 +1,6 @@
-"""The local platform: Prefect server and UI, work pool, deployments, a worker, the MLflow UI
-and the webhook gateway, started and stopped as one unit (``make up`` / ``down`` / ``status``).
+"""The local platform: Prefect server and UI, work pool, deployments, a worker, the MLflow UI,
+the webhook gateway and the prediction service, started and stopped as one unit (``make up`` /
+``down`` / ``status``).
 
 Every service runs detached in its own session with its pid in ``MLSTEWARD_HOME/run/<name>.pid``
 and its output in ``MLSTEWARD_HOME/logs/<name>.log``, so later commands find it again and ``down``
@@ -41,7 +42,7 @@ from mlsteward import processes, settings
 from mlsteward.errors import MlstewardError
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORTS = {"prefect": 4200, "mlflow": 5000, "gateway": 8787}
+DEFAULT_PORTS = {"prefect": 4200, "mlflow": 5000, "gateway": 8787, "serving": 8800}
 WORKER_NAME = "mlsteward-worker"
 START_TIMEOUT = 180.0  # seconds; a cold Prefect server on 2 busy cores needs ~10-30 s
 STOP_TIMEOUT = 20.0  # seconds of grace after the stop signal, then SIGKILL
@@ -75,6 +76,7 @@ class PlatformConfig:
     prefect_port: int
     mlflow_port: int
     gateway_port: int
+    serving_port: int
 
     @classmethod
     def from_env(cls) -> PlatformConfig:
@@ -92,6 +94,7 @@ class PlatformConfig:
             prefect_port=port("prefect"),
             mlflow_port=port("mlflow"),
             gateway_port=port("gateway"),
+            serving_port=port("serving"),
         )
 
     @property
@@ -193,6 +196,16 @@ def services(cfg: PlatformConfig) -> dict[str, Service]:
                 signal.SIGTERM,
                 cfg.url(cfg.gateway_port, WEBHOOK_PATH),
             ),
+            # Finishes in-flight requests and writes its queued predictions on SIGTERM.
+            Service(
+                "serving",
+                ("mlsteward.serving",),
+                (*hostport, "--port", str(cfg.serving_port)),
+                cfg.serving_port,
+                "MLSTEWARD_SERVING_PORT",
+                signal.SIGTERM,
+                cfg.url(cfg.serving_port),
+            ),
             # A process worker finishes its flow runs on SIGINT; SIGTERM is only forwarded.
             Service(
                 "prefect-worker",
@@ -263,6 +276,8 @@ def child_env(cfg: PlatformConfig) -> dict[str, str]:
         MLSTEWARD_PROJECT_ROOT=str(cfg.project_root),
         PREFECT_HOME=str(cfg.prefect_home),
         PREFECT_API_URL=cfg.prefect_api_url,
+        # where rollout flows read the prediction service's metrics
+        MLSTEWARD_SERVING_URL=cfg.url(cfg.serving_port),
     )
     if "PREFECT_UI_API_URL" not in env and "PREFECT_SERVER_UI_API_URL" not in env:
         # Without it the UI calls the API on the default port, not on ours.
@@ -523,7 +538,7 @@ def up(cfg: PlatformConfig) -> UpReport:
         try:
             since = datetime.now().astimezone() - timedelta(seconds=5)
             # The servers start side by side; the worker needs the Prefect server.
-            for name in ("prefect-server", "mlflow", "gateway"):
+            for name in ("prefect-server", "mlflow", "gateway", "serving"):
                 if name in wanted:
                     started[name] = _start(cfg, svcs[name], env)
             server = svcs["prefect-server"]
@@ -540,6 +555,12 @@ def up(cfg: PlatformConfig) -> UpReport:
                 mlflow = svcs["mlflow"]
                 health = cfg.url(cfg.mlflow_port, "/health")
                 _wait(cfg, mlflow, started["mlflow"], lambda: _http(health, env) == "OK")
+            if "serving" in started:
+                # Alive is enough: a new platform has no champion to be ready with yet.
+                alive = cfg.url(cfg.serving_port, "/healthz")
+                _wait(
+                    cfg, svcs["serving"], started["serving"], lambda: _http(alive, env) is not None
+                )
         except BaseException:
             # Leave nothing half-started behind; the original error is the one to report.
             for name in reversed(list(started)):
@@ -628,6 +649,7 @@ def urls(cfg: PlatformConfig, states: list[ServiceState]) -> dict[str, str | Non
         "prefect_api": cfg.prefect_api_url,
         "mlflow_ui": by_name["mlflow"].url,
         "webhook": by_name["gateway"].url if by_name["gateway"].running else None,
+        "predictions": by_name["serving"].url,
     }
 
 
@@ -648,6 +670,7 @@ def _print_up(cfg: PlatformConfig, report: UpReport) -> None:
     print(f"Prefect UI   {links['prefect_ui']}")
     print(f"MLflow UI    {links['mlflow_ui']}")
     print(f"Webhook      {links['webhook'] or 'not started (see gateway above)'}")
+    print(f"Predictions  {links['predictions']}/v1/models/<model>/predict   (docs: /docs)")
     print(f"\nClients: export PREFECT_API_URL={cfg.prefect_api_url}")
     print(f"Logs: {cfg.log_dir}   pids: {cfg.run_dir}")
     print("Stop with: make down   (or python -m mlsteward.platform down)")
@@ -656,7 +679,8 @@ def _print_up(cfg: PlatformConfig, report: UpReport) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mlsteward.platform",
-        description="Start, stop or show the local platform (Prefect, worker, MLflow, gateway).",
+        description="Start, stop or show the local platform (Prefect, worker, MLflow, gateway, "
+        "prediction service).",
     )
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")

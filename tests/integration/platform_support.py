@@ -21,7 +21,7 @@ from typing import Any
 from mlsteward import processes
 from tests.conftest import REPO_ROOT
 
-SERVICES = ("prefect-server", "mlflow", "gateway", "prefect-worker")
+SERVICES = ("prefect-server", "mlflow", "gateway", "serving", "prefect-worker")
 
 
 def free_port() -> int:
@@ -93,7 +93,7 @@ class Platform:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.ports = {k: free_port() for k in ("PREFECT", "MLFLOW", "GATEWAY")}
+        self.ports = {k: free_port() for k in ("PREFECT", "MLFLOW", "GATEWAY", "SERVING")}
         # The test harness's Prefect settings, and the make that may be running this suite.
         dropped = ("PREFECT_API_URL", "PREFECT_HOME", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
         self.env = {k: v for k, v in os.environ.items() if k not in dropped}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,11 @@ def test_up_twice_status_and_down(platform: Platform) -> None:
     assert json.loads(get(platform.url("GATEWAY", "/health"))[1])["prefect_api"] == (
         platform.url("PREFECT", "/api")
     )
+    # The prediction service runs (not ready: no champion yet on a new platform).
+    assert get(platform.url("SERVING", "/healthz"))[0] == 200
+    with pytest.raises(urllib.error.HTTPError) as not_ready:
+        urllib.request.urlopen(platform.url("SERVING", "/readyz"), timeout=10)
+    assert not_ready.value.code == 503
     api = platform.url("PREFECT", "/api")
     # The UI is served and calls the API on our port, not on Prefect's default 4200.
     assert json.loads(get(platform.url("PREFECT", "/ui-settings"))[1])["api_url"] == api
