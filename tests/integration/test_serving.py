@@ -16,10 +16,12 @@ from typing import Any
 
 import hypothesis
 import numpy as np
+import pandas as pd
 import pytest
 import schemathesis
 from schemathesis.checks import positive_data_acceptance
 
+from flows.scoring import scoring_flow
 from mlsteward import canary, governance, prediction_log
 from mlsteward.config import get_model_config
 from mlsteward.feast_adapter import online_features
@@ -192,6 +194,41 @@ def test_bad_requests_get_the_right_status(stack: dict[str, Any]) -> None:
     assert set(logged["entity_id" if "entity_id" in logged else cfg.source.entity].dropna()) <= {
         *stack["ids"]
     }
+
+
+def test_online_rows_take_late_labels_and_read_with_batch_rows(
+    stack: dict[str, Any], tmp_path: Path
+) -> None:
+    """The loop drift and the quality guardrail rely on: an answer's (entity, event_timestamp)
+    is the key its outcome comes back with, and online rows read back with batch-scored ones."""
+    cfg = get_model_config(MODEL)
+    ids = stack["ids"][100:130]
+    with serving() as client:
+        out = client.post(PREDICT, json={"entity_ids": ids}).json()["predictions"]
+    # the service has shut down: everything it answered is in the log
+    outcomes = pd.DataFrame({
+        cfg.source.entity: [p["entity_id"] for p in out],
+        cfg.timestamp_column: [p["event_timestamp"] for p in out],
+        cfg.label: [p["label"] for p in out],
+    })  # fmt: skip
+    result = prediction_log.attach_labels(
+        MODEL, outcomes, entity=cfg.source.entity, timestamp=cfg.timestamp_column, label=cfg.label
+    )
+    assert result["matched"] == len(ids) and result["unmatched"] == 0
+
+    batch = online_features(cfg, ids[:10])
+    source = tmp_path / "batch.parquet"
+    batch.assign(**{cfg.timestamp_column: pd.Timestamp("2026-01-01", tz="UTC")}).to_parquet(source)
+    scored = scoring_flow(model=MODEL, source=str(source))
+    assert scored["rows"] == 10
+    logged = prediction_log.read_with_labels(MODEL)
+    online = logged[logged["request_id"].notna()]
+    offline = logged[logged["request_id"].isna()]
+    assert len(offline) >= 10 and set(online["arm"]) == {"champion"}
+    assert online.loc[online[cfg.source.entity].isin(ids), "label"].notna().all()
+    for col in cfg.feature_names:  # one schema for both kinds of rows
+        assert online[col].notna().all(), col
+        assert online[col].dtype == offline[col].dtype, col
 
 
 # -- probes and metrics ---------------------------------------------------------------------------
