@@ -381,6 +381,12 @@ def status(model: str, as_json: bool = JsonOpt) -> None:
         lines = [f"{p['model']}", line("champion"), line("challenger")]
         if p["previous_champion"]:
             lines.append(f"{'rollback to':<11} v{p['previous_champion']}")
+        if p.get("canary"):
+            c = p["canary"]
+            lines.append(
+                f"{'canary':<11} v{c['challenger_version']} on {c['fraction']:.0%} of traffic "
+                f"(step {c['step']}, rollout {c['rollout_id']})"
+            )
         lines.append("recent decisions:")
         lines += [
             f"  #{r['seq']:<5} {r['ts'][:19]}  {r['action']:<20} v{r['version'] or '-':<4} "

@@ -20,6 +20,7 @@ from typing import Any
 
 from mlsteward import registry
 from mlsteward.audit import Action, AuditStore, audit_store
+from mlsteward.canary import read_target
 from mlsteward.config import ModelConfig
 from mlsteward.errors import IntegrityError, PromotionError
 from mlsteward.gates import ValidationReport
@@ -551,6 +552,7 @@ def status(model: str, *, recent: int = 10, store: AuditStore | None = None) -> 
             "validated_against_champion": v.tags.get("validated_against_champion"),
         }
 
+    canary = read_target(model)
     with open_audit(store) as audit:
         decisions = [r.to_dict() for r in audit.query(model=model, limit=recent)]
         prev = previous_champion(model, audit)
@@ -559,6 +561,7 @@ def status(model: str, *, recent: int = 10, store: AuditStore | None = None) -> 
         "champion": describe(champion),
         "challenger": describe(challenger),
         "previous_champion": prev,
+        "canary": canary.canary.to_dict() if canary.canary else None,
         "versions": [v.to_dict() for v in registry.list_versions(model)],
         "recent_decisions": decisions,
     }
