@@ -547,6 +547,51 @@ def labels(model: str, path: Path, as_json: bool = JsonOpt) -> None:
 
 
 @app.command()
+def rollout(
+    model: str,
+    version: str | None = typer.Argument(None, help="Version to canary (default: challenger)."),
+    url: str | None = typer.Option(
+        None, "--url", help="The prediction service (default: MLSTEWARD_SERVING_URL / make up)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Canary-release a validated version through the prediction service: each rollout step
+    judged on the guardrails, rolled back on a breach, promoted by the policy after the last.
+    Exits 1 unless promoted."""
+    from flows.rollout import rollout_flow
+
+    if url:
+        os.environ["MLSTEWARD_SERVING_URL"] = url
+    outcome: dict[str, Any] = {}
+
+    def action() -> dict:
+        outcome.update(rollout_flow(model=model, version=version))
+        return outcome
+
+    _run(as_json, action, _rollout_human)
+    if outcome.get("decision") != "promoted":
+        raise typer.Exit(1)
+
+
+def _rollout_human(p: dict) -> str:
+    lines = [
+        f"{p['model']} v{p['version']} against champion v{p['champion']} "
+        f"(rollout {p['rollout_id']}): {p['decision'].upper().replace('_', ' ')}"
+    ]
+    for s in p.get("steps", []):
+        verdict = s.get("verdict") or {}
+        checks = ", ".join(
+            f"{c['name']} {'ok' if c['passed'] else 'BREACH'}"
+            + ("" if c.get("evaluable", True) else " (not enough data)")
+            for c in verdict.get("checks", [])
+        )
+        lines.append(f"  step {s.get('step')}: {s.get('fraction', 0):.0%}  {checks}")
+    if p.get("reason"):
+        lines.append(f"  {p['reason']}")
+    return "\n".join(lines)
+
+
+@app.command()
 def reproduce(
     model: str,
     version: str | None = typer.Argument(None, help="Version to rebuild (default: champion)."),

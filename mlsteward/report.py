@@ -49,6 +49,20 @@ DRIFT_ACTIONS = (DRIFT_CHECKED, DRIFT_DETECTED)
 """One record per drift run: ``drift_checked`` when no feature drifted, else ``drift_detected``."""
 RETRAIN_ACTIONS = (RETRAIN_TRIGGERED, RETRAIN_SUPPRESSED)
 """The retrain claim a drift run makes when its policy asks for a retrain."""
+ROLLOUT_STARTED = "rollout_started"
+ROLLOUT_STEP_PASSED = "rollout_step_passed"
+ROLLOUT_ROLLED_BACK = "rollout_rolled_back"
+ROLLOUT_COMPLETED = "rollout_completed"
+ROLLOUT_ABORTED = "rollout_aborted"
+ROLLOUT_ACTIONS = (
+    ROLLOUT_STARTED,
+    ROLLOUT_STEP_PASSED,
+    ROLLOUT_ROLLED_BACK,
+    ROLLOUT_COMPLETED,
+    ROLLOUT_ABORTED,
+)
+"""The records of one canary rollout (``flows/rollout.py``), tied by ``details.rollout_id``."""
+ROLLOUT_ENDS = (ROLLOUT_ROLLED_BACK, ROLLOUT_COMPLETED, ROLLOUT_ABORTED)
 VERSION_ACTIONS = (
     "version_registered",
     "validation_passed",
@@ -63,6 +77,11 @@ VERSION_ACTIONS = (
     "integrity_failed",
     "reproduced",
     "reproduction_refused",
+    ROLLOUT_STARTED,
+    ROLLOUT_ROLLED_BACK,
+    ROLLOUT_COMPLETED,
+    ROLLOUT_ABORTED,
+    "rollout_refused",
 )
 """Events shown in a version's history."""
 
@@ -98,6 +117,12 @@ EVENT_LABELS = {
     "reproduced": "Reproduced",
     "reproduction_refused": "Reproduction refused",
     "snapshots_collected": "Snapshots collected",
+    ROLLOUT_STARTED: "Rollout started",
+    ROLLOUT_STEP_PASSED: "Rollout step passed",
+    ROLLOUT_ROLLED_BACK: "Rollout rolled back",
+    ROLLOUT_COMPLETED: "Rollout completed",
+    ROLLOUT_ABORTED: "Rollout aborted",
+    "rollout_refused": "Rollout refused",
 }
 EVENT_TONE = {
     "version_registered": "info",
@@ -117,6 +142,12 @@ EVENT_TONE = {
     RETRAIN_SUPPRESSED: "warn",
     "reproduced": "info",
     "reproduction_refused": "warn",
+    ROLLOUT_STARTED: "info",
+    ROLLOUT_STEP_PASSED: "ok",
+    ROLLOUT_ROLLED_BACK: "bad",
+    ROLLOUT_COMPLETED: "ok",
+    ROLLOUT_ABORTED: "warn",
+    "rollout_refused": "warn",
 }
 GATE_TITLES = {
     "metric_thresholds": "Metric thresholds",
@@ -126,6 +157,8 @@ GATE_TITLES = {
 MAX_TIMELINE = 200
 MAX_DRIFT_ROWS = 50
 """Drift checks shown (newest first): a model checked hourly would otherwise bury the card."""
+MAX_ROLLOUT_ROWS = 50
+"""Rollouts shown (newest first)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,6 +351,8 @@ class ModelCard:
         timeline: Promotions, rollbacks, approvals, refusals and integrity failures.
         drift: Every drift check, newest first, each with the retrain claim that answered it
             (:func:`drift_history`); the renderers show the newest :data:`MAX_DRIFT_ROWS`.
+        rollouts: Every canary rollout, newest first (:func:`rollout_history`); the renderers
+            show the newest :data:`MAX_ROLLOUT_ROWS`.
         warnings: What could not be collected (the card is still written).
     """
 
@@ -334,6 +369,7 @@ class ModelCard:
     champion_history: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[AuditEvent] = field(default_factory=list)
     drift: list[DriftCheck] = field(default_factory=list)
+    rollouts: list[RolloutRun] = field(default_factory=list)
     audit: AuditStatus = field(default_factory=lambda: AuditStatus(ok=None))
     warnings: list[str] = field(default_factory=list)
 
@@ -498,6 +534,110 @@ def drift_history(events: list[AuditEvent]) -> list[DriftCheck]:
     return checks
 
 
+@dataclass
+class RolloutRun:
+    """One canary rollout, put together from its audit records (``details.rollout_id``).
+
+    Read leniently: a rollout whose start record is missing still shows from its other
+    records, and one without an end record is shown as ``running`` (in progress, or its run
+    died without cleaning up).
+
+    Attributes:
+        decision: ``promoted`` or ``rejected`` (all steps passed, then the promotion policy
+            decided), ``rolled_back`` (a guardrail breached, or the service did not load the
+            challenger), ``aborted`` (too little traffic, an error or a cancellation) or
+            ``running``.
+        steps_reached: The step the rollout was at when it ended (all of them if completed).
+        breaches: The breached checks: ``{"check", "message", "observed", "limit"}``.
+    """
+
+    rollout_id: str
+    version: str | None
+    champion: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    actor: str = ""
+    planned_steps: list[float] = field(default_factory=list)
+    steps_passed: list[int] = field(default_factory=list)
+    steps_reached: int = 0
+    decision: str = "running"
+    reason: str = ""
+    breaches: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def breach(self) -> str | None:
+        """The breached guardrails' names, comma-separated; None without a breach."""
+        return ", ".join(str(b.get("check", "?")) for b in self.breaches) or None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rollout_id": self.rollout_id,
+            "version": self.version,
+            "champion": self.champion,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "actor": self.actor,
+            "planned_steps": list(self.planned_steps),
+            "steps_passed": list(self.steps_passed),
+            "steps_reached": self.steps_reached,
+            "decision": self.decision,
+            "reason": self.reason,
+            "breaches": [dict(b) for b in self.breaches],
+        }
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def rollout_history(events: list[AuditEvent]) -> list[RolloutRun]:
+    """The canary rollouts among ``events``, newest first."""
+    runs: dict[str, RolloutRun] = {}
+    for e in sorted(events, key=lambda e: e.seq):
+        if e.action not in ROLLOUT_ACTIONS:
+            continue
+        d = e.details
+        rid = d.get("rollout_id")
+        if not rid:
+            continue
+        run = runs.setdefault(str(rid), RolloutRun(rollout_id=str(rid), version=e.version))
+        run.version = run.version or e.version
+        if d.get("champion") is not None:
+            run.champion = str(d["champion"])
+        step = _int(d.get("step"))
+        if e.action == ROLLOUT_STARTED:
+            run.started_at, run.actor = e.ts, e.actor
+            steps = (d.get("config") or {}).get("rollout", {}).get("steps")
+            if isinstance(steps, list):
+                run.planned_steps = [float(x) for x in steps if _float(x) is not None]
+            continue
+        if e.action == ROLLOUT_STEP_PASSED:
+            if step is not None:
+                run.steps_passed.append(step)
+                run.steps_reached = max(run.steps_reached, step)
+            continue
+        # an end record
+        run.ended_at, run.reason = e.ts, e.reason
+        run.actor = run.actor or e.actor
+        if e.action == ROLLOUT_ROLLED_BACK:
+            run.decision = "rolled_back"
+            breaches = d.get("breaches")
+            run.breaches = [b for b in breaches if isinstance(b, dict)] if breaches else []
+        elif e.action == ROLLOUT_ABORTED:
+            run.decision = "aborted"
+        else:
+            run.decision = str(d.get("decision") or "completed")
+            if run.planned_steps:
+                step = len(run.planned_steps)
+        run.steps_reached = max(run.steps_reached, step or 0)
+    return list(runs.values())[::-1]  # first records in seq order, so newest first
+
+
 def collect_model_card(model: str) -> ModelCard:
     """Read the registry and the audit trail into a :class:`ModelCard`.
 
@@ -594,6 +734,7 @@ def collect_model_card(model: str) -> ModelCard:
         champion_history=history,
         timeline=timeline,
         drift=drift_history(events),
+        rollouts=rollout_history(events),
         audit=audit,
         warnings=warnings,
     )
@@ -1249,6 +1390,75 @@ def drift_table(card: ModelCard) -> Table | None:
     )
 
 
+ROLLOUT_DECISIONS = {
+    "promoted": ("promoted", "ok"),
+    "rejected": ("all steps passed; promotion rejected", "warn"),
+    "rolled_back": ("rolled back", "bad"),
+    "aborted": ("aborted", "warn"),
+    "running": ("running / unfinished", "info"),
+}
+
+
+def _breach_text(r: RolloutRun) -> str:
+    if not r.breaches:
+        return "—" if r.decision != "rolled_back" else r.reason or MISSING
+    return "; ".join(
+        f"{b.get('check', '?')}: {b.get('message') or _numbers(b.get('observed'))}"
+        for b in r.breaches
+    )
+
+
+def _numbers(observed: Any) -> str:
+    if not isinstance(observed, dict):
+        return MISSING
+    return ", ".join(f"{k} {fmt_num(v)}" for k, v in observed.items() if v is not None)
+
+
+def _steps_text(r: RolloutRun) -> str:
+    planned = len(r.planned_steps)
+    if not planned:
+        return str(r.steps_reached) if r.steps_reached else MISSING
+    at = r.planned_steps[r.steps_reached - 1] if 0 < r.steps_reached <= planned else None
+    share = f" ({at:.0%})" if at is not None else ""
+    return f"{r.steps_reached} of {planned}{share}"
+
+
+def rollouts_table(card: ModelCard) -> Table | None:
+    """The newest :data:`MAX_ROLLOUT_ROWS` canary rollouts, or None when none has run."""
+    if not card.rollouts:
+        return None
+    shown = card.rollouts[:MAX_ROLLOUT_ROWS]
+    rows = []
+    for r in shown:
+        label, tone = ROLLOUT_DECISIONS.get(r.decision, (r.decision, ""))
+        rows.append(
+            [
+                Cell(fmt_ts(r.started_at or r.ended_at)),
+                Cell(f"v{r.version}" if r.version else MISSING, "key"),
+                Cell(f"v{r.champion}" if r.champion else MISSING),
+                Cell(_steps_text(r), "num"),
+                Cell(label, tone),
+                Cell(_breach_text(r), "bad" if r.breaches else "muted"),
+                Cell(r.actor or MISSING, "muted"),
+                Cell(r.rollout_id, "code"),
+            ]
+        )
+    note = (
+        "Newest first. Steps reached is the step a rollout was at when it ended; a breach "
+        "rolls back at once (all traffic to the champion, the version rejected). Every step's "
+        "numbers are in the audit trail (mlsteward audit log)."
+    )
+    omitted = len(card.rollouts) - len(shown)
+    if omitted:
+        note += f" Showing the latest {len(shown)} of {len(card.rollouts)} rollouts."
+    return Table(
+        ["when", "version", "against", "steps reached", "decision", "breached guardrail",
+         "by", "rollout id"],
+        rows,
+        note=note,
+    )  # fmt: skip
+
+
 @dataclass
 class SectionView:
     section: VersionSection
@@ -1305,20 +1515,18 @@ def _environment() -> jinja2.Environment:
 
 def render_html(card: ModelCard) -> str:
     """One self-contained HTML page: inline CSS, no scripts, no external resources."""
-    return (
-        _environment()
-        .get_template(TEMPLATE)
-        .render(
-            card=card,
-            summary=summary_table(card),
-            versions=versions_table(card),
-            metrics=metrics_table(card),
-            sections=[section_view(s) for s in card.sections],
-            timeline=timeline_items(card),
-            drift=drift_table(card),
-            audit=audit_table(card.audit),
-            event_labels=EVENT_LABELS,
-        )
+    env = _environment()
+    return env.get_template(TEMPLATE).render(
+        card=card,
+        summary=summary_table(card),
+        versions=versions_table(card),
+        metrics=metrics_table(card),
+        sections=[section_view(s) for s in card.sections],
+        timeline=timeline_items(card),
+        drift=drift_table(card),
+        rollouts=rollouts_table(card),
+        audit=audit_table(card.audit),
+        event_labels=EVENT_LABELS,
     )
 
 
@@ -1416,6 +1624,9 @@ def render_markdown(card: ModelCard) -> str:
     out += ["## Drift and retraining", ""]
     drift = drift_table(card)
     out += md_table(drift) if drift else ["No drift checks have run yet.", ""]
+    out += ["## Rollouts", ""]
+    rollouts = rollouts_table(card)
+    out += md_table(rollouts) if rollouts else ["No canary rollouts yet.", ""]
     out += ["## Timeline", ""]
     items = timeline_items(card)
     if items:
@@ -1511,6 +1722,7 @@ def write_card(card: ModelCard, out_dir: Path | None = None) -> dict[str, Any]:
         "audit_ok": card.audit.ok,
         "drift_checks": len(card.drift),
         "drift_history": [c.to_dict() for c in card.drift[:MAX_DRIFT_ROWS]],
+        "rollouts": [r.to_dict() for r in card.rollouts[:MAX_ROLLOUT_ROWS]],
         "warnings": list(card.warnings),
     }
 
@@ -1520,8 +1732,9 @@ def write_report(model: str, out_dir: Path | None = None) -> dict[str, Any]:
 
     Returns:
         ``{"model", "html", "markdown", "champion", "challenger", "versions", "audit_ok",
-        "drift_checks", "drift_history", "warnings"}`` with the two paths as strings;
-        ``drift_checks`` counts every drift check, ``drift_history`` holds the newest
-        :data:`MAX_DRIFT_ROWS` of them (:meth:`DriftCheck.to_dict`).
+        "drift_checks", "drift_history", "rollouts", "warnings"}`` with the two paths as
+        strings; ``drift_checks`` counts every drift check, ``drift_history`` holds the newest
+        :data:`MAX_DRIFT_ROWS` of them (:meth:`DriftCheck.to_dict`), ``rollouts`` the newest
+        :data:`MAX_ROLLOUT_ROWS` canary rollouts (:meth:`RolloutRun.to_dict`).
     """
     return write_card(collect_model_card(model), out_dir)

@@ -119,6 +119,12 @@ class Action(StrEnum):
     REPRODUCED = "reproduced"
     REPRODUCTION_REFUSED = "reproduction_refused"
     SNAPSHOTS_COLLECTED = "snapshots_collected"
+    ROLLOUT_STARTED = "rollout_started"
+    ROLLOUT_STEP_PASSED = "rollout_step_passed"
+    ROLLOUT_ROLLED_BACK = "rollout_rolled_back"
+    ROLLOUT_COMPLETED = "rollout_completed"
+    ROLLOUT_ABORTED = "rollout_aborted"
+    ROLLOUT_REFUSED = "rollout_refused"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from mlsteward.serving.settings import ServingSettings
 from mlsteward.serving.slots import ModelSlot
 
 log = logging.getLogger("mlsteward.serving")
+MIXED_ARMS = "mixed"
 
 
 class PredictRequest(BaseModel):
@@ -262,7 +263,11 @@ def create_app(
         elapsed = time.perf_counter() - started
         for arm, version in result.arms.items():
             service.metrics.requests.labels(model, version, arm, "200").inc()
+        if len(result.arms) == 1:
+            [(arm, version)] = result.arms.items()
             service.metrics.latency.labels(model, version, arm).observe(elapsed)
+        else:  # a batch answered by both arms says nothing about either one's latency
+            service.metrics.latency.labels(model, "", MIXED_ARMS).observe(elapsed)
         return Response(content, media_type="application/json")
 
     return app

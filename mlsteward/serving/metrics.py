@@ -30,7 +30,8 @@ class ServingMetrics:
         )
         self.latency = Histogram(
             "mlsteward_request_seconds",
-            "End-to-end latency of predict requests, by the arm that answered.",
+            "End-to-end latency of predict requests, by the arm that answered (arm 'mixed': "
+            "batches whose rows both arms answered).",
             ("model", "version", "arm"),
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -1,4 +1,5 @@
-"""A trained stack for the serving and rollout tests: champion v1, challenger v2, online store.
+"""A trained stack for the serving and rollout tests: champion v1, challenger v2, online store,
+the prediction service as a real subprocess, and live traffic against it.
 
 Training is the slow part, so each test module shares one home (it overrides the per-test
 ``mlsteward_home``); tests that change aliases or canary tags put them back.
@@ -6,18 +7,20 @@ Training is the slow part, so each test module shares one home (it overrides the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -29,6 +32,7 @@ from mlsteward.serving.app import create_app
 from mlsteward.serving.settings import ServingSettings
 from tests.conftest import REPO_ROOT
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
+from tests.integration.platform_support import free_port
 
 
 @contextmanager
@@ -76,44 +80,122 @@ def serving(faults: dict[str, Any] | None = None) -> Iterator[TestClient]:
 SERVICE_SETTINGS = {"serving": {"poll_seconds": 0.2, "log_flush_seconds": 0.2}}
 
 
-class ServiceProcess:
-    """``python -m mlsteward.serving`` on a free loopback port, as ``make up`` runs it."""
+READY_TIMEOUT_SECONDS = 90.0
 
-    def __init__(self, port: int, log_path: Path, faults: dict[str, Any] | None = None) -> None:
-        import json
 
-        env = dict(os.environ)
-        if faults:
-            env["MLSTEWARD_SERVING_FAULTS"] = json.dumps(faults)
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlsteward.serving", "--port", str(port), "--model", MODEL,
-             "--log-level", "warning"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+@dataclass
+class Service:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
 
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self, timeout: float = 40) -> int:
+        """SIGTERM, as ``make down`` sends it; the exit status (uvicorn re-raises the signal
+        after its graceful shutdown, so -SIGTERM is the normal one)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
             try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"service not ready:\n{self.log_path.read_text()[-3000:]}")
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+
+@contextmanager
+def running_service(
+    home: Path, model: str, faults: dict[str, Any] | None = None
+) -> Iterator[Service]:
+    """``python -m mlsteward.serving`` on a free port with the test's home; SIGTERM on exit."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "MLSTEWARD_HOME": os.environ["MLSTEWARD_HOME"],
+        "MLSTEWARD_CONFIG_DIR": os.environ["MLSTEWARD_CONFIG_DIR"],
+        "MLSTEWARD_PROJECT_ROOT": os.environ["MLSTEWARD_PROJECT_ROOT"],
+    }
+    env.pop("MLSTEWARD_SERVING_FAULTS", None)
+    if faults:
+        env["MLSTEWARD_SERVING_FAULTS"] = json.dumps(faults)
+    log_path = home.parent / f"serving-{port}.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlsteward.serving", "--port", str(port), "--model", model,
+             "--log-level", "warning"],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    service = Service(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"service exited {process.returncode}:\n{service.log_tail()}")
+            try:
+                if httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"service not ready in time:\n{service.log_tail()}")
+            time.sleep(0.3)
+        yield service
+    finally:
+        service.stop()
+
+
+@dataclass
+class Traffic:
+    """Counts of what the background client sent and got back."""
+
+    sent: int = 0
+    answered: int = 0
+    failed: int = 0
+    arms: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def live_traffic(
+    url: str, model: str, ids: list[Any], per_request: int = 3, threads: int = 2
+) -> Iterator[Traffic]:
+    """Clients posting ``entity_ids`` continuously (cycling through ``ids``) until the block
+    ends."""
+    stats = Traffic()
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def run(offset: int) -> None:
+        n = offset
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while not stop.is_set():
+                batch = [ids[(n + k) % len(ids)] for k in range(per_request)]
+                n += per_request * threads
+                try:
+                    r = client.post(f"/v1/models/{model}/predict", json={"entity_ids": batch})
+                    ok = r.status_code == 200
+                    arms = [p.get("arm", "") for p in r.json()["predictions"]] if ok else []
+                except (httpx.HTTPError, ValueError, KeyError) as exc:
+                    ok, arms = False, []
+                    with lock:
+                        stats.errors.append(str(exc))
+                with lock:
+                    stats.sent += 1
+                    stats.answered += ok
+                    stats.failed += not ok
+                    for a in arms:
+                        stats.arms[a] = stats.arms.get(a, 0) + 1
+
+    workers = [
+        threading.Thread(target=run, args=(t * per_request,), daemon=True) for t in range(threads)
+    ]
+    for w in workers:
+        w.start()
+    try:
+        yield stats
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=15)

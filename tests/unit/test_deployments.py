@@ -79,6 +79,7 @@ EXPECTED = {
     "rollback": "flows/governance.py:rollback_flow",
     "score": "flows/scoring.py:scoring_flow",
     "reproduce": "flows/reproduce.py:reproduce_flow",
+    "rollout": "flows/rollout.py:rollout_flow",
     "drift": "flows/drift.py:drift_flow",
 }
 
