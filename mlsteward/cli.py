@@ -547,6 +547,57 @@ def labels(model: str, path: Path, as_json: bool = JsonOpt) -> None:
 
 
 @app.command()
+def predict(
+    model: str,
+    entity: list[str] = typer.Option(..., "--entity", "-e", help="Entity id (repeatable)."),
+    explain: bool = typer.Option(False, "--explain", help="Add the top SHAP contributions."),
+    url: str | None = typer.Option(
+        None, "--url", help="The prediction service (default: MLSTEWARD_SERVING_URL / make up)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Ask the running prediction service about entities (features from the online store)."""
+    import httpx
+
+    from mlsteward.settings import serving_url
+
+    base = (url or serving_url()).rstrip("/")
+    ids: list[int | str] = [int(e) if e.lstrip("-").isdigit() else e for e in entity]
+
+    def action() -> dict:
+        try:
+            r = httpx.post(
+                f"{base}/v1/models/{model}/predict",
+                json={"entity_ids": ids, "explain": explain},
+                timeout=30,
+            )
+        except httpx.HTTPError as exc:
+            raise MlstewardError(
+                f"no prediction service at {base}: {exc} (make up starts it)"
+            ) from exc
+        if r.status_code != 200:
+            json_reply = "json" in r.headers.get("content-type", "")
+            detail = r.json().get("detail") if json_reply else r.text
+            raise MlstewardError(f"HTTP {r.status_code} from {base}: {detail}")
+        return r.json()
+
+    def human(p: dict) -> str:
+        lines = []
+        for row in p["predictions"]:
+            lines.append(
+                f"{row['entity_id']}: p={row['probability']:.3f} label {row['label']} "
+                f"(threshold {row['threshold']:.3f})  v{row['version']} {row['arm']}"
+            )
+            exp = row.get("explanation")
+            if exp:
+                top = ", ".join(f"{c['feature']} {c['value']:+.3f}" for c in exp["contributions"])
+                lines.append(f"    base {exp['base_value']:+.3f} log-odds; {top}")
+        return "\n".join(lines)
+
+    _run(as_json, action, human)
+
+
+@app.command()
 def rollout(
     model: str,
     version: str | None = typer.Argument(None, help="Version to canary (default: challenger)."),

@@ -20,9 +20,11 @@ import pandas as pd
 import pytest
 import schemathesis
 from schemathesis.checks import positive_data_acceptance
+from typer.testing import CliRunner
 
 from flows.scoring import scoring_flow
 from mlsteward import canary, governance, prediction_log
+from mlsteward.cli import app
 from mlsteward.config import get_model_config
 from mlsteward.feast_adapter import online_features
 from mlsteward.scoring import score_frame
@@ -39,6 +41,7 @@ from tests.integration.serving_support import (
 )
 
 PREDICT = f"/v1/models/{MODEL}/predict"
+runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +254,24 @@ def test_probes_and_metrics(service: Service, stack: dict[str, Any]) -> None:
         f'mlsteward_model_loaded{{arm="champion",model="{MODEL}",sha256="{champion["sha256"]}"'
         in text
     )
+
+
+def test_predict_command_asks_the_service(service: Service, stack: dict[str, Any]) -> None:
+    ids = [str(i) for i in stack["ids"][:2]]
+    args = ["predict", MODEL, "-e", ids[0], "-e", ids[1], "--explain", "--url", service.url]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.stdout
+    out = json.loads(result.stdout)
+    assert [str(p["entity_id"]) for p in out["predictions"]] == ids
+    assert all(len(p["explanation"]["contributions"]) == 3 for p in out["predictions"])
+    human = runner.invoke(app, args)
+    assert (
+        human.exit_code == 0
+        and "log-odds" in human.stdout
+        and f"v{stack['champion']}" in human.stdout
+    )
+    missing = runner.invoke(app, ["predict", MODEL, "-e", "424242424", "--url", service.url])
+    assert missing.exit_code == 1 and "HTTP 404" in missing.output and "424242424" in missing.output
 
 
 FUZZ_EXAMPLES = 60
