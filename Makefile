@@ -8,6 +8,7 @@ PREFECT_HOME ?= $(MLSTEWARD_HOME)/prefect
 DEMO_ROWS ?= 50000
 DEMO_BATCH_ROWS ?= 5000
 DEMO_DIR ?= $(MLSTEWARD_HOME)/demo
+DEMO_SERVING_PORT ?= 8801
 export MLSTEWARD_HOME PREFECT_HOME
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
@@ -28,34 +29,49 @@ install: ## Create .venv from the lock file (installs uv with pip if needed)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
 	$(UV) sync --frozen --compile-bytecode
 
-demo: install ## The whole loop: train, score, drift, retrain, promote or reject, reproduce
-	@echo "== 1/7  data: the built-in cohort (Jan 2024 - Jun 2025), contract-checked, snapshotted"
+demo: install ## The whole loop: train, score, drift, retrain, promote or reject, reproduce, serve
+	@echo "== 1/8  data: the built-in cohort (Jan 2024 - Jun 2025), contract-checked, snapshotted"
 	$(RUN) mlsteward generate heart_disease --rows $(DEMO_ROWS)
 	$(RUN) mlsteward ingest heart_disease
 	$(RUN) mlsteward materialize heart_disease
-	@echo; echo "== 2/7  train: Hyperopt-tuned XGBoost, validation gates, the first champion"
+	@echo; echo "== 2/8  train: Hyperopt-tuned XGBoost, validation gates, the first champion"
 	$(RUN) mlsteward train heart_disease
-	@echo; echo "== 3/7  July: new patients from the same population arrive; score them, check drift"
+	@echo; echo "== 3/8  July: new patients from the same population arrive; score them, check drift"
 	$(RUN) mlsteward generate heart_disease --start 2025-07-01 --days 31 --rows $(DEMO_BATCH_ROWS) \
 	  --seed 101 --id-offset 1000000000 --out $(DEMO_DIR)/2025-07.parquet --append-to-source
 	$(RUN) mlsteward score heart_disease --source $(DEMO_DIR)/2025-07.parquet
 	$(RUN) mlsteward drift heart_disease
-	@echo; echo "== 4/7  August: BMI and cholesterol read 1.5 SD higher (a new assay); score it"
+	@echo; echo "== 4/8  August: BMI and cholesterol read 1.5 SD higher (a new assay); score it"
 	$(RUN) mlsteward generate heart_disease --start 2025-08-01 --days 31 --rows $(DEMO_BATCH_ROWS) \
 	  --seed 102 --id-offset 1001000000 --shift bmi=1.5 --shift cholesterol=1.5 \
 	  --out $(DEMO_DIR)/2025-08.parquet --append-to-source
 	$(RUN) mlsteward score heart_disease --source $(DEMO_DIR)/2025-08.parquet
-	@echo; echo "== 5/7  outcomes of both months come in: joined to the prediction log, and the"
+	@echo; echo "== 5/8  outcomes of both months come in: joined to the prediction log, and the"
 	@echo "        source table (now with both months) is snapshotted again for retraining"
 	$(RUN) mlsteward labels heart_disease $(DEMO_DIR)/2025-07.parquet
 	$(RUN) mlsteward labels heart_disease $(DEMO_DIR)/2025-08.parquet
 	$(RUN) mlsteward ingest heart_disease
-	@echo; echo "== 6/7  the daily drift check: Evidently on the last 7 days of predictions;"
+	@echo; echo "== 6/8  the daily drift check: Evidently on the last 7 days of predictions;"
 	@echo "        drift on a key feature retrains, and the challenger faces the same gates"
 	$(RUN) mlsteward drift heart_disease
-	@echo; echo "== 7/7  reproduce the champion from its lineage alone: its own snapshot through Feast"
+	@echo; echo "== 7/8  reproduce the champion from its lineage alone: its own snapshot through Feast"
 	@echo "        (the source has grown since), recorded params and seed -> the same model bytes"
 	$(RUN) mlsteward reproduce heart_disease
+	@echo; echo "== 8/8  serve: the champion answers online (features from the Feast online store) with"
+	@echo "        its reasons; stopping the service (SIGTERM) writes every answer to the prediction log"
+	@mkdir -p $(DEMO_DIR)
+	@.venv/bin/python -m mlsteward.serving --port $(DEMO_SERVING_PORT) --model heart_disease \
+	  > $(DEMO_DIR)/serving.log 2>&1 & pid=$$!; ok=0; \
+	for i in $$(seq 240); do \
+	  if $(PYTHON) -c "import urllib.request as u; \
+	    u.urlopen('http://127.0.0.1:$(DEMO_SERVING_PORT)/readyz', timeout=1)" 2>/dev/null; \
+	  then ok=1; break; fi; kill -0 $$pid 2>/dev/null || break; sleep 0.5; \
+	done; \
+	if [ $$ok = 1 ]; then \
+	  $(RUN) mlsteward predict heart_disease -e 1 -e 2 -e 3 --explain \
+	    --url http://127.0.0.1:$(DEMO_SERVING_PORT); rc=$$?; \
+	else echo "the prediction service did not start:"; tail -20 $(DEMO_DIR)/serving.log; rc=1; fi; \
+	kill -TERM $$pid 2>/dev/null; wait $$pid; exit $$rc
 	@echo
 	$(RUN) mlsteward status heart_disease
 	$(RUN) mlsteward report heart_disease
