@@ -95,6 +95,7 @@ bench: install ## Benchmarks (print figures; not part of the tests)
 	$(RUN) python benchmarks/governance.py
 	$(RUN) python benchmarks/drift.py
 	$(RUN) python benchmarks/reproduce.py
+	$(RUN) python benchmarks/serving.py
 
 up: install ## Start the local platform: Prefect server+UI, deployments, worker, MLflow UI, webhooks
 	@$(RUN) python -m mlsteward.platform up

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = ServingSettings.from_env()
         if args.model:
             settings = settings.model_copy(update={"models": args.model})
-        app = create_app(settings=settings)
+        app = create_app(settings=settings, freeze_gc=True)
     except MlstewardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

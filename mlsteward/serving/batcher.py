@@ -4,7 +4,8 @@ One task per model takes every queued job (up to ``micro_batch_rows`` rows), doe
 online lookup for all their entity ids, routes each row to an arm, and makes one
 ``inplace_predict`` and, for rows that asked for explanations, one ``pred_contribs`` call per
 arm. Under load that turns hundreds of small XGBoost and SQLite calls into a few large ones
-(batched exact SHAP costs ~0.34 ms a row against ~5 ms for a single-row call); alone, a
+(exact SHAP on the demo model, ~400 trees of depth 6: 0.93 ms for one row alone, 0.49 ms a row
+in batches of 32; a Feast lookup costs about the same for one id as for thirty); alone, a
 request is scored at once, with no waiting for company. The work runs on the event loop
 itself: handing it to a thread pool added 70-190 ms tails in measurements, more than the
 loop is ever blocked by one batch.
@@ -223,17 +224,21 @@ class MicroBatcher:
         try:
             if rows:
                 matrix = served.encode([r.features for r in rows])
-                proba = served.predict(matrix)
-                for r, p in zip(rows, proba.tolist(), strict=True):
-                    r.proba = p
                 wanted = [n for n, r in enumerate(rows) if jobs[r.job].explain]
-                if wanted:
+                started = time.perf_counter()
+                if len(wanted) == len(rows):
+                    proba, exp = served.predict_explained(matrix)
+                else:
+                    proba = served.predict(matrix)
                     started = time.perf_counter()
-                    exp = served.explain(matrix[wanted])
+                    exp = served.explain(matrix[wanted]) if wanted else None
+                if exp is not None:
                     metrics.shap_seconds.labels(model, arm).observe(time.perf_counter() - started)
                     for k, n in enumerate(wanted):
                         rows[n].contributions = exp.contributions[k]
                         rows[n].base_value = float(exp.base_values[k])
+                for r, p in zip(rows, proba.tolist(), strict=True):
+                    r.proba = p
         except Exception:
             log.exception("%s %s v%s failed to score %d row(s)", model, arm, served.version,
                           len(rows))  # fmt: skip

@@ -88,17 +88,34 @@ class ServedModel:
             return np.zeros(0, dtype=np.float64)
         return np.asarray(self.booster.inplace_predict(matrix), dtype=np.float64).reshape(-1)
 
-    def explain(self, matrix: np.ndarray) -> Explanation:
-        """Exact TreeSHAP: contributions plus base value equal each row's margin."""
-        dm = xgb.DMatrix(
+    def _dmatrix(self, matrix: np.ndarray) -> xgb.DMatrix:
+        return xgb.DMatrix(
             matrix,
             feature_names=list(self.columns),
-            feature_types=["c" if k == "category" else "q" for k in self.kinds],
+            feature_types=self._feature_types,
             enable_categorical=True,
             nthread=1,
         )
+
+    def explain(self, matrix: np.ndarray) -> Explanation:
+        """Exact TreeSHAP: contributions plus base value equal each row's margin."""
+        return self._contributions(self._dmatrix(matrix))
+
+    def predict_explained(self, matrix: np.ndarray) -> tuple[np.ndarray, Explanation]:
+        """Probabilities and explanations from one DMatrix: when every row is explained this
+        saves ``inplace_predict``'s fixed cost (~0.35 ms a call on the demo model); the
+        probabilities are the same numbers (a test compares them with batch scoring's)."""
+        dm = self._dmatrix(matrix)
+        proba = np.asarray(self.booster.predict(dm), dtype=np.float64).reshape(-1)
+        return proba, self._contributions(dm)
+
+    def _contributions(self, dm: xgb.DMatrix) -> Explanation:
         raw = np.asarray(self.booster.predict(dm, pred_contribs=True), dtype=np.float64)
         return Explanation(contributions=raw[:, :-1], base_values=raw[:, -1])
+
+    @property
+    def _feature_types(self) -> list[str]:
+        return ["c" if k == "category" else "q" for k in self.kinds]
 
     def label(self, proba: float) -> int:
         return self.positive if proba >= self.threshold else self.negative
