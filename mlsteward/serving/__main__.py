@@ -20,6 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8800, help="port (default: %(default)s)")
     parser.add_argument("--model", action="append", help="serve only this model (repeatable)")
     parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="one log line per request (off: /metrics counts requests, and the line costs "
+        "more than the rest of a request's bookkeeping)",
+    )
     args = parser.parse_args(argv)
 
     import uvicorn
@@ -44,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         loop="asyncio",
         http="httptools",
         timeout_graceful_shutdown=30,
+        access_log=args.access_log,
     )
     return 0
 
