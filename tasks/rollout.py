@@ -27,6 +27,7 @@ from mlsteward.config import ModelConfig
 from mlsteward.errors import PromotionError
 from mlsteward.guardrails import CHALLENGER, StepVerdict, arm_window, judge_step, parse_metrics
 from tasks.common import run_logger
+from tasks.promotion import audit_event
 
 HTTP_TIMEOUT_SECONDS = 10.0
 # Extra wait after a step's last scrape so the service's log writer has flushed its rows.
@@ -56,10 +57,7 @@ def audit(
 ) -> int:
     """Append one rollout record. A plain function, not a task: it also runs while a
     cancelled or failed flow run is being cleaned up, when no task run may start."""
-    with governance.open_audit() as store:
-        return store.append(
-            action, model=model, version=version, actor=actor, reason=reason, details=details
-        ).seq
+    return audit_event.fn(action, model, version, actor, reason, details)
 
 
 def refuse(model: str, version: str | None, actor: str, message: str, **details: Any) -> None:

@@ -36,7 +36,11 @@ from tests.integration.platform_support import free_port
 
 
 @contextmanager
-def module_home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+def module_home(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **config: Any
+) -> Iterator[Path]:
+    """One MLSTEWARD_HOME and model config for a test module (it overrides the per-test one),
+    the config written with ``config`` overrides (default: fast tuning)."""
     home = tmp_path_factory.mktemp(name) / "home"
     config_dir = home.parent / "config"
     with pytest.MonkeyPatch.context() as mp:
@@ -46,7 +50,7 @@ def module_home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("MLSTEWARD_SNAPSHOT_ROOT", raising=False)
         mp.delenv("MLSTEWARD_SERVING_FAULTS", raising=False)
-        write_config(config_dir, tuning=FAST_TUNING)
+        write_config(config_dir, **(config or {"tuning": FAST_TUNING}))
         yield home
 
 

@@ -30,6 +30,7 @@ from mlsteward.state import current_snapshot
 from mlsteward.synthetic import generate_cohort, write_dataset
 from tests.conftest import REPO_ROOT
 from tests.integration.governance_support import MODEL, write_config
+from tests.integration.serving_support import module_home
 
 IDENTICAL_STEPS = [
     "recipe",
@@ -47,15 +48,8 @@ IDENTICAL_STEPS = [
 @pytest.fixture(scope="module")
 def mlsteward_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One home for the module (overrides the per-test one): the trained version is shared."""
-    home = tmp_path_factory.mktemp("reproduce") / "home"
-    config_dir = home.parent / "config"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLSTEWARD_HOME", str(home))
-        mp.setenv("MLSTEWARD_PROJECT_ROOT", str(REPO_ROOT))
-        mp.setenv("MLSTEWARD_CONFIG_DIR", str(config_dir))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("MLSTEWARD_SNAPSHOT_ROOT", raising=False)
-        write_config(config_dir, tuning={"max_evals": 4, "num_boost_round": 120})
+    tuning = {"max_evals": 4, "num_boost_round": 120}
+    with module_home(tmp_path_factory, "reproduce", tuning=tuning) as home:
         yield home
 
 
