@@ -128,14 +128,6 @@ class Service:
             log.warning("fault injection is ON: %s", self.settings.model_dump()["faults"])
         for name, slot in self.slots.items():
             await asyncio.to_thread(self._refresh, slot)
-            cfg = slot.cfg
-            kinds = dict(zip(cfg.feature_names, [r.kind for r in slot.arms.rules.values()],
-                             strict=False))  # fmt: skip
-            entity_kind = "string"
-            if slot.online is not None and slot.online.int_entity:
-                entity_kind = "Int64"
-            self.writer.register(name, {**kinds, cfg.source.entity: entity_kind,
-                                        "model_version": "string", "arm": "string"})  # fmt: skip
             batcher = MicroBatcher(slot, self.settings.faults)
             batcher.start()
             self.batchers[name] = batcher
@@ -152,12 +144,23 @@ class Service:
 
     def _refresh(self, slot: ModelSlot) -> None:
         try:
-            slot.refresh()
+            arms = slot.refresh()
         except Exception as exc:  # registry down: keep serving what is loaded
             slot.errors["registry"] = f"registry: {exc}"
             log.warning("%s: registry read failed: %s", slot.cfg.name, exc)
-        else:
-            slot.errors.pop("registry", None)
+            return
+        slot.errors.pop("registry", None)
+        # Log columns typed as the served version's features (a champion may appear later).
+        entity_kind = "Int64" if slot.online is not None and slot.online.int_entity else "string"
+        self.writer.register(
+            slot.cfg.name,
+            {
+                **{name: rule.kind for name, rule in arms.rules.items()},
+                slot.cfg.source.entity: entity_kind,
+                "model_version": "string",
+                "arm": "string",
+            },
+        )
 
     async def _watch_registry(self) -> None:
         while True:
