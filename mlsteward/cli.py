@@ -880,8 +880,9 @@ def where(as_json: bool = JsonOpt) -> None:
         else:
             local = (
                 f"not running; make up starts the Prefect UI ({cfg.url(cfg.prefect_port)}), "
-                f"the MLflow UI ({cfg.url(cfg.mlflow_port)}) and the CI webhook "
-                f"({cfg.url(cfg.gateway_port, '/hooks/ci')})"
+                f"the MLflow UI ({cfg.url(cfg.mlflow_port)}), the CI webhook "
+                f"({cfg.url(cfg.gateway_port, '/hooks/ci')}) and the prediction service "
+                f"({cfg.url(cfg.serving_port)})"
             )
         return {
             "home": str(home()),
