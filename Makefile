@@ -79,8 +79,10 @@ demo: install ## The whole loop: train, score, drift, retrain, promote or reject
 	@echo
 	$(RUN) mlsteward where
 
+# One pytest worker per core; a worker takes whole files (module fixtures train once per file)
+# and has its own Prefect test server, MLflow store and ports.
 test: install ## Run the full test suite (real Prefect, MLflow, Feast in temp dirs)
-	$(RUN) pytest -q
+	$(RUN) pytest -q -n auto --dist loadfile
 
 test-fast: install ## Unit tests only
 	$(RUN) pytest -q tests/unit
