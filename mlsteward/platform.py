@@ -538,7 +538,7 @@ def up(cfg: PlatformConfig) -> UpReport:
         try:
             since = datetime.now().astimezone() - timedelta(seconds=5)
             # The servers start side by side; the worker needs the Prefect server.
-            for name in ("prefect-server", "mlflow", "gateway", "serving"):
+            for name in ("prefect-server", "mlflow", "gateway"):
                 if name in wanted:
                     started[name] = _start(cfg, svcs[name], env)
             server = svcs["prefect-server"]
@@ -555,8 +555,10 @@ def up(cfg: PlatformConfig) -> UpReport:
                 mlflow = svcs["mlflow"]
                 health = cfg.url(cfg.mlflow_port, "/health")
                 _wait(cfg, mlflow, started["mlflow"], lambda: _http(health, env) == "OK")
-            if "serving" in started:
-                # Alive is enough: a new platform has no champion to be ready with yet.
+            if "serving" in wanted:
+                # Only once MLflow answers: both would create a new store's tables at once
+                # ("duplicate column name"). Alive is enough: there may be no champion yet.
+                started["serving"] = _start(cfg, svcs["serving"], env)
                 alive = cfg.url(cfg.serving_port, "/healthz")
                 _wait(
                     cfg, svcs["serving"], started["serving"], lambda: _http(alive, env) is not None
