@@ -351,6 +351,9 @@ class ServingConfig(_Strict):
     micro_batch_rows: int = Field(
         default=128, ge=1, description="Concurrent rows scored (and explained) in one XGBoost call."
     )
+    shap_threads: int = Field(
+        default=0, ge=0, description="Threads of one exact-SHAP call; 0 = every core."
+    )
     log_queue_rows: int = Field(
         default=100_000, ge=1, description="Prediction-log rows buffered before requests wait."
     )
