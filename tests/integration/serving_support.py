@@ -30,6 +30,7 @@ from flows.training import training_flow
 from mlsteward.config import get_model_config
 from mlsteward.serving.app import create_app
 from mlsteward.serving.settings import ServingSettings
+from mlsteward.synthetic import generate_cohort, write_dataset
 from tests.conftest import REPO_ROOT
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
 from tests.integration.platform_support import free_port
@@ -57,9 +58,11 @@ def module_home(
 FAST_TUNING = {"max_evals": 1, "num_boost_round": 60}
 
 
-def train_two_versions(cohort: Path) -> dict[str, Any]:
-    """v1 a weak model, promoted (champion); v2 a better one that passes every gate, the
-    champion comparison included, but is not promoted: the challenger."""
+def train_two_versions(work: Path) -> dict[str, Any]:
+    """On a 3,000-row cohort written to ``work``: v1 a weak model, promoted (champion); v2 a
+    better one that passes every gate, the champion comparison included, but is not promoted:
+    the challenger."""
+    cohort = write_dataset(generate_cohort(n_rows=3_000, seed=5), work / "cohort.parquet")
     config_dir = Path(os.environ["MLSTEWARD_CONFIG_DIR"])
     write_config(config_dir, tuning=WEAK_TUNING)
     ingestion_flow(model=MODEL, source=str(cohort))

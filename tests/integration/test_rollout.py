@@ -28,7 +28,6 @@ from mlsteward import governance, registry
 from mlsteward.audit import Action
 from mlsteward.config import get_model_config
 from mlsteward.mlflow_adapter import client
-from mlsteward.synthetic import generate_cohort, write_dataset
 from tasks.rollout import RolloutRefused, ServiceUnavailable, challenger_rows, shows_canary
 from tests.integration.governance_support import MODEL, write_config
 from tests.integration.platform_support import free_port
@@ -64,10 +63,7 @@ def mlsteward_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def stack(mlsteward_home: Path) -> dict[str, Any]:
-    cohort = write_dataset(
-        generate_cohort(n_rows=3_000, seed=5), mlsteward_home.parent / "c.parquet"
-    )
-    trained = train_two_versions(cohort)
+    trained = train_two_versions(mlsteward_home.parent)
     # From here on only rollout and serving settings differ from what v2 was validated with.
     write_config(Path(os.environ["MLSTEWARD_CONFIG_DIR"]), **FAST_ROLLOUT)
     return trained

@@ -28,7 +28,6 @@ from mlsteward.cli import app
 from mlsteward.config import get_model_config
 from mlsteward.feast_adapter import online_features
 from mlsteward.scoring import score_frame
-from mlsteward.synthetic import generate_cohort, write_dataset
 from tests.integration.governance_support import MODEL, write_config
 from tests.integration.serving_support import (
     FAST_TUNING,
@@ -53,8 +52,7 @@ def mlsteward_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def stack(mlsteward_home: Path) -> dict[str, Any]:
     work = mlsteward_home.parent
-    cohort = write_dataset(generate_cohort(n_rows=3_000, seed=5), work / "cohort.parquet")
-    trained = train_two_versions(cohort)
+    trained = train_two_versions(work)
     write_config(work / "config", tuning=FAST_TUNING, **SERVICE_SETTINGS)
     return trained
 
