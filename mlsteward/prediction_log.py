@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -160,30 +161,52 @@ def append(model: str, scored: pd.DataFrame, *, batch_id: str | None = None) -> 
     """
     if SCORED_AT not in scored.columns:
         raise ValueError(f"{model}: a logged batch needs a {SCORED_AT!r} column")
-    batch_id = _check_id("batch_id", batch_id or new_id())
     frame = _normalise_times(scored).reset_index(drop=True)
-    if frame[SCORED_AT].isna().any():
-        raise ValueError(f"{model}: {int(frame[SCORED_AT].isna().sum())} row(s) lack {SCORED_AT}")
-    if BATCH_ID not in frame.columns:
-        frame[BATCH_ID] = batch_id
+    return append_table(model, pa.Table.from_pandas(frame, preserve_index=False), batch_id=batch_id)
+
+
+def append_table(model: str, table: pa.Table, *, batch_id: str | None = None) -> Path:
+    """:func:`append` for a batch already in Arrow form (the online service builds its rows
+    straight into Arrow: no pandas on a thread that shares the GIL with requests).
+
+    ``scored_at`` must be ``timestamp[us, UTC]``, as :func:`append` stores it.
+    """
+    if SCORED_AT not in table.column_names:
+        raise ValueError(f"{model}: a logged batch needs a {SCORED_AT!r} column")
+    if table.schema.field(SCORED_AT).type != _TS_TYPE:
+        raise ValueError(
+            f"{model}: {SCORED_AT!r} must be {_TS_TYPE}, not {table.schema.field(SCORED_AT).type}"
+        )
+    batch_id = _check_id("batch_id", batch_id or new_id())
+    missing = table.column(SCORED_AT).null_count
+    if missing:
+        raise ValueError(f"{model}: {missing} row(s) lack {SCORED_AT}")
+    if BATCH_ID not in table.column_names:
+        table = table.append_column(BATCH_ID, pa.array([batch_id] * table.num_rows, pa.string()))
     root = predictions_dir(model)
     name = f"batch-{batch_id}.parquet"
-    days = frame[SCORED_AT].dt.date
-    unique_days = sorted(days.unique()) if len(frame) else [datetime.now(UTC).date()]
+    days = pc.cast(table.column(SCORED_AT), pa.date32())
+    unique_days = (
+        sorted(pc.unique(days).to_pylist()) if table.num_rows else [datetime.now(UTC).date()]
+    )
     targets = {day: _day_dir(root, day) / name for day in unique_days}
     taken = [str(p) for p in targets.values() if p.exists()]
     if taken:
         raise FileExistsError(f"{taken} already exist: the prediction log is append-only")
     written = [
         _publish(
-            pa.Table.from_pandas(
-                frame if len(unique_days) == 1 else frame[days == day], preserve_index=False
-            ),
+            table if len(unique_days) == 1 else table.filter(pc.equal(days, pa.scalar(day))),
             path,
         )
         for day, path in targets.items()
     ]
     return written[0]
+
+
+def batch_exists(model: str, batch_id: str) -> bool:
+    """Whether a batch with this id was published (an append whose outcome is unknown)."""
+    name = f"batch-{_check_id('batch_id', batch_id)}.parquet"
+    return any(predictions_dir(model).glob(f"date=*/{name}"))
 
 
 def read(

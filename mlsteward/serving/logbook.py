@@ -1,15 +1,17 @@
 """Online predictions into the prediction log, off the request path, losing none.
 
-Requests put their rows on a bounded in-memory queue and return; one writer thread appends
-them to the prediction log (``mlsteward.prediction_log``, the files drift detection reads) in
-batches, at most ``flush_seconds`` after they were queued. When the queue is full, requests
+Requests put their rows on a bounded in-memory queue and return; one writer thread hands
+them in batches, at most ``flush_seconds`` after they were queued, to a child process that
+appends them to the prediction log (``mlsteward.prediction_log``, the files drift detection
+reads; see ``mlsteward.serving.logproc`` for why a process). When the queue is full, requests
 wait for room instead of dropping rows (``put`` yields to the event loop meanwhile), so a slow
 disk slows answers down rather than leaving silent holes in the log drift relies on. A failed
 write keeps its rows and retries. ``close`` writes everything still queued; the service calls
 it on shutdown, which uvicorn runs on SIGTERM after the last in-flight request has finished.
 
-Rows are typed as batch scoring types them (integers as nullable Int64, booleans as boolean,
-categories as string), so online and batch files read back together with one schema.
+Rows are written typed as batch scoring stores them (integers as int64,
+booleans as bool, categories as string), so online and batch files read back together with
+one schema.
 """
 
 from __future__ import annotations
@@ -18,18 +20,54 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
 
 from mlsteward import prediction_log
+from mlsteward.serving.logproc import LogProcess
 
 log = logging.getLogger("mlsteward.serving")
 
-_PANDAS_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "category": "string"}
+# As batch scoring stores them (pandas Int64/float64/boolean/string), so both read as one.
+_ARROW_TYPES = {
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "category": pa.string(),
+    "string": pa.string(),
+}
 RETRY_SECONDS = 1.0
+
+
+class _Columns:
+    """Queued rows of one model, kept as one list per column.
+
+    Rows are split into columns as they are queued (a few list appends on the request path):
+    a batch then pickles in one C call and becomes Arrow with one call per column. The rows'
+    dicts are freed at once instead of living (and being scanned by the collector) until the
+    next flush.
+    """
+
+    def __init__(self) -> None:
+        self.data: dict[str, list[Any]] = {}
+        self.rows = 0
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        data = self.data
+        for row in rows:
+            n = self.rows
+            for name, value in row.items():
+                col = data.get(name)
+                if col is None:  # a column first seen now (e.g. SHAP columns): earlier rows null
+                    col = data[name] = [None] * n
+                col.append(value)
+            self.rows = n + 1
+            if len(row) < len(data):  # a column this row lacks
+                for col in data.values():
+                    if len(col) == n:
+                        col.append(None)
 
 
 class PredictionLogWriter:
@@ -39,27 +77,31 @@ class PredictionLogWriter:
         flush_seconds: float,
         on_depth: Callable[[str, int], None] | None = None,
         on_written: Callable[[str, int], None] | None = None,
+        sink: LogProcess | None = None,
     ) -> None:
         self.max_rows = max_rows
+        self._sink = sink or LogProcess()
         self.flush_seconds = flush_seconds
         self._on_depth = on_depth or (lambda model, depth: None)
         self._on_written = on_written or (lambda model, rows: None)
-        self._dtypes: dict[str, dict[str, str]] = {}
-        self._queues: dict[str, deque[dict[str, Any]]] = {}
+        self._types: dict[str, dict[str, pa.DataType]] = {}
+        self._queues: dict[str, _Columns] = {}
+        self._unwritten: list[tuple[str, str, _Columns]] = []  # (model, batch id, rows) to retry
         self._pending = 0
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self.failures = 0
 
-    def register(self, model: str, dtypes: Mapping[str, str]) -> None:
-        """Column types for a model's rows: feature kinds (int/float/bool/category) or pandas
-        dtypes for the other columns."""
+    def register(self, model: str, kinds: Mapping[str, str]) -> None:
+        """Column types for a model's rows, by kind (int/float/bool/category/string); other
+        columns take the type of their values (timestamps must be timezone-aware UTC)."""
         with self._cond:
-            self._dtypes[model] = {c: _PANDAS_DTYPES.get(k, k) for c, k in dtypes.items()}
-            self._queues.setdefault(model, deque())
+            self._types[model] = {c: _ARROW_TYPES[k] for c, k in kinds.items()}
+            self._queues.setdefault(model, _Columns())
 
     def start(self) -> None:
+        self._sink.start()
         self._thread.start()
 
     def depth(self) -> int:
@@ -72,9 +114,12 @@ class PredictionLogWriter:
                 raise RuntimeError("the prediction log is closed")
             if self._pending and self._pending + len(rows) > self.max_rows:
                 return False
-            self._queues.setdefault(model, deque()).extend(rows)
+            queue = self._queues.get(model)
+            if queue is None:
+                queue = self._queues[model] = _Columns()
+            queue.add(rows)
             self._pending += len(rows)
-            self._on_depth(model, len(self._queues[model]))
+            self._on_depth(model, queue.rows)
             if self._pending >= self.max_rows // 2:
                 self._cond.notify()
         return True
@@ -86,38 +131,37 @@ class PredictionLogWriter:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def _take(self) -> dict[str, list[dict[str, Any]]]:
-        taken = {}
-        for model, q in self._queues.items():
-            if q:
-                taken[model] = list(q)
-                q.clear()
+    def _take(self) -> list[tuple[str, _Columns]]:
+        """Swap out every non-empty queue (the caller holds the lock)."""
+        taken = []
+        for model, queue in self._queues.items():
+            if queue.rows:
+                taken.append((model, queue))
+                self._queues[model] = _Columns()
                 self._on_depth(model, 0)
-        self._pending = 0
         return taken
 
-    def _write(self, batches: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-        """Append each model's rows; returns what could not be written."""
-        failed = {}
-        for model, rows in batches.items():
-            try:
-                frame = pd.DataFrame.from_records(rows)
-                for col, dtype in self._dtypes.get(model, {}).items():
-                    if col in frame.columns:
-                        frame[col] = frame[col].astype(dtype)
-                prediction_log.append(model, frame)
-                self._on_written(model, len(rows))
-            except Exception:
-                self.failures += 1
-                log.exception("could not write %d prediction(s) of %s; retrying", len(rows), model)
-                failed[model] = rows
-        return failed
+    def _write(self, taken: list[tuple[str, _Columns]]) -> bool:
+        """Append what was taken, and anything left unwritten before; False if a write failed.
 
-    def _requeue(self, failed: dict[str, list[dict[str, Any]]]) -> None:
-        with self._cond:
-            for model, rows in failed.items():
-                self._queues[model].extendleft(reversed(rows))
-                self._pending += len(rows)
+        Room in the queue is given back only once rows are written, so a failing disk makes
+        requests wait instead of buffering without bound.
+        """
+        self._unwritten.extend((model, prediction_log.new_id(), q) for model, q in taken)
+        while self._unwritten:
+            model, batch_id, queue = self._unwritten[0]
+            try:
+                self._sink.write(model, batch_id, self._types.get(model, {}), queue.data)
+            except Exception as exc:
+                self.failures += 1
+                log.error("could not write %d prediction(s) of %s (%s); retrying", queue.rows,
+                          model, exc)  # fmt: skip
+                return False
+            self._unwritten.pop(0)
+            with self._cond:
+                self._pending -= queue.rows
+            self._on_written(model, queue.rows)
+        return True
 
     def _run(self) -> None:
         while True:
@@ -126,10 +170,8 @@ class PredictionLogWriter:
                     self._cond.wait(self.flush_seconds)
                 if self._closing:
                     return  # close() writes the rest from its own thread
-                batches = self._take()
-            failed = self._write(batches) if batches else {}
-            if failed:
-                self._requeue(failed)
+                taken = self._take()
+            if (taken or self._unwritten) and not self._write(taken):
                 time.sleep(RETRY_SECONDS)
 
     def close(self, timeout: float = 30.0) -> int:
@@ -142,13 +184,13 @@ class PredictionLogWriter:
         deadline = time.monotonic() + timeout
         while True:
             with self._cond:
-                batches = self._take()
-            failed = self._write(batches) if batches else {}
-            if not failed:
+                taken = self._take()
+            if self._write(taken):
+                self._sink.close()
                 return 0
-            self._requeue(failed)
             if time.monotonic() >= deadline:
-                left = sum(len(r) for r in failed.values())
+                self._sink.close()
+                left = sum(q.rows for _, _, q in self._unwritten)
                 log.error("%d prediction(s) could not be written before shutdown", left)
                 return left
             time.sleep(RETRY_SECONDS)

@@ -165,6 +165,8 @@ def test_bad_fields_are_422_naming_each(
 def test_bad_requests_get_the_right_status(stack: dict[str, Any]) -> None:
     cfg = get_model_config(MODEL)
     known = stack["ids"][0]
+    answered = []
+    before = set(prediction_log.read(MODEL).get("request_id", []))
     with serving() as client:
         r = client.post(PREDICT, json={"entity_ids": [known, 987_654_321, 123_456_789]})
         assert r.status_code == 404
@@ -181,13 +183,22 @@ def test_bad_requests_get_the_right_status(stack: dict[str, Any]) -> None:
         assert r.status_code == 422
         r = client.post(PREDICT, content=b"{not json", headers={"Content-Type": "application/json"})
         assert r.status_code == 422
+        r = client.post(PREDICT, json={"entity_ids": [known], "top_k": 0})
+        [error] = r.json()["detail"]
+        assert r.status_code == 422 and error["loc"] == ["body", "top_k"], error
+        r = client.post(PREDICT, params={"explain": "maybe"}, json={"entity_ids": [known]})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "explain"]
+        r = client.post(PREDICT, params={"explain": "yes"}, json={"entity_ids": [known]})
+        assert r.status_code == 200 and "explanation" in r.json()["predictions"][0]
+        answered.append(r.json()["request_id"])
         r = client.post("/v1/models/no_such_model/predict", json={"entity_ids": [known]})
         assert r.status_code == 404 and "no_such_model" in r.text
-        # nothing refused reached the prediction log
+        # nothing refused reached the prediction log: only the two answered requests
         r = client.post(PREDICT, json={"entity_ids": [known]})
         assert r.status_code == 200
+        answered.append(r.json()["request_id"])
     logged = prediction_log.read(MODEL)
-    assert logged["request_id"].nunique() >= 1
+    assert set(logged["request_id"]) - before == set(answered)
     assert set(logged["entity_id" if "entity_id" in logged else cfg.source.entity].dropna()) <= {
         *stack["ids"]
     }
