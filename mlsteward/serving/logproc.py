@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
 from multiprocessing.connection import Connection
@@ -24,6 +25,7 @@ from typing import Any
 
 log = logging.getLogger("mlsteward.serving")
 ANSWER_TIMEOUT_SECONDS = 120.0
+NICENESS = 10
 _STOP = b""
 
 
@@ -48,6 +50,9 @@ def serve(conn: Connection) -> None:
     # process group must not stop this process before the last batch arrives.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Background work: when the cores are busy, requests go first (a lower share of CPU only
+    # delays the writes, and a full queue then slows requests down rather than losing rows).
+    os.nice(NICENESS)
     from mlsteward import prediction_log
 
     while True:

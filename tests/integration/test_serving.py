@@ -3,6 +3,7 @@ the prediction log and Prometheus metrics; in-process (TestClient) and as its ow
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import signal
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import hypothesis
 import numpy as np
 import pandas as pd
@@ -150,6 +152,51 @@ BAD_INSTANCES = [
 
 @pytest.mark.parametrize(("case", "mutate", "field", "rule"), BAD_INSTANCES,
                          ids=[c[0] for c in BAD_INSTANCES])  # fmt: skip
+def _batches(url: str) -> tuple[float, float]:
+    """(micro-batches, rows in them) so far, from the service's /metrics."""
+    _, body = get(f"{url}/metrics")
+    found = {}
+    for line in body.decode().splitlines():
+        for part in ("count", "sum"):
+            if line.startswith(f"mlsteward_micro_batch_rows_{part}{{") and f'"{MODEL}"' in line:
+                found[part] = float(line.rsplit(" ", 1)[1])
+    return found.get("count", 0.0), found.get("sum", 0.0)
+
+
+def test_concurrent_requests_share_micro_batches_with_the_same_answers(
+    service: Service, stack: dict[str, Any]
+) -> None:
+    """A lone client is scored one request at a time; concurrent requests are batched together
+    (one lookup, one SHAP pass) and get exactly the answers they get alone."""
+    url = f"{service.url}{PREDICT}"
+    ids = stack["ids"][:48]
+    count0, rows0 = _batches(service.url)
+    alone = {}
+    for i in ids:
+        status, body = post(url, {"entity_ids": [i], "explain": True})
+        assert status == 200, body
+        alone[i] = body["predictions"][0]
+    count1, rows1 = _batches(service.url)
+    assert (count1 - count0, rows1 - rows0) == (len(ids), len(ids))
+
+    async def burst() -> list[Any]:
+        limits = httpx.Limits(max_connections=len(ids))
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+            return await asyncio.gather(
+                *(client.post(url, json={"entity_ids": [i], "explain": True}) for i in ids)
+            )
+
+    answers = asyncio.run(burst())
+    count2, rows2 = _batches(service.url)
+    assert rows2 - rows1 == len(ids)
+    assert count2 - count1 < len(ids), "no two concurrent requests shared a micro-batch"
+    for i, r in zip(ids, answers, strict=True):
+        assert r.status_code == 200, r.text
+        got = r.json()["predictions"][0]
+        assert got["probability"] == alone[i]["probability"]
+        assert got["explanation"] == alone[i]["explanation"]
+
+
 def test_bad_fields_are_422_naming_each(
     stack: dict[str, Any], case: str, mutate: Any, field: str, rule: str
 ) -> None:
