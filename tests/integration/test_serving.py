@@ -150,8 +150,6 @@ BAD_INSTANCES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "mutate", "field", "rule"), BAD_INSTANCES,
-                         ids=[c[0] for c in BAD_INSTANCES])  # fmt: skip
 def _batches(url: str) -> tuple[float, float]:
     """(micro-batches, rows in them) so far, from the service's /metrics."""
     _, body = get(f"{url}/metrics")
@@ -197,6 +195,8 @@ def test_concurrent_requests_share_micro_batches_with_the_same_answers(
         assert got["explanation"] == alone[i]["explanation"]
 
 
+@pytest.mark.parametrize(("case", "mutate", "field", "rule"), BAD_INSTANCES,
+                         ids=[c[0] for c in BAD_INSTANCES])  # fmt: skip
 def test_bad_fields_are_422_naming_each(
     stack: dict[str, Any], case: str, mutate: Any, field: str, rule: str
 ) -> None:
@@ -244,8 +244,10 @@ def test_bad_requests_get_the_right_status(stack: dict[str, Any]) -> None:
         r = client.post(PREDICT, json={"entity_ids": [known]})
         assert r.status_code == 200
         answered.append(r.json()["request_id"])
+    # Only this process's ids: the module's running service may still be flushing its rows.
     logged = prediction_log.read(MODEL)
-    assert set(logged["request_id"]) - before == set(answered)
+    ours = {i for i in logged["request_id"] if i.startswith(answered[0][:16])}
+    assert ours - before == set(answered)
     assert set(logged["entity_id" if "entity_id" in logged else cfg.source.entity].dropna()) <= {
         *stack["ids"]
     }
