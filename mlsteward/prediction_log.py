@@ -159,15 +159,13 @@ def append(model: str, scored: pd.DataFrame, *, batch_id: str | None = None) -> 
         ValueError: no ``scored_at`` column, a missing ``scored_at`` value, or a bad id.
         FileExistsError: the batch id was used before (files are never rewritten).
     """
-    if SCORED_AT not in scored.columns:
-        raise ValueError(f"{model}: a logged batch needs a {SCORED_AT!r} column")
     frame = _normalise_times(scored).reset_index(drop=True)
     return append_table(model, pa.Table.from_pandas(frame, preserve_index=False), batch_id=batch_id)
 
 
 def append_table(model: str, table: pa.Table, *, batch_id: str | None = None) -> Path:
-    """:func:`append` for a batch already in Arrow form (the online service builds its rows
-    straight into Arrow: no pandas on a thread that shares the GIL with requests).
+    """:func:`append` for a batch already in Arrow form (the online service's log writer
+    process builds its rows straight into Arrow, without pandas).
 
     ``scored_at`` must be ``timestamp[us, UTC]``, as :func:`append` stores it.
     """

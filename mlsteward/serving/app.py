@@ -98,7 +98,7 @@ class PredictResponse(BaseModel):
 
 
 # Body and query are parsed by the handler (below), so they are declared here for the OpenAPI.
-_PREDICT_BODY = {
+_PREDICT_OPENAPI = {
     "parameters": [
         {
             "name": "explain",
@@ -303,7 +303,7 @@ def create_app(
     @app.post(
         "/v1/models/{model}/predict",
         response_model=PredictResponse,
-        openapi_extra=_PREDICT_BODY,
+        openapi_extra=_PREDICT_OPENAPI,
         responses={
             404: {"description": "unknown model or entity id"},
             413: {"description": "more rows than serving.max_batch_rows"},

@@ -77,10 +77,9 @@ class PredictionLogWriter:
         flush_seconds: float,
         on_depth: Callable[[str, int], None] | None = None,
         on_written: Callable[[str, int], None] | None = None,
-        sink: LogProcess | None = None,
     ) -> None:
         self.max_rows = max_rows
-        self._sink = sink or LogProcess()
+        self._sink = LogProcess()
         self.flush_seconds = flush_seconds
         self._on_depth = on_depth or (lambda model, depth: None)
         self._on_written = on_written or (lambda model, rows: None)
@@ -182,15 +181,16 @@ class PredictionLogWriter:
         if self._thread.is_alive():
             self._thread.join(timeout)
         deadline = time.monotonic() + timeout
-        while True:
-            with self._cond:
-                taken = self._take()
-            if self._write(taken):
-                self._sink.close()
-                return 0
-            if time.monotonic() >= deadline:
-                self._sink.close()
-                left = sum(q.rows for _, _, q in self._unwritten)
-                log.error("%d prediction(s) could not be written before shutdown", left)
-                return left
-            time.sleep(RETRY_SECONDS)
+        try:
+            while True:
+                with self._cond:
+                    taken = self._take()
+                if self._write(taken):
+                    return 0
+                if time.monotonic() >= deadline:
+                    left = sum(q.rows for _, _, q in self._unwritten)
+                    log.error("%d prediction(s) could not be written before shutdown", left)
+                    return left
+                time.sleep(RETRY_SECONDS)
+        finally:
+            self._sink.close()

@@ -9,7 +9,8 @@ the answer with the GIL released; the conversion and the disk are another proces
 The service sends ``(model, batch_id, types, columns)`` and gets ``("ok", rows)`` back once
 the file is published, or ``("error", reason)``; it keeps the rows until it has the "ok" and
 retries with the same ``batch_id``, so an answer lost with a crashed child never writes a
-batch twice (the log refuses an existing batch id: that attempt counts as written).
+batch twice (the log refuses an existing batch id; when that batch's file is there, the
+attempt counts as written).
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ import signal
 from multiprocessing.connection import Connection
 from typing import Any
 
+import pyarrow as pa
+
 log = logging.getLogger("mlsteward.serving")
 ANSWER_TIMEOUT_SECONDS = 120.0
 NICENESS = 10
 _STOP = b""
 
 
-def _table(types: dict[str, Any], columns: dict[str, list[Any]]) -> Any:
-    import pyarrow as pa
-
+def _table(types: dict[str, pa.DataType], columns: dict[str, list[Any]]) -> pa.Table:
     try:
         return pa.table({n: pa.array(v, type=types.get(n)) for n, v in columns.items()})
     except (pa.ArrowException, TypeError, ValueError) as exc:
