@@ -28,7 +28,11 @@ CPU). Once started, each server first gets ``--settle`` seconds of load: our ser
 seconds of traffic carry its start-up costs (full garbage collections of a heap that holds
 Feast, MLflow and pandas, about 0.2 s each, and first-call paths), which put a ~170 ms p99 on
 whatever scenario comes first; the figures are for a server that has been up a while. Each
-measurement is a warm-up run, then one measured run of ``--duration`` seconds.
+measurement is a warm-up run, then one measured run of ``--duration`` seconds. The one-client
+scenario without explanations, whose p99 is a fraction of a millisecond and moves by half of that
+between back-to-back runs of the same server on a shared 2-core machine, is measured in
+``--rounds`` back-to-back pairs; its verdict is the median of the per-round ratios, with every
+round's ratio printed beside it.
 Server CPU per request comes from ``/proc/<pid>/stat`` around the measured run.
 
 After the runs, our ``/metrics`` gives the mean micro-batch size per scenario and the
@@ -54,6 +58,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -536,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--settle", type=float, default=10.0, help="seconds of load on each server once started"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="back-to-back rounds of the c=1 no-explain pair"
+    )
     parser.add_argument("--rows", type=int, default=5_000, help="cohort rows (entities)")
     parser.add_argument("--max-evals", type=int, default=3, help="Hyperopt trials")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s runs, 1 trial")
@@ -564,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.quick:
-        args.duration, args.warmup, args.settle = 2.0, 1.0, 3.0
+        args.duration, args.warmup, args.settle, args.rounds = 2.0, 1.0, 3.0, 1
         args.rows, args.max_evals = min(args.rows, 3_000), 1
 
     wrk = None if args.python_client else shutil.which("wrk")
@@ -608,6 +616,11 @@ def main(argv: list[str] | None = None) -> int:
                 pair = (bare, ours) if n % 2 == 0 else (ours, bare)  # alternate who goes first
                 for server in pair:
                     server.run(label, conc, explain, load, args, ids, tmp)
+            label, conc, explain = SCENARIOS[0]
+            for n in range(1, args.rounds):  # more rounds of the noise-sensitive c=1 tail
+                pair = (ours, bare) if n % 2 else (bare, ours)
+                for server in pair:
+                    server.run(f"{label} #{n + 1}", conc, explain, load, args, ids, tmp)
             final = scrape(ours_port)
         finally:
             bare.stop()
@@ -635,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio ours/bare (p50, p99, req/s)")  # fmt: skip
     print(head)
     print("-" * len(head))
-    for label, _, _ in SCENARIOS:
+    for label in ours.results:
         for name, res in (("bare", bare.results), ("ours", ours.results)):
             r = res[label]
             rps = r["requests"] / r["duration_s"]
@@ -650,12 +663,17 @@ def main(argv: list[str] | None = None) -> int:
                          f"  {rps / b_rps:.2f}x")  # fmt: skip
             print(line)
     print()
-    r1, b1 = ours.results[SCENARIOS[0][0]], bare.results[SCENARIOS[0][0]]
+    rounds = [k for k in ours.results if k.startswith(SCENARIOS[0][0])]
     verdicts = []
     for q in ("p50", "p99"):
-        ratio = r1[f"{q}_ms"] / b1[f"{q}_ms"]
-        verdicts.append(f"{q} {ratio:.2f}x {'met' if ratio <= LATENCY_RATIO_TARGET else 'NOT met'}")
-    print(f"target c=1 no explain, ours <= {LATENCY_RATIO_TARGET}x bare: {', '.join(verdicts)}")
+        ratios = sorted(ours.results[k][f"{q}_ms"] / bare.results[k][f"{q}_ms"] for k in rounds)
+        each = " ".join(f"{x:.2f}" for x in ratios)
+        verdicts.append(
+            f"{q} {statistics.median(ratios):.2f}x (rounds: {each}) "
+            f"{'met' if statistics.median(ratios) <= LATENCY_RATIO_TARGET else 'NOT met'}"
+        )
+    print(f"target c=1 no explain, ours <= {LATENCY_RATIO_TARGET}x bare, median of "
+          f"{len(rounds)} back-to-back rounds: {'; '.join(verdicts)}")  # fmt: skip
     r3 = ours.results[SCENARIOS[2][0]]
     rps3 = r3["requests"] / r3["duration_s"]
     ok3 = rps3 >= RPS_TARGET and r3["p99_ms"] <= P99_TARGET_MS
