@@ -761,6 +761,33 @@ def audit_verify(
     _fail(as_json, f"audit trail broken: {result.problem}", result.to_dict())
 
 
+profile_app = typer.Typer(
+    help="Deployment profiles (MLSTEWARD_PROFILE): where state lives.", no_args_is_help=True
+)
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("show")
+def profile_show(as_json: bool = JsonOpt) -> None:
+    """Show where each kind of state lives under the active profile (passwords masked)."""
+    from mlsteward.settings import locations
+
+    _run(as_json, locations, lambda p: "\n".join(f"{k:<20} {v}" for k, v in p.items()))
+
+
+@profile_app.command("provision")
+def profile_provision(as_json: bool = JsonOpt) -> None:
+    """Create the active profile's missing databases (and pg_trgm); check Redis answers."""
+    from mlsteward import profiles
+    from mlsteward.provision import provision
+
+    def human(p: dict) -> str:
+        lines = [f"created  {x}" for x in p["created"]] + [f"exists   {x}" for x in p["existing"]]
+        return "\n".join(lines) or "nothing to provision (this profile uses local files)"
+
+    _run(as_json, lambda: provision(profiles.active()), human)
+
+
 @app.command()
 def trigger(
     action: str = typer.Argument(..., help="train, drift or score"),

@@ -89,8 +89,9 @@ class ModelFeastObjects:
 def repo_config(offline_store_type: str | None = None, directory: Path | None = None) -> RepoConfig:
     """The programmatic twin of ``feature_repo/feature_store.yaml``.
 
-    Built on each call from ``feast_dir()`` so a changed ``MLSTEWARD_HOME`` (tests, profiles) is
-    honoured; no YAML file is needed for programmatic use.
+    Built on each call from ``feast_dir()`` and the active profile (``mlsteward.profiles``: a
+    SQL registry on PostgreSQL, a Redis online store, the PostgreSQL offline store), so a changed
+    ``MLSTEWARD_HOME`` or profile is honoured; no YAML file is needed for programmatic use.
 
     Args:
         offline_store_type: another Feast offline store type than ``OFFLINE_STORE_TYPE``; only
@@ -100,19 +101,34 @@ def repo_config(offline_store_type: str | None = None, directory: Path | None = 
     """
     from feast import RepoConfig
 
+    from mlsteward.profiles import active
+
+    # A private store (``directory`` given) is always local files: it must never write to the
+    # shared registry or online store.
+    profile = active() if directory is None else None
     directory = directory or feast_dir()
+    registry: dict[str, Any] = {
+        "registry_type": "file",
+        "path": str(directory / "registry.db"),
+        # Feast keeps a registry copy in memory; short enough that a long-lived store sees a
+        # re-ingested snapshot within a minute.
+        "cache_ttl_seconds": 60,
+    }
+    online: dict[str, Any] = {"type": "sqlite", "path": str(directory / "online.db")}
+    offline: dict[str, Any] = {"type": offline_store_type or OFFLINE_STORE_TYPE}
+    project = PROJECT
+    if profile is not None:
+        registry = profile.feast_registry or registry
+        online = profile.feast_online_store or online
+        if offline_store_type is None:
+            offline = profile.feast_offline_store or offline
+        project = profile.feast.project
     return RepoConfig(
-        project=PROJECT,
+        project=project,
         provider="local",
-        registry={
-            "registry_type": "file",
-            "path": str(directory / "registry.db"),
-            # Feast keeps a registry copy in memory; short enough that a long-lived store sees a
-            # re-ingested snapshot within a minute.
-            "cache_ttl_seconds": 60,
-        },
-        offline_store={"type": offline_store_type or OFFLINE_STORE_TYPE},
-        online_store={"type": "sqlite", "path": str(directory / "online.db")},
+        registry=registry,
+        offline_store=offline,
+        online_store=online,
         entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
         repo_path=feature_repo_dir(),
     )

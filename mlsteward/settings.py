@@ -1,14 +1,19 @@
 """Where state lives. Everything is under one home directory so a run is easy to inspect or wipe.
 
 Environment variables override locations (``MLSTEWARD_HOME``, ``MLSTEWARD_CONFIG_DIR``,
-``MLFLOW_TRACKING_URI``) so the same code runs embedded (SQLite, no server) or against a
-production profile. Paths are computed on each call, never at import, so tests can repoint them.
+``MLFLOW_TRACKING_URI``, ...), then the active profile (``mlsteward.profiles``), then the local
+defaults, so the same code runs embedded (SQLite, no server) or on shared engines. Paths are
+computed on each call, never at import, so tests can repoint them.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlsteward.profiles import Profile
 
 
 def project_root() -> Path:
@@ -38,12 +43,54 @@ def mlflow_dir() -> Path:
     return _sub("mlflow")
 
 
+def _profile() -> Profile:
+    from mlsteward.profiles import active
+
+    return active()
+
+
+def mlflow_backend_store_uri() -> str:
+    """The database behind MLflow: ``MLFLOW_BACKEND_STORE_URI``, the profile's PostgreSQL
+    database, or a SQLite file under the home directory."""
+    return (
+        os.environ.get("MLFLOW_BACKEND_STORE_URI")
+        or _profile().mlflow_backend_store_uri
+        or f"sqlite:///{mlflow_dir() / 'mlflow.db'}"
+    )
+
+
 def mlflow_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir() / 'mlflow.db'}"
+    """Where clients talk to MLflow: ``MLFLOW_TRACKING_URI``, the profile's MLflow server, or
+    the backend store itself (the local profile needs no server)."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or _profile().mlflow.tracking_uri
+        or mlflow_backend_store_uri()
+    )
 
 
 def mlflow_artifact_root() -> str:
-    return os.environ.get("MLSTEWARD_ARTIFACT_ROOT") or (mlflow_dir() / "artifacts").as_uri()
+    """Where new experiments keep artifacts. Through an MLflow server: its proxied store
+    (``mlflow-artifacts:``), so clients need no object-store credentials; otherwise files."""
+    env = os.environ.get("MLSTEWARD_ARTIFACT_ROOT")
+    if env:
+        return env
+    if mlflow_tracking_uri().startswith(("http://", "https://")):
+        return "mlflow-artifacts:"
+    return (mlflow_dir() / "artifacts").as_uri()
+
+
+def mlflow_artifacts_destination() -> str:
+    """Where an MLflow server started by ``make up`` stores the artifacts it proxies."""
+    return _profile().mlflow.artifacts_destination or str(_sub("artifact-store"))
+
+
+def prefect_database_url() -> str | None:
+    """The Prefect server's database: ``PREFECT_SERVER_DATABASE_CONNECTION_URL`` or the
+    profile's; None: Prefect's own SQLite default under ``PREFECT_HOME``."""
+    return (
+        os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or _profile().prefect_database_url
+    )
 
 
 def feast_dir() -> Path:
@@ -90,8 +137,13 @@ def feature_repo_dir() -> Path:
 
 def audit_url() -> str:
     """Where the audit trail lives: ``MLSTEWARD_AUDIT_URL`` (``sqlite:///…`` or
-    ``postgresql://…``), by default a SQLite file under the home directory."""
-    return os.environ.get("MLSTEWARD_AUDIT_URL") or f"sqlite:///{_sub('audit') / 'audit.db'}"
+    ``postgresql://…``), the profile's PostgreSQL database, or a SQLite file under the home
+    directory."""
+    return (
+        os.environ.get("MLSTEWARD_AUDIT_URL")
+        or _profile().audit_url
+        or f"sqlite:///{_sub('audit') / 'audit.db'}"
+    )
 
 
 def scored_dir(model: str) -> Path:
@@ -115,3 +167,28 @@ def serving_url() -> str:
         return url.rstrip("/")
     port = os.environ.get("MLSTEWARD_SERVING_PORT", "").strip() or str(DEFAULT_SERVING_PORT)
     return f"http://127.0.0.1:{port}"
+
+
+def locations() -> dict[str, str]:
+    """Where each kind of state lives right now (variables, then profile, then defaults), with
+    passwords masked: what ``mlsteward profile show`` prints."""
+    from mlsteward.profiles import masked
+
+    p = _profile()
+    registry = p.feast_registry or {"path": str(feast_dir() / "registry.db")}
+    online = f"redis {p.redis_url}" if p.redis_url else f"sqlite {feast_dir() / 'online.db'}"
+    offline = "postgres" if p.feast_offline_store else "duckdb over snapshot files"
+    out = {
+        "profile": p.name,
+        "home": str(home()),
+        "mlflow_tracking_uri": mlflow_tracking_uri(),
+        "mlflow_backend_store": mlflow_backend_store_uri(),
+        "prefect_database": prefect_database_url() or "SQLite under PREFECT_HOME",
+        "audit": audit_url(),
+        "feast_project": p.feast.project,
+        "feast_registry": str(registry["path"]),
+        "feast_online_store": online,
+        "feast_offline_store": offline,
+        "snapshots": str(snapshot_root()),
+    }
+    return {k: masked(v) for k, v in out.items()}

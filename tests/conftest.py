@@ -22,4 +22,5 @@ def mlsteward_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MLSTEWARD_PROJECT_ROOT", str(REPO_ROOT))
     monkeypatch.delenv("MLSTEWARD_CONFIG_DIR", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLSTEWARD_PROFILE", raising=False)
     return home

@@ -1,0 +1,89 @@
+"""The production profile on this machine's real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+import redis
+
+from flows.ingestion import ingestion_flow, materialize_flow
+from mlsteward import feast_adapter
+from mlsteward.config import get_model_config
+from tests.integration.production_support import production_profile
+
+pytestmark = pytest.mark.integration
+MODEL = "heart_disease"
+
+
+def _online(ids: list[int]) -> pd.DataFrame:
+    return feast_adapter.online_features(get_model_config(MODEL), ids)
+
+
+def test_redis_online_store_returns_what_sqlite_returns(
+    mlsteward_home: Path, small_cohort_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cohort = pd.read_parquet(small_cohort_path)
+    entity = get_model_config(MODEL).source.entity
+    ids = [*sorted(set(cohort[entity].tolist()))[::7], 987_654_321]  # and one unknown id
+
+    ingestion_flow(model=MODEL, source=str(small_cohort_path))
+    materialize_flow(model=MODEL)
+    assert feast_adapter.repo_config().online_store.type == "sqlite"
+    local = _online(ids)
+
+    with production_profile(monkeypatch) as profile:
+        config = feast_adapter.repo_config()
+        assert (config.online_store.type, config.registry.registry_type) == ("redis", "sql")
+        ingestion_flow(model=MODEL, source=str(small_cohort_path))
+        report = materialize_flow(model=MODEL)
+        assert report["entities"] == cohort[entity].nunique()
+        remote = _online(ids)
+
+        pd.testing.assert_frame_equal(remote, local)
+        assert remote.iloc[-1].drop(entity).isna().all()  # the unknown id: no values, no error
+        # The values really came from Redis and the registry from PostgreSQL.
+        keys = redis.Redis.from_url(profile.redis_url).scan_iter(
+            match=b"*" + profile.feast.project.encode()
+        )
+        assert sum(1 for _ in keys) == cohort[entity].nunique()
+        assert profile.postgres is not None
+        with psycopg.connect(profile.postgres.database_url("feast")) as conn:
+            views = conn.execute(
+                "SELECT feature_view_name FROM feature_views WHERE project_id = %s",
+                (profile.feast.project,),
+            ).fetchall()
+        assert views == [(f"{MODEL}__features",)]
+
+
+def test_provision_creates_what_is_missing_once_and_drop_removes_it(
+    mlsteward_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlsteward.profiles import PURPOSES
+    from mlsteward.provision import drop, provision
+
+    with production_profile(monkeypatch) as profile:
+        pg = profile.postgres
+        assert pg is not None
+        wanted = {pg.database(p) for p in PURPOSES}
+        with psycopg.connect(pg.maintenance_url()) as conn:
+            have = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        assert wanted <= have
+        with psycopg.connect(pg.database_url("prefect")) as conn:
+            assert conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").fetchone()
+        again = provision(profile)  # a second run changes nothing
+        assert again["created"] == [] and len(again["existing"]) == len(PURPOSES) + 1
+        client = redis.Redis.from_url(profile.redis_url)
+        client.set(b"\x01entity" + profile.feast.project.encode(), b"v")
+        other = profile.feast.project.encode() + b":not-a-feast-key"
+        client.set(other, b"v")
+    # production_profile dropped it all; keys of other projects stay.
+    with psycopg.connect(pg.maintenance_url()) as conn:
+        have = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+    assert not wanted & have
+    assert not list(client.scan_iter(match=b"*" + profile.feast.project.encode()))
+    assert client.get(other) == b"v"
+    client.delete(other)
+    assert drop(profile)  # dropping what is gone is harmless
