@@ -10,6 +10,10 @@ DEMO_BATCH_ROWS ?= 5000
 DEMO_DIR ?= $(MLSTEWARD_HOME)/demo
 DEMO_SERVING_PORT ?= 8801
 export MLSTEWARD_HOME PREFECT_HOME
+# PROFILE=production: every command runs on the production profile (config/profiles/).
+ifdef PROFILE
+export MLSTEWARD_PROFILE := $(PROFILE)
+endif
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -99,7 +103,7 @@ bench: install ## Benchmarks (print figures; not part of the tests)
 	$(RUN) python benchmarks/reproduce.py
 	$(RUN) python benchmarks/serving.py
 
-up: install ## Start the local platform: Prefect server+UI, deployments, worker, MLflow UI, webhooks
+up: install ## Start the platform (PROFILE=production: on PostgreSQL, Redis and an artifact store)
 	@$(RUN) python -m mlsteward.platform up
 
 down: ## Stop the processes `make up` started (worker first, then the servers)

@@ -215,6 +215,8 @@ def log_and_register(
         registered_name,
         source=info.model_uri,
         run_id=run_id,
+        # An MLflow server checks a models:/m-… source against the logged model it names.
+        model_id=info.model_id,
         tags=tags,
         description=str(version_tags.get("description", "")),
     )

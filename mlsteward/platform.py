@@ -125,7 +125,7 @@ class PlatformConfig:
     @property
     def mlflow_backend_store_uri(self) -> str:
         """The store the flows write to, so the UI shows exactly their runs and models."""
-        return os.environ.get("MLFLOW_BACKEND_STORE_URI") or settings.mlflow_tracking_uri()
+        return settings.mlflow_backend_store_uri()
 
 
 @dataclass(frozen=True)
@@ -174,8 +174,7 @@ def services(cfg: PlatformConfig) -> dict[str, Service]:
                 (
                     "--backend-store-uri",
                     cfg.mlflow_backend_store_uri,
-                    "--default-artifact-root",
-                    settings.mlflow_artifact_root(),
+                    *_mlflow_artifact_args(),
                     *hostport,
                     "--port",
                     str(cfg.mlflow_port),
@@ -218,6 +217,18 @@ def services(cfg: PlatformConfig) -> dict[str, Service]:
             ),
         )
     }
+
+
+def _mlflow_artifact_args() -> tuple[str, ...]:
+    """Local profile: the flows write artifact files themselves and the UI reads them. Through
+    a server (production): the server alone holds the object-store credentials and proxies."""
+    if settings.mlflow_proxies_artifacts():
+        return (
+            "--serve-artifacts",
+            "--artifacts-destination",
+            settings.mlflow_artifacts_destination(),
+        )
+    return ("--default-artifact-root", settings.mlflow_artifact_root())
 
 
 @dataclass
@@ -284,9 +295,14 @@ def child_env(cfg: PlatformConfig) -> dict[str, str]:
         env["PREFECT_UI_API_URL"] = cfg.prefect_api_url
     if env.get("PREFECT_SERVER_API_AUTH_STRING"):
         env.setdefault("PREFECT_API_AUTH_STRING", env["PREFECT_SERVER_API_AUTH_STRING"])
-    if os.environ.get("MLFLOW_BACKEND_STORE_URI"):
+    if settings.mlflow_proxies_artifacts():
+        # The profile's clients talk to the MLflow server: the one started here.
+        env.setdefault("MLSTEWARD_MLFLOW_URL", cfg.url(cfg.mlflow_port))
+    elif os.environ.get("MLFLOW_BACKEND_STORE_URI"):
         # Flow runs must write to the store the MLflow UI shows.
         env.setdefault("MLFLOW_TRACKING_URI", os.environ["MLFLOW_BACKEND_STORE_URI"])
+    if database := settings.prefect_database_url():
+        env.setdefault("PREFECT_SERVER_DATABASE_CONNECTION_URL", database)
     return env
 
 
@@ -484,6 +500,19 @@ def gateway_unavailable() -> str | None:
 # up / down / status
 
 
+def _provision() -> str | None:
+    """Create the profile's missing databases before anything needs them (production)."""
+    from mlsteward import profiles
+    from mlsteward.provision import provision
+
+    profile = profiles.active()
+    if profile.postgres is None and profile.redis_url is None:
+        return None
+    done = provision(profile)
+    created = ", ".join(done["created"]) or "nothing new"
+    return f"profile {profile.name}: created {created}; {len(done['existing'])} already there"
+
+
 @contextlib.contextmanager
 def _lock(cfg: PlatformConfig) -> Iterator[None]:
     """One ``up`` or ``down`` at a time per home: two concurrent ``up`` must not both start."""
@@ -517,10 +546,13 @@ def up(cfg: PlatformConfig) -> UpReport:
     report = UpReport()
     if cfg.mlflow_backend_store_uri.startswith(("http://", "https://")):
         raise PlatformError(
-            f"MLFLOW_TRACKING_URI={cfg.mlflow_backend_store_uri} is an MLflow server, not a store "
-            "the MLflow UI can open: set MLFLOW_BACKEND_STORE_URI to its database URI, or unset it"
+            f"MLFLOW_BACKEND_STORE_URI={cfg.mlflow_backend_store_uri} is an MLflow server, not a "
+            "store an MLflow server can open: set it to the database URI, or unset it"
         )
     with _lock(cfg):
+        provisioned = _provision()
+        if provisioned:
+            report.actions["profile"] = provisioned
         states = {name: inspect(cfg, svc) for name, svc in svcs.items()}
         notes = {name: _discard_stale(cfg, svcs[name], s) for name, s in states.items()}
         gateway_reason = gateway_unavailable()

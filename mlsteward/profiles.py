@@ -37,7 +37,9 @@ from mlsteward.errors import ConfigError
 PROFILE_VAR = "MLSTEWARD_PROFILE"
 DEFAULT_PROFILE = "local"
 PURPOSES = ("prefect", "mlflow", "feast", "audit", "offline")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A default holds no "$": a nested ${...} inside it is expanded first (innermost outwards).
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}")
+_VAR_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
 
 
@@ -242,7 +244,11 @@ def _expand(text: str, source: str) -> str:
             return m.group(2)
         raise ConfigError(f"{source}: ${{{m.group(1)}}} is not set and has no default")
 
-    return _VAR.sub(sub, text)
+    while True:
+        expanded = _VAR.sub(sub, text)
+        if expanded == text:
+            return expanded
+        text = expanded
 
 
 def profile_path(name: str) -> Path:
@@ -290,7 +296,7 @@ def load_profile(name: str) -> Profile:
             + (f" (known profiles: {', '.join(known)})" if known else "")
         )
     text = path.read_text()
-    env = tuple((m.group(1), os.environ.get(m.group(1))) for m in _VAR.finditer(text))
+    env = tuple((n, os.environ.get(n)) for n in sorted(set(_VAR_NAME.findall(text))))
     return _load(_Key(str(path), path.stat().st_mtime_ns, env))
 
 

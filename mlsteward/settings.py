@@ -51,12 +51,20 @@ def _profile() -> Profile:
 
 def mlflow_backend_store_uri() -> str:
     """The database behind MLflow: ``MLFLOW_BACKEND_STORE_URI``, the profile's PostgreSQL
-    database, or a SQLite file under the home directory."""
+    database, a database ``MLFLOW_TRACKING_URI`` names, or a SQLite file under the home."""
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
     return (
         os.environ.get("MLFLOW_BACKEND_STORE_URI")
         or _profile().mlflow_backend_store_uri
+        or (tracking if tracking and not tracking.startswith(("http://", "https://")) else "")
         or f"sqlite:///{mlflow_dir() / 'mlflow.db'}"
     )
+
+
+def mlflow_proxies_artifacts() -> bool:
+    """True when clients reach MLflow through its server (the production profile): the server
+    then keeps artifacts in ``mlflow_artifacts_destination()`` and proxies them."""
+    return mlflow_tracking_uri().startswith(("http://", "https://"))
 
 
 def mlflow_tracking_uri() -> str:
@@ -75,7 +83,7 @@ def mlflow_artifact_root() -> str:
     env = os.environ.get("MLSTEWARD_ARTIFACT_ROOT")
     if env:
         return env
-    if mlflow_tracking_uri().startswith(("http://", "https://")):
+    if mlflow_proxies_artifacts():
         return "mlflow-artifacts:"
     return (mlflow_dir() / "artifacts").as_uri()
 

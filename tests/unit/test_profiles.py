@@ -14,7 +14,8 @@ from mlsteward.profiles import PostgresSettings, Profile, redis_connection_strin
 @pytest.fixture
 def production(mlsteward_home: Path, monkeypatch: pytest.MonkeyPatch) -> Profile:
     for var in ("MLSTEWARD_AUDIT_URL", "MLFLOW_BACKEND_STORE_URI", "MLSTEWARD_ARTIFACT_ROOT",
-                "PREFECT_SERVER_DATABASE_CONNECTION_URL", "MLSTEWARD_MLFLOW_URL"):  # fmt: skip
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL", "MLSTEWARD_MLFLOW_URL",
+                "MLSTEWARD_MLFLOW_PORT"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MLSTEWARD_PROFILE", "production")
     monkeypatch.setenv("MLSTEWARD_POSTGRES_URL", "postgresql://app:s%40cret@db.internal:6543")
@@ -57,6 +58,15 @@ def test_a_variable_naming_one_location_beats_the_profile(
     assert settings.audit_url() == "sqlite:////tmp/elsewhere.db"
     assert settings.mlflow_tracking_uri() == "http://mlflow.internal"
     assert settings.mlflow_backend_store_uri().endswith("/acme_mlflow")
+
+
+def test_nested_defaults_follow_the_platform_port(
+    production: Profile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLSTEWARD_MLFLOW_PORT", "5311")
+    assert settings.mlflow_tracking_uri() == "http://127.0.0.1:5311"
+    monkeypatch.setenv("MLSTEWARD_MLFLOW_URL", "https://mlflow.internal")
+    assert settings.mlflow_tracking_uri() == "https://mlflow.internal"
 
 
 def test_a_changed_variable_is_seen_without_a_restart(
