@@ -500,17 +500,17 @@ def gateway_unavailable() -> str | None:
 # up / down / status
 
 
-def _provision() -> str | None:
+def _provision() -> str:
     """Create the profile's missing databases before anything needs them (production)."""
     from mlsteward import profiles
     from mlsteward.provision import provision
 
     profile = profiles.active()
     if profile.postgres is None and profile.redis_url is None:
-        return None
+        return profile.name
     done = provision(profile)
     created = ", ".join(done["created"]) or "nothing new"
-    return f"profile {profile.name}: created {created}; {len(done['existing'])} already there"
+    return f"{profile.name} (created {created}; {len(done['existing'])} already there)"
 
 
 @contextlib.contextmanager
@@ -530,6 +530,7 @@ class UpReport:
     services: list[ServiceState] = field(default_factory=list)
     actions: dict[str, str] = field(default_factory=dict)
     deployments: str = ""
+    profile: str = "local"
 
 
 def _discard_stale(cfg: PlatformConfig, svc: Service, state: ServiceState) -> str | None:
@@ -550,9 +551,7 @@ def up(cfg: PlatformConfig) -> UpReport:
             "store an MLflow server can open: set it to the database URI, or unset it"
         )
     with _lock(cfg):
-        provisioned = _provision()
-        if provisioned:
-            report.actions["profile"] = provisioned
+        report.profile = _provision()
         states = {name: inspect(cfg, svc) for name, svc in svcs.items()}
         notes = {name: _discard_stale(cfg, svcs[name], s) for name, s in states.items()}
         gateway_reason = gateway_unavailable()
@@ -695,7 +694,7 @@ def _service_line(state: ServiceState, action: str | None = None) -> str:
 
 
 def _print_up(cfg: PlatformConfig, report: UpReport) -> None:
-    print(f"mlsteward platform (state in {cfg.home})")
+    print(f"mlsteward platform (state in {cfg.home}; profile {report.profile})")
     for state in report.services:
         print(_service_line(state, report.actions[state.name]))
     print(f"  {report.deployments}")
@@ -705,7 +704,9 @@ def _print_up(cfg: PlatformConfig, report: UpReport) -> None:
     print(f"MLflow UI    {links['mlflow_ui']}")
     print(f"Webhook      {links['webhook'] or 'not started (see gateway above)'}")
     print(f"Predictions  {links['predictions']}/v1/models/<model>/predict   (docs: /docs)")
-    print(f"\nClients: export PREFECT_API_URL={cfg.prefect_api_url}")
+    profile = os.environ.get("MLSTEWARD_PROFILE")
+    extra = f" MLSTEWARD_PROFILE={profile}" if profile else ""
+    print(f"\nClients: export PREFECT_API_URL={cfg.prefect_api_url}{extra}")
     print(f"Logs: {cfg.log_dir}   pids: {cfg.run_dir}")
     print("Stop with: make down   (or python -m mlsteward.platform down)")
 
@@ -729,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
                     {**s.to_dict(), "action": report.actions[s.name]} for s in report.services
                 ],
                 "deployments": report.deployments,
+                "profile": report.profile,
                 "urls": urls(cfg, report.services),
             }
             if not args.json:
@@ -751,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
                 "urls": urls(cfg, states),
             }
             if not args.json:
-                print(f"mlsteward platform (state in {cfg.home})")
+                print(f"mlsteward platform (state in {cfg.home}; profile {report.profile})")
                 for state in states:
                     print(_service_line(state))
     except PlatformError as exc:
