@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 from mlsteward import governance, registry
 from mlsteward.audit import Action
 from mlsteward.config import ModelConfig, get_model_config
-from mlsteward.errors import PromotionError
+from mlsteward.errors import ChampionChangedError, PromotionError
 from mlsteward.gates import ValidationReport
 from mlsteward.registry import CHAMPION
 from tasks.approval import ApprovalInput, approval_form, await_applied_pause
@@ -95,6 +95,10 @@ def request_approval(
         return await_applied_pause(paused, flow_run.get_id(), form, key, timeout, poll)
 
 
+STALE_GATE_RETRIES = 3
+"""Times the gates run again when the champion changed between them and the promotion."""
+
+
 def govern(
     cfg: ModelConfig,
     version: str,
@@ -117,10 +121,23 @@ def govern(
 
     # 2. Policy: auto promotes; manual needs a person (an explicit approver, or the pause form)
     if cfg.promotion.policy == "auto":
-        result = promote_version(
-            cfg, version, approver or actor, reason or "policy auto: every gate passed"
-        )
-        return {**base, "decision": "promoted", "promotion": result.to_dict()}
+        # Another run may promote between our gates and our promotion (two trainings at once):
+        # the promotion is then refused as stale, and the gates run again against the new
+        # champion. Bounded: a model promoted this often needs a person, not a loop.
+        for attempt in range(1, STALE_GATE_RETRIES + 2):
+            try:
+                result = promote_version(
+                    cfg, version, approver or actor, reason or "policy auto: every gate passed"
+                )
+                return {**base, "decision": "promoted", "promotion": result.to_dict()}
+            except ChampionChangedError as exc:
+                if attempt > STALE_GATE_RETRIES:
+                    raise
+                run_logger().warning("%s; running the gates again", exc)
+                report = validate(cfg, version, actor)
+                if not report.passed:
+                    return {**base, "validation_passed": False, "decision": "rejected",
+                            "reasons": report.reasons()}  # fmt: skip
     if approver:
         # an approver named in the promote request itself (CLI or deployment parameters)
         answer = ApprovalInput(decision="approve", approver=approver, reason=reason or "")

@@ -31,5 +31,10 @@ class PromotionError(MlstewardError):
     """A promotion or rollback was refused; the registry was left as it was."""
 
 
+class ChampionChangedError(PromotionError):
+    """The champion changed between a version's gates and its promotion (another run promoted
+    meanwhile): the comparison is stale, and running the gates again settles it."""
+
+
 class NotFoundError(MlstewardError):
     """A registered model, version or flow run that the user named does not exist."""

@@ -22,7 +22,7 @@ from mlsteward import registry
 from mlsteward.audit import Action, AuditStore, audit_store
 from mlsteward.canary import read_target
 from mlsteward.config import ModelConfig
-from mlsteward.errors import IntegrityError, PromotionError
+from mlsteward.errors import ChampionChangedError, IntegrityError, PromotionError
 from mlsteward.gates import ValidationReport
 from mlsteward.registry import CHALLENGER, CHAMPION, VersionInfo
 
@@ -212,7 +212,13 @@ def reject(
 
 
 def _refuse(
-    audit: AuditStore, model: str, version: str | None, actor: str, message: str, **details: Any
+    audit: AuditStore,
+    model: str,
+    version: str | None,
+    actor: str,
+    message: str,
+    error: type[PromotionError] = PromotionError,
+    **details: Any,
 ) -> PromotionError:
     audit.append(
         Action.PROMOTION_REFUSED,
@@ -222,7 +228,7 @@ def _refuse(
         reason=message,
         details=details or None,
     )
-    return PromotionError(message)
+    return error(message)
 
 
 def _audit_integrity_failure(
@@ -310,6 +316,7 @@ def promote(
                 f"{cfg.name} v{version} was compared with champion {validated_against}, but the "
                 f"champion is now {current_v or NO_CHAMPION}; re-run the gates "
                 f"(mlsteward promote {cfg.name} {version})",
+                error=ChampionChangedError,
                 validated_against=validated_against,
                 champion=current_v,
             )

@@ -19,7 +19,7 @@ from prefect.states import Paused
 from prefect.utilities.engine import propose_state_sync
 from typer.testing import CliRunner
 
-from flows.governance import promotion_flow, request_approval
+from flows.governance import govern, promotion_flow, request_approval, validate
 from flows.ingestion import ingestion_flow
 from flows.training import training_flow
 from mlsteward import governance, registry
@@ -147,6 +147,34 @@ def test_first_version_by_no_champion_path_better_promoted_worse_not(ingested: P
     assert status["champion"]["version"] == "2"
     assert status["challenger"] is None
     assert status["previous_champion"] == "1"
+
+
+def test_gates_gone_stale_before_promotion_run_again_against_the_new_champion(
+    ingested: Path,
+) -> None:
+    """Two runs at once: v1's gates compared it with no champion, then v2 was promoted before
+    v1's promotion. v1's promotion is refused as stale (audited), its gates run again against
+    v2 and decide; nothing is promoted on a comparison with a champion that is gone."""
+    write_config(ingested, tuning=WEAK_TUNING)
+    weak = training_flow(model=MODEL, promote=False)
+    write_config(ingested, tuning={"max_evals": 3})
+    strong = training_flow(model=MODEL, promote=False)
+    cfg = get_model_config(MODEL)
+    stale = validate(cfg, weak["version"], "test")  # against no champion: passes
+    assert stale.passed
+    promotion_flow(model=MODEL, version=strong["version"])
+    assert champion() == strong["version"]
+
+    decision = govern(cfg, weak["version"], actor="test", report=stale)
+
+    assert decision["decision"] == "rejected", decision
+    assert any("roc_auc" in r for r in decision["reasons"]), decision
+    assert champion() == strong["version"]
+    mine = [r for r in records() if r.version == weak["version"]]
+    refused = [r for r in mine if r.action == Action.PROMOTION_REFUSED]
+    assert len(refused) == 1 and "compared with champion none" in refused[0].reason
+    assert mine[-1].action == Action.VALIDATION_FAILED and mine[-1].seq > refused[0].seq
+    assert verify_audit().ok
 
 
 def test_identical_retrain_does_not_replace_the_champion(ingested: Path) -> None:
