@@ -2,7 +2,8 @@
 
 The order matters for the "loses nothing" promise: quarantine is written first (so bad rows are
 never just dropped), the snapshot is written under its own SHA-256 (so the same data always gets
-the same data version, and a snapshot never changes after the fact), Feast is pointed at it, and
+the same data version, and a snapshot never changes after the fact), with the PostgreSQL offline
+store it is loaded into its immutable table (``offline_tables``), Feast is pointed at it, and
 only then the model's current-snapshot pointer moves. A failure at any step leaves the previous
 state in force.
 """
@@ -24,6 +25,7 @@ from mlsteward.config import ModelConfig
 from mlsteward.contract import ContractReport, check_contract, enforce, read_source
 from mlsteward.errors import ContractViolation
 from mlsteward.integrity import sha256_file
+from mlsteward.offline_tables import OfflineTable, load_snapshot, uses_postgres
 from mlsteward.settings import quarantine_dir, snapshots_dir
 from mlsteward.state import SnapshotInfo, set_current_snapshot
 
@@ -33,6 +35,7 @@ class IngestResult:
     snapshot: SnapshotInfo
     report: ContractReport
     quarantine_path: Path | None
+    offline_table: OfflineTable | None = None  # the snapshot's PostgreSQL table, if any
 
     def to_dict(self) -> dict:
         return {
@@ -43,6 +46,7 @@ class IngestResult:
             "time_range": [self.snapshot.min_timestamp, self.snapshot.max_timestamp],
             "quarantine_path": str(self.quarantine_path) if self.quarantine_path else None,
             "contract": self.report.to_dict(),
+            "offline_table": self.offline_table.to_dict() if self.offline_table else None,
         }
 
 
@@ -121,6 +125,14 @@ def ingest(
         timestamp_assigned=result.report.timestamp_assigned,
         feature_dtypes=result.report.inferred_dtypes,
     )
+    # With the PostgreSQL offline store Feast reads tables, not files: the snapshot is loaded
+    # (or, for a known data version, found and verified) before Feast is pointed at it.
+    offline_table = load_snapshot(cfg, snapshot_path, digest=digest) if uses_postgres() else None
     feast_adapter.apply_model(cfg, snapshot_path, result.report.inferred_dtypes)
     set_current_snapshot(info)
-    return IngestResult(snapshot=info, report=result.report, quarantine_path=quarantine_path)
+    return IngestResult(
+        snapshot=info,
+        report=result.report,
+        quarantine_path=quarantine_path,
+        offline_table=offline_table,
+    )

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -95,13 +95,18 @@ class PostgresSettings(_Strict):
         return f"{scheme}://{parts.netloc}/{database}{query}"
 
     def connection(self) -> dict[str, object]:
-        """Host, port, user and password, for clients that take them apart (Feast's stores)."""
+        """Host, port, user, password and sslmode, for clients that take them apart (Feast's
+        stores). Feast's PostgreSQL config defaults ``sslmode`` to ``require``, unlike libpq
+        (``prefer``), which every other client of the same server uses: on a server without
+        TLS, Feast alone could not connect. So: the URL's ``?sslmode=``, else libpq's default."""
         parts = urlsplit(self.url)
+        sslmode = (parse_qs(parts.query).get("sslmode") or ["prefer"])[0]
         return {
             "host": parts.hostname,
             "port": parts.port or 5432,
             "user": unquote(parts.username or "postgres"),
             "password": unquote(parts.password or ""),
+            "sslmode": sslmode,
         }
 
 

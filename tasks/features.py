@@ -83,6 +83,11 @@ def ingest_source(
                 "rows": result.snapshot.rows,
                 "bad_rows": result.report.bad_rows,
                 "quarantine_path": str(result.quarantine_path) if result.quarantine_path else None,
+                **(
+                    {"offline_table": result.offline_table.to_dict()}
+                    if result.offline_table
+                    else {}
+                ),
             },
         )
     log = run_logger()
@@ -92,6 +97,15 @@ def ingest_source(
         cfg.name,
         result.snapshot.digest[:12],
     )
+    if result.offline_table:
+        table = result.offline_table
+        log.info(
+            "offline table %s: %s (%s rows, %.2f s)",
+            table.name,
+            "loaded" if table.created else "reused after verifying its row count",
+            table.rows,
+            table.seconds,
+        )
     if result.report.bad_rows:
         log.warning("%s rows quarantined in %s", result.report.bad_rows, result.quarantine_path)
     return result

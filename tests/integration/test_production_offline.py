@@ -1,0 +1,331 @@
+"""The PostgreSQL offline store on this machine's real PostgreSQL, against the DuckDB store.
+
+Each test computes an answer with the local profile (DuckDB over the snapshot file), then the
+same snapshot through a throwaway production profile with ``MLSTEWARD_OFFLINE_STORE=postgres``
+(the snapshot loaded into ``<prefix>_offline``, Feast's PostgreSQL store doing the join), and
+compares: values, dtypes and row order must be identical.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pyarrow.parquet as pq
+import pytest
+
+from mlsteward import feast_adapter, offline_tables
+from mlsteward.config import ModelConfig, get_model_config
+from mlsteward.ingestion import ingest
+from tests.integration.production_support import production_profile
+from tests.integration.test_feast import (
+    T0,
+    day,
+    feature_row,
+    random_query,
+    random_snapshot_rows,
+    toy_config,
+    write_snapshot,
+)
+
+pytestmark = pytest.mark.integration
+MODEL = "heart_disease"
+POSTGRES = {"MLSTEWARD_OFFLINE_STORE": "postgres"}
+
+
+def entity_rows(query: pd.DataFrame) -> pd.DataFrame:
+    """test_feast's random Feast query as the entity frame a training flow passes in."""
+    return pd.DataFrame(
+        {
+            "row_id": query["row_key"].to_numpy(),
+            "pid": query["pid"].to_numpy(),
+            "visit_time": query["event_timestamp"].to_numpy(),
+            "outcome": (query["row_key"] % 2).to_numpy(),
+        }
+    ).astype({"visit_time": "datetime64[us, UTC]"})
+
+
+def offline_conn(profile: Any) -> psycopg.Connection:
+    return psycopg.connect(profile.postgres.database_url("offline"), autocommit=True)
+
+
+def load_and_apply(cfg: ModelConfig, snapshot: Path) -> offline_tables.OfflineTable:
+    table = offline_tables.load_snapshot(cfg, snapshot)
+    feast_adapter.apply_model(cfg, snapshot)
+    return table
+
+
+@pytest.mark.parametrize("ttl_days", [None, 2.0])
+def test_postgres_training_frame_equals_the_duckdb_one(
+    ttl_days: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(11)
+    cfg = toy_config(ttl_days=ttl_days)
+    rows = random_snapshot_rows(rng, entities=6, per_entity=8)
+    snapshot = write_snapshot(cfg, rows)
+    # Shuffled row ids in shuffled order: the result must come back sorted by row id.
+    entity_df = entity_rows(random_query(rng, rows, entities=6, n=200, ttl_days=ttl_days))
+    entity_df = entity_df.sample(frac=1.0, random_state=3).reset_index(drop=True)
+
+    feast_adapter.apply_model(cfg, snapshot)
+    duck = feast_adapter.get_training_frame(cfg, entity_df)
+    duck_empty = feast_adapter.get_training_frame(cfg, entity_df.iloc[:0])
+
+    with production_profile(monkeypatch, **POSTGRES) as profile:
+        table = load_and_apply(cfg, snapshot)
+        store = feast_adapter.get_store()
+        assert store.config.offline_store.type == "postgres"
+        source = store.get_data_source(cfg.data_source_name)
+        assert type(source).__name__ == "PostgreSQLSource"
+        assert feast_adapter._source_table(source) == table.name
+        assert source.created_timestamp_column == "ingested_at"
+        assert source.tags == feast_adapter.build_objects(cfg, snapshot, offline="file").source.tags
+        assert feast_adapter.registered_snapshot_path(cfg) == str(snapshot)
+
+        pg = feast_adapter.get_training_frame(cfg, entity_df)
+        pg_empty = feast_adapter.get_training_frame(cfg, entity_df.iloc[:0])
+
+        with offline_conn(profile) as conn:  # the scratch entity table was dropped
+            left = conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'mlsteward_entities_%'"
+            ).fetchone()
+        assert left == (0,)
+
+    pd.testing.assert_frame_equal(pg, duck)  # values, nulls, dtypes and row order
+    pd.testing.assert_frame_equal(pg_empty, duck_empty)  # Feast's store alone fails on this
+    assert pg["row_id"].is_monotonic_increasing and len(pg) == len(entity_df)
+    # Entities with no feature row inside the TTL were kept, with nulls...
+    no_value = pg["age"].isna()
+    assert no_value.any() and (~no_value).any()
+    assert pg.loc[pg["pid"].isin([0, 7]), "age"].isna().all()
+    # ...and where the winning event time is tied, the later-ingested row won.
+    latest: dict[tuple[int, pd.Timestamp], pd.Timestamp] = {}
+    copies: dict[tuple[int, pd.Timestamp], int] = {}
+    for r in rows:
+        key = (r["pid"], r["visit_time"])
+        copies[key] = copies.get(key, 0) + 1
+        latest[key] = max(latest.get(key, r["ingested_at"]), r["ingested_at"])
+    by_age = {r["age"]: r for r in rows}
+    winners = [by_age[int(a)] for a in pg["age"].dropna()]
+    tied = [w for w in winners if copies[(w["pid"], w["visit_time"])] > 1]
+    assert tied and all(w["ingested_at"] == latest[(w["pid"], w["visit_time"])] for w in tied)
+
+
+def test_materialize_from_postgres_gives_the_same_online_features(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = toy_config(ttl_days=30)
+    rows = [
+        feature_row(1, at=1, age=40),
+        feature_row(1, at=3, age=41),
+        feature_row(2, at=1, age=60, ingested=100),
+        feature_row(2, at=1, age=62, ingested=101),  # same time, later ingested: wins
+        feature_row(3, at=5, age=71),  # after the window's end: not materialized
+    ]
+    snapshot = write_snapshot(cfg, rows)
+    end: datetime = day(4).to_pydatetime()
+    ids = [3, 1, 99, 2]
+
+    feast_adapter.apply_model(cfg, snapshot)
+    local_report = feast_adapter.materialize(cfg, end=end)
+    local = feast_adapter.online_features(cfg, ids)
+
+    with production_profile(monkeypatch, **POSTGRES):
+        table = load_and_apply(cfg, snapshot)
+        source = feast_adapter.get_store().get_data_source(cfg.data_source_name)
+        assert feast_adapter._source_table(source) == table.name  # Feast reads the table
+        report = feast_adapter.materialize(cfg, end=end)
+        remote = feast_adapter.online_features(cfg, ids)
+
+    assert (report["rows_in_window"], report["entities"]) == (4, 2)
+    assert {k: v for k, v in report.items()} == local_report
+    pd.testing.assert_frame_equal(remote, local)
+    assert remote["age"].tolist()[1] == 41 and remote["age"].tolist()[3] == 62
+    assert remote.iloc[0].drop("pid").isna().all() and remote.iloc[2].drop("pid").isna().all()
+
+
+def test_string_entity_keys_give_the_same_frames_offline_and_online(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = toy_config()
+    rows = [
+        feature_row(1, at=1, age=40),
+        feature_row(1, at=3, age=41),
+        feature_row(2, at=1, age=60),
+    ]
+    snapshot = write_snapshot(cfg, rows, str_ids=True)
+    entity_df = entity_rows(
+        pd.DataFrame(
+            {"row_key": [5, 1, 3], "pid": [1, 2, 9], "event_timestamp": [day(2), day(0), day(4)]}
+        )
+    )
+    entity_df["pid"] = "p" + entity_df["pid"].astype(str)
+
+    feast_adapter.apply_model(cfg, snapshot)
+    duck = feast_adapter.get_training_frame(cfg, entity_df)
+    feast_adapter.materialize(cfg)
+    local = feast_adapter.online_features(cfg, ["p1", "p2", "p9"])
+
+    with production_profile(monkeypatch, **POSTGRES):
+        load_and_apply(cfg, snapshot)
+        pg = feast_adapter.get_training_frame(cfg, entity_df)
+        feast_adapter.materialize(cfg)
+        remote = feast_adapter.online_features(cfg, ["p1", "p2", "p9"])
+
+    pd.testing.assert_frame_equal(pg, duck)
+    # sorted by row id: p2 before its first row, unknown p9 (nulls, kept), p1 at day 2
+    assert pg["row_id"].tolist() == [1, 3, 5] and pg["pid"].tolist() == ["p2", "p9", "p1"]
+    assert pg["age"].isna().tolist() == [True, True, False] and pg["age"].iloc[2] == 40
+    pd.testing.assert_frame_equal(remote, local)
+    assert remote["age"].tolist()[:2] == [41, 60] and pd.isna(remote["age"].iloc[2])
+
+
+def test_ingesting_the_same_data_reuses_its_verified_immutable_table(
+    small_cohort_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.features import entity_frame
+
+    cfg = get_model_config(MODEL)
+    local = ingest(cfg, small_cohort_path)
+    assert local.offline_table is None  # the DuckDB path loads nothing
+    duck = feast_adapter.get_training_frame(cfg, entity_frame(cfg, local.snapshot))
+
+    with production_profile(monkeypatch, **POSTGRES) as profile:
+        first = ingest(cfg, small_cohort_path)
+        again = ingest(cfg, small_cohort_path)
+        assert first.snapshot.digest == again.snapshot.digest == local.snapshot.digest
+        assert first.offline_table is not None and again.offline_table is not None
+        assert first.offline_table.created and not again.offline_table.created
+        name = first.offline_table.name
+        assert (
+            name
+            == again.offline_table.name
+            == offline_tables.table_name(MODEL, local.snapshot.digest)
+        )
+        assert first.offline_table.rows == first.snapshot.rows
+
+        with offline_conn(profile) as conn:
+            assert conn.execute(f'SELECT count(*) FROM "{name}"').fetchone() == (
+                first.snapshot.rows,
+            )
+            # Column types are the snapshot's: int64 -> bigint, float64 -> double, times tz-aware.
+            types = conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = %s ORDER BY ordinal_position",
+                (name,),
+            ).fetchall()
+            expected = {
+                "int64": "bigint",
+                "double": "double precision",
+                "bool": "boolean",
+                "string": "text",
+                "large_string": "text",
+                "timestamp[us, tz=UTC]": "timestamp with time zone",
+                "timestamp[ns, tz=UTC]": "timestamp with time zone",
+            }
+            schema = pq.read_schema(first.snapshot.path)
+            assert types == [(f.name, expected[str(f.type)]) for f in schema]
+            assert {"bigint", "double precision", "text"} <= {t for _, t in types}
+            # Immutable: nothing can change the data version under a registered model.
+            with pytest.raises(psycopg.errors.RaiseException, match="immutable"):
+                conn.execute(f'DELETE FROM "{name}"')
+
+        pg = feast_adapter.get_training_frame(cfg, entity_frame(cfg, first.snapshot))
+        pd.testing.assert_frame_equal(pg, duck)  # real data: categories, bools, ints, floats
+
+        # A table of that name whose rows differ from the snapshot is refused, not reused.
+        with offline_conn(profile) as conn:
+            conn.execute(f'ALTER TABLE "{name}" DISABLE TRIGGER mlsteward_immutable')
+            conn.execute(f'DELETE FROM "{name}" WHERE ctid = (SELECT min(ctid) FROM "{name}")')
+        with pytest.raises(
+            offline_tables.OfflineTableError, match=f"{name}.*holds {first.snapshot.rows - 1} rows"
+        ):
+            ingest(cfg, small_cohort_path)
+
+
+def test_a_missing_table_is_an_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = toy_config()
+    snapshot = write_snapshot(cfg, [feature_row(1, at=1, age=40)])
+    entity_df = entity_rows(
+        pd.DataFrame({"row_key": [0], "pid": [1], "event_timestamp": [T0 + pd.Timedelta(days=2)]})
+    )
+    with production_profile(monkeypatch, **POSTGRES) as profile:
+        table = load_and_apply(cfg, snapshot)
+        assert feast_adapter.get_training_frame(cfg, entity_df)["age"].tolist() == [40]
+        with offline_conn(profile) as conn:
+            conn.execute(f'DROP TABLE "{table.name}"')
+
+        pattern = f"offline table '{table.name}' of the registered snapshot {snapshot.stem}"
+        with pytest.raises(feast_adapter.FeastAdapterError, match=pattern):
+            feast_adapter.get_training_frame(cfg, entity_df)
+        with pytest.raises(feast_adapter.FeastAdapterError, match=pattern):
+            feast_adapter.materialize(cfg)
+
+
+@pytest.mark.parametrize("problem", ["tie", "null created"])
+def test_rows_the_postgres_join_would_answer_differently_are_refused(
+    problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured: Feast's PostgreSQL join returns tied rows twice and skips null created times."""
+    cfg = toy_config()
+    rows = [feature_row(1, at=1, age=40), feature_row(2, at=1, age=50)]
+    if problem == "tie":  # same entity, event time and created time
+        rows.append(feature_row(2, at=1, age=51))
+        message = r"1 group\(s\) of rows share pid, visit_time, ingested_at"
+    else:
+        rows.append({**feature_row(1, at=2, age=41), "ingested_at": None})
+        message = r"1 row\(s\) have no 'ingested_at'"
+    snapshot = write_snapshot(cfg, rows)
+    with production_profile(monkeypatch, **POSTGRES) as profile:
+        with pytest.raises(offline_tables.OfflineTableError, match=message):
+            offline_tables.load_snapshot(cfg, snapshot)
+        with offline_conn(profile) as conn:  # rolled back: nothing half-made is left
+            exists = conn.execute(
+                "SELECT to_regclass(%s)", (offline_tables.table_name(cfg.name, snapshot.stem),)
+            ).fetchone()
+        assert exists == (None,)
+
+
+def test_table_names_fit_postgres_and_keep_long_models_apart() -> None:
+    digest = "ab" * 32
+    assert offline_tables.table_name("toy", digest) == f"toy__{digest[:32]}"
+    long_a, long_b = "m" * 40 + "_a", "m" * 40 + "_b"
+    names = {offline_tables.table_name(m, digest) for m in (long_a, long_b)}
+    assert len(names) == 2 and all(len(n) <= offline_tables.MAX_IDENTIFIER for n in names)
+
+
+def test_training_flow_runs_on_the_postgres_offline_store(
+    small_cohort_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from flows.ingestion import ingestion_flow, materialize_flow
+    from flows.reproduce import reproduce_flow
+    from flows.training import training_flow
+
+    with production_profile(monkeypatch, **POSTGRES):
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # one location beats the profile
+        ingested = ingestion_flow(model=MODEL, source=str(small_cohort_path))
+        assert ingested["offline_table"]["created"]
+        report = materialize_flow(model=MODEL)
+        assert report["entities"] > 0
+        trained = training_flow(model=MODEL, max_evals=2)
+
+        mv = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(
+            MODEL, trained["version"]
+        )
+        assert mv.tags["lineage.data_digest"] == ingested["data_version"]
+        assert int(mv.tags["lineage.training_rows"]) == ingested["rows"]
+        source = feast_adapter.get_store().get_data_source(get_model_config(MODEL).data_source_name)
+        assert feast_adapter._source_table(source) == ingested["offline_table"]["table"]
+
+        # Rebuilding the version reads the snapshot file with DuckDB in a private store: the
+        # same training set (digest) as the PostgreSQL join produced for training.
+        rebuilt = reproduce_flow(model=MODEL, version=trained["version"])
+        step = next(s for s in rebuilt["steps"] if s["name"] == "training_set")
+        assert step["status"] == "same", step
