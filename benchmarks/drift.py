@@ -50,8 +50,16 @@ disagreement. The last lines say whether each ``compute_drift`` run met the targ
 whole-process peak <= 1 GB, the preset's verdicts on every column) and the largest score
 difference from the preset. MB are MiB throughout; 1 GB is taken as 1024 MiB.
 
+Reading the current window (``--log-rows N``, e.g. 2,000,000): a prediction log of N rows
+(batches of 200,000 with three SHAP explanation pairs; outcomes for every third row) in a
+temporary ``MLSTEWARD_HOME``, read two ways, each in a fresh worker, peak memory measured as above:
+**full read** -- ``prediction_log.read_with_labels`` on the whole window, every column (what the
+drift flow read before the window was sampled while read), and **bounded read** --
+``tasks.monitoring.read_current_window`` (the drift columns only, a seeded pre-sample of
+2 x ``--max-rows`` rows). Only the read is timed; drift itself is measured above.
+
 Run: ``.venv/bin/python benchmarks/drift.py [--rows 1000000] [--max-rows 200000] [--skip-preset]
-[--preset-inferred] [--no-html]``.
+[--preset-inferred] [--no-html] [--log-rows 2000000 [--log-only]]``.
 """
 
 from __future__ import annotations
@@ -234,6 +242,115 @@ def worker(kind: str, data_dir: Path, max_rows: int, html: bool) -> dict:
     }
 
 
+LOG_BATCH_ROWS = 200_000
+
+
+def _write_log(home: Path, rows: int) -> None:
+    """A prediction log of ``rows`` scored rows for the demo model, with outcomes for a third."""
+    import os
+
+    os.environ["MLSTEWARD_HOME"] = str(home)
+    from mlsteward import prediction_log
+    from mlsteward.config import load_model_config
+    from mlsteward.synthetic import generate_batch, risk_logit
+
+    cfg = load_model_config(ROOT / "config" / "models" / "heart_disease.yaml")
+    scored_at = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(hours=1)
+    done = 0
+    for i in range(0, rows, LOG_BATCH_ROWS):
+        n = min(LOG_BATCH_ROWS, rows - i)
+        df = generate_batch(n, seed=100 + i // LOG_BATCH_ROWS, id_offset=10**7 + i)
+        labels = df.iloc[::3][[cfg.source.entity, cfg.timestamp_column, cfg.label]]
+        df = df.drop(columns=[cfg.label])
+        df["prediction_proba"] = 1.0 / (1.0 + np.exp(-risk_logit(df)))
+        df["prediction"] = (df["prediction_proba"] >= 0.5).astype(np.int64)
+        df["model_version"] = "1"
+        df["scored_at"] = scored_at
+        rng = np.random.default_rng(i)
+        for r in range(1, 4):
+            df[f"shap_{r}_feature"] = "age"
+            df[f"shap_{r}_value"] = rng.normal(size=n)
+        prediction_log.append(cfg.name, df)
+        prediction_log.attach_labels(
+            cfg.name,
+            labels,
+            entity=cfg.source.entity,
+            timestamp=cfg.timestamp_column,
+            label=cfg.label,
+        )
+        done += n
+    print(f"log: {done:,} rows in {-(-rows // LOG_BATCH_ROWS)} batch files, outcomes for a third")
+
+
+def log_worker(kind: str, home: Path, max_rows: int) -> dict:
+    """Read the log's window one way in this (fresh) process; figures as a dict."""
+    import os
+
+    os.environ["MLSTEWARD_HOME"] = str(home)
+    import pyarrow as pa
+
+    from mlsteward import prediction_log
+    from tasks.monitoring import read_current_window
+
+    cfg = _config(max_rows)
+    cfg = cfg.model_copy(update={"features": cfg.features[: -len(EXTRA_FEATURES)]})
+    since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=1)
+    pa.default_memory_pool().release_unused()
+    base_mb = _status_mb("VmRSS")
+    peak_reset = _reset_peak()
+    t0 = time.perf_counter()
+    if kind == "full":
+        frame = prediction_log.read_with_labels(cfg.name, since=since.to_pydatetime())
+        held, rows, cols = len(frame), len(frame), frame.shape[1]
+    else:
+        window = read_current_window(cfg, since.to_pydatetime())
+        held, rows, cols = window.peak_retained_rows, window.rows, window.frame.shape[1]
+    return {
+        "kind": kind,
+        "seconds": time.perf_counter() - t0,
+        "peak_mb": _status_mb("VmHWM"),
+        "base_mb": base_mb,
+        "peak_reset": peak_reset,
+        "rows": rows,
+        "rows_held": held,
+        "columns": cols,
+    }
+
+
+def _log_comparison(rows: int, max_rows: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="mlsteward-log-bench-") as tmp:
+        home = Path(tmp)
+        t = time.perf_counter()
+        _write_log(home, rows)
+        print(f"(written in {time.perf_counter() - t:.1f} s)")
+        out = {}
+        for kind in ("full", "bounded"):
+            cmd = [sys.executable, __file__, "--log-worker", kind, "--data", str(home)]
+            done = subprocess.run(
+                [*cmd, "--max-rows", str(max_rows)], check=True, capture_output=True, text=True
+            )
+            out[kind] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(
+        f"\n{'current window read':<36} {'seconds':>8} {'peak MB':>8} {'added MB':>9} "
+        f"{'rows':>10} {'rows held':>10} {'columns':>8}"
+    )
+    for kind, name in (("full", "read_with_labels, all columns"), ("bounded", "sample_window")):
+        r = out[kind]
+        print(
+            f"{name:<36} {r['seconds']:>8.2f} {r['peak_mb']:>8.0f} "
+            f"{r['peak_mb'] - r['base_mb']:>9.0f} {r['rows']:>10,} {r['rows_held']:>10,} "
+            f"{r['columns']:>8}"
+        )
+    full, bounded = out["full"], out["bounded"]
+    added = (full["peak_mb"] - full["base_mb"]) / max(1.0, bounded["peak_mb"] - bounded["base_mb"])
+    print(
+        f"ratio full / bounded read of {rows:,} logged rows (max_rows {max_rows:,}): "
+        f"time {full['seconds'] / bounded['seconds']:.1f}x, "
+        f"peak {full['peak_mb'] / bounded['peak_mb']:.1f}x, "
+        f"added memory {added:.1f}x"
+    )
+
+
 def _spawn(kind: str, data_dir: Path, max_rows: int, html: bool) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--data", str(data_dir)]
     out = subprocess.run(
@@ -260,7 +377,12 @@ def main() -> None:
         help="also run the preset on bare frames (Evidently infers column types; slowest)",
     )
     p.add_argument("--no-html", action="store_true", help="write no HTML report on any side")
+    p.add_argument(
+        "--log-rows", type=int, default=0, help="also compare reading a logged window (rows)"
+    )
+    p.add_argument("--log-only", action="store_true", help="only the logged-window comparison")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--log-worker", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args()
     html = not args.no_html
@@ -268,6 +390,13 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, Path(args.data), args.max_rows, html)))
         return
+    if args.log_worker:
+        print(json.dumps(log_worker(args.log_worker, Path(args.data), args.max_rows)))
+        return
+    if args.log_rows:
+        _log_comparison(args.log_rows, args.max_rows)
+        if args.log_only:
+            return
 
     from mlsteward.synthetic import Shift
 

@@ -22,7 +22,10 @@ Results are read by each metric's own config (``type`` ending in ``ValueDrift``,
 ``method``, ``threshold``), never by position in the report.
 
 Large windows are sampled down to ``cfg.drift.max_rows`` rows per side (seeded, stratified by the
-label when present) and the sampling is recorded in the result.
+label when present) and the sampling is recorded in the result. A prediction-log window larger
+than that arrives already pre-sampled by :func:`mlsteward.prediction_log.sample_window` (memory
+bounded by the cap, not the window); ``presample`` carries how, so the result and the HTML say
+how many rows the window had and how each cut was drawn (:func:`sampling_lines`).
 
 Outcomes arrive late, so a current window (the prediction log) often has labels for only part of
 its rows. Features and the prediction are compared on every row; target drift and quality only
@@ -82,7 +85,9 @@ class DriftResult:
     # rows given, before any sampling; "current_labelled": current rows with an outcome, when
     # the current side has a label column
     rows: dict[str, int] = field(default_factory=dict)
-    # per sampled side: {"rows_before", "rows_after", "method", "seed"}; {} when none
+    # per sampled side: {"rows_before", "rows_after", "method", "seed"}; {} when none. A side
+    # pre-sampled from the prediction log also has "rows_in_window" and "presample" (rows, rate,
+    # seed, key, method), "rows_before" then being the pre-sample's rows
     sampling: dict = field(default_factory=dict)
     report_path: str | None = None  # the HTML written, if html_path was given
     report_uri: str | None = None  # where the HTML was logged in MLflow, when it was
@@ -266,6 +271,67 @@ def _sample(
         method = "uniform random"
     info = {"rows_before": n, "rows_after": len(idx), "method": method, "seed": seed}
     return frame.iloc[idx], info
+
+
+def _with_presample(
+    info: dict | None, rows: int, seed: int, presample: dict, window_rows: int
+) -> dict:
+    """The final cut's record (``info``, None when it kept every row) on top of the reader's
+    pre-sample, so one entry says: the window's rows, how the pre-sample was drawn, the cut."""
+    base = info or {"rows_before": rows, "rows_after": rows, "method": "every row", "seed": seed}
+    drawn = {k: presample[k] for k in ("rows", "rate", "seed", "key", "method") if k in presample}
+    return {"rows_in_window": window_rows, "presample": drawn, **base}
+
+
+def sampling_lines(sampling: dict, rows: dict[str, int] | None = None) -> list[str]:
+    """One plain sentence per side saying how many rows were compared out of how many, and how
+    they were drawn: the line the HTML report, the Prefect artifact and the model card show, so
+    a reader never takes a sample's statistics for the whole window's."""
+    lines = []
+    for side in ("reference", "current", "current_labelled"):
+        info = sampling.get(side)
+        if not isinstance(info, dict):
+            continue
+        name = side.replace("_", " ")
+        after = int(info.get("rows_after", 0))
+        cut = f"{info.get('method', '?')}, seed {info.get('seed', '?')}"
+        pre = info.get("presample")
+        if isinstance(pre, dict):
+            rate = pre.get("rate")
+            how = f"rate {rate:.4g}, " if isinstance(rate, int | float) else ""
+            lines.append(
+                f"{name}: {after:,} of {int(info.get('rows_in_window', 0)):,} rows; seeded "
+                f"pre-sample of {int(pre.get('rows', 0)):,} read from the log ({how}seed "
+                f"{pre.get('seed', '?')}, key: {pre.get('key', '?')}), then sample ({cut})"
+            )
+        else:
+            lines.append(
+                f"{name}: {after:,} of {int(info.get('rows_before', 0)):,} rows, "
+                f"seeded sample ({cut})"
+            )
+    if not lines and rows:
+        counts = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in rows.items())
+        lines.append(f"no sampling: every row compared ({counts})")
+    return lines
+
+
+def _annotate_html(path: Path, lines: list[str]) -> None:
+    """Put the sampling sentences at the top of Evidently's page, visible before any chart."""
+    from html import escape
+
+    if not lines:
+        return
+    text = path.read_text(encoding="utf-8")
+    banner = (
+        '<div class="mlsteward-sampling" style="font-family:sans-serif;font-size:14px;'
+        'padding:8px 16px;background:#f4f4f4;border-bottom:1px solid #ddd">'
+        "<b>Rows compared</b><br>" + "<br>".join(escape(line) for line in lines) + "</div>"
+    )
+    head, tag, rest = text.partition("<body>")
+    if not tag:  # Evidently changed its page: keep the line anyway, at the very top
+        path.write_text(banner + text, encoding="utf-8")
+        return
+    path.write_text(head + tag + "\n" + banner + rest, encoding="utf-8")
 
 
 # -- Evidently -------------------------------------------------------------------------------
@@ -453,6 +519,8 @@ def compute_drift(
     html_path: Path | None = None,
     seed: int = 0,
     decision_threshold: float = 0.5,
+    current_labelled: pd.DataFrame | None = None,
+    presample: dict | None = None,
 ) -> DriftResult:
     """Compare ``current`` with ``reference`` feature by feature with Evidently.
 
@@ -468,6 +536,12 @@ def compute_drift(
         html_path: Write Evidently's HTML report here; no HTML is rendered to disk otherwise.
         seed: Seed of the sampling when a side exceeds ``cfg.drift.max_rows``.
         decision_threshold: Probability cut-off for the label metrics (accuracy, F1, ...).
+        current_labelled: With ``presample``: the reader's pre-sample of the labelled rows
+            (drawn on their own, so sparse outcomes keep up to the cap); target drift and
+            quality use it instead of the labelled rows of ``current``.
+        presample: :attr:`mlsteward.prediction_log.WindowSample.presample` when ``current`` is
+            a pre-sample of a larger window: row counts then describe the window, and the
+            sampling record says how the pre-sample was drawn.
 
     Returns:
         A :class:`DriftResult`.
@@ -492,17 +566,32 @@ def compute_drift(
         if not known.all():
             partial = current[known]
 
+    lab_pre = None  # the labelled rows' own pre-sample record, when they had one
+    if presample is not None:
+        rows_in["current"] = int(presample["rows_in_window"])
+        if has_label:
+            rows_in["current_labelled"] = int(presample["labelled_rows_in_window"])
+            lab_pre = presample.get("labelled")
+            if current_labelled is not None:
+                partial = current_labelled[current_labelled[label].notna()]
+
     sampling: dict[str, dict] = {}
     max_rows = cfg.drift.max_rows
     strata = label if has_label else None
     reference, info = _sample(reference, max_rows, seed, "reference", strata)
     if info:
         sampling["reference"] = info
+    n_pre = len(current)
     current, info = _sample(current, max_rows, seed, "current", strata)
+    if presample is not None:
+        info = _with_presample(info, n_pre, seed, presample, rows_in["current"])
     if info:
         sampling["current"] = info
     if partial is not None:
+        n_pre = len(partial)
         partial, info = _sample(partial, max_rows, seed, "current", label)
+        if lab_pre is not None:
+            info = _with_presample(info, n_pre, seed, lab_pre, rows_in["current_labelled"])
         if info:
             sampling["current_labelled"] = info
 
@@ -545,6 +634,8 @@ def compute_drift(
         if label_spec is not None:
             # the HTML above covers every row; target drift only has the labelled ones
             found.update(_run_evidently(reference, labelled, [label_spec], None)[0])
+    if report_path is not None:
+        _annotate_html(Path(report_path), sampling_lines(sampling, rows_in))
     columns = {s.column: found[s.column] for s in specs}
     drifted = [c for c, r in columns.items() if r.drifted]
 

@@ -205,6 +205,8 @@ class DriftCheck:
         retrain: The drift policy's decision; None when the record carries none.
         reasons: One per policy rule that fired.
         report: Path of the Evidently HTML report written by the drift run.
+        sampling: ``DriftResult.sampling`` as recorded: which sides were compared on a sample
+            of how many rows (empty when every row was compared, or not recorded).
         outcome: The ``retrain_triggered`` or ``retrain_suppressed`` record of this check, or
             None (no retrain was asked for, or no claim was recorded).
     """
@@ -221,6 +223,7 @@ class DriftCheck:
     reasons: list[str] = field(default_factory=list)
     report: str | None = None
     rows: dict[str, Any] = field(default_factory=dict)
+    sampling: dict[str, Any] = field(default_factory=dict)
     outcome: AuditEvent | None = None
 
     @classmethod
@@ -249,6 +252,7 @@ class DriftCheck:
             reasons=[str(r) for r in reasons] if isinstance(reasons, list) else [],
             report=None if report in (None, "") else str(report),
             rows=dict(d["rows"]) if isinstance(d.get("rows"), dict) else {},
+            sampling=dict(d["sampling"]) if isinstance(d.get("sampling"), dict) else {},
         )
 
     @property
@@ -274,6 +278,7 @@ class DriftCheck:
             "reasons": list(self.reasons),
             "report": self.report,
             "rows": dict(self.rows),
+            "sampling": dict(self.sampling),
             "retrain_outcome": None
             if o is None
             else {
@@ -1346,6 +1351,16 @@ def _outcome_cell(c: DriftCheck) -> Cell:
     return Cell(f"suppressed: {c.outcome.reason or 'no reason recorded'}", "warn")
 
 
+def _report_cell(c: DriftCheck) -> Cell:
+    """The report's path, and when the check compared samples, how many rows of how many (so
+    the card never passes a sample's statistics off as the whole window's)."""
+    from mlsteward.drift import sampling_lines
+
+    text = c.report or MISSING
+    lines = sampling_lines(c.sampling) if c.sampling else []
+    return Cell(" · ".join([text, *(f"sampled {line}" for line in lines)]), "code")
+
+
 def drift_table(card: ModelCard) -> Table | None:
     """The newest :data:`MAX_DRIFT_ROWS` drift checks, or None when none has run."""
     if not card.drift:
@@ -1360,7 +1375,7 @@ def drift_table(card: ModelCard) -> Table | None:
             _prediction_cell(c.prediction_drift),
             _decision_cell(c),
             _outcome_cell(c),
-            Cell(c.report or MISSING, "code"),
+            _report_cell(c),
         ]
         for c in shown
     ]

@@ -16,11 +16,11 @@ from mlsteward import governance, prediction_log, registry
 from mlsteward.audit import Action
 from mlsteward.config import ModelConfig
 from mlsteward.contract import read_source
-from mlsteward.drift import DriftResult, compute_drift
+from mlsteward.drift import DriftResult, compute_drift, sampling_lines
 from mlsteward.errors import MlstewardError
 from mlsteward.registry import VerifiedModel
 from mlsteward.retrain import DriftDecision, TriggerVerdict, claim_retrain, decide
-from mlsteward.scoring import score_frame
+from mlsteward.scoring import PROBA_COLUMN, score_frame
 from mlsteward.settings import drift_reports_dir
 from mlsteward.validation import load_holdout
 from tasks.common import artifact_key, run_logger
@@ -50,48 +50,90 @@ def current_from_file(cfg: ModelConfig, champion: VerifiedModel, source: str) ->
     return scored
 
 
+def drift_log_columns(cfg: ModelConfig) -> list[str]:
+    """The logged columns drift compares: the features and the probability. The label's key
+    columns (entity, event time) are added by the reader only to join outcomes; explanation,
+    version, request and batch columns are never decoded."""
+    return [*(f.name for f in cfg.features), PROBA_COLUMN]
+
+
+def read_current_window(
+    cfg: ModelConfig, since: datetime, *, seed: int = 0
+) -> prediction_log.WindowSample:
+    """The prediction-log window from ``since``, read in memory bounded by
+    ``cfg.drift.max_rows`` (a seeded pre-sample above twice that, recorded), outcomes joined
+    and renamed to the model's label column."""
+    window = prediction_log.sample_window(
+        cfg.name,
+        since=since,
+        columns=drift_log_columns(cfg),
+        max_rows=cfg.drift.max_rows,
+        seed=seed,
+    )
+    rename = {prediction_log.LABEL: cfg.label}
+    window.frame = window.frame.rename(columns=rename)
+    if window.labelled is not None:
+        window.labelled = window.labelled.rename(columns=rename)
+    return window
+
+
 @task(name="drift-current-from-log", cache_policy=NO_CACHE)
-def current_from_log(cfg: ModelConfig, window_days: float) -> pd.DataFrame:
+def current_from_log(cfg: ModelConfig, window_days: float) -> prediction_log.WindowSample:
     """The prediction-log window (by scoring time), with outcomes where they have arrived.
 
     The outcome column keeps its nulls: drift compares features and predictions on every row
     and target drift and quality on the labelled rows only, so a window whose outcomes are
-    still arriving is measured as far as it can be rather than not at all.
+    still arriving is measured as far as it can be rather than not at all. A window larger
+    than twice ``cfg.drift.max_rows`` is pre-sampled while it is read (see
+    :func:`mlsteward.prediction_log.sample_window`), so a worker's memory does not grow with
+    the window.
     """
     since = datetime.now(UTC) - timedelta(days=window_days)
-    frame = prediction_log.read_with_labels(cfg.name, since=since)
-    if frame.empty:
+    window = read_current_window(cfg, since)
+    if window.rows == 0:
         raise MlstewardError(
             f"{cfg.name}: no predictions logged in the last {window_days:g} days; score a "
             "batch first or pass --current PATH"
         )
-    frame = frame.rename(columns={prediction_log.LABEL: cfg.label})
-    labelled = int(frame[cfg.label].notna().sum())
     run_logger().info(
-        "current: %d logged predictions since %s, %d of them with an outcome (%.0f%%)",
-        len(frame),
+        "current: %d logged predictions since %s, %d of them with an outcome (%.0f%%); %s",
+        window.rows,
         since.isoformat(),
-        labelled,
-        100.0 * labelled / len(frame),
+        window.labelled_rows,
+        100.0 * window.labelled_rows / window.rows,
+        "read whole"
+        if window.presample is None
+        else f"pre-sampled to {len(window.frame)} rows (seed {window.presample['seed']}, "
+        f"rate {window.presample['rate']:.4g}; at most {window.peak_retained_rows} rows held)",
     )
-    return frame
+    return window
 
 
 @task(name="detect-drift", cache_policy=NO_CACHE)
 def detect_drift(
-    cfg: ModelConfig, champion: VerifiedModel, reference: pd.DataFrame, current: pd.DataFrame
+    cfg: ModelConfig,
+    champion: VerifiedModel,
+    reference: pd.DataFrame,
+    current: pd.DataFrame | prediction_log.WindowSample,
 ) -> DriftResult:
-    """Evidently on both windows; the HTML report is kept and logged against the champion."""
+    """Evidently on both windows; the HTML report is kept and logged against the champion.
+
+    ``current`` is a frame (a given file) or a prediction-log window, whose pre-sample (if
+    any) is passed on so the result and the report describe the whole window.
+    """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     html = drift_reports_dir(cfg.name) / f"drift-{stamp}.html"
     html.parent.mkdir(parents=True, exist_ok=True)
+    window = current if isinstance(current, prediction_log.WindowSample) else None
     result = compute_drift(
         reference,
-        current,
+        window.frame if window is not None else current,
         cfg,
         label_column=cfg.label,
         html_path=html,
         decision_threshold=champion.info.decision_threshold,
+        current_labelled=window.labelled if window is not None else None,
+        presample=window.presample if window is not None else None,
     )
     result.report_uri = registry.log_version_artifact(
         champion.info, html, f"drift/v{champion.info.version}"
@@ -147,6 +189,10 @@ def record_drift(
             f"{'retrain' if decision.retrain else 'no retrain'}"
             f"{': ' + '; '.join(decision.reasons) if decision.reasons else ''}.\n\n"
             + "".join(f"Note: {n}.\n\n" for n in result.notes)
+            + "".join(
+                f"Rows compared: {line}.\n\n"
+                for line in sampling_lines(result.sampling, result.rows)
+            )
             + f"Evidently report: {report} (in MLflow: `{result.report_uri}`)\n\n"
             "| column | method | score | threshold | verdict |\n|---|---|---|---|---|\n" + rows
         ),

@@ -383,3 +383,130 @@ def test_html_is_one_page_with_every_column_and_one_summary(tmp_path):
     assert result.drifted_columns == ["moved"]
     assert counts["FAIL"] == 1
     assert counts["SUCCESS"] == len(checked) - 1
+
+
+# -- a prediction-log window read as a bounded pre-sample ------------------------------------
+def _log_toy_window(days: int, per_day: int, seed: int = 21) -> None:
+    """The toy model's prediction log: ``days`` batches of unshifted rows, outcomes for every
+    third row (a quarter of them positive), plus an explanation column drift never reads."""
+    from datetime import UTC, datetime, timedelta
+
+    from mlsteward import prediction_log as plog
+
+    rng = np.random.default_rng(seed)
+    start = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    for d in range(days):
+        frame = _frame(rng, per_day, shift=0.0, p_red=0.5)
+        frame["id"] = np.arange(d * per_day, (d + 1) * per_day)
+        frame["ts"] = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(frame["id"], "min")
+        frame["prediction_proba"] = rng.random(per_day)
+        frame["shap_1_value"] = rng.normal(size=per_day)
+        frame["scored_at"] = pd.Timestamp(start + timedelta(days=d))
+        plog.append("toy", frame, batch_id=f"w{d}")
+    logged = plog.read("toy", columns=["id", "ts"])
+    labels = logged.iloc[::3].assign(y=(np.arange(len(logged.iloc[::3])) % 4 == 0).astype(int))
+    plog.attach_labels("toy", labels, entity="id", timestamp="ts", label="y")
+
+
+def _toy_reference(n: int = N) -> pd.DataFrame:
+    rng = np.random.default_rng(8)
+    ref = _frame(rng, n, shift=0.0, p_red=0.5)
+    return ref.assign(y=(np.arange(n) % 4 == 0).astype(int), prediction_proba=rng.random(n))
+
+
+def test_presampled_log_window_is_recorded_in_result_and_report(tmp_path):
+    from datetime import datetime
+
+    from tasks.monitoring import read_current_window
+
+    _log_toy_window(days=6, per_day=2_000)  # 12,000 rows > 2 x max_rows
+    cfg = _cfg(max_rows=1_000)
+    window = read_current_window(cfg, datetime(2025, 1, 1), seed=5)
+    assert window.presample is not None and len(window.frame) == 2_000
+    assert "shap_1_value" not in window.columns_read
+
+    html = tmp_path / "drift.html"
+    result = compute_drift(
+        _toy_reference(), window.frame, cfg, label_column="y", html_path=html, seed=5,
+        current_labelled=window.labelled, presample=window.presample,
+    )  # fmt: skip
+
+    assert result.rows == {"reference": N, "current": 12_000, "current_labelled": 4_000}
+    current = result.sampling["current"]
+    assert {k: current[k] for k in ("rows_in_window", "rows_before", "rows_after", "seed")} == {
+        "rows_in_window": 12_000,
+        "rows_before": 2_000,
+        "rows_after": 1_000,
+        "seed": 5,
+    }
+    assert current["method"] == "stratified by y"
+    assert current["presample"]["rows"] == 2_000 and current["presample"]["seed"] == 5
+    assert current["presample"]["rate"] == pytest.approx(1.25 * 2_000 / 12_000)
+    # 4,000 labelled rows: their own pre-sample of 2,000, then 1,000 stratified by y.
+    labelled = result.sampling["current_labelled"]
+    assert (labelled["rows_in_window"], labelled["presample"]["rows"]) == (4_000, 2_000)
+    assert labelled["rows_after"] == 1_000 == result.performance["current"]["rows"]
+    # The final cut keeps the outcome's strata: a quarter positive among the labelled rows.
+    assert result.performance["current"]["positive_rate"] == pytest.approx(0.25, abs=0.03)
+
+    back = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert back["sampling"] == result.sampling
+    assert DriftResult.from_dict(back).sampling == result.sampling
+    line = "current: 1,000 of 12,000 rows; seeded pre-sample of 2,000 read from the log"
+    text = html.read_text(encoding="utf-8")
+    assert line in text and "current labelled: 1,000 of 4,000 rows" in text
+    # shown first in the page body, before Evidently's rendered widgets
+    assert text.index("<body>") < text.index(line) < text.index('<div id="root_metric')
+
+    # the model card's drift history shows the same sentence from the audit record
+    from mlsteward import report
+
+    record = report.AuditEvent(
+        seq=1, ts="2025-03-07T10:00:00.000000Z", action="drift_checked", version="1",
+        actor="drift-bot", reason="", details={"report": str(html), "sampling": back["sampling"]},
+    )  # fmt: skip
+    cell = report._report_cell(report.DriftCheck.from_event(record)).text
+    assert cell.startswith(str(html)) and f"sampled {line}" in cell
+
+    again = compute_drift(
+        _toy_reference(), read_current_window(cfg, datetime(2025, 1, 1), seed=5).frame, cfg,
+        label_column="y", seed=5, current_labelled=window.labelled, presample=window.presample,
+    )  # fmt: skip
+    assert {c: r.score for c, r in again.columns.items()} == {
+        c: r.score for c, r in result.columns.items()
+    }
+
+
+def test_small_log_window_is_compared_whole_and_says_so(tmp_path):
+    from datetime import datetime
+
+    from mlsteward import prediction_log as plog
+    from tasks.monitoring import read_current_window
+
+    _log_toy_window(days=2, per_day=900)  # 1,800 rows <= 2 x max_rows: read whole
+    cfg = _cfg(max_rows=1_000)
+    window = read_current_window(cfg, datetime(2025, 1, 1))
+    before = plog.read_with_labels(
+        "toy",
+        since=datetime(2025, 1, 1),
+        columns=[*(f.name for f in cfg.features), "prediction_proba"],
+    ).rename(columns={"label": "y"})
+    pd.testing.assert_frame_equal(window.frame, before)  # the frame drift got before the change
+    assert window.presample is None
+
+    html = tmp_path / "drift.html"
+    result = compute_drift(_toy_reference(), window.frame, cfg, label_column="y", html_path=html)
+    assert result.rows == {"reference": N, "current": 1_800, "current_labelled": 600}
+    assert set(result.sampling) == {"reference", "current"}  # exact stratified cut only
+    assert "presample" not in result.sampling["current"]
+    assert "current: 1,000 of 1,800 rows, seeded sample (stratified by y, seed 0)" in (
+        html.read_text(encoding="utf-8")
+    )
+
+
+def test_sampling_lines_without_sampling_say_every_row():
+    from mlsteward.drift import sampling_lines
+
+    assert sampling_lines({}, {"reference": 5, "current": 1_234}) == [
+        "no sampling: every row compared (reference 5, current 1,234)"
+    ]

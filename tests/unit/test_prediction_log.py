@@ -253,3 +253,149 @@ def test_two_processes_appending_at_once(mlsteward_home: Path) -> None:
     assert back.patient_id.is_unique
     leftovers = [p for p in predictions_dir(MODEL).rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+# -- bounded window sample (drift) ---------------------------------------------------------------
+DRIFT_COLUMNS = ["patient_id", "age", "sex", "prediction_proba"]
+
+
+def _big_log(days: int = 6, per_day: int = 10_000, labelled_every: int = 3) -> pd.DataFrame:
+    """``days`` batches of ``per_day`` rows (one per day, the first with its rows' scoring times
+    spread over the day, so the window's lower bound cuts through a file), and outcomes for
+    every ``labelled_every``-th row, a quarter of them positive. Returns the log as read."""
+    for d in range(days):
+        batch = scored(per_day, T0 + timedelta(days=d), first_id=d * per_day, top_k=2)
+        if d == 0:
+            spread = T0 - timedelta(hours=11) + pd.to_timedelta(np.arange(per_day), unit="s")
+            batch["scored_at"] = pd.Series(spread, index=batch.index).astype("datetime64[us, UTC]")
+        plog.append(MODEL, batch, batch_id=f"big{d}")
+    logged = plog.read(MODEL)
+    labels = logged.iloc[::labelled_every][["patient_id", "event_timestamp"]].copy()
+    labels["heart_disease"] = (np.arange(len(labels)) % 4 == 0).astype(int)
+    plog.attach_labels(
+        MODEL, labels, entity="patient_id", timestamp="event_timestamp", label="heart_disease"
+    )
+    return logged
+
+
+SINCE = T0 - timedelta(hours=10)  # 1 h into the first day's spread: 3,600 of its rows cut
+
+
+def test_window_above_the_cap_is_read_within_the_bound_and_recorded() -> None:
+    _big_log()
+    whole = plog.read_with_labels(MODEL, since=SINCE, columns=DRIFT_COLUMNS)
+    max_rows, batch_rows = 1_000, 1_000
+    cap = 2 * max_rows
+    w = plog.sample_window(
+        MODEL, since=SINCE, columns=DRIFT_COLUMNS, max_rows=max_rows, seed=7, batch_rows=batch_rows
+    )
+    assert w.rows == len(whole) == 56_400  # 5 whole days, 6,400 of the first day's rows
+    assert w.labelled_rows == int(whole["label"].notna().sum())
+    # Each of the two buffers holds at most cap + max(batch, cap / 4) rows plus one batch,
+    # whatever the window's size.
+    bound = 2 * (cap + max(batch_rows, cap // 4) + batch_rows)
+    assert 0 < w.peak_retained_rows <= bound < w.rows / 6
+    assert len(w.frame) == cap and list(w.frame.columns) == [
+        *DRIFT_COLUMNS,
+        "label",
+        "label_ingested_at",
+    ]
+    # A subset of the window's rows, each with the label the whole read gives it.
+    expected = whole.set_index("patient_id").loc[w.frame["patient_id"]]
+    assert w.frame["patient_id"].is_unique
+    np.testing.assert_array_equal(w.frame["age"].to_numpy(), expected["age"].to_numpy())
+    pd.testing.assert_series_equal(
+        w.frame["label"].reset_index(drop=True),
+        expected["label"].reset_index(drop=True),
+        check_names=False,
+    )
+    assert w.frame["patient_id"].is_monotonic_increasing  # log order
+    # Labelled rows drawn on their own: sparse outcomes still give up to cap of them.
+    assert w.labelled is not None and len(w.labelled) == cap
+    assert w.labelled["label"].notna().all()
+    assert w.presample == {
+        "rows_in_window": w.rows,
+        "labelled_rows_in_window": w.labelled_rows,
+        "rows": cap,
+        "rate": pytest.approx(1.25 * cap / w.rows),
+        "seed": 7,
+        "key": plog.PRESAMPLE_KEY,
+        "method": w.presample["method"],
+        "labelled": {
+            "rows_in_window": w.labelled_rows,
+            "rows": cap,
+            "method": f"the {cap:,} labelled rows with the smallest seeded key hash",
+            "seed": 7,
+            "key": plog.PRESAMPLE_KEY,
+        },
+    }
+
+
+def test_presample_depends_on_the_seed_only() -> None:
+    _big_log(days=4)
+
+    def draw(seed: int, batch_rows: int) -> plog.WindowSample:
+        return plog.sample_window(
+            MODEL, since=SINCE, columns=DRIFT_COLUMNS, max_rows=1_000, seed=seed,
+            batch_rows=batch_rows,
+        )  # fmt: skip
+
+    first = draw(3, 1_000)
+    pd.testing.assert_frame_equal(first.frame, draw(3, 1_000).frame)
+    # The same rows however the files are cut into batches: bottom-k does not see order.
+    pd.testing.assert_frame_equal(first.frame, draw(3, 7_777).frame)
+    assert first.labelled is not None
+    pd.testing.assert_frame_equal(first.labelled, draw(3, 7_777).labelled)
+    other = set(draw(4, 1_000).frame["patient_id"])
+    overlap = len(other & set(first.frame["patient_id"])) / len(other)
+    assert overlap < 0.2  # two independent 2,000-of-~35,000 samples share ~6%
+
+
+def test_presample_keeps_the_label_strata() -> None:
+    _big_log()
+    whole = plog.read_with_labels(MODEL, since=SINCE, columns=DRIFT_COLUMNS)
+    w = plog.sample_window(MODEL, since=SINCE, columns=DRIFT_COLUMNS, max_rows=1_000, seed=1)
+
+    def shares(frame: pd.DataFrame) -> pd.Series:
+        return frame["label"].value_counts(normalize=True, dropna=False).sort_index()
+
+    # 2,000 uniform rows: a share's standard error is below 0.011; 0.04 is ~4 of them.
+    pd.testing.assert_series_equal(shares(w.frame), shares(whole), atol=0.04, check_names=False)
+    assert w.labelled is not None
+    positive = whole["label"].dropna().mean()
+    assert w.labelled["label"].mean() == pytest.approx(positive, abs=0.04)
+
+
+def test_window_below_the_cap_is_read_whole_unchanged() -> None:
+    _big_log(days=2, per_day=1_000)
+    since = T0 - timedelta(hours=11, minutes=-5)
+    before = plog.read_with_labels(MODEL, since=since, columns=DRIFT_COLUMNS)
+    w = plog.sample_window(MODEL, since=since, columns=DRIFT_COLUMNS, max_rows=1_000, seed=9)
+    assert len(before) == 1_700  # 2,000 logged, 300 before the bound; <= cap (2,000)
+    pd.testing.assert_frame_equal(w.frame, before)
+    assert w.presample is None and w.labelled is None
+    assert (w.rows, w.labelled_rows) == (1_700, int(before["label"].notna().sum()))
+
+
+def test_only_the_needed_columns_are_read() -> None:
+    _big_log(days=3)
+    w = plog.sample_window(
+        MODEL, since=SINCE, columns=["age", "prediction_proba", "not_logged"], max_rows=1_000
+    )
+    assert w.presample is not None
+    # features asked for (those logged), the label's join key, and the time filter's column
+    assert w.columns_read == [
+        "age",
+        "prediction_proba",
+        "patient_id",
+        "event_timestamp",
+        "scored_at",
+    ]
+    assert list(w.frame.columns) == ["age", "prediction_proba", "label", "label_ingested_at"]
+    unread = {"sex", "prediction", "model_version", "batch_id", "shap_1_feature", "shap_2_value"}
+    assert unread <= set(plog.read(MODEL).columns) and not unread & set(w.columns_read)
+
+
+def test_empty_window_samples_nothing() -> None:
+    w = plog.sample_window(MODEL, columns=DRIFT_COLUMNS, max_rows=1_000)
+    assert (w.rows, len(w.frame), w.presample) == (0, 0, None)
