@@ -159,6 +159,32 @@ def test_children_get_their_own_prefect_settings(
     assert env["MLSTEWARD_HOME"] == str(cfg.home)
 
 
+def test_the_production_profile_reaches_every_service(
+    cfg: PlatformConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_BACKEND_STORE_URI", "MLSTEWARD_MLFLOW_URL",
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL", "MLSTEWARD_ARTIFACT_STORE"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    local_mlflow = services(cfg)["mlflow"].args
+    assert "--default-artifact-root" in local_mlflow and "--serve-artifacts" not in local_mlflow
+    assert "PREFECT_SERVER_DATABASE_CONNECTION_URL" not in child_env(cfg)
+
+    monkeypatch.setenv("MLSTEWARD_PROFILE", "production")
+    monkeypatch.setenv("MLSTEWARD_DB_PREFIX", "acme")
+    args = services(cfg)["mlflow"].args
+    store = args[args.index("--backend-store-uri") + 1]
+    assert store == "postgresql+psycopg://postgres@127.0.0.1:5432/acme_mlflow"
+    assert "--serve-artifacts" in args and "--default-artifact-root" not in args
+    assert args[args.index("--artifacts-destination") + 1] == str(cfg.home / "artifact-store")
+    env = child_env(cfg)
+    assert env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] == (
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/acme_prefect"
+    )
+    # Flow runs reach MLflow through the server this platform starts, on its port.
+    assert env["MLSTEWARD_MLFLOW_URL"] == f"http://127.0.0.1:{cfg.mlflow_port}"
+    assert "MLFLOW_TRACKING_URI" not in env
+
+
 def test_gateway_is_skipped_with_a_reason_without_a_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
