@@ -6,7 +6,9 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.governance import govern, run_actor
-from mlsteward.config import get_model_config
+from mlsteward.config import ModelConfig, get_model_config
+from mlsteward.training import TuningResult
+from mlsteward.tuning import plan_execution, require_runner_package
 from tasks.features import resolve_snapshot, retrieve_training_set
 from tasks.registry import (
     close_training_run,
@@ -15,11 +17,39 @@ from tasks.registry import (
     register_model,
 )
 from tasks.training import (
+    PreparedData,
     fit_and_evaluate,
+    handed_over,
+    handed_over_data,
     prepare_data,
+    trial_task_runner,
     tune_hyperparameters,
+    tune_on_task_runner,
     verify_code_version,
 )
+
+
+@flow(name="tune-trials")
+def tuning_flow(
+    cfg: ModelConfig, data_key: str, run_id: str, max_evals: int, seed: int | None
+) -> TuningResult:
+    """Hyperopt TPE batches with every trial an ``evaluate-trial`` task on this subflow's task
+    runner (set per run from ``tuning.parallel``: threads, Dask or Ray)."""
+    data = handed_over_data(data_key)
+    return tune_on_task_runner(cfg, data, run_id, max_evals, seed)
+
+
+def tune_model(
+    cfg: ModelConfig, data: PreparedData, run_id: str, max_evals: int, seed: int | None
+) -> TuningResult:
+    """The search as the model's ``tuning.parallel`` asks: in one task (sequential, the
+    default), or trial by trial on a thread pool, Dask or Ray in a ``tune-trials`` subflow."""
+    plan = plan_execution(cfg.tuning.parallel, cfg.tuning.nthread)
+    if plan.runner == "sequential":
+        return tune_hyperparameters(cfg, data, run_id, max_evals, seed)
+    with handed_over(data) as key:
+        subflow = tuning_flow.with_options(task_runner=trial_task_runner(plan))
+        return subflow(cfg, key, run_id, max_evals, seed)
 
 
 @flow(name="train-model", log_prints=True)
@@ -34,6 +64,10 @@ def training_flow(
     """Train, evaluate, register and validate a new version of MODEL from its current data
     snapshot, then promote it per the model's policy.
 
+    Hyperopt trials run as the model's ``tuning.parallel`` says: one after another (default),
+    or in TPE batches on a thread pool, Dask or Ray; the same seed and batch size give the same
+    version on every runner.
+
     Args:
         model: name of a model config in config/models.
         max_evals: Hyperopt trials (default: the model's tuning.max_evals).
@@ -46,6 +80,7 @@ def training_flow(
             run refuses to start when the deployment's checkout is at another commit.
     """
     cfg = get_model_config(model)
+    require_runner_package(cfg.tuning.parallel.runner)
     if git_ref:
         verify_code_version(git_ref)
     evals = max_evals or cfg.tuning.max_evals
@@ -58,7 +93,7 @@ def training_flow(
     # 2. Tune, refit, evaluate inside one MLflow run (trials are nested runs)
     run_id = open_training_run(cfg, snapshot, flow_run.get_id(), reason)
     try:
-        tuning = tune_hyperparameters(cfg, data, run_id, evals, seed)
+        tuning = tune_model(cfg, data, run_id, evals, seed)
         fitted = fit_and_evaluate(cfg, data, tuning)
         # 3. Register with lineage
         outcome = register_model(cfg, snapshot, data, tuning, fitted, run_id, run_actor(), reason)

@@ -197,6 +197,36 @@ def default_search_space() -> dict[str, SearchDimension]:
     }
 
 
+TuningRunner = Literal["sequential", "threads", "dask", "ray"]
+
+
+class ParallelTuning(_Strict):
+    """How Hyperopt trials are evaluated: one at a time, or in batches on a Prefect task runner.
+
+    The batch size is part of the search (TPE sees a batch's pending trials when it suggests the
+    next one), so the same seed and batch size give the same trials on every runner, and batch
+    size 1 is exactly the sequential search. The runner, worker count and per-trial thread cap
+    only decide where and how fast trials run. ``address`` points Dask (scheduler) or Ray
+    (cluster) at production infrastructure; empty starts a local cluster for the run.
+    """
+
+    runner: TuningRunner = "sequential"
+    batch_size: int = Field(default=1, ge=1, le=1_000)
+    workers: int = Field(default=0, ge=0, description="0 = batch_size, capped at the cores")
+    trial_nthread: int = Field(
+        default=0, ge=0, description="XGBoost threads per trial; 0 = cores // workers"
+    )
+    address: str | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ParallelTuning:
+        if self.runner == "sequential" and self.address:
+            raise ValueError("'address' is for the dask or ray runner, not 'sequential'")
+        if self.runner == "threads" and self.address:
+            raise ValueError("'address' is for the dask or ray runner; threads run in-process")
+        return self
+
+
 class TuningConfig(_Strict):
     max_evals: int = Field(default=30, ge=1, le=10_000)
     seed: int = Field(default=42, ge=0)
@@ -205,6 +235,7 @@ class TuningConfig(_Strict):
     eval_metric: Literal["logloss", "auc", "aucpr"] = "logloss"
     nthread: int = Field(default=0, ge=0, description="0 = all cores")
     search_space: dict[str, SearchDimension] = Field(default_factory=default_search_space)
+    parallel: ParallelTuning = Field(default_factory=ParallelTuning)
 
 
 class SplitConfig(_Strict):

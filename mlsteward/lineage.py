@@ -136,6 +136,10 @@ class Lineage:
     training_set_digest: str = UNKNOWN
     best_iteration: int = -1
     libraries: dict[str, str] = field(default_factory=dict)
+    tuning_execution: dict[str, Any] | str = UNKNOWN
+    """Runner, batch size and per-trial XGBoost threads of the search. The batch size decides
+    which trials TPE suggested, so a full rebuild must use it; the runner and threads only
+    say where and how fast the trials ran."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +175,7 @@ def build_lineage(
     config_path: Path,
     training_set_digest: str = UNKNOWN,
     best_iteration: int = -1,
+    tuning_execution: dict[str, Any] | None = None,
 ) -> Lineage:
     git = git_info(project_root)
     return Lineage(
@@ -193,6 +198,7 @@ def build_lineage(
         training_set_digest=training_set_digest,
         best_iteration=best_iteration,
         libraries=library_versions(),
+        tuning_execution=UNKNOWN if tuning_execution is None else tuning_execution,
     )
 
 

@@ -1,23 +1,27 @@
 """Training maths as plain functions: encoding, time split, search space, tuning, refit, metrics.
 
 Nothing here knows about Prefect, MLflow or Feast. The flow passes frames in and gets typed
-results out; trial logging is a callback so the tuning loop stays testable on its own.
+results out; trial logging is a callback so the tuning loop stays testable on its own. How the
+trials of a batch are spread over workers is an evaluator passed to ``search`` (the batched TPE
+loop itself is ``mlsteward.tuning``), so the objective here is the same function on every runner.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from hyperopt import STATUS_OK, Trials, fmin, hp, space_eval, tpe
+from hyperopt import hp, space_eval
 from sklearn import metrics as skm
 
 from mlsteward.config import ModelConfig, SearchDimension, TuningConfig
+from mlsteward.tuning import ExecutionPlan, PendingTrial, batched_search, ok, plan_execution
 
 # --------------------------------------------------------------------------------------------
 # Feature encoding
@@ -213,9 +217,35 @@ class TuningResult:
     best_loss: float
     trials: list[TrialResult]
     seed: int
+    batch_size: int = 1
+    """Part of the search itself: the same seed with another batch size gives other trials."""
+    runner: str = "sequential"
+    """Where trials ran; does not change the result (same seed and batch size, same trials)."""
+    trial_nthread: int = 0
+    """XGBoost threads per trial (0 = all cores); does not change results with ``hist``."""
+
+    def execution(self) -> dict[str, Any]:
+        """How the search ran, for lineage (``Lineage.tuning_execution``)."""
+        return {
+            "runner": self.runner,
+            "batch_size": self.batch_size,
+            "trial_nthread": self.trial_nthread,
+        }
 
 
 TrialCallback = Callable[[TrialResult, TrialResult, int], None]
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial to train: its number (1-based, = hyperopt tid + 1) and typed params."""
+
+    number: int
+    params: dict[str, Any]
+
+
+TrialEvaluator = Callable[[Sequence[TrialSpec]], Sequence[TrialResult]]
+"""Trains a batch of trials (anywhere, in any order) and returns their results in batch order."""
 
 
 def _loss(metric: str, score: float) -> float:
@@ -232,6 +262,112 @@ def make_dmatrix(x: pd.DataFrame, y: pd.Series | None, enc: FeatureEncoding) -> 
     )
 
 
+def train_trial(
+    dtrain: xgb.DMatrix,
+    dval: xgb.DMatrix,
+    tuning: TuningConfig,
+    seed: int,
+    spec: TrialSpec,
+    nthread: int | None = None,
+) -> TrialResult:
+    """The objective: one early-stopped XGBoost fit, scored on validation.
+
+    ``nthread`` caps XGBoost when trials share the cores; with ``tree_method=hist`` the trees do
+    not depend on it (DESIGN.md §5), so the cap changes speed, never results.
+    """
+    params = base_params(tuning, seed)
+    if nthread is not None:
+        params["nthread"] = nthread
+    booster = xgb.train(
+        {**params, **spec.params},
+        dtrain,
+        num_boost_round=tuning.num_boost_round,
+        evals=[(dval, "validation")],
+        early_stopping_rounds=tuning.early_stopping_rounds,
+        verbose_eval=False,
+    )
+    score = float(booster.best_score)
+    return TrialResult(
+        number=spec.number,
+        params=spec.params,
+        loss=_loss(tuning.eval_metric, score),
+        best_iteration=int(booster.best_iteration),
+        best_score=score,
+    )
+
+
+def local_evaluator(
+    dtrain: xgb.DMatrix,
+    dval: xgb.DMatrix,
+    tuning: TuningConfig,
+    seed: int,
+    plan: ExecutionPlan,
+) -> TrialEvaluator:
+    """Trials in this process: one after another, or on ``plan.workers`` threads (XGBoost
+    releases the GIL while it trains, so threads do run in parallel)."""
+
+    def one(spec: TrialSpec) -> TrialResult:
+        return train_trial(dtrain, dval, tuning, seed, spec, plan.trial_nthread)
+
+    def evaluate(specs: Sequence[TrialSpec]) -> list[TrialResult]:
+        if plan.workers == 1 or len(specs) == 1:
+            return [one(s) for s in specs]
+        with ThreadPoolExecutor(max_workers=plan.workers, thread_name_prefix="trial") as pool:
+            return list(pool.map(one, specs))
+
+    return evaluate
+
+
+def search(
+    tuning: TuningConfig,
+    evaluator: TrialEvaluator,
+    plan: ExecutionPlan,
+    *,
+    max_evals: int,
+    seed: int,
+    on_trial: TrialCallback | None = None,
+) -> TuningResult:
+    """Hyperopt TPE in batches of ``plan.batch_size`` (see ``mlsteward.tuning``), each batch
+    trained by ``evaluator``.
+
+    ``on_trial`` runs in this process after each batch, once per trial in trial-number order,
+    so trial logs read the same whichever trial of a batch finished first.
+    """
+    space = build_search_space(tuning.search_space)
+    results: list[TrialResult] = []
+
+    def evaluate(batch: Sequence[PendingTrial]) -> list[dict[str, Any]]:
+        specs = [TrialSpec(p.tid + 1, typed_params(p.params, tuning.search_space)) for p in batch]
+        done = list(evaluator(specs))
+        if [t.number for t in done] != [s.number for s in specs]:
+            raise ValueError("evaluator returned results out of batch order")
+        for trial in done:
+            results.append(trial)
+            if on_trial is not None:
+                on_trial(trial, min(results, key=lambda t: t.loss), max_evals)
+        return [ok(t.loss) for t in done]
+
+    trials = batched_search(
+        space,
+        evaluate,
+        max_evals=max_evals,
+        batch_size=plan.batch_size,
+        rstate=np.random.default_rng(seed),
+    )
+    best_params = typed_params(space_eval(space, trials.argmin), tuning.search_space)
+    best = min(results, key=lambda t: t.loss)
+    return TuningResult(
+        best_params=best_params,
+        best_iteration=best.best_iteration,
+        best_loss=best.loss,
+        trials=results,
+        seed=seed,
+        batch_size=plan.batch_size,
+        runner=plan.runner,
+        trial_nthread=plan.trial_nthread,
+    )
+
+
 def tune(
     dtrain: xgb.DMatrix,
     dval: xgb.DMatrix,
@@ -240,58 +376,25 @@ def tune(
     seed: int | None = None,
     on_trial: TrialCallback | None = None,
 ) -> TuningResult:
-    """Hyperopt TPE over the configured space with early stopping on validation.
+    """Hyperopt TPE over the configured space with early stopping on validation, in process.
 
     Fixed seeds for both hyperopt (``rstate``) and XGBoost make the search repeatable: the same
-    data and seed give the same trials, best params and model bytes.
+    data, seed and batch size give the same trials, best params and model bytes. With the
+    default config (sequential, batch size 1) this is exactly ``hyperopt.fmin``. A parallel
+    config runs its batches on local threads here; the Prefect runners (Dask, Ray) are the
+    training task's business and give the same result.
     """
-    evals = max_evals or tuning.max_evals
     seed = tuning.seed if seed is None else seed
-    space = build_search_space(tuning.search_space)
-    results: list[TrialResult] = []
-
-    def objective(sampled: dict[str, Any]) -> dict[str, Any]:
-        params = typed_params(sampled, tuning.search_space)
-        booster = xgb.train(
-            {**base_params(tuning, seed), **params},
-            dtrain,
-            num_boost_round=tuning.num_boost_round,
-            evals=[(dval, "validation")],
-            early_stopping_rounds=tuning.early_stopping_rounds,
-            verbose_eval=False,
-        )
-        score = float(booster.best_score)
-        trial = TrialResult(
-            number=len(results) + 1,
-            params=params,
-            loss=_loss(tuning.eval_metric, score),
-            best_iteration=int(booster.best_iteration),
-            best_score=score,
-        )
-        results.append(trial)
-        if on_trial is not None:
-            best = min(results, key=lambda t: t.loss)
-            on_trial(trial, best, evals)
-        return {"loss": trial.loss, "status": STATUS_OK}
-
-    trials = Trials()
-    best_raw = fmin(
-        objective,
-        space,
-        algo=tpe.suggest,
-        max_evals=evals,
-        trials=trials,
-        rstate=np.random.default_rng(seed),
-        show_progressbar=False,
-    )
-    best_params = typed_params(space_eval(space, best_raw), tuning.search_space)
-    best = min(results, key=lambda t: t.loss)
-    return TuningResult(
-        best_params=best_params,
-        best_iteration=best.best_iteration,
-        best_loss=best.loss,
-        trials=results,
+    plan = plan_execution(tuning.parallel, tuning.nthread)
+    if plan.runner not in ("sequential", "threads"):
+        plan = replace(plan, runner="threads")
+    return search(
+        tuning,
+        local_evaluator(dtrain, dval, tuning, seed, plan),
+        plan,
+        max_evals=max_evals or tuning.max_evals,
         seed=seed,
+        on_trial=on_trial,
     )
 
 

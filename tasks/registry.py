@@ -98,6 +98,7 @@ def make_lineage(
         config_path=model_config_path(cfg.name),
         training_set_digest=data.training_set_digest,
         best_iteration=tuning.best_iteration,
+        tuning_execution=tuning.execution(),
     )
 
 

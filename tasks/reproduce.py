@@ -222,6 +222,10 @@ def rebuild_params(
         detail = "recorded best params and seed (use --full to re-run the search)"
         _timed(report, Step("params", "same", detail, want, want), t0)
         return result
+    # The recorded config carries the search's batch size (``tuning.parallel``; versions from
+    # before batching record none and get 1, which is what they ran). ``tune`` runs the batches
+    # on local threads whatever runner trained: the runner never changes which trials TPE
+    # suggests, only where they were evaluated.
     cfg = recorded.config
     dtrain = make_dmatrix(data.x_train, data.y("train"), data.encoding)
     dval = make_dmatrix(data.x_val, data.y("validation"), data.encoding)
@@ -233,7 +237,9 @@ def rebuild_params(
     }
     status = "same" if found == want and result.best_loss == rec["best_loss"] else "differs"
     detail = (
-        f"Hyperopt TPE re-run: {rec['max_evals']} trials, rstate seed {rec['seed']}; best loss "
+        f"Hyperopt TPE re-run: {rec['max_evals']} trials in batches of {result.batch_size} "
+        f"(recorded runner {cfg.tuning.parallel.runner}, re-run on {result.runner}), rstate "
+        f"seed {rec['seed']}; best loss "
         f"{result.best_loss!r} (recorded {rec['best_loss']!r})"
     )
     _timed(report, Step("params", status, detail, want, found), t0)

@@ -1,5 +1,10 @@
 """Training-stage tasks: prepare (split + encode), tune, refit and evaluate.
 
+Tuning takes one of two shapes, chosen by ``tuning.parallel`` in the model config: the default
+runs the whole search inside one ``tune-hyperparameters`` task; a parallel runner makes every
+trial its own ``evaluate-trial`` task on a thread pool, Dask or Ray (``flows.training`` runs
+them in a ``tune-trials`` subflow with that task runner), batch after batch of Hyperopt TPE.
+
 Each task wraps functions from ``mlsteward.training``; the tasks add logging, MLflow trial runs
 and Prefect bookkeeping only. Frames pass between tasks in memory, so caching is off (hashing a
 100k-row frame for a cache key would cost more than it saves).
@@ -7,15 +12,23 @@ and Prefect bookkeeping only. Frames pass between tasks in memory, so caching is
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import xgboost as xgb
-from prefect import task
+from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from mlsteward import mlflow_adapter
-from mlsteward.config import ModelConfig
+from mlsteward.config import ModelConfig, TuningConfig
+from mlsteward.errors import ConfigError, MlstewardError
 from mlsteward.lineage import require_git_ref
 from mlsteward.recipe import frame_digest
 from mlsteward.settings import project_root
@@ -23,7 +36,10 @@ from mlsteward.state import SnapshotInfo
 from mlsteward.training import (
     FeatureEncoding,
     Split,
+    TrialCallback,
+    TrialEvaluator,
     TrialResult,
+    TrialSpec,
     TuningResult,
     choose_threshold,
     encode,
@@ -31,9 +47,12 @@ from mlsteward.training import (
     fit_final,
     make_dmatrix,
     make_encoding,
+    search,
     time_split,
+    train_trial,
     tune,
 )
+from mlsteward.tuning import ExecutionPlan, plan_execution, require_runner_package
 from tasks.common import run_logger
 
 
@@ -89,16 +108,8 @@ def prepare_data(cfg: ModelConfig, frame: pd.DataFrame, snapshot: SnapshotInfo) 
     return data
 
 
-@task(name="tune-hyperparameters", cache_policy=NO_CACHE)
-def tune_hyperparameters(
-    cfg: ModelConfig, data: PreparedData, run_id: str, max_evals: int | None, seed: int | None
-) -> TuningResult:
-    """Hyperopt TPE; every trial becomes a nested MLflow run with its params and loss.
-
-    Trial runs are written inline, as each trial ends, so they appear in the MLflow UI while
-    the search runs. (A background writer was measured slower: XGBoost re-enters Python every
-    boosting round and the writer thread competes with it for both cores and the GIL.)
-    """
+def _trial_logger(cfg: ModelConfig, run_id: str) -> TrialCallback:
+    """Each trial as a nested MLflow run plus a log line; always called in the flow process."""
     log = run_logger()
     experiment_id = mlflow_adapter.experiment_of(run_id)
 
@@ -125,16 +136,261 @@ def tune_hyperparameters(
             best.loss,
         )
 
-    dtrain = make_dmatrix(data.x_train, data.y("train"), data.encoding)
-    dval = make_dmatrix(data.x_val, data.y("validation"), data.encoding)
-    result = tune(dtrain, dval, cfg.tuning, max_evals=max_evals, seed=seed, on_trial=on_trial)
-    log.info(
-        "best params after %d trials: %s (%d trees)",
+    return on_trial
+
+
+def _record_tuning(run_id: str, result: TuningResult, plan: ExecutionPlan) -> None:
+    """Runner, batch size and per-trial threads on the training run: the batch size is part of
+    what the search computed, the rest says where and how it ran."""
+    mlflow_adapter.set_run_tags(
+        run_id,
+        {
+            "mlsteward.tuning.runner": result.runner,
+            "mlsteward.tuning.batch_size": result.batch_size,
+            "mlsteward.tuning.workers": plan.workers,
+            "mlsteward.tuning.trial_nthread": result.trial_nthread,
+        },
+    )
+    run_logger().info(
+        "best params after %d trials (%s, batches of %d, %d XGBoost threads per trial): %s "
+        "(%d trees)",
         len(result.trials),
+        result.runner,
+        result.batch_size,
+        result.trial_nthread,
         result.best_params,
         result.best_iteration + 1,
     )
+
+
+@task(name="tune-hyperparameters", cache_policy=NO_CACHE)
+def tune_hyperparameters(
+    cfg: ModelConfig, data: PreparedData, run_id: str, max_evals: int | None, seed: int | None
+) -> TuningResult:
+    """Hyperopt TPE in this task's process; every trial becomes a nested MLflow run.
+
+    The sequential runner (the default) comes here: no per-trial Prefect tasks, so nothing is
+    added to the search's cost. Trial runs are written inline, as each trial ends, so they
+    appear in the MLflow UI while the search runs. (A background writer was measured slower:
+    XGBoost re-enters Python every boosting round and the writer thread competes with it for
+    both cores and the GIL.)
+    """
+    dtrain = make_dmatrix(data.x_train, data.y("train"), data.encoding)
+    dval = make_dmatrix(data.x_val, data.y("validation"), data.encoding)
+    on_trial = _trial_logger(cfg, run_id)
+    result = tune(dtrain, dval, cfg.tuning, max_evals=max_evals, seed=seed, on_trial=on_trial)
+    _record_tuning(run_id, result, plan_execution(cfg.tuning.parallel, cfg.tuning.nthread))
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Trials as Prefect tasks on a task runner (threads, Dask, Ray)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """What a trial needs from the training set, as plain picklable frames and arrays.
+
+    ``key`` names one search's data, so a worker builds its DMatrix pair once per search and
+    not once per trial (see ``trial_matrices``).
+    """
+
+    key: str
+    x_train: pd.DataFrame
+    y_train: np.ndarray
+    x_val: pd.DataFrame
+    y_val: np.ndarray
+    feature_types: list[str]
+
+    @classmethod
+    def from_prepared(cls, data: PreparedData) -> TrialData:
+        return cls(
+            key=uuid.uuid4().hex,
+            x_train=data.x_train,
+            y_train=data.y("train").to_numpy(),
+            x_val=data.x_val,
+            y_val=data.y("validation").to_numpy(),
+            feature_types=data.encoding.feature_types,
+        )
+
+
+_MATRICES: dict[str, tuple[xgb.DMatrix, xgb.DMatrix]] = {}
+_MATRICES_LOCK = threading.Lock()
+
+
+def trial_matrices(data: TrialData) -> tuple[xgb.DMatrix, xgb.DMatrix]:
+    """The search's DMatrix pair, built once per worker process and shared by its trials.
+
+    Only the latest search's pair is kept: long-lived workers (a production Dask or Ray
+    cluster) would otherwise hold every past training set in memory. Two searches alternating
+    on one worker just rebuild (correct, slower).
+    """
+    with _MATRICES_LOCK:
+        if data.key not in _MATRICES:
+            _MATRICES.clear()
+            _MATRICES[data.key] = tuple(
+                xgb.DMatrix(x, label=y, feature_types=data.feature_types, enable_categorical=True)
+                for x, y in ((data.x_train, data.y_train), (data.x_val, data.y_val))
+            )
+        return _MATRICES[data.key]
+
+
+def release_trial_matrices(key: str) -> None:
+    with _MATRICES_LOCK:
+        _MATRICES.pop(key, None)
+
+
+@task(name="stage-training-data", cache_policy=NO_CACHE)
+def stage_training_data(data: TrialData) -> TrialData:
+    """Ships the training matrices to the cluster once: trials take this task's future, so
+    Dask/Ray hand them the copy already in worker memory instead of one copy per trial."""
+    return data
+
+
+@task(name="evaluate-trial", cache_policy=NO_CACHE, task_run_name="trial-{number:03d}")
+def evaluate_trial(
+    data: TrialData,
+    tuning: TuningConfig,
+    seed: int,
+    number: int,
+    params: dict[str, Any],
+    nthread: int,
+) -> TrialResult:
+    """One Hyperopt trial (an early-stopped XGBoost fit), wherever the task runner puts it."""
+    dtrain, dval = trial_matrices(data)
+    return train_trial(dtrain, dval, tuning, seed, TrialSpec(number, params), nthread)
+
+
+def trial_task_runner(plan: ExecutionPlan) -> TaskRunner:
+    """The Prefect task runner for ``plan``: a thread pool, a Dask cluster or a Ray cluster.
+
+    Dask and Ray start a local cluster for the run unless ``address`` names one. The local Dask
+    cluster has one single-threaded worker process per worker (XGBoost's own threads, capped by
+    ``trial_nthread``, do the parallel work inside a trial); Ray reserves ``trial_nthread`` CPUs
+    per trial, so a cluster runs as many trials at once as it has CPUs for.
+
+    Raises:
+        ConfigError: the runner's Prefect integration is not installed.
+    """
+    require_runner_package(plan.runner)
+    if plan.runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=plan.workers)
+    if plan.runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if plan.address:
+            return DaskTaskRunner(address=plan.address)
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": plan.workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            },
+        )
+    if plan.runner == "ray":
+        from prefect_ray import RayTaskRunner
+
+        if plan.address:
+            return RayTaskRunner(address=plan.address)
+        cpus = plan.workers * plan.trial_nthread
+        return RayTaskRunner(init_kwargs={"num_cpus": cpus, "include_dashboard": False})
+    raise ConfigError(f"runner {plan.runner!r} evaluates trials in process, not on a task runner")
+
+
+def _runner_options(plan: ExecutionPlan) -> contextlib.AbstractContextManager[Any]:
+    """Ray schedules by declared CPUs: a trial declares the threads it will use."""
+    if plan.runner != "ray":
+        return contextlib.nullcontext()
+    from prefect_ray.context import remote_options
+
+    return remote_options(num_cpus=plan.trial_nthread)
+
+
+def task_evaluator(
+    tuning: TuningConfig, seed: int, plan: ExecutionPlan, data: Any
+) -> TrialEvaluator:
+    """Each batch as ``evaluate-trial`` tasks mapped on the current flow's task runner.
+
+    Results are gathered in batch order, whatever order the trials finish in.
+    """
+
+    def evaluate(specs: Sequence[TrialSpec]) -> list[TrialResult]:
+        with _runner_options(plan):
+            futures = evaluate_trial.map(
+                data=unmapped(data),
+                tuning=unmapped(tuning),
+                seed=unmapped(seed),
+                number=[s.number for s in specs],
+                params=[s.params for s in specs],
+                nthread=unmapped(plan.trial_nthread),
+            )
+        return [f.result() for f in futures]
+
+    return evaluate
+
+
+def tune_on_task_runner(
+    cfg: ModelConfig, data: PreparedData, run_id: str, max_evals: int | None, seed: int | None
+) -> TuningResult:
+    """The batched search with its trials as Prefect tasks; call it inside a flow whose task
+    runner is ``trial_task_runner(plan)`` (``flows.training.tuning_flow``).
+
+    On threads the trials share this process's matrices; on Dask or Ray the matrices go to the
+    cluster once (``stage-training-data``) and each worker builds its DMatrix pair once.
+    """
+    tuning = cfg.tuning
+    seed = tuning.seed if seed is None else seed
+    plan = plan_execution(tuning.parallel, tuning.nthread)
+    trial_data = TrialData.from_prepared(data)
+    staged: Any = trial_data
+    if plan.runner != "threads":
+        with _runner_options(plan):
+            staged = stage_training_data.submit(trial_data)
+    try:
+        result = search(
+            tuning,
+            task_evaluator(tuning, seed, plan, staged),
+            plan,
+            max_evals=max_evals or tuning.max_evals,
+            seed=seed,
+            on_trial=_trial_logger(cfg, run_id),
+        )
+    finally:
+        release_trial_matrices(trial_data.key)
+    _record_tuning(run_id, result, plan)
+    return result
+
+
+_STAGED: dict[str, PreparedData] = {}
+
+
+@contextlib.contextmanager
+def handed_over(data: PreparedData) -> Iterator[str]:
+    """A key under which a subflow in this process finds ``data``.
+
+    Why: a subflow's parameters are JSON-encoded into its flow-run record; a training frame
+    would be encoded value by value. Subflows called from a flow run in the same process, so a
+    key is enough.
+    """
+    key = uuid.uuid4().hex
+    _STAGED[key] = data
+    try:
+        yield key
+    finally:
+        _STAGED.pop(key, None)
+
+
+def handed_over_data(key: str) -> PreparedData:
+    try:
+        return _STAGED[key]
+    except KeyError:
+        raise MlstewardError(
+            f"no training data handed over under {key!r}: the tuning subflow runs only when "
+            "called from the training flow"
+        ) from None
 
 
 def fit_evaluate(cfg: ModelConfig, data: PreparedData, tuning: TuningResult) -> FittedModel:
