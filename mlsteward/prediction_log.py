@@ -238,13 +238,7 @@ def read(
                 f"{model}: column(s) {unknown} are not in the prediction log "
                 f"(known: {dataset.schema.names})"
             )
-    flt = None
-    if lo is not None:
-        flt = ds.field(SCORED_AT) >= pa.scalar(lo.to_pydatetime(), type=_TS_TYPE)
-    if hi is not None:
-        upper = ds.field(SCORED_AT) < pa.scalar(hi.to_pydatetime(), type=_TS_TYPE)
-        flt = upper if flt is None else flt & upper
-    return dataset.to_table(columns=columns, filter=flt).to_pandas()
+    return dataset.to_table(columns=columns, filter=_window_filter(lo, hi)).to_pandas()
 
 
 # -- labels --------------------------------------------------------------------------------------
