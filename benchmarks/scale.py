@@ -63,29 +63,16 @@ class Run:
 
 def prepared_data(rows: int, seed: int) -> Any:
     """The training path's own split and encoding, on the synthetic cohort."""
-    import pandas as pd
-
     from mlsteward.config import get_model_config
     from mlsteward.contract import infer_dtype
     from mlsteward.synthetic import generate_cohort
-    from mlsteward.training import encode, make_encoding, time_split
-    from tasks.training import PreparedData
+    from tasks.training import prepare_frame
 
     cfg = get_model_config(MODEL)
     frame = generate_cohort(n_rows=rows, seed=seed)
     frame["row_id"] = range(len(frame))
     dtypes = {f.name: f.dtype or infer_dtype(frame[f.name]) for f in cfg.features}
-    split = time_split(frame, cfg.timestamp_column, cfg.split.train, cfg.split.validation)
-    enc = make_encoding(cfg, dtypes, split.train)
-    assert isinstance(split.train, pd.DataFrame)
-    return cfg, PreparedData(
-        split=split,
-        encoding=enc,
-        label=cfg.label,
-        x_train=encode(split.train, enc),
-        x_val=encode(split.validation, enc),
-        x_test=encode(split.test, enc),
-    )
+    return cfg, prepare_frame(cfg, frame, dtypes)
 
 
 def run_tuning(label: str, cfg: Any, data: Any, trials: int, tuning: dict[str, Any]) -> Run:

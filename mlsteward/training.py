@@ -253,10 +253,12 @@ def _loss(metric: str, score: float) -> float:
     return -score if metric in ("auc", "aucpr") else score
 
 
-def make_dmatrix(x: pd.DataFrame, y: pd.Series | None, enc: FeatureEncoding) -> xgb.DMatrix:
+def make_dmatrix(
+    x: pd.DataFrame, y: pd.Series | np.ndarray | None, enc: FeatureEncoding
+) -> xgb.DMatrix:
     return xgb.DMatrix(
         x,
-        label=None if y is None else y.to_numpy(),
+        label=None if y is None else np.asarray(y),
         feature_types=enc.feature_types,
         enable_categorical=True,
     )

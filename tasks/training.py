@@ -81,15 +81,28 @@ class FittedModel:
 
 
 def prepare(cfg: ModelConfig, frame: pd.DataFrame, snapshot: SnapshotInfo) -> PreparedData:
+    return prepare_frame(
+        cfg, frame, snapshot.feature_dtypes, keep_ties_together=not snapshot.timestamp_assigned
+    )
+
+
+def prepare_frame(
+    cfg: ModelConfig,
+    frame: pd.DataFrame,
+    feature_dtypes: dict[str, str],
+    keep_ties_together: bool = True,
+) -> PreparedData:
+    """The time split and encoding of a training frame (also for frames with no snapshot, such
+    as the scale benchmark's cohort)."""
     s = cfg.split
     split = time_split(
         frame,
         cfg.timestamp_column,
         s.train,
         s.validation,
-        keep_ties_together=not snapshot.timestamp_assigned,
+        keep_ties_together=keep_ties_together,
     )
-    enc = make_encoding(cfg, snapshot.feature_dtypes, split.train)
+    enc = make_encoding(cfg, feature_dtypes, split.train)
     return PreparedData(
         training_set_digest=frame_digest(frame),
         split=split,
@@ -201,7 +214,7 @@ class TrialData:
     y_train: np.ndarray
     x_val: pd.DataFrame
     y_val: np.ndarray
-    feature_types: list[str]
+    encoding: FeatureEncoding
 
     @classmethod
     def from_prepared(cls, data: PreparedData) -> TrialData:
@@ -211,7 +224,7 @@ class TrialData:
             y_train=data.y("train").to_numpy(),
             x_val=data.x_val,
             y_val=data.y("validation").to_numpy(),
-            feature_types=data.encoding.feature_types,
+            encoding=data.encoding,
         )
 
 
@@ -230,7 +243,7 @@ def trial_matrices(data: TrialData) -> tuple[xgb.DMatrix, xgb.DMatrix]:
         if data.key not in _MATRICES:
             _MATRICES.clear()
             _MATRICES[data.key] = tuple(
-                xgb.DMatrix(x, label=y, feature_types=data.feature_types, enable_categorical=True)
+                make_dmatrix(x, y, data.encoding)
                 for x, y in ((data.x_train, data.y_train), (data.x_val, data.y_val))
             )
         return _MATRICES[data.key]
