@@ -30,8 +30,9 @@ from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from mlsteward.config import _Strict
 from mlsteward.errors import ConfigError
 
 PROFILE_VAR = "MLSTEWARD_PROFILE"
@@ -41,10 +42,6 @@ PURPOSES = ("prefect", "mlflow", "feast", "audit", "offline")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}")
 _VAR_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class PostgresSettings(_Strict):

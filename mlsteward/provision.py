@@ -51,7 +51,7 @@ def provision(profile: Profile) -> dict[str, list[str]]:
         with _connect(pg.database_url("prefect")) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     if profile.redis_url is not None:
-        _redis(profile.redis_url).ping()
+        _redis(profile.redis_url)  # answers, or a ProvisionError naming the host
         done["existing"].append("redis")
     dest = profile.mlflow.artifacts_destination or ""
     if dest and ("://" not in dest or dest.startswith("file://")):
