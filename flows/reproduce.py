@@ -11,6 +11,7 @@ import time
 from prefect import flow
 
 from flows.governance import run_actor
+from mlsteward.partitioned_set import remove_partitions
 from mlsteward.reproduce import ReproductionReport, Step
 from tasks.reproduce import (
     compare_environment,
@@ -70,7 +71,10 @@ def reproduce_flow(
     snapshot_path = verify_snapshot(recorded, report)
     if snapshot_path is not None:
         data = rebuild_training_set(recorded, snapshot_path, report)
-        tuning = rebuild_params(recorded, data, full, report)
-        refit_and_compare(recorded, data, tuning, workdir, report)
+        try:
+            tuning = rebuild_params(recorded, data, full, report)
+            refit_and_compare(recorded, data, tuning, workdir, report)
+        finally:
+            remove_partitions(data.train_partitions)
     verify_stored_artifact(recorded, report)
     return finish("no verified data to rebuild from")

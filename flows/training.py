@@ -7,9 +7,14 @@ from prefect.runtime import flow_run
 
 from flows.governance import govern, run_actor
 from mlsteward.config import ModelConfig, get_model_config
+from mlsteward.partitioned_set import remove_partitions
 from mlsteward.training import TuningResult
 from mlsteward.tuning import plan_execution, require_runner_package
-from tasks.features import resolve_snapshot, retrieve_training_set
+from tasks.features import (
+    resolve_snapshot,
+    retrieve_partitioned_training_set,
+    retrieve_training_set,
+)
 from tasks.registry import (
     close_training_run,
     open_training_run,
@@ -43,9 +48,10 @@ def tune_model(
     cfg: ModelConfig, data: PreparedData, run_id: str, max_evals: int, seed: int | None
 ) -> TuningResult:
     """The search as the model's ``tuning.parallel`` asks: in one task (sequential, the
-    default), or trial by trial on a thread pool, Dask or Ray in a ``tune-trials`` subflow."""
+    default), or trial by trial on a thread pool, Dask or Ray in a ``tune-trials`` subflow.
+    A partitioned training set is searched in one task too, each trial on the Dask cluster."""
     plan = plan_execution(cfg.tuning.parallel, cfg.tuning.nthread)
-    if plan.runner == "sequential":
+    if plan.runner == "sequential" or data.train_partitions is not None:
         return tune_hyperparameters(cfg, data, run_id, max_evals, seed)
     with handed_over(data) as key:
         subflow = tuning_flow.with_options(task_runner=trial_task_runner(plan))
@@ -86,21 +92,30 @@ def training_flow(
     evals = max_evals or cfg.tuning.max_evals
 
     # 1. Data: the verified current snapshot, point-in-time through the feature service
+    # (above distributed.above_rows: joined in chunks, training rows staged for xgboost.dask)
     snapshot = resolve_snapshot(cfg)
-    frame = retrieve_training_set(cfg, snapshot)
-    data = prepare_data(cfg, frame, snapshot)
+    if cfg.distributed.applies(snapshot.rows):
+        data = retrieve_partitioned_training_set(cfg, snapshot)
+    else:
+        frame = retrieve_training_set(cfg, snapshot)
+        data = prepare_data(cfg, frame, snapshot)
 
     # 2. Tune, refit, evaluate inside one MLflow run (trials are nested runs)
-    run_id = open_training_run(cfg, snapshot, flow_run.get_id(), reason)
     try:
-        tuning = tune_model(cfg, data, run_id, evals, seed)
-        fitted = fit_and_evaluate(cfg, data, tuning)
-        # 3. Register with lineage
-        outcome = register_model(cfg, snapshot, data, tuning, fitted, run_id, run_actor(), reason)
-    except BaseException:
-        close_training_run(run_id, "FAILED")
-        raise
-    close_training_run(run_id)
+        run_id = open_training_run(cfg, snapshot, flow_run.get_id(), reason)
+        try:
+            tuning = tune_model(cfg, data, run_id, evals, seed)
+            fitted = fit_and_evaluate(cfg, data, tuning)
+            # 3. Register with lineage
+            outcome = register_model(
+                cfg, snapshot, data, tuning, fitted, run_id, run_actor(), reason
+            )
+        except BaseException:
+            close_training_run(run_id, "FAILED")
+            raise
+        close_training_run(run_id)
+    finally:
+        remove_partitions(data.train_partitions)
 
     # 4. What a person reads in the Prefect UI
     publish_run_artifacts(outcome)

@@ -238,6 +238,39 @@ class TuningConfig(_Strict):
     parallel: ParallelTuning = Field(default_factory=ParallelTuning)
 
 
+class DistributedTraining(_Strict):
+    """Training sets above a size train on a Dask cluster with ``xgboost.dask``.
+
+    The point-in-time join then runs in chunks of ``chunk_rows`` entity rows, each chunk's
+    training rows written as one parquet partition under ``staging_dir``, which the Dask workers
+    read (production: a volume or object-store prefix every worker mounts). ``workers`` is part
+    of the result: partition i always trains on worker slot ``i % workers`` (see
+    ``mlsteward.dask_training``), so the same data, seed and worker count give the same model.
+    """
+
+    above_rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="entity rows above which training is distributed; unset = never",
+    )
+    address: str | None = Field(
+        default=None,
+        description="Dask scheduler; unset = tuning.parallel.address when the tuning runner is "
+        "dask, else a LocalCluster for the run",
+    )
+    workers: int = Field(default=2, ge=1, le=1_000)
+    threads_per_worker: int = Field(
+        default=0, ge=0, description="LocalCluster; 0 = cores // workers"
+    )
+    chunk_rows: int = Field(default=250_000, ge=1)
+    staging_dir: str | None = Field(
+        default=None, description="where partitions are written; unset = <state>/training_sets"
+    )
+
+    def applies(self, rows: int) -> bool:
+        return self.above_rows is not None and rows > self.above_rows
+
+
 class SplitConfig(_Strict):
     """Time-ordered split: the oldest rows train, the newest rows test (no look-ahead)."""
 
@@ -486,6 +519,7 @@ class ModelConfig(_Strict):
     features: list[FeatureSpec]
     sensitive_attributes: list[SensitiveAttribute] = Field(default_factory=list)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+    distributed: DistributedTraining = Field(default_factory=DistributedTraining)
     split: SplitConfig = Field(default_factory=SplitConfig)
     decision_threshold: DecisionThreshold = Field(default_factory=DecisionThreshold)
     thresholds: dict[str, MetricBound] = Field(default_factory=dict)

@@ -130,6 +130,11 @@ def predictions_dir(model: str) -> Path:
     return _sub("predictions", model)
 
 
+def training_sets_dir(model: str) -> Path:
+    """Partitioned training sets staged for Dask workers (removed when the run ends)."""
+    return _sub("training_sets", model)
+
+
 def quarantine_dir(model: str) -> Path:
     return _sub("quarantine", model)
 

@@ -96,12 +96,15 @@ def encode(frame: pd.DataFrame, enc: FeatureEncoding) -> pd.DataFrame:
 @dataclass
 class Split:
     train: pd.DataFrame
+    """Empty (columns only) when the training rows live in partitions for ``xgboost.dask``;
+    ``train_rows`` then counts them."""
     validation: pd.DataFrame
     test: pd.DataFrame
+    train_rows: int | None = None
 
     def sizes(self) -> dict[str, int]:
         return {
-            "train": len(self.train),
+            "train": len(self.train) if self.train_rows is None else self.train_rows,
             "validation": len(self.validation),
             "test": len(self.test),
         }
@@ -122,11 +125,29 @@ def time_split(
     every row (the source has no event time), there is no time order to respect:
     ``keep_ties_together=False`` then splits in ``tie_col`` order.
     """
-    if len(frame) < 3:
-        raise ValueError(f"need at least 3 rows to split, got {len(frame)}")
     ordered = frame.sort_values([ts_col, tie_col], kind="mergesort").reset_index(drop=True)
-    ts = ordered[ts_col].to_numpy()
-    n = len(ordered)
+    a, b = split_boundaries(ordered[ts_col].to_numpy(), train, validation, keep_ties_together)
+    parts = ordered.iloc[:a], ordered.iloc[a:b], ordered.iloc[b:]
+    return Split(*(p.reset_index(drop=True) for p in parts))
+
+
+SPLIT_PARTS = ("train", "validation", "test")
+
+
+def split_boundaries(
+    ts: np.ndarray, train: float, validation: float, keep_ties_together: bool = True
+) -> tuple[int, int]:
+    """Where validation and test start in rows sorted by (event time, row id).
+
+    Only the sorted times are needed, so a training set split in chunks (``xgboost.dask``)
+    finds exactly the boundaries ``time_split`` finds on the whole frame.
+
+    Raises:
+        ValueError: fewer than 3 rows, or a part would be empty.
+    """
+    n = len(ts)
+    if n < 3:
+        raise ValueError(f"need at least 3 rows to split, got {n}")
 
     def boundary(fraction: float) -> int:
         i = min(max(round(n * fraction), 1), n - 1)
@@ -138,16 +159,14 @@ def time_split(
 
     a = boundary(train)
     b = max(boundary(train + validation), a + 1)
-    parts = ordered.iloc[:a], ordered.iloc[a:b], ordered.iloc[b:]
-    empty = [
-        name for name, p in zip(("train", "validation", "test"), parts, strict=True) if p.empty
-    ]
+    b = min(b, n)
+    empty = [name for name, size in zip(SPLIT_PARTS, (a, b - a, n - b), strict=True) if size <= 0]
     if empty:
         raise ValueError(
             f"time split left {empty} empty ({n} rows, fractions {train}/"
             f"{validation}); more distinct event times are needed"
         )
-    return Split(*(p.reset_index(drop=True) for p in parts))
+    return a, b
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,14 +242,17 @@ class TuningResult:
     """Where trials ran; does not change the result (same seed and batch size, same trials)."""
     trial_nthread: int = 0
     """XGBoost threads per trial (0 = all cores); does not change results with ``hist``."""
+    distributed: dict[str, Any] = field(default_factory=dict)
+    """For ``xgboost.dask`` training: worker count and chunking, which are part of the result."""
 
     def execution(self) -> dict[str, Any]:
         """How the search ran, for lineage (``Lineage.tuning_execution``)."""
-        return {
+        out = {
             "runner": self.runner,
             "batch_size": self.batch_size,
             "trial_nthread": self.trial_nthread,
         }
+        return {**out, "distributed": self.distributed} if self.distributed else out
 
 
 TrialCallback = Callable[[TrialResult, TrialResult, int], None]
@@ -288,6 +310,11 @@ def train_trial(
         early_stopping_rounds=tuning.early_stopping_rounds,
         verbose_eval=False,
     )
+    return trial_result(booster, tuning, spec)
+
+
+def trial_result(booster: xgb.Booster, tuning: TuningConfig, spec: TrialSpec) -> TrialResult:
+    """A trial's outcome from its early-stopped booster (in process or from ``xgboost.dask``)."""
     score = float(booster.best_score)
     return TrialResult(
         number=spec.number,
@@ -413,11 +440,20 @@ def fit_final(
     trial's trees without the extra rounds early stopping had to look at, so every consumer of
     the saved model (pyfunc, native, SHAP) uses the same trees with no iteration_range to forget.
     """
+    model = final_classifier(enc, tuning, result)
+    model.fit(x_train, y_train.to_numpy())
+    return model
+
+
+def final_classifier(
+    enc: FeatureEncoding, tuning: TuningConfig, result: TuningResult
+) -> xgb.XGBClassifier:
+    """The unfitted classifier of the best trial, trees capped at its early-stopped count."""
     params = {**base_params(tuning, result.seed), **result.best_params}
     nthread = params.pop("nthread")
     for key in ("seed", "verbosity"):
         params.pop(key)
-    model = xgb.XGBClassifier(
+    return xgb.XGBClassifier(
         **params,
         n_estimators=result.best_iteration + 1,
         random_state=result.seed,
@@ -426,8 +462,6 @@ def fit_final(
         feature_types=enc.feature_types,
         verbosity=0,
     )
-    model.fit(x_train, y_train.to_numpy())
-    return model
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,8 +16,11 @@ from mlsteward.errors import MlstewardError, NoSnapshotError
 from mlsteward.governance import open_audit
 from mlsteward.ingestion import IngestResult, ingest
 from mlsteward.integrity import sha256_file
+from mlsteward.partitioned_set import staging_directory
+from mlsteward.settings import training_sets_dir
 from mlsteward.state import SnapshotInfo, current_snapshot
 from tasks.common import run_logger
+from tasks.training import PreparedData, prepare_partitioned
 
 
 def entity_frame(cfg: ModelConfig, snapshot: SnapshotInfo) -> pd.DataFrame:
@@ -136,6 +139,43 @@ def retrieve_training_set(cfg: ModelConfig, snapshot: SnapshotInfo) -> pd.DataFr
         len(cfg.feature_names),
     )
     return frame
+
+
+def partition_root(cfg: ModelConfig) -> Path:
+    """Where a model's partitioned training sets are staged (``distributed.staging_dir``)."""
+    configured = cfg.distributed.staging_dir
+    return Path(configured).expanduser() / cfg.name if configured else training_sets_dir(cfg.name)
+
+
+@task(name="retrieve-partitioned-training-set", cache_policy=NO_CACHE)
+def retrieve_partitioned_training_set(cfg: ModelConfig, snapshot: SnapshotInfo) -> PreparedData:
+    """The point-in-time join in chunks of ``distributed.chunk_rows`` entity rows, training
+    rows staged as parquet partitions for the Dask workers (the set is above
+    ``distributed.above_rows``)."""
+    entities = entity_frame(cfg, snapshot)
+    store = feast_adapter.get_store()
+    data = prepare_partitioned(
+        cfg,
+        entities,
+        lambda rows: feast_adapter.get_training_frame(cfg, rows, store=store),
+        snapshot,
+        staging_directory(partition_root(cfg)),
+    )
+    parts = data.train_partitions
+    assert parts is not None
+    run_logger().info(
+        "feature service %r returned %s rows x %s features in chunks of %s; %s training rows "
+        "in %s partitions under %s, time split %s",
+        cfg.feature_service_name,
+        len(entities),
+        len(cfg.feature_names),
+        cfg.distributed.chunk_rows,
+        parts.rows,
+        len(parts.paths),
+        parts.directory,
+        data.split.sizes(),
+    )
+    return data
 
 
 @task(name="materialize", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -78,9 +79,7 @@ def make_lineage(
     data: PreparedData,
     tuning: TuningResult,
 ) -> Lineage:
-    frame_ts = [data.split.train, data.split.validation, data.split.test]
-    start = min(p[cfg.timestamp_column].min() for p in frame_ts)
-    end = max(p[cfg.timestamp_column].max() for p in frame_ts)
+    start, end = data.time_range(cfg.timestamp_column)
     return build_lineage(
         model=cfg.name,
         data_digest=snapshot.digest,
@@ -154,14 +153,15 @@ def register_model(
     mlflow_adapter.log_params_metrics(run_id, params, metrics)
     mlflow_adapter.set_run_tags(run_id, lineage.to_tags())
 
-    training_frame = data.split.train
+    parts = data.train_partitions
     mlflow_adapter.log_training_input(
         run_id,
-        training_frame,
+        pd.read_parquet(parts.paths[0]).head(100) if parts else data.split.train,
         source=snapshot.path,
         name=f"{cfg.name}-training-set",
         label=cfg.label,
         digest=snapshot.digest,
+        rows=data.split.sizes()["train"],
     )
     holdout = data.split.test.copy()
     holdout["prediction_proba"] = fitted.test_proba.to_numpy()
@@ -183,7 +183,7 @@ def register_model(
     registered = mlflow_adapter.log_and_register(
         run_id,
         fitted.model,
-        data.x_train.head(5),
+        data.example_rows(),
         cfg.name,
         pip_requirements(),
         version_tags,

@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -29,6 +30,7 @@ from mlsteward.errors import IntegrityError, MlstewardError, NotFoundError
 from mlsteward.governance import open_audit
 from mlsteward.integrity import sha256_file
 from mlsteward.mlflow_adapter import client
+from mlsteward.partitioned_set import staging_directory
 from mlsteward.recipe import (
     RECIPE_ARTIFACT,
     RECIPE_SHA_TAG,
@@ -48,10 +50,17 @@ from mlsteward.reproduce import (
 from mlsteward.settings import project_root, reproductions_dir
 from mlsteward.snapshots import SnapshotAlteredError, SnapshotMissingError, locate_snapshot
 from mlsteward.state import SnapshotInfo
-from mlsteward.training import TuningResult, make_dmatrix, tune
+from mlsteward.training import TuningResult
 from tasks.common import artifact_key, run_logger
-from tasks.features import entity_frame
-from tasks.training import FittedModel, PreparedData, fit_evaluate, prepare
+from tasks.features import entity_frame, partition_root
+from tasks.training import (
+    FittedModel,
+    PreparedData,
+    fit_evaluate,
+    prepare,
+    prepare_partitioned,
+    tune_prepared,
+)
 
 RECORDED_METRIC_PREFIXES = ("test_", "val_")
 
@@ -178,14 +187,26 @@ def rebuild_training_set(
     _timed(report, Step("feature_service", status, cfg.feature_service_name, want, definition), t0)
 
     t0 = time.perf_counter()
+    entities = entity_frame(cfg, snap)
     with tempfile.TemporaryDirectory(prefix="mlsteward-feast-") as d:
         store = feast_adapter.snapshot_store(cfg, snapshot_path, snap.feature_dtypes, Path(d))
-        frame = feast_adapter.get_training_frame(cfg, entity_frame(cfg, snap), store=store)
-    data = prepare(cfg, frame, snap)
+
+        def retrieve(rows: pd.DataFrame) -> pd.DataFrame:
+            return feast_adapter.get_training_frame(cfg, rows, store=store)
+
+        # The recorded config decides, as it did at training: above distributed.above_rows the
+        # set is joined in the same chunks and trained on Dask again.
+        if cfg.distributed.applies(len(entities)):
+            staging = staging_directory(partition_root(cfg))
+            data = prepare_partitioned(cfg, entities, retrieve, snap, staging)
+            how = f"in chunks of {cfg.distributed.chunk_rows}, partitioned for xgboost.dask"
+        else:
+            data = prepare(cfg, retrieve(entities), snap)
+            how = "in one join"
     want_ts = recorded.recipe["training_set"]
     status = "same" if data.training_set_digest == want_ts["digest"] else "differs"
-    detail = f"{len(frame)} rows x {len(cfg.feature_names)} features via Feast (recorded "
-    detail += f"{want_ts['rows']} rows)"
+    detail = f"{len(entities)} rows x {len(cfg.feature_names)} features via Feast {how} "
+    detail += f"(recorded {want_ts['rows']} rows)"
     _timed(
         report,
         Step("training_set", status, detail, want_ts["digest"], data.training_set_digest),
@@ -227,9 +248,7 @@ def rebuild_params(
     # on local threads whatever runner trained: the runner never changes which trials TPE
     # suggests, only where they were evaluated.
     cfg = recorded.config
-    dtrain = make_dmatrix(data.x_train, data.y("train"), data.encoding)
-    dval = make_dmatrix(data.x_val, data.y("validation"), data.encoding)
-    result = tune(dtrain, dval, cfg.tuning, max_evals=rec["max_evals"], seed=rec["seed"])
+    result, _ = tune_prepared(cfg, data, rec["max_evals"], rec["seed"])
     found = {
         "best_params": result.best_params,
         "best_iteration": result.best_iteration,

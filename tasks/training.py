@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from mlsteward import mlflow_adapter
 from mlsteward.config import ModelConfig, TuningConfig
 from mlsteward.errors import ConfigError, MlstewardError
 from mlsteward.lineage import require_git_ref
+from mlsteward.partitioned_set import Retrieve, TrainPartitions, build_partitioned_set
 from mlsteward.recipe import frame_digest
 from mlsteward.settings import project_root
 from mlsteward.state import SnapshotInfo
@@ -65,10 +67,26 @@ class PreparedData:
     x_val: pd.DataFrame
     x_test: pd.DataFrame
     training_set_digest: str = ""
-    """SHA-256 of the point-in-time training set's content (``recipe.frame_digest``)."""
+    """SHA-256 of the point-in-time training set's content (``recipe.frame_digest``, or
+    ``partitioned_set.chunked_digest`` for a partitioned set)."""
+    train_partitions: TrainPartitions | None = None
+    """Set when the training rows are parquet partitions for ``xgboost.dask`` (the set is above
+    ``distributed.above_rows``); ``split.train`` and ``x_train`` then hold no rows."""
 
     def y(self, part: str) -> pd.Series:
         return getattr(self.split, part)[self.label]
+
+    def example_rows(self) -> pd.DataFrame:
+        """A few encoded rows for the model's signature and input example."""
+        return (self.x_val if self.train_partitions else self.x_train).head(5)
+
+    def time_range(self, ts: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """First and last event time over all three parts."""
+        parts = [p[ts] for p in (self.split.train, self.split.validation, self.split.test)]
+        if self.train_partitions:
+            tp = self.train_partitions
+            parts.append(pd.Series([tp.first_time, tp.last_time]))
+        return min(p.min() for p in parts if len(p)), max(p.max() for p in parts if len(p))
 
 
 @dataclass
@@ -111,6 +129,81 @@ def prepare_frame(
         x_train=encode(split.train, enc),
         x_val=encode(split.validation, enc),
         x_test=encode(split.test, enc),
+    )
+
+
+def prepare_partitioned(
+    cfg: ModelConfig,
+    entities: pd.DataFrame,
+    retrieve: Retrieve,
+    snapshot: SnapshotInfo,
+    directory: Path,
+) -> PreparedData:
+    """The same split and encoding as ``prepare``, with the training rows left in parquet
+    partitions under ``directory`` for ``xgboost.dask`` (``mlsteward.partitioned_set``)."""
+    pset = build_partitioned_set(
+        cfg,
+        entities,
+        retrieve,
+        directory,
+        snapshot.feature_dtypes,
+        keep_ties_together=not snapshot.timestamp_assigned,
+    )
+    observed = pd.DataFrame(
+        {c: pd.Series(v, dtype=object) for c, v in pset.observed_categories.items()}
+    )
+    enc = make_encoding(cfg, snapshot.feature_dtypes, observed)
+    split = Split(pset.schema, pset.validation, pset.test, train_rows=pset.partitions.rows)
+    return PreparedData(
+        training_set_digest=pset.digest,
+        split=split,
+        encoding=enc,
+        label=cfg.label,
+        x_train=encode(split.train, enc),
+        x_val=encode(split.validation, enc),
+        x_test=encode(split.test, enc),
+        train_partitions=pset.partitions,
+    )
+
+
+@contextlib.contextmanager
+def on_dask(cfg: ModelConfig, data: PreparedData) -> Iterator[Any]:
+    """The model's Dask cluster with ``data``'s training and validation matrices loaded.
+
+    Imported here: Dask and ``xgboost.dask`` add about a second to every flow's start-up and
+    only a partitioned training set needs them.
+    """
+    from mlsteward.dask_training import cluster_address, dask_training
+
+    assert data.train_partitions is not None
+    address = cluster_address(cfg.distributed, tuning_dask_address(cfg))
+    with dask_training(
+        cfg.distributed,
+        address,
+        data.train_partitions,
+        data.x_val,
+        data.y("validation"),
+        data.encoding,
+        data.label,
+    ) as session:
+        yield session
+
+
+def tuning_dask_address(cfg: ModelConfig) -> str | None:
+    parallel = cfg.tuning.parallel
+    return parallel.address if parallel.runner == "dask" else None
+
+
+def dask_plan(cfg: ModelConfig) -> ExecutionPlan:
+    """Trials of a partitioned set run one at a time, each on the whole cluster; TPE still
+    suggests them in the configured batches."""
+    d = cfg.distributed
+    return ExecutionPlan(
+        "xgboost.dask",
+        cfg.tuning.parallel.batch_size,
+        d.workers,
+        d.threads_per_worker,
+        d.address or tuning_dask_address(cfg),
     )
 
 
@@ -188,12 +281,43 @@ def tune_hyperparameters(
     XGBoost re-enters Python every boosting round and the writer thread competes with it for
     both cores and the GIL.)
     """
-    dtrain = make_dmatrix(data.x_train, data.y("train"), data.encoding)
-    dval = make_dmatrix(data.x_val, data.y("validation"), data.encoding)
     on_trial = _trial_logger(cfg, run_id)
-    result = tune(dtrain, dval, cfg.tuning, max_evals=max_evals, seed=seed, on_trial=on_trial)
-    _record_tuning(run_id, result, plan_execution(cfg.tuning.parallel, cfg.tuning.nthread))
+    result, plan = tune_prepared(cfg, data, max_evals, seed, on_trial)
+    _record_tuning(run_id, result, plan)
     return result
+
+
+def tune_prepared(
+    cfg: ModelConfig,
+    data: PreparedData,
+    max_evals: int | None,
+    seed: int | None,
+    on_trial: TrialCallback | None = None,
+) -> tuple[TuningResult, ExecutionPlan]:
+    """The search in this process, or on the Dask cluster for a partitioned training set."""
+    if data.train_partitions is None:
+        dtrain = make_dmatrix(data.x_train, data.y("train"), data.encoding)
+        dval = make_dmatrix(data.x_val, data.y("validation"), data.encoding)
+        result = tune(dtrain, dval, cfg.tuning, max_evals=max_evals, seed=seed, on_trial=on_trial)
+        return result, plan_execution(cfg.tuning.parallel, cfg.tuning.nthread)
+    seed = cfg.tuning.seed if seed is None else seed
+    plan = dask_plan(cfg)
+    with on_dask(cfg, data) as session:
+        result = search(
+            cfg.tuning,
+            session.evaluator(cfg.tuning, seed),
+            plan,
+            max_evals=max_evals or cfg.tuning.max_evals,
+            seed=seed,
+            on_trial=on_trial,
+        )
+    result.distributed = {
+        "engine": "xgboost.dask",
+        "workers": cfg.distributed.workers,
+        "chunk_rows": cfg.distributed.chunk_rows,
+        "partitions": len(data.train_partitions.paths),
+    }
+    return result, plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,7 +535,11 @@ def fit_evaluate(cfg: ModelConfig, data: PreparedData, tuning: TuningResult) -> 
 
     One function for training and reproduction, so a rebuilt version is made the same way.
     """
-    model = fit_final(data.x_train, data.y("train"), data.encoding, cfg.tuning, tuning)
+    if data.train_partitions is None:
+        model = fit_final(data.x_train, data.y("train"), data.encoding, cfg.tuning, tuning)
+    else:
+        with on_dask(cfg, data) as session:
+            model = session.fit(cfg.tuning, tuning)
     val_proba = model.predict_proba(data.x_val)[:, 1]
     dt = cfg.decision_threshold
     threshold = choose_threshold(data.y("validation").to_numpy(), val_proba, dt.strategy, dt.value)

@@ -1,0 +1,173 @@
+"""A training set too large for one process, joined and split chunk by chunk.
+
+The point-in-time join answers each entity row from that row alone, so joining the entity rows
+in chunks gives exactly the rows of one join. The time split needs only the event times, which
+the entity frame already has, so every row's part is known before any feature is fetched. Each
+chunk's training rows become one parquet partition for the Dask workers
+(``mlsteward.dask_training``); validation and test rows are collected here, in the flow process,
+because the gates, the fairness checks, SHAP and the model card compute on them in memory.
+
+Nothing here knows about Feast: ``retrieve`` is any function from entity rows to their
+point-in-time training rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlsteward.config import ModelConfig
+from mlsteward.errors import MlstewardError
+from mlsteward.recipe import frame_digest
+from mlsteward.training import split_boundaries
+
+ROW_ID = "row_id"
+DIGEST_SCHEME = b"mlsteward.chunked-training-set.v1"
+
+Retrieve = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class TrainPartitions:
+    """The training rows of a partitioned training set: parquet files in partition order."""
+
+    paths: list[str]
+    rows: int
+    directory: str
+    first_time: pd.Timestamp
+    last_time: pd.Timestamp
+
+
+@dataclass
+class PartitionedSet:
+    partitions: TrainPartitions
+    schema: pd.DataFrame
+    """No rows: the training frame's columns and dtypes."""
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    digest: str
+    """SHA-256 over the chunks' ``frame_digest``s in order, with the chunk size (see
+    ``chunked_digest``): computable without ever holding the whole frame."""
+    observed_categories: dict[str, list[str]] = field(default_factory=dict)
+    """Values seen in the training rows of category features the config does not enumerate."""
+
+
+def chunked_digest(chunk_digests: list[str], chunk_rows: int) -> str:
+    """The content digest of a training set retrieved in chunks of ``chunk_rows`` rows.
+
+    Not equal to ``frame_digest`` of the whole frame (that hashes column by column, which needs
+    every row at once); the same rows in the same chunking always give the same digest.
+    """
+    h = hashlib.sha256(DIGEST_SCHEME)
+    h.update(chunk_rows.to_bytes(8, "little"))
+    for d in chunk_digests:
+        h.update(bytes.fromhex(d))
+    return h.hexdigest()
+
+
+def row_parts(
+    entities: pd.DataFrame, ts_col: str, train: float, validation: float, keep_ties: bool
+) -> np.ndarray:
+    """0/1/2 (train/validation/test) per row position, as ``time_split`` assigns the rows."""
+    row_ids = entities[ROW_ID].to_numpy()
+    if not np.array_equal(row_ids, np.arange(len(entities))):
+        raise MlstewardError("partitioned retrieval expects row ids 0..n-1 in order")
+    ordered = entities[[ts_col, ROW_ID]].sort_values([ts_col, ROW_ID], kind="mergesort")
+    a, b = split_boundaries(ordered[ts_col].to_numpy(), train, validation, keep_ties)
+    parts = np.empty(len(entities), dtype=np.int8)
+    positions = ordered[ROW_ID].to_numpy()
+    parts[positions[:a]] = 0
+    parts[positions[a:b]] = 1
+    parts[positions[b:]] = 2
+    return parts
+
+
+def build_partitioned_set(
+    cfg: ModelConfig,
+    entities: pd.DataFrame,
+    retrieve: Retrieve,
+    directory: Path,
+    feature_dtypes: dict[str, str],
+    keep_ties_together: bool = True,
+) -> PartitionedSet:
+    """Join, split and stage ``entities`` chunk by chunk (``cfg.distributed.chunk_rows`` rows).
+
+    Memory holds one chunk, the entity columns, and the validation and test rows.
+
+    Raises:
+        MlstewardError: row ids are not 0..n-1, or the training part is empty.
+        ValueError: the time split would leave a part empty.
+    """
+    ts, chunk_rows = cfg.timestamp_column, cfg.distributed.chunk_rows
+    parts = row_parts(entities, ts, cfg.split.train, cfg.split.validation, keep_ties_together)
+    undeclared = [
+        f.name
+        for f in cfg.features
+        if feature_dtypes.get(f.name, f.dtype) == "category" and not f.categories
+    ]
+    seen: dict[str, set[str]] = {c: set() for c in undeclared}
+    directory.mkdir(parents=True, exist_ok=True)
+    paths: list[str] = []
+    digests: list[str] = []
+    held: dict[int, list[pd.DataFrame]] = {1: [], 2: []}
+    schema: pd.DataFrame | None = None
+    train_rows = 0
+    times: list[pd.Timestamp] = []
+    for start in range(0, len(entities), chunk_rows):
+        frame = retrieve(entities.iloc[start : start + chunk_rows])
+        digests.append(frame_digest(frame))
+        part = parts[frame[ROW_ID].to_numpy()]
+        if schema is None:
+            schema = frame.iloc[:0]
+        train = frame[part == 0]
+        for col in undeclared:
+            seen[col].update(train[col].dropna().astype(str).unique().tolist())
+        for p in (1, 2):
+            held[p].append(frame[part == p])
+        if len(train):
+            path = directory / f"part-{len(paths):05d}.parquet"
+            train.reset_index(drop=True).to_parquet(path, index=False)
+            paths.append(str(path))
+            train_rows += len(train)
+            times.extend((train[ts].min(), train[ts].max()))
+    if schema is None or not train_rows:
+        raise MlstewardError(
+            f"model {cfg.name!r}: the partitioned training set has no training rows"
+        )
+
+    def ordered(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        whole = pd.concat(frames, ignore_index=True)
+        return whole.sort_values([ts, ROW_ID], kind="mergesort").reset_index(drop=True)
+
+    return PartitionedSet(
+        partitions=TrainPartitions(
+            paths=paths,
+            rows=train_rows,
+            directory=str(directory),
+            first_time=min(times),
+            last_time=max(times),
+        ),
+        schema=schema,
+        validation=ordered(held[1]),
+        test=ordered(held[2]),
+        digest=chunked_digest(digests, chunk_rows),
+        observed_categories={c: sorted(v) for c, v in seen.items()},
+    )
+
+
+def staging_directory(root: Path) -> Path:
+    """A fresh directory for one run's partitions."""
+    return root / uuid.uuid4().hex
+
+
+def remove_partitions(partitions: TrainPartitions | None) -> None:
+    """Delete a run's staged partitions (they are rebuilt from the snapshot when needed)."""
+    if partitions is not None:
+        shutil.rmtree(partitions.directory, ignore_errors=True)
