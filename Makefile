@@ -102,6 +102,8 @@ bench: install ## Benchmarks (print figures; not part of the tests)
 	$(RUN) python benchmarks/drift.py
 	$(RUN) python benchmarks/reproduce.py
 	$(RUN) python benchmarks/serving.py
+	$(RUN) python benchmarks/scale.py
+	$(RUN) python benchmarks/distributed_training.py
 
 up: install ## Start the platform (PROFILE=production: on PostgreSQL, Redis and an artifact store)
 	@$(RUN) python -m mlsteward.platform up

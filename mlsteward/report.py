@@ -425,6 +425,7 @@ def lineage_from_tags(tags: dict[str, str]) -> dict[str, Any]:
         "params": get("best_params"),
         "seed": get("seed"),
         "max_evals": get("max_evals"),
+        "execution": get("tuning_execution"),
         "git_commit": text("git_commit"),
         "git_dirty": text("git_dirty"),
         "lock_sha256": text("lock_sha256"),
@@ -1038,6 +1039,7 @@ def lineage_table(section: VersionSection) -> Table:
         ("Time range", Cell(f"{fmt_ts(start)} → {fmt_ts(end)}" if start or end else MISSING)),
         ("Hyperparameters", Cell(_text(lin.get("params")), "code")),
         ("Seed / max evals", Cell(f"{_text(lin.get('seed'))} / {_text(lin.get('max_evals'))}")),
+        ("Training execution", Cell(execution_text(lin.get("execution")))),
         ("Git commit", Cell(commit_text, "code" + (" warn" if dirty == "true" else ""))),
         ("uv.lock SHA-256", Cell(lin.get("lock_sha256") or MISSING, "code")),
         ("Config SHA-256", Cell(lin.get("config_sha256") or MISSING, "code")),
@@ -1049,6 +1051,23 @@ def lineage_table(section: VersionSection) -> Table:
         ("MLflow run", Cell(section.run_id or MISSING, "code")),
     ]
     return Table(["", ""], [[Cell(k, "key"), c] for k, c in rows], kind="kv")
+
+
+def execution_text(execution: Any) -> str:
+    """Where the search and the refit ran, in words; the parts that change the result (batch
+    size, and for xgboost.dask the worker count and chunking) are the ones named."""
+    if not isinstance(execution, dict):
+        return MISSING
+    runner = execution.get("runner", "?")
+    text = f"{runner}, TPE batches of {execution.get('batch_size', 1)}"
+    dist = execution.get("distributed")
+    if isinstance(dist, dict):
+        text += (
+            f"; {dist.get('engine')} on {dist.get('workers')} worker slots, "
+            f"{dist.get('partitions')} partitions from chunks of {fmt_num(dist.get('chunk_rows'))} "
+            "rows"
+        )
+    return text
 
 
 def history_table(events: list[AuditEvent]) -> Table:

@@ -21,7 +21,7 @@ from pandas.testing import assert_frame_equal
 from flows.ingestion import ingestion_flow
 from flows.reproduce import reproduce_flow
 from flows.training import training_flow
-from mlsteward import feast_adapter
+from mlsteward import feast_adapter, report
 from mlsteward.config import DistributedTraining, get_model_config
 from mlsteward.dask_training import dask_client, worker_slots
 from mlsteward.errors import ConfigError
@@ -77,6 +77,12 @@ def test_large_set_trains_on_dask_and_records_it(trained: dict) -> None:
     assert float(version.tags["test_roc_auc"]) > 0.75
     # The staged partitions are removed when the run ends.
     assert list(training_sets_dir(MODEL).iterdir()) == []
+    # The model card says where it was trained.
+    text = report.render_markdown(report.collect_model_card(MODEL))
+    assert (
+        "xgboost.dask, TPE batches of 1; xgboost.dask on 2 worker slots, 3 partitions from "
+        "chunks of 700 rows" in text
+    )
 
 
 def test_chunked_join_gives_the_rows_and_split_of_one_join(trained: dict, tmp_path: Path) -> None:
