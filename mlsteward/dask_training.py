@@ -52,6 +52,9 @@ def cluster_address(settings: DistributedTraining, tuning_address: str | None) -
     return settings.address or tuning_address
 
 
+WORKER_WAIT_SECONDS = 30
+
+
 @contextlib.contextmanager
 def dask_client(settings: DistributedTraining, address: str | None) -> Iterator[Client]:
     """A client on the cluster at ``address``, or on a LocalCluster started for the run.
@@ -65,7 +68,10 @@ def dask_client(settings: DistributedTraining, address: str | None) -> Iterator[
     with contextlib.ExitStack() as stack:
         if address:
             client = stack.enter_context(Client(address))
-            client.wait_for_workers(settings.workers, timeout=60)
+            # Workers of a cluster just started may still be joining; too few after this is
+            # refused by ``worker_slots`` with the counts.
+            with contextlib.suppress(TimeoutError):
+                client.wait_for_workers(settings.workers, timeout=WORKER_WAIT_SECONDS)
         else:
             cores = os.cpu_count() or 1
             threads = settings.threads_per_worker or max(1, cores // settings.workers)
