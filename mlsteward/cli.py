@@ -875,6 +875,11 @@ def gc(
             f"{verb} {r['model']} {r['digest'] or 'temp file'}  {r['bytes']} bytes  {r['path']}"
             for r in p["removed"]
         ]
+        lines += [
+            f"{'would drop' if p['dry_run'] else 'dropped'} offline table {t['table']} "
+            f"({t['model']} {t['digest']}, {t['rows']} rows)"
+            for t in p["dropped_tables"]
+        ]
         lines.append(
             f"{'would free' if p['dry_run'] else 'freed'} {p['bytes_freed']} bytes; kept "
             f"{len(p['kept'])} referenced, {len(p['too_young'])} younger than {min_age:g} h, "

@@ -307,6 +307,50 @@ def load_snapshot(
     return OfflineTable(name, rows, True, time.perf_counter() - started)
 
 
+def managed_tables(options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The snapshot tables mlsteward loaded into the offline schema Feast reads (recognised by
+    the JSON comment ``load_snapshot`` puts on them; other tables are never listed)."""
+    with connect(options or connection_options()) as conn:
+        found = conn.execute(
+            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND n.nspname = current_schema() "
+            "AND obj_description(c.oid, 'pg_class') LIKE '%mlsteward%' ORDER BY c.relname"
+        ).fetchall()
+    tables = []
+    for name, raw in found:
+        try:
+            meta = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(meta, dict) and meta.get("managed_by") == "mlsteward":
+            tables.append(
+                {"table": name, "model": meta.get("model"), "digest": meta.get("digest"),
+                 "rows": meta.get("rows")}
+            )  # fmt: skip
+    return tables
+
+
+def drop_table(name: str, digest: str, options: Mapping[str, Any] | None = None) -> bool:
+    """Drop snapshot table ``name`` if it still records ``digest``; False when it was gone or
+    had been replaced. Holds the loader's lock, so a load of the same snapshot waits for the
+    drop and then makes the table again rather than finding it half-dropped."""
+    with connect(options or connection_options()) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mlsteward:{name}",))
+        if not _table_exists(conn, name):
+            return False
+        row = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (_quote(name),))
+        raw = (row.fetchone() or [None])[0]
+        try:
+            recorded = json.loads(raw).get("digest") if raw else None
+        except ValueError:
+            recorded = None
+        if recorded != digest:
+            return False
+        conn.execute(f"DROP TABLE {_quote(name)}")
+    return True
+
+
 def _check_pit_keys(
     conn: psycopg.Connection, name: str, keys: list[str], created: str | None, snapshot: Path
 ) -> None:

@@ -161,6 +161,8 @@ class GcResult:
     removed: list[dict[str, Any]] = field(default_factory=list)
     too_young: list[dict[str, Any]] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    dropped_tables: list[dict[str, Any]] = field(default_factory=list)
+    """PostgreSQL offline-store tables of unreferenced snapshots (production profile)."""
     audit_seq: int | None = None
 
     @property
@@ -169,6 +171,29 @@ class GcResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "bytes_freed": self.bytes_freed}
+
+
+def _collect_offline_tables(refs: dict[str, dict[str, list[str]]], result: GcResult) -> None:
+    """Drop the offline-store tables of snapshots that nothing references and whose file is
+    gone (removed in this pass or an earlier one). A table follows its file: a file kept as
+    referenced, too young or unknown keeps its table, and ingestion writes the file before it
+    loads the table, so an ingestion in flight keeps both."""
+    from mlsteward import offline_tables
+
+    if not offline_tables.uses_postgres():
+        return
+    # In a dry run nothing was deleted: the files this pass would remove count as gone.
+    would_remove = {(e["model"], e["digest"]) for e in result.removed} if result.dry_run else set()
+    for table in offline_tables.managed_tables():
+        model, digest = table["model"], table["digest"]
+        if not model or not digest or digest in refs.get(model, {}):
+            continue
+        # Not snapshot_path(): that creates the model's directory, and the model may be gone.
+        file = snapshot_root() / model / f"{digest}.parquet"
+        if file.exists() and (model, digest) not in would_remove:
+            continue
+        if result.dry_run or offline_tables.drop_table(table["table"], digest):
+            result.dropped_tables.append(table)
 
 
 def collect_garbage(*, dry_run: bool, min_age_seconds: float, actor: str | None = None) -> GcResult:
@@ -208,21 +233,28 @@ def collect_garbage(*, dry_run: bool, min_age_seconds: float, actor: str | None 
                     if not dry_run:
                         path.unlink(missing_ok=True)
                     result.removed.append(entry)
+        _collect_offline_tables(refs, result)
     finally:  # a pass that failed half-way still leaves a record of what it deleted
-        if result.removed and not dry_run:
-            models = {r["model"] for r in result.removed}
+        if (result.removed or result.dropped_tables) and not dry_run:
+            models = {r["model"] for r in result.removed + result.dropped_tables}
             with open_audit() as audit:
                 record = audit.append(
                     Action.SNAPSHOTS_COLLECTED,
                     model=models.pop() if len(models) == 1 else None,
                     actor=actor,
                     reason=f"removed {len(result.removed)} unreferenced snapshot file(s), "
-                    f"{result.bytes_freed} bytes",
+                    f"{result.bytes_freed} bytes"
+                    + (
+                        f", dropped {len(result.dropped_tables)} offline table(s)"
+                        if result.dropped_tables
+                        else ""
+                    ),
                     details={
                         "snapshot_root": str(root),
                         "min_age_seconds": min_age_seconds,
                         "removed": result.removed,
                         "digests": sorted({r["digest"] for r in result.removed if r["digest"]}),
+                        "dropped_tables": result.dropped_tables,
                     },
                 )
             result.audit_seq = record.seq

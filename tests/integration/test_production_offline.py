@@ -329,3 +329,63 @@ def test_training_flow_runs_on_the_postgres_offline_store(
         rebuilt = reproduce_flow(model=MODEL, version=trained["version"])
         step = next(s for s in rebuilt["steps"] if s["name"] == "training_set")
         assert step["status"] == "same", step
+
+
+def test_gc_drops_the_tables_of_collected_snapshots_only(
+    small_cohort_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot table follows its file: dropped once the file is collected, never while
+    something references the snapshot; tables mlsteward did not make are left alone."""
+    import os
+    import time
+
+    from mlsteward.audit import Action, audit_store
+    from mlsteward.snapshots import collect_garbage
+
+    cfg = get_model_config(MODEL)
+    later = tmp_path / "later.parquet"
+    pd.read_parquet(small_cohort_path).iloc[50:].to_parquet(later, index=False)
+    with production_profile(monkeypatch, **POSTGRES) as profile:
+        # gc asks the registry what versions reference; no MLflow server runs in this test
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        old = ingest(cfg, small_cohort_path)
+        current = ingest(cfg, later)  # the current pointer moves to this one
+        assert old.offline_table and current.offline_table
+        old_file = Path(old.snapshot.path)
+        past = time.time() - 7200
+        os.utime(old_file, (past, past))
+        with offline_conn(profile) as conn:
+            conn.execute("CREATE TABLE someone_elses (x int)")
+            conn.execute("COMMENT ON TABLE someone_elses IS 'mlsteward is mentioned here'")
+
+        def tables() -> set[str]:
+            return {t["table"] for t in offline_tables.managed_tables()}
+
+        assert tables() == {old.offline_table.name, current.offline_table.name}
+        dry = collect_garbage(dry_run=True, min_age_seconds=3600)
+        assert [t["table"] for t in dry.dropped_tables] == [old.offline_table.name]
+        assert old_file.exists() and old.offline_table.name in tables()
+
+        result = collect_garbage(dry_run=False, min_age_seconds=3600)
+        assert [r["digest"] for r in result.removed] == [old.snapshot.digest]
+        assert result.dropped_tables == [
+            {
+                "table": old.offline_table.name,
+                "model": MODEL,
+                "digest": old.snapshot.digest,
+                "rows": old.snapshot.rows,
+            }
+        ]
+        assert not old_file.exists()
+        assert tables() == {current.offline_table.name}
+        with offline_conn(profile) as conn:
+            assert conn.execute("SELECT to_regclass('someone_elses') IS NOT NULL").fetchone()[0]
+        store = audit_store()
+        try:
+            record = store.query(action=Action.SNAPSHOTS_COLLECTED)[-1]
+        finally:
+            store.close()
+        assert record.details["dropped_tables"][0]["table"] == old.offline_table.name
+        assert "dropped 1 offline table(s)" in record.reason
+        # Nothing left to do: a second pass drops nothing (the current snapshot stays).
+        assert collect_garbage(dry_run=False, min_age_seconds=3600).dropped_tables == []
