@@ -196,6 +196,16 @@ def _comment(model: str, digest: str, rows: int) -> str:
     return json.dumps({"managed_by": "mlsteward", "model": model, "digest": digest, "rows": rows})
 
 
+def _recorded_digest(conn: psycopg.Connection, name: str) -> str | None:
+    """The data version ``load_snapshot`` wrote into the table's comment (None: none)."""
+    row = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (_quote(name),))
+    raw = (row.fetchone() or [None])[0]
+    try:
+        return json.loads(raw).get("digest") if raw else None
+    except (ValueError, AttributeError):
+        return None
+
+
 def verify(conn: psycopg.Connection, name: str, digest: str, rows: int) -> None:
     """Check that table ``name`` is the snapshot ``digest`` with ``rows`` rows.
 
@@ -207,12 +217,7 @@ def verify(conn: psycopg.Connection, name: str, digest: str, rows: int) -> None:
         raise OfflineTableError(
             f"offline table {name!r} (snapshot {digest}) does not exist in the offline database"
         )
-    row = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (_quote(name),))
-    raw = (row.fetchone() or [None])[0]
-    try:
-        recorded = json.loads(raw).get("digest") if raw else None
-    except ValueError:
-        recorded = None
+    recorded = _recorded_digest(conn, name)
     if recorded != digest:
         raise OfflineTableError(
             f"offline table {name!r} records data version {recorded!r}, not {digest}; it was "
@@ -339,13 +344,7 @@ def drop_table(name: str, digest: str, options: Mapping[str, Any] | None = None)
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mlsteward:{name}",))
         if not _table_exists(conn, name):
             return False
-        row = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (_quote(name),))
-        raw = (row.fetchone() or [None])[0]
-        try:
-            recorded = json.loads(raw).get("digest") if raw else None
-        except ValueError:
-            recorded = None
-        if recorded != digest:
+        if _recorded_digest(conn, name) != digest:
             return False
         conn.execute(f"DROP TABLE {_quote(name)}")
     return True

@@ -73,6 +73,26 @@ class PreparedData:
     """Set when the training rows are parquet partitions for ``xgboost.dask`` (the set is above
     ``distributed.above_rows``); ``split.train`` and ``x_train`` then hold no rows."""
 
+    @classmethod
+    def encoded(
+        cls,
+        split: Split,
+        enc: FeatureEncoding,
+        label: str,
+        digest: str,
+        partitions: TrainPartitions | None = None,
+    ) -> PreparedData:
+        return cls(
+            split=split,
+            encoding=enc,
+            label=label,
+            x_train=encode(split.train, enc),
+            x_val=encode(split.validation, enc),
+            x_test=encode(split.test, enc),
+            training_set_digest=digest,
+            train_partitions=partitions,
+        )
+
     def y(self, part: str) -> pd.Series:
         return getattr(self.split, part)[self.label]
 
@@ -121,15 +141,7 @@ def prepare_frame(
         keep_ties_together=keep_ties_together,
     )
     enc = make_encoding(cfg, feature_dtypes, split.train)
-    return PreparedData(
-        training_set_digest=frame_digest(frame),
-        split=split,
-        encoding=enc,
-        label=cfg.label,
-        x_train=encode(split.train, enc),
-        x_val=encode(split.validation, enc),
-        x_test=encode(split.test, enc),
-    )
+    return PreparedData.encoded(split, enc, cfg.label, frame_digest(frame))
 
 
 def prepare_partitioned(
@@ -154,16 +166,7 @@ def prepare_partitioned(
     )
     enc = make_encoding(cfg, snapshot.feature_dtypes, observed)
     split = Split(pset.schema, pset.validation, pset.test, train_rows=pset.partitions.rows)
-    return PreparedData(
-        training_set_digest=pset.digest,
-        split=split,
-        encoding=enc,
-        label=cfg.label,
-        x_train=encode(split.train, enc),
-        x_val=encode(split.validation, enc),
-        x_test=encode(split.test, enc),
-        train_partitions=pset.partitions,
-    )
+    return PreparedData.encoded(split, enc, cfg.label, pset.digest, pset.partitions)
 
 
 @contextlib.contextmanager
