@@ -72,7 +72,8 @@ def training_flow(
 
     Hyperopt trials run as the model's ``tuning.parallel`` says: one after another (default),
     or in TPE batches on a thread pool, Dask or Ray; the same seed and batch size give the same
-    version on every runner.
+    version on every runner. A training set above ``distributed.above_rows`` entity rows is
+    joined in chunks and trained with ``xgboost.dask`` on a Dask cluster instead.
 
     Args:
         model: name of a model config in config/models.

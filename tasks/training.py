@@ -4,6 +4,8 @@ Tuning takes one of two shapes, chosen by ``tuning.parallel`` in the model confi
 runs the whole search inside one ``tune-hyperparameters`` task; a parallel runner makes every
 trial its own ``evaluate-trial`` task on a thread pool, Dask or Ray (``flows.training`` runs
 them in a ``tune-trials`` subflow with that task runner), batch after batch of Hyperopt TPE.
+A training set above ``distributed.above_rows`` is searched in the one task too, each trial an
+``xgboost.dask`` training on the Dask cluster (``mlsteward.dask_training``).
 
 Each task wraps functions from ``mlsteward.training``; the tasks add logging, MLflow trial runs
 and Prefect bookkeeping only. Frames pass between tasks in memory, so caching is off (hashing a
