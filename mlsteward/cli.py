@@ -880,6 +880,10 @@ def gc(
             f"({t['model']} {t['digest']}, {t['rows']} rows)"
             for t in p["dropped_tables"]
         ]
+        lines += [
+            f"{'would drop' if p['dry_run'] else 'dropped'} left-over join table {name}"
+            for name in p["dropped_scratch"]
+        ]
         lines.append(
             f"{'would free' if p['dry_run'] else 'freed'} {p['bytes_freed']} bytes; kept "
             f"{len(p['kept'])} referenced, {len(p['too_young'])} younger than {min_age:g} h, "

@@ -35,6 +35,7 @@ numbers). Choices that matter, each measured on Feast 0.67 (see DESIGN.md §5):
 from __future__ import annotations
 
 import io
+import re
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -609,6 +610,22 @@ def get_training_frame(
 _ENTITY_TABLE_PREFIX = "mlsteward_entities_"
 
 
+def scratch_table_name(now: datetime | None = None) -> str:
+    """``mlsteward_entities_<UTC time>_<random>``: the time lets ``mlsteward gc`` drop the
+    table a killed process left behind, once it is older than any join could still be."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    return f"{_ENTITY_TABLE_PREFIX}{stamp}_{uuid.uuid4().hex[:16]}"
+
+
+def scratch_table_time(name: str) -> datetime | None:
+    """When a scratch entity table was made, from its name (None: not one, or an older name
+    without a time)."""
+    match = re.fullmatch(rf"{_ENTITY_TABLE_PREFIX}(\d{{14}})_[0-9a-f]{{16}}", name)
+    if match is None:
+        return None
+    return datetime.strptime(match.group(1), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+
+
 def _is_postgres_store(store: FeatureStore) -> bool:
     return getattr(store.config.offline_store, "type", None) == "postgres"
 
@@ -640,7 +657,7 @@ def _uploaded_entities(store: FeatureStore, query: pd.DataFrame) -> Iterator[str
 
     from mlsteward.offline_tables import connect
 
-    name = f"{_ENTITY_TABLE_PREFIX}{uuid.uuid4().hex}"
+    name = scratch_table_name()
     table = pa.Table.from_pandas(query, preserve_index=False)
     columns = []
     for field in table.schema:

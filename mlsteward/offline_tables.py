@@ -336,6 +336,23 @@ def managed_tables(options: Mapping[str, Any] | None = None) -> list[dict[str, A
     return tables
 
 
+def scratch_tables(options: Mapping[str, Any] | None = None) -> list[str]:
+    """Entity tables uploaded for a point-in-time join (``feast_adapter``) still in the offline
+    schema: a join drops its own, so these belong to joins running now or to killed ones."""
+    with connect(options or connection_options()) as conn:
+        found = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND n.nspname = current_schema() "
+            "AND c.relname LIKE 'mlsteward\\_entities\\_%' ORDER BY c.relname"
+        ).fetchall()
+    return [name for (name,) in found]
+
+
+def drop_scratch_table(name: str, options: Mapping[str, Any] | None = None) -> None:
+    with connect(options or connection_options()) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {_quote(name)}")
+
+
 def drop_table(name: str, digest: str, options: Mapping[str, Any] | None = None) -> bool:
     """Drop snapshot table ``name`` if it still records ``digest``; False when it was gone or
     had been replaced. Holds the loader's lock, so a load of the same snapshot waits for the

@@ -163,6 +163,8 @@ class GcResult:
     unknown: list[str] = field(default_factory=list)
     dropped_tables: list[dict[str, Any]] = field(default_factory=list)
     """PostgreSQL offline-store tables of unreferenced snapshots (production profile)."""
+    dropped_scratch: list[str] = field(default_factory=list)
+    """Entity tables of point-in-time joins older than the grace period (killed processes)."""
     audit_seq: int | None = None
 
     @property
@@ -194,6 +196,24 @@ def _collect_offline_tables(refs: dict[str, dict[str, list[str]]], result: GcRes
             continue
         if result.dry_run or offline_tables.drop_table(table["table"], digest):
             result.dropped_tables.append(table)
+    _collect_scratch_tables(result)
+
+
+def _collect_scratch_tables(result: GcResult) -> None:
+    """Entity tables a join never dropped because its process was killed. A join drops its
+    table as it ends, so one older than the grace period is left over; tables named before
+    they carried a time are left alone (their age is unknown)."""
+    from mlsteward import offline_tables
+    from mlsteward.feast_adapter import scratch_table_time
+
+    now = time.time()
+    for name in offline_tables.scratch_tables():
+        made = scratch_table_time(name)
+        if made is None or now - made.timestamp() < result.min_age_seconds:
+            continue
+        if not result.dry_run:
+            offline_tables.drop_scratch_table(name)
+        result.dropped_scratch.append(name)
 
 
 def collect_garbage(*, dry_run: bool, min_age_seconds: float, actor: str | None = None) -> GcResult:
@@ -235,7 +255,7 @@ def collect_garbage(*, dry_run: bool, min_age_seconds: float, actor: str | None 
                     result.removed.append(entry)
         _collect_offline_tables(refs, result)
     finally:  # a pass that failed half-way still leaves a record of what it deleted
-        if (result.removed or result.dropped_tables) and not dry_run:
+        if (result.removed or result.dropped_tables or result.dropped_scratch) and not dry_run:
             models = {r["model"] for r in result.removed + result.dropped_tables}
             with open_audit() as audit:
                 record = audit.append(
@@ -248,6 +268,11 @@ def collect_garbage(*, dry_run: bool, min_age_seconds: float, actor: str | None 
                         f", dropped {len(result.dropped_tables)} offline table(s)"
                         if result.dropped_tables
                         else ""
+                    )
+                    + (
+                        f", {len(result.dropped_scratch)} left-over join table(s)"
+                        if result.dropped_scratch
+                        else ""
                     ),
                     details={
                         "snapshot_root": str(root),
@@ -255,6 +280,7 @@ def collect_garbage(*, dry_run: bool, min_age_seconds: float, actor: str | None 
                         "removed": result.removed,
                         "digests": sorted({r["digest"] for r in result.removed if r["digest"]}),
                         "dropped_tables": result.dropped_tables,
+                        "dropped_scratch": result.dropped_scratch,
                     },
                 )
             result.audit_seq = record.seq

@@ -354,9 +354,18 @@ def test_gc_drops_the_tables_of_collected_snapshots_only(
         old_file = Path(old.snapshot.path)
         past = time.time() - 7200
         os.utime(old_file, (past, past))
+        # Entity tables of point-in-time joins: one a killed process left two hours ago, one
+        # of a join running now, one named before names carried a time.
+        from datetime import UTC, timedelta
+
+        left_over = feast_adapter.scratch_table_name(datetime.now(UTC) - timedelta(hours=2))
+        running = feast_adapter.scratch_table_name()
+        undated = "mlsteward_entities_" + "ab" * 16
         with offline_conn(profile) as conn:
             conn.execute("CREATE TABLE someone_elses (x int)")
             conn.execute("COMMENT ON TABLE someone_elses IS 'mlsteward is mentioned here'")
+            for name in (left_over, running, undated):
+                conn.execute(f'CREATE TABLE "{name}" (x int)')
 
         def tables() -> set[str]:
             return {t["table"] for t in offline_tables.managed_tables()}
@@ -364,7 +373,9 @@ def test_gc_drops_the_tables_of_collected_snapshots_only(
         assert tables() == {old.offline_table.name, current.offline_table.name}
         dry = collect_garbage(dry_run=True, min_age_seconds=3600)
         assert [t["table"] for t in dry.dropped_tables] == [old.offline_table.name]
+        assert dry.dropped_scratch == [left_over]
         assert old_file.exists() and old.offline_table.name in tables()
+        assert left_over in offline_tables.scratch_tables()
 
         result = collect_garbage(dry_run=False, min_age_seconds=3600)
         assert [r["digest"] for r in result.removed] == [old.snapshot.digest]
@@ -378,6 +389,8 @@ def test_gc_drops_the_tables_of_collected_snapshots_only(
         ]
         assert not old_file.exists()
         assert tables() == {current.offline_table.name}
+        assert result.dropped_scratch == [left_over]
+        assert offline_tables.scratch_tables() == sorted([running, undated])
         with offline_conn(profile) as conn:
             assert conn.execute("SELECT to_regclass('someone_elses') IS NOT NULL").fetchone()[0]
         store = audit_store()
@@ -386,6 +399,7 @@ def test_gc_drops_the_tables_of_collected_snapshots_only(
         finally:
             store.close()
         assert record.details["dropped_tables"][0]["table"] == old.offline_table.name
-        assert "dropped 1 offline table(s)" in record.reason
+        assert "dropped 1 offline table(s), 1 left-over join table(s)" in record.reason
+        assert record.details["dropped_scratch"] == [left_over]
         # Nothing left to do: a second pass drops nothing (the current snapshot stays).
         assert collect_garbage(dry_run=False, min_age_seconds=3600).dropped_tables == []
