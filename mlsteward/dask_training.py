@@ -7,7 +7,7 @@ rows, which the gates also need, are scattered from the flow process.
 Why partitions are pinned: ``xgboost.dask`` builds one local matrix per worker from the
 partitions that worker holds, and the quantile sketch and the histograms it reduces across
 workers depend on that grouping. Dask places partitions wherever it likes; measured here, six
-runs over the same data, params and seed gave five different models. So partition i always
+runs over the same data, params and seed gave six different models. So partition i always
 trains in worker slot ``i % workers``, in partition order, whatever worker Dask first put it
 on: the same data, params, seed and worker count then give the same model bytes (tested). Which
 physical worker holds a slot, and which rank it gets, do not matter.
