@@ -106,6 +106,7 @@ def run_variant(variant: str, data_path: Path, trials: int, chunk_rows: int) -> 
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from mlsteward.partitioned_set import remove_partitions, staging_directory
     from tasks.training import fit_evaluate, prepare_frame, prepare_partitioned, tune_prepared
 
     cfg = model_config(trials, chunk_rows)
@@ -130,7 +131,7 @@ def run_variant(variant: str, data_path: Path, trials: int, chunk_rows: int) -> 
             chunk.insert(0, "row_id", rows["row_id"].to_numpy())
             return chunk
 
-        staging = Path(tempfile.mkdtemp(prefix="mlsteward-bench-parts-"))
+        staging = staging_directory(Path(tempfile.mkdtemp(prefix="mlsteward-bench-parts-")))
         data = prepare_partitioned(cfg, entities, retrieve, snap, staging)
     phases["prepare"] = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -140,6 +141,7 @@ def run_variant(variant: str, data_path: Path, trials: int, chunk_rows: int) -> 
     fitted = fit_evaluate(cfg, data, tuning)
     phases["refit+evaluate"] = time.perf_counter() - t2
     sampler.stop()
+    remove_partitions(data.train_partitions)
     return {
         "variant": variant,
         "seconds": time.perf_counter() - t0,

@@ -884,6 +884,11 @@ def gc(
             f"{'would drop' if p['dry_run'] else 'dropped'} left-over join table {name}"
             for name in p["dropped_scratch"]
         ]
+        lines += [
+            f"{'would remove' if p['dry_run'] else 'removed'} abandoned training partitions "
+            f"{d['path']}  {d['bytes']} bytes"
+            for d in p["removed_staging"]
+        ]
         lines.append(
             f"{'would free' if p['dry_run'] else 'freed'} {p['bytes_freed']} bytes; kept "
             f"{len(p['kept'])} referenced, {len(p['too_young'])} younger than {min_age:g} h, "

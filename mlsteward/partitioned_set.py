@@ -13,8 +13,11 @@ point-in-time training rows.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ import pandas as pd
 from mlsteward.config import ModelConfig
 from mlsteward.errors import MlstewardError
 from mlsteward.recipe import frame_digest
+from mlsteward.settings import training_sets_dir
 from mlsteward.training import split_boundaries
 
 ROW_ID = "row_id"
@@ -162,12 +166,61 @@ def build_partitioned_set(
     )
 
 
+LOCK_FILE = ".in-use"
+_HELD: dict[str, int] = {}  # staging directory -> descriptor of its held lock
+
+
+def partition_root(cfg: ModelConfig) -> Path:
+    """Where a model's partitioned training sets are staged (``distributed.staging_dir``)."""
+    configured = cfg.distributed.staging_dir
+    return Path(configured).expanduser() / cfg.name if configured else training_sets_dir(cfg.name)
+
+
 def staging_directory(root: Path) -> Path:
-    """A fresh directory for one run's partitions."""
-    return root / uuid.uuid4().hex
+    """A fresh directory for one run's partitions, locked while this process uses it.
+
+    The lock (``flock`` on a file inside) is what tells ``mlsteward gc`` a directory is still
+    in use, however long the training runs: the kernel releases it when the process ends,
+    killed or not, so a directory whose lock can be taken was left by a run that is gone.
+    """
+    directory = root / uuid.uuid4().hex
+    directory.mkdir(parents=True)
+    fd = os.open(directory / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _HELD[str(directory)] = fd
+    return directory
+
+
+def release_directory(directory: Path | str) -> None:
+    """Delete a staging directory and give up its lock."""
+    shutil.rmtree(directory, ignore_errors=True)
+    fd = _HELD.pop(str(directory), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def remove_partitions(partitions: TrainPartitions | None) -> None:
     """Delete a run's staged partitions (they are rebuilt from the snapshot when needed)."""
     if partitions is not None:
-        shutil.rmtree(partitions.directory, ignore_errors=True)
+        release_directory(partitions.directory)
+
+
+def abandoned_directories(root: Path, min_age_seconds: float) -> list[Path]:
+    """Staging directories under ``root`` no live process holds, older than the grace period
+    (the grace covers a directory made but not yet locked). Directories without the lock file
+    are not ours and are left alone."""
+    found = []
+    now = time.time()
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        lock = directory / LOCK_FILE
+        if not lock.exists() or now - directory.stat().st_mtime < min_age_seconds:
+            continue
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a running training holds it
+        finally:
+            os.close(fd)
+        found.append(directory)
+    return found

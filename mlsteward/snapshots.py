@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlsteward.errors import MlstewardError
 from mlsteward.integrity import sha256_file
-from mlsteward.settings import snapshot_root, snapshots_dir
+from mlsteward.settings import home, snapshot_root, snapshots_dir
 
 if TYPE_CHECKING:
     from mlsteward.config import ModelConfig
@@ -165,6 +165,8 @@ class GcResult:
     """PostgreSQL offline-store tables of unreferenced snapshots (production profile)."""
     dropped_scratch: list[str] = field(default_factory=list)
     """Entity tables of point-in-time joins older than the grace period (killed processes)."""
+    removed_staging: list[dict[str, Any]] = field(default_factory=list)
+    """Training-set partitions staged for Dask by runs that are gone."""
     audit_seq: int | None = None
 
     @property
@@ -173,6 +175,25 @@ class GcResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "bytes_freed": self.bytes_freed}
+
+
+def _collect_staged_partitions(result: GcResult) -> None:
+    """Partition directories of training runs that were killed (their lock is free) and are
+    older than the grace period; a running training holds its lock however long it runs."""
+    from mlsteward.config import load_all_model_configs
+    from mlsteward.partitioned_set import abandoned_directories, partition_root, release_directory
+
+    default = home() / "training_sets"
+    roots = {d for d in default.iterdir() if d.is_dir()} if default.is_dir() else set()
+    roots |= {partition_root(cfg) for cfg in load_all_model_configs().values()}
+    for root in sorted(roots):
+        for directory in abandoned_directories(root, result.min_age_seconds):
+            size = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+            if not result.dry_run:
+                release_directory(directory)
+            result.removed_staging.append(
+                {"model": root.name, "path": str(directory), "bytes": size}
+            )
 
 
 def _collect_offline_tables(refs: dict[str, dict[str, list[str]]], result: GcResult) -> None:
@@ -254,8 +275,10 @@ def collect_garbage(*, dry_run: bool, min_age_seconds: float, actor: str | None 
                         path.unlink(missing_ok=True)
                     result.removed.append(entry)
         _collect_offline_tables(refs, result)
+        _collect_staged_partitions(result)
     finally:  # a pass that failed half-way still leaves a record of what it deleted
-        if (result.removed or result.dropped_tables or result.dropped_scratch) and not dry_run:
+        cleaned = result.dropped_tables or result.dropped_scratch or result.removed_staging
+        if (result.removed or cleaned) and not dry_run:
             models = {r["model"] for r in result.removed + result.dropped_tables}
             with open_audit() as audit:
                 record = audit.append(
@@ -273,6 +296,11 @@ def collect_garbage(*, dry_run: bool, min_age_seconds: float, actor: str | None 
                         f", {len(result.dropped_scratch)} left-over join table(s)"
                         if result.dropped_scratch
                         else ""
+                    )
+                    + (
+                        f", {len(result.removed_staging)} abandoned partition director(y/ies)"
+                        if result.removed_staging
+                        else ""
                     ),
                     details={
                         "snapshot_root": str(root),
@@ -281,6 +309,7 @@ def collect_garbage(*, dry_run: bool, min_age_seconds: float, actor: str | None 
                         "digests": sorted({r["digest"] for r in result.removed if r["digest"]}),
                         "dropped_tables": result.dropped_tables,
                         "dropped_scratch": result.dropped_scratch,
+                        "removed_staging": result.removed_staging,
                     },
                 )
             result.audit_seq = record.seq

@@ -16,8 +16,7 @@ from mlsteward.errors import MlstewardError, NoSnapshotError
 from mlsteward.governance import open_audit
 from mlsteward.ingestion import IngestResult, ingest
 from mlsteward.integrity import sha256_file
-from mlsteward.partitioned_set import staging_directory
-from mlsteward.settings import training_sets_dir
+from mlsteward.partitioned_set import partition_root, release_directory, staging_directory
 from mlsteward.state import SnapshotInfo, current_snapshot
 from tasks.common import run_logger
 from tasks.training import PreparedData, prepare_partitioned
@@ -141,12 +140,6 @@ def retrieve_training_set(cfg: ModelConfig, snapshot: SnapshotInfo) -> pd.DataFr
     return frame
 
 
-def partition_root(cfg: ModelConfig) -> Path:
-    """Where a model's partitioned training sets are staged (``distributed.staging_dir``)."""
-    configured = cfg.distributed.staging_dir
-    return Path(configured).expanduser() / cfg.name if configured else training_sets_dir(cfg.name)
-
-
 @task(name="retrieve-partitioned-training-set", cache_policy=NO_CACHE)
 def retrieve_partitioned_training_set(cfg: ModelConfig, snapshot: SnapshotInfo) -> PreparedData:
     """The point-in-time join in chunks of ``distributed.chunk_rows`` entity rows, training
@@ -154,13 +147,18 @@ def retrieve_partitioned_training_set(cfg: ModelConfig, snapshot: SnapshotInfo) 
     ``distributed.above_rows``)."""
     entities = entity_frame(cfg, snapshot)
     store = feast_adapter.get_store()
-    data = prepare_partitioned(
-        cfg,
-        entities,
-        lambda rows: feast_adapter.get_training_frame(cfg, rows, store=store),
-        snapshot,
-        staging_directory(partition_root(cfg)),
-    )
+    directory = staging_directory(partition_root(cfg))
+    try:
+        data = prepare_partitioned(
+            cfg,
+            entities,
+            lambda rows: feast_adapter.get_training_frame(cfg, rows, store=store),
+            snapshot,
+            directory,
+        )
+    except BaseException:
+        release_directory(directory)
+        raise
     parts = data.train_partitions
     assert parts is not None
     run_logger().info(

@@ -30,7 +30,7 @@ from mlsteward.errors import IntegrityError, MlstewardError, NotFoundError
 from mlsteward.governance import open_audit
 from mlsteward.integrity import sha256_file
 from mlsteward.mlflow_adapter import client
-from mlsteward.partitioned_set import staging_directory
+from mlsteward.partitioned_set import partition_root, release_directory, staging_directory
 from mlsteward.recipe import (
     RECIPE_ARTIFACT,
     RECIPE_SHA_TAG,
@@ -52,7 +52,7 @@ from mlsteward.snapshots import SnapshotAlteredError, SnapshotMissingError, loca
 from mlsteward.state import SnapshotInfo
 from mlsteward.training import TuningResult
 from tasks.common import artifact_key, run_logger
-from tasks.features import entity_frame, partition_root
+from tasks.features import entity_frame
 from tasks.training import (
     FittedModel,
     PreparedData,
@@ -198,7 +198,11 @@ def rebuild_training_set(
         # set is joined in the same chunks and trained on Dask again.
         if cfg.distributed.applies(len(entities)):
             staging = staging_directory(partition_root(cfg))
-            data = prepare_partitioned(cfg, entities, retrieve, snap, staging)
+            try:
+                data = prepare_partitioned(cfg, entities, retrieve, snap, staging)
+            except BaseException:
+                release_directory(staging)
+                raise
             how = f"in chunks of {cfg.distributed.chunk_rows}, partitioned for xgboost.dask"
         else:
             data = prepare(cfg, retrieve(entities), snap)

@@ -207,3 +207,26 @@ def test_cli_gc_dry_run_then_collect(two_versions: tuple[str, str]) -> None:
 
     young = runner.invoke(app, ["gc", "--min-age", "1000", "--json"])
     assert young.exit_code == 0 and json.loads(young.stdout)["removed"] == []
+
+
+def test_partitions_of_killed_trainings_go_and_running_ones_stay() -> None:
+    from mlsteward.partitioned_set import release_directory, staging_directory
+    from mlsteward.settings import training_sets_dir
+    from tests.unit.test_partitioned_set import backdate, left_by_a_dead_process
+
+    root = training_sets_dir(MODEL)
+    running = staging_directory(root)
+    killed = left_by_a_dead_process(root)
+    backdate(running)
+    backdate(killed)
+    try:
+        dry = collect_garbage(dry_run=True, min_age_seconds=HOUR)
+        assert [d["path"] for d in dry.removed_staging] == [str(killed)] and killed.exists()
+        result = collect_garbage(dry_run=False, min_age_seconds=HOUR)
+        assert result.removed_staging == [{"model": MODEL, "path": str(killed), "bytes": 10}]
+        assert not killed.exists() and running.exists()
+        record = collected()[-1]
+        assert record.details["removed_staging"][0]["path"] == str(killed)
+        assert "1 abandoned partition director(y/ies)" in record.reason
+    finally:
+        release_directory(running)

@@ -107,3 +107,47 @@ def test_threshold_is_strictly_above() -> None:
     assert not DistributedTraining().applies(10**9)  # unset: never
     assert not DistributedTraining(above_rows=100).applies(100)
     assert DistributedTraining(above_rows=100).applies(101)
+
+
+def left_by_a_dead_process(root: Path) -> Path:
+    """A staging directory whose process ended without cleaning up (its lock went with it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pathlib, os; from mlsteward.partitioned_set import staging_directory; "
+        "d = staging_directory(pathlib.Path(sys.argv[1])); (d / 'part-00000.parquet')"
+        ".write_bytes(b'x' * 10); print(d); os._exit(0)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True
+    )
+    return Path(out.stdout.strip())
+
+
+def backdate(path: Path, seconds: float = 7200) -> None:
+    import os
+    import time
+
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def test_only_directories_no_live_process_holds_are_abandoned(tmp_path: Path) -> None:
+    from mlsteward.partitioned_set import (
+        abandoned_directories,
+        release_directory,
+        staging_directory,
+    )
+
+    live = staging_directory(tmp_path)  # this process holds it
+    dead = left_by_a_dead_process(tmp_path)
+    foreign = tmp_path / "not-ours"
+    foreign.mkdir()
+    for d in (live, dead, foreign):
+        backdate(d)
+    assert abandoned_directories(tmp_path, 3600) == [dead]
+    assert abandoned_directories(tmp_path, 3 * 3600) == []  # within the grace period
+    release_directory(live)
+    assert not live.exists()
+    assert abandoned_directories(tmp_path, 3600) == [dead]
