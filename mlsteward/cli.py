@@ -870,23 +870,18 @@ def gc(
     from mlsteward.snapshots import collect_garbage
 
     def human(p: dict) -> str:
-        verb = "would remove" if p["dry_run"] else "removed"
+        remove, drop = ("would remove", "would drop") if p["dry_run"] else ("removed", "dropped")
         lines = [
-            f"{verb} {r['model']} {r['digest'] or 'temp file'}  {r['bytes']} bytes  {r['path']}"
+            f"{remove} {r['model']} {r['digest'] or 'temp file'}  {r['bytes']} bytes  {r['path']}"
             for r in p["removed"]
         ]
         lines += [
-            f"{'would drop' if p['dry_run'] else 'dropped'} offline table {t['table']} "
-            f"({t['model']} {t['digest']}, {t['rows']} rows)"
+            f"{drop} offline table {t['table']} ({t['model']} {t['digest']}, {t['rows']} rows)"
             for t in p["dropped_tables"]
         ]
+        lines += [f"{drop} left-over join table {name}" for name in p["dropped_scratch"]]
         lines += [
-            f"{'would drop' if p['dry_run'] else 'dropped'} left-over join table {name}"
-            for name in p["dropped_scratch"]
-        ]
-        lines += [
-            f"{'would remove' if p['dry_run'] else 'removed'} abandoned training partitions "
-            f"{d['path']}  {d['bytes']} bytes"
+            f"{remove} abandoned training partitions {d['path']}  {d['bytes']} bytes"
             for d in p["removed_staging"]
         ]
         lines.append(

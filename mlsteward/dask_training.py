@@ -46,12 +46,6 @@ from mlsteward.training import (
     trial_result,
 )
 
-
-def cluster_address(settings: DistributedTraining, tuning_address: str | None) -> str | None:
-    """The configured scheduler, else the tuning runner's (the same cluster serves both)."""
-    return settings.address or tuning_address
-
-
 WORKER_WAIT_SECONDS = 30
 
 

@@ -178,13 +178,12 @@ def on_dask(cfg: ModelConfig, data: PreparedData) -> Iterator[Any]:
     Imported here: Dask and ``xgboost.dask`` add about a second to every flow's start-up and
     only a partitioned training set needs them.
     """
-    from mlsteward.dask_training import cluster_address, dask_training
+    from mlsteward.dask_training import dask_training
 
     assert data.train_partitions is not None
-    address = cluster_address(cfg.distributed, tuning_dask_address(cfg))
     with dask_training(
         cfg.distributed,
-        address,
+        dask_plan(cfg).address,
         data.train_partitions,
         data.x_val,
         data.y("validation"),
@@ -201,7 +200,8 @@ def tuning_dask_address(cfg: ModelConfig) -> str | None:
 
 def dask_plan(cfg: ModelConfig) -> ExecutionPlan:
     """Trials of a partitioned set run one at a time, each on the whole cluster; TPE still
-    suggests them in the configured batches."""
+    suggests them in the configured batches. The cluster is ``distributed.address``, else the
+    tuning runner's Dask scheduler (one cluster serves both), else a LocalCluster."""
     d = cfg.distributed
     return ExecutionPlan(
         "xgboost.dask",
