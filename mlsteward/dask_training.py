@@ -151,7 +151,6 @@ class DaskTraining:
     """A cluster with the training and validation matrices loaded, for a search and a refit."""
 
     client: Client
-    slots: list[str]
     dtrain: dxgb.DaskDMatrix
     dval: dxgb.DaskDMatrix
     encoding: FeatureEncoding
@@ -236,7 +235,6 @@ def dask_training(
             val_parts.append(client.scatter([(x, y)], workers=[slots[j]], hash=False)[0])
         yield DaskTraining(
             client=client,
-            slots=slots,
             dtrain=_matrix(client, slots, train_parts, enc, label),
             dval=_matrix(client, slots, val_parts, enc, label),
             encoding=enc,

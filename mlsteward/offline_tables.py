@@ -312,18 +312,28 @@ def load_snapshot(
     return OfflineTable(name, rows, True, time.perf_counter() - started)
 
 
+def _schema_tables(
+    options: Mapping[str, Any] | None, condition: str
+) -> list[tuple[str, str | None]]:
+    """(name, comment) of the tables in the offline schema Feast reads that meet ``condition``
+    (SQL over ``pg_class c``), by name."""
+    with connect(options or connection_options()) as conn:
+        return conn.execute(
+            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            f"WHERE c.relkind = 'r' AND n.nspname = current_schema() AND {condition} "
+            "ORDER BY c.relname",
+            (),
+        ).fetchall()
+
+
 def managed_tables(options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The snapshot tables mlsteward loaded into the offline schema Feast reads (recognised by
     the JSON comment ``load_snapshot`` puts on them; other tables are never listed)."""
-    with connect(options or connection_options()) as conn:
-        found = conn.execute(
-            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind = 'r' AND n.nspname = current_schema() "
-            "AND obj_description(c.oid, 'pg_class') LIKE '%mlsteward%' ORDER BY c.relname"
-        ).fetchall()
     tables = []
-    for name, raw in found:
+    for name, raw in _schema_tables(
+        options, "obj_description(c.oid, 'pg_class') LIKE '%%mlsteward%%'"
+    ):
         try:
             meta = json.loads(raw)
         except ValueError:
@@ -339,13 +349,8 @@ def managed_tables(options: Mapping[str, Any] | None = None) -> list[dict[str, A
 def scratch_tables(options: Mapping[str, Any] | None = None) -> list[str]:
     """Entity tables uploaded for a point-in-time join (``feast_adapter``) still in the offline
     schema: a join drops its own, so these belong to joins running now or to killed ones."""
-    with connect(options or connection_options()) as conn:
-        found = conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind = 'r' AND n.nspname = current_schema() "
-            "AND c.relname LIKE 'mlsteward\\_entities\\_%' ORDER BY c.relname"
-        ).fetchall()
-    return [name for (name,) in found]
+    found = _schema_tables(options, "c.relname LIKE 'mlsteward\\_entities\\_%%'")
+    return [name for name, _ in found]
 
 
 def drop_scratch_table(name: str, options: Mapping[str, Any] | None = None) -> None:

@@ -30,7 +30,7 @@ from mlsteward.config import ModelConfig
 from mlsteward.errors import MlstewardError
 from mlsteward.recipe import frame_digest
 from mlsteward.settings import training_sets_dir
-from mlsteward.training import split_boundaries
+from mlsteward.training import split_boundaries, undeclared_categories
 
 ROW_ID = "row_id"
 DIGEST_SCHEME = b"mlsteward.chunked-training-set.v1"
@@ -111,11 +111,7 @@ def build_partitioned_set(
     """
     ts, chunk_rows = cfg.timestamp_column, cfg.distributed.chunk_rows
     parts = row_parts(entities, ts, cfg.split.train, cfg.split.validation, keep_ties_together)
-    undeclared = [
-        f.name
-        for f in cfg.features
-        if feature_dtypes.get(f.name, f.dtype) == "category" and not f.categories
-    ]
+    undeclared = undeclared_categories(cfg, feature_dtypes)
     seen: dict[str, set[str]] = {c: set() for c in undeclared}
     directory.mkdir(parents=True, exist_ok=True)
     paths: list[str] = []

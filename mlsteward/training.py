@@ -57,16 +57,25 @@ class FeatureEncoding:
         )
 
 
+def undeclared_categories(cfg: ModelConfig, dtypes: dict[str, str]) -> list[str]:
+    """Category features whose categories the config does not list: the training rows decide
+    them (``make_encoding``)."""
+    return [
+        f.name
+        for f in cfg.features
+        if dtypes.get(f.name, f.dtype) == "category" and not f.categories
+    ]
+
+
 def make_encoding(cfg: ModelConfig, dtypes: dict[str, str], frame: pd.DataFrame) -> FeatureEncoding:
     """Declared categories win; undeclared ones are taken, sorted, from the training frame."""
+    observed = set(undeclared_categories(cfg, dtypes))
     cats: dict[str, list[str]] = {}
     for spec in cfg.features:
-        if dtypes.get(spec.name, spec.dtype) == "category":
-            cats[spec.name] = (
-                list(spec.categories)
-                if spec.categories
-                else sorted(frame[spec.name].dropna().astype(str).unique().tolist())
-            )
+        if spec.name in observed:
+            cats[spec.name] = sorted(frame[spec.name].dropna().astype(str).unique().tolist())
+        elif dtypes.get(spec.name, spec.dtype) == "category":
+            cats[spec.name] = list(spec.categories)
     resolved = {f.name: dtypes.get(f.name) or f.dtype or "float" for f in cfg.features}
     return FeatureEncoding(columns=cfg.feature_names, dtypes=resolved, categories=cats)
 
