@@ -27,6 +27,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlsteward import prediction_log
+from mlsteward.canary import ServingTarget
 from mlsteward.config import ModelConfig, get_model_config, load_all_model_configs
 from mlsteward.serving.batcher import Job, MicroBatcher
 from mlsteward.serving.features import FieldError, RequestRejected, check_instances
@@ -35,6 +37,7 @@ from mlsteward.serving.metrics import ServingMetrics
 from mlsteward.serving.routing import CHALLENGER_ARM
 from mlsteward.serving.settings import ServingSettings
 from mlsteward.serving.slots import ModelSlot
+from mlsteward.serving.watcher import RegistryWatcher
 
 log = logging.getLogger("mlsteward.serving")
 MIXED_ARMS = "mixed"
@@ -174,8 +177,11 @@ class Service:
             on_depth=lambda m, d: self.metrics.child(self.metrics.queue_depth, m).set(d),
             on_written=lambda m, n: self.metrics.child(self.metrics.logged, m).inc(n),
         )
-        self.poll_seconds = min(s.poll_seconds for s in serving)
-        self._watch: asyncio.Task[None] | None = None
+        for cfg in configs:  # before any row can be queued: times are logged as integers
+            self.writer.register(cfg.name, _log_kinds(cfg))
+        self.watcher = RegistryWatcher(
+            list(self.slots), min(s.poll_seconds for s in serving), self._on_target
+        )
 
     async def start(self) -> None:
         if self.settings.faults:
@@ -186,7 +192,7 @@ class Service:
             batcher.start()
             self.batchers[name] = batcher
         self.writer.start()
-        self._watch = asyncio.get_running_loop().create_task(self._watch_registry())
+        self.watcher.start()
         if self.freeze_gc:
             # The imports (Feast, MLflow, pandas) leave ~10^6 long-lived objects that every full
             # collection walks again: 200-330 ms pauses every few seconds under load, the
@@ -196,38 +202,36 @@ class Service:
             gc.collect()
             gc.freeze()
 
-    def _refresh(self, slot: ModelSlot) -> None:
+    def _on_target(self, model: str, target: ServingTarget | None, error: str | None) -> None:
+        """What the registry watcher read (in its thread, off the event loop)."""
+        slot = self.slots[model]
+        if target is None:
+            self._registry_failed(slot, error or "no answer")
+        else:
+            self._refresh(slot, target)
+
+    @staticmethod
+    def _registry_failed(slot: ModelSlot, error: str) -> None:
+        # registry down: keep serving what is loaded
+        slot.errors["registry"] = f"registry: {error}"
+        log.warning("%s: registry read failed: %s", slot.cfg.name, error)
+
+    def _refresh(self, slot: ModelSlot, target: ServingTarget | None = None) -> None:
         try:
-            arms = slot.refresh()
-        except Exception as exc:  # registry down: keep serving what is loaded
-            slot.errors["registry"] = f"registry: {exc}"
-            log.warning("%s: registry read failed: %s", slot.cfg.name, exc)
+            arms = slot.refresh(target)
+        except Exception as exc:
+            self._registry_failed(slot, str(exc))
             return
         slot.errors.pop("registry", None)
         # Log columns typed as the served version's features (a champion may appear later).
         entity_kind = "int" if slot.online is not None and slot.online.int_entity else "string"
+        kinds = {name: rule.kind for name, rule in arms.rules.items()}
         self.writer.register(
-            slot.cfg.name,
-            {
-                **{name: rule.kind for name, rule in arms.rules.items()},
-                slot.cfg.source.entity: entity_kind,
-                "model_version": "string",
-                "arm": "string",
-                "request_id": "string",
-            },
+            slot.cfg.name, {**kinds, slot.cfg.source.entity: entity_kind, **_log_kinds(slot.cfg)}
         )
 
-    async def _watch_registry(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_seconds)
-            for slot in self.slots.values():
-                await asyncio.to_thread(self._refresh, slot)
-
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        await asyncio.to_thread(self.watcher.close)
         for batcher in self.batchers.values():
             await batcher.stop()
         left = await asyncio.to_thread(self.writer.close)
@@ -345,6 +349,17 @@ def create_app(
         return Response(content, media_type="application/json")
 
     return app
+
+
+def _log_kinds(cfg: ModelConfig) -> dict[str, str]:
+    """Types of the log columns every row has, whatever version answered it."""
+    return {
+        cfg.timestamp_column: "timestamp",
+        prediction_log.SCORED_AT: "timestamp",
+        "model_version": "string",
+        "arm": "string",
+        "request_id": "string",
+    }
 
 
 def _job(slot: ModelSlot, body: PredictRequest, explain_query: bool) -> Job:

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,8 @@ from mlsteward.serving.settings import ArmFaults
 from mlsteward.serving.slots import Arms, ModelSlot
 
 log = logging.getLogger("mlsteward.serving")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 
 class InjectedFault(RuntimeError):
@@ -295,6 +297,10 @@ class MicroBatcher:
         for r in rows:
             per_job.setdefault(r.job, []).append(r)
         stamp = now.isoformat()
+        # Logged as microseconds since the epoch (the log writer types them as timestamps):
+        # handing a second's rows to the writer process pickled 2,000 datetimes in ~1.5 ms
+        # of held GIL; integers take a few microseconds.
+        now_us = (now - EPOCH) // MICROSECOND
         for index, job_rows in per_job.items():
             job = jobs[index]
             if job.future.done():
@@ -316,14 +322,14 @@ class MicroBatcher:
                 }
                 logged = {
                     entity: r.entity_id,
-                    ts_col: now,
+                    ts_col: now_us,
                     **r.features,
                     "prediction_proba": r.proba,
                     "prediction": label,
                     "model_version": model.version,
                     "arm": r.arm,
                     "request_id": job.request_id,
-                    "scored_at": now,
+                    "scored_at": now_us,
                 }
                 if r.contributions is not None:
                     top = top_contributions(model.columns, r.contributions, job.top_k)

@@ -1,6 +1,6 @@
 """Online predictions into the prediction log, off the request path, losing none.
 
-Requests put their rows on a bounded in-memory queue and return; one writer thread hands
+Requests pickle their rows onto a bounded in-memory queue and return; one writer thread hands
 them in batches, at most ``flush_seconds`` after they were queued, to a child process that
 appends them to the prediction log (``mlsteward.prediction_log``, the files drift detection
 reads; see ``mlsteward.serving.logproc`` for why a process). When the queue is full, requests
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,37 +38,21 @@ _ARROW_TYPES = {
     "bool": pa.bool_(),
     "category": pa.string(),
     "string": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),  # datetimes, or integer microseconds since 1970
 }
 RETRY_SECONDS = 1.0
 
 
-class _Columns:
-    """Queued rows of one model, kept as one list per column.
-
-    Rows are split into columns as they are queued (a few list appends on the request path):
-    a batch then pickles in one C call and becomes Arrow with one call per column. The rows'
-    dicts are freed at once instead of living (and being scanned by the collector) until the
-    next flush.
-    """
+class _Pickled:
+    """Queued rows of one model, pickled as they were queued (see ``logproc`` for why)."""
 
     def __init__(self) -> None:
-        self.data: dict[str, list[Any]] = {}
+        self.data = bytearray()
         self.rows = 0
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        data = self.data
-        for row in rows:
-            n = self.rows
-            for name, value in row.items():
-                col = data.get(name)
-                if col is None:  # a column first seen now (e.g. SHAP columns): earlier rows null
-                    col = data[name] = [None] * n
-                col.append(value)
-            self.rows = n + 1
-            if len(row) < len(data):  # a column this row lacks
-                for col in data.values():
-                    if len(col) == n:
-                        col.append(None)
+    def add(self, blob: bytes, rows: int) -> None:
+        self.data += blob
+        self.rows += rows
 
 
 class PredictionLogWriter:
@@ -84,8 +69,8 @@ class PredictionLogWriter:
         self._on_depth = on_depth or (lambda model, depth: None)
         self._on_written = on_written or (lambda model, rows: None)
         self._types: dict[str, dict[str, pa.DataType]] = {}
-        self._queues: dict[str, _Columns] = {}
-        self._unwritten: list[tuple[str, str, _Columns]] = []  # (model, batch id, rows) to retry
+        self._queues: dict[str, _Pickled] = {}
+        self._unwritten: list[tuple[str, str, _Pickled]] = []  # (model, batch id, rows) to retry
         self._pending = 0
         self._cond = threading.Condition()
         self._closing = False
@@ -93,11 +78,12 @@ class PredictionLogWriter:
         self.failures = 0
 
     def register(self, model: str, kinds: Mapping[str, str]) -> None:
-        """Column types for a model's rows, by kind (int/float/bool/category/string); other
-        columns take the type of their values (timestamps must be timezone-aware UTC)."""
+        """Column types for a model's rows, by kind (int/float/bool/category/string/
+        timestamp); other columns take the type of their values (datetimes must be
+        timezone-aware UTC)."""
         with self._cond:
             self._types[model] = {c: _ARROW_TYPES[k] for c, k in kinds.items()}
-            self._queues.setdefault(model, _Columns())
+            self._queues.setdefault(model, _Pickled())
 
     def start(self) -> None:
         self._sink.start()
@@ -106,8 +92,11 @@ class PredictionLogWriter:
     def depth(self) -> int:
         return self._pending
 
-    def offer(self, model: str, rows: list[dict[str, Any]]) -> bool:
-        """Queue the rows if there is room for all of them (a request's rows stay together)."""
+    def offer(self, model: str, rows: list[dict[str, Any]], blob: bytes | None = None) -> bool:
+        """Queue the rows if there is room for all of them (a request's rows stay together);
+        ``blob`` is their pickle, if the caller has it already."""
+        if blob is None:
+            blob = pickle.dumps(rows, protocol=5)
         with self._cond:
             if self._closing:
                 raise RuntimeError("the prediction log is closed")
@@ -115,8 +104,8 @@ class PredictionLogWriter:
                 return False
             queue = self._queues.get(model)
             if queue is None:
-                queue = self._queues[model] = _Columns()
-            queue.add(rows)
+                queue = self._queues[model] = _Pickled()
+            queue.add(blob, len(rows))
             self._pending += len(rows)
             self._on_depth(model, queue.rows)
             if self._pending >= self.max_rows // 2:
@@ -126,21 +115,22 @@ class PredictionLogWriter:
     async def put(self, model: str, rows: list[dict[str, Any]]) -> None:
         """Queue the rows, waiting (without blocking the event loop) while the queue is full."""
         delay = 0.001
-        while not self.offer(model, rows):
+        blob = pickle.dumps(rows, protocol=5)
+        while not self.offer(model, rows, blob):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def _take(self) -> list[tuple[str, _Columns]]:
+    def _take(self) -> list[tuple[str, _Pickled]]:
         """Swap out every non-empty queue (the caller holds the lock)."""
         taken = []
         for model, queue in self._queues.items():
             if queue.rows:
                 taken.append((model, queue))
-                self._queues[model] = _Columns()
+                self._queues[model] = _Pickled()
                 self._on_depth(model, 0)
         return taken
 
-    def _write(self, taken: list[tuple[str, _Columns]]) -> bool:
+    def _write(self, taken: list[tuple[str, _Pickled]]) -> bool:
         """Append what was taken, and anything left unwritten before; False if a write failed.
 
         Room in the queue is given back only once rows are written, so a failing disk makes
@@ -150,7 +140,9 @@ class PredictionLogWriter:
         while self._unwritten:
             model, batch_id, queue = self._unwritten[0]
             try:
-                self._sink.write(model, batch_id, self._types.get(model, {}), queue.data)
+                self._sink.write(
+                    model, batch_id, self._types.get(model, {}), queue.data, queue.rows
+                )
             except Exception as exc:
                 self.failures += 1
                 log.error("could not write %d prediction(s) of %s (%s); retrying", queue.rows,

@@ -3,11 +3,16 @@
 Building a second's rows into Arrow and writing them as parquet (with fsync) costs a few ms
 of CPU, and in the service's own process every step of it competes for the GIL with the
 event loop: at one client it pushed the 90th-99th percentile latencies up by 15-60 % in
-measurements. Here the service only pickles the queued columns (one C call) and waits for
-the answer with the GIL released; the conversion and the disk are another process's.
+measurements. So the service does none of it. Each request pickles its rows as it queues
+them (~3 us a row, while they are still in the CPU's cache); a batch is then one byte string,
+which the service's writer thread passes down the pipe with the GIL released. Pickling a
+second's rows at flush time instead held the GIL for 1-3 ms (thousands of objects scattered
+over the heap, datetimes the dearest), and the request that arrived meanwhile waited as long.
+Here the rows are unpickled, put into columns, converted and written.
 
-The service sends ``(model, batch_id, types, columns)`` and gets ``("ok", rows)`` back once
-the file is published, or ``("error", reason)``; it keeps the rows until it has the "ok" and
+The service sends a header ``(model, batch_id, types, rows)`` and then the batch's bytes (the
+rows' pickles, one after the other) and gets ``("ok", rows)`` back once the file is
+published, or ``("error", reason)``; it keeps the rows until it has the "ok" and
 retries with the same ``batch_id``, so an answer lost with a crashed child never writes a
 batch twice (the log refuses an existing batch id; when that batch's file is there, the
 attempt counts as written).
@@ -16,20 +21,52 @@ attempt counts as written).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import multiprocessing
-import os
 import pickle
-import signal
 from multiprocessing.connection import Connection
 from typing import Any
 
 import pyarrow as pa
 
+from mlsteward.serving.helpers import background, discard, spawn
+
 log = logging.getLogger("mlsteward.serving")
 ANSWER_TIMEOUT_SECONDS = 120.0
-NICENESS = 10
 _STOP = b""
+
+
+class Columns:
+    """Rows turned into one list per column, for Arrow's one-call-per-column conversion."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, list[Any]] = {}
+        self.rows = 0
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        data = self.data
+        for row in rows:
+            n = self.rows
+            for name, value in row.items():
+                col = data.get(name)
+                if col is None:  # a column first seen now (e.g. SHAP columns): earlier rows null
+                    col = data[name] = [None] * n
+                col.append(value)
+            self.rows = n + 1
+            if len(row) < len(data):  # a column this row lacks
+                for col in data.values():
+                    if len(col) == n:
+                        col.append(None)
+
+
+def columns_of(payload: bytes) -> dict[str, list[Any]]:
+    """The columns of a batch: ``payload`` is pickled lists of row dicts, back to back."""
+    columns = Columns()
+    stream = io.BytesIO(payload)
+    while stream.tell() < len(payload):
+        columns.add(pickle.load(stream))
+    return columns.data
 
 
 def _table(types: dict[str, pa.DataType], columns: dict[str, list[Any]]) -> pa.Table:
@@ -47,25 +84,25 @@ def _table(types: dict[str, pa.DataType], columns: dict[str, list[Any]]) -> pa.T
 
 def serve(conn: Connection) -> None:
     """Child process main loop: one batch in, one file out, one answer back."""
-    # The service flushes on SIGTERM and then closes the pipe: a signal sent to the whole
-    # process group must not stop this process before the last batch arrives.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Background work: when the cores are busy, requests go first (a lower share of CPU only
-    # delays the writes, and a full queue then slows requests down rather than losing rows).
-    os.nice(NICENESS)
+    # The service flushes on SIGTERM and then closes the pipe: the last batch arrives after the
+    # signal. A lower share of CPU only delays the writes (a full queue then slows requests
+    # down rather than losing rows).
+    background()
     from mlsteward import prediction_log
 
     while True:
         try:
+            header = conn.recv_bytes()
+            if header == _STOP:
+                return
             payload = conn.recv_bytes()
         except (EOFError, OSError):
-            return
-        if payload == _STOP:
-            return
-        model, batch_id, types, columns = pickle.loads(payload)
+            return  # the service went away (mid-batch or not): it keeps its rows
+        model, batch_id, types, rows = pickle.loads(header)
         try:
-            table = _table(types, columns)
+            table = _table(types, columns_of(payload))
+            if table.num_rows != rows:
+                raise ValueError(f"the batch holds {table.num_rows} rows, not {rows}")
             prediction_log.append_table(model, table, batch_id=batch_id)
             answer: tuple[str, Any] = ("ok", table.num_rows)
         except Exception as exc:
@@ -88,21 +125,18 @@ class LogProcess:
         if self._proc is not None and self._proc.is_alive():
             return
         self._discard()
-        ctx = multiprocessing.get_context("spawn")  # the service has threads: never fork it
-        ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=serve, args=(theirs,), name="prediction-log", daemon=True)
-        proc.start()
-        theirs.close()
-        self._proc, self._conn = proc, ours
+        self._proc, self._conn = spawn(serve, "prediction-log")
 
     def write(
-        self, model: str, batch_id: str, types: dict[str, Any], columns: dict[str, list[Any]]
+        self, model: str, batch_id: str, types: dict[str, Any], payload: bytes, rows: int
     ) -> int:
-        """Write one batch; returns its rows. Raises if it was not (surely) written."""
+        """Write one batch of ``rows`` pickled rows; returns its rows. Raises if it was not
+        (surely) written."""
         self.start()
         assert self._conn is not None
         try:
-            self._conn.send_bytes(pickle.dumps((model, batch_id, types, columns), protocol=5))
+            self._conn.send_bytes(pickle.dumps((model, batch_id, types, rows), protocol=5))
+            self._conn.send_bytes(payload)
             if not self._conn.poll(self.answer_timeout):
                 raise TimeoutError(f"no answer from the log writer in {self.answer_timeout:g} s")
             status, detail = self._conn.recv()
@@ -121,10 +155,5 @@ class LogProcess:
         self._discard()
 
     def _discard(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        if self._proc is not None:
-            if self._proc.is_alive():
-                self._proc.kill()
-            self._proc.join(5)
+        discard(self._proc, self._conn)
         self._proc, self._conn = None, None

@@ -3,8 +3,9 @@
 An :class:`Arms` value is immutable: a request takes the current one once and scores every
 row with it, so an alias switch between two requests never mixes versions inside one, and the
 old models stay alive until the last request holding them ends. ``refresh`` (run off the event
-loop) reads aliases and canary tags, loads any version it does not hold yet from bytes whose
-SHA-256 matched the registered one, and only then swaps the reference: there is no moment
+loop) takes the aliases and canary tags (read by ``mlsteward.serving.watcher``), loads any
+version it does not hold yet from bytes whose SHA-256 matched the registered one, and only
+then swaps the reference: there is no moment
 without a loaded, verified champion. A version that fails to load or verify is not served;
 the previous arms stay and the failure is reported on ``/readyz`` and in the metrics.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from mlsteward import canary as canary_state
 from mlsteward import governance
-from mlsteward.canary import Canary
+from mlsteward.canary import Canary, ServingTarget
 from mlsteward.config import ModelConfig
 from mlsteward.serving.features import FieldRule, OnlineFeatures, field_rules
 from mlsteward.serving.metrics import ServingMetrics
@@ -88,10 +89,12 @@ class ModelSlot:
                 self.errors["online"] = f"feature store: {exc}"
         return self.online
 
-    def refresh(self) -> Arms:
-        """Follow the registry; returns the arms now served."""
+    def refresh(self, target: ServingTarget | None = None) -> Arms:
+        """Serve what the registry says (``target``, read now if not given); returns the arms
+        now served. Cheap when nothing changed: loaded versions are kept."""
         with self._lock:
-            target = canary_state.read_target(self.cfg.name)
+            if target is None:
+                target = canary_state.read_target(self.cfg.name)
             current = self.arms
             champion = current.champion
             if target.champion is None:
