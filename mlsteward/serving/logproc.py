@@ -4,7 +4,7 @@ Building a second's rows into Arrow and writing them as parquet (with fsync) cos
 of CPU, and in the service's own process every step of it competes for the GIL with the
 event loop: at one client it pushed the 90th-99th percentile latencies up by 15-60 % in
 measurements. So the service does none of it. Each request pickles its rows as it queues
-them (~3 us a row, while they are still in the CPU's cache); a batch is then one byte string,
+them (~1.5 us a request, while they are still in the CPU's cache); a batch is then one byte string,
 which the service's writer thread passes down the pipe with the GIL released. Pickling a
 second's rows at flush time instead held the GIL for 1-3 ms (thousands of objects scattered
 over the heap, datetimes the dearest), and the request that arrived meanwhile waited as long.

@@ -109,8 +109,3 @@ class RegistryWatcher:
         with self._lock:
             discard(proc, conn)
             self._proc, self._conn = None, None
-
-    def pid(self) -> int | None:
-        """The child's process id (tests kill it to see it come back)."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.is_alive() else None
