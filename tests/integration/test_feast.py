@@ -592,3 +592,47 @@ def test_canonical_from_arrow_equals_the_pandas_route() -> None:
             reordered = feast_adapter._canonical_from_arrow(t, dtypes, order)
             expected = expected.take(order).reset_index(drop=True)
             pd.testing.assert_frame_equal(reordered, expected)
+
+
+@pytest.mark.parametrize("str_ids", [False, True])
+def test_online_reader_gives_what_get_online_features_gives(str_ids: bool) -> None:
+    """The serving lookup skips ``get_online_features``' per-call work, not its values: same
+    values and types for known, unknown, repeated and partly null ids."""
+    cfg = toy_config()
+    rows = [
+        feature_row(1, at=1, age=40),
+        feature_row(1, at=3, age=41),
+        feature_row(2, at=1, age=60),
+    ]
+    rows.append({**feature_row(3, at=1, age=70), "bp": None})
+    feast_adapter.apply_model(cfg, write_snapshot(cfg, rows, str_ids=str_ids))
+    feast_adapter.materialize(cfg)
+
+    ids: list[Any] = [2, 99, 1, 3, 2]
+    if str_ids:
+        ids = [f"p{i}" for i in ids]
+    store = feast_adapter.get_store()
+    reader = feast_adapter.OnlineReader(store, cfg.feature_service_name, "pid")
+    assert reader.names == FEATURES and reader.key_type.name == ("STRING" if str_ids else "INT64")
+    expected = store.get_online_features(
+        features=store.get_feature_service(cfg.feature_service_name),
+        entity_rows=[{"pid": i} for i in ids],
+    ).to_dict()
+    got = reader.read(ids)
+    assert got[1] is None  # unknown id
+    for name in FEATURES:
+        column = [None if row is None else row[name] for row in got]
+        assert column == expected[name]
+        assert [type(v) for v in column] == [type(v) for v in expected[name]]
+    assert got[0] == {"age": 60, "bp": 60.5, "smoker": True, "sex": "M"}
+    assert got[2] is not None and got[2]["age"] == 41  # the latest row
+    assert got[3] == {"age": 70, "bp": None, "smoker": True, "sex": "M"}
+    assert reader.read([]) == []
+
+
+def test_online_reader_refuses_a_view_keyed_by_another_entity() -> None:
+    cfg = toy_config()
+    feast_adapter.apply_model(cfg, write_snapshot(cfg, [feature_row(1, at=1, age=40)]))
+    store = feast_adapter.get_store()
+    with pytest.raises(feast_adapter.FeastAdapterError, match=r"keyed by \['pid'\], not \['x'\]"):
+        feast_adapter.OnlineReader(store, cfg.feature_service_name, "x")
