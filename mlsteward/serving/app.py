@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.routing import Route
 
 from mlsteward import prediction_log
 from mlsteward.canary import ServingTarget
@@ -41,6 +42,7 @@ from mlsteward.serving.watcher import RegistryWatcher
 
 log = logging.getLogger("mlsteward.serving")
 MIXED_ARMS = "mixed"
+PREDICT_PATH = "/v1/models/{model}/predict"
 
 
 class PredictRequest(BaseModel):
@@ -103,6 +105,13 @@ class PredictResponse(BaseModel):
 # Body and query are parsed by the handler (below), so they are declared here for the OpenAPI.
 _PREDICT_OPENAPI = {
     "parameters": [
+        {
+            "name": "model",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "A served model's name.",
+        },
         {
             "name": "explain",
             "in": "query",
@@ -304,19 +313,9 @@ def create_app(
             return _unknown_model(model, service)
         return JSONResponse(slot.describe())
 
-    @app.post(
-        "/v1/models/{model}/predict",
-        response_model=PredictResponse,
-        openapi_extra=_PREDICT_OPENAPI,
-        responses={
-            404: {"description": "unknown model or entity id"},
-            413: {"description": "more rows than serving.max_batch_rows"},
-            422: {"description": "invalid or missing fields, or online features"},
-            503: {"description": "no verified champion loaded"},
-        },
-    )
-    async def predict(model: str, request: Request) -> Response:
+    async def predict(request: Request) -> Response:
         started = time.perf_counter()
+        model = request.path_params["model"]
         body = _parse_body(await request.body())
         explain = _explain_query(request.query_params.get("explain"))
         slot = service.slots.get(model)
@@ -347,6 +346,25 @@ def create_app(
         else:  # a batch answered by both arms says nothing about either one's latency
             service.metrics.child(service.metrics.latency, model, "", MIXED_ARMS).observe(elapsed)
         return Response(content, media_type="application/json")
+
+    # Documented by FastAPI (schema, /docs) and served by a plain Starlette route placed first,
+    # with the same handler: FastAPI's per-request dependency solving, exit stacks and route
+    # scan cost ~60 us of a ~0.7 ms lone request, for a route that takes only the raw request.
+    # Exception handlers (422/404/413 bodies) apply to both alike.
+    app.add_api_route(
+        PREDICT_PATH,
+        predict,
+        methods=["POST"],
+        response_model=PredictResponse,
+        openapi_extra=_PREDICT_OPENAPI,
+        responses={
+            404: {"description": "unknown model or entity id"},
+            413: {"description": "more rows than serving.max_batch_rows"},
+            422: {"description": "invalid or missing fields, or online features"},
+            503: {"description": "no verified champion loaded"},
+        },
+    )
+    app.router.routes.insert(0, Route(PREDICT_PATH, predict, methods=["POST"]))
 
     return app
 
