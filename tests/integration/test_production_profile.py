@@ -22,6 +22,22 @@ def _online(ids: list[int]) -> pd.DataFrame:
     return feast_adapter.online_features(get_model_config(MODEL), ids)
 
 
+def _reader_matches_get_online_features(ids: list[int]) -> None:
+    """The serving lookup reads what Feast's own ``get_online_features`` returns, value for
+    value and type for type, from whichever online store the profile configures."""
+    cfg = get_model_config(MODEL)
+    store = feast_adapter.get_store()
+    expected = store.get_online_features(
+        features=store.get_feature_service(cfg.feature_service_name),
+        entity_rows=[{cfg.source.entity: i} for i in ids],
+    ).to_dict()
+    rows = feast_adapter.OnlineReader(store, cfg.feature_service_name, cfg.source.entity).read(ids)
+    for name in cfg.feature_names:
+        got = [None if row is None else row[name] for row in rows]
+        assert got == expected[name], name
+        assert [type(v) for v in got] == [type(v) for v in expected[name]], name
+
+
 def test_redis_online_store_returns_what_sqlite_returns(
     mlsteward_home: Path, small_cohort_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -33,6 +49,7 @@ def test_redis_online_store_returns_what_sqlite_returns(
     materialize_flow(model=MODEL)
     assert feast_adapter.repo_config().online_store.type == "sqlite"
     local = _online(ids)
+    _reader_matches_get_online_features(ids)
 
     with production_profile(monkeypatch) as profile:
         config = feast_adapter.repo_config()
@@ -41,6 +58,7 @@ def test_redis_online_store_returns_what_sqlite_returns(
         report = materialize_flow(model=MODEL)
         assert report["entities"] == cohort[entity].nunique()
         remote = _online(ids)
+        _reader_matches_get_online_features(ids)
 
         pd.testing.assert_frame_equal(remote, local)
         assert remote.iloc[-1].drop(entity).isna().all()  # the unknown id: no values, no error
