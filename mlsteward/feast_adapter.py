@@ -881,7 +881,7 @@ class OnlineReader:
                 config=self._config,
                 table=read.view,
                 entity_keys=keys,
-                requested_features=read.features,
+                requested_features=list(read.features),  # Feast's Redis store appends to it
             )
             for n, (_, found) in enumerate(rows):
                 if found is None:

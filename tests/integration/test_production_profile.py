@@ -31,11 +31,15 @@ def _reader_matches_get_online_features(ids: list[int]) -> None:
         features=store.get_feature_service(cfg.feature_service_name),
         entity_rows=[{cfg.source.entity: i} for i in ids],
     ).to_dict()
-    rows = feast_adapter.OnlineReader(store, cfg.feature_service_name, cfg.source.entity).read(ids)
+    reader = feast_adapter.OnlineReader(store, cfg.feature_service_name, cfg.source.entity)
+    rows = reader.read(ids)
     for name in cfg.feature_names:
         got = [None if row is None else row[name] for row in rows]
         assert got == expected[name], name
         assert [type(v) for v in got] == [type(v) for v in expected[name]], name
+    # a reader is used for every request: a read must leave nothing behind for the next one
+    assert reader.read(ids) == rows
+    assert all(read.features == reader.names for read in reader._reads)
 
 
 def test_redis_online_store_returns_what_sqlite_returns(
