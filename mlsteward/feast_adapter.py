@@ -791,12 +791,7 @@ def online_features(cfg: ModelConfig, entity_ids: list[Any]) -> pd.DataFrame:
     ``[entity, *features in config order]``. Unknown ids get nulls.
     """
     store = get_store()
-    reader = OnlineReader(store, cfg.feature_service_name, cfg.source.entity)
-    absent = [name for name in cfg.feature_names if name not in reader.names]
-    if absent:
-        raise FeastAdapterError(
-            f"feature service {cfg.feature_service_name!r} lacks {absent}: apply the model again"
-        )
+    reader = OnlineReader.for_model(store, cfg)
     rows = reader.read(entity_ids)
     columns: dict[str, list[Any]] = {cfg.source.entity: list(entity_ids)}
     for name in cfg.feature_names:
@@ -865,6 +860,17 @@ class OnlineReader:
         self._config = store.config
         self._provider = get_provider(store.config)
         self._key = EntityKey
+
+    @classmethod
+    def for_model(cls, store: FeatureStore, cfg: ModelConfig) -> OnlineReader:
+        """The reader of a model's feature service, which must hold every configured feature."""
+        reader = cls(store, cfg.feature_service_name, cfg.source.entity)
+        absent = [name for name in cfg.feature_names if name not in reader.names]
+        if absent:
+            raise FeastAdapterError(
+                f"feature service {cfg.feature_service_name!r} lacks {absent}: apply the model"
+            )
+        return reader
 
     def read(self, ids: list[Any]) -> list[dict[str, Any] | None]:
         """Per id, in order: every feature of the service by name (None where the store has

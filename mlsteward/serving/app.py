@@ -118,7 +118,7 @@ _PREDICT_OPENAPI = {
             "required": False,
             "schema": {"type": "boolean", "default": False},
             "description": "Same as the body's explain.",
-        }
+        },
     ],
     "requestBody": {
         "required": True,

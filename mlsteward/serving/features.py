@@ -149,19 +149,13 @@ class OnlineFeatures:
     """Lookups of one model's feature service in the Feast online store."""
 
     def __init__(self, cfg: ModelConfig, store: Any) -> None:
-        from mlsteward.feast_adapter import FeastAdapterError, OnlineReader
+        from mlsteward.feast_adapter import OnlineReader
 
         self.cfg = cfg
-        self.reader = OnlineReader(store, cfg.feature_service_name, cfg.source.entity)
+        self.reader = OnlineReader.for_model(store, cfg)
         self.names = tuple(cfg.feature_names)
-        absent = [name for name in self.names if name not in self.reader.names]
-        if absent:
-            raise FeastAdapterError(
-                f"feature service {cfg.feature_service_name!r} lacks {absent}: apply the model"
-            )
-        self.int_entity = self.reader.key_type is None or self.reader.key_type.name.startswith(
-            "INT"
-        )
+        key_type = self.reader.key_type
+        self.int_entity = key_type is None or key_type.name.startswith("INT")
 
     def entity_key(self, value: Any, loc: tuple[str | int, ...]) -> Any:
         """The id as the store keys it; a wrong JSON type is a 422, not a miss."""

@@ -630,9 +630,15 @@ def test_online_reader_gives_what_get_online_features_gives(str_ids: bool) -> No
     assert reader.read([]) == []
 
 
-def test_online_reader_refuses_a_view_keyed_by_another_entity() -> None:
+def test_online_reader_refuses_what_it_cannot_read() -> None:
     cfg = toy_config()
     feast_adapter.apply_model(cfg, write_snapshot(cfg, [feature_row(1, at=1, age=40)]))
     store = feast_adapter.get_store()
     with pytest.raises(feast_adapter.FeastAdapterError, match=r"keyed by \['pid'\], not \['x'\]"):
         feast_adapter.OnlineReader(store, cfg.feature_service_name, "x")
+    # a config that asks for a feature the applied service does not serve is named, not guessed
+    wider = cfg.model_copy(
+        update={"features": [*cfg.features, cfg.features[1].model_copy(update={"name": "hr"})]}
+    )
+    with pytest.raises(feast_adapter.FeastAdapterError, match=r"lacks \['hr'\]"):
+        feast_adapter.OnlineReader.for_model(store, wider)
