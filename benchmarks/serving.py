@@ -208,7 +208,7 @@ def bare_app(top_k: int, lookup: str = "feast") -> Any:
     store = get_store()
     service = store.get_feature_service(cfg.feature_service_name)
     entity = cfg.source.entity
-    reader = OnlineReader(store, cfg.feature_service_name, entity)
+    reader = OnlineReader(store, cfg.feature_service_name, entity) if lookup == "reader" else None
     nan = math.nan
 
     app = FastAPI()
@@ -225,6 +225,7 @@ def bare_app(top_k: int, lookup: str = "feast") -> Any:
                 features=service, entity_rows=[{entity: i} for i in req.entity_ids]
             ).to_dict()
         else:
+            assert reader is not None
             rows = reader.read(req.entity_ids)
             data = {c: [row[c] if row else None for row in rows] for c in columns}
         x = np.empty((n, len(columns)), dtype=np.float32)
