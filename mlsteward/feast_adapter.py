@@ -827,6 +827,7 @@ class OnlineReader:
         from feast.errors import FeatureViewNotFoundException
         from feast.infra.provider import get_provider
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 
         service = store.get_feature_service(service_name)
         self.entity = entity
@@ -859,7 +860,10 @@ class OnlineReader:
         self.key_type = key_types.pop() if key_types else None
         self._config = store.config
         self._provider = get_provider(store.config)
+        # kept, not imported per read: ``read`` is on the prediction service's request path
         self._key = EntityKey
+        self._to_protos = python_values_to_proto_values
+        self._to_python = feast_value_type_to_python_type
 
     @classmethod
     def for_model(cls, store: FeatureStore, cfg: ModelConfig) -> OnlineReader:
@@ -875,11 +879,9 @@ class OnlineReader:
     def read(self, ids: list[Any]) -> list[dict[str, Any] | None]:
         """Per id, in order: every feature of the service by name (None where the store has
         no value), or None for an id no view has a row for."""
-        from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
-
         if not ids:
             return []
-        values = python_values_to_proto_values(list(ids), self.key_type)
+        values = self._to_protos(list(ids), self.key_type)
         keys = [self._key(join_keys=[self.entity], entity_values=[v]) for v in values]
         out: list[dict[str, Any] | None] = [None] * len(ids)
         for read in self._reads:
@@ -898,5 +900,5 @@ class OnlineReader:
                 for name in read.features:
                     value = found.get(name)
                     if value is not None:
-                        row[name] = feast_value_type_to_python_type(value, read.types[name])
+                        row[name] = self._to_python(value, read.types[name])
         return out
