@@ -49,3 +49,25 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def read_like_get_online_features(service: str, entity: str, ids: list[Any]) -> list[Any]:
+    """``OnlineReader``'s rows for ``ids``, after checking them against Feast's own
+    ``get_online_features`` on the current store: equal values of equal Python types, feature by
+    feature, and the same again on a second read with the same reader (a reader serves every
+    request of the prediction service, so a read must leave nothing behind)."""
+    from mlsteward import feast_adapter
+
+    store = feast_adapter.get_store()
+    expected = store.get_online_features(
+        features=store.get_feature_service(service), entity_rows=[{entity: i} for i in ids]
+    ).to_dict()
+    reader = feast_adapter.OnlineReader(store, service, entity)
+    rows = reader.read(ids)
+    for name in reader.names:
+        got = [None if row is None else row[name] for row in rows]
+        assert got == expected[name], name
+        assert [type(v) for v in got] == [type(v) for v in expected[name]], name
+    assert reader.read(ids) == rows
+    assert [f for read in reader._reads for f in read.features] == reader.names
+    return rows

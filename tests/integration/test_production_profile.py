@@ -13,6 +13,7 @@ from flows.ingestion import ingestion_flow, materialize_flow
 from mlsteward import feast_adapter
 from mlsteward.config import get_model_config
 from tests.integration.production_support import production_profile
+from tests.integration.stack_support import read_like_get_online_features
 
 pytestmark = pytest.mark.integration
 MODEL = "heart_disease"
@@ -23,23 +24,10 @@ def _online(ids: list[int]) -> pd.DataFrame:
 
 
 def _reader_matches_get_online_features(ids: list[int]) -> None:
-    """The serving lookup reads what Feast's own ``get_online_features`` returns, value for
-    value and type for type, from whichever online store the profile configures."""
+    """The serving lookup reads what Feast's own ``get_online_features`` returns from whichever
+    online store the profile configures."""
     cfg = get_model_config(MODEL)
-    store = feast_adapter.get_store()
-    expected = store.get_online_features(
-        features=store.get_feature_service(cfg.feature_service_name),
-        entity_rows=[{cfg.source.entity: i} for i in ids],
-    ).to_dict()
-    reader = feast_adapter.OnlineReader(store, cfg.feature_service_name, cfg.source.entity)
-    rows = reader.read(ids)
-    for name in cfg.feature_names:
-        got = [None if row is None else row[name] for row in rows]
-        assert got == expected[name], name
-        assert [type(v) for v in got] == [type(v) for v in expected[name]], name
-    # a reader is used for every request: a read must leave nothing behind for the next one
-    assert reader.read(ids) == rows
-    assert all(read.features == reader.names for read in reader._reads)
+    read_like_get_online_features(cfg.feature_service_name, cfg.source.entity, ids)
 
 
 def test_redis_online_store_returns_what_sqlite_returns(
