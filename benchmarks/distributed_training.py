@@ -8,8 +8,10 @@ so its peak resident memory is its own:
   encoded, XGBoost on all cores.
 * **xgboost.dask** -- the path above ``distributed.above_rows``: the entity columns and the
   time split in the flow process, the rows joined chunk by chunk (``chunk_rows``) and staged as
-  parquet partitions (``mlsteward.partitioned_set``), read and trained on a LocalCluster of 2
-  single-threaded worker processes (``mlsteward.dask_training``); cluster start-up and staging
+  parquet partitions (``mlsteward.training.partitioned_set``), read and trained on a LocalCluster
+  of 2
+  single-threaded worker processes (``mlsteward.training.distributed``); cluster start-up and
+  staging
   are inside the measured time.
 
 The point-in-time join is replaced by reading the chunk's rows from the cohort file (written
@@ -78,7 +80,7 @@ class ChildMemory:
 
 
 def model_config(trials: int, chunk_rows: int) -> Any:
-    from mlsteward.config import get_model_config
+    from mlsteward.config.models import get_model_config
 
     cfg = get_model_config(MODEL)
     return cfg.model_copy(
@@ -95,7 +97,7 @@ def snapshot_like(cfg: Any, path: Path) -> Any:
     """What the preparation reads from a snapshot record: declared dtypes, real event times."""
     import pandas as pd
 
-    from mlsteward.contract import infer_dtype
+    from mlsteward.data.contract import infer_dtype
 
     sample = pd.read_parquet(path).head(1_000)
     dtypes = {f.name: f.dtype or infer_dtype(sample[f.name]) for f in cfg.features}
@@ -106,7 +108,7 @@ def run_variant(variant: str, data_path: Path, trials: int, chunk_rows: int) -> 
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from mlsteward.partitioned_set import remove_partitions, staging_directory
+    from mlsteward.training.partitioned_set import remove_partitions, staging_directory
     from tasks.training import fit_evaluate, prepare_frame, prepare_partitioned, tune_prepared
 
     cfg = model_config(trials, chunk_rows)
@@ -174,7 +176,7 @@ def main() -> int:
     if args.variant:
         return child(args)
 
-    from mlsteward.synthetic import generate_cohort
+    from mlsteward.data.synthetic import generate_cohort
 
     with tempfile.TemporaryDirectory(prefix="mlsteward-bench-") as d:
         path = Path(d) / "cohort.parquet"

@@ -13,7 +13,8 @@ and the ratios preset / ours from the same run:
   the same way as ours.
 * **preset, types inferred** (``--preset-inferred``) -- the same preset on bare frames, as
   the Evidently docs show it: Evidently infers each column's type (and method) from the data.
-* **ours (no sampling)** -- ``mlsteward.drift.compute_drift`` with ``max_rows`` >= the row count:
+* **ours (no sampling)** -- ``mlsteward.monitoring.drift.compute_drift`` with ``max_rows`` >= the
+row count:
   the same statistics on every row.
 * **ours (sampled)** -- ``compute_drift`` with the config's ``max_rows`` (default 200,000), a
   seeded sample stratified by the label.
@@ -88,7 +89,7 @@ SHIFT = {"bmi": 0.5, "cholesterol": 0.5}
 
 
 def _config(max_rows: int):
-    from mlsteward.config import ModelConfig, load_model_config
+    from mlsteward.config.models import ModelConfig, load_model_config
 
     base = load_model_config(ROOT / "config" / "models" / "heart_disease.yaml").model_dump()
     base["features"] = [*base["features"], *EXTRA_FEATURES]
@@ -97,7 +98,7 @@ def _config(max_rows: int):
 
 
 def _make_frame(rows: int, seed: int, shift) -> pd.DataFrame:
-    from mlsteward.synthetic import generate_batch, generate_cohort, risk_logit
+    from mlsteward.data.synthetic import generate_batch, generate_cohort, risk_logit
 
     if seed == 0:
         df = generate_cohort(rows, seed=0)
@@ -173,8 +174,8 @@ def worker(kind: str, data_dir: Path, max_rows: int, html: bool) -> dict:
     import pyarrow as pa
     from evidently import DataDefinition, Dataset, Report
 
-    import mlsteward.training  # noqa: F401  (scikit-learn, for the performance comparison)
-    from mlsteward.drift import column_methods, compute_drift
+    import mlsteward.training.fitting  # noqa: F401  (scikit-learn, for the performance comparison)
+    from mlsteward.monitoring.drift import column_methods, compute_drift
 
     imports_mb = _status_mb("VmRSS")
     ref = pd.read_parquet(data_dir / "reference.parquet")
@@ -250,9 +251,9 @@ def _write_log(home: Path, rows: int) -> None:
     import os
 
     os.environ["MLSTEWARD_HOME"] = str(home)
-    from mlsteward import prediction_log
-    from mlsteward.config import load_model_config
-    from mlsteward.synthetic import generate_batch, risk_logit
+    from mlsteward.config.models import load_model_config
+    from mlsteward.data.synthetic import generate_batch, risk_logit
+    from mlsteward.monitoring import prediction_log
 
     cfg = load_model_config(ROOT / "config" / "models" / "heart_disease.yaml")
     scored_at = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(hours=1)
@@ -289,7 +290,7 @@ def log_worker(kind: str, home: Path, max_rows: int) -> dict:
     os.environ["MLSTEWARD_HOME"] = str(home)
     import pyarrow as pa
 
-    from mlsteward import prediction_log
+    from mlsteward.monitoring import prediction_log
     from tasks.monitoring import read_current_window
 
     cfg = _config(max_rows)
@@ -398,7 +399,7 @@ def main() -> None:
         if args.log_only:
             return
 
-    from mlsteward.synthetic import Shift
+    from mlsteward.data.synthetic import Shift
 
     with tempfile.TemporaryDirectory(prefix="mlsteward-drift-bench-") as tmp:
         data_dir = Path(tmp)

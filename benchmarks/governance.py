@@ -269,9 +269,10 @@ def bench_promotion(args: argparse.Namespace) -> list[Figure]:
         from flows.governance import promotion_flow
         from flows.ingestion import ingestion_flow
         from flows.training import training_flow
-        from mlsteward import governance, registry
-        from mlsteward.config import get_model_config
-        from mlsteward.synthetic import generate_cohort, write_dataset
+        from mlsteward.config.models import get_model_config
+        from mlsteward.data.synthetic import generate_cohort, write_dataset
+        from mlsteward.governance import promotion as governance
+        from mlsteward.governance import registry
 
         model = "heart_disease"
         with prefect_test_harness(server_startup_timeout=120):

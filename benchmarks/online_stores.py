@@ -64,8 +64,8 @@ def _fill(source: Path) -> Any:
     from feast import FeatureStore
 
     from flows.ingestion import ingestion_flow, materialize_flow
-    from mlsteward import feast_adapter
-    from mlsteward.config import get_model_config
+    from mlsteward.config.models import get_model_config
+    from mlsteward.features import feast_adapter
     from mlsteward.serving.features import OnlineFeatures
 
     ingestion_flow(model=MODEL, source=str(source))
@@ -94,9 +94,9 @@ def measure(rows: int, lookups: int, batch: int, blocks: int = 4) -> dict[str, A
     warnings.filterwarnings("ignore")
     from prefect.testing.utilities import prefect_test_harness
 
-    from mlsteward import profiles
-    from mlsteward.provision import drop, provision
-    from mlsteward.synthetic import generate_cohort, write_dataset
+    from mlsteward.config import profiles
+    from mlsteward.data.synthetic import generate_cohort, write_dataset
+    from mlsteward.platform.provision import drop, provision
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mlsteward-bench-online-") as tmp:

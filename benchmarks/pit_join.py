@@ -81,15 +81,18 @@ def build_data(
     seed: int = 0,
 ) -> tuple[Any, Path, pd.DataFrame]:
     """Ingest a generated cohort (snapshot + applied Feast objects) and draw the entity frame."""
-    from mlsteward.config import FeastConfig, get_model_config
-    from mlsteward.ingestion import ingest
-    from mlsteward.synthetic import generate_cohort, write_dataset
+    from mlsteward.config.models import FeastConfig, get_model_config
+    from mlsteward.data.ingestion import ingest
+    from mlsteward.data.synthetic import generate_cohort, write_dataset
+    from mlsteward.features import feast_adapter
 
     cfg = get_model_config(MODEL)
     if ttl_days is not None:
         cfg = cfg.model_copy(update={"feast": FeastConfig(ttl_days=ttl_days)})
     cohort = generate_cohort(n_rows=feature_rows, seed=seed)
-    result = ingest(cfg, write_dataset(cohort, root / "cohort.parquet"))
+    result = ingest(
+        cfg, write_dataset(cohort, root / "cohort.parquet"), publish=feast_adapter.apply_model
+    )
     snapshot = Path(result.snapshot.path)
 
     rng = np.random.default_rng(seed + 1)
@@ -159,7 +162,7 @@ def offline_store(kind: str) -> Iterator[None]:
     """Point ``feast_adapter.get_store`` at one offline store for the duration (benchmark only)."""
     from feast import FeatureStore
 
-    from mlsteward import feast_adapter
+    from mlsteward.features import feast_adapter
 
     if kind == "configured":
         yield
@@ -175,14 +178,14 @@ def offline_store(kind: str) -> Iterator[None]:
 
 
 def run_feast(cfg: Any, entity_df: pd.DataFrame) -> pd.DataFrame:
-    from mlsteward import feast_adapter
+    from mlsteward.features import feast_adapter
 
     return feast_adapter.get_training_frame(cfg, entity_df)
 
 
 def run_feast_raw(cfg: Any, entity_df: pd.DataFrame) -> pd.DataFrame:
     """Only ``get_historical_features(...).to_df()``, on the frame the adapter would hand it."""
-    from mlsteward import feast_adapter
+    from mlsteward.features import feast_adapter
 
     store = feast_adapter.get_store()
     service = store.get_feature_service(cfg.feature_service_name)
@@ -205,7 +208,7 @@ def timed(fn: Callable[[], pd.DataFrame]) -> tuple[float, pd.DataFrame]:
 
 def check(cfg: Any, feast: pd.DataFrame, base: pd.DataFrame) -> tuple[bool, str]:
     """Same rows, same feature values (nulls included) after sorting both by row id."""
-    from mlsteward import feast_adapter
+    from mlsteward.features import feast_adapter
 
     if len(feast) != len(base):
         return False, f"row counts differ: feast {len(feast):,} vs baseline {len(base):,}"
@@ -243,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pit_join_") as tmp:
         root = Path(tmp)
         set_environment(root)
-        from mlsteward import feast_adapter
+        from mlsteward.features import feast_adapter
 
         t0 = time.perf_counter()
         cfg, snapshot, entity_df = build_data(

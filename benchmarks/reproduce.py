@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         from flows.ingestion import ingestion_flow
         from flows.reproduce import reproduce_flow
         from flows.training import training_flow
-        from mlsteward.synthetic import generate_cohort, write_dataset
+        from mlsteward.data.synthetic import generate_cohort, write_dataset
 
         source = write_dataset(generate_cohort(n_rows=args.rows, seed=0), Path(tmp) / "hd.parquet")
         with prefect_test_harness(server_startup_timeout=120):

@@ -63,9 +63,9 @@ class Run:
 
 def prepared_data(rows: int, seed: int) -> Any:
     """The training path's own split and encoding, on the synthetic cohort."""
-    from mlsteward.config import get_model_config
-    from mlsteward.contract import infer_dtype
-    from mlsteward.synthetic import generate_cohort
+    from mlsteward.config.models import get_model_config
+    from mlsteward.data.contract import infer_dtype
+    from mlsteward.data.synthetic import generate_cohort
     from tasks.training import prepare_frame
 
     cfg = get_model_config(MODEL)
@@ -80,7 +80,7 @@ def run_tuning(label: str, cfg: Any, data: Any, trials: int, tuning: dict[str, A
     from prefect import flow
 
     from flows.training import tune_model
-    from mlsteward import mlflow_adapter
+    from mlsteward.governance import mlflow_adapter
 
     cfg = cfg.model_copy(update={"tuning": cfg.tuning.model_copy(update=tuning)})
 
@@ -105,7 +105,7 @@ def run_tuning(label: str, cfg: Any, data: Any, trials: int, tuning: dict[str, A
 
 
 def section_parallel_tuning(args: argparse.Namespace) -> None:
-    from mlsteward.config import ParallelTuning
+    from mlsteward.config.models import ParallelTuning
 
     print(f"\n=== Section 1: {args.trials} Hyperopt trials on {args.rows:,} rows ===")
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()}")

@@ -138,8 +138,8 @@ def build_champion(root: Path, rows: int, max_evals: int) -> tuple[str, list[int
     quiet_library_chatter()
     from flows.ingestion import ingestion_flow, materialize_flow
     from flows.training import training_flow
-    from mlsteward.config import get_model_config
-    from mlsteward.synthetic import generate_cohort, write_dataset
+    from mlsteward.config.models import get_model_config
+    from mlsteward.data.synthetic import generate_cohort, write_dataset
 
     cohort = generate_cohort(n_rows=rows, seed=0)
     source = write_dataset(cohort, root / "cohort.parquet")
@@ -156,7 +156,7 @@ def build_champion(root: Path, rows: int, max_evals: int) -> tuple[str, list[int
 
 def champion_shape() -> str:
     """Trees and depth of the champion: what a ``pred_contribs`` row costs depends on them."""
-    from mlsteward import governance
+    from mlsteward.governance import promotion as governance
 
     booster = governance.load_version(MODEL, "champion", actor="benchmark").model.get_booster()
     depth = json.loads(booster.save_config())["learner"]["gradient_booster"]["tree_train_param"]
@@ -186,9 +186,10 @@ def bare_app(top_k: int, lookup: str = "feast") -> Any:
     from fastapi import FastAPI
     from fastapi.responses import Response
 
-    from mlsteward import governance, registry
-    from mlsteward.config import get_model_config
-    from mlsteward.feast_adapter import OnlineReader, get_store
+    from mlsteward.config.models import get_model_config
+    from mlsteward.features.feast_adapter import OnlineReader, get_store
+    from mlsteward.governance import promotion as governance
+    from mlsteward.governance import registry
 
     cfg = get_model_config(MODEL)
     info = registry.version_by_alias(MODEL, "champion")
@@ -610,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"setup done in {time.perf_counter() - started:.0f} s: champion v{version}, "
               f"{len(ids)} entity ids cycled", flush=True)  # fmt: skip
 
-        from mlsteward.config import get_model_config
+        from mlsteward.config.models import get_model_config
 
         cfg = get_model_config(MODEL)
         top_k = cfg.serving.top_k or cfg.scoring.top_k or 3
@@ -651,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
             reader.stop()
             rc = ours.stop()
 
-        from mlsteward import prediction_log
+        from mlsteward.monitoring import prediction_log
 
         logged = prediction_log.read(MODEL, columns=["request_id"])
         log_rows, log_requests = len(logged), logged["request_id"].nunique()

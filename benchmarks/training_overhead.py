@@ -7,7 +7,7 @@ process, on one data set:
   MLflow on SQLite in a temporary ``MLSTEWARD_HOME`` (every trial a nested run), the training set
   retrieved point-in-time through the Feast feature service, the model registered with lineage.
 * **bare** -- a plain script with the same maths and nothing else: the snapshot parquet read
-  directly, then the very functions the tasks wrap (``mlsteward.training``: ``time_split``,
+  directly, then the very functions the tasks wrap (``mlsteward.training.fitting``: ``time_split``,
   ``make_encoding``/``encode``, ``make_dmatrix``, ``tune``, ``fit_final``, ``choose_threshold``,
   ``evaluate``) and the refit model saved to a local ``.ubj``.
 
@@ -85,17 +85,21 @@ SAME_MATHS = ("prepare", "tune", "fit+evaluate")
 TRIAL_RUNS = "mlflow trial runs"
 # Calls inside the tasks, timed where the tasks look them up: (module, attribute, label).
 INNER_CALLS: list[tuple[str, str, str]] = [
-    ("mlsteward.feast_adapter", "get_training_frame", "feast get_historical_features"),
-    ("mlsteward.mlflow_adapter", "log_nested_run", "mlflow trial runs"),
-    ("mlsteward.mlflow_adapter", "start_run", "mlflow start_run"),
+    ("mlsteward.features.feast_adapter", "get_training_frame", "feast get_historical_features"),
+    ("mlsteward.governance.mlflow_adapter", "log_nested_run", "mlflow trial runs"),
+    ("mlsteward.governance.mlflow_adapter", "start_run", "mlflow start_run"),
     ("tasks.registry", "make_lineage", "lineage (git, lock hash, versions)"),
-    ("mlsteward.mlflow_adapter", "log_params_metrics", "mlflow log params+metrics"),
-    ("mlsteward.mlflow_adapter", "set_run_tags", "mlflow lineage tags"),
-    ("mlsteward.mlflow_adapter", "log_training_input", "mlflow log_input (training set)"),
-    ("mlsteward.mlflow_adapter", "log_frame_artifact", "mlflow holdout predictions"),
-    ("mlsteward.mlflow_adapter", "log_dict_artifact", "mlflow json artifacts"),
-    ("mlsteward.mlflow_adapter", "log_and_register", "mlflow log_model + register"),
-    ("mlsteward.mlflow_adapter", "end_run", "mlflow end_run"),
+    ("mlsteward.governance.mlflow_adapter", "log_params_metrics", "mlflow log params+metrics"),
+    ("mlsteward.governance.mlflow_adapter", "set_run_tags", "mlflow lineage tags"),
+    (
+        "mlsteward.governance.mlflow_adapter",
+        "log_training_input",
+        "mlflow log_input (training set)",
+    ),
+    ("mlsteward.governance.mlflow_adapter", "log_frame_artifact", "mlflow holdout predictions"),
+    ("mlsteward.governance.mlflow_adapter", "log_dict_artifact", "mlflow json artifacts"),
+    ("mlsteward.governance.mlflow_adapter", "log_and_register", "mlflow log_model + register"),
+    ("mlsteward.governance.mlflow_adapter", "end_run", "mlflow end_run"),
 ]
 
 
@@ -217,14 +221,13 @@ def bare_run(snapshot_path: str, dtypes: dict[str, str], trials: int, out_dir: P
     import numpy as np
     import pandas as pd
 
-    from mlsteward.config import get_model_config
-    from mlsteward.training import (
+    from mlsteward.config.models import get_model_config
+    from mlsteward.features.encoding import encode, make_encoding
+    from mlsteward.training.fitting import (
         choose_threshold,
-        encode,
         evaluate,
         fit_final,
         make_dmatrix,
-        make_encoding,
         time_split,
         tune,
     )
@@ -283,7 +286,7 @@ def flow_run(trials: int, watch: Stopwatch) -> RunResult:
     import mlflow
 
     from flows.training import training_flow
-    from mlsteward import mlflow_adapter
+    from mlsteward.governance import mlflow_adapter
 
     watch.reset()
     cpu0 = process_cpu()
@@ -425,9 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     set_environment(root)
     quiet_library_chatter()
 
-    from mlsteward.config import get_model_config
-    from mlsteward.ingestion import ingest
-    from mlsteward.synthetic import generate_cohort, write_dataset
+    from mlsteward.config.models import get_model_config
+    from mlsteward.data.ingestion import ingest
+    from mlsteward.data.synthetic import generate_cohort, write_dataset
+    from mlsteward.features import feast_adapter
 
     cfg = get_model_config(MODEL)
     print(
@@ -439,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     source = write_dataset(generate_cohort(n_rows=args.rows, seed=0), root / f"{MODEL}.parquet")
     print(f"generate + write cohort  {fmt(time.perf_counter() - t)}   (excluded)")
     t = time.perf_counter()
-    snap = ingest(cfg, source).snapshot
+    snap = ingest(cfg, source, publish=feast_adapter.apply_model).snapshot
     print(
         f"ingest                   {fmt(time.perf_counter() - t)}   (excluded; {snap.rows} rows: "
         "contract, snapshot, feast apply)"

@@ -4,7 +4,8 @@ Feast imports every ``.py`` file here and collects module-level Feast objects by
 the four declaration files (``entities.py``, ``data_sources.py``, ``feature_views.py``,
 ``feature_services.py``) must expose the *same* instances: a feature view's source that is equal
 to, but not the same object as, the one in ``data_sources.py`` would be registered twice. This
-module builds them once (cached) via ``mlsteward.feast_adapter`` and holds no Feast object at
+module builds them once (cached) via ``mlsteward.features.feast_adapter`` and holds no Feast object
+at
 module level itself.
 
 Models whose config has no current snapshot yet are skipped, so ``feast plan`` works before the
@@ -17,11 +18,12 @@ import os
 from functools import cache
 from pathlib import Path
 
-from mlsteward.config import load_all_model_configs
+from mlsteward.config.models import load_all_model_configs
+from mlsteward.config.paths import config_dir
+from mlsteward.config.settings import feast_dir
+from mlsteward.data.state import current_snapshot
 from mlsteward.errors import ConfigError
-from mlsteward.feast_adapter import ModelFeastObjects, repo_declarations
-from mlsteward.settings import config_dir, feast_dir
-from mlsteward.state import current_snapshot
+from mlsteward.features.feast_adapter import ModelFeastObjects, repo_declarations
 
 REPO_DIR = Path(__file__).resolve().parent
 

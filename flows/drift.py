@@ -8,7 +8,7 @@ from prefect.runtime import flow_run
 
 from flows.governance import run_actor
 from flows.training import training_flow
-from mlsteward.config import get_model_config
+from mlsteward.config.models import get_model_config
 from tasks.common import run_logger
 from tasks.monitoring import (
     claim_retrain_slot,

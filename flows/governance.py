@@ -14,12 +14,13 @@ from prefect import flow, pause_flow_run
 from prefect.exceptions import FlowPauseTimeout, Pause
 from prefect.runtime import flow_run
 
-from mlsteward import governance, registry
 from mlsteward.audit import Action
-from mlsteward.config import ModelConfig, get_model_config
+from mlsteward.config.models import ModelConfig, get_model_config
 from mlsteward.errors import ChampionChangedError, PromotionError
-from mlsteward.gates import ValidationReport
-from mlsteward.registry import CHAMPION
+from mlsteward.governance import promotion as governance
+from mlsteward.governance import registry
+from mlsteward.governance.gates import ValidationReport
+from mlsteward.governance.registry import CHAMPION
 from tasks.approval import ApprovalInput, approval_form, await_applied_pause
 from tasks.common import artifact_key, run_logger
 from tasks.promotion import audit_event, promote_version, reject_version, rollback_champion

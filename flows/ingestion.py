@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.governance import run_actor
-from mlsteward.config import get_model_config
+from mlsteward.config.models import get_model_config
 from tasks.features import ingest_source, materialize_online
 
 

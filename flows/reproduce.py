@@ -11,8 +11,8 @@ import time
 from prefect import flow
 
 from flows.governance import run_actor
-from mlsteward.partitioned_set import remove_partitions
-from mlsteward.reproduce import ReproductionReport, Step
+from mlsteward.training.partitioned_set import remove_partitions
+from mlsteward.training.reproduce import ReproductionReport, Step
 from tasks.reproduce import (
     compare_environment,
     load_recorded_version,

@@ -2,9 +2,10 @@
 goes on only while it keeps the guardrails.
 
 The flow steers the prediction service through the registry's canary tags
-(``mlsteward.canary``) and watches it through its own endpoints: ``GET /v1/models/{model}``
+(``mlsteward.governance.canary``) and watches it through its own endpoints: ``GET
+/v1/models/{model}``
 says what a replica routes now, two ``/metrics`` scrapes bracket each step, and the prediction
-log holds the step's rows. ``mlsteward.guardrails`` judges each step. A breach rolls back at
+log holds the step's rows. ``mlsteward.rollout.guardrails`` judges each step. A breach rolls back at
 once (all traffic to the champion, the version rejected); a step that gathers too little
 traffic ends the rollout without a verdict on the model; after the last step the version is
 promoted through the same path as any promotion (``govern``: gates if stale, then the
@@ -23,12 +24,12 @@ from typing import Any
 from prefect import flow
 
 from flows.governance import _stored_report, govern, needs_validation, run_actor
-from mlsteward import canary as canary_state
-from mlsteward import registry
 from mlsteward.audit import Action
-from mlsteward.canary import Canary
-from mlsteward.config import ModelConfig, get_model_config
-from mlsteward.settings import serving_url
+from mlsteward.config.models import ModelConfig, get_model_config
+from mlsteward.config.settings import serving_url
+from mlsteward.governance import canary as canary_state
+from mlsteward.governance import registry
+from mlsteward.governance.canary import Canary
 from tasks.common import run_logger
 from tasks.rollout import (
     StepResult,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.governance import run_actor
-from mlsteward.config import get_model_config
+from mlsteward.config.models import get_model_config
 from mlsteward.errors import MlstewardError
 from tasks.scoring import (
     ScoringWindow,

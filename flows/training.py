@@ -6,10 +6,10 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.governance import govern, run_actor
-from mlsteward.config import ModelConfig, get_model_config
-from mlsteward.partitioned_set import remove_partitions
-from mlsteward.training import TuningResult
-from mlsteward.tuning import plan_execution, require_runner_package
+from mlsteward.config.models import ModelConfig, get_model_config
+from mlsteward.training.fitting import TuningResult
+from mlsteward.training.partitioned_set import remove_partitions
+from mlsteward.training.tuning import plan_execution, require_runner_package
 from tasks.features import (
     resolve_snapshot,
     retrieve_partitioned_training_set,

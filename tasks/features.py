@@ -9,15 +9,15 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mlsteward import feast_adapter
 from mlsteward.audit import Action
-from mlsteward.config import ModelConfig
+from mlsteward.config.models import ModelConfig
+from mlsteward.data.ingestion import IngestResult, ingest
+from mlsteward.data.state import SnapshotInfo, current_snapshot
 from mlsteward.errors import MlstewardError, NoSnapshotError
-from mlsteward.governance import open_audit
-from mlsteward.ingestion import IngestResult, ingest
+from mlsteward.features import feast_adapter
+from mlsteward.governance.promotion import open_audit
 from mlsteward.integrity import sha256_file
-from mlsteward.partitioned_set import partition_root, release_directory, staging_directory
-from mlsteward.state import SnapshotInfo, current_snapshot
+from mlsteward.training.partitioned_set import partition_root, release_directory, staging_directory
 from tasks.common import run_logger
 from tasks.training import PreparedData, prepare_partitioned
 
@@ -56,7 +56,7 @@ def ingest_source(
     """Ingest and audit the outcome: accepted data versions and refused sources alike."""
     with open_audit() as audit:
         try:
-            result = ingest(cfg, source)
+            result = ingest(cfg, source, publish=feast_adapter.apply_model)
         except MlstewardError as exc:
             report = getattr(exc, "report", None) or {}
             audit.append(

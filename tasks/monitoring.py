@@ -12,17 +12,19 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlsteward import governance, prediction_log, registry
 from mlsteward.audit import Action
-from mlsteward.config import ModelConfig
-from mlsteward.contract import read_source
-from mlsteward.drift import DriftResult, compute_drift, sampling_lines
+from mlsteward.config.models import ModelConfig
+from mlsteward.config.settings import drift_reports_dir
+from mlsteward.data.contract import read_source
 from mlsteward.errors import MlstewardError
-from mlsteward.registry import VerifiedModel
-from mlsteward.retrain import DriftDecision, TriggerVerdict, claim_retrain, decide
-from mlsteward.scoring import PROBA_COLUMN, score_frame
-from mlsteward.settings import drift_reports_dir
-from mlsteward.validation import load_holdout
+from mlsteward.governance import promotion as governance
+from mlsteward.governance import registry
+from mlsteward.governance.registry import VerifiedModel
+from mlsteward.governance.validation import load_holdout
+from mlsteward.monitoring import prediction_log
+from mlsteward.monitoring.drift import DriftResult, compute_drift, sampling_lines
+from mlsteward.monitoring.retrain import DriftDecision, TriggerVerdict, claim_retrain, decide
+from mlsteward.monitoring.scoring import PROBA_COLUMN, score_frame
 from tasks.common import artifact_key, run_logger
 from tasks.scoring import contract_checked
 
@@ -85,7 +87,8 @@ def current_from_log(cfg: ModelConfig, window_days: float) -> prediction_log.Win
     and target drift and quality on the labelled rows only, so a window whose outcomes are
     still arriving is measured as far as it can be rather than not at all. A window larger
     than twice ``cfg.drift.max_rows`` is pre-sampled while it is read (see
-    :func:`mlsteward.prediction_log.sample_window`), so a worker's memory does not grow with
+    :func:`mlsteward.monitoring.prediction_log.sample_window`), so a worker's memory does not grow
+    with
     the window.
     """
     since = datetime.now(UTC) - timedelta(days=window_days)

@@ -1,4 +1,5 @@
-"""Promotion-stage tasks: thin wrappers that log and audit around ``mlsteward.governance``."""
+"""Promotion-stage tasks: thin wrappers that log and audit around
+``mlsteward.governance.promotion``."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlsteward import governance
 from mlsteward.audit import Action
-from mlsteward.config import ModelConfig
-from mlsteward.governance import PromotionResult
+from mlsteward.config.models import ModelConfig
+from mlsteward.governance import promotion as governance
+from mlsteward.governance.promotion import PromotionResult
 from tasks.common import artifact_key, run_logger
 
 

@@ -12,21 +12,22 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlsteward import feast_adapter, mlflow_adapter
 from mlsteward.audit import Action
-from mlsteward.config import ModelConfig, model_config_path
-from mlsteward.governance import open_audit
-from mlsteward.lineage import Lineage, build_lineage
-from mlsteward.recipe import (
+from mlsteward.config.models import ModelConfig, model_config_path
+from mlsteward.config.paths import project_root
+from mlsteward.data.state import SnapshotInfo
+from mlsteward.features import feast_adapter
+from mlsteward.governance import mlflow_adapter
+from mlsteward.governance.promotion import open_audit
+from mlsteward.training.fitting import TuningResult
+from mlsteward.training.lineage import Lineage, build_lineage
+from mlsteward.training.recipe import (
     RECIPE_ARTIFACT,
     RECIPE_SHA_TAG,
     build_recipe,
     feature_service_definition,
     recipe_sha256,
 )
-from mlsteward.settings import project_root
-from mlsteward.state import SnapshotInfo
-from mlsteward.training import TuningResult
 from tasks.common import artifact_key, run_logger
 from tasks.training import FittedModel, PreparedData
 

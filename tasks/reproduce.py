@@ -23,15 +23,22 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlsteward import feast_adapter, registry
 from mlsteward.audit import Action
-from mlsteward.config import ModelConfig, get_model_config
+from mlsteward.config.models import ModelConfig, get_model_config
+from mlsteward.config.paths import project_root
+from mlsteward.config.settings import reproductions_dir
+from mlsteward.data.snapshots import SnapshotAlteredError, SnapshotMissingError, locate_snapshot
+from mlsteward.data.state import SnapshotInfo
 from mlsteward.errors import IntegrityError, MlstewardError, NotFoundError
-from mlsteward.governance import open_audit
+from mlsteward.features import feast_adapter
+from mlsteward.governance import registry
+from mlsteward.governance.mlflow_adapter import client
+from mlsteward.governance.promotion import open_audit
+from mlsteward.governance.registry import CHAMPION, VersionInfo
 from mlsteward.integrity import sha256_file
-from mlsteward.mlflow_adapter import client
-from mlsteward.partitioned_set import partition_root, release_directory, staging_directory
-from mlsteward.recipe import (
+from mlsteward.training.fitting import TuningResult
+from mlsteward.training.partitioned_set import partition_root, release_directory, staging_directory
+from mlsteward.training.recipe import (
     RECIPE_ARTIFACT,
     RECIPE_SHA_TAG,
     config_differences,
@@ -40,17 +47,12 @@ from mlsteward.recipe import (
     recorded_config,
     recorded_snapshot,
 )
-from mlsteward.registry import CHAMPION, VersionInfo
-from mlsteward.reproduce import (
+from mlsteward.training.reproduce import (
     ReproductionReport,
     Step,
     environment_differences,
     metric_deltas,
 )
-from mlsteward.settings import project_root, reproductions_dir
-from mlsteward.snapshots import SnapshotAlteredError, SnapshotMissingError, locate_snapshot
-from mlsteward.state import SnapshotInfo
-from mlsteward.training import TuningResult
 from tasks.common import artifact_key, run_logger
 from tasks.features import entity_frame
 from tasks.training import (

@@ -24,7 +24,7 @@ from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
-from mlsteward.config import ModelConfig
+from mlsteward.config.models import ModelConfig
 from tasks.common import run_logger
 
 DRIFT_EVENT = "mlsteward.drift.detected"

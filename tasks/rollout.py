@@ -4,7 +4,7 @@ each step against the guardrails, and the audit records of it all.
 The flow (``flows/rollout.py``) decides the order; everything that touches the service, the
 registry's canary tags, the prediction log or the audit trail is here. The service is only
 read (``GET /v1/models/{model}``, ``GET /metrics``): it is steered through the registry's
-canary tags (``mlsteward.canary``), which it polls.
+canary tags (``mlsteward.governance.canary``), which it polls.
 """
 
 from __future__ import annotations
@@ -19,13 +19,21 @@ import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mlsteward import canary as canary_state
-from mlsteward import governance, prediction_log, registry
 from mlsteward.audit import Action
-from mlsteward.canary import Canary
-from mlsteward.config import ModelConfig
+from mlsteward.config.models import ModelConfig
 from mlsteward.errors import PromotionError
-from mlsteward.guardrails import CHALLENGER, StepVerdict, arm_window, judge_step, parse_metrics
+from mlsteward.governance import canary as canary_state
+from mlsteward.governance import promotion as governance
+from mlsteward.governance import registry
+from mlsteward.governance.canary import Canary
+from mlsteward.monitoring import prediction_log
+from mlsteward.rollout.guardrails import (
+    CHALLENGER,
+    StepVerdict,
+    arm_window,
+    judge_step,
+    parse_metrics,
+)
 from tasks.common import run_logger
 from tasks.promotion import audit_event
 

@@ -14,16 +14,18 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlsteward import feast_adapter, governance, prediction_log
 from mlsteward.audit import Action
-from mlsteward.config import ModelConfig
-from mlsteward.contract import check_contract, enforce, read_source
+from mlsteward.config.models import ModelConfig
+from mlsteward.config.settings import scored_dir
+from mlsteward.data.contract import check_contract, enforce, read_source
+from mlsteward.data.ingestion import write_quarantine
+from mlsteward.data.state import SnapshotInfo, current_snapshot
 from mlsteward.errors import ContractViolation, MlstewardError, NotFoundError, PromotionError
-from mlsteward.ingestion import write_quarantine
-from mlsteward.registry import VerifiedModel
-from mlsteward.scoring import ScoredBatch, score_frame
-from mlsteward.settings import scored_dir
-from mlsteward.state import SnapshotInfo, current_snapshot
+from mlsteward.features import feast_adapter
+from mlsteward.governance import promotion as governance
+from mlsteward.governance.registry import VerifiedModel
+from mlsteward.monitoring import prediction_log
+from mlsteward.monitoring.scoring import ScoredBatch, score_frame
 from tasks.common import artifact_key, run_logger
 
 MAX_LISTED_ROWS = 10

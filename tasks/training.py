@@ -5,9 +5,10 @@ runs the whole search inside one ``tune-hyperparameters`` task; a parallel runne
 trial its own ``evaluate-trial`` task on a thread pool, Dask or Ray (``flows.training`` runs
 them in a ``tune-trials`` subflow with that task runner), batch after batch of Hyperopt TPE.
 A training set above ``distributed.above_rows`` is searched in the one task too, each trial an
-``xgboost.dask`` training on the Dask cluster (``mlsteward.dask_training``).
+``xgboost.dask`` training on the Dask cluster (``mlsteward.training.distributed``).
 
-Each task wraps functions from ``mlsteward.training``; the tasks add logging, MLflow trial runs
+Each task wraps functions from ``mlsteward.training.fitting``; the tasks add logging, MLflow trial
+runs
 and Prefect bookkeeping only. Frames pass between tasks in memory, so caching is off (hashing a
 100k-row frame for a cache key would cost more than it saves).
 """
@@ -29,16 +30,13 @@ from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from mlsteward import mlflow_adapter
-from mlsteward.config import ModelConfig, TuningConfig
+from mlsteward.config.models import ModelConfig, TuningConfig
+from mlsteward.config.paths import project_root
+from mlsteward.data.state import SnapshotInfo
 from mlsteward.errors import ConfigError, MlstewardError
-from mlsteward.lineage import require_git_ref
-from mlsteward.partitioned_set import Retrieve, TrainPartitions, build_partitioned_set
-from mlsteward.recipe import frame_digest
-from mlsteward.settings import project_root
-from mlsteward.state import SnapshotInfo
-from mlsteward.training import (
-    FeatureEncoding,
+from mlsteward.features.encoding import FeatureEncoding, encode, make_encoding
+from mlsteward.governance import mlflow_adapter
+from mlsteward.training.fitting import (
     Split,
     TrialCallback,
     TrialEvaluator,
@@ -46,17 +44,18 @@ from mlsteward.training import (
     TrialSpec,
     TuningResult,
     choose_threshold,
-    encode,
     evaluate,
     fit_final,
     make_dmatrix,
-    make_encoding,
     search,
     time_split,
     train_trial,
     tune,
 )
-from mlsteward.tuning import ExecutionPlan, plan_execution, require_runner_package
+from mlsteward.training.lineage import require_git_ref
+from mlsteward.training.partitioned_set import Retrieve, TrainPartitions, build_partitioned_set
+from mlsteward.training.recipe import frame_digest
+from mlsteward.training.tuning import ExecutionPlan, plan_execution, require_runner_package
 from tasks.common import run_logger
 
 
@@ -154,7 +153,7 @@ def prepare_partitioned(
     directory: Path,
 ) -> PreparedData:
     """The same split and encoding as ``prepare``, with the training rows left in parquet
-    partitions under ``directory`` for ``xgboost.dask`` (``mlsteward.partitioned_set``)."""
+    partitions under ``directory`` for ``xgboost.dask`` (``mlsteward.training.partitioned_set``)."""
     pset = build_partitioned_set(
         cfg,
         entities,
@@ -178,7 +177,7 @@ def on_dask(cfg: ModelConfig, data: PreparedData) -> Iterator[Any]:
     Imported here: Dask and ``xgboost.dask`` add about a second to every flow's start-up and
     only a partitioned training set needs them.
     """
-    from mlsteward.dask_training import dask_training
+    from mlsteward.training.distributed import dask_training
 
     assert data.train_partitions is not None
     with dask_training(

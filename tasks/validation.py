@@ -1,6 +1,7 @@
 """Validation-stage tasks: score the holdout, run each gate, record the report.
 
-Each gate task wraps one plain function from ``mlsteward.gates`` / ``mlsteward.fairness``; the
+Each gate task wraps one plain function from ``mlsteward.governance.gates`` /
+``mlsteward.governance.fairness``; the
 flow collects every gate's result and decides once.
 """
 
@@ -10,17 +11,18 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlsteward import governance, registry
-from mlsteward.config import ModelConfig
-from mlsteward.fairness import fairness_gate
-from mlsteward.gates import (
+from mlsteward.config.models import ModelConfig
+from mlsteward.governance import promotion as governance
+from mlsteward.governance import registry
+from mlsteward.governance.fairness import fairness_gate
+from mlsteward.governance.gates import (
     GateResult,
     ValidationReport,
     champion_comparison_gate,
     metric_threshold_gate,
 )
-from mlsteward.registry import CHAMPION, VersionInfo
-from mlsteward.validation import HoldoutScore, load_holdout, score_holdout
+from mlsteward.governance.registry import CHAMPION, VersionInfo
+from mlsteward.governance.validation import HoldoutScore, load_holdout, score_holdout
 from tasks.common import artifact_key, run_logger
 
 

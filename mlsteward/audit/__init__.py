@@ -87,7 +87,7 @@ def audit_store(url: str | None = None) -> AuditStore:
     if missing. Each call returns a new store with its own connection; close it when done.
     """
     if url is None:
-        from mlsteward.settings import audit_url
+        from mlsteward.config.settings import audit_url
 
         url = audit_url()
     if url.startswith("sqlite:"):

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from mlsteward.audit import Action, AuditStore, audit_store
+from mlsteward.config.models import model_config_paths
 from mlsteward.gateway import payloads, runs
 from mlsteward.gateway.deliveries import DeliveryLog, delivery_log
 from mlsteward.gateway.payloads import Plan, Refusal
@@ -37,8 +38,6 @@ log = logging.getLogger("mlsteward.gateway")
 def known_models() -> list[str]:
     """Model names from the config directory, read per delivery so a new model needs no
     restart (file names only: one broken config must not stop the others' webhooks)."""
-    from mlsteward.config import model_config_paths
-
     return sorted({p.stem for p in model_config_paths()})
 
 

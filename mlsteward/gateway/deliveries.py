@@ -137,7 +137,7 @@ class PostgresDeliveryLog:
 def delivery_log(audit_url: str | None = None) -> DeliveryLog:
     """The delivery log that goes with the audit store at ``audit_url`` (default: configured)."""
     if audit_url is None:
-        from mlsteward.settings import audit_url as configured
+        from mlsteward.config.settings import audit_url as configured
 
         audit_url = configured()
     if audit_url.startswith("sqlite:"):

@@ -28,9 +28,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.routing import Route
 
-from mlsteward import prediction_log
-from mlsteward.canary import ServingTarget
-from mlsteward.config import ModelConfig, get_model_config, load_all_model_configs
+from mlsteward.config.models import ModelConfig, get_model_config, load_all_model_configs
+from mlsteward.governance.canary import ServingTarget
+from mlsteward.monitoring import prediction_log
 from mlsteward.serving.batcher import Job, MicroBatcher
 from mlsteward.serving.features import FieldError, RequestRejected, check_instances
 from mlsteward.serving.logbook import PredictionLogWriter
@@ -172,7 +172,7 @@ class Service:
     def __init__(
         self, configs: list[ModelConfig], settings: ServingSettings, freeze_gc: bool = False
     ) -> None:
-        from mlsteward.feast_adapter import get_store
+        from mlsteward.features.feast_adapter import get_store
 
         self.settings = settings
         self.freeze_gc = freeze_gc

@@ -2,7 +2,7 @@
 
 Both paths produce plain dicts (feature name -> Python value) and, for anything wrong, a list
 of :class:`FieldError` naming the row, the field and the rule, in the same rule vocabulary as
-the ingestion contract (``mlsteward.contract``), so a client reads one kind of message
+the ingestion contract (``mlsteward.data.contract``), so a client reads one kind of message
 whichever way a bad value reached us.
 
 Online lookups read the model's feature service with ``feast_adapter.OnlineReader`` (the
@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlsteward.config import FeatureSpec, ModelConfig
-from mlsteward.contract import RULE_CATEGORY, RULE_DTYPE, RULE_NOT_NULL, RULE_RANGE
+from mlsteward.config.models import FeatureSpec, ModelConfig
+from mlsteward.data.contract import RULE_CATEGORY, RULE_DTYPE, RULE_NOT_NULL, RULE_RANGE
 
 RULE_UNKNOWN_FIELD = "unknown_field"
 RULE_ENTITY_TYPE = "entity_type"
@@ -149,7 +149,7 @@ class OnlineFeatures:
     """Lookups of one model's feature service in the Feast online store."""
 
     def __init__(self, cfg: ModelConfig, store: Any) -> None:
-        from mlsteward.feast_adapter import OnlineReader
+        from mlsteward.features.feast_adapter import OnlineReader
 
         self.cfg = cfg
         self.reader = OnlineReader.for_model(store, cfg)

@@ -2,7 +2,8 @@
 
 Requests pickle their rows onto a bounded in-memory queue and return; one writer thread hands
 them in batches, at most ``flush_seconds`` after they were queued, to a child process that
-appends them to the prediction log (``mlsteward.prediction_log``, the files drift detection
+appends them to the prediction log (``mlsteward.monitoring.prediction_log``, the files drift
+detection
 reads; see ``mlsteward.serving.logproc`` for why a process). When the queue is full, requests
 wait for room instead of dropping rows (``put`` yields to the event loop meanwhile), so a slow
 disk slows answers down rather than leaving silent holes in the log drift relies on. A failed
@@ -26,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mlsteward import prediction_log
+from mlsteward.monitoring import prediction_log
 from mlsteward.serving.logproc import LogProcess
 
 log = logging.getLogger("mlsteward.serving")

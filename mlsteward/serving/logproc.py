@@ -88,7 +88,7 @@ def serve(conn: Connection) -> None:
     # signal. A lower share of CPU only delays the writes (a full queue then slows requests
     # down rather than losing rows).
     background()
-    from mlsteward import prediction_log
+    from mlsteward.monitoring import prediction_log
 
     while True:
         try:

@@ -1,7 +1,8 @@
 """The service's Prometheus metrics, in a registry of its own per app.
 
 Names and labels are a contract: the rollout flow reads them back from ``/metrics`` to judge a
-canary (``mlsteward.guardrails``). Latency buckets are dense between 0.5 ms and 20 ms, where a
+canary (``mlsteward.rollout.guardrails``). Latency buckets are dense between 0.5 ms and 20 ms,
+where a
 healthy arm lives, so a p99 read back from buckets is within a few tenths of a millisecond of
 the truth, and reach 10 s for a sick one.
 """

@@ -1,6 +1,7 @@
 """A verified model version, ready to score rows of plain Python values with no pandas.
 
-Batch scoring (``mlsteward.scoring``) goes through pandas and ``shap.TreeExplainer``; that is
+Batch scoring (``mlsteward.monitoring.scoring``) goes through pandas and ``shap.TreeExplainer``;
+that is
 right for thousands of rows and costs about five times the latency of a one-row request. Here
 the same recorded encoding is applied value by value into a float32 matrix, probabilities come
 from ``Booster.inplace_predict`` (what ``XGBClassifier.predict_proba`` calls, so the numbers
@@ -23,8 +24,8 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from mlsteward.config import ModelConfig
-from mlsteward.registry import VerifiedModel
+from mlsteward.config.models import ModelConfig
+from mlsteward.governance.registry import VerifiedModel
 
 
 @dataclass(frozen=True)

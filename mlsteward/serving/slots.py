@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlsteward import canary as canary_state
-from mlsteward import governance
-from mlsteward.canary import Canary, ServingTarget
-from mlsteward.config import ModelConfig
+from mlsteward.config.models import ModelConfig
+from mlsteward.governance import canary as canary_state
+from mlsteward.governance import promotion as governance
+from mlsteward.governance.canary import Canary, ServingTarget
 from mlsteward.serving.features import FieldRule, OnlineFeatures, field_rules
 from mlsteward.serving.metrics import ServingMetrics
 from mlsteward.serving.scorer import ServedModel

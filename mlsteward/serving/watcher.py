@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
-from mlsteward.canary import ServingTarget
+from mlsteward.governance.canary import ServingTarget
 from mlsteward.serving.helpers import background, discard, spawn
 
 log = logging.getLogger("mlsteward.serving")
@@ -35,7 +35,7 @@ OnTarget = Callable[[str, ServingTarget | None, str | None], None]
 def watch(conn: Connection, models: list[str], poll_seconds: float) -> None:
     """Child main loop: read every model's target, send ``(model, target, error)``, wait."""
     background()
-    from mlsteward import canary
+    from mlsteward.governance import canary
 
     while True:
         for model in models:

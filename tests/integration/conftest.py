@@ -47,6 +47,6 @@ def prefect_console_on_real_stderr() -> Iterator[None]:
 @pytest.fixture
 def small_cohort_path(tmp_path: Path) -> Path:
     """A small built-in cohort on disk (the real generator, few rows so tests stay quick)."""
-    from mlsteward.synthetic import generate_cohort, write_dataset
+    from mlsteward.data.synthetic import generate_cohort, write_dataset
 
     return write_dataset(generate_cohort(n_rows=4_000, seed=7), tmp_path / "cohort.parquet")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlsteward import processes
+from mlsteward.platform import processes
 from tests.conftest import REPO_ROOT
 
 SERVICES = ("prefect-server", "mlflow", "gateway", "serving", "prefect-worker")
@@ -116,7 +116,7 @@ class Platform:
 
     def status(self) -> dict[str, Any]:
         out = subprocess.run(
-            [sys.executable, "-m", "mlsteward.platform", "status", "--json"],
+            [sys.executable, "-m", "mlsteward.platform.services", "status", "--json"],
             cwd=REPO_ROOT,
             env=self.env,
             capture_output=True,
@@ -129,7 +129,7 @@ class Platform:
     def stop(self) -> None:
         """Stop whatever runs, quietly: a test that failed half-way must not leave servers."""
         subprocess.run(
-            [sys.executable, "-m", "mlsteward.platform", "down"],
+            [sys.executable, "-m", "mlsteward.platform.services", "down"],
             cwd=REPO_ROOT,
             env=self.env,
             capture_output=True,

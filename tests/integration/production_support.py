@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from mlsteward import profiles
-from mlsteward.provision import drop, provision
+from mlsteward.config import profiles
+from mlsteward.platform.provision import drop, provision
 
 POSTGRES_URL = os.environ.get("MLSTEWARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("MLSTEWARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

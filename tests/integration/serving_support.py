@@ -27,10 +27,10 @@ from fastapi.testclient import TestClient
 
 from flows.ingestion import ingestion_flow, materialize_flow
 from flows.training import training_flow
-from mlsteward.config import get_model_config
+from mlsteward.config.models import get_model_config
+from mlsteward.data.synthetic import generate_cohort, write_dataset
 from mlsteward.serving.app import create_app
 from mlsteward.serving.settings import ServingSettings
-from mlsteward.synthetic import generate_cohort, write_dataset
 from tests.conftest import REPO_ROOT
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
 from tests.integration.platform_support import free_port

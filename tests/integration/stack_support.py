@@ -56,7 +56,7 @@ def read_like_get_online_features(service: str, entity: str, ids: list[Any]) -> 
     ``get_online_features`` on the current store: equal values of equal Python types, feature by
     feature, and the same again on a second read with the same reader (a reader serves every
     request of the prediction service, so a read must leave nothing behind)."""
-    from mlsteward import feast_adapter
+    from mlsteward.features import feast_adapter
 
     store = feast_adapter.get_store()
     expected = store.get_online_features(

@@ -14,8 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from mlsteward.cli import app
-from mlsteward.settings import feast_dir, home, mlflow_tracking_uri, snapshots_dir
+from mlsteward.cli.app import app
+from mlsteward.config.settings import feast_dir, home, mlflow_tracking_uri, snapshots_dir
 
 MODEL = "heart_disease"
 runner = CliRunner()

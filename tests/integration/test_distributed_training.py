@@ -21,13 +21,14 @@ from pandas.testing import assert_frame_equal
 from flows.ingestion import ingestion_flow
 from flows.reproduce import reproduce_flow
 from flows.training import training_flow
-from mlsteward import feast_adapter, report
-from mlsteward.config import DistributedTraining, get_model_config
-from mlsteward.dask_training import dask_client, worker_slots
+from mlsteward.config.models import DistributedTraining, get_model_config
+from mlsteward.config.settings import mlflow_tracking_uri, training_sets_dir
+from mlsteward.data.state import current_snapshot
+from mlsteward.data.synthetic import generate_cohort, write_dataset
 from mlsteward.errors import ConfigError
-from mlsteward.settings import mlflow_tracking_uri, training_sets_dir
-from mlsteward.state import current_snapshot
-from mlsteward.synthetic import generate_cohort, write_dataset
+from mlsteward.features import feast_adapter
+from mlsteward.report import card as report
+from mlsteward.training.distributed import dask_client, worker_slots
 from tasks.features import entity_frame
 from tasks.training import fit_evaluate, prepare, prepare_partitioned, tune_prepared
 from tests.integration.governance_support import MODEL

@@ -14,13 +14,15 @@ from flows.drift import drift_flow
 from flows.ingestion import ingestion_flow
 from flows.scoring import scoring_flow
 from flows.training import training_flow
-from mlsteward import governance, prediction_log, registry
 from mlsteward.audit import Action, audit_store
-from mlsteward.config import get_model_config
+from mlsteward.config.models import get_model_config
+from mlsteward.data.synthetic import Shift, generate_batch
 from mlsteward.errors import ContractViolation
-from mlsteward.outcomes import ingest_labels
-from mlsteward.synthetic import Shift, generate_batch
-from mlsteward.training import evaluate
+from mlsteward.governance import promotion as governance
+from mlsteward.governance import registry
+from mlsteward.monitoring import prediction_log
+from mlsteward.monitoring.outcomes import ingest_labels
+from mlsteward.training.fitting import evaluate
 from tests.integration.governance_support import MODEL, write_config
 
 SHIFTED = ["bmi", "cholesterol"]

@@ -24,10 +24,11 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from mlsteward import feast_adapter, feast_offline_store
-from mlsteward.config import ModelConfig
-from mlsteward.settings import feast_dir, snapshots_dir
-from mlsteward.state import SnapshotInfo, set_current_snapshot
+from mlsteward.config.models import ModelConfig
+from mlsteward.config.settings import feast_dir, snapshots_dir
+from mlsteward.data.state import SnapshotInfo, set_current_snapshot
+from mlsteward.features import feast_adapter
+from mlsteward.features import offline_store as feast_offline_store
 from tests.integration.stack_support import read_like_get_online_features
 
 pytestmark = pytest.mark.integration

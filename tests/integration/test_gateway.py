@@ -32,13 +32,13 @@ from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
 from flows.ingestion import ingestion_flow
 from flows.training import training_flow
-from mlsteward import registry
 from mlsteward.audit import Action, AuditRecord, audit_store
+from mlsteward.data.synthetic import generate_batch, generate_cohort, write_dataset
 from mlsteward.gateway.app import create_app
 from mlsteward.gateway.client import TriggerError, build_request, trigger
 from mlsteward.gateway.settings import GatewaySettings
 from mlsteward.gateway.signing import sign
-from mlsteward.synthetic import generate_batch, generate_cohort, write_dataset
+from mlsteward.governance import registry
 from tests.conftest import REPO_ROOT
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
 from tests.integration.serve_training import runner_deployment

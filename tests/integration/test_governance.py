@@ -22,14 +22,15 @@ from typer.testing import CliRunner
 from flows.governance import govern, promotion_flow, request_approval, validate
 from flows.ingestion import ingestion_flow
 from flows.training import training_flow
-from mlsteward import governance, registry
 from mlsteward.audit import Action, audit_store
-from mlsteward.cli import app
-from mlsteward.config import get_model_config
+from mlsteward.cli.app import app
+from mlsteward.config.models import get_model_config
+from mlsteward.config.settings import home
+from mlsteward.data.synthetic import Shift, generate_cohort, write_dataset
 from mlsteward.errors import IntegrityError, PromotionError
-from mlsteward.gates import ValidationReport
-from mlsteward.settings import home
-from mlsteward.synthetic import Shift, generate_cohort, write_dataset
+from mlsteward.governance import promotion as governance
+from mlsteward.governance import registry
+from mlsteward.governance.gates import ValidationReport
 from tasks.approval import ApprovalInput
 from tasks.common import artifact_key
 from tasks.retrain import running_training_runs
@@ -512,7 +513,7 @@ def test_audit_verify_cli_finds_an_edited_record(ingested: Path) -> None:
     """The CLI reports an intact chain, then the first record someone edited in the database."""
     import sqlite3
 
-    from mlsteward.settings import audit_url
+    from mlsteward.config.settings import audit_url
 
     code, out = cli("audit", "verify")
     assert code == 0 and out["ok"] and out["records"] == 1  # the ingestion

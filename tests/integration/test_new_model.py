@@ -11,9 +11,9 @@ from mlflow.tracking import MlflowClient
 
 from flows.ingestion import ingestion_flow
 from flows.training import training_flow
-from mlsteward import feast_adapter
-from mlsteward.config import get_model_config
-from mlsteward.settings import mlflow_tracking_uri
+from mlsteward.config.models import get_model_config
+from mlsteward.config.settings import mlflow_tracking_uri
+from mlsteward.features import feast_adapter
 
 CHURN_YAML = """\
 name: churn

@@ -16,19 +16,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.training import tuning_flow
-from mlsteward import mlflow_adapter
-from mlsteward.config import ModelConfig, TuningConfig
-from mlsteward.registry import VersionInfo
-from mlsteward.reproduce import ReproductionReport
-from mlsteward.training import (
-    Split,
-    TuningResult,
-    encode,
-    make_dmatrix,
-    make_encoding,
-    tune,
-)
-from mlsteward.tuning import plan_execution
+from mlsteward.config.models import ModelConfig, TuningConfig
+from mlsteward.features.encoding import encode, make_encoding
+from mlsteward.governance import mlflow_adapter
+from mlsteward.governance.registry import VersionInfo
+from mlsteward.training.fitting import Split, TuningResult, make_dmatrix, tune
+from mlsteward.training.reproduce import ReproductionReport
+from mlsteward.training.tuning import plan_execution
 from tasks.reproduce import RecordedVersion, rebuild_params
 from tasks.training import PreparedData, handed_over, trial_task_runner
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from mlsteward import processes
 from mlsteward.audit import Action, audit_store
-from mlsteward.config import get_model_config
-from mlsteward.synthetic import generate_cohort, write_dataset
+from mlsteward.config.models import get_model_config
+from mlsteward.data.synthetic import generate_cohort, write_dataset
+from mlsteward.platform import processes
 from tests.integration.platform_support import (
     SERVICES,
     Platform,

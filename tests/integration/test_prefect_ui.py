@@ -21,7 +21,7 @@ import pytest
 from mlflow import MlflowClient
 from playwright.sync_api import Page, sync_playwright
 
-from mlsteward import processes
+from mlsteward.platform import processes
 from tests.conftest import REPO_ROOT
 from tests.integration.platform_support import (
     Platform,

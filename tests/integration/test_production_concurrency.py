@@ -17,8 +17,8 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.ingestion import ingestion_flow
-from mlsteward import settings
 from mlsteward.audit import Action, audit_store
+from mlsteward.config import settings
 from tests.conftest import REPO_ROOT
 from tests.integration.platform_support import free_port
 from tests.integration.production_support import production_profile

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import redis
 
-from mlsteward import processes
+from mlsteward.platform import processes
 from tests.conftest import REPO_ROOT
 from tests.integration.platform_support import (
     SERVICES,

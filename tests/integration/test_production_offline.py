@@ -18,9 +18,10 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from mlsteward import feast_adapter, offline_tables
-from mlsteward.config import ModelConfig, get_model_config
-from mlsteward.ingestion import ingest
+from mlsteward.config.models import ModelConfig, get_model_config
+from mlsteward.data import offline_tables
+from mlsteward.data.ingestion import ingest
+from mlsteward.features import feast_adapter
 from tests.integration.production_support import production_profile
 from tests.integration.test_feast import (
     T0,
@@ -190,13 +191,13 @@ def test_ingesting_the_same_data_reuses_its_verified_immutable_table(
     from tasks.features import entity_frame
 
     cfg = get_model_config(MODEL)
-    local = ingest(cfg, small_cohort_path)
+    local = ingest(cfg, small_cohort_path, publish=feast_adapter.apply_model)
     assert local.offline_table is None  # the DuckDB path loads nothing
     duck = feast_adapter.get_training_frame(cfg, entity_frame(cfg, local.snapshot))
 
     with production_profile(monkeypatch, **POSTGRES) as profile:
-        first = ingest(cfg, small_cohort_path)
-        again = ingest(cfg, small_cohort_path)
+        first = ingest(cfg, small_cohort_path, publish=feast_adapter.apply_model)
+        again = ingest(cfg, small_cohort_path, publish=feast_adapter.apply_model)
         assert first.snapshot.digest == again.snapshot.digest == local.snapshot.digest
         assert first.offline_table is not None and again.offline_table is not None
         assert first.offline_table.created and not again.offline_table.created
@@ -244,7 +245,7 @@ def test_ingesting_the_same_data_reuses_its_verified_immutable_table(
         with pytest.raises(
             offline_tables.OfflineTableError, match=f"{name}.*holds {first.snapshot.rows - 1} rows"
         ):
-            ingest(cfg, small_cohort_path)
+            ingest(cfg, small_cohort_path, publish=feast_adapter.apply_model)
 
 
 def test_a_missing_table_is_an_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -340,7 +341,7 @@ def test_gc_drops_the_tables_of_collected_snapshots_only(
     import time
 
     from mlsteward.audit import Action, audit_store
-    from mlsteward.snapshots import collect_garbage
+    from mlsteward.platform.gc import collect_garbage
 
     cfg = get_model_config(MODEL)
     later = tmp_path / "later.parquet"
@@ -348,8 +349,10 @@ def test_gc_drops_the_tables_of_collected_snapshots_only(
     with production_profile(monkeypatch, **POSTGRES) as profile:
         # gc asks the registry what versions reference; no MLflow server runs in this test
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-        old = ingest(cfg, small_cohort_path)
-        current = ingest(cfg, later)  # the current pointer moves to this one
+        old = ingest(cfg, small_cohort_path, publish=feast_adapter.apply_model)
+        current = ingest(
+            cfg, later, publish=feast_adapter.apply_model
+        )  # the current pointer moves to this one
         assert old.offline_table and current.offline_table
         old_file = Path(old.snapshot.path)
         past = time.time() - 7200

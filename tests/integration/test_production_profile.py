@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from flows.ingestion import ingestion_flow, materialize_flow
-from mlsteward import feast_adapter
-from mlsteward.config import get_model_config
+from mlsteward.config.models import get_model_config
+from mlsteward.features import feast_adapter
 from tests.integration.production_support import production_profile
 from tests.integration.stack_support import read_like_get_online_features
 
@@ -71,8 +71,8 @@ def test_redis_online_store_returns_what_sqlite_returns(
 def test_provision_creates_what_is_missing_once_and_drop_removes_it(
     mlsteward_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlsteward.profiles import PURPOSES
-    from mlsteward.provision import drop, provision
+    from mlsteward.config.profiles import PURPOSES
+    from mlsteward.platform.provision import drop, provision
 
     with production_profile(monkeypatch) as profile:
         pg = profile.postgres

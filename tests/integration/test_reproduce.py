@@ -23,11 +23,11 @@ from flows.ingestion import ingestion_flow
 from flows.reproduce import reproduce_flow
 from flows.training import training_flow
 from mlsteward.audit import Action, audit_store
-from mlsteward.cli import app
-from mlsteward.recipe import recorded_config
-from mlsteward.settings import mlflow_tracking_uri
-from mlsteward.state import current_snapshot
-from mlsteward.synthetic import generate_cohort, write_dataset
+from mlsteward.cli.app import app
+from mlsteward.config.settings import mlflow_tracking_uri
+from mlsteward.data.state import current_snapshot
+from mlsteward.data.synthetic import generate_cohort, write_dataset
+from mlsteward.training.recipe import recorded_config
 from tests.conftest import REPO_ROOT
 from tests.integration.governance_support import MODEL, write_config
 from tests.integration.serving_support import module_home
@@ -261,7 +261,7 @@ def test_lineage_names_the_recipe(trained: dict) -> None:
 
 
 def test_model_card_shows_the_last_reproduction(trained: dict) -> None:
-    from mlsteward.report import write_report
+    from mlsteward.report.card import write_report
 
     reproduce_flow(model=MODEL, version=trained["version"])
     markdown = Path(write_report(MODEL)["markdown"]).read_text()

@@ -26,9 +26,9 @@ from prefect.settings import PREFECT_API_URL
 from flows.drift import drift_flow
 from flows.ingestion import ingestion_flow
 from flows.training import training_flow
-from mlsteward import registry
 from mlsteward.audit import Action, audit_store
-from mlsteward.synthetic import Shift, generate_batch
+from mlsteward.data.synthetic import Shift, generate_batch
+from mlsteward.governance import registry
 from tasks.retrain import DRIFT_EVENT, model_resource_id, training_deployment_name
 from tests.conftest import REPO_ROOT
 from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config

@@ -23,11 +23,12 @@ import pytest
 
 from flows.governance import needs_validation
 from flows.rollout import rollout_flow
-from mlsteward import canary as canary_state
-from mlsteward import governance, registry
 from mlsteward.audit import Action
-from mlsteward.config import get_model_config
-from mlsteward.mlflow_adapter import client
+from mlsteward.config.models import get_model_config
+from mlsteward.governance import canary as canary_state
+from mlsteward.governance import promotion as governance
+from mlsteward.governance import registry
+from mlsteward.governance.mlflow_adapter import client
 from tasks.rollout import RolloutRefused, ServiceUnavailable, challenger_rows, shows_canary
 from tests.integration.governance_support import MODEL, write_config
 from tests.integration.platform_support import free_port
@@ -124,7 +125,7 @@ def test_shows_canary_needs_the_rollout_the_version_and_the_fraction() -> None:
 
 
 def test_rollout_history_reads_each_rollout_from_its_records() -> None:
-    from mlsteward.report import AuditEvent, ModelCard, render_markdown, rollout_history
+    from mlsteward.report.card import AuditEvent, ModelCard, render_markdown, rollout_history
 
     def ev(seq: int, action: str, rid: str, **details: Any) -> AuditEvent:
         ts = f"2026-01-01T00:00:{seq:02d}.000000Z"
@@ -412,7 +413,7 @@ def test_the_champion_cannot_be_rolled_out_again(stack: dict[str, Any], service_
 
 
 def test_the_model_card_shows_the_rollouts(stack: dict[str, Any]) -> None:
-    from mlsteward import report
+    from mlsteward.report import card as report
 
     card = report.collect_model_card(MODEL)
     rollouts = card.rollouts[::-1]  # newest first on the card

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from flows.ingestion import ingestion_flow, materialize_flow
 from flows.scoring import scoring_flow
 from flows.training import training_flow
-from mlsteward import prediction_log
 from mlsteward.audit import Action, audit_store
-from mlsteward.cli import app
-from mlsteward.state import current_snapshot
-from mlsteward.synthetic import generate_batch
+from mlsteward.cli.app import app
+from mlsteward.data.state import current_snapshot
+from mlsteward.data.synthetic import generate_batch
+from mlsteward.monitoring import prediction_log
 
 MODEL = "heart_disease"
 runner = CliRunner()
@@ -215,8 +215,8 @@ def test_entity_file_without_event_times_is_refused_and_logs_nothing(
 
 
 def test_entities_unknown_to_the_store_break_the_contract(champion: str, tmp_path: Path) -> None:
-    from mlsteward.config import get_model_config
-    from mlsteward.settings import quarantine_dir
+    from mlsteward.config.models import get_model_config
+    from mlsteward.config.settings import quarantine_dir
 
     cfg = get_model_config(MODEL)
     rows = snapshot_rows()

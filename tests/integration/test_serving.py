@@ -25,11 +25,13 @@ from schemathesis.checks import positive_data_acceptance
 from typer.testing import CliRunner
 
 from flows.scoring import scoring_flow
-from mlsteward import canary, governance, prediction_log
-from mlsteward.cli import app
-from mlsteward.config import get_model_config
-from mlsteward.feast_adapter import online_features
-from mlsteward.scoring import score_frame
+from mlsteward.cli.app import app
+from mlsteward.config.models import get_model_config
+from mlsteward.features.feast_adapter import online_features
+from mlsteward.governance import canary
+from mlsteward.governance import promotion as governance
+from mlsteward.monitoring import prediction_log
+from mlsteward.monitoring.scoring import score_frame
 from tests.integration.governance_support import MODEL, write_config
 from tests.integration.serving_support import (
     FAST_TUNING,

@@ -17,11 +17,13 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from flows.ingestion import ingestion_flow
-from mlsteward import mlflow_adapter, snapshots
 from mlsteward.audit import Action, audit_store
-from mlsteward.cli import app
-from mlsteward.settings import mlflow_tracking_uri, snapshot_root
-from mlsteward.snapshots import collect_garbage, referenced_digests, snapshot_path
+from mlsteward.cli.app import app
+from mlsteward.config.settings import mlflow_tracking_uri, snapshot_root
+from mlsteward.data import snapshots
+from mlsteward.data.snapshots import snapshot_path
+from mlsteward.governance import mlflow_adapter
+from mlsteward.platform.gc import collect_garbage, referenced_digests
 
 MODEL = "heart_disease"
 HOUR = 3600.0
@@ -210,8 +212,8 @@ def test_cli_gc_dry_run_then_collect(two_versions: tuple[str, str]) -> None:
 
 
 def test_partitions_of_killed_trainings_go_and_running_ones_stay() -> None:
-    from mlsteward.partitioned_set import release_directory, staging_directory
-    from mlsteward.settings import training_sets_dir
+    from mlsteward.config.settings import training_sets_dir
+    from mlsteward.training.partitioned_set import release_directory, staging_directory
     from tests.unit.test_partitioned_set import backdate, left_by_a_dead_process
 
     root = training_sets_dir(MODEL)

@@ -13,10 +13,10 @@ from mlflow.tracking import MlflowClient
 
 from flows.ingestion import ingestion_flow
 from flows.training import training_flow
-from mlsteward.lineage import REQUIRED_TAGS
-from mlsteward.settings import mlflow_tracking_uri
-from mlsteward.state import current_snapshot
-from mlsteward.training import FeatureEncoding, encode
+from mlsteward.config.settings import mlflow_tracking_uri
+from mlsteward.data.state import current_snapshot
+from mlsteward.features.encoding import FeatureEncoding, encode
+from mlsteward.training.lineage import REQUIRED_TAGS
 
 MODEL = "heart_disease"
 
@@ -120,7 +120,7 @@ def test_a_git_ref_other_than_the_checkout_stops_the_run_before_any_work(
     small_cohort_path: Path,
 ) -> None:
     from mlsteward.errors import MlstewardError
-    from mlsteward.lineage import git_info
+    from mlsteward.training.lineage import git_info
     from tests.conftest import REPO_ROOT
 
     ingestion_flow(model="heart_disease", source=str(small_cohort_path))

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from mlsteward.cli import app
+from mlsteward.cli.app import app
 
 runner = CliRunner()
 
@@ -116,7 +116,7 @@ def test_generate_refuses_a_bad_shift_and_appending_a_cohort(tmp_path, monkeypat
 
 
 def test_drift_output_says_what_moved_what_was_decided_and_what_followed() -> None:
-    from mlsteward.cli import _drift_human
+    from mlsteward.cli.app import _drift_human
 
     run = {
         "drifted_columns": ["bmi", "cholesterol"],

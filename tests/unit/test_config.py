@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsteward.config import get_model_config, load_all_model_configs, load_model_config
+from mlsteward.config.models import get_model_config, load_all_model_configs, load_model_config
 from mlsteward.errors import ConfigError
 
 MINIMAL = """\

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsteward.config import ModelConfig
-from mlsteward.contract import check_contract, enforce, infer_dtype
+from mlsteward.config.models import ModelConfig
+from mlsteward.data.contract import check_contract, enforce, infer_dtype
 from mlsteward.errors import ContractViolation
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

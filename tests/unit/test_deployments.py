@@ -64,7 +64,7 @@ def test_training_deployments_listen_for_drift() -> None:
     ("flow_name", "section"), [("scoring_flow", "scoring"), ("drift_flow", "drift")]
 )
 def test_schedules_match_the_model_config(flow_name: str, section: str) -> None:
-    from mlsteward.config import get_model_config
+    from mlsteward.config.models import get_model_config
 
     scheduled = [d for d in SPEC["deployments"] if d["entrypoint"].endswith(f":{flow_name}")]
     assert scheduled
@@ -89,7 +89,7 @@ EXPECTED = {
 
 
 def test_every_configured_model_has_its_deployments() -> None:
-    from mlsteward.config import load_all_model_configs
+    from mlsteward.config.models import load_all_model_configs
 
     by_name = {d["name"]: d for d in SPEC["deployments"]}
     models = load_all_model_configs(REPO_ROOT / "config" / "models")

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsteward.config import ModelConfig, load_model_config
-from mlsteward.drift import ColumnDriftResult, DriftResult, column_methods, compute_drift
+from mlsteward.config.models import ModelConfig, load_model_config
+from mlsteward.config.paths import project_root
+from mlsteward.data.synthetic import Shift, generate_batch, generate_cohort, risk_logit
 from mlsteward.errors import MlstewardError
-from mlsteward.retrain import decide
-from mlsteward.settings import project_root
-from mlsteward.synthetic import Shift, generate_batch, generate_cohort, risk_logit
-from mlsteward.training import evaluate
+from mlsteward.monitoring.drift import ColumnDriftResult, DriftResult, column_methods, compute_drift
+from mlsteward.monitoring.retrain import decide
+from mlsteward.training.fitting import evaluate
 
 N = 2_000
 
@@ -391,7 +391,7 @@ def _log_toy_window(days: int, per_day: int, seed: int = 21) -> None:
     third row (a quarter of them positive), plus an explanation column drift never reads."""
     from datetime import UTC, datetime, timedelta
 
-    from mlsteward import prediction_log as plog
+    from mlsteward.monitoring import prediction_log as plog
 
     rng = np.random.default_rng(seed)
     start = datetime(2025, 3, 1, 12, tzinfo=UTC)
@@ -459,7 +459,7 @@ def test_presampled_log_window_is_recorded_in_result_and_report(tmp_path):
     assert text.index("<body>") < text.index(line) < text.index('<div id="root_metric')
 
     # the model card's drift history shows the same sentence from the audit record
-    from mlsteward import report
+    from mlsteward.report import card as report
 
     record = report.AuditEvent(
         seq=1, ts="2025-03-07T10:00:00.000000Z", action="drift_checked", version="1",
@@ -480,7 +480,7 @@ def test_presampled_log_window_is_recorded_in_result_and_report(tmp_path):
 def test_small_log_window_is_compared_whole_and_says_so(tmp_path):
     from datetime import datetime
 
-    from mlsteward import prediction_log as plog
+    from mlsteward.monitoring import prediction_log as plog
     from tasks.monitoring import read_current_window
 
     _log_toy_window(days=2, per_day=900)  # 1,800 rows <= 2 x max_rows: read whole
@@ -505,7 +505,7 @@ def test_small_log_window_is_compared_whole_and_says_so(tmp_path):
 
 
 def test_sampling_lines_without_sampling_say_every_row():
-    from mlsteward.drift import sampling_lines
+    from mlsteward.monitoring.drift import sampling_lines
 
     assert sampling_lines({}, {"reference": 5, "current": 1_234}) == [
         "no sampling: every row compared (reference 5, current 1,234)"

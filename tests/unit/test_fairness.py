@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from mlsteward.config import ModelConfig, SensitiveAttribute, get_model_config
-from mlsteward.fairness import (
+from mlsteward.config.models import ModelConfig, SensitiveAttribute, get_model_config
+from mlsteward.data.synthetic import Shift, generate_cohort
+from mlsteward.features.encoding import encode, make_encoding
+from mlsteward.governance.fairness import (
     AttributeFairness,
     assess_fairness,
     bucket_labels,
@@ -19,16 +21,13 @@ from mlsteward.fairness import (
     fairness_values,
     group_labels,
 )
-from mlsteward.gates import FAIRNESS
-from mlsteward.synthetic import Shift, generate_cohort
-from mlsteward.training import (
+from mlsteward.governance.gates import FAIRNESS
+from mlsteward.training.fitting import (
     TuningResult,
     base_params,
     choose_threshold,
-    encode,
     fit_final,
     make_dmatrix,
-    make_encoding,
     time_split,
 )
 

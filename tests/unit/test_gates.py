@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from mlsteward.config import MetricBound, PromotionConfig
-from mlsteward.gates import (
+from mlsteward.config.models import MetricBound, PromotionConfig
+from mlsteward.governance.gates import (
     CHAMPION_COMPARISON,
     FAIRNESS,
     METRIC_THRESHOLDS,

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from mlsteward.config import GuardrailConfig
-from mlsteward.guardrails import (
+from mlsteward.config.models import GuardrailConfig
+from mlsteward.rollout.guardrails import (
     MIN_PSI_ROWS,
     StepVerdict,
     arm_window,

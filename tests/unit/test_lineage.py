@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from mlsteward.errors import MlstewardError
-from mlsteward.lineage import REQUIRED_TAGS, UNKNOWN, build_lineage, git_info, require_git_ref
+from mlsteward.training.lineage import (
+    REQUIRED_TAGS,
+    UNKNOWN,
+    build_lineage,
+    git_info,
+    require_git_ref,
+)
 
 
 def git(cwd: Path, *args: str) -> None:

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from mlsteward.config import DistributedTraining, ModelConfig
+from mlsteward.config.models import DistributedTraining, ModelConfig
 from mlsteward.errors import MlstewardError
-from mlsteward.partitioned_set import build_partitioned_set, chunked_digest, row_parts
-from mlsteward.recipe import frame_digest
-from mlsteward.training import time_split
+from mlsteward.training.fitting import time_split
+from mlsteward.training.partitioned_set import build_partitioned_set, chunked_digest, row_parts
+from mlsteward.training.recipe import frame_digest
 
 CFG = ModelConfig.model_validate(
     {
@@ -115,7 +115,8 @@ def left_by_a_dead_process(root: Path) -> Path:
     import sys
 
     code = (
-        "import sys, pathlib, os; from mlsteward.partitioned_set import staging_directory; "
+        "import sys, pathlib, os; "
+        "from mlsteward.training.partitioned_set import staging_directory; "
         "d = staging_directory(pathlib.Path(sys.argv[1])); (d / 'part-00000.parquet')"
         ".write_bytes(b'x' * 10); print(d); os._exit(0)"
     )
@@ -134,7 +135,7 @@ def backdate(path: Path, seconds: float = 7200) -> None:
 
 
 def test_only_directories_no_live_process_holds_are_abandoned(tmp_path: Path) -> None:
-    from mlsteward.partitioned_set import (
+    from mlsteward.training.partitioned_set import (
         abandoned_directories,
         release_directory,
         staging_directory,

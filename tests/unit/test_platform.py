@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mlsteward import processes
-from mlsteward.platform import (
+from mlsteward.platform import processes
+from mlsteward.platform.services import (
     PlatformConfig,
     PlatformError,
     child_env,

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsteward import prediction_log as plog
-from mlsteward.settings import predictions_dir
+from mlsteward.config.settings import predictions_dir
+from mlsteward.monitoring import prediction_log as plog
 from tests.forking import in_child
 
 MODEL = "heart_disease"

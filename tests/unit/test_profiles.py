@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mlsteward import profiles, settings
+from mlsteward.config import profiles, settings
+from mlsteward.config.profiles import PostgresSettings, Profile, redis_connection_string
 from mlsteward.errors import ConfigError
-from mlsteward.profiles import PostgresSettings, Profile, redis_connection_string
 
 
 @pytest.fixture

@@ -8,8 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlsteward.recipe import canonical_json, config_differences, frame_digest, recipe_sha256
-from mlsteward.reproduce import (
+from mlsteward.training.recipe import (
+    canonical_json,
+    config_differences,
+    frame_digest,
+    recipe_sha256,
+)
+from mlsteward.training.reproduce import (
     STEPS,
     ReproductionReport,
     Step,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mlsteward import report
-from mlsteward.report import (
+from mlsteward.report import card as report
+from mlsteward.report.card import (
     AuditEvent,
     AuditStatus,
     ModelCard,
@@ -291,7 +291,7 @@ def drift_event(
 
 
 def claim_event(seq: int, allowed: bool, reason: str, report_path: str | None) -> AuditEvent:
-    """A retrain claim as ``mlsteward.retrain.claim_retrain`` writes it (no version)."""
+    """A retrain claim as ``mlsteward.monitoring.retrain.claim_retrain`` writes it (no version)."""
     details = {} if report_path is None else {"report": report_path}
     return event(
         seq,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mlsteward.audit import Action, audit_store
-from mlsteward.config import get_model_config
-from mlsteward.retrain import claim_retrain, cooldown_verdict, decide, performance_drop
+from mlsteward.config.models import get_model_config
+from mlsteward.monitoring.retrain import claim_retrain, cooldown_verdict, decide, performance_drop
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 

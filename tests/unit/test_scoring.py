@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from mlsteward import registry
-from mlsteward.config import ModelConfig, get_model_config
-from mlsteward.scoring import (
+from mlsteward.config.models import ModelConfig, get_model_config
+from mlsteward.data.synthetic import generate_cohort
+from mlsteward.features.encoding import encode, make_encoding
+from mlsteward.governance import registry
+from mlsteward.monitoring.scoring import (
     ScoredBatch,
     score_frame,
     shap_feature_column,
     shap_value_column,
     top_k_contributions,
 )
-from mlsteward.synthetic import generate_cohort
-from mlsteward.training import encode, make_encoding
 
 THRESHOLD = 0.4
 
@@ -103,7 +103,7 @@ def test_probabilities_and_labels(cfg, verified, batch, scored: ScoredBatch) -> 
 
 def test_shap_plus_base_value_is_the_margin(cfg, verified, batch) -> None:
     """Every row's contributions add up, with the base value, to the model's log-odds."""
-    from mlsteward.scoring import explain
+    from mlsteward.monitoring.scoring import explain
 
     enc = verified.info.encoding
     x = encode(batch, enc)
@@ -123,7 +123,7 @@ def test_shap_plus_base_value_is_the_margin(cfg, verified, batch) -> None:
 
 
 def test_top_k_columns_are_the_largest_contributions(cfg, verified, batch, scored) -> None:
-    from mlsteward.scoring import explain
+    from mlsteward.monitoring.scoring import explain
 
     enc = verified.info.encoding
     values, base = explain(verified, encode(batch, enc))
@@ -190,7 +190,7 @@ def test_empty_frame_scores_to_empty(cfg, verified, batch) -> None:
 
 
 def test_scored_frame_round_trips_through_the_prediction_log(scored: ScoredBatch) -> None:
-    from mlsteward import prediction_log
+    from mlsteward.monitoring import prediction_log
 
     prediction_log.append(scored.model, scored.frame, batch_id="s1")
     back = prediction_log.read(scored.model).drop(columns="batch_id")

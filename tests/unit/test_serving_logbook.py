@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlsteward import prediction_log
+from mlsteward.config.settings import predictions_dir
+from mlsteward.monitoring import prediction_log
 from mlsteward.serving.logbook import PredictionLogWriter
-from mlsteward.settings import predictions_dir
 
 MODEL = "heart_disease"
 KINDS = {"age": "int", "chol": "float", "sex": "category", "smoker": "bool",

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mlsteward.config import get_model_config
+from mlsteward.config.models import get_model_config
 from mlsteward.serving.features import check_instances, check_value, field_rules
 from mlsteward.serving.routing import CHALLENGER_ARM, CHAMPION_ARM, bucket, choose_arm, routing_key
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import time
 
-from mlsteward.canary import ServingTarget
+from mlsteward.governance.canary import ServingTarget
 from mlsteward.serving.watcher import RegistryWatcher
 
 MODEL = "heart_disease"

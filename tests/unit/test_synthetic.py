@@ -10,8 +10,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mlsteward.config import ModelConfig, get_model_config
-from mlsteward.synthetic import (
+from mlsteward.config.models import ModelConfig, get_model_config
+from mlsteward.data.synthetic import (
     BATCH_ID_OFFSET,
     CATEGORIES,
     COLUMNS,
@@ -358,7 +358,7 @@ def test_write_rejects_unknown_suffix(tmp_path, cohort: pd.DataFrame) -> None:
 
 def test_same_second_visits_of_one_patient_are_moved_apart() -> None:
     # real windows make clashes rare, so the de-duplication is exercised directly
-    from mlsteward.synthetic import _unique_times
+    from mlsteward.data.synthetic import _unique_times
 
     pidx = np.array([0, 0, 0, 1, 1, 2])
     t = np.array([5, 5, 9, 5, 5, 9])

@@ -7,14 +7,13 @@ import pandas as pd
 import pytest
 from hyperopt import pyll
 
-from mlsteward.config import ModelConfig, SearchDimension, TuningConfig
-from mlsteward.training import (
+from mlsteward.config.models import ModelConfig, SearchDimension, TuningConfig
+from mlsteward.features.encoding import encode, make_encoding
+from mlsteward.training.fitting import (
     build_search_space,
     choose_threshold,
-    encode,
     evaluate,
     make_dmatrix,
-    make_encoding,
     time_split,
     tune,
     typed_params,

@@ -17,20 +17,20 @@ import xgboost as xgb
 from hyperopt import STATUS_OK, Trials, fmin, hp, rand, space_eval, tpe
 from pydantic import ValidationError
 
-from mlsteward.config import ModelConfig, ParallelTuning, TuningConfig
+from mlsteward.config.models import ModelConfig, ParallelTuning, TuningConfig
 from mlsteward.errors import ConfigError
-from mlsteward.training import (
+from mlsteward.features.encoding import make_encoding
+from mlsteward.training.fitting import (
     TrialSpec,
     build_search_space,
     local_evaluator,
     make_dmatrix,
-    make_encoding,
     search,
     train_trial,
     tune,
     typed_params,
 )
-from mlsteward.tuning import (
+from mlsteward.training.tuning import (
     PendingTrial,
     batched_search,
     ok,
@@ -277,8 +277,8 @@ def test_missing_runner_package_names_the_package_and_the_extra() -> None:
 
 
 def test_lineage_records_how_the_search_ran(tmp_path: Any) -> None:
-    from mlsteward.lineage import UNKNOWN, build_lineage
-    from mlsteward.training import TuningResult
+    from mlsteward.training.fitting import TuningResult
+    from mlsteward.training.lineage import UNKNOWN, build_lineage
 
     result = TuningResult({}, 3, 0.4, [], 42, batch_size=4, runner="dask", trial_nthread=1)
     common = {

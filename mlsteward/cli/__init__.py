@@ -1,0 +1,1 @@
+"""The `mlsteward` command line: one module per command group, wired in ``app``."""

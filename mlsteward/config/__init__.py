@@ -1,0 +1,1 @@
+"""Configuration: model configs (YAML -> pydantic), profiles and where state lives."""

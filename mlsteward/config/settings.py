@@ -1,0 +1,194 @@
+"""Where state lives. Everything is under one home directory so a run is easy to inspect or wipe.
+
+Environment variables override locations (``MLSTEWARD_HOME``, ``MLSTEWARD_CONFIG_DIR``,
+``MLFLOW_TRACKING_URI``, ...), then the active profile (``mlsteward.config.profiles``), then the
+local
+defaults, so the same code runs embedded (SQLite, no server) or on shared engines. Paths are
+computed on each call, never at import, so tests can repoint them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mlsteward.config.paths import project_root
+from mlsteward.config.profiles import Profile, active, masked
+
+
+def home() -> Path:
+    env = os.environ.get("MLSTEWARD_HOME")
+    path = Path(env).expanduser() if env else project_root() / ".mlsteward"
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sub(*parts: str) -> Path:
+    path = home().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def mlflow_dir() -> Path:
+    return _sub("mlflow")
+
+
+def _profile() -> Profile:
+    return active()
+
+
+def mlflow_backend_store_uri() -> str:
+    """The database behind MLflow: ``MLFLOW_BACKEND_STORE_URI``, the profile's PostgreSQL
+    database, a database ``MLFLOW_TRACKING_URI`` names, or a SQLite file under the home."""
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return (
+        os.environ.get("MLFLOW_BACKEND_STORE_URI")
+        or _profile().mlflow_backend_store_uri
+        or (tracking if tracking and not tracking.startswith(("http://", "https://")) else "")
+        or f"sqlite:///{mlflow_dir() / 'mlflow.db'}"
+    )
+
+
+def mlflow_proxies_artifacts() -> bool:
+    """True when clients reach MLflow through its server (the production profile): the server
+    then keeps artifacts in ``mlflow_artifacts_destination()`` and proxies them."""
+    return mlflow_tracking_uri().startswith(("http://", "https://"))
+
+
+def mlflow_tracking_uri() -> str:
+    """Where clients talk to MLflow: ``MLFLOW_TRACKING_URI``, the profile's MLflow server, or
+    the backend store itself (the local profile needs no server)."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or _profile().mlflow.tracking_uri
+        or mlflow_backend_store_uri()
+    )
+
+
+def mlflow_artifact_root() -> str:
+    """Where new experiments keep artifacts. Through an MLflow server: its proxied store
+    (``mlflow-artifacts:``), so clients need no object-store credentials; otherwise files."""
+    env = os.environ.get("MLSTEWARD_ARTIFACT_ROOT")
+    if env:
+        return env
+    if mlflow_proxies_artifacts():
+        return "mlflow-artifacts:"
+    return (mlflow_dir() / "artifacts").as_uri()
+
+
+def mlflow_artifacts_destination() -> str:
+    """Where an MLflow server started by ``make up`` stores the artifacts it proxies."""
+    return _profile().mlflow.artifacts_destination or str(_sub("artifact-store"))
+
+
+def prefect_database_url() -> str | None:
+    """The Prefect server's database: ``PREFECT_SERVER_DATABASE_CONNECTION_URL`` or the
+    profile's; None: Prefect's own SQLite default under ``PREFECT_HOME``."""
+    return (
+        os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or _profile().prefect_database_url
+    )
+
+
+def feast_dir() -> Path:
+    return _sub("feast")
+
+
+def snapshot_root() -> Path:
+    """Root of the content-addressed snapshot store: ``MLSTEWARD_SNAPSHOT_ROOT`` (any mounted
+    filesystem path, e.g. shared storage), by default ``MLSTEWARD_HOME/snapshots``."""
+    env = os.environ.get("MLSTEWARD_SNAPSHOT_ROOT")
+    path = Path(env).expanduser().resolve() if env else home() / "snapshots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def snapshots_dir(model: str) -> Path:
+    path = snapshot_root() / model
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def reproductions_dir(model: str) -> Path:
+    """Reports and rebuilt artifacts of ``mlsteward reproduce`` runs."""
+    return _sub("reproductions", model)
+
+
+def predictions_dir(model: str) -> Path:
+    """The append-only prediction log of one model (one parquet file per scored batch)."""
+    return _sub("predictions", model)
+
+
+def training_sets_dir(model: str) -> Path:
+    """Partitioned training sets staged for Dask workers (removed when the run ends)."""
+    return _sub("training_sets", model)
+
+
+def quarantine_dir(model: str) -> Path:
+    return _sub("quarantine", model)
+
+
+def state_dir() -> Path:
+    return _sub("state")
+
+
+def feature_repo_dir() -> Path:
+    env = os.environ.get("MLSTEWARD_FEATURE_REPO")
+    return Path(env).resolve() if env else project_root() / "feature_repo"
+
+
+def audit_url() -> str:
+    """Where the audit trail lives: ``MLSTEWARD_AUDIT_URL`` (``sqlite:///…`` or
+    ``postgresql://…``), the profile's PostgreSQL database, or a SQLite file under the home
+    directory."""
+    return (
+        os.environ.get("MLSTEWARD_AUDIT_URL")
+        or _profile().audit_url
+        or f"sqlite:///{_sub('audit') / 'audit.db'}"
+    )
+
+
+def scored_dir(model: str) -> Path:
+    """Scored batches (one parquet per scoring run), for people and downstream systems."""
+    return _sub("scored", model)
+
+
+def drift_reports_dir(model: str) -> Path:
+    """Evidently HTML reports of drift runs."""
+    return _sub("reports", "drift", model)
+
+
+DEFAULT_SERVING_PORT = 8800
+
+
+def serving_url() -> str:
+    """Where the prediction service answers: ``MLSTEWARD_SERVING_URL``, or loopback on
+    ``MLSTEWARD_SERVING_PORT`` (default 8800), as ``make up`` starts it."""
+    url = os.environ.get("MLSTEWARD_SERVING_URL", "").strip()
+    if url:
+        return url.rstrip("/")
+    port = os.environ.get("MLSTEWARD_SERVING_PORT", "").strip() or str(DEFAULT_SERVING_PORT)
+    return f"http://127.0.0.1:{port}"
+
+
+def locations() -> dict[str, str]:
+    """Where each kind of state lives right now (variables, then profile, then defaults), with
+    passwords masked: what ``mlsteward profile show`` prints."""
+    p = _profile()
+    registry = p.feast_registry or {"path": str(feast_dir() / "registry.db")}
+    online = f"redis {p.redis_url}" if p.redis_url else f"sqlite {feast_dir() / 'online.db'}"
+    offline = "postgres" if p.feast_offline_store else "duckdb over snapshot files"
+    out = {
+        "profile": p.name,
+        "home": str(home()),
+        "mlflow_tracking_uri": mlflow_tracking_uri(),
+        "mlflow_backend_store": mlflow_backend_store_uri(),
+        "prefect_database": prefect_database_url() or "SQLite under PREFECT_HOME",
+        "audit": audit_url(),
+        "feast_project": p.feast.project,
+        "feast_registry": str(registry["path"]),
+        "feast_online_store": online,
+        "feast_offline_store": offline,
+        "snapshots": str(snapshot_root()),
+    }
+    return {k: masked(v) for k, v in out.items()}

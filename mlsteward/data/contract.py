@@ -1,0 +1,328 @@
+"""The data contract: rules derived from a model's config, checked row by row.
+
+Why row-level: a source with a handful of bad rows should still feed the feature store (bad rows
+go to quarantine with the rule they broke), while a source that is broken as a whole (missing
+column, unparsable file, too many bad rows) must stop everything before Feast sees any of it.
+The functions here are pure: they take frames and return frames plus a report, so the same
+rules can guard ingestion, training inputs and scoring inputs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlsteward.config.models import FeatureSpec, ModelConfig
+from mlsteward.errors import ContractViolation
+
+TRUE_STRINGS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
+FALSE_STRINGS = frozenset({"false", "f", "no", "n", "0", "0.0"})
+
+# Rule names are stable identifiers: they appear in quarantine files, reports and audit records.
+RULE_MISSING_COLUMN = "required_column"
+RULE_DTYPE = "dtype"
+RULE_NOT_NULL = "not_null"
+RULE_RANGE = "range"
+RULE_CATEGORY = "allowed_category"
+RULE_UNIQUE_KEY = "unique_entity_timestamp"
+RULE_FUTURE = "no_future_timestamp"
+RULE_LABEL = "label_value"
+
+
+@dataclass
+class ContractReport:
+    """What the contract found; serialisable so the CLI, Prefect artifacts and audit share it."""
+
+    model: str
+    source: str
+    total_rows: int = 0
+    bad_rows: int = 0
+    violations: Counter = field(default_factory=Counter)  # (rule, column) -> rows
+    fatal: list[str] = field(default_factory=list)
+    timestamp_assigned: bool = False
+    inferred_dtypes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def good_rows(self) -> int:
+        return self.total_rows - self.bad_rows
+
+    @property
+    def bad_share(self) -> float:
+        return self.bad_rows / self.total_rows if self.total_rows else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "source": self.source,
+            "total_rows": self.total_rows,
+            "good_rows": self.good_rows,
+            "bad_rows": self.bad_rows,
+            "bad_share": round(self.bad_share, 6),
+            "violations": [
+                {"rule": r, "column": c, "rows": n}
+                for (r, c), n in sorted(self.violations.items(), key=lambda kv: (-kv[1], kv[0]))
+            ],
+            "fatal": list(self.fatal),
+            "timestamp_assigned": self.timestamp_assigned,
+            "inferred_dtypes": dict(self.inferred_dtypes),
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.source}: {self.total_rows} rows, {self.bad_rows} broke the contract "
+            f"({self.bad_share:.2%})"
+        ]
+        lines += [f"  - {msg}" for msg in self.fatal]
+        lines += [
+            f"  - rule {v['rule']} on column {v['column']!r}: {v['rows']} row(s)"
+            for v in self.to_dict()["violations"]
+        ]
+        return "\n".join(lines)
+
+
+@dataclass
+class ContractResult:
+    good: pd.DataFrame
+    quarantined: pd.DataFrame
+    report: ContractReport
+
+
+def read_source(path: Path, cfg: ModelConfig) -> pd.DataFrame:
+    """Read CSV or parquet as raw as possible: typing is the contract's job, not the reader's."""
+    if not path.exists():
+        raise ContractViolation(f"{path}: source file does not exist")
+    if path.stat().st_size == 0:
+        raise ContractViolation(f"{path}: source file is empty (0 bytes)")
+    fmt = cfg.source.file_format(path)
+    try:
+        if fmt == "parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, dtype=str, keep_default_na=True, skipinitialspace=True)
+    except Exception as exc:  # any parser failure is the same user-facing problem
+        raise ContractViolation(f"{path}: cannot parse as {fmt}: {exc}") from exc
+    if df.empty:
+        raise ContractViolation(f"{path}: no data rows (header only or empty table)")
+    return df
+
+
+def required_columns(cfg: ModelConfig) -> list[str]:
+    cols = [cfg.source.entity, cfg.label, *cfg.feature_names]
+    if cfg.source.timestamp:
+        cols.insert(1, cfg.source.timestamp)
+    return cols
+
+
+def _coerce_numeric(raw: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(raw):
+        return raw.astype("float64")
+    return pd.to_numeric(raw, errors="coerce").astype("float64")
+
+
+def _coerce_bool(raw: pd.Series) -> pd.Series:
+    """Accept real booleans, 0/1 and the usual words; anything else becomes NA (a dtype break)."""
+    if pd.api.types.is_bool_dtype(raw):
+        return raw.astype("boolean")
+    text = raw.astype("string").str.strip().str.lower()
+    out = pd.Series(pd.NA, index=raw.index, dtype="boolean")
+    out[text.isin(TRUE_STRINGS).fillna(False).astype(bool)] = True
+    out[text.isin(FALSE_STRINGS).fillna(False).astype(bool)] = False
+    return out
+
+
+def infer_dtype(raw: pd.Series) -> str:
+    """Infer a feature type when the config leaves it out; the choice is recorded in lineage."""
+    present = raw.dropna()
+    if pd.api.types.is_bool_dtype(raw):
+        return "bool"
+    text = present.astype(str).str.strip().str.lower()
+    # Words (yes/no, true/false) make a bool; a column of only 0/1 is left to the numeric rule.
+    words = text.isin(TRUE_STRINGS | FALSE_STRINGS) & ~text.isin({"0", "1", "0.0", "1.0"})
+    if len(text) and text.isin(TRUE_STRINGS | FALSE_STRINGS).all() and words.any():
+        return "bool"
+    numeric = pd.to_numeric(present, errors="coerce")
+    if len(present) and numeric.notna().mean() >= 0.95:
+        finite = numeric.dropna()
+        return "int" if np.all(np.equal(np.mod(finite, 1), 0)) else "float"
+    return "category"
+
+
+def _check_feature(
+    spec: FeatureSpec, dtype: str, raw: pd.Series
+) -> tuple[pd.Series, dict[str, pd.Series]]:
+    """Return the typed column and one boolean 'broken' mask per rule."""
+    missing = raw.isna()
+    if raw.dtype == object or pd.api.types.is_string_dtype(raw):
+        missing = missing | raw.astype("string").str.strip().eq("").fillna(False).astype(bool)
+    masks: dict[str, pd.Series] = {}
+    if dtype in ("int", "float"):
+        typed = _coerce_numeric(raw)
+        unparsable = typed.isna() & ~missing
+        if dtype == "int":
+            fractional = typed.notna() & (np.mod(typed.fillna(0), 1) != 0)
+            unparsable = unparsable | fractional
+        masks[RULE_DTYPE] = unparsable
+        below = typed < spec.min if spec.min is not None else pd.Series(False, index=raw.index)
+        above = typed > spec.max if spec.max is not None else pd.Series(False, index=raw.index)
+        masks[RULE_RANGE] = (below | above).fillna(False)
+        typed = typed.where(~unparsable)
+        typed = typed.astype("Int64") if dtype == "int" else typed
+    elif dtype == "bool":
+        typed = _coerce_bool(raw)
+        masks[RULE_DTYPE] = typed.isna() & ~missing
+    else:
+        typed = raw.astype("string").str.strip()
+        typed = typed.where(~missing)
+        if spec.categories is not None:
+            masks[RULE_CATEGORY] = (~typed.isin(spec.categories)).fillna(False) & ~missing
+    if not spec.nullable:
+        masks[RULE_NOT_NULL] = missing
+    return typed, {k: v.fillna(False).astype(bool) for k, v in masks.items()}
+
+
+def _check_timestamps(
+    raw: pd.Series, now: datetime, tolerance_s: int
+) -> tuple[pd.Series, dict[str, pd.Series]]:
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        ts = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
+    else:
+        ts = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
+    ts = ts.astype("datetime64[us, UTC]")
+    limit = pd.Timestamp(now + timedelta(seconds=tolerance_s))
+    return ts, {
+        RULE_DTYPE: (ts.isna() & raw.notna()).astype(bool),
+        RULE_NOT_NULL: raw.isna().astype(bool),
+        RULE_FUTURE: (ts > limit).fillna(False).astype(bool),
+    }
+
+
+def _check_label(raw: pd.Series, allowed: list[int]) -> tuple[pd.Series, pd.Series]:
+    values = _coerce_numeric(raw)
+    ok = values.isin([float(a) for a in allowed])
+    return values.where(ok).astype("Int64"), (~ok).astype(bool)
+
+
+def check_contract(
+    df: pd.DataFrame,
+    cfg: ModelConfig,
+    source: str = "<frame>",
+    now: datetime | None = None,
+    require_label: bool = True,
+) -> ContractResult:
+    """Apply every rule; return typed good rows, quarantined rows and the report.
+
+    Raises:
+        ContractViolation: when a required column is missing (no row can be judged then).
+            Too many bad rows is recorded in ``report.fatal``; ``enforce`` turns it into an error
+            after the caller has quarantined the rows.
+    """
+    now = now or datetime.now(UTC)
+    report = ContractReport(model=cfg.name, source=source, total_rows=len(df))
+    needed = (
+        required_columns(cfg)
+        if require_label
+        else [c for c in required_columns(cfg) if c != cfg.label]
+    )
+    missing_cols = [c for c in needed if c not in df.columns]
+    if missing_cols:
+        report.fatal.append(f"missing required column(s) {missing_cols}; found {list(df.columns)}")
+        for c in missing_cols:
+            report.violations[(RULE_MISSING_COLUMN, c)] = len(df)
+        raise ContractViolation(
+            f"{source}: missing required column(s) {missing_cols} "
+            f"(model {cfg.name!r} needs {needed})",
+            report.to_dict(),
+        )
+
+    df = df.reset_index(drop=True)
+    broken: dict[tuple[str, str], pd.Series] = {}
+    out = pd.DataFrame(index=df.index)
+
+    entity_raw = df[cfg.source.entity]
+    entity_numeric = pd.to_numeric(entity_raw, errors="coerce")
+    entity_is_int = entity_numeric.notna().all() and bool(np.all(np.mod(entity_numeric, 1) == 0))
+    out[cfg.source.entity] = (
+        entity_numeric.astype("int64") if entity_is_int else entity_raw.astype("string")
+    )
+    broken[(RULE_NOT_NULL, cfg.source.entity)] = entity_raw.isna()
+
+    ts_col = cfg.timestamp_column
+    if cfg.source.timestamp:
+        ts, masks = _check_timestamps(
+            df[cfg.source.timestamp], now, cfg.contract.future_tolerance_seconds
+        )
+        for rule, m in masks.items():
+            broken[(rule, ts_col)] = m
+    else:
+        report.timestamp_assigned = True
+        stamp = pd.Timestamp(now.replace(microsecond=0))
+        ts = pd.Series(stamp, index=df.index).astype("datetime64[us, UTC]")
+    out[ts_col] = ts
+
+    for spec in cfg.features:
+        dtype = spec.dtype or infer_dtype(df[spec.name])
+        report.inferred_dtypes[spec.name] = dtype
+        typed, masks = _check_feature(spec, dtype, df[spec.name])
+        out[spec.name] = typed
+        for rule, m in masks.items():
+            broken[(rule, spec.name)] = m
+
+    if require_label and cfg.label in df.columns:
+        out[cfg.label], broken[(RULE_LABEL, cfg.label)] = _check_label(
+            df[cfg.label], cfg.label_values
+        )
+
+    key_ok = out[cfg.source.entity].notna() & out[ts_col].notna()
+    dup = out.duplicated([cfg.source.entity, ts_col], keep=False) & key_ok
+    broken[(RULE_UNIQUE_KEY, f"{cfg.source.entity}+{ts_col}")] = dup
+
+    any_broken = pd.Series(False, index=df.index)
+    reasons = pd.Series("", index=df.index, dtype=object)
+    for (rule, col), mask in broken.items():
+        mask = mask.fillna(False).astype(bool)
+        n = int(mask.sum())
+        if n:
+            report.violations[(rule, col)] = n
+            any_broken |= mask
+            reasons[mask] = reasons[mask] + f"{rule}:{col};"
+    report.bad_rows = int(any_broken.sum())
+
+    quarantined = df[any_broken].astype("string").copy()
+    quarantined.insert(0, "_violations", reasons[any_broken].str.rstrip(";"))
+    quarantined.insert(0, "_row_number", (df.index[any_broken] + 1).astype("int64"))
+
+    good = out[~any_broken].copy()
+    for spec in cfg.features:
+        dtype = report.inferred_dtypes[spec.name]
+        if dtype == "bool" and not spec.nullable:
+            good[spec.name] = good[spec.name].astype(bool)
+        elif dtype == "int" and not spec.nullable:
+            good[spec.name] = good[spec.name].astype("int64")
+    if require_label:
+        good[cfg.label] = good[cfg.label].astype("int64")
+
+    limit = cfg.contract.max_bad_row_share
+    if report.bad_share > limit:
+        report.fatal.append(
+            f"{report.bad_rows} of {report.total_rows} rows ({report.bad_share:.2%}) broke the "
+            f"contract; the limit is {limit:.2%}"
+        )
+    elif good.empty:
+        report.fatal.append("no row passed the contract")
+    return ContractResult(good=good, quarantined=quarantined, report=report)
+
+
+def enforce(result: ContractResult) -> ContractResult:
+    """Turn a failed contract into an error; callers write quarantine first so nothing is lost."""
+    report = result.report
+    if report.fatal:
+        raise ContractViolation(
+            f"data contract failed for model {report.model!r}\n" + report.summary(),
+            report.to_dict(),
+        )
+    return result

@@ -1,0 +1,1 @@
+"""Features: the Feast repo built from config, training retrieval, online reads."""

@@ -1,0 +1,1 @@
+"""Governance: gates, fairness, the MLflow registry, promotion, approvals, canary state."""

@@ -1,0 +1,574 @@
+"""Promotion, rejection and rollback: the registry changes governance allows, and their audit.
+
+Plain functions (no Prefect) so the CLI, flows and tests share one implementation. Every change
+of the ``champion`` alias happens under a per-model lock held in the audit store, after
+re-reading the registry, so two promotions racing cannot both win and a promotion never acts on
+a stale view. The alias moves in one MLflow call; if anything after it fails, the change is
+undone before the error propagates, so there is never a half-done promotion.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlsteward.audit import Action, AuditStore, audit_store
+from mlsteward.config.models import ModelConfig
+from mlsteward.errors import ChampionChangedError, IntegrityError, PromotionError
+from mlsteward.governance import registry
+from mlsteward.governance.canary import read_target
+from mlsteward.governance.gates import ValidationReport
+from mlsteward.governance.registry import CHALLENGER, CHAMPION, VersionInfo
+
+LOCK_TIMEOUT_SECONDS = 120.0
+NO_CHAMPION = "none"
+
+
+class Lifecycle:
+    CANDIDATE = "candidate"
+    CHALLENGER = "challenger"
+    CHAMPION = "champion"
+    RETIRED = "retired"
+    REJECTED = "rejected"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@contextmanager
+def open_audit(store: AuditStore | None = None) -> Iterator[AuditStore]:
+    """Use the caller's store, or open the configured one for the duration of a call."""
+    if store is not None:
+        yield store
+        return
+    own = audit_store()
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+def promotion_lock_name(model: str) -> str:
+    return f"promote:{model}"
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    model: str
+    action: str  # "promoted" or "rolled_back"
+    version: str
+    previous_champion: str | None
+    artifact_sha256: str
+    audit_seq: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+def record_validation(
+    cfg: ModelConfig,
+    version: str,
+    report: ValidationReport,
+    *,
+    actor: str,
+    champion_version: str | None,
+    store: AuditStore | None = None,
+) -> VersionInfo:
+    """Store the report on the version (JSON + markdown artifacts, tags, description) and audit
+    the decision. A passing version becomes the ``challenger``; a failing one is ``rejected``
+    and can never be aliased champion (promotion checks ``validation_status``)."""
+    info = registry.get_version(cfg.name, version)
+    if CHAMPION in info.aliases:
+        # its lifecycle and aliases say champion; a fresh report must not demote it
+        raise PromotionError(f"{cfg.name} v{version} is the champion; it is not re-validated")
+    with tempfile.TemporaryDirectory() as d:
+        base = Path(d) / f"validation-v{version}"
+        base.with_suffix(".json").write_text(json.dumps(report.to_dict(), indent=2))
+        base.with_suffix(".md").write_text(report.to_markdown())
+        report_uri = registry.log_version_artifact(info, base.with_suffix(".json"), "validation")
+        registry.log_version_artifact(info, base.with_suffix(".md"), "validation")
+    reasons = report.reasons()
+    status = "passed" if report.passed else "failed"
+    with (
+        open_audit(store) as audit,
+        audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS),
+    ):
+        registry.set_tags(
+            cfg.name,
+            version,
+            {
+                "validation_status": status,
+                "validation_reasons": json.dumps(reasons)[:4000],
+                "validation_report": report_uri,
+                "validated_at": now(),
+                "validated_against_champion": champion_version or NO_CHAMPION,
+                "lifecycle": Lifecycle.CHALLENGER if report.passed else Lifecycle.REJECTED,
+            },
+        )
+        registry.set_description(cfg.name, version, report.summary())
+        audit.append(
+            Action.VALIDATION_PASSED if report.passed else Action.VALIDATION_FAILED,
+            model=cfg.name,
+            version=version,
+            actor=actor,
+            reason="all gates passed" if report.passed else "; ".join(reasons)[:2000],
+            details={
+                "gates": {g.name: g.passed for g in report.gates},
+                "violations": [v.to_dict() for v in report.violations],
+                "champion": champion_version,
+                "report": report_uri,
+            },
+        )
+        if report.passed:
+            previous = registry.version_by_alias(cfg.name, CHALLENGER)
+            registry.set_alias(cfg.name, CHALLENGER, version)
+            if previous is not None and previous.version != version:
+                # one challenger at a time: the one it replaces never became champion
+                registry.set_tags(
+                    cfg.name,
+                    previous.version,
+                    {
+                        "lifecycle": Lifecycle.RETIRED,
+                        "retired_at": now(),
+                        "retired_reason": f"superseded by challenger v{version}",
+                    },
+                )
+            _audit_alias(audit, cfg.name, CHALLENGER, previous, version, actor)
+        else:
+            _clear_challenger(audit, cfg.name, version, actor)
+    return registry.get_version(cfg.name, version)
+
+
+def _audit_alias(
+    audit: AuditStore,
+    model: str,
+    alias: str,
+    previous: VersionInfo | None,
+    version: str | None,
+    actor: str,
+) -> None:
+    """MLflow keeps no alias history; this record is it."""
+    before = previous.version if previous else None
+    if before == version:
+        return
+    audit.append(
+        Action.ALIAS_CHANGED,
+        model=model,
+        version=version,
+        actor=actor,
+        reason=f"{alias}: {before or '-'} -> {version or '-'}",
+        details={"alias": alias, "from": before, "to": version},
+    )
+
+
+def _clear_challenger(audit: AuditStore, model: str, version: str, actor: str) -> None:
+    current = registry.version_by_alias(model, CHALLENGER)
+    if current is not None and current.version == str(version):
+        registry.delete_alias(model, CHALLENGER)
+        _audit_alias(audit, model, CHALLENGER, current, None, actor)
+
+
+# -- approval outcomes --------------------------------------------------------------------
+
+
+def reject(
+    cfg: ModelConfig,
+    version: str,
+    *,
+    actor: str,
+    reason: str,
+    action: Action = Action.APPROVAL_REJECTED,
+    details: dict[str, Any] | None = None,
+    store: AuditStore | None = None,
+) -> None:
+    """A person (or a timeout) said no: the version is ``rejected`` and loses the challenger
+    alias; the champion is untouched."""
+    with (
+        open_audit(store) as audit,
+        audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS),
+    ):
+        registry.set_tags(
+            cfg.name,
+            version,
+            {"lifecycle": Lifecycle.REJECTED, "rejected_at": now(), "rejected_reason": reason},
+        )
+        audit.append(
+            action, model=cfg.name, version=version, actor=actor, reason=reason, details=details
+        )
+        _clear_challenger(audit, cfg.name, version, actor)
+
+
+# -- promotion -------------------------------------------------------------------------------
+
+
+def _refuse(
+    audit: AuditStore,
+    model: str,
+    version: str | None,
+    actor: str,
+    message: str,
+    error: type[PromotionError] = PromotionError,
+    **details: Any,
+) -> PromotionError:
+    audit.append(
+        Action.PROMOTION_REFUSED,
+        model=model,
+        version=version,
+        actor=actor,
+        reason=message,
+        details=details or None,
+    )
+    return error(message)
+
+
+def _audit_integrity_failure(
+    audit: AuditStore, info: VersionInfo, actor: str, purpose: str, exc: IntegrityError
+) -> None:
+    audit.append(
+        Action.INTEGRITY_FAILED,
+        model=info.name,
+        version=info.version,
+        actor=actor,
+        reason=f"{purpose} refused: {exc}",
+        details={"expected_sha256": info.artifact_sha256, "purpose": purpose},
+    )
+
+
+def verify_integrity(info: VersionInfo, audit: AuditStore, actor: str, purpose: str) -> str:
+    """Recompute the artifact's SHA-256; a mismatch is audited and refuses the action."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlsteward-verify-") as d:
+            _, digest = registry.check_artifact(info, Path(d))
+        return digest
+    except IntegrityError as exc:
+        _audit_integrity_failure(audit, info, actor, purpose, exc)
+        raise
+
+
+def load_verified(
+    info: VersionInfo, audit: AuditStore, actor: str, purpose: str
+) -> registry.VerifiedModel:
+    """Hash and load in one download (:func:`registry.load_verified`); a mismatch is audited."""
+    try:
+        return registry.load_verified(info)
+    except IntegrityError as exc:
+        _audit_integrity_failure(audit, info, actor, purpose, exc)
+        raise
+
+
+def promote(
+    cfg: ModelConfig,
+    version: str,
+    *,
+    actor: str,
+    reason: str,
+    approval: dict[str, Any] | None = None,
+    store: AuditStore | None = None,
+) -> PromotionResult:
+    """Make a validated version the champion; the previous champion is retired (kept for
+    rollback).
+
+    Raises:
+        PromotionError: the version did not pass validation, is already champion, or the
+            champion changed since it was validated (its comparison is stale: re-run the
+            gates). The refusal is audited and the registry is unchanged.
+        IntegrityError: the artifact's SHA-256 differs from the registered one.
+    """
+    version = str(version)
+    with (
+        open_audit(store) as audit,
+        audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS),
+    ):
+        info = registry.get_version(cfg.name, version)
+        if info.validation_status != "passed":
+            raise _refuse(
+                audit,
+                cfg.name,
+                version,
+                actor,
+                f"{cfg.name} v{version} has validation status "
+                f"{info.validation_status or 'none'}; only a version that passed every gate "
+                "may become champion",
+            )
+        current = registry.version_by_alias(cfg.name, CHAMPION)
+        current_v = current.version if current else None
+        if current_v == version:
+            raise _refuse(
+                audit, cfg.name, version, actor, f"{cfg.name} v{version} is already the champion"
+            )
+        validated_against = info.tags.get("validated_against_champion", NO_CHAMPION)
+        if validated_against != (current_v or NO_CHAMPION):
+            raise _refuse(
+                audit,
+                cfg.name,
+                version,
+                actor,
+                f"{cfg.name} v{version} was compared with champion {validated_against}, but the "
+                f"champion is now {current_v or NO_CHAMPION}; re-run the gates "
+                f"(mlsteward promote {cfg.name} {version})",
+                error=ChampionChangedError,
+                validated_against=validated_against,
+                champion=current_v,
+            )
+        digest = verify_integrity(info, audit, actor, "promotion")
+        record = _switch_champion(
+            audit,
+            cfg.name,
+            new=info,
+            old=current,
+            actor=actor,
+            action=Action.PROMOTED,
+            reason=reason,
+            details={
+                "approval": approval,
+                "artifact_sha256": digest,
+                "validation_report": info.tags.get("validation_report"),
+                "test_metrics": _metrics(info),
+                "previous_test_metrics": _metrics(current) if current else None,
+            },
+        )
+    return PromotionResult(cfg.name, "promoted", version, current_v, digest, record.seq)
+
+
+def _metrics(info: VersionInfo) -> dict[str, float]:
+    keys = ("roc_auc", "pr_auc", "log_loss", "brier", "f1")
+    return {k: v for k in keys if (v := info.metric(k)) is not None}
+
+
+def load_version(
+    model: str, alias_or_version: str, *, actor: str, store: AuditStore | None = None
+) -> registry.VerifiedModel:
+    """Load a model for scoring by alias (``champion``) or version number, from bytes whose
+    SHA-256 matched the registered one; a mismatch is audited and refuses the load."""
+    if alias_or_version.isdigit():
+        info = registry.get_version(model, alias_or_version)
+    else:
+        found = registry.version_by_alias(model, alias_or_version)
+        if found is None:
+            raise PromotionError(f"{model} has no {alias_or_version} to load")
+        info = found
+    try:
+        return registry.load_verified(info)
+    except IntegrityError as exc:  # the audit store is opened only when there is news
+        with open_audit(store) as audit:
+            _audit_integrity_failure(audit, info, actor, "loading", exc)
+        raise
+
+
+def _switch_champion(
+    audit: AuditStore,
+    model: str,
+    *,
+    new: VersionInfo,
+    old: VersionInfo | None,
+    actor: str,
+    action: Action,
+    reason: str,
+    details: dict[str, Any],
+) -> Any:
+    """Move the champion alias and the lifecycle tags; undo everything if any step fails."""
+    stamp = now()
+    new_tags_before = {
+        k: new.tags.get(k) for k in ("lifecycle", "promoted_at", "promoted_by", "retired_at")
+    }
+    challenger_cleared = False
+    registry.set_alias(model, CHAMPION, new.version)
+    try:
+        registry.set_tags(
+            model,
+            new.version,
+            {"lifecycle": Lifecycle.CHAMPION, "promoted_at": stamp, "promoted_by": actor},
+        )
+        if "retired_at" in new.tags:  # a former champion coming back
+            registry.delete_tag(model, new.version, "retired_at")
+        if old is not None:
+            registry.set_tags(
+                model, old.version, {"lifecycle": Lifecycle.RETIRED, "retired_at": stamp}
+            )
+        challenger = registry.version_by_alias(model, CHALLENGER)
+        if challenger is not None and challenger.version == new.version:
+            registry.delete_alias(model, CHALLENGER)
+            challenger_cleared = True
+        record = audit.append(
+            action,
+            model=model,
+            version=new.version,
+            actor=actor,
+            reason=reason,
+            details={
+                **details,
+                "alias": CHAMPION,
+                "from": old.version if old else None,
+                "to": new.version,
+            },
+        )
+    except BaseException as exc:
+        _undo_switch(model, new, old, new_tags_before)
+        if challenger_cleared:
+            registry.set_alias(model, CHALLENGER, new.version)
+        audit.append(
+            Action.PROMOTION_REFUSED,
+            model=model,
+            version=new.version,
+            actor=actor,
+            reason=f"{action} failed and was undone: {type(exc).__name__}: {exc}",
+        )
+        raise
+    return record
+
+
+def _undo_switch(
+    model: str, new: VersionInfo, old: VersionInfo | None, new_tags_before: dict[str, str | None]
+) -> None:
+    if old is not None:
+        registry.set_alias(model, CHAMPION, old.version)
+        registry.set_tags(model, old.version, {"lifecycle": Lifecycle.CHAMPION})
+        if "retired_at" not in old.tags:
+            registry.delete_tag(model, old.version, "retired_at")
+        else:
+            registry.set_tags(model, old.version, {"retired_at": old.tags["retired_at"]})
+    else:
+        registry.delete_alias(model, CHAMPION)
+    for key, value in new_tags_before.items():
+        if value is None:
+            registry.delete_tag(model, new.version, key)
+        else:
+            registry.set_tags(model, new.version, {key: value})
+
+
+# -- rollback --------------------------------------------------------------------------------
+
+
+def champion_history(model: str, audit: AuditStore) -> list[dict[str, Any]]:
+    """Every change of the champion alias, oldest first (from the audit trail: MLflow keeps
+    no alias history)."""
+    changes = []
+    for rec in audit.query(model=model):
+        if rec.action in (Action.PROMOTED, Action.ROLLBACK):
+            changes.append(
+                {
+                    "seq": rec.seq,
+                    "ts": rec.ts,
+                    "action": rec.action,
+                    "from": rec.details.get("from"),
+                    "to": rec.details.get("to"),
+                    "actor": rec.actor,
+                    "reason": rec.reason,
+                }
+            )
+    return changes
+
+
+def previous_champion(model: str, audit: AuditStore) -> str | None:
+    """The champion before the current one, treating rollbacks as undoing a promotion:
+    promote v1, v2, v3, roll back (→ v2), roll back again (→ v1)."""
+    stack: list[str] = []
+    for change in champion_history(model, audit):
+        if change["action"] == Action.ROLLBACK and change["from"] in stack:
+            stack.remove(change["from"])
+        if change["to"] in stack:
+            stack.remove(change["to"])
+        stack.append(change["to"])
+    return stack[-2] if len(stack) >= 2 else None
+
+
+def rollback(
+    cfg: ModelConfig,
+    *,
+    reason: str,
+    actor: str,
+    to_version: str | None = None,
+    store: AuditStore | None = None,
+) -> PromotionResult:
+    """Restore the previous (or a named earlier) champion; the current one is ``retired``."""
+    if not reason.strip():
+        raise PromotionError("a rollback needs a reason (--reason TEXT)")
+    with (
+        open_audit(store) as audit,
+        audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS),
+    ):
+        current = registry.version_by_alias(cfg.name, CHAMPION)
+        if current is None:
+            raise _refuse(audit, cfg.name, None, actor, f"{cfg.name} has no champion to roll back")
+        target_v = str(to_version) if to_version else previous_champion(cfg.name, audit)
+        if target_v is None:
+            raise _refuse(
+                audit,
+                cfg.name,
+                current.version,
+                actor,
+                f"{cfg.name} has no earlier champion to roll back to; name one with --to VERSION",
+            )
+        if target_v == current.version:
+            raise _refuse(
+                audit, cfg.name, target_v, actor, f"{cfg.name} v{target_v} is already the champion"
+            )
+        target = registry.get_version(cfg.name, target_v)
+        if target.validation_status != "passed":
+            raise _refuse(
+                audit,
+                cfg.name,
+                target_v,
+                actor,
+                f"{cfg.name} v{target_v} never passed validation "
+                f"(status {target.validation_status or 'none'}); it cannot become champion",
+            )
+        digest = verify_integrity(target, audit, actor, "rollback")
+        record = _switch_champion(
+            audit,
+            cfg.name,
+            new=target,
+            old=current,
+            actor=actor,
+            action=Action.ROLLBACK,
+            reason=reason,
+            details={"artifact_sha256": digest},
+        )
+    return PromotionResult(cfg.name, "rolled_back", target_v, current.version, digest, record.seq)
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+def status(model: str, *, recent: int = 10, store: AuditStore | None = None) -> dict[str, Any]:
+    """Champion and challenger with their numbers, and the latest governance decisions."""
+    champion = registry.version_by_alias(model, CHAMPION)
+    challenger = registry.version_by_alias(model, CHALLENGER)
+
+    def describe(v: VersionInfo | None) -> dict[str, Any] | None:
+        if v is None:
+            return None
+        return {
+            **v.to_dict(),
+            "metrics": {
+                k.removeprefix("test_"): float(val)
+                for k, val in v.tags.items()
+                if k.startswith("test_")
+            },
+            "promoted_at": v.tags.get("promoted_at"),
+            "validated_against_champion": v.tags.get("validated_against_champion"),
+        }
+
+    canary = read_target(model)
+    with open_audit(store) as audit:
+        decisions = [r.to_dict() for r in audit.query(model=model, limit=recent)]
+        prev = previous_champion(model, audit)
+    return {
+        "model": model,
+        "champion": describe(champion),
+        "challenger": describe(challenger),
+        "previous_champion": prev,
+        "canary": canary.canary.to_dict() if canary.canary else None,
+        "versions": [v.to_dict() for v in registry.list_versions(model)],
+        "recent_decisions": decisions,
+    }

@@ -1,0 +1,206 @@
+"""The MLflow model registry, as mlsteward uses it: aliases, version tags, verified loading.
+
+Aliases (``champion``, ``challenger``) replace the deprecated stages. MLflow moves an alias in
+one call, which is what makes a promotion atomic; everything else about a version (lifecycle,
+validation status, timestamps) lives in version tags. Loading always goes through
+:func:`load_verified`, which hashes the stored artifact first and then loads exactly the bytes
+it hashed, so a tampered file can neither be promoted nor scored.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import xgboost as xgb
+from mlflow.exceptions import MlflowException
+
+from mlsteward.errors import IntegrityError, NotFoundError
+from mlsteward.features.encoding import FeatureEncoding
+from mlsteward.governance.mlflow_adapter import MODEL_FILE, client
+from mlsteward.integrity import sha256_file
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+SHA_TAG = "model_artifact_sha256"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered version with what governance reads from it."""
+
+    name: str
+    version: str
+    run_id: str
+    source: str
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    created_at_ms: int = 0
+
+    @property
+    def lifecycle(self) -> str:
+        return self.tags.get("lifecycle", "candidate")
+
+    @property
+    def validation_status(self) -> str | None:
+        return self.tags.get("validation_status")
+
+    @property
+    def artifact_sha256(self) -> str | None:
+        return self.tags.get(SHA_TAG)
+
+    @property
+    def decision_threshold(self) -> float:
+        return float(self.tags.get("decision_threshold", 0.5))
+
+    @property
+    def encoding(self) -> FeatureEncoding:
+        return FeatureEncoding.from_dict(json.loads(self.tags["feature_encoding"]))
+
+    def metric(self, name: str) -> float | None:
+        value = self.tags.get(f"test_{name}")
+        return float(value) if value is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "lifecycle": self.lifecycle,
+            "validation_status": self.validation_status,
+            "aliases": list(self.aliases),
+            "run_id": self.run_id,
+            "artifact_sha256": self.artifact_sha256,
+            "created_at_ms": self.created_at_ms,
+        }
+
+
+def _info(mv: Any) -> VersionInfo:
+    return VersionInfo(
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        source=mv.source,
+        tags=dict(mv.tags or {}),
+        aliases=tuple(getattr(mv, "aliases", None) or ()),
+        created_at_ms=int(mv.creation_timestamp or 0),
+    )
+
+
+def _missing(exc: MlflowException) -> bool:
+    return "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower()
+
+
+def get_version(name: str, version: str | int) -> VersionInfo:
+    try:
+        return _info(client().get_model_version(name, str(version)))
+    except MlflowException as exc:
+        if _missing(exc):
+            raise NotFoundError(f"{name} has no registered version {version}") from exc
+        raise
+
+
+def version_by_alias(name: str, alias: str) -> VersionInfo | None:
+    """None when the alias (or the registered model) does not exist: "no champion yet" is a
+    normal state, not an error."""
+    try:
+        return _info(client().get_model_version_by_alias(name, alias))
+    except MlflowException as exc:
+        if _missing(exc):
+            return None
+        raise
+
+
+def list_versions(name: str) -> list[VersionInfo]:
+    """Every version of a model, oldest first."""
+    found = client().search_model_versions(f"name = '{name}'")
+    return sorted((_info(mv) for mv in found), key=lambda v: int(v.version))
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    client().set_registered_model_alias(name, alias, str(version))
+
+
+def delete_alias(name: str, alias: str) -> None:
+    try:
+        client().delete_registered_model_alias(name, alias)
+    except MlflowException as exc:
+        if not _missing(exc):
+            raise
+
+
+def set_tags(name: str, version: str, tags: dict[str, Any]) -> None:
+    c = client()
+    for key, value in tags.items():
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        c.set_model_version_tag(name, str(version), key, text)
+
+
+def delete_tag(name: str, version: str, key: str) -> None:
+    try:
+        client().delete_model_version_tag(name, str(version), key)
+    except MlflowException as exc:
+        if not _missing(exc):
+            raise
+
+
+def set_description(name: str, version: str, text: str) -> None:
+    client().update_model_version(name, str(version), description=text)
+
+
+def log_version_artifact(info: VersionInfo, local_path: Path, artifact_dir: str) -> str:
+    """Attach a file to the run that produced a version; returns its artifact URI."""
+    client().log_artifact(info.run_id, str(local_path), artifact_dir)
+    return f"runs:/{info.run_id}/{artifact_dir}/{local_path.name}"
+
+
+def download_run_file(run_id: str, path: str, dst: Path) -> Path:
+    return Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))
+    )
+
+
+@dataclass(frozen=True)
+class VerifiedModel:
+    """A model loaded from bytes whose SHA-256 matched the registered one."""
+
+    info: VersionInfo
+    model: xgb.XGBClassifier
+    sha256: str
+
+
+def check_artifact(info: VersionInfo, dst: Path) -> tuple[Path, str]:
+    """Download the stored artifact and compare its SHA-256 with the registered one.
+
+    Raises:
+        IntegrityError: digests differ or no digest was recorded; the message carries both.
+    """
+    expected = info.artifact_sha256
+    if not expected:
+        raise IntegrityError(
+            f"{info.name} v{info.version}: no {SHA_TAG} tag was recorded at registration, so "
+            "the artifact cannot be verified"
+        )
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.source, dst_path=str(dst)))
+    path = local / MODEL_FILE
+    if not path.exists():
+        raise IntegrityError(f"{info.name} v{info.version}: artifact {MODEL_FILE} is missing")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise IntegrityError(
+            f"{info.name} v{info.version}: model artifact SHA-256 {actual} does not match the "
+            f"registered {expected}; refusing to use it"
+        )
+    return path, actual
+
+
+def load_verified(info: VersionInfo) -> VerifiedModel:
+    """Hash, then load the very file that was hashed (no window for a swap in between)."""
+    with tempfile.TemporaryDirectory(prefix="mlsteward-model-") as d:
+        path, digest = check_artifact(info, Path(d))
+        model = xgb.XGBClassifier()
+        model.load_model(str(path))
+    return VerifiedModel(info=info, model=model, sha256=digest)

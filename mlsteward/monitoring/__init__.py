@@ -1,0 +1,1 @@
+"""Monitoring: scoring, the prediction log, outcomes, drift and the retraining decision."""

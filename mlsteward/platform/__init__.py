@@ -1,0 +1,1 @@
+"""The local platform: the servers `make up` starts, provisioning, storage housekeeping."""

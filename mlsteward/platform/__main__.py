@@ -1,0 +1,8 @@
+"""``python -m mlsteward.platform up|down|status`` (what `make up`, `make down` and `make status`
+run)."""
+
+import sys
+
+from mlsteward.platform.services import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training: preparation, Hyperopt tuning, XGBoost fitting, distributed runs, reproduction."""
