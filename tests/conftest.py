@@ -1,4 +1,9 @@
-"""Shared fixtures: every test gets its own MLSTEWARD_HOME, so state never leaks between tests."""
+"""Shared fixtures: every test gets its own MLSTEWARD_HOME, so state never leaks between tests.
+
+Each folder is a marker (``pytest -m unit``, ``-m integration``, ``-m e2e``): unit tests are pure
+functions and the real stack on small data in-process; integration tests add the session's
+Prefect test harness; end-to-end tests start the real servers and drive them from outside.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = ("unit", "integration", "e2e")
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -24,3 +31,19 @@ def mlsteward_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLSTEWARD_PROFILE", raising=False)
     return home
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by the folder it lives in, so no file has to remember to."""
+    for item in items:
+        folder = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(getattr(pytest.mark, folder))
+
+
+@pytest.fixture
+def small_cohort_path(tmp_path: Path) -> Path:
+    """A small built-in cohort on disk (the real generator, few rows so tests stay quick)."""
+    from mlsteward.data.synthetic import generate_cohort, write_dataset
+
+    return write_dataset(generate_cohort(n_rows=4_000, seed=7), tmp_path / "cohort.parquet")

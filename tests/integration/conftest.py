@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -42,11 +41,3 @@ def prefect_console_on_real_stderr() -> Iterator[None]:
     rebind()
     yield
     rebind()
-
-
-@pytest.fixture
-def small_cohort_path(tmp_path: Path) -> Path:
-    """A small built-in cohort on disk (the real generator, few rows so tests stay quick)."""
-    from mlsteward.data.synthetic import generate_cohort, write_dataset
-
-    return write_dataset(generate_cohort(n_rows=4_000, seed=7), tmp_path / "cohort.parquet")

@@ -21,10 +21,8 @@ import pytest
 from mlsteward.audit import Action, AuditError, VerifyResult, audit_store
 from mlsteward.audit.postgres_store import PostgresAuditStore
 from mlsteward.audit.records import _collect_helper, _start_helper, compute_hash
-from tests.forking import in_child
-from tests.integration.stack_support import temporary_database
-
-pytestmark = pytest.mark.integration
+from tests.support.forking import in_child
+from tests.support.stack import temporary_database
 
 PG = "mlsteward.audit.postgres_store"
 FORK = multiprocessing.get_context("fork")

@@ -31,8 +31,8 @@ from mlsteward.report import card as report
 from mlsteward.training.distributed import dask_client, worker_slots
 from tasks.features import entity_frame
 from tasks.training import fit_evaluate, prepare, prepare_partitioned, tune_prepared
-from tests.integration.governance_support import MODEL
-from tests.integration.serving_support import module_home
+from tests.support.governance import MODEL
+from tests.support.serving import module_home
 
 DISTRIBUTED = {"above_rows": 1_000, "chunk_rows": 700, "workers": 2, "threads_per_worker": 1}
 

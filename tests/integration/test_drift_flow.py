@@ -23,7 +23,7 @@ from mlsteward.governance import registry
 from mlsteward.monitoring import prediction_log
 from mlsteward.monitoring.outcomes import ingest_labels
 from mlsteward.training.fitting import evaluate
-from tests.integration.governance_support import MODEL, write_config
+from tests.support.governance import MODEL, write_config
 
 SHIFTED = ["bmi", "cholesterol"]
 

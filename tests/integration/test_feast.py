@@ -29,9 +29,7 @@ from mlsteward.config.settings import feast_dir, snapshots_dir
 from mlsteward.data.state import SnapshotInfo, set_current_snapshot
 from mlsteward.features import feast_adapter
 from mlsteward.features import offline_store as feast_offline_store
-from tests.integration.stack_support import read_like_get_online_features
-
-pytestmark = pytest.mark.integration
+from tests.support.stack import read_like_get_online_features
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = pd.Timestamp("2024-01-01", tz="UTC")

@@ -40,9 +40,9 @@ from mlsteward.gateway.settings import GatewaySettings
 from mlsteward.gateway.signing import sign
 from mlsteward.governance import registry
 from tests.conftest import REPO_ROOT
-from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
-from tests.integration.serve_training import runner_deployment
-from tests.integration.stack_support import stop_process, wait_for
+from tests.support.governance import MODEL, WEAK_TUNING, write_config
+from tests.support.serve_training import runner_deployment
+from tests.support.stack import stop_process, wait_for
 
 SECRET = "integration-secret-0123456789"
 SERVED = ["train-heart-disease", "score-heart-disease"]
@@ -162,7 +162,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "PREFECT_RUNNER_POLL_FREQUENCY": "2",
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.serve_training", *SERVED],
+            [sys.executable, "-m", "tests.support.serve_training", *SERVED],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from mlsteward.gateway.deliveries import TABLE, PostgresDeliveryLog, delivery_log
-from tests.integration.stack_support import temporary_database
+from tests.support.stack import temporary_database
 
 
 @pytest.fixture(scope="session")

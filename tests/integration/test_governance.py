@@ -34,8 +34,8 @@ from mlsteward.governance.gates import ValidationReport
 from tasks.approval import ApprovalInput
 from tasks.common import artifact_key
 from tasks.retrain import running_training_runs
-from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
-from tests.integration.stack_support import temporary_database
+from tests.support.governance import MODEL, WEAK_TUNING, write_config
+from tests.support.stack import temporary_database
 
 runner = CliRunner()
 

@@ -20,10 +20,9 @@ from flows.ingestion import ingestion_flow
 from mlsteward.audit import Action, audit_store
 from mlsteward.config import settings
 from tests.conftest import REPO_ROOT
-from tests.integration.platform_support import free_port
-from tests.integration.production_support import production_profile
+from tests.support.platform import free_port
+from tests.support.production import production_profile
 
-pytestmark = pytest.mark.integration
 MODEL = "heart_disease"
 VALIDATIONS = (Action.VALIDATION_PASSED, Action.VALIDATION_FAILED)
 

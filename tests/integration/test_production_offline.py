@@ -22,7 +22,6 @@ from mlsteward.config.models import ModelConfig, get_model_config
 from mlsteward.data import offline_tables
 from mlsteward.data.ingestion import ingest
 from mlsteward.features import feast_adapter
-from tests.integration.production_support import production_profile
 from tests.integration.test_feast import (
     T0,
     day,
@@ -32,8 +31,8 @@ from tests.integration.test_feast import (
     toy_config,
     write_snapshot,
 )
+from tests.support.production import production_profile
 
-pytestmark = pytest.mark.integration
 MODEL = "heart_disease"
 POSTGRES = {"MLSTEWARD_OFFLINE_STORE": "postgres"}
 

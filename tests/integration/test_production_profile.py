@@ -12,10 +12,9 @@ import redis
 from flows.ingestion import ingestion_flow, materialize_flow
 from mlsteward.config.models import get_model_config
 from mlsteward.features import feast_adapter
-from tests.integration.production_support import production_profile
-from tests.integration.stack_support import read_like_get_online_features
+from tests.support.production import production_profile
+from tests.support.stack import read_like_get_online_features
 
-pytestmark = pytest.mark.integration
 MODEL = "heart_disease"
 
 

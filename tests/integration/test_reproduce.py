@@ -29,8 +29,8 @@ from mlsteward.data.state import current_snapshot
 from mlsteward.data.synthetic import generate_cohort, write_dataset
 from mlsteward.training.recipe import recorded_config
 from tests.conftest import REPO_ROOT
-from tests.integration.governance_support import MODEL, write_config
-from tests.integration.serving_support import module_home
+from tests.support.governance import MODEL, write_config
+from tests.support.serving import module_home
 
 IDENTICAL_STEPS = [
     "recipe",

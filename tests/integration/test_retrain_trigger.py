@@ -31,8 +31,8 @@ from mlsteward.data.synthetic import Shift, generate_batch
 from mlsteward.governance import registry
 from tasks.retrain import DRIFT_EVENT, model_resource_id, training_deployment_name
 from tests.conftest import REPO_ROOT
-from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
-from tests.integration.stack_support import stop_process, wait_for
+from tests.support.governance import MODEL, WEAK_TUNING, write_config
+from tests.support.stack import stop_process, wait_for
 
 DEPLOYMENT = "train-heart-disease"
 SHIFTED = ["bmi", "cholesterol"]
@@ -51,7 +51,7 @@ def served_training(
 
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.serve_training", DEPLOYMENT],
+        [sys.executable, "-m", "tests.support.serve_training", DEPLOYMENT],
         cwd=REPO_ROOT,
         env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())},
         stdout=log,

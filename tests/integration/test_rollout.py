@@ -30,9 +30,9 @@ from mlsteward.governance import promotion as governance
 from mlsteward.governance import registry
 from mlsteward.governance.mlflow_adapter import client
 from tasks.rollout import RolloutRefused, ServiceUnavailable, challenger_rows, shows_canary
-from tests.integration.governance_support import MODEL, write_config
-from tests.integration.platform_support import free_port
-from tests.integration.serving_support import (
+from tests.support.governance import MODEL, write_config
+from tests.support.platform import free_port
+from tests.support.serving import (
     FAST_TUNING,
     live_traffic,
     module_home,

@@ -32,8 +32,8 @@ from mlsteward.governance import canary
 from mlsteward.governance import promotion as governance
 from mlsteward.monitoring import prediction_log
 from mlsteward.monitoring.scoring import score_frame
-from tests.integration.governance_support import MODEL, write_config
-from tests.integration.serving_support import (
+from tests.support.governance import MODEL, write_config
+from tests.support.serving import (
     FAST_TUNING,
     SERVICE_SETTINGS,
     Service,

@@ -33,7 +33,7 @@ from mlsteward.audit import (
 from mlsteward.audit import records as records_module
 from mlsteward.audit.records import GENESIS_HASH, canonical_bytes, compute_hash
 from mlsteward.audit.sqlite_store import SQLiteAuditStore
-from tests.forking import in_child
+from tests.support.forking import in_child
 
 FORK = multiprocessing.get_context("fork")
 SQLITE = "mlsteward.audit.sqlite_store"

@@ -13,7 +13,7 @@ import pytest
 
 from mlsteward.config.settings import predictions_dir
 from mlsteward.monitoring import prediction_log as plog
-from tests.forking import in_child
+from tests.support.forking import in_child
 
 MODEL = "heart_disease"
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

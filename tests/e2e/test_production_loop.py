@@ -18,7 +18,7 @@ import redis
 
 from mlsteward.platform import processes
 from tests.conftest import REPO_ROOT
-from tests.integration.platform_support import (
+from tests.support.platform import (
     SERVICES,
     Platform,
     assert_nothing_left,
@@ -26,9 +26,8 @@ from tests.integration.platform_support import (
     post,
     service_processes,
 )
-from tests.integration.production_support import production_profile
+from tests.support.production import production_profile
 
-pytestmark = pytest.mark.integration
 MODEL = "heart_disease"
 
 

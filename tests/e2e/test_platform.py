@@ -18,7 +18,7 @@ from mlsteward.audit import Action, audit_store
 from mlsteward.config.models import get_model_config
 from mlsteward.data.synthetic import generate_cohort, write_dataset
 from mlsteward.platform import processes
-from tests.integration.platform_support import (
+from tests.support.platform import (
     SERVICES,
     Platform,
     assert_nothing_left,
@@ -29,8 +29,6 @@ from tests.integration.platform_support import (
     request,
     service_processes,
 )
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -32,8 +32,8 @@ from mlsteward.data.synthetic import generate_cohort, write_dataset
 from mlsteward.serving.app import create_app
 from mlsteward.serving.settings import ServingSettings
 from tests.conftest import REPO_ROOT
-from tests.integration.governance_support import MODEL, WEAK_TUNING, write_config
-from tests.integration.platform_support import free_port
+from tests.support.governance import MODEL, WEAK_TUNING, write_config
+from tests.support.platform import free_port
 
 
 @contextmanager

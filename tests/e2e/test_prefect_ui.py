@@ -23,7 +23,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from mlsteward.platform import processes
 from tests.conftest import REPO_ROOT
-from tests.integration.platform_support import (
+from tests.support.platform import (
     Platform,
     assert_nothing_left,
     get_json,
@@ -31,8 +31,6 @@ from tests.integration.platform_support import (
     post,
     service_processes,
 )
-
-pytestmark = pytest.mark.integration
 
 # Debian's package by default; MLSTEWARD_CHROMIUM names another Chromium-based browser (e.g. the
 # google-chrome that hosted CI runners ship).

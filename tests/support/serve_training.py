@@ -2,7 +2,7 @@
 parameters, tags, triggers), against the Prefect API in ``PREFECT_API_URL``.
 
 The process that picks up the runs a drift event or a webhook starts:
-``python -m tests.integration.serve_training train-heart-disease [score-heart-disease ...]``.
+``python -m tests.support.serve_training train-heart-disease [score-heart-disease ...]``.
 Schedules are left out: a test server must not start runs on its own.
 ``--register-only`` creates the deployments and exits, so runs of them stay scheduled (nothing
 serves them).
