@@ -88,12 +88,15 @@ demo: install ## The whole loop: train, score, drift, retrain, promote or reject
 test: install ## Run the full test suite (real Prefect, MLflow, Feast in temp dirs)
 	$(RUN) pytest -q -n auto --dist loadfile
 
-test-fast: install ## Unit tests only
-	$(RUN) pytest -q tests/unit
+test-fast: install ## Unit tests only (pytest -m unit)
+	$(RUN) pytest -q -n auto -m unit
 
-lint: install ## ruff check + format check
+# The same checks as .pre-commit-config.yaml and CI: style, types of the core, import layers.
+lint: install ## ruff, ruff format, mypy on the core, import layers (lint-imports)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) mypy
+	$(RUN) lint-imports
 
 bench: install ## Benchmarks (print figures; not part of the tests)
 	$(RUN) python benchmarks/training_overhead.py
