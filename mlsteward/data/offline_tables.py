@@ -38,8 +38,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from mlsteward.errors import MlstewardError
 from mlsteward.config.profiles import active
+from mlsteward.data.snapshots import CREATED_TIMESTAMP_COLUMN
+from mlsteward.errors import MlstewardError
 
 if TYPE_CHECKING:
     import psycopg
