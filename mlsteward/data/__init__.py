@@ -1,0 +1,1 @@
+"""Data: the contract, ingestion into immutable snapshots, offline tables, built-in cohort."""
