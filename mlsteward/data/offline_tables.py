@@ -137,7 +137,8 @@ def connect(options: Mapping[str, Any]) -> psycopg.Connection:
         "connect_timeout": 10,
     }
     try:
-        return psycopg.connect(**{k: v for k, v in kwargs.items() if v is not None})
+        params: dict[str, Any] = {k: v for k, v in kwargs.items() if v is not None}
+        return psycopg.connect(**params)
     except psycopg.OperationalError as exc:
         raise OfflineTableError(
             f"offline database {options.get('database')!r} at {options.get('host')} refused or "
@@ -331,7 +332,7 @@ def managed_tables(options: Mapping[str, Any] | None = None) -> list[dict[str, A
         options, "obj_description(c.oid, 'pg_class') LIKE '%%mlsteward%%'"
     ):
         try:
-            meta = json.loads(raw)
+            meta = json.loads(raw or "")
         except ValueError:
             continue
         if isinstance(meta, dict) and meta.get("managed_by") == "mlsteward":

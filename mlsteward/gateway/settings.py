@@ -62,15 +62,18 @@ class GatewaySettings(BaseModel):
         from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
         try:
-            return cls(
-                secret=_secret_from_env(),
-                branches=os.environ.get("MLSTEWARD_WEBHOOK_BRANCHES", "main").split(","),
-                max_bytes=os.environ.get("MLSTEWARD_WEBHOOK_MAX_BYTES", DEFAULT_MAX_BYTES),
-                max_age_seconds=os.environ.get(
-                    "MLSTEWARD_WEBHOOK_MAX_AGE_SECONDS", DEFAULT_MAX_AGE_SECONDS
-                ),
-                api_url=PREFECT_API_URL.value() or None,
-                ui_url=PREFECT_UI_URL.value() or None,
+            # Values come as text from the environment: pydantic parses them.
+            return cls.model_validate(
+                {
+                    "secret": _secret_from_env(),
+                    "branches": os.environ.get("MLSTEWARD_WEBHOOK_BRANCHES", "main").split(","),
+                    "max_bytes": os.environ.get("MLSTEWARD_WEBHOOK_MAX_BYTES", DEFAULT_MAX_BYTES),
+                    "max_age_seconds": os.environ.get(
+                        "MLSTEWARD_WEBHOOK_MAX_AGE_SECONDS", DEFAULT_MAX_AGE_SECONDS
+                    ),
+                    "api_url": PREFECT_API_URL.value() or None,
+                    "ui_url": PREFECT_UI_URL.value() or None,
+                }
             )
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise GatewayConfigError(f"invalid webhook gateway setting: {exc}") from exc
@@ -85,7 +88,7 @@ def _secret_from_env() -> str:
         from prefect.blocks.system import Secret
 
         try:
-            value = Secret.load(block, _sync=True).get()  # type: ignore[union-attr]
+            value = Secret.load(block, _sync=True).get()  # type: ignore[union-attr,call-arg]
         except Exception as exc:  # a missing block or an unreachable API: say which
             raise GatewayConfigError(
                 f"cannot read the webhook secret from Prefect Secret block {block!r}: {exc}"

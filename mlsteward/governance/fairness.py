@@ -108,9 +108,9 @@ def group_labels(values: pd.Series, attribute: SensitiveAttribute) -> pd.Series:
     numeric = pd.to_numeric(values, errors="coerce").astype("float64")
     labels = np.asarray(bucket_labels(attribute), dtype=object)
     codes = np.searchsorted(np.asarray(attribute.buckets, dtype=float), numeric.to_numpy(), "right")
-    out = labels[np.minimum(codes, len(labels) - 1)]
-    out = np.where(numeric.isna().to_numpy(), MISSING, out)
-    return pd.Series(out, index=values.index, dtype=object, name=values.name)
+    bucketed = labels[np.minimum(codes, len(labels) - 1)]
+    bucketed = np.where(numeric.isna().to_numpy(), MISSING, bucketed)
+    return pd.Series(bucketed, index=values.index, dtype=object, name=values.name)
 
 
 def _group_order(labels: pd.Series, attribute: SensitiveAttribute) -> list[str]:
@@ -349,7 +349,8 @@ def fairness_values(
     by_column = {a.column: a for a in cfg.sensitive_attributes} if cfg is not None else {}
     out: dict[str, dict[str, float]] = {}
     for attr, a in assessments.items():
-        values = {m: float(v) for m, v in a.metrics.items() if as_number(v) is not None}
+        numbers = {m: as_number(v) for m, v in a.metrics.items()}
+        values = {m: x for m, x in numbers.items() if x is not None}
         if cfg is not None:
             spec = by_column.get(attr)
             limits = cfg.fairness.limits_for(spec) if spec is not None else {}

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.data
 import mlflow.xgboost
 import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -146,7 +146,7 @@ def log_training_input(
     """
     c = client()
     rows = len(frame) if rows is None else rows
-    sample = mlflow.data.from_pandas(
+    sample = from_pandas(
         frame.head(100), source=source, targets=label, name=name, digest=digest[:20]
     ).to_dict()
     entity = Dataset(

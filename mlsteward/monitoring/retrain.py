@@ -53,7 +53,7 @@ def decide(
     if key:
         reasons.append(f"key feature(s) drifted: {', '.join(key)}")
     drop = performance_drop(performance, cfg.promotion.primary_metric)
-    if drop is not None and drop >= policy.performance_drop:
+    if performance is not None and drop is not None and drop >= policy.performance_drop:
         metric = cfg.promotion.primary_metric
         ref = performance["reference"][metric]
         cur = performance["current"][metric]

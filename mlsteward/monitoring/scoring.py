@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -194,7 +195,7 @@ def score_frame(
         idx = _top_k_indices(values, k)
         picked = np.take_along_axis(values, idx, axis=1)
         names = np.asarray(enc.columns, dtype=object)[idx]
-        explanation = {}
+        explanation: dict[str, Any] = {}
         for r in range(k):
             explanation[shap_feature_column(r + 1)] = pd.array(names[:, r], dtype="string")
             explanation[shap_value_column(r + 1)] = picked[:, r]

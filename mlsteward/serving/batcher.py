@@ -35,7 +35,7 @@ from mlsteward.serving.features import (
     missing_online,
 )
 from mlsteward.serving.routing import CHALLENGER_ARM, CHAMPION_ARM, bucket, choose_arm, routing_key
-from mlsteward.serving.scorer import ServedModel, top_contributions
+from mlsteward.serving.scorer import Explanation, ServedModel, top_contributions
 from mlsteward.serving.settings import ArmFaults
 from mlsteward.serving.slots import Arms, ModelSlot
 
@@ -264,6 +264,7 @@ class MicroBatcher:
                 matrix = served.encode([r.features for r in rows])
                 wanted = [n for n, r in enumerate(rows) if jobs[r.job].explain]
                 started = time.perf_counter()
+                exp: Explanation | None
                 if len(wanted) == len(rows):
                     proba, exp = served.predict_explained(matrix)
                 else:

@@ -128,7 +128,12 @@ class LogProcess:
         self._proc, self._conn = spawn(serve, "prediction-log")
 
     def write(
-        self, model: str, batch_id: str, types: dict[str, Any], payload: bytes, rows: int
+        self,
+        model: str,
+        batch_id: str,
+        types: dict[str, Any],
+        payload: bytes | bytearray,
+        rows: int,
     ) -> int:
         """Write one batch of ``rows`` pickled rows; returns its rows. Raises if it was not
         (surely) written."""

@@ -35,10 +35,11 @@ OnTarget = Callable[[str, ServingTarget | None, str | None], None]
 def watch(conn: Connection, models: list[str], poll_seconds: float) -> None:
     """Child main loop: read every model's target, send ``(model, target, error)``, wait."""
     background()
-    from mlsteward.governance import canary
+    from mlsteward.governance import canary  # in the child only: it imports MLflow
 
     while True:
         for model in models:
+            message: tuple[str, ServingTarget | None, str | None]
             try:
                 message = (model, canary.read_target(model), None)
             except Exception as exc:  # registry down: the service keeps what it has
