@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
+from mlsteward.governance import canary
 from mlsteward.governance.canary import ServingTarget
 from mlsteward.serving.helpers import background, discard, spawn
 
@@ -35,7 +36,6 @@ OnTarget = Callable[[str, ServingTarget | None, str | None], None]
 def watch(conn: Connection, models: list[str], poll_seconds: float) -> None:
     """Child main loop: read every model's target, send ``(model, target, error)``, wait."""
     background()
-    from mlsteward.governance import canary  # in the child only: it imports MLflow
 
     while True:
         for model in models:
