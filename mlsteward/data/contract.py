@@ -207,42 +207,33 @@ def _check_label(raw: pd.Series, allowed: list[int]) -> tuple[pd.Series, pd.Seri
     return values.where(ok).astype("Int64"), (~ok).astype(bool)
 
 
-def check_contract(
-    df: pd.DataFrame,
-    cfg: ModelConfig,
-    source: str = "<frame>",
-    now: datetime | None = None,
-    require_label: bool = True,
-) -> ContractResult:
-    """Apply every rule; return typed good rows, quarantined rows and the report.
-
-    Raises:
-        ContractViolation: when a required column is missing (no row can be judged then).
-            Too many bad rows is recorded in ``report.fatal``; ``enforce`` turns it into an error
-            after the caller has quarantined the rows.
-    """
-    now = now or datetime.now(UTC)
-    report = ContractReport(model=cfg.name, source=source, total_rows=len(df))
-    needed = (
-        required_columns(cfg)
-        if require_label
-        else [c for c in required_columns(cfg) if c != cfg.label]
-    )
+def _require_columns(
+    df: pd.DataFrame, cfg: ModelConfig, report: ContractReport, source: str, require_label: bool
+) -> None:
+    """No row can be judged without its columns: a missing one refuses the whole file."""
+    needed = [c for c in required_columns(cfg) if require_label or c != cfg.label]
     missing_cols = [c for c in needed if c not in df.columns]
-    if missing_cols:
-        report.fatal.append(f"missing required column(s) {missing_cols}; found {list(df.columns)}")
-        for c in missing_cols:
-            report.violations[(RULE_MISSING_COLUMN, c)] = len(df)
-        raise ContractViolation(
-            f"{source}: missing required column(s) {missing_cols} "
-            f"(model {cfg.name!r} needs {needed})",
-            report.to_dict(),
-        )
+    if not missing_cols:
+        return
+    report.fatal.append(f"missing required column(s) {missing_cols}; found {list(df.columns)}")
+    for c in missing_cols:
+        report.violations[(RULE_MISSING_COLUMN, c)] = len(df)
+    raise ContractViolation(
+        f"{source}: missing required column(s) {missing_cols} (model {cfg.name!r} needs {needed})",
+        report.to_dict(),
+    )
 
-    df = df.reset_index(drop=True)
-    broken: dict[tuple[str, str], pd.Series] = {}
+
+Masks = dict[tuple[str, str], pd.Series]
+
+
+def _check_key(
+    df: pd.DataFrame, cfg: ModelConfig, report: ContractReport, now: datetime
+) -> tuple[pd.DataFrame, Masks]:
+    """The entity id (integers stay integers, anything else is text) and the event time
+    (parsed and checked, or the ingestion time when the source has none)."""
     out = pd.DataFrame(index=df.index)
-
+    broken: Masks = {}
     entity_raw = df[cfg.source.entity]
     entity_numeric = pd.to_numeric(entity_raw, errors="coerce")
     entity_is_int = entity_numeric.notna().all() and bool(np.all(np.mod(entity_numeric, 1) == 0))
@@ -263,7 +254,60 @@ def check_contract(
         stamp = pd.Timestamp(now.replace(microsecond=0))
         ts = pd.Series(stamp, index=df.index).astype("datetime64[us, UTC]")
     out[ts_col] = ts
+    return out, broken
 
+
+def _tally(broken: Masks, index: pd.Index, report: ContractReport) -> tuple[pd.Series, pd.Series]:
+    """Which rows broke any rule, and the rules each broke (``rule:column;...``)."""
+    any_broken = pd.Series(False, index=index)
+    reasons = pd.Series("", index=index, dtype=object)
+    for (rule, col), mask in broken.items():
+        mask = mask.fillna(False).astype(bool)
+        n = int(mask.sum())
+        if n:
+            report.violations[(rule, col)] = n
+            any_broken |= mask
+            reasons[mask] = reasons[mask] + f"{rule}:{col};"
+    report.bad_rows = int(any_broken.sum())
+    return any_broken, reasons
+
+
+def _good_rows(
+    out: pd.DataFrame, keep: pd.Series, cfg: ModelConfig, report: ContractReport, label: bool
+) -> pd.DataFrame:
+    """Rows that passed, with non-nullable ints and bools in their plain numpy types."""
+    good = out[keep].copy()
+    for spec in cfg.features:
+        dtype = report.inferred_dtypes[spec.name]
+        if dtype == "bool" and not spec.nullable:
+            good[spec.name] = good[spec.name].astype(bool)
+        elif dtype == "int" and not spec.nullable:
+            good[spec.name] = good[spec.name].astype("int64")
+    if label:
+        good[cfg.label] = good[cfg.label].astype("int64")
+    return good
+
+
+def check_contract(
+    df: pd.DataFrame,
+    cfg: ModelConfig,
+    source: str = "<frame>",
+    now: datetime | None = None,
+    require_label: bool = True,
+) -> ContractResult:
+    """Apply every rule; return typed good rows, quarantined rows and the report.
+
+    Raises:
+        ContractViolation: when a required column is missing (no row can be judged then).
+            Too many bad rows is recorded in ``report.fatal``; ``enforce`` turns it into an error
+            after the caller has quarantined the rows.
+    """
+    now = now or datetime.now(UTC)
+    report = ContractReport(model=cfg.name, source=source, total_rows=len(df))
+    _require_columns(df, cfg, report, source, require_label)
+
+    df = df.reset_index(drop=True)
+    out, broken = _check_key(df, cfg, report, now)
     for spec in cfg.features:
         dtype = spec.dtype or infer_dtype(df[spec.name])
         report.inferred_dtypes[spec.name] = dtype
@@ -277,34 +321,16 @@ def check_contract(
             df[cfg.label], cfg.label_values
         )
 
+    ts_col = cfg.timestamp_column
     key_ok = out[cfg.source.entity].notna() & out[ts_col].notna()
     dup = out.duplicated([cfg.source.entity, ts_col], keep=False) & key_ok
     broken[(RULE_UNIQUE_KEY, f"{cfg.source.entity}+{ts_col}")] = dup
 
-    any_broken = pd.Series(False, index=df.index)
-    reasons = pd.Series("", index=df.index, dtype=object)
-    for (rule, col), mask in broken.items():
-        mask = mask.fillna(False).astype(bool)
-        n = int(mask.sum())
-        if n:
-            report.violations[(rule, col)] = n
-            any_broken |= mask
-            reasons[mask] = reasons[mask] + f"{rule}:{col};"
-    report.bad_rows = int(any_broken.sum())
-
+    any_broken, reasons = _tally(broken, df.index, report)
     quarantined = df[any_broken].astype("string").copy()
     quarantined.insert(0, "_violations", reasons[any_broken].str.rstrip(";"))
     quarantined.insert(0, "_row_number", (df.index[any_broken] + 1).astype("int64"))
-
-    good = out[~any_broken].copy()
-    for spec in cfg.features:
-        dtype = report.inferred_dtypes[spec.name]
-        if dtype == "bool" and not spec.nullable:
-            good[spec.name] = good[spec.name].astype(bool)
-        elif dtype == "int" and not spec.nullable:
-            good[spec.name] = good[spec.name].astype("int64")
-    if require_label:
-        good[cfg.label] = good[cfg.label].astype("int64")
+    good = _good_rows(out, ~any_broken, cfg, report, require_label)
 
     limit = cfg.contract.max_bad_row_share
     if report.bad_share > limit:
