@@ -4,10 +4,7 @@ the same way."""
 
 from __future__ import annotations
 
-import json
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, pause_flow_run
@@ -16,14 +13,18 @@ from prefect.runtime import flow_run
 
 from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig, get_model_config
-from mlsteward.errors import ChampionChangedError, PromotionError
-from mlsteward.governance import promotion as governance
-from mlsteward.governance import registry
+from mlsteward.errors import ChampionChangedError
 from mlsteward.governance.gates import ValidationReport
-from mlsteward.governance.registry import CHAMPION
 from tasks.approval import ApprovalInput, approval_form, await_applied_pause
 from tasks.common import artifact_key, run_logger
-from tasks.promotion import audit_event, promote_version, reject_version, rollback_champion
+from tasks.promotion import (
+    audit_event,
+    promote_version,
+    promotion_candidate,
+    reject_timed_out,
+    reject_version,
+    rollback_champion,
+)
 from tasks.validation import (
     gate_champion,
     gate_fairness,
@@ -147,16 +148,7 @@ def govern(
         answer = request_approval(cfg, version, report, actor)
         channel = "prefect"
     if answer is None:
-        timeout = cfg.promotion.approval_timeout_seconds
-        # Plain call, not a task: after a pause timed out the flow run may not start task runs
-        governance.reject(
-            cfg,
-            version,
-            actor="system",
-            reason=f"no approval within {timeout} s: counted as rejected",
-            action=Action.APPROVAL_TIMED_OUT,
-            details={"flow_run_id": flow_run.get_id(), "timeout_seconds": timeout},
-        )
+        reject_timed_out(cfg, version, cfg.promotion.approval_timeout_seconds, flow_run.get_id())
         return {**base, "decision": "rejected", "reasons": ["approval timed out"]}
 
     approval = {
@@ -176,15 +168,6 @@ def govern(
     )
     result = promote_version(cfg, version, answer.approver, answer.reason, approval)
     return {**base, "decision": "promoted", "promotion": result.to_dict(), "approval": approval}
-
-
-def needs_validation(info: registry.VersionInfo) -> bool:
-    """Gates re-run when a version was never validated or its champion comparison is stale."""
-    if info.validation_status is None:
-        return True
-    champion = registry.version_by_alias(info.name, CHAMPION)
-    current = champion.version if champion else governance.NO_CHAMPION
-    return info.tags.get("validated_against_champion") != current
 
 
 @flow(name="promote-model", log_prints=True)
@@ -207,32 +190,9 @@ def promotion_flow(
         requested_by: who asked (recorded as the actor); default: this flow run.
     """
     cfg = get_model_config(model)
-    if not version:
-        raise PromotionError("promote needs a version number")
-    if approver and not (reason or "").strip():
-        raise PromotionError("an approver needs a reason (it goes into the audit trail)")
-    info = registry.get_version(cfg.name, version)
-    if registry.CHAMPION in info.aliases:
-        raise PromotionError(f"{cfg.name} v{info.version} is already the champion")
+    info, report = promotion_candidate(cfg, version, approver, reason, revalidate)
     actor = requested_by or run_actor()
-    report = None
-    if not (revalidate or needs_validation(info)):
-        if info.validation_status != "passed":
-            raise PromotionError(
-                f"{cfg.name} v{version} failed validation: "
-                f"{info.tags.get('validation_reasons', '')}; use --revalidate after changing "
-                "the config or data"
-            )
-        report = _stored_report(info)
     return govern(cfg, info.version, actor=actor, approver=approver, reason=reason, report=report)
-
-
-def _stored_report(info: registry.VersionInfo) -> ValidationReport:
-    with tempfile.TemporaryDirectory() as d:
-        path = registry.download_run_file(
-            info.run_id, f"validation/validation-v{info.version}.json", Path(d)
-        )
-        return ValidationReport.from_dict(json.loads(path.read_text()))
 
 
 @flow(name="rollback-model", log_prints=True)

@@ -23,14 +23,13 @@ from typing import Any
 
 from prefect import flow
 
-from flows.governance import _stored_report, govern, needs_validation, run_actor
+from flows.governance import govern, run_actor
 from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig, get_model_config
 from mlsteward.config.settings import serving_url
-from mlsteward.governance import canary as canary_state
-from mlsteward.governance import registry
 from mlsteward.governance.canary import Canary
 from tasks.common import run_logger
+from tasks.promotion import current_report
 from tasks.rollout import (
     StepResult,
     audit,
@@ -39,6 +38,8 @@ from tasks.rollout import (
     close_if_ours,
     config_snapshot,
     load_timeout,
+    move_canary,
+    open_canary,
     roll_back,
     run_step,
     shows_canary,
@@ -63,12 +64,12 @@ def rollout_flow(
     cfg = get_model_config(model)
     actor = requested_by or run_actor()
     url = serving_url()
-    eligible = check_eligible(cfg, version, actor, url, needs_validation)
+    eligible = check_eligible(cfg, version, actor, url)
     version = eligible.info.version
     steps = cfg.rollout.steps
     log = run_logger()
 
-    canary = canary_state.open_canary(cfg.name, version, steps[0], step=1)
+    canary = open_canary(cfg.name, version, steps[0])
     base: dict[str, Any] = {
         "model": cfg.name,
         "version": version,
@@ -184,7 +185,7 @@ def _drive(
     for i, fraction in enumerate(steps, start=1):
         at["step"] = i
         if i > 1:
-            canary = canary_state.set_fraction(model, canary, fraction, i)
+            canary = move_canary(model, canary, fraction, i)
         live, described = wait_for_service(
             url,
             model,
@@ -264,13 +265,12 @@ def _drive(
         )  # fmt: skip
 
     # Every step passed: promote the way any promotion goes (gates if stale, then the policy).
-    info = registry.get_version(model, version)
-    current = not needs_validation(info)
-    log.info(
-        "all %d steps passed; promoting v%s (%s)", len(steps), version,
-        "stored validation report" if current else "re-running the gates: champion changed",
-    )  # fmt: skip
-    outcome = govern(cfg, version, actor=actor, report=_stored_report(info) if current else None)
+    report = current_report(model, version)
+    how = "stored validation report" if report is not None else "re-running the gates"
+    if report is None:
+        how += ": champion changed"
+    log.info("all %d steps passed; promoting v%s (%s)", len(steps), version, how)
+    outcome = govern(cfg, version, actor=actor, report=report)
     close_if_ours(model, canary.rollout_id)
     decision = outcome["decision"]
     audit(

@@ -12,7 +12,9 @@ from prefect.cache_policies import NO_CACHE
 from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig
 from mlsteward.governance import promotion as governance
+from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.promotion import PromotionResult
+from mlsteward.governance.registry import VersionInfo
 from tasks.common import artifact_key, run_logger
 
 
@@ -47,6 +49,38 @@ def reject_version(
 ) -> None:
     governance.reject(cfg, version, actor=actor, reason=reason, action=action, details=details)
     run_logger().warning("%s v%s rejected by %s: %s", cfg.name, version, actor, reason)
+
+
+def reject_timed_out(
+    cfg: ModelConfig, version: str, timeout: float, flow_run_id: str | None
+) -> None:
+    """Nobody answered a manual promotion in time: counted as rejected.
+
+    A plain function, not a task: after a pause timed out the flow run may not start task runs.
+    """
+    governance.reject(
+        cfg,
+        version,
+        actor="system",
+        reason=f"no approval within {timeout} s: counted as rejected",
+        action=Action.APPROVAL_TIMED_OUT,
+        details={"flow_run_id": flow_run_id, "timeout_seconds": timeout},
+    )
+
+
+def promotion_candidate(
+    cfg: ModelConfig, version: str, approver: str | None, reason: str | None, revalidate: bool
+) -> tuple[VersionInfo, ValidationReport | None]:
+    """The version a promote request names and its current report (None: run the gates).
+    Registry reads that refuse a bad request before anything runs; no task run of its own."""
+    return governance.promotion_candidate(
+        cfg, version, approver=approver, reason=reason, revalidate=revalidate
+    )
+
+
+def current_report(model: str, version: str) -> ValidationReport | None:
+    """The version's stored report while its champion comparison holds, else None."""
+    return governance.current_report(model, version)
 
 
 # No retries: an append that committed before a later failure would be written twice.

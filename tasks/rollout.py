@@ -174,13 +174,8 @@ def check_eligible(
     version: str | None,
     actor: str,
     url: str,
-    stale: Callable[[registry.VersionInfo], bool],
 ) -> Eligibility:
-    """Every reason not to start, each refused with a clear message and an audit record.
-
-    ``stale`` says whether a version's champion comparison is out of date (the governance
-    flows' ``needs_validation``).
-    """
+    """Every reason not to start, each refused with a clear message and an audit record."""
     model = cfg.name
     target = canary_state.read_target(model)
     if not version:
@@ -219,7 +214,7 @@ def check_eligible(
             f"{info.version} --revalidate after changing the config or data)",
             validation_status=info.validation_status,
         )
-    if stale(info):
+    if governance.needs_validation(info):
         refuse(
             model,
             info.version,
@@ -366,6 +361,16 @@ def breach_details(verdict: StepVerdict) -> list[dict[str, Any]]:
     return out
 
 
+def open_canary(model: str, version: str, fraction: float) -> Canary:
+    """The canary of ``version`` at its first step's fraction (a new rollout id)."""
+    return canary_state.open_canary(model, version, fraction, step=1)
+
+
+def move_canary(model: str, canary: Canary, fraction: float, step: int) -> Canary:
+    """The canary at the next step's fraction."""
+    return canary_state.set_fraction(model, canary, fraction, step)
+
+
 def close_if_ours(model: str, rollout_id: str) -> bool:
     """Close the canary if it is still this rollout's (never another rollout's)."""
     current = canary_state.read_target(model).canary
@@ -422,6 +427,8 @@ __all__ = [
     "config_snapshot",
     "describe_model",
     "load_timeout",
+    "move_canary",
+    "open_canary",
     "refuse",
     "roll_back",
     "run_step",

@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.governance import needs_validation
 from flows.rollout import rollout_flow
 from mlsteward.audit import Action
 from mlsteward.config.models import get_model_config
@@ -176,7 +175,7 @@ def test_the_fast_config_keeps_the_challenger_validated(stack: dict[str, Any]) -
     assert cfg.serving.poll_seconds == 0.3
     info = registry.get_version(MODEL, stack["challenger"])
     assert info.validation_status == "passed"
-    assert not needs_validation(info)
+    assert not governance.needs_validation(info)
     assert registry.version_by_alias(MODEL, registry.CHAMPION).version == stack["champion"]
 
 
@@ -378,7 +377,7 @@ def test_a_healthy_challenger_is_promoted_through_governance(
         "guardrails": {"latency_slack_ms": 500, "max_prediction_psi": 10.0},
     }
     write_config(config_dir, **{**FAST_ROLLOUT, "rollout": wide})
-    assert not needs_validation(registry.get_version(MODEL, v2))
+    assert not governance.needs_validation(registry.get_version(MODEL, v2))
     service_url(healthy_service.url)
     with live_traffic(healthy_service.url, MODEL, stack["ids"]) as traffic:
         result = rollout_flow(model=MODEL, version=v2)
