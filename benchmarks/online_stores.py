@@ -65,13 +65,13 @@ def _fill(source: Path) -> Any:
 
     from flows.ingestion import ingestion_flow, materialize_flow
     from mlsteward.config.models import get_model_config
-    from mlsteward.features import feast_adapter
+    from mlsteward.features.store import repo_config
     from mlsteward.serving.features import OnlineFeatures
 
     ingestion_flow(model=MODEL, source=str(source))
     materialize_flow(model=MODEL)
     cfg = get_model_config(MODEL)
-    return OnlineFeatures(cfg, FeatureStore(config=feast_adapter.repo_config()))
+    return OnlineFeatures(cfg, FeatureStore(config=repo_config()))
 
 
 def _time(fetch: Any, batches: list[list[int]]) -> list[float]:

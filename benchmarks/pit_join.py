@@ -3,10 +3,10 @@
 Prints wall-clock figures for the same point-in-time retrieval done two ways, in one process, on
 one snapshot:
 
-* **feast** -- ``feast_adapter.get_training_frame``: ``get_historical_features`` through the
+* **feast** -- ``retrieval.get_training_frame``: ``get_historical_features`` through the
   model's feature service (registry look-ups, Feast's entity-frame handling, the offline store's
   join) plus the adapter's own checks, row-id ordering and canonical dtypes. Run once per offline
-  store asked for: ``configured`` is what ``feast_adapter.repo_config()`` says (mlsteward's
+  store asked for: ``configured`` is what ``store.repo_config()`` says (mlsteward's
   ``AsofDuckDBOfflineStore``), ``duckdb`` is Feast's stock DuckDB store (ibis: a row-id string
   per entity row, an inner join on entity + time window, a window-function dedupe).
 * **raw** -- only ``get_historical_features(...).to_df()`` on the frame the adapter hands Feast:
@@ -84,15 +84,13 @@ def build_data(
     from mlsteward.config.models import FeastConfig, get_model_config
     from mlsteward.data.ingestion import ingest
     from mlsteward.data.synthetic import generate_cohort, write_dataset
-    from mlsteward.features import feast_adapter
+    from mlsteward.features.repo import apply_model
 
     cfg = get_model_config(MODEL)
     if ttl_days is not None:
         cfg = cfg.model_copy(update={"feast": FeastConfig(ttl_days=ttl_days)})
     cohort = generate_cohort(n_rows=feature_rows, seed=seed)
-    result = ingest(
-        cfg, write_dataset(cohort, root / "cohort.parquet"), publish=feast_adapter.apply_model
-    )
+    result = ingest(cfg, write_dataset(cohort, root / "cohort.parquet"), publish=apply_model)
     snapshot = Path(result.snapshot.path)
 
     rng = np.random.default_rng(seed + 1)
@@ -159,35 +157,37 @@ def run_baseline(sql: str, entity_df: pd.DataFrame) -> pd.DataFrame:
 
 @contextmanager
 def offline_store(kind: str) -> Iterator[None]:
-    """Point ``feast_adapter.get_store`` at one offline store for the duration (benchmark only)."""
+    """Point ``retrieval.get_store`` (the store ``get_training_frame`` asks by default) at one
+    offline store for the duration (benchmark only)."""
     from feast import FeatureStore
 
-    from mlsteward.features import feast_adapter
+    from mlsteward.features import retrieval
+    from mlsteward.features.store import repo_config
 
     if kind == "configured":
         yield
         return
-    original = feast_adapter.get_store
-    feast_adapter.get_store = lambda: FeatureStore(  # type: ignore[assignment]
-        config=feast_adapter.repo_config(offline_store_type=kind)
+    original = retrieval.get_store
+    retrieval.get_store = lambda: FeatureStore(  # type: ignore[assignment]
+        config=repo_config(offline_store_type=kind)
     )
     try:
         yield
     finally:
-        feast_adapter.get_store = original  # type: ignore[assignment]
+        retrieval.get_store = original  # type: ignore[assignment]
 
 
 def run_feast(cfg: Any, entity_df: pd.DataFrame) -> pd.DataFrame:
-    from mlsteward.features import feast_adapter
+    from mlsteward.features.retrieval import get_training_frame
 
-    return feast_adapter.get_training_frame(cfg, entity_df)
+    return get_training_frame(cfg, entity_df)
 
 
 def run_feast_raw(cfg: Any, entity_df: pd.DataFrame) -> pd.DataFrame:
     """Only ``get_historical_features(...).to_df()``, on the frame the adapter would hand it."""
-    from mlsteward.features import feast_adapter
+    from mlsteward.features import retrieval
 
-    store = feast_adapter.get_store()
+    store = retrieval.get_store()  # as patched by ``offline_store``
     service = store.get_feature_service(cfg.feature_service_name)
     query = pd.DataFrame(
         {
@@ -208,7 +208,7 @@ def timed(fn: Callable[[], pd.DataFrame]) -> tuple[float, pd.DataFrame]:
 
 def check(cfg: Any, feast: pd.DataFrame, base: pd.DataFrame) -> tuple[bool, str]:
     """Same rows, same feature values (nulls included) after sorting both by row id."""
-    from mlsteward.features import feast_adapter
+    from mlsteward.features.dtypes import canonical
 
     if len(feast) != len(base):
         return False, f"row counts differ: feast {len(feast):,} vs baseline {len(base):,}"
@@ -216,7 +216,7 @@ def check(cfg: Any, feast: pd.DataFrame, base: pd.DataFrame) -> tuple[bool, str]
     b = base.sort_values("row_id", kind="mergesort").reset_index(drop=True)
     if not a["row_id"].equals(b["row_id"]):
         return False, "row ids differ"
-    b = feast_adapter._canonical(b, {f.name: f.dtype for f in cfg.features})
+    b = canonical(b, {f.name: f.dtype for f in cfg.features})
     bad = [n for n in cfg.feature_names if not a[n].equals(b[n])]
     nulls = int(a[cfg.feature_names[0]].isna().sum())
     text = (
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pit_join_") as tmp:
         root = Path(tmp)
         set_environment(root)
-        from mlsteward.features import feast_adapter
+        from mlsteward.features.store import repo_config
 
         t0 = time.perf_counter()
         cfg, snapshot, entity_df = build_data(
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(row ids {'shuffled' if args.shuffle_row_ids else 'in order'}); built and "
             f"ingested in {time.perf_counter() - t0:.1f} s"
         )
-        print(f"configured offline store: {feast_adapter.repo_config().offline_store.type}")
+        print(f"configured offline store: {repo_config().offline_store.type}")
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # again: feast resets it
         sql = baseline_sql(cfg, snapshot)
         stores = ["configured", "duckdb"] if args.offline_store == "both" else [args.offline_store]

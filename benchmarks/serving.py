@@ -14,7 +14,7 @@ httptools):
   ``pred_contribs`` call per request (no batching); the answer (probability, label, top-k
   contributions) is ``orjson`` JSON. No logging, no metrics, no validation beyond pydantic's.
   The targets are stated against this endpoint.
-* **bare-r** -- the same endpoint reading features with ``feast_adapter.OnlineReader``, the
+* **bare-r** -- the same endpoint reading features with ``features.online.OnlineReader``, the
   lookup our service uses (the online store's own read, a third of ``get_online_features``'
   cost for one id). Our service's lookup is cheaper than the bare endpoint's, so against
   ``bare`` part of what our bookkeeping costs is paid for by the lookup; against ``bare-r``
@@ -187,7 +187,8 @@ def bare_app(top_k: int, lookup: str = "feast") -> Any:
     from fastapi.responses import Response
 
     from mlsteward.config.models import get_model_config
-    from mlsteward.features.feast_adapter import OnlineReader, get_store
+    from mlsteward.features.online import OnlineReader
+    from mlsteward.features.store import get_store
     from mlsteward.governance import promotion as governance
     from mlsteward.governance import registry
 

@@ -85,7 +85,7 @@ SAME_MATHS = ("prepare", "tune", "fit+evaluate")
 TRIAL_RUNS = "mlflow trial runs"
 # Calls inside the tasks, timed where the tasks look them up: (module, attribute, label).
 INNER_CALLS: list[tuple[str, str, str]] = [
-    ("mlsteward.features.feast_adapter", "get_training_frame", "feast get_historical_features"),
+    ("tasks.features", "get_training_frame", "feast get_historical_features"),
     ("mlsteward.governance.mlflow_adapter", "log_nested_run", "mlflow trial runs"),
     ("mlsteward.governance.mlflow_adapter", "start_run", "mlflow start_run"),
     ("tasks.registry", "make_lineage", "lineage (git, lock hash, versions)"),
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlsteward.config.models import get_model_config
     from mlsteward.data.ingestion import ingest
     from mlsteward.data.synthetic import generate_cohort, write_dataset
-    from mlsteward.features import feast_adapter
+    from mlsteward.features.repo import apply_model
 
     cfg = get_model_config(MODEL)
     print(
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     source = write_dataset(generate_cohort(n_rows=args.rows, seed=0), root / f"{MODEL}.parquet")
     print(f"generate + write cohort  {fmt(time.perf_counter() - t)}   (excluded)")
     t = time.perf_counter()
-    snap = ingest(cfg, source, publish=feast_adapter.apply_model).snapshot
+    snap = ingest(cfg, source, publish=apply_model).snapshot
     print(
         f"ingest                   {fmt(time.perf_counter() - t)}   (excluded; {snap.rows} rows: "
         "contract, snapshot, feast apply)"

@@ -4,8 +4,7 @@ Feast imports every ``.py`` file here and collects module-level Feast objects by
 the four declaration files (``entities.py``, ``data_sources.py``, ``feature_views.py``,
 ``feature_services.py``) must expose the *same* instances: a feature view's source that is equal
 to, but not the same object as, the one in ``data_sources.py`` would be registered twice. This
-module builds them once (cached) via ``mlsteward.features.feast_adapter`` and holds no Feast object
-at
+module builds them once (cached) via ``mlsteward.features.repo`` and holds no Feast object at
 module level itself.
 
 Models whose config has no current snapshot yet are skipped, so ``feast plan`` works before the
@@ -23,7 +22,7 @@ from mlsteward.config.paths import config_dir
 from mlsteward.config.settings import feast_dir
 from mlsteward.data.state import current_snapshot
 from mlsteward.errors import ConfigError
-from mlsteward.features.feast_adapter import ModelFeastObjects, repo_declarations
+from mlsteward.features.repo import ModelFeastObjects, repo_declarations
 
 REPO_DIR = Path(__file__).resolve().parent
 

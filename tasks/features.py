@@ -14,7 +14,10 @@ from mlsteward.config.models import ModelConfig
 from mlsteward.data.ingestion import IngestResult, ingest
 from mlsteward.data.state import SnapshotInfo, current_snapshot
 from mlsteward.errors import MlstewardError, NoSnapshotError
-from mlsteward.features import feast_adapter
+from mlsteward.features.materialize import materialize
+from mlsteward.features.repo import apply_model
+from mlsteward.features.retrieval import get_training_frame
+from mlsteward.features.store import get_store
 from mlsteward.governance.promotion import open_audit
 from mlsteward.integrity import sha256_file
 from mlsteward.training.partitioned_set import partition_root, release_directory, staging_directory
@@ -56,7 +59,7 @@ def ingest_source(
     """Ingest and audit the outcome: accepted data versions and refused sources alike."""
     with open_audit() as audit:
         try:
-            result = ingest(cfg, source, publish=feast_adapter.apply_model)
+            result = ingest(cfg, source, publish=apply_model)
         except MlstewardError as exc:
             report = getattr(exc, "report", None) or {}
             audit.append(
@@ -130,7 +133,7 @@ def resolve_snapshot(cfg: ModelConfig) -> SnapshotInfo:
 def retrieve_training_set(cfg: ModelConfig, snapshot: SnapshotInfo) -> pd.DataFrame:
     """Point-in-time join through Feast; retried because it is I/O against the stores."""
     entities = entity_frame(cfg, snapshot)
-    frame = feast_adapter.get_training_frame(cfg, entities)
+    frame = get_training_frame(cfg, entities)
     run_logger().info(
         "feature service %r returned %s rows x %s features",
         cfg.feature_service_name,
@@ -146,13 +149,13 @@ def retrieve_partitioned_training_set(cfg: ModelConfig, snapshot: SnapshotInfo) 
     rows staged as parquet partitions for the Dask workers (the set is above
     ``distributed.above_rows``)."""
     entities = entity_frame(cfg, snapshot)
-    store = feast_adapter.get_store()
+    store = get_store()
     directory = staging_directory(partition_root(cfg))
     try:
         data = prepare_partitioned(
             cfg,
             entities,
-            lambda rows: feast_adapter.get_training_frame(cfg, rows, store=store),
+            lambda rows: get_training_frame(cfg, rows, store=store),
             snapshot,
             directory,
         )
@@ -178,4 +181,4 @@ def retrieve_partitioned_training_set(cfg: ModelConfig, snapshot: SnapshotInfo) 
 
 @task(name="materialize", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def materialize_online(cfg: ModelConfig) -> dict:
-    return feast_adapter.materialize(cfg)
+    return materialize(cfg)

@@ -16,7 +16,7 @@ from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig, model_config_path
 from mlsteward.config.paths import project_root
 from mlsteward.data.state import SnapshotInfo
-from mlsteward.features import feast_adapter
+from mlsteward.features.repo import snapshot_entity_dtype
 from mlsteward.governance import mlflow_adapter
 from mlsteward.governance.promotion import open_audit
 from mlsteward.training.fitting import TuningResult
@@ -110,7 +110,7 @@ def make_recipe(
     threshold: float,
 ) -> dict:
     """The document ``mlsteward reproduce`` rebuilds this version from (see ``recipe``)."""
-    entity_dtype = feast_adapter.snapshot_entity_dtype(cfg, Path(snapshot.path))
+    entity_dtype = snapshot_entity_dtype(cfg, Path(snapshot.path))
     return build_recipe(
         cfg=cfg,
         snapshot=snapshot,

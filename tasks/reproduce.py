@@ -30,7 +30,8 @@ from mlsteward.config.settings import reproductions_dir
 from mlsteward.data.snapshots import SnapshotAlteredError, SnapshotMissingError, locate_snapshot
 from mlsteward.data.state import SnapshotInfo
 from mlsteward.errors import IntegrityError, MlstewardError, NotFoundError
-from mlsteward.features import feast_adapter
+from mlsteward.features.repo import snapshot_entity_dtype, snapshot_store
+from mlsteward.features.retrieval import get_training_frame
 from mlsteward.governance import registry
 from mlsteward.governance.mlflow_adapter import client
 from mlsteward.governance.promotion import open_audit
@@ -182,7 +183,7 @@ def rebuild_training_set(
     snap = recorded.snapshot.model_copy(update={"path": str(snapshot_path)})
     t0 = time.perf_counter()
     definition = feature_service_definition(
-        cfg, snap.feature_dtypes, feast_adapter.snapshot_entity_dtype(cfg, snapshot_path)
+        cfg, snap.feature_dtypes, snapshot_entity_dtype(cfg, snapshot_path)
     )
     want = recorded.recipe["feature_service"]
     status = "same" if definition == want else "differs"
@@ -191,10 +192,10 @@ def rebuild_training_set(
     t0 = time.perf_counter()
     entities = entity_frame(cfg, snap)
     with tempfile.TemporaryDirectory(prefix="mlsteward-feast-") as d:
-        store = feast_adapter.snapshot_store(cfg, snapshot_path, snap.feature_dtypes, Path(d))
+        store = snapshot_store(cfg, snapshot_path, snap.feature_dtypes, Path(d))
 
         def retrieve(rows: pd.DataFrame) -> pd.DataFrame:
-            return feast_adapter.get_training_frame(cfg, rows, store=store)
+            return get_training_frame(cfg, rows, store=store)
 
         # The recorded config decides, as it did at training: above distributed.above_rows the
         # set is joined in the same chunks and trained on Dask again.

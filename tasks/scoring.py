@@ -21,7 +21,9 @@ from mlsteward.data.contract import check_contract, enforce, read_source
 from mlsteward.data.ingestion import write_quarantine
 from mlsteward.data.state import SnapshotInfo, current_snapshot
 from mlsteward.errors import ContractViolation, MlstewardError, NotFoundError, PromotionError
-from mlsteward.features import feast_adapter
+from mlsteward.features.online import online_features
+from mlsteward.features.repo import snapshot_entity_dtype
+from mlsteward.features.retrieval import ROW_ID, get_training_frame
 from mlsteward.governance import promotion as governance
 from mlsteward.governance.registry import VerifiedModel
 from mlsteward.monitoring import prediction_log
@@ -76,7 +78,7 @@ def online_scoring_input(cfg: ModelConfig) -> pd.DataFrame:
     if snap is None:
         raise MlstewardError(f"{cfg.name} has no ingested data: nothing to score online")
     ids = pd.read_parquet(snap.path, columns=[cfg.source.entity])[cfg.source.entity].unique()
-    frame = feast_adapter.online_features(cfg, ids.tolist())
+    frame = online_features(cfg, ids.tolist())
     frame[cfg.timestamp_column] = pd.Timestamp(datetime.now(UTC))
     run_logger().info("online features for %d entities", len(frame))
     return contract_checked(cfg, frame, f"online-store:{cfg.feature_service_name}")
@@ -159,25 +161,25 @@ def _offline_features(cfg: ModelConfig, entities: pd.Series, times: pd.Series) -
     """
     query = pd.DataFrame(
         {
-            feast_adapter.ROW_ID: np.arange(len(entities), dtype="int64"),
+            ROW_ID: np.arange(len(entities), dtype="int64"),
             cfg.source.entity: entities.to_numpy(),
             cfg.timestamp_column: times.astype("datetime64[us, UTC]").array,
         }
     )
-    frame = feast_adapter.get_training_frame(cfg, query, with_label=False)
+    frame = get_training_frame(cfg, query, with_label=False)
     filled = frame[cfg.feature_names].notna().any(axis=1)
     run_logger().info(
         "offline features for %d rows (%d with no feature values at their time)",
         len(frame), int((~filled).sum()),
     )  # fmt: skip
-    return frame.drop(columns=feast_adapter.ROW_ID)
+    return frame.drop(columns=ROW_ID)
 
 
 def _entity_ids(
     cfg: ModelConfig, snap: SnapshotInfo, raw: pd.Series
 ) -> tuple[pd.Series, list[int]]:
     """Ids typed like the snapshot's entity column (CSV gives text), and rows that are not."""
-    if feast_adapter.snapshot_entity_dtype(cfg, Path(snap.path)) == "int64":
+    if snapshot_entity_dtype(cfg, Path(snap.path)) == "int64":
         numeric = pd.to_numeric(raw, errors="coerce")
         bad = numeric.isna() | (np.mod(numeric.fillna(0), 1) != 0)
         return numeric.where(~bad, 0).astype("int64"), raw.index[bad].tolist()

@@ -11,7 +11,7 @@ out of it.
 What wins: a variable naming one location (``MLFLOW_TRACKING_URI``, ``MLSTEWARD_AUDIT_URL``,
 ``PREFECT_SERVER_DATABASE_CONNECTION_URL``, ...) over the profile, the profile over the local
 defaults. Every flow, the service and the CLI ask ``mlsteward.config.settings`` and
-``feast_adapter.repo_config()``, which ask here: the same code runs on either profile.
+``features.store.repo_config()``, which ask here: the same code runs on either profile.
 
 One PostgreSQL server holds one database per user (``<prefix>_prefect``, ``_mlflow``, ``_feast``,
 ``_audit``, ``_offline``): they have their own migrations and locks, and can be backed up, moved

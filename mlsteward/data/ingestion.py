@@ -89,7 +89,7 @@ def write_snapshot(cfg: ModelConfig, good: pd.DataFrame) -> tuple[Path, str]:
 
 
 Publish = Callable[[ModelConfig, Path, dict[str, str]], object]
-"""Points the feature store at a new snapshot (``feast_adapter.apply_model``): passed in by the
+"""Points the feature store at a new snapshot (``features.repo.apply_model``): passed in by the
 caller so the data room does not depend on the feature room above it."""
 
 

@@ -49,6 +49,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
+import ibis
 import pandas as pd
 import pyarrow as pa
 from feast.data_format import ParquetFormat
@@ -282,8 +283,6 @@ class AsofRetrievalJob(RetrievalJob):
         timeout: int | None = None,
     ) -> None:
         """Write the result where the stock store would (same writer, same overwrite rule)."""
-        import ibis
-
         _write_data_source(
             ibis.memtable(self._to_arrow_internal(timeout)),
             storage.to_data_source(),

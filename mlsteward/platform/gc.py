@@ -19,8 +19,8 @@ from mlsteward.config.models import load_all_model_configs
 from mlsteward.config.settings import home, snapshot_root
 from mlsteward.data import offline_tables
 from mlsteward.data.state import current_snapshot
-from mlsteward.features import feast_adapter
-from mlsteward.features.feast_adapter import scratch_table_time
+from mlsteward.features.repo import registered_snapshot_path
+from mlsteward.features.retrieval import scratch_table_time
 from mlsteward.governance.mlflow_adapter import client
 from mlsteward.governance.promotion import open_audit
 from mlsteward.training.partitioned_set import (
@@ -101,7 +101,7 @@ def referenced_digests(
             keep(model, digest, f"running training run {run.info.run_id}")
 
     for model, cfg in configs.items():
-        keep(model, _digest_of(feast_adapter.registered_snapshot_path(cfg)), "feature store source")
+        keep(model, _digest_of(registered_snapshot_path(cfg)), "feature store source")
     return refs
 
 

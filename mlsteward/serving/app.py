@@ -172,7 +172,7 @@ class Service:
     def __init__(
         self, configs: list[ModelConfig], settings: ServingSettings, freeze_gc: bool = False
     ) -> None:
-        from mlsteward.features.feast_adapter import get_store
+        from mlsteward.features.store import get_store
 
         self.settings = settings
         self.freeze_gc = freeze_gc

@@ -5,7 +5,7 @@ of :class:`FieldError` naming the row, the field and the rule, in the same rule 
 the ingestion contract (``mlsteward.data.contract``), so a client reads one kind of message
 whichever way a bad value reached us.
 
-Online lookups read the model's feature service with ``feast_adapter.OnlineReader`` (the
+Online lookups read the model's feature service with ``features.online.OnlineReader`` (the
 online store's own read, a third of ``get_online_features``' cost for one id), one call for
 every id of a micro-batch; features are taken by name. An id with no value for any feature is
 unknown (404); an id with some features missing, where the contract does not allow nulls, is a
@@ -149,7 +149,7 @@ class OnlineFeatures:
     """Lookups of one model's feature service in the Feast online store."""
 
     def __init__(self, cfg: ModelConfig, store: Any) -> None:
-        from mlsteward.features.feast_adapter import OnlineReader
+        from mlsteward.features.online import OnlineReader
 
         self.cfg = cfg
         self.reader = OnlineReader.for_model(store, cfg)

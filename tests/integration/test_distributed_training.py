@@ -26,7 +26,8 @@ from mlsteward.config.settings import mlflow_tracking_uri, training_sets_dir
 from mlsteward.data.state import current_snapshot
 from mlsteward.data.synthetic import generate_cohort, write_dataset
 from mlsteward.errors import ConfigError
-from mlsteward.features import feast_adapter
+from mlsteward.features.retrieval import get_training_frame
+from mlsteward.features.store import get_store
 from mlsteward.report import card as report
 from mlsteward.training.distributed import dask_client, worker_slots
 from tasks.features import entity_frame
@@ -90,13 +91,13 @@ def test_chunked_join_gives_the_rows_and_split_of_one_join(trained: dict, tmp_pa
     cfg = get_model_config(MODEL)
     snapshot = current_snapshot(MODEL)
     entities = entity_frame(cfg, snapshot)
-    store = feast_adapter.get_store()
-    whole = prepare(cfg, feast_adapter.get_training_frame(cfg, entities, store=store), snapshot)
+    store = get_store()
+    whole = prepare(cfg, get_training_frame(cfg, entities, store=store), snapshot)
     calls: list[int] = []
 
     def retrieve(rows: pd.DataFrame) -> pd.DataFrame:
         calls.append(len(rows))
-        return feast_adapter.get_training_frame(cfg, rows, store=store)
+        return get_training_frame(cfg, rows, store=store)
 
     parted = prepare_partitioned(cfg, entities, retrieve, snapshot, tmp_path / "parts")
     assert calls == [700, 700, 700, 700, 200]
@@ -120,11 +121,11 @@ def test_same_partitions_and_workers_give_the_same_model_bytes(
     trees the same anyway."""
     cfg = get_model_config(MODEL)
     snapshot = current_snapshot(MODEL)
-    store = feast_adapter.get_store()
+    store = get_store()
     data = prepare_partitioned(
         cfg,
         entity_frame(cfg, snapshot),
-        lambda rows: feast_adapter.get_training_frame(cfg, rows, store=store),
+        lambda rows: get_training_frame(cfg, rows, store=store),
         snapshot,
         tmp_path / "parts",
     )

@@ -27,8 +27,26 @@ import yaml
 from mlsteward.config.models import ModelConfig
 from mlsteward.config.settings import feast_dir, snapshots_dir
 from mlsteward.data.state import SnapshotInfo, set_current_snapshot
-from mlsteward.features import feast_adapter
 from mlsteward.features import offline_store as feast_offline_store
+from mlsteward.features.dtypes import canonical, canonical_from_arrow
+from mlsteward.features.materialize import materialize
+from mlsteward.features.online import OnlineReader, online_features
+from mlsteward.features.repo import (
+    apply_model,
+    build_objects,
+    registered_snapshot_path,
+    registered_tags,
+    snapshot_entity_dtype,
+)
+from mlsteward.features.retrieval import get_training_frame
+from mlsteward.features.store import (
+    ENTITY_KEY_SERIALIZATION_VERSION,
+    OFFLINE_STORE_TYPE,
+    PROJECT,
+    FeastAdapterError,
+    get_store,
+    repo_config,
+)
 from tests.support.stack import read_like_get_online_features
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -123,9 +141,9 @@ def test_point_in_time_values_never_come_from_the_future() -> None:
             feature_row(2, at=1, age=62, ingested=101),
         ],
     )
-    feast_adapter.apply_model(cfg, snapshot)
+    apply_model(cfg, snapshot)
 
-    frame = feast_adapter.get_training_frame(
+    frame = get_training_frame(
         cfg,
         entity_frame(
             [
@@ -148,7 +166,7 @@ def test_point_in_time_values_never_come_from_the_future() -> None:
 def test_training_frame_keeps_every_row_in_row_id_order() -> None:
     cfg = toy_config()
     snapshot = write_snapshot(cfg, [feature_row(pid, at=1, age=30 + pid) for pid in range(1, 6)])
-    feast_adapter.apply_model(cfg, snapshot)
+    apply_model(cfg, snapshot)
 
     # shuffled row ids; pids 7 and 8 have no feature rows; (pid 3, day 2) appears twice
     triples = [(907, 3, 2), (15, 7, 2), (402, 1, 2), (3, 8, 0), (88, 3, 2), (51, 5, 1)]
@@ -157,7 +175,7 @@ def test_training_frame_keeps_every_row_in_row_id_order() -> None:
     entity_df["other_time"] = day(50)  # a second datetime column must not confuse Feast
     entity_df = entity_df.reset_index(drop=True)
 
-    frame = feast_adapter.get_training_frame(cfg, entity_df)
+    frame = get_training_frame(cfg, entity_df)
 
     assert len(frame) == len(entity_df)
     assert list(frame.columns) == ["row_id", "pid", "visit_time", "outcome", *FEATURES]
@@ -175,33 +193,33 @@ def test_training_frame_keeps_every_row_in_row_id_order() -> None:
 
 def test_training_frame_rejects_frames_it_cannot_keep_in_order() -> None:
     cfg = toy_config()
-    feast_adapter.apply_model(cfg, write_snapshot(cfg, [feature_row(1, at=1, age=40)]))
+    apply_model(cfg, write_snapshot(cfg, [feature_row(1, at=1, age=40)]))
     dupes = entity_frame([(1, 1, 2), (1, 1, 3)])
-    with pytest.raises(feast_adapter.FeastAdapterError, match="row_id values must be unique"):
-        feast_adapter.get_training_frame(cfg, dupes)
-    with pytest.raises(feast_adapter.FeastAdapterError, match=r"lacks column\(s\) \['outcome'\]"):
-        feast_adapter.get_training_frame(cfg, dupes.drop(columns="outcome"))
+    with pytest.raises(FeastAdapterError, match="row_id values must be unique"):
+        get_training_frame(cfg, dupes)
+    with pytest.raises(FeastAdapterError, match=r"lacks column\(s\) \['outcome'\]"):
+        get_training_frame(cfg, dupes.drop(columns="outcome"))
     naive = entity_frame([(1, 1, 2)])
     naive["visit_time"] = naive["visit_time"].dt.tz_localize(None)
-    with pytest.raises(feast_adapter.FeastAdapterError, match="tz-aware"):
-        feast_adapter.get_training_frame(cfg, naive)
+    with pytest.raises(FeastAdapterError, match="tz-aware"):
+        get_training_frame(cfg, naive)
 
 
 def test_scoring_frames_need_no_label_and_get_none_back() -> None:
     cfg = toy_config()
     snapshot = write_snapshot(cfg, [feature_row(1, at=1, age=40), feature_row(1, at=3, age=41)])
-    feast_adapter.apply_model(cfg, snapshot)
+    apply_model(cfg, snapshot)
     unlabelled = entity_frame([(0, 1, 2), (1, 1, 5), (2, 9, 5)]).drop(columns="outcome")
 
-    frame = feast_adapter.get_training_frame(cfg, unlabelled, with_label=False)
+    frame = get_training_frame(cfg, unlabelled, with_label=False)
 
     assert list(frame.columns) == ["row_id", "pid", "visit_time", *FEATURES]
     assert ages(frame) == {0: 40, 1: 41, 2: None}  # pid 9 is unknown: nulls, row kept
-    labelled = feast_adapter.get_training_frame(cfg, entity_frame([(0, 1, 2)]), with_label=False)
+    labelled = get_training_frame(cfg, entity_frame([(0, 1, 2)]), with_label=False)
     assert "outcome" not in labelled.columns and ages(labelled) == {0: 40}
     # training still refuses an entity frame without the label
-    with pytest.raises(feast_adapter.FeastAdapterError, match=r"lacks column\(s\) \['outcome'\]"):
-        feast_adapter.get_training_frame(cfg, unlabelled)
+    with pytest.raises(FeastAdapterError, match=r"lacks column\(s\) \['outcome'\]"):
+        get_training_frame(cfg, unlabelled)
 
 
 def test_string_entity_keys_work_offline_and_online() -> None:
@@ -209,15 +227,15 @@ def test_string_entity_keys_work_offline_and_online() -> None:
     snapshot = write_snapshot(
         cfg, [feature_row(1, at=1, age=40), feature_row(2, at=1, age=60)], str_ids=True
     )
-    assert feast_adapter.snapshot_entity_dtype(cfg, snapshot) == "string"
-    feast_adapter.apply_model(cfg, snapshot)
+    assert snapshot_entity_dtype(cfg, snapshot) == "string"
+    apply_model(cfg, snapshot)
 
     entity_df = entity_frame([(1, 1, 2), (2, 2, 0), (3, 3, 2)])
     entity_df["pid"] = "p" + entity_df["pid"].astype(str)
-    assert ages(feast_adapter.get_training_frame(cfg, entity_df)) == {1: 40, 2: None, 3: None}
+    assert ages(get_training_frame(cfg, entity_df)) == {1: 40, 2: None, 3: None}
 
-    feast_adapter.materialize(cfg)
-    online = feast_adapter.online_features(cfg, ["p2", "p9"])
+    materialize(cfg)
+    online = online_features(cfg, ["p2", "p9"])
     assert online["pid"].tolist() == ["p2", "p9"]
     assert online["age"].iloc[0] == 60 and pd.isna(online["age"].iloc[1])
 
@@ -227,8 +245,8 @@ def test_build_objects_names_missing_snapshot_columns() -> None:
     rows = [{k: v for k, v in feature_row(1, at=1, age=40).items() if k != "bp"}]
     path = snapshots_dir(cfg.name) / "no_bp.parquet"
     pd.DataFrame(rows).to_parquet(path, index=False)
-    with pytest.raises(feast_adapter.FeastAdapterError, match=r"\[.bp.\]"):
-        feast_adapter.build_objects(cfg, path)
+    with pytest.raises(FeastAdapterError, match=r"\[.bp.\]"):
+        build_objects(cfg, path)
 
 
 def test_snapshot_without_created_timestamp_needs_no_tie_break_column() -> None:
@@ -236,26 +254,26 @@ def test_snapshot_without_created_timestamp_needs_no_tie_break_column() -> None:
     rows = [{k: v for k, v in feature_row(1, at=1, age=40).items() if k != "ingested_at"}]
     path = snapshots_dir(cfg.name) / "no_ingested_at.parquet"
     pd.DataFrame(rows).to_parquet(path, index=False)
-    objs = feast_adapter.build_objects(cfg, path)
+    objs = build_objects(cfg, path)
     assert objs.source.created_timestamp_column == ""
 
 
 def test_reapply_points_the_source_at_the_new_snapshot() -> None:
     cfg = toy_config()
-    assert feast_adapter.registered_snapshot_path(cfg) is None
+    assert registered_snapshot_path(cfg) is None
     first = write_snapshot(cfg, [feature_row(1, at=1, age=40)])
     second = write_snapshot(cfg, [feature_row(1, at=1, age=50), feature_row(2, at=1, age=70)])
     entity_df = entity_frame([(1, 1, 2), (2, 2, 2)])
 
-    feast_adapter.apply_model(cfg, first)
-    assert feast_adapter.registered_snapshot_path(cfg) == str(first)
-    assert ages(feast_adapter.get_training_frame(cfg, entity_df)) == {1: 40, 2: None}
+    apply_model(cfg, first)
+    assert registered_snapshot_path(cfg) == str(first)
+    assert ages(get_training_frame(cfg, entity_df)) == {1: 40, 2: None}
 
-    feast_adapter.apply_model(cfg, second)
-    assert feast_adapter.registered_snapshot_path(cfg) == str(second)
-    assert ages(feast_adapter.get_training_frame(cfg, entity_df)) == {1: 50, 2: 70}
+    apply_model(cfg, second)
+    assert registered_snapshot_path(cfg) == str(second)
+    assert ages(get_training_frame(cfg, entity_df)) == {1: 50, 2: 70}
 
-    tags = feast_adapter.registered_tags(cfg)
+    tags = registered_tags(cfg)
     assert tags["source"]["data_digest"] == second.stem
     for kind_tags in tags.values():
         assert kind_tags["model"] == "toy"
@@ -269,18 +287,18 @@ def test_materialize_then_online_features_by_name() -> None:
         cfg,
         [feature_row(1, at=1, age=40), feature_row(1, at=3, age=41), feature_row(2, at=1, age=60)],
     )
-    feast_adapter.apply_model(cfg, snapshot)
+    apply_model(cfg, snapshot)
 
-    partial = feast_adapter.materialize(cfg, end=day(2).to_pydatetime())
+    partial = materialize(cfg, end=day(2).to_pydatetime())
     assert (partial["rows_in_window"], partial["entities"]) == (2, 2)
-    assert feast_adapter.online_features(cfg, [1])["age"].tolist() == [40]
+    assert online_features(cfg, [1])["age"].tolist() == [40]
 
-    report = feast_adapter.materialize(cfg)
+    report = materialize(cfg)
     assert report["rows_in_window"] == 3 and report["entities"] == 2
     assert report["snapshot_path"] == str(snapshot)
     assert datetime.fromisoformat(report["end"]) <= datetime.now(UTC)
 
-    online = feast_adapter.online_features(cfg, [2, 99, 1])
+    online = online_features(cfg, [2, 99, 1])
     assert list(online.columns) == ["pid", *FEATURES]
     assert online["pid"].tolist() == [2, 99, 1]
     row = {int(r.pid): r for r in online.itertuples()}
@@ -295,9 +313,9 @@ def test_ttl_hides_values_older_than_the_limit() -> None:
         cfg,
         [feature_row(1, at=1, age=40), feature_row(2, at=1, age=60), feature_row(2, at=5, age=61)],
     )
-    feast_adapter.apply_model(cfg, snapshot)
+    apply_model(cfg, snapshot)
 
-    frame = feast_adapter.get_training_frame(
+    frame = get_training_frame(
         cfg,
         entity_frame(
             [
@@ -312,21 +330,21 @@ def test_ttl_hides_values_older_than_the_limit() -> None:
     assert ages(frame) == {1: 40, 2: 40, 3: None, 4: None, 5: 61}
 
     no_ttl = toy_config()
-    feast_adapter.apply_model(no_ttl, snapshot)
-    forever = feast_adapter.get_training_frame(no_ttl, entity_frame([(3, 1, 400)]))
+    apply_model(no_ttl, snapshot)
+    forever = get_training_frame(no_ttl, entity_frame([(3, 1, 400)]))
     assert ages(forever) == {3: 40}
 
 
 def test_repo_config_matches_feature_store_yaml(mlsteward_home: Path) -> None:
     text = (REPO_ROOT / "feature_repo" / "feature_store.yaml").read_text()
     declared = yaml.safe_load(os.path.expandvars(text))  # what Feast 0.67 does with the file
-    config = feast_adapter.repo_config()
+    config = repo_config()
 
-    assert declared["project"] == config.project == feast_adapter.PROJECT
+    assert declared["project"] == config.project == PROJECT
     assert (
         declared["offline_store"]["type"]
         == config.offline_store.type
-        == feast_adapter.OFFLINE_STORE_TYPE
+        == OFFLINE_STORE_TYPE
         == feast_offline_store.STORE_TYPE
     )
     assert isinstance(config.offline_store, feast_offline_store.AsofDuckDBOfflineStoreConfig)
@@ -338,7 +356,7 @@ def test_repo_config_matches_feature_store_yaml(mlsteward_home: Path) -> None:
     assert (
         declared["entity_key_serialization_version"]
         == config.entity_key_serialization_version
-        == feast_adapter.ENTITY_KEY_SERIALIZATION_VERSION
+        == ENTITY_KEY_SERIALIZATION_VERSION
     )
 
 
@@ -364,7 +382,7 @@ def test_feature_repo_declares_what_the_adapter_applies(tmp_path: Path) -> None:
             source_path="test",
         )
     )
-    feast_adapter.apply_model(cfg, snapshot)
+    apply_model(cfg, snapshot)
 
     repo = tmp_path / "feature_repo"
     shutil.copytree(
@@ -442,8 +460,8 @@ def retrieve(store: Any, query: pd.DataFrame, features: Any, full: bool = False)
 def stores() -> tuple[Any, Any]:
     from feast import FeatureStore
 
-    stock = FeatureStore(config=feast_adapter.repo_config(offline_store_type="duckdb"))
-    return feast_adapter.get_store(), stock
+    stock = FeatureStore(config=repo_config(offline_store_type="duckdb"))
+    return get_store(), stock
 
 
 def assert_same_as_stock(asof: tuple[Any, pd.DataFrame], stock: tuple[Any, pd.DataFrame]) -> None:
@@ -463,7 +481,7 @@ def test_asof_store_matches_the_stock_store(ttl_days: float | None, seed: int) -
     rng = np.random.default_rng(seed)
     cfg = toy_config(ttl_days=ttl_days)
     rows = random_snapshot_rows(rng, entities=8, per_entity=12)
-    feast_adapter.apply_model(cfg, write_snapshot(cfg, rows))
+    apply_model(cfg, write_snapshot(cfg, rows))
     query = random_query(rng, rows, entities=8, n=400, ttl_days=ttl_days)
 
     asof, stock = stores()
@@ -504,7 +522,7 @@ def test_asof_store_joins_several_views_and_aliases_like_the_stock_store() -> No
     rng = np.random.default_rng(5)
     cfg = toy_config(ttl_days=2)
     rows = random_snapshot_rows(rng, entities=6, per_entity=10)
-    objs = feast_adapter.build_objects(cfg, write_snapshot(cfg, rows))
+    objs = build_objects(cfg, write_snapshot(cfg, rows))
     forever = FeatureView(
         name="toy__forever",
         entities=[objs.entity],
@@ -532,8 +550,8 @@ def test_asof_store_joins_several_views_and_aliases_like_the_stock_store() -> No
 def test_asof_store_hands_what_it_does_not_cover_to_the_stock_join() -> None:
     cfg = toy_config()
     rows = [feature_row(1, at=1, age=40, ingested=1.5), feature_row(1, at=1, age=41, ingested=150)]
-    feast_adapter.apply_model(cfg, write_snapshot(cfg, rows))
-    store = feast_adapter.get_store()
+    apply_model(cfg, write_snapshot(cfg, rows))
+    store = get_store()
     service = store.get_feature_service(cfg.feature_service_name)
     query = pd.DataFrame(
         {ROW_KEY: [1, 2], "pid": [1, 1], "event_timestamp": [day(2), day(200)]}
@@ -554,10 +572,8 @@ def test_asof_store_hands_what_it_does_not_cover_to_the_stock_join() -> None:
 def test_asof_store_takes_a_ttl_the_stock_store_cannot_type() -> None:
     """ttl_days 1.5 is 1 day + 12 h: ibis raises on such an interval; the ASOF store applies it."""
     cfg = toy_config(ttl_days=1.5)
-    feast_adapter.apply_model(cfg, write_snapshot(cfg, [feature_row(1, at=1, age=40)]))
-    frame = feast_adapter.get_training_frame(
-        cfg, entity_frame([(1, 1, 2.5), (2, 1, 2.5 + 1e-6), (3, 1, 1)])
-    )
+    apply_model(cfg, write_snapshot(cfg, [feature_row(1, at=1, age=40)]))
+    frame = get_training_frame(cfg, entity_frame([(1, 1, 2.5), (2, 1, 2.5 + 1e-6), (3, 1, 1)]))
     assert ages(frame) == {1: 40, 2: None, 3: 40}
 
 
@@ -584,12 +600,12 @@ def test_canonical_from_arrow_equals_the_pandas_route() -> None:
     order = np.array([2, 0, 1])
     dtypes = {f.name: f.dtype for f in cfg.features}
     for t in (table, other_types, table.slice(0, 0)):
-        expected = feast_adapter._canonical(t.to_pandas(), dtypes)
-        got = feast_adapter._canonical_from_arrow(t, dtypes)
+        expected = canonical(t.to_pandas(), dtypes)
+        got = canonical_from_arrow(t, dtypes)
         pd.testing.assert_frame_equal(got, expected)
         assert [str(d) for d in got.dtypes] == ["Int64", "float64", "boolean", "string"]
         if len(t):
-            reordered = feast_adapter._canonical_from_arrow(t, dtypes, order)
+            reordered = canonical_from_arrow(t, dtypes, order)
             expected = expected.take(order).reset_index(drop=True)
             pd.testing.assert_frame_equal(reordered, expected)
 
@@ -605,14 +621,14 @@ def test_online_reader_gives_what_get_online_features_gives(str_ids: bool) -> No
         feature_row(2, at=1, age=60),
     ]
     rows.append({**feature_row(3, at=1, age=70), "bp": None})
-    feast_adapter.apply_model(cfg, write_snapshot(cfg, rows, str_ids=str_ids))
-    feast_adapter.materialize(cfg)
+    apply_model(cfg, write_snapshot(cfg, rows, str_ids=str_ids))
+    materialize(cfg)
 
     ids: list[Any] = [2, 99, 1, 3, 2]
     if str_ids:
         ids = [f"p{i}" for i in ids]
     got = read_like_get_online_features(cfg.feature_service_name, "pid", ids)
-    reader = feast_adapter.OnlineReader(feast_adapter.get_store(), cfg.feature_service_name, "pid")
+    reader = OnlineReader(get_store(), cfg.feature_service_name, "pid")
     assert reader.names == FEATURES and reader.key_type.name == ("STRING" if str_ids else "INT64")
     assert got[1] is None  # unknown id
     assert got[0] == {"age": 60, "bp": 60.5, "smoker": True, "sex": "M"}
@@ -623,13 +639,13 @@ def test_online_reader_gives_what_get_online_features_gives(str_ids: bool) -> No
 
 def test_online_reader_refuses_what_it_cannot_read() -> None:
     cfg = toy_config()
-    feast_adapter.apply_model(cfg, write_snapshot(cfg, [feature_row(1, at=1, age=40)]))
-    store = feast_adapter.get_store()
-    with pytest.raises(feast_adapter.FeastAdapterError, match=r"keyed by \['pid'\], not \['x'\]"):
-        feast_adapter.OnlineReader(store, cfg.feature_service_name, "x")
+    apply_model(cfg, write_snapshot(cfg, [feature_row(1, at=1, age=40)]))
+    store = get_store()
+    with pytest.raises(FeastAdapterError, match=r"keyed by \['pid'\], not \['x'\]"):
+        OnlineReader(store, cfg.feature_service_name, "x")
     # a config that asks for a feature the applied service does not serve is named, not guessed
     wider = cfg.model_copy(
         update={"features": [*cfg.features, cfg.features[1].model_copy(update={"name": "hr"})]}
     )
-    with pytest.raises(feast_adapter.FeastAdapterError, match=r"lacks \['hr'\]"):
-        feast_adapter.OnlineReader.for_model(store, wider)
+    with pytest.raises(FeastAdapterError, match=r"lacks \['hr'\]"):
+        OnlineReader.for_model(store, wider)

@@ -13,7 +13,7 @@ from flows.ingestion import ingestion_flow
 from flows.training import training_flow
 from mlsteward.config.models import get_model_config
 from mlsteward.config.settings import mlflow_tracking_uri
-from mlsteward.features import feast_adapter
+from mlsteward.features.repo import registered_snapshot_path
 
 CHURN_YAML = """\
 name: churn
@@ -89,7 +89,7 @@ def test_new_yaml_model_trains_end_to_end(
         "region": "category",
     }
     cfg = get_model_config("churn")
-    assert feast_adapter.registered_snapshot_path(cfg) == ingested["snapshot_path"]
+    assert registered_snapshot_path(cfg) == ingested["snapshot_path"]
 
     outcome = training_flow(model="churn")
     assert outcome["trials"] == 2

@@ -21,7 +21,16 @@ import pytest
 from mlsteward.config.models import ModelConfig, get_model_config
 from mlsteward.data import offline_tables
 from mlsteward.data.ingestion import ingest
-from mlsteward.features import feast_adapter
+from mlsteward.features.materialize import materialize
+from mlsteward.features.online import online_features
+from mlsteward.features.repo import (
+    apply_model,
+    build_objects,
+    registered_snapshot_path,
+    source_table,
+)
+from mlsteward.features.retrieval import get_training_frame, scratch_table_name
+from mlsteward.features.store import FeastAdapterError, get_store
 from tests.integration.test_feast import (
     T0,
     day,
@@ -55,7 +64,7 @@ def offline_conn(profile: Any) -> psycopg.Connection:
 
 def load_and_apply(cfg: ModelConfig, snapshot: Path) -> offline_tables.OfflineTable:
     table = offline_tables.load_snapshot(cfg, snapshot)
-    feast_adapter.apply_model(cfg, snapshot)
+    apply_model(cfg, snapshot)
     return table
 
 
@@ -71,23 +80,23 @@ def test_postgres_training_frame_equals_the_duckdb_one(
     entity_df = entity_rows(random_query(rng, rows, entities=6, n=200, ttl_days=ttl_days))
     entity_df = entity_df.sample(frac=1.0, random_state=3).reset_index(drop=True)
 
-    feast_adapter.apply_model(cfg, snapshot)
-    duck = feast_adapter.get_training_frame(cfg, entity_df)
-    duck_empty = feast_adapter.get_training_frame(cfg, entity_df.iloc[:0])
+    apply_model(cfg, snapshot)
+    duck = get_training_frame(cfg, entity_df)
+    duck_empty = get_training_frame(cfg, entity_df.iloc[:0])
 
     with production_profile(monkeypatch, **POSTGRES) as profile:
         table = load_and_apply(cfg, snapshot)
-        store = feast_adapter.get_store()
+        store = get_store()
         assert store.config.offline_store.type == "postgres"
         source = store.get_data_source(cfg.data_source_name)
         assert type(source).__name__ == "PostgreSQLSource"
-        assert feast_adapter._source_table(source) == table.name
+        assert source_table(source) == table.name
         assert source.created_timestamp_column == "ingested_at"
-        assert source.tags == feast_adapter.build_objects(cfg, snapshot, offline="file").source.tags
-        assert feast_adapter.registered_snapshot_path(cfg) == str(snapshot)
+        assert source.tags == build_objects(cfg, snapshot, offline="file").source.tags
+        assert registered_snapshot_path(cfg) == str(snapshot)
 
-        pg = feast_adapter.get_training_frame(cfg, entity_df)
-        pg_empty = feast_adapter.get_training_frame(cfg, entity_df.iloc[:0])
+        pg = get_training_frame(cfg, entity_df)
+        pg_empty = get_training_frame(cfg, entity_df.iloc[:0])
 
         with offline_conn(profile) as conn:  # the scratch entity table was dropped
             left = conn.execute(
@@ -130,16 +139,16 @@ def test_materialize_from_postgres_gives_the_same_online_features(
     end: datetime = day(4).to_pydatetime()
     ids = [3, 1, 99, 2]
 
-    feast_adapter.apply_model(cfg, snapshot)
-    local_report = feast_adapter.materialize(cfg, end=end)
-    local = feast_adapter.online_features(cfg, ids)
+    apply_model(cfg, snapshot)
+    local_report = materialize(cfg, end=end)
+    local = online_features(cfg, ids)
 
     with production_profile(monkeypatch, **POSTGRES):
         table = load_and_apply(cfg, snapshot)
-        source = feast_adapter.get_store().get_data_source(cfg.data_source_name)
-        assert feast_adapter._source_table(source) == table.name  # Feast reads the table
-        report = feast_adapter.materialize(cfg, end=end)
-        remote = feast_adapter.online_features(cfg, ids)
+        source = get_store().get_data_source(cfg.data_source_name)
+        assert source_table(source) == table.name  # Feast reads the table
+        report = materialize(cfg, end=end)
+        remote = online_features(cfg, ids)
 
     assert (report["rows_in_window"], report["entities"]) == (4, 2)
     assert {k: v for k, v in report.items()} == local_report
@@ -165,16 +174,16 @@ def test_string_entity_keys_give_the_same_frames_offline_and_online(
     )
     entity_df["pid"] = "p" + entity_df["pid"].astype(str)
 
-    feast_adapter.apply_model(cfg, snapshot)
-    duck = feast_adapter.get_training_frame(cfg, entity_df)
-    feast_adapter.materialize(cfg)
-    local = feast_adapter.online_features(cfg, ["p1", "p2", "p9"])
+    apply_model(cfg, snapshot)
+    duck = get_training_frame(cfg, entity_df)
+    materialize(cfg)
+    local = online_features(cfg, ["p1", "p2", "p9"])
 
     with production_profile(monkeypatch, **POSTGRES):
         load_and_apply(cfg, snapshot)
-        pg = feast_adapter.get_training_frame(cfg, entity_df)
-        feast_adapter.materialize(cfg)
-        remote = feast_adapter.online_features(cfg, ["p1", "p2", "p9"])
+        pg = get_training_frame(cfg, entity_df)
+        materialize(cfg)
+        remote = online_features(cfg, ["p1", "p2", "p9"])
 
     pd.testing.assert_frame_equal(pg, duck)
     # sorted by row id: p2 before its first row, unknown p9 (nulls, kept), p1 at day 2
@@ -190,13 +199,13 @@ def test_ingesting_the_same_data_reuses_its_verified_immutable_table(
     from tasks.features import entity_frame
 
     cfg = get_model_config(MODEL)
-    local = ingest(cfg, small_cohort_path, publish=feast_adapter.apply_model)
+    local = ingest(cfg, small_cohort_path, publish=apply_model)
     assert local.offline_table is None  # the DuckDB path loads nothing
-    duck = feast_adapter.get_training_frame(cfg, entity_frame(cfg, local.snapshot))
+    duck = get_training_frame(cfg, entity_frame(cfg, local.snapshot))
 
     with production_profile(monkeypatch, **POSTGRES) as profile:
-        first = ingest(cfg, small_cohort_path, publish=feast_adapter.apply_model)
-        again = ingest(cfg, small_cohort_path, publish=feast_adapter.apply_model)
+        first = ingest(cfg, small_cohort_path, publish=apply_model)
+        again = ingest(cfg, small_cohort_path, publish=apply_model)
         assert first.snapshot.digest == again.snapshot.digest == local.snapshot.digest
         assert first.offline_table is not None and again.offline_table is not None
         assert first.offline_table.created and not again.offline_table.created
@@ -234,7 +243,7 @@ def test_ingesting_the_same_data_reuses_its_verified_immutable_table(
             with pytest.raises(psycopg.errors.RaiseException, match="immutable"):
                 conn.execute(f'DELETE FROM "{name}"')
 
-        pg = feast_adapter.get_training_frame(cfg, entity_frame(cfg, first.snapshot))
+        pg = get_training_frame(cfg, entity_frame(cfg, first.snapshot))
         pd.testing.assert_frame_equal(pg, duck)  # real data: categories, bools, ints, floats
 
         # A table of that name whose rows differ from the snapshot is refused, not reused.
@@ -244,7 +253,7 @@ def test_ingesting_the_same_data_reuses_its_verified_immutable_table(
         with pytest.raises(
             offline_tables.OfflineTableError, match=f"{name}.*holds {first.snapshot.rows - 1} rows"
         ):
-            ingest(cfg, small_cohort_path, publish=feast_adapter.apply_model)
+            ingest(cfg, small_cohort_path, publish=apply_model)
 
 
 def test_a_missing_table_is_an_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -255,15 +264,15 @@ def test_a_missing_table_is_an_error_naming_it(monkeypatch: pytest.MonkeyPatch) 
     )
     with production_profile(monkeypatch, **POSTGRES) as profile:
         table = load_and_apply(cfg, snapshot)
-        assert feast_adapter.get_training_frame(cfg, entity_df)["age"].tolist() == [40]
+        assert get_training_frame(cfg, entity_df)["age"].tolist() == [40]
         with offline_conn(profile) as conn:
             conn.execute(f'DROP TABLE "{table.name}"')
 
         pattern = f"offline table '{table.name}' of the registered snapshot {snapshot.stem}"
-        with pytest.raises(feast_adapter.FeastAdapterError, match=pattern):
-            feast_adapter.get_training_frame(cfg, entity_df)
-        with pytest.raises(feast_adapter.FeastAdapterError, match=pattern):
-            feast_adapter.materialize(cfg)
+        with pytest.raises(FeastAdapterError, match=pattern):
+            get_training_frame(cfg, entity_df)
+        with pytest.raises(FeastAdapterError, match=pattern):
+            materialize(cfg)
 
 
 @pytest.mark.parametrize("problem", ["tie", "null created"])
@@ -321,8 +330,8 @@ def test_training_flow_runs_on_the_postgres_offline_store(
         )
         assert mv.tags["lineage.data_digest"] == ingested["data_version"]
         assert int(mv.tags["lineage.training_rows"]) == ingested["rows"]
-        source = feast_adapter.get_store().get_data_source(get_model_config(MODEL).data_source_name)
-        assert feast_adapter._source_table(source) == ingested["offline_table"]["table"]
+        source = get_store().get_data_source(get_model_config(MODEL).data_source_name)
+        assert source_table(source) == ingested["offline_table"]["table"]
 
         # Rebuilding the version reads the snapshot file with DuckDB in a private store: the
         # same training set (digest) as the PostgreSQL join produced for training.
@@ -348,10 +357,8 @@ def test_gc_drops_the_tables_of_collected_snapshots_only(
     with production_profile(monkeypatch, **POSTGRES) as profile:
         # gc asks the registry what versions reference; no MLflow server runs in this test
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-        old = ingest(cfg, small_cohort_path, publish=feast_adapter.apply_model)
-        current = ingest(
-            cfg, later, publish=feast_adapter.apply_model
-        )  # the current pointer moves to this one
+        old = ingest(cfg, small_cohort_path, publish=apply_model)
+        current = ingest(cfg, later, publish=apply_model)  # the current pointer moves to this one
         assert old.offline_table and current.offline_table
         old_file = Path(old.snapshot.path)
         past = time.time() - 7200
@@ -360,8 +367,8 @@ def test_gc_drops_the_tables_of_collected_snapshots_only(
         # of a join running now, one named before names carried a time.
         from datetime import UTC, timedelta
 
-        left_over = feast_adapter.scratch_table_name(datetime.now(UTC) - timedelta(hours=2))
-        running = feast_adapter.scratch_table_name()
+        left_over = scratch_table_name(datetime.now(UTC) - timedelta(hours=2))
+        running = scratch_table_name()
         undated = "mlsteward_entities_" + "ab" * 16
         with offline_conn(profile) as conn:
             conn.execute("CREATE TABLE someone_elses (x int)")

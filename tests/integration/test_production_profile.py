@@ -11,7 +11,8 @@ import redis
 
 from flows.ingestion import ingestion_flow, materialize_flow
 from mlsteward.config.models import get_model_config
-from mlsteward.features import feast_adapter
+from mlsteward.features.online import online_features
+from mlsteward.features.store import repo_config
 from tests.support.production import production_profile
 from tests.support.stack import read_like_get_online_features
 
@@ -19,7 +20,7 @@ MODEL = "heart_disease"
 
 
 def _online(ids: list[int]) -> pd.DataFrame:
-    return feast_adapter.online_features(get_model_config(MODEL), ids)
+    return online_features(get_model_config(MODEL), ids)
 
 
 def _reader_matches_get_online_features(ids: list[int]) -> None:
@@ -38,12 +39,12 @@ def test_redis_online_store_returns_what_sqlite_returns(
 
     ingestion_flow(model=MODEL, source=str(small_cohort_path))
     materialize_flow(model=MODEL)
-    assert feast_adapter.repo_config().online_store.type == "sqlite"
+    assert repo_config().online_store.type == "sqlite"
     local = _online(ids)
     _reader_matches_get_online_features(ids)
 
     with production_profile(monkeypatch) as profile:
-        config = feast_adapter.repo_config()
+        config = repo_config()
         assert (config.online_store.type, config.registry.registry_type) == ("redis", "sql")
         ingestion_flow(model=MODEL, source=str(small_cohort_path))
         report = materialize_flow(model=MODEL)

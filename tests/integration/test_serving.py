@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from flows.scoring import scoring_flow
 from mlsteward.cli.app import app
 from mlsteward.config.models import get_model_config
-from mlsteward.features.feast_adapter import online_features
+from mlsteward.features.online import online_features
 from mlsteward.governance import canary
 from mlsteward.governance import promotion as governance
 from mlsteward.monitoring import prediction_log

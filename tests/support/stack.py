@@ -56,13 +56,14 @@ def read_like_get_online_features(service: str, entity: str, ids: list[Any]) -> 
     ``get_online_features`` on the current store: equal values of equal Python types, feature by
     feature, and the same again on a second read with the same reader (a reader serves every
     request of the prediction service, so a read must leave nothing behind)."""
-    from mlsteward.features import feast_adapter
+    from mlsteward.features.online import OnlineReader
+    from mlsteward.features.store import get_store
 
-    store = feast_adapter.get_store()
+    store = get_store()
     expected = store.get_online_features(
         features=store.get_feature_service(service), entity_rows=[{entity: i} for i in ids]
     ).to_dict()
-    reader = feast_adapter.OnlineReader(store, service, entity)
+    reader = OnlineReader(store, service, entity)
     rows = reader.read(ids)
     for name in reader.names:
         got = [None if row is None else row[name] for row in rows]
