@@ -19,7 +19,7 @@ same data version as the file: same rows, same column types, and never changed a
 * **Types as in the snapshot**: integers keep their width, floats their precision, strings are
   ``text``, times ``timestamptz`` (naive snapshot times are UTC, as everywhere in mlsteward).
 
-The private stores that rebuild an old training set (``feast_adapter.snapshot_store``) keep
+The private stores that rebuild an old training set (``features.repo.snapshot_store``) keep
 reading snapshot files with DuckDB; nothing here is involved in them.
 """
 
@@ -104,7 +104,7 @@ def uses_postgres(profile: Profile | None = None) -> bool:
 
 def connection_options(profile: Profile | None = None) -> dict[str, Any]:
     """The profile's Feast offline-store settings (host, port, user, database, db_schema,
-    sslmode), the same ones ``feast_adapter.repo_config`` hands Feast."""
+    sslmode), the same ones ``features.store.repo_config`` hands Feast."""
     profile = profile or active()
     options = profile.feast_offline_store
     if options is None:
@@ -344,7 +344,7 @@ def managed_tables(options: Mapping[str, Any] | None = None) -> list[dict[str, A
 
 
 def scratch_tables(options: Mapping[str, Any] | None = None) -> list[str]:
-    """Entity tables uploaded for a point-in-time join (``feast_adapter``) still in the offline
+    """Entity tables uploaded for a point-in-time join (``features.retrieval``) still in the offline
     schema: a join drops its own, so these belong to joins running now or to killed ones."""
     found = _schema_tables(options, "c.relname LIKE 'mlsteward\\_entities\\_%%'")
     return [name for name, _ in found]
