@@ -1,10 +1,11 @@
 """The audit trail: every governance decision as an append-only, hash-chained record.
 
 ``audit_store()`` opens the configured store (``settings.audit_url()``): a SQLite file in the
-embedded profile, PostgreSQL in production. Both implement ``AuditStore``; the record format,
-hashing and chain check they share live in ``records`` (whose docstring documents the
-canonical serialisation and what hash chaining can and cannot detect), the store logic above
-the connection (appending, querying, verifying) in ``base``.
+embedded profile, PostgreSQL in production. Both implement ``AuditStore``; the record format and
+hashing they share live in ``records`` (whose docstring documents the canonical serialisation),
+the chain check in ``chain`` (what hash chaining can and cannot detect), checking a large chain
+in parallel processes in ``verify_pool``, and the store logic above the connection (appending,
+querying, verifying) in ``base``.
 
     store = audit_store()
     store.append(Action.PROMOTED, model="heart_disease", version=7, reason="auc 0.91 >= 0.85",
@@ -20,14 +21,10 @@ from contextlib import AbstractContextManager
 from datetime import date, datetime
 from typing import Protocol, runtime_checkable
 
-from mlsteward.audit.records import (
-    Action,
-    AuditError,
-    AuditRecord,
-    VerifyResult,
-    default_actor,
-    verify_records,
-)
+from mlsteward.audit.chain import VerifyResult, verify_records
+from mlsteward.audit.records import Action, AuditError, AuditRecord, default_actor
+from mlsteward.audit.sqlite_store import SQLiteAuditStore
+from mlsteward.config.settings import audit_url
 
 __all__ = [
     "Action",
@@ -87,14 +84,11 @@ def audit_store(url: str | None = None) -> AuditStore:
     if missing. Each call returns a new store with its own connection; close it when done.
     """
     if url is None:
-        from mlsteward.config.settings import audit_url
-
         url = audit_url()
     if url.startswith("sqlite:"):
-        from mlsteward.audit.sqlite_store import SQLiteAuditStore
-
         return SQLiteAuditStore(url)
     if url.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
+        # psycopg costs ~0.1 s of start-up: only the production profile's store imports it
         from mlsteward.audit.postgres_store import PostgresAuditStore
 
         return PostgresAuditStore(url)

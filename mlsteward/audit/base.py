@@ -17,20 +17,17 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
+from mlsteward.audit.chain import Segment, VerifyResult, finish
 from mlsteward.audit.records import (
     COLUMNS,
     Action,
     AuditError,
     AuditRecord,
-    Segment,
-    VerifyResult,
     action_value,
-    finish,
     make_entry,
     parse_since,
-    plan_segments,
-    run_segments,
 )
+from mlsteward.audit.verify_pool import plan_segments, run_segments
 
 
 class Statements:
@@ -277,7 +274,7 @@ class _ChainStore:
                 raise AuditError(f"cannot read the audit trail {self._where}: {exc}") from exc
 
     def verify(self, expect_head: str | None = None) -> VerifyResult:
-        """Recompute every hash and link from the first record (see ``records``).
+        """Recompute every hash and link from the first record (see ``chain``).
 
         Reads on its own read-only connection in one snapshot (``_snapshot``), so appends from
         other threads and processes carry on meanwhile and the head marker and records agree.

@@ -26,8 +26,11 @@ from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import psycopg
+
 from mlsteward.audit.base import Statements, _ChainStore, finder
-from mlsteward.audit.records import COLUMNS, AuditError, Segment, chain_rows, scan
+from mlsteward.audit.chain import Segment, scan
+from mlsteward.audit.records import COLUMNS, AuditError, chain_rows
 
 DEFAULT_PREFIX = "mlsteward_audit"
 _PREFIX_RE = re.compile(r"[a-z_][a-z0-9_]{0,40}")
@@ -63,8 +66,6 @@ def conninfo(url: str) -> str:
 
 
 def _connect(url: str, *, autocommit: bool = True) -> Any:
-    import psycopg
-
     kwargs: dict[str, Any] = {"autocommit": autocommit, "application_name": "mlsteward-audit"}
     if "connect_timeout" not in url:
         kwargs["connect_timeout"] = 10
@@ -168,8 +169,6 @@ class PostgresAuditStore(_ChainStore):
 
     @property
     def _db_error(self) -> type[Exception]:
-        import psycopg
-
         return psycopg.Error
 
     @property
@@ -197,8 +196,6 @@ class PostgresAuditStore(_ChainStore):
         return conn
 
     def _ensure_schema(self, conn: Any) -> None:
-        import psycopg
-
         sql = self._sql
         try:
             if conn.execute(sql.schema_ready, sql.ready_params()).fetchone()[0]:
@@ -232,8 +229,6 @@ class PostgresAuditStore(_ChainStore):
     def _write(self, chunk: list, *, bulk: bool = False) -> list[tuple]:
         """One transaction that first takes the append advisory lock, then reads the head
         marker; ``bulk`` loads the rows with COPY."""
-        import psycopg
-
         sql = self._sql
         with self._mutex:
             conn = self._connection()
@@ -274,8 +269,6 @@ class PostgresAuditStore(_ChainStore):
         Raises:
             AuditError: the lock was not free within ``timeout`` seconds.
         """
-        import psycopg
-
         if not name:
             raise AuditError("a lock needs a name, e.g. 'promote:heart_disease'")
         conn = _connect(self.url)
@@ -312,8 +305,6 @@ class PostgresAuditStore(_ChainStore):
 
 def _snapshot_connection(url: str) -> Any:
     """A read-only connection whose statements all see one snapshot (until it is closed)."""
-    import psycopg
-
     conn = _connect(url, autocommit=False)
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True

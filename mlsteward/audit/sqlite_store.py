@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mlsteward.audit.base import Statements, _ChainStore, finder
-from mlsteward.audit.records import AuditError, Segment, chain_rows, scan
+from mlsteward.audit.chain import Segment, scan
+from mlsteward.audit.records import AuditError, chain_rows
 
 SCHEME = "sqlite:///"
 _SQL = Statements("audit", "?")

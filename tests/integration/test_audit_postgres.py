@@ -20,7 +20,8 @@ import pytest
 
 from mlsteward.audit import Action, AuditError, VerifyResult, audit_store
 from mlsteward.audit.postgres_store import PostgresAuditStore
-from mlsteward.audit.records import _collect_helper, _start_helper, compute_hash
+from mlsteward.audit.records import compute_hash
+from mlsteward.audit.verify_pool import _collect_helper, _start_helper
 from tests.support.forking import in_child
 from tests.support.stack import temporary_database
 

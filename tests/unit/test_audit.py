@@ -28,9 +28,9 @@ from mlsteward.audit import (
     VerifyResult,
     audit_store,
     default_actor,
+    verify_pool,
     verify_records,
 )
-from mlsteward.audit import records as records_module
 from mlsteward.audit.records import GENESIS_HASH, canonical_bytes, compute_hash
 from mlsteward.audit.sqlite_store import SQLiteAuditStore
 from tests.support.forking import in_child
@@ -347,12 +347,12 @@ def test_verify_helpers_run_and_failed_helpers_fall_back(
     store: SQLiteAuditStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records = fill(store, 6)
-    helper = records_module._start_helper(SQLITE, store.url, 2, 6, None, {})
-    segment = records_module._collect_helper(helper)
+    helper = verify_pool._start_helper(SQLITE, store.url, 2, 6, None, {})
+    segment = verify_pool._collect_helper(helper)
     assert segment is not None, "the helper process failed"
     assert (segment.count, segment.first_row[0], segment.last_seq) == (4, 3, 6)
     assert segment.last_hash == records[-1].hash and segment.problem is None
-    monkeypatch.setattr(records_module, "_start_helper", lambda *args: None)
+    monkeypatch.setattr(verify_pool, "_start_helper", lambda *args: None)
     with SQLiteAuditStore(store.url, verify_workers=3) as other:
         assert (
             other.verify() == store.verify() == VerifyResult(True, 6, records[-1].hash, None, None)
