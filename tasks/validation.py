@@ -14,14 +14,11 @@ from prefect.cache_policies import NO_CACHE
 from mlsteward.config.models import ModelConfig
 from mlsteward.governance import promotion as governance
 from mlsteward.governance import registry
+from mlsteward.governance.champion_gate import champion_comparison_gate
 from mlsteward.governance.fairness import fairness_gate
-from mlsteward.governance.gates import (
-    GateResult,
-    ValidationReport,
-    champion_comparison_gate,
-    metric_threshold_gate,
-)
+from mlsteward.governance.gates import GateResult, ValidationReport
 from mlsteward.governance.registry import CHAMPION, VersionInfo
+from mlsteward.governance.threshold_gate import metric_threshold_gate
 from mlsteward.governance.validation import HoldoutScore, load_holdout, score_holdout
 from tasks.common import artifact_key, run_logger
 

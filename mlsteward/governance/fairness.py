@@ -45,11 +45,11 @@ from mlsteward.governance.gates import (
     GateResult,
     Violation,
     as_number,
-    bound_violation,
     fmt,
     fmt_pair,
     plain,
 )
+from mlsteward.governance.threshold_gate import bound_violation
 
 MISSING = "missing"
 FAIRNESS_METRICS = (

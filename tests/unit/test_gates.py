@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mlsteward.config.models import MetricBound, PromotionConfig
+from mlsteward.governance.champion_gate import champion_comparison_gate
 from mlsteward.governance.gates import (
     CHAMPION_COMPARISON,
     FAIRNESS,
@@ -16,10 +17,9 @@ from mlsteward.governance.gates import (
     GateResult,
     ValidationReport,
     Violation,
-    champion_comparison_gate,
-    metric_threshold_gate,
     plain,
 )
+from mlsteward.governance.threshold_gate import metric_threshold_gate
 
 GOOD = {"roc_auc": 0.86, "brier": 0.14, "log_loss": 0.42, "f1": 0.71, "rows": 7500.0}
 THRESHOLDS = {"roc_auc": MetricBound(min=0.75), "brier": MetricBound(max=0.2)}
