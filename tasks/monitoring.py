@@ -22,7 +22,9 @@ from mlsteward.governance import registry
 from mlsteward.governance.registry import VerifiedModel
 from mlsteward.governance.validation import load_holdout
 from mlsteward.monitoring import prediction_log
-from mlsteward.monitoring.drift import DriftResult, compute_drift, sampling_lines
+from mlsteward.monitoring.drift import compute_drift
+from mlsteward.monitoring.drift_result import DriftResult
+from mlsteward.monitoring.drift_sampling import sampling_lines
 from mlsteward.monitoring.retrain import DriftDecision, TriggerVerdict, claim_retrain, decide
 from mlsteward.monitoring.scoring import PROBA_COLUMN, score_frame
 from tasks.common import artifact_key, run_logger

@@ -13,7 +13,9 @@ from mlsteward.config.models import ModelConfig, load_model_config
 from mlsteward.config.paths import project_root
 from mlsteward.data.synthetic import Shift, generate_batch, generate_cohort, risk_logit
 from mlsteward.errors import MlstewardError
-from mlsteward.monitoring.drift import ColumnDriftResult, DriftResult, column_methods, compute_drift
+from mlsteward.monitoring.drift import column_methods, compute_drift
+from mlsteward.monitoring.drift_result import ColumnDriftResult, DriftResult
+from mlsteward.monitoring.drift_sampling import sampling_lines
 from mlsteward.monitoring.retrain import decide
 from mlsteward.training.fitting import evaluate
 
@@ -505,8 +507,6 @@ def test_small_log_window_is_compared_whole_and_says_so(tmp_path):
 
 
 def test_sampling_lines_without_sampling_say_every_row():
-    from mlsteward.monitoring.drift import sampling_lines
-
     assert sampling_lines({}, {"reference": 5, "current": 1_234}) == [
         "no sampling: every row compared (reference 5, current 1,234)"
     ]
