@@ -21,6 +21,7 @@ from pandas.testing import assert_frame_equal
 from flows.ingestion import ingestion_flow
 from flows.reproduce import reproduce_flow
 from flows.training import training_flow
+from mlsteward import report
 from mlsteward.config.models import DistributedTraining, get_model_config
 from mlsteward.config.settings import mlflow_tracking_uri, training_sets_dir
 from mlsteward.data.state import current_snapshot
@@ -28,7 +29,6 @@ from mlsteward.data.synthetic import generate_cohort, write_dataset
 from mlsteward.errors import ConfigError
 from mlsteward.features.retrieval import get_training_frame
 from mlsteward.features.store import get_store
-from mlsteward.report import card as report
 from mlsteward.training.distributed import dask_client, worker_slots
 from tasks.features import entity_frame
 from tasks.training import fit_evaluate, prepare, prepare_partitioned, tune_prepared

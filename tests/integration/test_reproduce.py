@@ -261,7 +261,7 @@ def test_lineage_names_the_recipe(trained: dict) -> None:
 
 
 def test_model_card_shows_the_last_reproduction(trained: dict) -> None:
-    from mlsteward.report.card import write_report
+    from mlsteward.report import write_report
 
     reproduce_flow(model=MODEL, version=trained["version"])
     markdown = Path(write_report(MODEL)["markdown"]).read_text()

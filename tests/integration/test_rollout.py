@@ -124,7 +124,7 @@ def test_shows_canary_needs_the_rollout_the_version_and_the_fraction() -> None:
 
 
 def test_rollout_history_reads_each_rollout_from_its_records() -> None:
-    from mlsteward.report.card import AuditEvent, ModelCard, render_markdown, rollout_history
+    from mlsteward.report import AuditEvent, ModelCard, render_markdown, rollout_history
 
     def ev(seq: int, action: str, rid: str, **details: Any) -> AuditEvent:
         ts = f"2026-01-01T00:00:{seq:02d}.000000Z"
@@ -412,7 +412,7 @@ def test_the_champion_cannot_be_rolled_out_again(stack: dict[str, Any], service_
 
 
 def test_the_model_card_shows_the_rollouts(stack: dict[str, Any]) -> None:
-    from mlsteward.report import card as report
+    from mlsteward import report
 
     card = report.collect_model_card(MODEL)
     rollouts = card.rollouts[::-1]  # newest first on the card

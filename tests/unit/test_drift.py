@@ -461,13 +461,14 @@ def test_presampled_log_window_is_recorded_in_result_and_report(tmp_path):
     assert text.index("<body>") < text.index(line) < text.index('<div id="root_metric')
 
     # the model card's drift history shows the same sentence from the audit record
-    from mlsteward.report import card as report
+    from mlsteward.report import AuditEvent, DriftCheck
+    from mlsteward.report.view_drift import _report_cell
 
-    record = report.AuditEvent(
+    record = AuditEvent(
         seq=1, ts="2025-03-07T10:00:00.000000Z", action="drift_checked", version="1",
         actor="drift-bot", reason="", details={"report": str(html), "sampling": back["sampling"]},
     )  # fmt: skip
-    cell = report._report_cell(report.DriftCheck.from_event(record)).text
+    cell = _report_cell(DriftCheck.from_event(record)).text
     assert cell.startswith(str(html)) and f"sampled {line}" in cell
 
     again = compute_drift(

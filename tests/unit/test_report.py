@@ -11,22 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from mlsteward.report import card as report
-from mlsteward.report.card import (
+from mlsteward import report
+from mlsteward.report.actions import DRIFT_ACTIONS, RETRAIN_ACTIONS, TIMELINE_ACTIONS
+from mlsteward.report.collect import lineage_from_tags, metrics_from_tags
+from mlsteward.report.format import fmt_delta, fmt_num, fmt_ts
+from mlsteward.report.history import drift_history
+from mlsteward.report.model import (
+    MAX_DRIFT_ROWS,
     AuditEvent,
     AuditStatus,
     ModelCard,
     VersionSection,
-    drift_history,
-    fmt_delta,
-    fmt_num,
-    fmt_ts,
-    lineage_from_tags,
-    metrics_from_tags,
-    render_html,
-    render_markdown,
-    write_card,
 )
+from mlsteward.report.render_html import render_html
+from mlsteward.report.render_markdown import render_markdown
+from mlsteward.report.view import history_table, timeline_items
+from mlsteward.report.write import write_card
 
 EVIL = '<script>alert("owned")</script>'
 EVIL_TAG = "<img src=x onerror=alert(1)>"
@@ -497,7 +497,7 @@ def sample_card() -> ModelCard:
         ],
         sections=sections,
         champion_history=history,
-        timeline=[e for e in events if e.action in report.TIMELINE_ACTIONS],
+        timeline=[e for e in events if e.action in TIMELINE_ACTIONS],
         drift=drift_history(sample_drift_events()),
         audit=AuditStatus(ok=True, records=128, head_hash="9f" * 32),
         warnings=[
@@ -960,7 +960,7 @@ def test_collect_model_card_reads_registry_and_audit(fake_backends: dict) -> Non
     v3 = card.sections[3]
     assert v3.validation is None and "no such artifact" in (v3.validation_error or "")
     assert any("v3: validation report" in w for w in card.warnings)
-    assert {e.action for e in card.timeline} <= set(report.TIMELINE_ACTIONS)
+    assert {e.action for e in card.timeline} <= set(TIMELINE_ACTIONS)
     assert "ingestion_accepted" not in {e.action for e in card.timeline}
     assert len(card.timeline) == 9
     assert card.audit.ok is True and card.audit.head_hash == "aa" * 32
@@ -1121,7 +1121,7 @@ def test_drift_history_empty_message() -> None:
 
 def test_drift_history_is_capped(tmp_path: Path) -> None:
     card = sample_card()
-    total = report.MAX_DRIFT_ROWS + 10
+    total = MAX_DRIFT_ROWS + 10
     card.drift = drift_history(
         [
             AuditEvent(
@@ -1137,15 +1137,15 @@ def test_drift_history_is_capped(tmp_path: Path) -> None:
         ]
     )
     rows = html_drift_rows(render_html(card))
-    assert len(rows) == report.MAX_DRIFT_ROWS
+    assert len(rows) == MAX_DRIFT_ROWS
     assert f"/r/check-{total:03d}.html" in rows[0]  # the newest is kept
     assert f"/r/check-{11:03d}.html" in rows[-1]
     assert not any("/r/check-010.html" in r for r in rows)  # the oldest are left out
-    note = f"Showing the latest {report.MAX_DRIFT_ROWS} of {total} checks; 10 older check(s)"
+    note = f"Showing the latest {MAX_DRIFT_ROWS} of {total} checks; 10 older check(s)"
     assert note in render_html(card) and note in render_markdown(card)
-    assert len(md_drift_rows(render_markdown(card))) == report.MAX_DRIFT_ROWS
+    assert len(md_drift_rows(render_markdown(card))) == MAX_DRIFT_ROWS
     out = write_card(card, tmp_path)
-    assert out["drift_checks"] == total and len(out["drift_history"]) == report.MAX_DRIFT_ROWS
+    assert out["drift_checks"] == total and len(out["drift_history"]) == MAX_DRIFT_ROWS
     assert out["drift_history"][0]["report"] == f"/r/check-{total:03d}.html"
 
 
@@ -1176,13 +1176,13 @@ def test_drift_record_without_details_still_renders() -> None:
 
 def test_drift_events_render_as_labelled_audit_events() -> None:
     detected, claim = sample_drift_events()[1:3]
-    table = report.history_table([detected, claim])
+    table = history_table([detected, claim])
     assert [r[1].text for r in table.rows] == ["Drift detected", "Retrain triggered"]
     assert [r[1].style for r in table.rows] == ["warn", "info"]
     assert table.rows[0][3].text == TRIGGERED_REASON
     card = sample_card()
     card.timeline = [detected, claim]
-    items = report.timeline_items(card)
+    items = timeline_items(card)
     assert items[0].title == "Drift detected (champion v2)"
     assert items[0].extra == "drifted: chol, thalach, share 0.4000"
     assert items[1].title == "Retrain triggered" and items[1].extra == ""
@@ -1194,7 +1194,7 @@ def test_collect_reads_drift_history(fake_backends: dict, tmp_path: Path) -> Non
     card = report.collect_model_card("heart_disease")
     assert [c.seq for c in card.drift] == [20, 18, 17]
     assert [c.outcome_label for c in card.drift] == ["suppressed", "triggered", None]
-    drift_actions = set(report.DRIFT_ACTIONS + report.RETRAIN_ACTIONS)
+    drift_actions = set(DRIFT_ACTIONS + RETRAIN_ACTIONS)
     assert not drift_actions & {e.action for e in card.timeline}
     assert not drift_actions & {e.action for s in card.sections for e in s.history}
     out = write_card(card, tmp_path)

@@ -1,0 +1,60 @@
+"""The card as one self-contained HTML page (``templates/model_card.html.j2``).
+
+Inline CSS, no scripts, nothing fetched when it is opened, so the page can be mailed, archived
+or attached to a ticket as is. Every piece of text from a user, a tag or the audit trail is
+escaped by the template's autoescaping.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from mlsteward.report.actions import EVENT_LABELS
+from mlsteward.report.format import fmt_num, fmt_ts, short
+from mlsteward.report.model import ModelCard
+from mlsteward.report.view import (
+    audit_table,
+    metrics_table,
+    section_view,
+    summary_table,
+    timeline_items,
+    versions_table,
+)
+from mlsteward.report.view_drift import drift_table
+from mlsteward.report.view_rollouts import rollouts_table
+
+TEMPLATE = "model_card.html.j2"
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["ts"] = fmt_ts
+    env.filters["num"] = fmt_num
+    env.filters["short"] = short
+    return env
+
+
+def render_html(card: ModelCard) -> str:
+    """One self-contained HTML page: inline CSS, no scripts, no external resources."""
+    env = _environment()
+    return env.get_template(TEMPLATE).render(
+        card=card,
+        summary=summary_table(card),
+        versions=versions_table(card),
+        metrics=metrics_table(card),
+        sections=[section_view(s) for s in card.sections],
+        timeline=timeline_items(card),
+        drift=drift_table(card),
+        rollouts=rollouts_table(card),
+        audit=audit_table(card.audit),
+        event_labels=EVENT_LABELS,
+    )
