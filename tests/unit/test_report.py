@@ -1,19 +1,35 @@
-"""The model card renderers, on a hand-built card (no MLflow, no audit database)."""
+"""The model card: its renderers on a hand-built card, its collection on a real MLflow registry
+(a temp SQLite store) and the real audit trail."""
 
 from __future__ import annotations
 
 import json
 import re
-import sys
-import types
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
+import numpy as np
+import pandas as pd
 import pytest
+import xgboost as xgb
 
-from mlsteward import report
+from mlsteward.audit import Action, AuditError, AuditStore, audit_store
+from mlsteward.audit.sqlite_store import sqlite_path
+from mlsteward.config import settings
+from mlsteward.config.models import get_model_config
+from mlsteward.errors import IntegrityError
+from mlsteward.governance import mlflow_adapter, registry
+from mlsteward.governance import promotion as governance
+from mlsteward.governance.gates import ValidationReport
+from mlsteward.report import collect
 from mlsteward.report.actions import DRIFT_ACTIONS, RETRAIN_ACTIONS, TIMELINE_ACTIONS
-from mlsteward.report.collect import lineage_from_tags, metrics_from_tags
+from mlsteward.report.collect import collect_model_card, lineage_from_tags, metrics_from_tags
 from mlsteward.report.format import fmt_delta, fmt_num, fmt_ts
 from mlsteward.report.history import drift_history
 from mlsteward.report.model import (
@@ -26,7 +42,8 @@ from mlsteward.report.model import (
 from mlsteward.report.render_html import render_html
 from mlsteward.report.render_markdown import render_markdown
 from mlsteward.report.view import history_table, timeline_items
-from mlsteward.report.write import write_card
+from mlsteward.report.write import write_card, write_report
+from tests.conftest import REPO_ROOT
 
 EVIL = '<script>alert("owned")</script>'
 EVIL_TAG = "<img src=x onerror=alert(1)>"
@@ -789,152 +806,234 @@ def test_write_card_defaults_to_home_reports(mlsteward_home: Path, card: ModelCa
     assert Path(out["html"]).exists() and Path(out["markdown"]).exists()
 
 
-# -- collecting (registry, governance and audit store replaced by fakes) ----------------------
+# -- collecting (a real MLflow registry on a temp SQLite store, the real audit store) --------
+
+MODEL = "heart_disease"
 
 
-class FakeVersion:
-    def __init__(self, version: str, tags: dict[str, str], aliases: tuple[str, ...] = ()) -> None:
-        self.name = "heart_disease"
-        self.version = version
-        self.run_id = f"run{version}"
-        self.source = f"models:/m-{version}"
-        self.tags = tags
-        self.aliases = aliases
-        self.created_at_ms = 1_741_000_000_000 + int(version) * 86_400_000
+@dataclass(frozen=True)
+class RegistryState:
+    """What the module's registry and audit trail hold once :func:`built_registry` built them."""
 
-    @property
-    def lifecycle(self) -> str:
-        return self.tags.get("lifecycle", "candidate")
-
-    @property
-    def validation_status(self) -> str | None:
-        return self.tags.get("validation_status")
-
-    @property
-    def artifact_sha256(self) -> str | None:
-        return self.tags.get("model_artifact_sha256")
+    tracking_uri: str
+    audit_url: str
+    run_ids: dict[str, str]
+    created_at_ms: dict[str, int]
+    reports: dict[str, dict]
+    records: int
+    head_hash: str
 
 
-class FakeRecord:
-    def __init__(self, e: AuditEvent) -> None:
-        self.e = e
-
-    def to_dict(self) -> dict:
-        return {**e_dict(self.e), "prev_hash": "0" * 64, "hash": "f" * 64, "model": "m"}
-
-
-def e_dict(e: AuditEvent) -> dict:
-    return {
-        "seq": e.seq,
-        "ts": e.ts,
-        "actor": e.actor,
-        "action": e.action,
-        "version": e.version,
-        "reason": e.reason,
-        "details": e.details,
-    }
+def _tiny_model() -> tuple[xgb.XGBClassifier, pd.DataFrame]:
+    """Two stumps on 40 rows: a real XGBoost artifact to register, hash and verify."""
+    rng = np.random.default_rng(7)
+    x = pd.DataFrame(
+        {
+            "age": rng.integers(20, 80, 40).astype("float32"),
+            "chol": rng.normal(200, 30, 40).astype("float32"),
+        }
+    )
+    y = (x["age"] > 50).astype("int64")
+    return xgb.XGBClassifier(n_estimators=2, max_depth=1, n_jobs=1).fit(x, y), x.head(2)
 
 
-class FakeStore:
-    closed = False
+def _register(
+    store: AuditStore, version: int, model: xgb.XGBClassifier, example: pd.DataFrame
+) -> mlflow_adapter.RegisteredVersion:
+    """A training run with the lineage and ``test_*`` tags the card reads, its model logged and
+    registered, and the ``version_registered`` record the training flow writes."""
+    run_id = mlflow_adapter.start_run(MODEL, f"train-v{version}", {})
+    tags = {k: v for k, v in lineage_tags(version).items() if k != "model_artifact_sha256"}
+    tags |= {f"test_{k}": v for k, v in metrics(0.86, 0.74).items()}
+    tags["lifecycle"] = "candidate"
+    registered = mlflow_adapter.log_and_register(run_id, model, example, MODEL, ["xgboost"], tags)
+    mlflow_adapter.end_run(run_id)
+    assert registered.version == str(version)
+    store.append(
+        Action.VERSION_REGISTERED,
+        model=MODEL,
+        version=registered.version,
+        actor="ci",
+        reason=f"trained on data version {f'{version:02d}' * 6}",
+        details={"run_id": run_id, "artifact_sha256": registered.artifact_sha256},
+    )
+    return registered
 
-    def __init__(self, events: list[AuditEvent], verify_error: bool = False) -> None:
-        self.events = events
-        self.verify_error = verify_error
 
-    def query(self, model: str | None = None, **_: object) -> list[FakeRecord]:
-        assert model == "heart_disease"
-        return [FakeRecord(e) for e in self.events]
+def _validate(store: AuditStore, version: str, report: dict, champion: str | None) -> dict:
+    """Governance stores the report as a JSON artifact of the run and tags the version."""
+    stored = ValidationReport.from_dict(report)
+    governance.record_validation(
+        get_model_config(MODEL), version, stored, actor="ci", champion_version=champion, store=store
+    )
+    return stored.to_dict()
 
-    def verify(self) -> object:
-        if self.verify_error:
-            raise RuntimeError("database is locked")
-        return types.SimpleNamespace(
-            ok=True, records=len(self.events), head_hash="aa" * 32, first_bad_seq=None, problem=None
+
+def _artifact_dir(uri: str) -> Path:
+    return Path(unquote(urlparse(uri).path))
+
+
+def _build_registry(store: AuditStore) -> tuple[dict[str, str], dict[str, dict]]:
+    """Champion v2 (restored by a rollback from v3; a rollback to v1 refused by the integrity
+    check), challenger v4 waiting for approval, v5 rejected by its gates, v6 a new candidate;
+    the stored validation reports of v1 and v3 lost from the artifact store."""
+    cfg = get_model_config(MODEL)
+    model, example = _tiny_model()
+    versions = {v: _register(store, v, model, example) for v in (1, 2, 3)}
+    reports = {"1": _validate(store, "1", validation("1", failed=False, auc=0.8421), None)}
+    governance.promote(cfg, "1", actor="ci", reason="auto policy: all gates passed", store=store)
+
+    reports["2"] = _validate(store, "2", validation("2", failed=False, auc=0.8612), "1")
+    store.append(
+        Action.APPROVAL_REQUESTED,
+        model=MODEL,
+        version="2",
+        actor="ci",
+        reason="policy manual",
+        details={"timeout_seconds": 86400},
+    )
+    store.append(
+        Action.APPROVAL_GRANTED,
+        model=MODEL,
+        version="2",
+        actor="alice",
+        reason="reviewed the fairness tables",
+    )
+    governance.promote(
+        cfg,
+        "2",
+        actor="alice",
+        reason="reviewed the fairness tables",
+        approval={"approver": "alice", "channel": "cli"},
+        store=store,
+    )
+    reports["3"] = _validate(store, "3", validation("3", failed=False, auc=0.8655), "2")
+    store.append(
+        Action.APPROVAL_GRANTED, model=MODEL, version="3", actor="bob", reason="looks good"
+    )
+    governance.promote(cfg, "3", actor="bob", reason="looks good", store=store)
+    governance.rollback(cfg, reason=f"AUC dropped in production {EVIL}", actor="carol", store=store)
+
+    # v1's stored model changes on disk: rolling back to it is refused (and audited)
+    logged = mlflow_adapter.client().get_logged_model(
+        versions[1].artifact_uri.removeprefix("models:/")
+    )
+    with (_artifact_dir(logged.artifact_location) / mlflow_adapter.MODEL_FILE).open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(IntegrityError):
+        governance.rollback(cfg, reason="back to v1", actor="carol", to_version="1", store=store)
+
+    versions[4] = _register(store, 4, model, example)
+    reports["4"] = _validate(store, "4", validation("4", failed=False, auc=0.8731), "2")
+    store.append(
+        Action.APPROVAL_REQUESTED,
+        model=MODEL,
+        version="4",
+        actor="ci",
+        reason="policy manual",
+        details={"timeout_seconds": 86400},
+    )
+    versions[5] = _register(store, 5, model, example)
+    reports["5"] = _validate(store, "5", validation("5", failed=True, auc=0.7412), "2")
+    versions[6] = _register(store, 6, model, example)
+    store.append(Action.INGESTION_ACCEPTED, model=MODEL, actor="ci", reason="rows ok")
+
+    for v in ("1", "3"):  # the artifact store lost these two reports
+        run = mlflow_adapter.client().get_run(versions[int(v)].run_id)
+        (_artifact_dir(run.info.artifact_uri) / "validation" / f"validation-v{v}.json").unlink()
+    return {str(v): r.run_id for v, r in versions.items()}, reports
+
+
+@pytest.fixture(scope="module")
+def built_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryState]:
+    """Built once for the module (the SQLite store's schema alone takes seconds), in a home of
+    its own; tests read it through :func:`registry_state`, or change a copy (:func:`audit_copy`)."""
+    home = tmp_path_factory.mktemp("registry_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLSTEWARD_HOME", str(home))
+        mp.setenv("MLSTEWARD_PROJECT_ROOT", str(REPO_ROOT))
+        for name in (
+            "MLFLOW_TRACKING_URI",
+            "MLSTEWARD_AUDIT_URL",
+            "MLSTEWARD_PROFILE",
+            "MLSTEWARD_CONFIG_DIR",
+        ):
+            mp.delenv(name, raising=False)
+        store = audit_store()
+        try:
+            run_ids, reports = _build_registry(store)
+            check = store.verify()
+        finally:
+            store.close()
+        assert check.ok and check.head_hash
+        created = {v.version: v.created_at_ms for v in registry.list_versions(MODEL)}
+        yield RegistryState(
+            tracking_uri=settings.mlflow_tracking_uri(),
+            audit_url=settings.audit_url(),
+            run_ids=run_ids,
+            created_at_ms=created,
+            reports=reports,
+            records=check.records,
+            head_hash=check.head_hash,
         )
-
-    def close(self) -> None:
-        FakeStore.closed = True
 
 
 @pytest.fixture
-def fake_backends(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
-    card = sample_card()
-    events = [e for s in card.sections for e in s.history] + [
-        AuditEvent(99, "2025-03-19T00:00:00Z", "ingestion_accepted", None, "ci", "rows ok"),
-        AuditEvent(98, "2025-03-18T00:00:00Z", "alias_changed", "4", "ci", "challenger: - -> 4"),
-    ]
-    events.sort(key=lambda e: e.seq)
-    reports = {
-        "2": validation("2", failed=False, auc=0.8612),
-        "5": validation("5", failed=True, auc=0.74),
-    }
+def registry_state(built_registry: RegistryState, monkeypatch: pytest.MonkeyPatch) -> RegistryState:
+    """The module's registry and audit trail, read from this test's own MLSTEWARD_HOME."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", built_registry.tracking_uri)
+    monkeypatch.setenv("MLSTEWARD_AUDIT_URL", built_registry.audit_url)
+    return built_registry
 
-    def tags(v: str, lifecycle: str, status: str | None) -> dict[str, str]:
-        t = lineage_tags(int(v)) | {f"test_{k}": str(x) for k, x in metrics(0.86, 0.74).items()}
-        t["lifecycle"] = lifecycle
-        if status:
-            t["validation_status"] = status
-            t["validation_report"] = f"runs:/run{v}/validation/validation-v{v}.json"
-        return t
 
-    versions = [
-        FakeVersion("1", tags("1", "retired", "passed")),
-        FakeVersion("2", tags("2", "champion", "passed"), ("champion",)),
-        FakeVersion("3", tags("3", "retired", "passed")),
-        FakeVersion("4", tags("4", "challenger", None), ("challenger",)),
-        FakeVersion("5", tags("5", "rejected", "failed")),
-        FakeVersion("6", tags("6", "candidate", None)),
-    ]
-    downloads: list[tuple[str, str]] = []
-
-    def download_run_file(run_id: str, path: str, dst: Path) -> Path:
-        downloads.append((run_id, path))
-        v = run_id.removeprefix("run")
-        if v not in reports:
-            raise OSError(f"no such artifact {path}")
-        out = Path(dst) / path
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(reports[v]))
-        return out
-
-    fake_registry = types.SimpleNamespace(
-        list_versions=lambda model: versions, download_run_file=download_run_file
-    )
-
-    def describe(v: FakeVersion) -> dict:
-        return {"version": v.version, "validation_status": v.validation_status, "metrics": {}}
-
-    def status(model: str, *, store: FakeStore) -> dict:
-        assert isinstance(store, FakeStore)
-        return {
-            "champion": describe(versions[1]),
-            "challenger": describe(versions[3]),
-            "previous_champion": "1",
-        }
-
-    fake_governance = types.SimpleNamespace(
-        status=status, champion_history=lambda model, store: card.champion_history
-    )
-    state = {"store": FakeStore(events)}
-    fake_audit = types.SimpleNamespace(audit_store=lambda: state["store"])
-    import mlsteward
-
-    for name, mod in (
-        ("registry", fake_registry),
-        ("governance", fake_governance),
-        ("audit", fake_audit),
+@pytest.fixture
+def audit_copy(
+    registry_state: RegistryState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A copy of the module's audit trail (SQLite's backup API) that a test may change."""
+    copy = tmp_path / "audit-copy" / "audit.db"
+    copy.parent.mkdir()
+    with (
+        closing(sqlite3.connect(sqlite_path(registry_state.audit_url))) as src,
+        closing(sqlite3.connect(copy)) as dst,
     ):
-        monkeypatch.setitem(sys.modules, f"mlsteward.{name}", mod)
-        monkeypatch.setattr(mlsteward, name, mod, raising=False)
-    FakeStore.closed = False
-    return {"downloads": downloads, "state": state, "events": events}
+        src.backup(dst)
+    monkeypatch.setenv("MLSTEWARD_AUDIT_URL", f"sqlite:///{copy}")
+    return copy
 
 
-def test_collect_model_card_reads_registry_and_audit(fake_backends: dict) -> None:
-    card = report.collect_model_card("heart_disease")
+@pytest.fixture
+def opened_stores(monkeypatch: pytest.MonkeyPatch) -> list[AuditStore]:
+    """The real audit stores collection opens, kept to check that each was closed."""
+    opened: list[AuditStore] = []
+
+    def keep(url: str | None = None) -> AuditStore:
+        store = audit_store(url)
+        opened.append(store)
+        return store
+
+    monkeypatch.setattr(collect, "audit_store", keep)
+    return opened
+
+
+def assert_closed(stores: list[AuditStore]) -> None:
+    assert stores
+    for store in stores:
+        with pytest.raises(AuditError, match="closed"):
+            store.query(model=MODEL)
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def test_collect_model_card_reads_registry_and_audit(
+    registry_state: RegistryState, opened_stores: list[AuditStore]
+) -> None:
+    card = collect_model_card(MODEL)
     assert card.owner == "cardiology-ml" and card.description.startswith("Probability")
     assert card.champion_version == "2" and card.challenger_version == "4"
+    assert card.previous_champion == "1"
     # champion, challenger, newest version, then former champions newest first
     assert [(s.version, s.roles) for s in card.sections] == [
         ("2", ["champion"]),
@@ -943,9 +1042,19 @@ def test_collect_model_card_reads_registry_and_audit(fake_backends: dict) -> Non
         ("3", ["former champion"]),
         ("1", ["former champion"]),
     ]
+    assert [s.lifecycle for s in card.sections] == [
+        "champion",
+        "challenger",
+        "candidate",
+        "retired",
+        "retired",
+    ]
     v2 = card.sections[0]
-    assert v2.validation is not None and v2.validation["version"] == "2"
+    # the report stored on v2's run, read back through its runs:/ URI
+    assert v2.validation_uri == f"runs:/{registry_state.run_ids['2']}/validation/validation-v2.json"
+    assert v2.validation == registry_state.reports["2"] and v2.validation["version"] == "2"
     assert v2.lineage["training_rows"] == 14000 and v2.metrics["roc_auc"] == 0.86
+    assert v2.promoted_by == "carol" and v2.retired_at is None
     assert [e.action for e in v2.history] == [
         "version_registered",
         "validation_passed",
@@ -955,33 +1064,81 @@ def test_collect_model_card_reads_registry_and_audit(fake_backends: dict) -> Non
         "rollback",
     ]
     assert card.sections[1].history[-1].action == "approval_requested"  # no alias_changed
-    assert ("run2", "validation/validation-v2.json") in fake_backends["downloads"]
-    # v1's and v3's stored reports are unreadable: noted, not fatal
-    v3 = card.sections[3]
-    assert v3.validation is None and "no such artifact" in (v3.validation_error or "")
-    assert any("v3: validation report" in w for w in card.warnings)
+    v6 = card.sections[2]
+    assert v6.validation is None and v6.validation_error is None and v6.validation_uri is None
+    # v1's and v3's stored reports are gone from the artifact store: noted, not fatal
+    v3, v1 = card.sections[3:]
+    for v in (v1, v3):
+        assert v.validation is None and v.validation_status == "passed"
+        assert f"validation-v{v.version}.json" in (v.validation_error or "")
+    assert any(w.startswith("v3: validation report runs:/") for w in card.warnings)
+    assert any(w.startswith("v1: validation report runs:/") for w in card.warnings)
+    assert [(h["action"], h["from"], h["to"]) for h in card.champion_history] == [
+        ("promoted", None, "1"),
+        ("promoted", "1", "2"),
+        ("promoted", "2", "3"),
+        ("rollback", "3", "2"),
+    ]
     assert {e.action for e in card.timeline} <= set(TIMELINE_ACTIONS)
     assert "ingestion_accepted" not in {e.action for e in card.timeline}
     assert len(card.timeline) == 9
-    assert card.audit.ok is True and card.audit.head_hash == "aa" * 32
-    assert card.audit.records == len(fake_backends["events"])
-    assert len(card.versions) == 6 and card.versions[0]["created_at"].startswith("2025-03-04")
-    assert FakeStore.closed
+    refused = card.timeline[-2]
+    assert refused.action == "integrity_failed" and refused.version == "1"
+    assert refused.reason.startswith("rollback refused: ")
+    assert card.audit == AuditStatus(
+        ok=True, records=registry_state.records, head_hash=registry_state.head_hash
+    )
+    assert [v["version"] for v in card.versions] == ["1", "2", "3", "4", "5", "6"]
+    assert card.versions[0]["created_at"] == iso_ms(registry_state.created_at_ms["1"])
+    assert [v["lifecycle"] for v in card.versions][3:] == ["challenger", "rejected", "candidate"]
+    assert_closed(opened_stores)
 
 
-def test_collect_survives_a_failed_chain_check(fake_backends: dict) -> None:
-    fake_backends["state"]["store"] = FakeStore(fake_backends["events"], verify_error=True)
-    card = report.collect_model_card("heart_disease")
-    assert card.audit.ok is None and "database is locked" in (card.audit.problem or "")
-    assert FakeStore.closed
-    assert "not verified: RuntimeError: database is locked" in render_markdown(card)
+def test_collect_reports_an_edited_audit_record(
+    audit_copy: Path, opened_stores: list[AuditStore]
+) -> None:
+    """An audit record changed in the file, outside the store: the chain check names it."""
+    with closing(sqlite3.connect(audit_copy)) as db:
+        db.execute("DROP TRIGGER audit_no_update")
+        db.execute("UPDATE audit SET reason = 'approved by nobody' WHERE seq = 5")
+        db.commit()
+    card = collect_model_card(MODEL)
+    assert card.audit.ok is False and card.audit.first_bad_seq == 5
+    assert "record 5 was edited" in (card.audit.problem or "")
+    assert_closed(opened_stores)
+    md = render_markdown(card)
+    assert "audit chain **BROKEN: record 5 was edited" in md
+    assert "| **First bad record** | **#5** |" in md
 
 
-def test_write_report_writes_into_home(fake_backends: dict, mlsteward_home: Path) -> None:
-    out = report.write_report("heart_disease")
+def test_collect_survives_a_failed_chain_check(
+    audit_copy: Path, opened_stores: list[AuditStore]
+) -> None:
+    """A chain check that cannot run at all (here a record of another model rewritten with a
+    binary value, which cannot even be hashed) leaves the card written, saying so."""
+    store = audit_store()
+    try:
+        other = store.append(Action.INGESTION_ACCEPTED, model="other_model", actor="ci")
+    finally:
+        store.close()
+    with closing(sqlite3.connect(audit_copy)) as db:
+        db.execute("DROP TRIGGER audit_no_update")
+        db.execute("UPDATE audit SET reason = ? WHERE seq = ?", (b"\x00\xff", other.seq))
+        db.commit()
+    card = collect_model_card(MODEL)
+    assert card.audit.ok is None and "TypeError" in (card.audit.problem or "")
+    assert any(w.startswith("audit chain could not be verified") for w in card.warnings)
+    assert card.champion_version == "2" and len(card.timeline) == 9  # the rest still read
+    assert_closed(opened_stores)
+    assert "not verified: TypeError: Object of type bytes" in render_markdown(card)
+
+
+def test_write_report_writes_into_home(registry_state: RegistryState, mlsteward_home: Path) -> None:
+    out = write_report(MODEL)
     html_path = Path(out["html"])
     assert html_path == mlsteward_home.resolve() / "reports" / "heart_disease-model-card.html"
     assert out["champion"] == "2" and out["challenger"] == "4"
+    assert out["versions"] == ["2", "4", "6", "3", "1"] and out["audit_ok"] is True
     text = html_path.read_text(encoding="utf-8")
     assert "cardiology-ml" in text and 'id="v6"' in text
     assert (
@@ -1189,10 +1346,24 @@ def test_drift_events_render_as_labelled_audit_events() -> None:
     assert not any("{" in it.title + it.extra for it in items)  # no raw details
 
 
-def test_collect_reads_drift_history(fake_backends: dict, tmp_path: Path) -> None:
-    fake_backends["events"].extend(sample_drift_events())
-    card = report.collect_model_card("heart_disease")
-    assert [c.seq for c in card.drift] == [20, 18, 17]
+def test_collect_reads_drift_history(audit_copy: Path, tmp_path: Path) -> None:
+    store = audit_store()
+    try:
+        seqs = [
+            store.append(
+                e.action,
+                model=MODEL,
+                version=e.version,
+                actor=e.actor,
+                reason=e.reason,
+                details=e.details,
+            ).seq
+            for e in sample_drift_events()
+        ]
+    finally:
+        store.close()
+    card = collect_model_card(MODEL)
+    assert [c.seq for c in card.drift] == [seqs[3], seqs[1], seqs[0]]
     assert [c.outcome_label for c in card.drift] == ["suppressed", "triggered", None]
     drift_actions = set(DRIFT_ACTIONS + RETRAIN_ACTIONS)
     assert not drift_actions & {e.action for e in card.timeline}
