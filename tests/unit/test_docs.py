@@ -141,6 +141,42 @@ def test_relative_links_resolve(doc: Path) -> None:
     assert not broken, f"{doc.relative_to(ROOT)} has broken links:\n" + "\n".join(broken)
 
 
+# Repository paths the docs name in code spans; other spans (state under MLSTEWARD_HOME, MLflow
+# artifact paths, generated data files) are not files of the checkout.
+REPO_ROOTS = (
+    "mlsteward/", "flows/", "tasks/", "tests/", "benchmarks/", "deploy/", "docs/",
+    "feature_repo/", "config/", ".github/", ".ci/",
+)  # fmt: skip
+TABLE_ROOM = re.compile(r"^\|\s*`((?:mlsteward/)?[a-z_]+/)`\s*\|(.*)$", re.MULTILINE)
+
+
+def _named_paths(text: str) -> list[str]:
+    """Repository paths in code spans, plus the bare ``module.py`` names a table row gives
+    beside its room (``| `mlsteward/platform/` | ... `gc.py` ... |``)."""
+    prose = FENCE.sub("", text)
+    spans = [s.strip("`") for s in CODE_SPAN.findall(prose)]
+    paths = [s for s in spans if s.startswith(REPO_ROOTS) and not re.search(r"[<>…{} ]", s)]
+    for room, rest in TABLE_ROOM.findall(prose):
+        for module in re.findall(r"`([a-z_]+\.py)`", rest):
+            paths.append(room + module)
+    return paths
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [d for d in DOCS if d.name != "CHANGELOG.md"],  # the changelog names old paths on purpose
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
+)
+def test_named_repository_paths_exist(doc: Path) -> None:
+    """A module renamed or split must take the docs that name it along."""
+    missing = [
+        path
+        for path in _named_paths(doc.read_text(encoding="utf-8"))
+        if not any(ROOT.glob(path.rstrip("/")))
+    ]
+    assert not missing, f"{doc.relative_to(ROOT)} names paths that do not exist: {missing}"
+
+
 def test_readme_stays_short_and_names_the_test_command() -> None:
     """The README is the front door (details live in docs/), and CI runs its test command."""
     text = README.read_text(encoding="utf-8")
