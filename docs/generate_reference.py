@@ -406,6 +406,10 @@ def write_all() -> list[Path]:
     return changed
 
 
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
@@ -415,10 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = stale_files()
         for path in stale:
-            print(f"{path.relative_to(ROOT)} is stale: run {REGENERATE}", file=sys.stderr)
+            print(f"{_shown(path)} is stale: run {REGENERATE}", file=sys.stderr)
         return 1 if stale else 0
     for path in write_all():
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {_shown(path)}")
     return 0
 
 
