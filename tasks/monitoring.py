@@ -27,6 +27,7 @@ from mlsteward.monitoring.drift_result import DriftResult
 from mlsteward.monitoring.drift_sampling import sampling_lines
 from mlsteward.monitoring.retrain import DriftDecision, TriggerVerdict, claim_retrain, decide
 from mlsteward.monitoring.scoring import PROBA_COLUMN, score_frame
+from mlsteward.monitoring.window_sample import WindowSample, sample_window
 from tasks.common import artifact_key, run_logger
 from tasks.scoring import contract_checked
 
@@ -61,13 +62,11 @@ def drift_log_columns(cfg: ModelConfig) -> list[str]:
     return [*(f.name for f in cfg.features), PROBA_COLUMN]
 
 
-def read_current_window(
-    cfg: ModelConfig, since: datetime, *, seed: int = 0
-) -> prediction_log.WindowSample:
+def read_current_window(cfg: ModelConfig, since: datetime, *, seed: int = 0) -> WindowSample:
     """The prediction-log window from ``since``, read in memory bounded by
     ``cfg.drift.max_rows`` (a seeded pre-sample above twice that, recorded), outcomes joined
     and renamed to the model's label column."""
-    window = prediction_log.sample_window(
+    window = sample_window(
         cfg.name,
         since=since,
         columns=drift_log_columns(cfg),
@@ -82,16 +81,15 @@ def read_current_window(
 
 
 @task(name="drift-current-from-log", cache_policy=NO_CACHE)
-def current_from_log(cfg: ModelConfig, window_days: float) -> prediction_log.WindowSample:
+def current_from_log(cfg: ModelConfig, window_days: float) -> WindowSample:
     """The prediction-log window (by scoring time), with outcomes where they have arrived.
 
     The outcome column keeps its nulls: drift compares features and predictions on every row
     and target drift and quality on the labelled rows only, so a window whose outcomes are
     still arriving is measured as far as it can be rather than not at all. A window larger
     than twice ``cfg.drift.max_rows`` is pre-sampled while it is read (see
-    :func:`mlsteward.monitoring.prediction_log.sample_window`), so a worker's memory does not grow
-    with
-    the window.
+    :func:`mlsteward.monitoring.window_sample.sample_window`), so a worker's memory does not
+    grow with the window.
     """
     since = datetime.now(UTC) - timedelta(days=window_days)
     window = read_current_window(cfg, since)
@@ -119,7 +117,7 @@ def detect_drift(
     cfg: ModelConfig,
     champion: VerifiedModel,
     reference: pd.DataFrame,
-    current: pd.DataFrame | prediction_log.WindowSample,
+    current: pd.DataFrame | WindowSample,
 ) -> DriftResult:
     """Evidently on both windows; the HTML report is kept and logged against the champion.
 
@@ -129,7 +127,7 @@ def detect_drift(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     html = drift_reports_dir(cfg.name) / f"drift-{stamp}.html"
     html.parent.mkdir(parents=True, exist_ok=True)
-    window = current if isinstance(current, prediction_log.WindowSample) else None
+    window = current if isinstance(current, WindowSample) else None
     result = compute_drift(
         reference,
         window.frame if window is not None else current,

@@ -25,7 +25,7 @@ Results are read by each metric's own config (``type`` ending in ``ValueDrift``,
 
 Large windows are sampled down to ``cfg.drift.max_rows`` rows per side (seeded, stratified by the
 label when present) and the sampling is recorded in the result. A prediction-log window larger
-than that arrives already pre-sampled by :func:`mlsteward.monitoring.prediction_log.sample_window`
+than that arrives already pre-sampled by :func:`mlsteward.monitoring.window_sample.sample_window`
 (memory bounded by the cap, not the window); ``presample`` carries how, so the result and the
 HTML say how many rows the window had and how each cut was drawn (:func:`sampling_lines`).
 
@@ -196,7 +196,7 @@ def compute_drift(
         current_labelled: With ``presample``: the reader's pre-sample of the labelled rows
             (drawn on their own, so sparse outcomes keep up to the cap); target drift and
             quality use it instead of the labelled rows of ``current``.
-        presample: :attr:`mlsteward.monitoring.prediction_log.WindowSample.presample` when
+        presample: :attr:`mlsteward.monitoring.window_sample.WindowSample.presample` when
             ``current`` is a pre-sample of a larger window: row counts then describe the
             window, and the sampling record says how the pre-sample was drawn.
 

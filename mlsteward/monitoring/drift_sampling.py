@@ -2,7 +2,7 @@
 
 A side larger than ``cfg.drift.max_rows`` is sampled (seeded, stratified by the label when
 present); a prediction-log window may already arrive pre-sampled by
-:func:`mlsteward.monitoring.prediction_log.sample_window`, and the record then says how both
+:func:`mlsteward.monitoring.window_sample.sample_window`, and the record then says how both
 cuts were drawn. ``sampling_lines`` turns that record into the sentences the HTML report, the
 Prefect artifact and the model card show.
 """

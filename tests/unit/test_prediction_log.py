@@ -13,6 +13,7 @@ import pytest
 
 from mlsteward.config.settings import predictions_dir
 from mlsteward.monitoring import prediction_log as plog
+from mlsteward.monitoring import window_sample
 from tests.support.forking import in_child
 
 MODEL = "heart_disease"
@@ -286,7 +287,7 @@ def test_window_above_the_cap_is_read_within_the_bound_and_recorded() -> None:
     whole = plog.read_with_labels(MODEL, since=SINCE, columns=DRIFT_COLUMNS)
     max_rows, batch_rows = 1_000, 1_000
     cap = 2 * max_rows
-    w = plog.sample_window(
+    w = window_sample.sample_window(
         MODEL, since=SINCE, columns=DRIFT_COLUMNS, max_rows=max_rows, seed=7, batch_rows=batch_rows
     )
     assert w.rows == len(whole) == 56_400  # 5 whole days, 6,400 of the first day's rows
@@ -319,14 +320,14 @@ def test_window_above_the_cap_is_read_within_the_bound_and_recorded() -> None:
         "rows": cap,
         "rate": pytest.approx(1.25 * cap / w.rows),
         "seed": 7,
-        "key": plog.PRESAMPLE_KEY,
+        "key": window_sample.PRESAMPLE_KEY,
         "method": w.presample["method"],
         "labelled": {
             "rows_in_window": w.labelled_rows,
             "rows": cap,
             "method": f"the {cap:,} labelled rows with the smallest seeded key hash",
             "seed": 7,
-            "key": plog.PRESAMPLE_KEY,
+            "key": window_sample.PRESAMPLE_KEY,
         },
     }
 
@@ -334,8 +335,8 @@ def test_window_above_the_cap_is_read_within_the_bound_and_recorded() -> None:
 def test_presample_depends_on_the_seed_only() -> None:
     _big_log(days=4)
 
-    def draw(seed: int, batch_rows: int) -> plog.WindowSample:
-        return plog.sample_window(
+    def draw(seed: int, batch_rows: int) -> window_sample.WindowSample:
+        return window_sample.sample_window(
             MODEL, since=SINCE, columns=DRIFT_COLUMNS, max_rows=1_000, seed=seed,
             batch_rows=batch_rows,
         )  # fmt: skip
@@ -354,7 +355,9 @@ def test_presample_depends_on_the_seed_only() -> None:
 def test_presample_keeps_the_label_strata() -> None:
     _big_log()
     whole = plog.read_with_labels(MODEL, since=SINCE, columns=DRIFT_COLUMNS)
-    w = plog.sample_window(MODEL, since=SINCE, columns=DRIFT_COLUMNS, max_rows=1_000, seed=1)
+    w = window_sample.sample_window(
+        MODEL, since=SINCE, columns=DRIFT_COLUMNS, max_rows=1_000, seed=1
+    )
 
     def shares(frame: pd.DataFrame) -> pd.Series:
         return frame["label"].value_counts(normalize=True, dropna=False).sort_index()
@@ -370,7 +373,9 @@ def test_window_below_the_cap_is_read_whole_unchanged() -> None:
     _big_log(days=2, per_day=1_000)
     since = T0 - timedelta(hours=11, minutes=-5)
     before = plog.read_with_labels(MODEL, since=since, columns=DRIFT_COLUMNS)
-    w = plog.sample_window(MODEL, since=since, columns=DRIFT_COLUMNS, max_rows=1_000, seed=9)
+    w = window_sample.sample_window(
+        MODEL, since=since, columns=DRIFT_COLUMNS, max_rows=1_000, seed=9
+    )
     assert len(before) == 1_700  # 2,000 logged, 300 before the bound; <= cap (2,000)
     pd.testing.assert_frame_equal(w.frame, before)
     assert w.presample is None and w.labelled is None
@@ -379,7 +384,7 @@ def test_window_below_the_cap_is_read_whole_unchanged() -> None:
 
 def test_only_the_needed_columns_are_read() -> None:
     _big_log(days=3)
-    w = plog.sample_window(
+    w = window_sample.sample_window(
         MODEL, since=SINCE, columns=["age", "prediction_proba", "not_logged"], max_rows=1_000
     )
     assert w.presample is not None
@@ -397,5 +402,5 @@ def test_only_the_needed_columns_are_read() -> None:
 
 
 def test_empty_window_samples_nothing() -> None:
-    w = plog.sample_window(MODEL, columns=DRIFT_COLUMNS, max_rows=1_000)
+    w = window_sample.sample_window(MODEL, columns=DRIFT_COLUMNS, max_rows=1_000)
     assert (w.rows, len(w.frame), w.presample) == (0, 0, None)
