@@ -98,7 +98,8 @@ def _config(max_rows: int):
 
 
 def _make_frame(rows: int, seed: int, shift) -> pd.DataFrame:
-    from mlsteward.data.synthetic import generate_batch, generate_cohort, risk_logit
+    from mlsteward.data.synthetic import generate_batch, generate_cohort
+    from mlsteward.data.synthetic_risk import risk_logit
 
     if seed == 0:
         df = generate_cohort(rows, seed=0)
@@ -252,7 +253,8 @@ def _write_log(home: Path, rows: int) -> None:
 
     os.environ["MLSTEWARD_HOME"] = str(home)
     from mlsteward.config.models import load_model_config
-    from mlsteward.data.synthetic import generate_batch, risk_logit
+    from mlsteward.data.synthetic import generate_batch
+    from mlsteward.data.synthetic_risk import risk_logit
     from mlsteward.monitoring import prediction_log
 
     cfg = load_model_config(ROOT / "config" / "models" / "heart_disease.yaml")

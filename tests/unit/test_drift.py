@@ -11,7 +11,8 @@ import pytest
 
 from mlsteward.config.models import ModelConfig, load_model_config
 from mlsteward.config.paths import project_root
-from mlsteward.data.synthetic import Shift, generate_batch, generate_cohort, risk_logit
+from mlsteward.data.synthetic import Shift, generate_batch, generate_cohort
+from mlsteward.data.synthetic_risk import risk_logit
 from mlsteward.errors import MlstewardError
 from mlsteward.monitoring.drift import column_methods, compute_drift
 from mlsteward.monitoring.drift_result import ColumnDriftResult, DriftResult

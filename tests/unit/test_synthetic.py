@@ -13,17 +13,13 @@ from sklearn.preprocessing import StandardScaler
 from mlsteward.config.models import ModelConfig, get_model_config
 from mlsteward.data.synthetic import (
     BATCH_ID_OFFSET,
-    CATEGORIES,
-    COLUMNS,
-    FEATURES,
-    NUMERIC_RANGES,
-    RISK_COEFFICIENTS,
     Shift,
     generate_batch,
     generate_cohort,
-    risk_logit,
     write_dataset,
 )
+from mlsteward.data.synthetic_cohort import CATEGORIES, COLUMNS, FEATURES, NUMERIC_RANGES
+from mlsteward.data.synthetic_risk import RISK_COEFFICIENTS, risk_logit
 
 N = 10_000
 START = pd.Timestamp("2024-01-01", tz="UTC")
@@ -358,7 +354,7 @@ def test_write_rejects_unknown_suffix(tmp_path, cohort: pd.DataFrame) -> None:
 
 def test_same_second_visits_of_one_patient_are_moved_apart() -> None:
     # real windows make clashes rare, so the de-duplication is exercised directly
-    from mlsteward.data.synthetic import _unique_times
+    from mlsteward.data.synthetic_cohort import _unique_times
 
     pidx = np.array([0, 0, 0, 1, 1, 2])
     t = np.array([5, 5, 9, 5, 5, 9])
