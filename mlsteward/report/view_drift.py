@@ -3,7 +3,7 @@ policy decided and whether the retrain it asked for was triggered or suppressed.
 
 from __future__ import annotations
 
-from mlsteward.monitoring.drift import sampling_lines
+from mlsteward.monitoring.drift_sampling import sampling_lines
 from mlsteward.report.format import MISSING, fmt_num, fmt_ts
 from mlsteward.report.model import MAX_DRIFT_ROWS, DriftCheck, ModelCard
 from mlsteward.report.table import Cell, Table
