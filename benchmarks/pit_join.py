@@ -81,7 +81,8 @@ def build_data(
     seed: int = 0,
 ) -> tuple[Any, Path, pd.DataFrame]:
     """Ingest a generated cohort (snapshot + applied Feast objects) and draw the entity frame."""
-    from mlsteward.config.models import FeastConfig, get_model_config
+    from mlsteward.config.models import get_model_config
+    from mlsteward.config.sections.data import FeastConfig
     from mlsteward.data.ingestion import ingest
     from mlsteward.data.synthetic import generate_cohort, write_dataset
     from mlsteward.features.repo import apply_model

@@ -105,7 +105,7 @@ def run_tuning(label: str, cfg: Any, data: Any, trials: int, tuning: dict[str, A
 
 
 def section_parallel_tuning(args: argparse.Namespace) -> None:
-    from mlsteward.config.models import ParallelTuning
+    from mlsteward.config.sections.training import ParallelTuning
 
     print(f"\n=== Section 1: {args.trials} Hyperopt trials on {args.rows:,} rows ===")
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()}")

@@ -30,8 +30,9 @@ from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from mlsteward.config.models import ModelConfig, TuningConfig
+from mlsteward.config.models import ModelConfig
 from mlsteward.config.paths import project_root
+from mlsteward.config.sections.training import TuningConfig
 from mlsteward.data.state import SnapshotInfo
 from mlsteward.errors import ConfigError, MlstewardError
 from mlsteward.features.encoding import FeatureEncoding, encode, make_encoding

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlsteward.config.models import FeatureSpec, ModelConfig
+from mlsteward.config.models import ModelConfig
+from mlsteward.config.sections.data import FeatureSpec
 from mlsteward.errors import ContractViolation
 
 TRUE_STRINGS = frozenset({"true", "t", "yes", "y", "1", "1.0"})

@@ -9,7 +9,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from mlsteward.config.models import FAIRNESS_HIGHER_IS_WORSE, LOWER_IS_BETTER, PromotionConfig
+from mlsteward.config.sections.governance import (
+    FAIRNESS_HIGHER_IS_WORSE,
+    LOWER_IS_BETTER,
+    PromotionConfig,
+)
 from mlsteward.governance.gates import (
     CHAMPION_COMPARISON,
     GateResult,

@@ -39,7 +39,8 @@ from fairlearn.metrics import (
 )
 from sklearn.metrics import roc_auc_score
 
-from mlsteward.config.models import ModelConfig, SensitiveAttribute
+from mlsteward.config.models import ModelConfig
+from mlsteward.config.sections.governance import SensitiveAttribute
 from mlsteward.governance.gates import (
     FAIRNESS,
     GateResult,

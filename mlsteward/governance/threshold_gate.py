@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlsteward.config.models import MetricBound
+from mlsteward.config.sections.governance import MetricBound
 from mlsteward.governance.gates import (
     METRIC_THRESHOLDS,
     GateResult,

@@ -47,7 +47,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from mlsteward.config.models import EVALUATION_METRICS, FeatureSpec, ModelConfig
+from mlsteward.config.models import ModelConfig
+from mlsteward.config.sections.data import FeatureSpec
+from mlsteward.config.sections.governance import EVALUATION_METRICS
 from mlsteward.errors import MlstewardError
 from mlsteward.monitoring.drift_evidently import ColumnSpec, annotate_html, run_evidently
 from mlsteward.monitoring.drift_result import ColumnDriftResult, DriftResult

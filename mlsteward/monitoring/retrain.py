@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlsteward.audit import Action, AuditStore
-from mlsteward.config.models import LOWER_IS_BETTER, ModelConfig
+from mlsteward.config.models import ModelConfig
+from mlsteward.config.sections.governance import LOWER_IS_BETTER
 
 LOCK_TIMEOUT_SECONDS = 60.0
 

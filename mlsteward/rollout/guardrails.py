@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlsteward.config.models import GuardrailConfig
+from mlsteward.config.sections.serving import GuardrailConfig
 from mlsteward.governance.gates import plain
 
 # Sample names as prometheus_client writes them (the parser strips ``_total`` from counter

@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlsteward.config.models import FeatureSpec, ModelConfig
+from mlsteward.config.models import ModelConfig
+from mlsteward.config.sections.data import FeatureSpec
 from mlsteward.data.contract import RULE_CATEGORY, RULE_DTYPE, RULE_NOT_NULL, RULE_RANGE
 
 RULE_UNKNOWN_FIELD = "unknown_field"

@@ -33,7 +33,7 @@ import xgboost.dask as dxgb
 from dask import dataframe as dd
 from distributed import Client, Future, LocalCluster
 
-from mlsteward.config.models import DistributedTraining, TuningConfig
+from mlsteward.config.sections.training import DistributedTraining, TuningConfig
 from mlsteward.errors import ConfigError, MlstewardError
 from mlsteward.features.encoding import FeatureEncoding, encode
 from mlsteward.training.fitting import (

@@ -21,7 +21,7 @@ import xgboost as xgb
 from hyperopt import hp, space_eval
 from sklearn import metrics as skm
 
-from mlsteward.config.models import SearchDimension, TuningConfig
+from mlsteward.config.sections.training import SearchDimension, TuningConfig
 from mlsteward.features.encoding import (
     FeatureEncoding,
 )

@@ -34,7 +34,7 @@ from hyperopt import STATUS_OK, Domain, Trials, tpe
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_NEW, JOB_STATE_RUNNING, Ctrl, spec_from_misc
 from hyperopt.utils import coarse_utcnow
 
-from mlsteward.config.models import ParallelTuning
+from mlsteward.config.sections.training import ParallelTuning
 from mlsteward.errors import ConfigError
 
 Algo = Callable[..., list[dict[str, Any]]]

@@ -22,7 +22,8 @@ from flows.ingestion import ingestion_flow
 from flows.reproduce import reproduce_flow
 from flows.training import training_flow
 from mlsteward import report
-from mlsteward.config.models import DistributedTraining, get_model_config
+from mlsteward.config.models import get_model_config
+from mlsteward.config.sections.training import DistributedTraining
 from mlsteward.config.settings import mlflow_tracking_uri, training_sets_dir
 from mlsteward.data.state import current_snapshot
 from mlsteward.data.synthetic import generate_cohort, write_dataset

@@ -16,7 +16,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.training import tuning_flow
-from mlsteward.config.models import ModelConfig, TuningConfig
+from mlsteward.config.models import ModelConfig
+from mlsteward.config.sections.training import TuningConfig
 from mlsteward.features.encoding import encode, make_encoding
 from mlsteward.governance import mlflow_adapter
 from mlsteward.governance.registry import VersionInfo

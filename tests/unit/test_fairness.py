@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from mlsteward.config.models import ModelConfig, SensitiveAttribute, get_model_config
+from mlsteward.config.models import ModelConfig, get_model_config
+from mlsteward.config.sections.governance import SensitiveAttribute
 from mlsteward.data.synthetic import Shift, generate_cohort
 from mlsteward.features.encoding import encode, make_encoding
 from mlsteward.governance.fairness import (

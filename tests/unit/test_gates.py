@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from mlsteward.config.models import MetricBound, PromotionConfig
+from mlsteward.config.sections.governance import MetricBound, PromotionConfig
 from mlsteward.governance.champion_gate import champion_comparison_gate
 from mlsteward.governance.gates import (
     CHAMPION_COMPARISON,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from mlsteward.config.models import GuardrailConfig
+from mlsteward.config.sections.serving import GuardrailConfig
 from mlsteward.rollout.guardrails import (
     MIN_PSI_ROWS,
     StepVerdict,

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from mlsteward.config.models import DistributedTraining, ModelConfig
+from mlsteward.config.models import ModelConfig
+from mlsteward.config.sections.training import DistributedTraining
 from mlsteward.errors import MlstewardError
 from mlsteward.training.fitting import time_split
 from mlsteward.training.partitioned_set import build_partitioned_set, chunked_digest, row_parts

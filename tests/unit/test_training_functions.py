@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from hyperopt import pyll
 
-from mlsteward.config.models import ModelConfig, SearchDimension, TuningConfig
+from mlsteward.config.models import ModelConfig
+from mlsteward.config.sections.training import SearchDimension, TuningConfig
 from mlsteward.features.encoding import encode, make_encoding
 from mlsteward.training.fitting import (
     build_search_space,

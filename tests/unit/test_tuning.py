@@ -17,7 +17,8 @@ import xgboost as xgb
 from hyperopt import STATUS_OK, Trials, fmin, hp, rand, space_eval, tpe
 from pydantic import ValidationError
 
-from mlsteward.config.models import ModelConfig, ParallelTuning, TuningConfig
+from mlsteward.config.models import ModelConfig
+from mlsteward.config.sections.training import ParallelTuning, TuningConfig
 from mlsteward.errors import ConfigError
 from mlsteward.features.encoding import make_encoding
 from mlsteward.training.fitting import (

@@ -1,0 +1,147 @@
+"""Config sections for training: the search space and tuning, distributed training, the split
+and how the decision threshold is chosen."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from mlsteward.config.base import StrictModel
+
+
+class SearchDimension(StrictModel):
+    """One hyperparameter's distribution, as data (mirrors hyperopt's ``hp.*`` families)."""
+
+    dist: Literal["uniform", "loguniform", "quniform", "qloguniform", "choice"]
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    options: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchDimension:
+        if self.dist == "choice":
+            if not self.options:
+                raise ValueError("dist 'choice' needs a non-empty 'options' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"dist {self.dist!r} needs 'low' and 'high'")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.dist.startswith("q") and (self.q is None or self.q <= 0):
+            raise ValueError(f"dist {self.dist!r} needs a positive 'q'")
+        if "log" in self.dist and self.low <= 0:
+            raise ValueError(f"dist {self.dist!r} needs low > 0 (it is searched on a log scale)")
+        return self
+
+
+def default_search_space() -> dict[str, SearchDimension]:
+    """A conventional XGBoost space; documented in README so users know what they override."""
+    return {
+        "max_depth": SearchDimension(dist="quniform", low=2, high=8, q=1),
+        "learning_rate": SearchDimension(dist="loguniform", low=0.01, high=0.3),
+        "min_child_weight": SearchDimension(dist="loguniform", low=0.5, high=20),
+        "subsample": SearchDimension(dist="uniform", low=0.6, high=1.0),
+        "colsample_bytree": SearchDimension(dist="uniform", low=0.5, high=1.0),
+        "reg_lambda": SearchDimension(dist="loguniform", low=0.1, high=10),
+        "reg_alpha": SearchDimension(dist="loguniform", low=0.001, high=5),
+        "gamma": SearchDimension(dist="uniform", low=0.0, high=2.0),
+    }
+
+
+TuningRunner = Literal["sequential", "threads", "dask", "ray"]
+
+
+class ParallelTuning(StrictModel):
+    """How Hyperopt trials are evaluated: one at a time, or in batches on a Prefect task runner.
+
+    The batch size is part of the search (TPE sees a batch's pending trials when it suggests the
+    next one), so the same seed and batch size give the same trials on every runner, and batch
+    size 1 is exactly the sequential search. The runner, worker count and per-trial thread cap
+    only decide where and how fast trials run. ``address`` points Dask (scheduler) or Ray
+    (cluster) at production infrastructure; empty starts a local cluster for the run.
+    """
+
+    runner: TuningRunner = "sequential"
+    batch_size: int = Field(default=1, ge=1, le=1_000)
+    workers: int = Field(default=0, ge=0, description="0 = batch_size, capped at the cores")
+    trial_nthread: int = Field(
+        default=0, ge=0, description="XGBoost threads per trial; 0 = cores // workers"
+    )
+    address: str | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ParallelTuning:
+        if self.runner == "sequential" and self.address:
+            raise ValueError("'address' is for the dask or ray runner, not 'sequential'")
+        if self.runner == "threads" and self.address:
+            raise ValueError("'address' is for the dask or ray runner; threads run in-process")
+        return self
+
+
+class TuningConfig(StrictModel):
+    max_evals: int = Field(default=30, ge=1, le=10_000)
+    seed: int = Field(default=42, ge=0)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+    num_boost_round: int = Field(default=400, ge=1)
+    eval_metric: Literal["logloss", "auc", "aucpr"] = "logloss"
+    nthread: int = Field(default=0, ge=0, description="0 = all cores")
+    search_space: dict[str, SearchDimension] = Field(default_factory=default_search_space)
+    parallel: ParallelTuning = Field(default_factory=ParallelTuning)
+
+
+class DistributedTraining(StrictModel):
+    """Training sets above a size train on a Dask cluster with ``xgboost.dask``.
+
+    The point-in-time join then runs in chunks of ``chunk_rows`` entity rows, each chunk's
+    training rows written as one parquet partition under ``staging_dir``, which the Dask workers
+    read (production: a volume or object-store prefix every worker mounts). ``workers`` is part
+    of the result: partition i always trains on worker slot ``i % workers`` (see
+    ``mlsteward.training.distributed``), so the same data, seed and worker count give the same
+    model.
+    """
+
+    above_rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="entity rows above which training is distributed; unset = never",
+    )
+    address: str | None = Field(
+        default=None,
+        description="Dask scheduler; unset = tuning.parallel.address when the tuning runner is "
+        "dask, else a LocalCluster for the run",
+    )
+    workers: int = Field(default=2, ge=1, le=1_000)
+    threads_per_worker: int = Field(
+        default=0, ge=0, description="LocalCluster; 0 = cores // workers"
+    )
+    chunk_rows: int = Field(default=250_000, ge=1)
+    staging_dir: str | None = Field(
+        default=None, description="where partitions are written; unset = <state>/training_sets"
+    )
+
+    def applies(self, rows: int) -> bool:
+        return self.above_rows is not None and rows > self.above_rows
+
+
+class SplitConfig(StrictModel):
+    """Time-ordered split: the oldest rows train, the newest rows test (no look-ahead)."""
+
+    train: float = Field(default=0.7, gt=0, lt=1)
+    validation: float = Field(default=0.15, gt=0, lt=1)
+    test: float = Field(default=0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total:g}")
+        return self
+
+
+class DecisionThreshold(StrictModel):
+    """How the probability cut-off for labels is chosen: maximise F1 on validation, or fixed."""
+
+    strategy: Literal["max_f1", "fixed"] = "max_f1"
+    value: float = Field(default=0.5, gt=0, lt=1)
