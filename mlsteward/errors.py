@@ -1,6 +1,12 @@
-"""Errors users act on. Each carries a message that names the file, column or rule at fault."""
+"""Errors users act on. Each carries a message that names the file, column or rule at fault.
+
+They are refusals, not bugs: :func:`quiet_refusals` keeps their tracebacks out of Prefect's run
+logs, where a bug's traceback still goes.
+"""
 
 from __future__ import annotations
+
+import logging
 
 
 class MlstewardError(Exception):
@@ -38,3 +44,41 @@ class ChampionChangedError(PromotionError):
 
 class NotFoundError(MlstewardError):
     """A registered model, version or flow run that the user named does not exist."""
+
+
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+"""Prefect's loggers for flow and task runs (the engines log a run's exception through them)."""
+
+
+class RefusalLogFilter(logging.Filter):
+    """Prefect logs the exception of a failed task or flow run with its full traceback, then the
+    state the run ends in. For a refusal the traceback says nothing the message does not, so its
+    record is dropped and the run's state line ends in the message's first line instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._refused: dict[str, str] = {}  # run id -> first line of its refusal
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run = getattr(record, "task_run_id", None) or getattr(record, "flow_run_id", None)
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, MlstewardError):
+            if run is not None:
+                self._refused[str(run)] = str(exc).split("\n", 1)[0]
+            return False
+        if run is not None and isinstance(record.msg, str):
+            state = record.msg.removeprefix("Finished in state ")
+            if state != record.msg and str(run) in self._refused:
+                why = self._refused.pop(str(run))
+                record.msg, record.args = f"Finished in state {state.split('(')[0]}: {why}", ()
+        return True
+
+
+def quiet_refusals() -> None:
+    """Log refusals in Prefect's run loggers as one line each (found by name: no Prefect
+    import). Idempotent; a traceback of any other exception is logged as before."""
+    shared = RefusalLogFilter()
+    for name in RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RefusalLogFilter) for f in logger.filters):
+            logger.addFilter(shared)
