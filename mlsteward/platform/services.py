@@ -669,6 +669,24 @@ def status(cfg: PlatformConfig) -> list[ServiceState]:
     return states
 
 
+def running_prefect_api(cfg: PlatformConfig | None = None) -> str | None:
+    """The API of the Prefect server ``up`` started for this home, if it runs and answers.
+
+    Found from its pid file and the port it really listens on, so a client needs nothing
+    exported; ``None`` when it is not running, not healthy, or the settings cannot be read.
+    """
+    try:
+        cfg = cfg or PlatformConfig.from_env()
+        state = inspect(cfg, services(cfg)["prefect-server"])
+        if not state.running or state.url is None:
+            return None
+        api = f"{state.url}/api"
+        healthy = _http(f"{api}/health", dict(os.environ), timeout=2.0) is True
+    except PlatformError:
+        return None
+    return api if healthy else None
+
+
 # ---------------------------------------------------------------------------------------------
 # command line
 
@@ -752,7 +770,8 @@ def main(argv: list[str] | None = None) -> int:
                 "urls": urls(cfg, states),
             }
             if not args.json:
-                print(f"mlsteward platform (state in {cfg.home}; profile {report.profile})")
+                profile = profiles.active().name
+                print(f"mlsteward platform (state in {cfg.home}; profile {profile})")
                 for state in states:
                     print(_service_line(state))
     except PlatformError as exc:
