@@ -13,16 +13,18 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
-import xgboost as xgb
 from mlflow.exceptions import MlflowException
 
 from mlsteward.errors import IntegrityError, NotFoundError
 from mlsteward.features.encoding import FeatureEncoding
 from mlsteward.governance.mlflow_adapter import MODEL_FILE, client
 from mlsteward.integrity import sha256_file
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -201,6 +203,10 @@ def load_verified(info: VersionInfo) -> VerifiedModel:
     """Hash, then load the very file that was hashed (no window for a swap in between)."""
     with tempfile.TemporaryDirectory(prefix="mlsteward-model-") as d:
         path, digest = check_artifact(info, Path(d))
+        # Imported here: xgboost (with scikit-learn and SciPy) costs ~0.7 s, and commands that
+        # only read the registry (status, report) never load a model.
+        import xgboost as xgb
+
         model = xgb.XGBClassifier()
         model.load_model(str(path))
     return VerifiedModel(info=info, model=model, sha256=digest)
