@@ -262,27 +262,38 @@ def sample_window(
         with_label, out_schema, labelled, n_lab, total, cap, seed
     )
     columns_out = [*present, LABEL, LABEL_INGESTED_AT]
-    record = {
-        "rows_in_window": total,
-        "labelled_rows_in_window": n_lab,
-        "rows": len(sample),
-        "rate": rate,
-        "seed": seed,
-        "key": PRESAMPLE_KEY,
-        "method": f"rows kept when their seeded key hash falls below rate {rate:.4g}, then the "
-        f"{cap:,} with the smallest hash",
-        "labelled": lab_record,
-    }
-    peak = every.peak + with_label.peak  # an upper bound: the two peaks need not coincide
     return WindowSample(
         sample[columns_out],
         lab_frame[columns_out] if lab_frame is not None else None,
         total,
         n_lab,
-        record,
+        _presample_record(total, n_lab, len(sample), rate, seed, cap, lab_record),
         plan.read_cols,
-        peak,
+        every.peak + with_label.peak,  # an upper bound: the two peaks need not coincide
     )
+
+
+def _presample_record(
+    total: int,
+    n_lab: int,
+    rows: int,
+    rate: float,
+    seed: int,
+    cap: int,
+    labelled: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """How the pre-sample was drawn, as the drift result and its HTML report record it."""
+    return {
+        "rows_in_window": total,
+        "labelled_rows_in_window": n_lab,
+        "rows": rows,
+        "rate": rate,
+        "seed": seed,
+        "key": PRESAMPLE_KEY,
+        "method": f"rows kept when their seeded key hash falls below rate {rate:.4g}, then the "
+        f"{cap:,} with the smallest hash",
+        "labelled": labelled,
+    }
 
 
 def _whole_window(
