@@ -116,7 +116,7 @@ def test_generate_refuses_a_bad_shift_and_appending_a_cohort(tmp_path, monkeypat
 
 
 def test_drift_output_says_what_moved_what_was_decided_and_what_followed() -> None:
-    from mlsteward.cli.app import _drift_human
+    from mlsteward.cli.monitoring import drift_human
 
     run = {
         "drifted_columns": ["bmi", "cholesterol"],
@@ -140,7 +140,7 @@ def test_drift_output_says_what_moved_what_was_decided_and_what_followed() -> No
         },
         "report_path": "/tmp/r.html",
     }
-    text = _drift_human(run)
+    text = drift_human(run)
     assert "drifted columns: bmi, cholesterol (share 0.14)" in text
     assert "decision: RETRAIN" in text and "key feature(s) drifted" in text
     assert "quality on 334 labelled rows: roc_auc 0.8826 -> 0.8712, pr_auc 0.8400 -> n/a" in text
@@ -150,7 +150,7 @@ def test_drift_output_says_what_moved_what_was_decided_and_what_followed() -> No
     quiet = {**run, "drifted_columns": [], "performance": None, "retrain": None}
     quiet["decision"] = {"retrain": False, "reasons": []}
     quiet["notes"] = ["12 labelled rows < min_labelled_rows (200)"]
-    text = _drift_human(quiet)
+    text = drift_human(quiet)
     assert "drifted columns: none" in text and "decision: no retrain" in text
     assert "note: 12 labelled rows" in text and "retrain:" not in text
 
@@ -166,3 +166,71 @@ def test_trigger_reports_an_unreachable_gateway_and_bad_parameters(monkeypatch) 
     )
     bad = runner.invoke(app, [*args, "-p", "max_evals"])
     assert bad.exit_code == 1 and "max_evals" in json.loads(bad.stdout)["error"]
+
+
+def test_offline_defaults_are_set_by_the_cli_and_the_users_own_win(monkeypatch) -> None:
+    import os
+
+    from mlsteward.cli.runtime import OFFLINE_DEFAULTS
+
+    for key in OFFLINE_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")  # the user's choice
+    assert runner.invoke(app, ["where", "--json"]).exit_code == 0
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
+    assert os.environ["DO_NOT_TRACK"] == "1"
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert os.environ["FEAST_USAGE"] == "False"
+
+
+def test_no_platform_or_a_chosen_server_leaves_the_prefect_api_alone(tmp_path, monkeypatch):
+    import os
+
+    from mlsteward.cli.runtime import use_local_platform
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_PROFILE", raising=False)
+    monkeypatch.delenv("PREFECT_PROFILES_PATH", raising=False)
+    assert use_local_platform() is None  # nothing runs for this home
+    assert "PREFECT_API_URL" not in os.environ
+
+    (tmp_path / "prefect").mkdir()
+    (tmp_path / "prefect" / "profiles.toml").write_text(
+        'active = "mine"\n[profiles.mine]\nPREFECT_API_URL = "http://10.0.0.9:4200/api"\n'
+    )
+    assert use_local_platform() is None  # the user's Prefect profile names a server
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    assert use_local_platform() is None
+    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
+
+
+READ_ONLY = [["status", "heart_disease"], ["audit", "log"], ["audit", "verify"], ["where"]]
+READ_ONLY += [["models"], ["profile", "show"], ["report", "heart_disease"]]
+
+
+def test_read_only_commands_start_no_prefect_server_and_load_no_heavy_stack() -> None:
+    """In a fresh process, as a person runs them: Prefect, Feast, XGBoost and Evidently are
+    never imported (so no temporary Prefect server either)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import json, sys
+from mlsteward.cli.app import app
+codes = []
+for args in {READ_ONLY!r}:
+    try:
+        app([*args, "--json"])
+    except SystemExit as exc:
+        codes.append(exc.code)
+heavy = ("prefect", "feast", "xgboost", "evidently", "shap", "sklearn")
+print(json.dumps({{"codes": codes, "loaded": [m for m in heavy if m in sys.modules]}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["loaded"] == [], result
+    assert result["codes"] == [0] * len(READ_ONLY), done.stdout + done.stderr
+    assert "temporary server" not in done.stderr

@@ -1,0 +1,181 @@
+"""Data commands: the built-in cohort (``generate``), the contract-checked way in (``ingest``),
+the online store (``materialize``) and outcomes that arrive later (``labels``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mlsteward.cli.output import JsonOpt, run
+from mlsteward.cli.runtime import use_local_platform
+from mlsteward.errors import MlstewardError
+
+commands = typer.Typer()
+
+
+@commands.command()
+def generate(
+    model: str = typer.Argument("heart_disease", help="Only the built-in heart_disease cohort."),
+    rows: int = typer.Option(50_000, help="Number of visit rows."),
+    seed: int = typer.Option(0, help="Generator seed (same seed, same data)."),
+    out: Path | None = typer.Option(None, help="Output path (default: the config's source)."),
+    start: str | None = typer.Option(
+        None, help="A later batch of new patients from this date (e.g. 2025-07-01), not a cohort."
+    ),
+    days: int = typer.Option(30, help="Length of a batch's time window (with --start)."),
+    id_offset: int | None = typer.Option(
+        None, "--id-offset", help="Batch patient ids start above this (with --start)."
+    ),
+    shift: list[str] = typer.Option(
+        [], "--shift", help="Covariate shift COLUMN=SDs, e.g. bmi=1.5 (repeatable)."
+    ),
+    prevalence: float | None = typer.Option(None, help="Label shift: target positive rate."),
+    concept: float = typer.Option(0.0, help="Concept shift strength, 0 (none) to 1."),
+    append_to_source: bool = typer.Option(
+        False,
+        "--append-to-source",
+        help="Also append the rows to the model's source file, as new visits arriving upstream.",
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write the built-in synthetic patient cohort (or a later, optionally shifted, batch)."""
+    from mlsteward.config.models import get_model_config
+    from mlsteward.data.synthetic import (
+        BATCH_ID_OFFSET,
+        Shift,
+        append_dataset,
+        generate_batch,
+        generate_cohort,
+        write_dataset,
+    )
+
+    def action() -> dict:
+        if model != "heart_disease":
+            raise MlstewardError(f"only heart_disease has a built-in dataset, not {model!r}")
+        cfg = get_model_config(model)
+        try:
+            how = Shift(covariate=parse_shifts(shift), prevalence=prevalence, concept=concept)
+        except ValueError as exc:
+            raise MlstewardError(f"invalid shift: {exc}") from exc
+        if start is None:
+            if append_to_source:
+                raise MlstewardError("--append-to-source needs a batch (--start DATE)")
+            df = generate_cohort(n_rows=rows, seed=seed, shift=how)
+        else:
+            offset = BATCH_ID_OFFSET if id_offset is None else id_offset
+            df = generate_batch(rows, seed, start=start, days=days, shift=how, id_offset=offset)
+        source = cfg.source.resolved_path()
+        path = write_dataset(df, out or source)
+        appended = None
+        if append_to_source and path != source:
+            try:
+                appended = str(append_dataset(df, source))
+            except ValueError as exc:
+                raise MlstewardError(str(exc)) from exc
+        ts = df["event_timestamp"]
+        return {
+            "model": model,
+            "path": str(path),
+            "rows": len(df),
+            "positive_rate": round(float(df[cfg.label].mean()), 4),
+            "time_range": [ts.min().isoformat(), ts.max().isoformat()],
+            "shift": {"covariate": how.covariate, "prevalence": prevalence, "concept": concept},
+            "appended_to": appended,
+        }
+
+    run(as_json, action, _generate_human)
+
+
+def _generate_human(p: dict) -> str:
+    text = (
+        f"wrote {p['rows']} rows to {p['path']} "
+        f"(positive rate {p['positive_rate']:.1%}, "
+        f"{p['time_range'][0]} .. {p['time_range'][1]})"
+    )
+    if p["shift"]["covariate"]:
+        moved = ", ".join(f"{c} {k:+g} SD" for c, k in p["shift"]["covariate"].items())
+        text += f"\n  covariate shift: {moved}"
+    if p["appended_to"]:
+        text += f"\n  appended to the source {p['appended_to']}"
+    return text
+
+
+def parse_shifts(items: list[str]) -> dict[str, float]:
+    """``--shift COLUMN=SDS`` options as a mapping; a malformed one is refused by name."""
+    shifts: dict[str, float] = {}
+    for item in items:
+        col, sep, amount = item.partition("=")
+        try:
+            shifts[col.strip()] = float(amount)
+        except ValueError:
+            sep = ""
+        if not sep or not col.strip():
+            raise MlstewardError(f"--shift {item!r}: expected COLUMN=SDS, e.g. bmi=1.5")
+    return shifts
+
+
+@commands.command()
+def ingest(
+    model: str,
+    source: Path | None = typer.Option(None, help="Source file (default: the config's)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Check a source against the data contract and make it the model's feature data."""
+    use_local_platform()
+    from flows.ingestion import ingestion_flow
+
+    def action() -> dict:
+        return ingestion_flow(model=model, source=str(source) if source else None)
+
+    run(as_json, action, _ingest_human)
+
+
+def _ingest_human(p: dict) -> str:
+    c = p["contract"]
+    lines = [
+        f"ingested {p['rows']} rows for {p['model']}: data version "
+        f"{p['data_version'][:12]} ({p['time_range'][0]} .. {p['time_range'][1]})",
+        f"  snapshot: {p['snapshot_path']}",
+    ]
+    if c["bad_rows"]:
+        lines.append(
+            f"  quarantined {c['bad_rows']} rows ({c['bad_share']:.2%}) in {p['quarantine_path']}"
+        )
+        lines += [f"    {v['rule']} on {v['column']}: {v['rows']}" for v in c["violations"]]
+    return "\n".join(lines)
+
+
+@commands.command()
+def materialize(model: str, as_json: bool = JsonOpt) -> None:
+    """Load the latest feature values into the online store (for low-latency serving)."""
+    use_local_platform()
+    from flows.ingestion import materialize_flow
+
+    run(
+        as_json,
+        lambda: materialize_flow(model=model),
+        lambda p: f"materialized {p['model']} into the online store up to {p['end']}",
+    )
+
+
+@commands.command()
+def labels(model: str, path: Path, as_json: bool = JsonOpt) -> None:
+    """Attach outcomes that arrived later (entity, event time, label) to the prediction log."""
+    from mlsteward.audit import audit_store, default_actor
+    from mlsteward.config.models import get_model_config
+    from mlsteward.monitoring.outcomes import ingest_labels
+
+    def action() -> dict:
+        cfg = get_model_config(model)
+        with audit_store() as store:
+            return ingest_labels(cfg, path, actor=default_actor(), audit=store)
+
+    run(
+        as_json,
+        action,
+        lambda p: (
+            f"{p['matched']} of {p['rows']} outcomes matched logged predictions of {p['model']}"
+            f" ({p['unmatched']} not (yet) matched, kept for later predictions)"
+        ),
+    )

@@ -1,0 +1,67 @@
+"""How every command answers: a human summary, or with ``--json`` one JSON document for CI, and
+exit 1 with one message when it fails.
+
+stdout carries only the result; whatever libraries print while a command runs goes to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import typer
+
+from mlsteward.errors import MlstewardError
+
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document (for CI) instead of text.")
+
+METRIC_KEYS = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1")
+
+
+def emit(as_json: bool, payload: Any, human: Callable[[Any], str]) -> None:
+    """Print a command's result: JSON for machines, ``human(payload)`` for people."""
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        typer.echo(human(payload))
+
+
+def fail(as_json: bool, message: str, details: Any = None) -> NoReturn:
+    """One message (``error: ...`` on stderr, or a JSON document with ``ok: false``), exit 1."""
+    if as_json:
+        doc = {"ok": False, "error": message, "details": details}
+        typer.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def run(as_json: bool, action: Callable[[], Any], human: Callable[[Any], str]) -> None:
+    """Run a command body; any failure becomes one message (or JSON document) and exit 1.
+
+    A refusal (:class:`MlstewardError`) prints its own message, which names the file, column or
+    rule at fault; anything else prints its type too, and still honours ``--json`` and the
+    exit code.
+    """
+    try:
+        # stdout carries only our result (one JSON document with --json); libraries that print
+        # progress there (Feast's materialize does) are moved to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            payload = action()
+    except MlstewardError as exc:
+        fail(as_json, str(exc), getattr(exc, "report", None))
+    except Exception as exc:  # an unexpected failure still honours --json and the exit code
+        fail(as_json, f"{type(exc).__name__}: {exc}")
+    emit(as_json, payload, human)
+
+
+def fmt_metrics(metrics: dict[str, float]) -> str:
+    """The evaluation metrics a person compares, one per line, in a fixed order."""
+    return "\n".join(f"    {k:<10} {metrics[k]:.4f}" for k in METRIC_KEYS if k in metrics)
+
+
+def fmt_number(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"

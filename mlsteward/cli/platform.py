@@ -1,0 +1,207 @@
+"""Platform commands: what is configured (``models``, ``profile``), where state lives and what
+runs (``where``), housekeeping (``gc``), and the CI webhook (``gateway``, ``trigger``)."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from mlsteward.cli.output import JsonOpt, run
+from mlsteward.cli.runtime import use_local_platform
+
+commands = typer.Typer()
+
+
+@commands.command()
+def models(as_json: bool = JsonOpt) -> None:
+    """List the models declared in config/models (validating every file)."""
+    from mlsteward.config.models import load_all_model_configs
+
+    def action() -> dict:
+        cfgs = load_all_model_configs()
+        return {
+            "models": [
+                {
+                    "name": c.name,
+                    "task": c.task,
+                    "features": len(c.features),
+                    "source": c.source.path,
+                }
+                for c in cfgs.values()
+            ]
+        }
+
+    run(
+        as_json,
+        action,
+        lambda p: (
+            "\n".join(
+                f"{m['name']:<24} {m['task']:<22} {m['features']} features  {m['source']}"
+                for m in p["models"]
+            )
+            or "no models in config/models"
+        ),
+    )
+
+
+@commands.command()
+def where(as_json: bool = JsonOpt) -> None:
+    """Show where state lives and how to open the MLflow and Prefect UIs."""
+    run(as_json, _where, lambda p: "\n".join(f"{k:<20} {v}" for k, v in p.items()))
+
+
+def _where() -> dict:
+    from mlsteward.config.settings import home, mlflow_artifact_root, mlflow_tracking_uri
+    from mlsteward.platform import services as platform
+
+    uri = mlflow_tracking_uri()
+    cfg = platform.PlatformConfig.from_env()
+    states = platform.status(cfg)
+    if any(s.running for s in states):
+        links = platform.urls(cfg, states)
+        local = "running (make down stops it): " + ", ".join(
+            f"{k} {v}" for k, v in links.items() if v
+        )
+    else:
+        local = (
+            f"not running; make up starts the Prefect UI ({cfg.url(cfg.prefect_port)}), "
+            f"the MLflow UI ({cfg.url(cfg.mlflow_port)}), the CI webhook "
+            f"({cfg.url(cfg.gateway_port, '/hooks/ci')}) and the prediction service "
+            f"({cfg.url(cfg.serving_port)})"
+        )
+    return {
+        "home": str(home()),
+        "mlflow_tracking_uri": uri,
+        "local_platform": local,
+        "mlflow_ui": "make mlflow-ui, or: "
+        f"mlflow ui --backend-store-uri {uri} "
+        f"--default-artifact-root {mlflow_artifact_root()} --port 5000",
+        "prefect_ui": (
+            f"make prefect-ui, or: PREFECT_HOME={os.environ.get('PREFECT_HOME', '~/.prefect')}"
+            " prefect server start --host 127.0.0.1 --port 4200; then open "
+            "http://127.0.0.1:4200 (flow runs, logs, metric and lineage artifacts)"
+        ),
+    }
+
+
+@commands.command()
+def gc(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
+    min_age: float = typer.Option(
+        1.0, "--min-age", help="Hours; younger unreferenced files are kept (in-flight runs)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Remove data snapshots no registered version, pointer, Feast source or run references."""
+    from mlsteward.platform.gc import collect_garbage
+
+    def human(p: dict) -> str:
+        remove, drop = ("would remove", "would drop") if p["dry_run"] else ("removed", "dropped")
+        lines = [
+            f"{remove} {r['model']} {r['digest'] or 'temp file'}  {r['bytes']} bytes  {r['path']}"
+            for r in p["removed"]
+        ]
+        lines += [
+            f"{drop} offline table {t['table']} ({t['model']} {t['digest']}, {t['rows']} rows)"
+            for t in p["dropped_tables"]
+        ]
+        lines += [f"{drop} left-over join table {name}" for name in p["dropped_scratch"]]
+        lines += [
+            f"{remove} abandoned training partitions {d['path']}  {d['bytes']} bytes"
+            for d in p["removed_staging"]
+        ]
+        lines.append(
+            f"{'would free' if p['dry_run'] else 'freed'} {p['bytes_freed']} bytes; kept "
+            f"{len(p['kept'])} referenced, {len(p['too_young'])} younger than {min_age:g} h, "
+            f"{len(p['unknown'])} unknown file(s) left alone"
+        )
+        return "\n".join(lines)
+
+    run(
+        as_json,
+        lambda: collect_garbage(dry_run=dry_run, min_age_seconds=min_age * 3600).to_dict(),
+        human,
+    )
+
+
+profile_app = typer.Typer(
+    help="Deployment profiles (MLSTEWARD_PROFILE): where state lives.", no_args_is_help=True
+)
+commands.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("show")
+def profile_show(as_json: bool = JsonOpt) -> None:
+    """Show where each kind of state lives under the active profile (passwords masked)."""
+    from mlsteward.config.settings import locations
+
+    run(as_json, locations, lambda p: "\n".join(f"{k:<20} {v}" for k, v in p.items()))
+
+
+@profile_app.command("provision")
+def profile_provision(as_json: bool = JsonOpt) -> None:
+    """Create the active profile's missing databases (and pg_trgm); check Redis answers."""
+    from mlsteward.config import profiles
+    from mlsteward.platform.provision import provision
+
+    def human(p: dict) -> str:
+        lines = [f"created  {x}" for x in p["created"]] + [f"exists   {x}" for x in p["existing"]]
+        return "\n".join(lines) or "nothing to provision (this profile uses local files)"
+
+    run(as_json, lambda: provision(profiles.active()), human)
+
+
+@commands.command()
+def trigger(
+    action: str = typer.Argument(..., help="train, drift or score"),
+    model: str = typer.Argument(..., help="a model in config/models/"),
+    param: list[str] = typer.Option(
+        [],
+        "--param",
+        "-p",
+        help="KEY=VALUE flow parameter (VALUE as JSON when it parses); repeatable",
+    ),
+    url: str = typer.Option(
+        ...,
+        "--url",
+        envvar="MLSTEWARD_WEBHOOK_URL",
+        help="the gateway, e.g. http://127.0.0.1:8787 (from make up)",
+    ),
+    secret: str = typer.Option(
+        ...,
+        "--secret",
+        envvar="MLSTEWARD_WEBHOOK_SECRET",
+        show_default=False,
+        help="shared HMAC secret (prefer the environment variable)",
+    ),
+    delivery: str | None = typer.Option(
+        None, "--delivery", help="delivery id (default: a new UUID); a repeated id is a replay"
+    ),
+    timeout: float = typer.Option(30.0, "--timeout", help="seconds to wait for the gateway"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Sign and send a CI trigger to the webhook gateway: start a deployment run."""
+    from mlsteward.gateway.client import describe, parse_params
+    from mlsteward.gateway.client import trigger as send
+
+    run(
+        as_json,
+        lambda: send(
+            action, model, parse_params(param), url, secret, delivery=delivery, timeout=timeout
+        ),
+        describe,
+    )
+
+
+@commands.command()
+def gateway(
+    host: str = typer.Option("127.0.0.1", help="interface to bind"),
+    port: int = typer.Option(8787, help="port"),
+) -> None:
+    """Run the CI webhook gateway (POST /hooks/ci); needs MLSTEWARD_WEBHOOK_SECRET and
+    PREFECT_API_URL (make up runs it for you)."""
+    use_local_platform()  # the runs it starts go to the platform's server when one runs
+    from mlsteward.gateway.__main__ import main as run_gateway
+
+    raise typer.Exit(run_gateway(["--host", host, "--port", str(port)]))
