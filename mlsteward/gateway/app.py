@@ -23,7 +23,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from mlsteward.audit import Action, AuditStore, audit_store
-from mlsteward.config.models import model_config_paths
+from mlsteward.config.models import load_model_config, model_config_paths
+from mlsteward.errors import ConfigError
 from mlsteward.gateway import payloads, runs
 from mlsteward.gateway.deliveries import DeliveryLog, delivery_log
 from mlsteward.gateway.payloads import Plan, Refusal
@@ -39,6 +40,18 @@ def known_models() -> list[str]:
     """Model names from the config directory, read per delivery so a new model needs no
     restart (file names only: one broken config must not stop the others' webhooks)."""
     return sorted({p.stem for p in model_config_paths()})
+
+
+def config_errors() -> dict[str, str]:
+    """Models whose config does not load, with the file and key at fault: their runs would
+    fail, so ``/health`` names them (the other models' webhooks work as usual)."""
+    broken: dict[str, str] = {}
+    for path in model_config_paths():
+        try:
+            load_model_config(path)
+        except ConfigError as exc:
+            broken[path.stem] = str(exc)
+    return broken
 
 
 class _Outcome(Exception):
@@ -71,6 +84,10 @@ def create_app(
     audit = audit or audit_store()
     deliveries = deliveries or delivery_log(audit.url)
     secret = settings.secret.get_secret_value()
+    for model, problem in config_errors().items():
+        log.error(
+            "model %s: runs it starts will fail until its config is fixed: %s", model, problem
+        )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -221,7 +238,9 @@ def create_app(
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness for ``make up`` and load balancers; says nothing about the secret."""
-        return {"ok": True, "prefect_api": settings.api_url, "branches": settings.branches}
+        body = {"ok": True, "prefect_api": settings.api_url, "branches": settings.branches}
+        broken = await run_in_threadpool(config_errors)
+        return {**body, "config_errors": broken} if broken else body
 
     return app
 

@@ -8,6 +8,8 @@ one entry per field), an oversize batch a 413. Every answered row goes to the pr
 
 ``/healthz`` says the process runs; ``/readyz`` that every served model has a verified
 champion loaded (and its canary challenger, during a rollout); ``/metrics`` is Prometheus.
+One model's broken config does not stop the others: the service starts without that model and
+names the file and key in its log, in ``/readyz`` and in the model's 404.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.routing import Route
 
-from mlsteward.config.models import ModelConfig, get_model_config, load_all_model_configs
+from mlsteward.config.models import (
+    ModelConfig,
+    get_model_config,
+    load_model_config,
+    model_config_paths,
+)
+from mlsteward.errors import ConfigError
 from mlsteward.governance.canary import ServingTarget
 from mlsteward.monitoring import prediction_log
 from mlsteward.serving.batcher import Job, MicroBatcher
@@ -170,11 +178,16 @@ class Service:
     """Everything one app holds: a slot and a batcher per model, the log writer, metrics."""
 
     def __init__(
-        self, configs: list[ModelConfig], settings: ServingSettings, freeze_gc: bool = False
+        self,
+        configs: list[ModelConfig],
+        settings: ServingSettings,
+        freeze_gc: bool = False,
+        config_errors: dict[str, str] | None = None,
     ) -> None:
         from mlsteward.features.store import get_store
 
         self.settings = settings
+        self.config_errors = config_errors or {}  # model (file stem) -> what is wrong
         self.freeze_gc = freeze_gc
         self.metrics = ServingMetrics()
         self.slots = {c.name: ModelSlot(c, self.metrics, get_store) for c in configs}
@@ -257,6 +270,26 @@ class Service:
         return ok, models
 
 
+def load_configs(settings: ServingSettings) -> tuple[list[ModelConfig], dict[str, str]]:
+    """The models to serve, and the configs left out because they are broken (by file stem).
+
+    Models named in the settings must all load: the operator asked for them. Otherwise every
+    valid config is served and a broken one is skipped with its error (file and key), so one
+    bad YAML file does not keep the service, and with it ``make up``, from starting.
+    """
+    if settings.models:
+        return [get_model_config(n) for n in settings.models], {}
+    configs: list[ModelConfig] = []
+    broken: dict[str, str] = {}
+    for path in model_config_paths():
+        try:
+            configs.append(load_model_config(path))
+        except ConfigError as exc:
+            broken[path.stem] = str(exc)
+            log.error("not serving %s: %s", path.stem, exc)
+    return configs, broken
+
+
 def create_app(
     configs: list[ModelConfig] | None = None,
     settings: ServingSettings | None = None,
@@ -265,12 +298,10 @@ def create_app(
 ) -> FastAPI:
     """The app; ``freeze_gc`` when it owns the process (``python -m mlsteward.serving``)."""
     settings = settings or ServingSettings.from_env()
+    broken: dict[str, str] = {}
     if configs is None:
-        if settings.models:
-            configs = [get_model_config(n) for n in settings.models]
-        else:
-            configs = list(load_all_model_configs().values())
-    service = Service(configs, settings, freeze_gc)
+        configs, broken = load_configs(settings)
+    service = Service(configs, settings, freeze_gc, broken)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -299,7 +330,10 @@ def create_app(
     @app.get("/readyz", responses={503: {"description": "a model is not loaded and verified"}})
     async def readyz() -> JSONResponse:
         ok, models = service.ready()
-        return JSONResponse({"ready": ok, "models": models}, status_code=200 if ok else 503)
+        body: dict[str, Any] = {"ready": ok, "models": models}
+        if service.config_errors:  # not served at all: named, not silently missing
+            body["config_errors"] = service.config_errors
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
@@ -409,8 +443,10 @@ def _job(slot: ModelSlot, body: PredictRequest, explain_query: bool) -> Job:
 
 
 def _unknown_model(model: str, service: Service) -> JSONResponse:
+    msg = f"unknown model {model!r}; served: {sorted(service.slots)}"
+    if model in service.config_errors:
+        msg = f"model {model!r} is not served, its config is broken: {service.config_errors[model]}"
     return JSONResponse(
-        {"detail": [{"loc": ["path", "model"], "type": "unknown_model",
-                     "msg": f"unknown model {model!r}; served: {sorted(service.slots)}"}]},
+        {"detail": [{"loc": ["path", "model"], "type": "unknown_model", "msg": msg}]},
         status_code=404,
-    )  # fmt: skip
+    )
