@@ -1,7 +1,8 @@
 """Write the references that are generated from the code: config keys and the command line.
 
 ``docs/reference/config.md`` comes from the pydantic models that validate a model's YAML
-(``mlsteward.config.models.ModelConfig`` and the models nested in it) and a deployment profile
+(``mlsteward.config.models.ModelConfig`` and its sections, nested models declared in
+``mlsteward/config/sections/``) and a deployment profile
 (``mlsteward.config.profiles.Profile``): every key with its type, default and the description
 its ``Field`` or class docstring gives. ``docs/reference/cli.md`` comes from the Typer app
 (``mlsteward.cli.app:app``) through the click command objects Typer builds, the same objects
@@ -254,7 +255,10 @@ def config_reference() -> str:
         "When a profile file leaves `name` out, the file's stem is used.",
     ]
     lines = [
-        HEADER.format(source="mlsteward/config/models.py and mlsteward/config/profiles.py"),
+        HEADER.format(
+            source="mlsteward/config/models.py, mlsteward/config/sections/ and "
+            "mlsteward/config/profiles.py"
+        ),
         "",
         "# Configuration reference",
         "",
