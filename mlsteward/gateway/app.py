@@ -20,6 +20,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from prefect.client.orchestration import PrefectClient
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
 from starlette.concurrency import run_in_threadpool
 
 from mlsteward.audit import Action, AuditStore, audit_store
@@ -61,59 +63,36 @@ class _Outcome(Exception):
         self.status, self.body = status, body
 
 
-def create_app(
-    settings: GatewaySettings | None = None,
-    *,
-    audit: AuditStore | None = None,
-    deliveries: DeliveryLog | None = None,
-    models: Callable[[], list[str]] = known_models,
-    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-) -> FastAPI:
-    """The gateway app. With no arguments, settings come from the environment and the audit
-    store and delivery log from ``MLSTEWARD_AUDIT_URL``/``MLSTEWARD_HOME``.
+class _Gateway:
+    """What one app's routes share (settings, audit store, delivery log, the model list and the
+    clock), with each step of a delivery as a method: read, authenticate, plan, claim, start,
+    answer and audit."""
 
-    Raises:
-        GatewayConfigError: no secret, or no Prefect API to start runs on.
-    """
-    settings = settings or GatewaySettings.from_env()
-    if not settings.api_url:
-        raise GatewayConfigError(
-            "no Prefect API: set PREFECT_API_URL to the server whose deployments the webhooks "
-            "start (e.g. http://127.0.0.1:4200/api)"
-        )
-    audit = audit or audit_store()
-    deliveries = deliveries or delivery_log(audit.url)
-    secret = settings.secret.get_secret_value()
-    for model, problem in config_errors().items():
-        log.error(
-            "model %s: runs it starts will fail until its config is fixed: %s", model, problem
-        )
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        audit: AuditStore,
+        deliveries: DeliveryLog,
+        models: Callable[[], list[str]],
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.settings, self.audit, self.deliveries = settings, audit, deliveries
+        self.models, self.clock = models, clock
+        self.secret = settings.secret.get_secret_value()
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        deliveries.close()
-        audit.close()
+    def close(self) -> None:
+        self.deliveries.close()
+        self.audit.close()
 
-    app = FastAPI(
-        title="mlsteward CI webhook gateway",
-        description="Signed CI deliveries that start mlsteward deployments on Prefect.",
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-
-    def client() -> Any:
-        from prefect.client.orchestration import PrefectClient
-        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
-
+    def client(self) -> PrefectClient:
         return PrefectClient(
-            settings.api_url,
+            self.settings.api_url,
             auth_string=PREFECT_API_AUTH_STRING.value(),
             api_key=PREFECT_API_KEY.value(),
         )
 
-    async def read_body(request: Request) -> bytes:
-        limit = settings.max_bytes
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise Refusal(413, f"body of {declared} bytes is over the {limit}-byte limit")
@@ -125,58 +104,19 @@ def create_app(
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def claim(delivery: str, digest: str, event: str) -> None:
-        if not await run_in_threadpool(deliveries.claim, delivery, digest, event):
+    async def claim(self, delivery: str, digest: str, event: str) -> None:
+        if not await run_in_threadpool(self.deliveries.claim, delivery, digest, event):
             raise Refusal(
                 409, f"replay: delivery {delivery} (or this very body) was already accepted"
             )
 
-    async def handle(request: Request, record: dict[str, Any]) -> _Outcome:
-        # What the request claims, recorded even if it is refused before it is authenticated
-        # (to match the sender's own delivery log); replaced by checked values further on.
-        header = next((request.headers[h] for h in DELIVERY_HEADERS if h in request.headers), None)
-        record["delivery"] = header[:128] if header is not None else None
-        record["event"] = request.headers.get("X-GitHub-Event", payloads.PLAIN_EVENT)[:64]
-        body = await read_body(request)
-        if not verify(body, secret, request.headers.get(SIGNATURE_HEADER)):
-            missing = SIGNATURE_HEADER not in request.headers
-            raise Refusal(401, f"{'missing' if missing else 'bad'} signature ({SIGNATURE_HEADER})")
-        payload = payloads.parse_body(body)
-        event = payloads.event_of(request.headers.get("X-GitHub-Event"))
-        record["event"] = event
-        delivery = payloads.delivery_id(header, payload, event)
-        record["delivery"] = delivery
-
-        if event == "ping":
-            plan = Plan([], "ping: the webhook reaches the gateway and its signature is valid")
-        else:
-            payloads.check_fresh(
-                payloads.signed_time(payload, event), clock(), settings.max_age_seconds
-            )
-            known = await run_in_threadpool(models)
-            if event == "push":
-                plan = payloads.plan_push(payload, known, settings.branches)
-            else:
-                plan = payloads.plan_trigger(payload, known, delivery)
-                record["model"] = plan.runs[0].model
+    async def handle(self, request: Request, record: dict[str, Any]) -> _Outcome:
+        """Every check of a delivery in order (see the module doc), then its runs."""
+        body, payload, event, delivery = await self.authenticate(request, record)
+        plan = await self.plan(payload, event, delivery, record)
         record.update(plan.details)
         record["plan"] = plan.note
-
-        digest = hashlib.sha256(body).hexdigest()
-        started: list[runs.StartedRun] = []
-        if not plan.runs:  # accepted with nothing to start: the Prefect API is not needed
-            await claim(delivery, digest, event)
-        else:
-            async with client() as prefect:
-                ready = await runs.prepare(prefect, plan.runs)
-                await claim(delivery, digest, event)
-                try:
-                    started = await runs.start(prefect, ready, delivery, settings.ui_url)
-                except Exception as exc:
-                    # Resending under the same id is safe: each run's idempotency key returns
-                    # the runs this attempt did create instead of starting them again.
-                    await run_in_threadpool(deliveries.release, delivery)
-                    raise Refusal(502, f"the Prefect API did not create the run(s): {exc}") from exc
+        started = await self.start(plan, delivery, hashlib.sha256(body).hexdigest(), event)
         record["runs"] = [r.to_dict() for r in started]
         status = 202 if started else 200
         return _Outcome(
@@ -190,12 +130,68 @@ def create_app(
             },
         )
 
-    def audit_delivery(status: int, record: dict[str, Any], reason: str, request: Request) -> None:
+    async def authenticate(
+        self, request: Request, record: dict[str, Any]
+    ) -> tuple[bytes, dict[str, Any], str, str]:
+        """The body, its payload, event and delivery id, once the signature is checked."""
+        # What the request claims, recorded even if it is refused before it is authenticated
+        # (to match the sender's own delivery log); replaced by checked values further on.
+        header = next((request.headers[h] for h in DELIVERY_HEADERS if h in request.headers), None)
+        record["delivery"] = header[:128] if header is not None else None
+        record["event"] = request.headers.get("X-GitHub-Event", payloads.PLAIN_EVENT)[:64]
+        body = await self.read_body(request)
+        if not verify(body, self.secret, request.headers.get(SIGNATURE_HEADER)):
+            missing = SIGNATURE_HEADER not in request.headers
+            raise Refusal(401, f"{'missing' if missing else 'bad'} signature ({SIGNATURE_HEADER})")
+        payload = payloads.parse_body(body)
+        event = payloads.event_of(request.headers.get("X-GitHub-Event"))
+        record["event"] = event
+        delivery = payloads.delivery_id(header, payload, event)
+        record["delivery"] = delivery
+        return body, payload, event, delivery
+
+    async def plan(
+        self, payload: dict[str, Any], event: str, delivery: str, record: dict[str, Any]
+    ) -> Plan:
+        """What the delivery asks for, once it is fresh and names what exists."""
+        if event == "ping":
+            return Plan([], "ping: the webhook reaches the gateway and its signature is valid")
+        payloads.check_fresh(
+            payloads.signed_time(payload, event), self.clock(), self.settings.max_age_seconds
+        )
+        known = await run_in_threadpool(self.models)
+        if event == "push":
+            return payloads.plan_push(payload, known, self.settings.branches)
+        plan = payloads.plan_trigger(payload, known, delivery)
+        record["model"] = plan.runs[0].model
+        return plan
+
+    async def start(
+        self, plan: Plan, delivery: str, digest: str, event: str
+    ) -> list[runs.StartedRun]:
+        """Claim the delivery id, then start its runs (the deployments are checked first)."""
+        if not plan.runs:  # accepted with nothing to start: the Prefect API is not needed
+            await self.claim(delivery, digest, event)
+            return []
+        async with self.client() as prefect:
+            ready = await runs.prepare(prefect, plan.runs)
+            await self.claim(delivery, digest, event)
+            try:
+                return await runs.start(prefect, ready, delivery, self.settings.ui_url)
+            except Exception as exc:
+                # Resending under the same id is safe: each run's idempotency key returns
+                # the runs this attempt did create instead of starting them again.
+                await run_in_threadpool(self.deliveries.release, delivery)
+                raise Refusal(502, f"the Prefect API did not create the run(s): {exc}") from exc
+
+    def audit_delivery(
+        self, status: int, record: dict[str, Any], reason: str, request: Request
+    ) -> None:
         host = request.client.host if request.client else "unknown"
         details = {k: v for k, v in record.items() if k != "model"}
         details["status"] = status
         details["source"] = host
-        audit.append(
+        self.audit.append(
             Action.WEBHOOK_ACCEPTED if status < 300 else Action.WEBHOOK_REFUSED,
             model=record.get("model") or _single_model(record),
             reason=reason,
@@ -203,12 +199,11 @@ def create_app(
             details=details,
         )
 
-    @app.post(HOOK_PATH, status_code=202)
-    async def ci_hook(request: Request) -> JSONResponse:
-        """Start the deployment runs a signed CI delivery asks for (see the module doc)."""
+    async def answer(self, request: Request) -> JSONResponse:
+        """The reply to a delivery, accepted or refused, after its audit record is written."""
         record: dict[str, Any] = {"delivery": None, "event": None}
         try:
-            outcome = await handle(request, record)
+            outcome = await self.handle(request, record)
             reason = outcome.body["message"]
         except Refusal as refusal:
             body = {
@@ -232,15 +227,65 @@ def create_app(
                 "error": "internal error; see the gateway log",
             }
             outcome = _Outcome(500, body)
-        await run_in_threadpool(audit_delivery, outcome.status, record, reason, request)
+        await run_in_threadpool(self.audit_delivery, outcome.status, record, reason, request)
         return JSONResponse(outcome.body, status_code=outcome.status)
+
+    async def health(self) -> dict[str, Any]:
+        settings = self.settings
+        body = {"ok": True, "prefect_api": settings.api_url, "branches": settings.branches}
+        broken = await run_in_threadpool(config_errors)
+        return {**body, "config_errors": broken} if broken else body
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    audit: AuditStore | None = None,
+    deliveries: DeliveryLog | None = None,
+    models: Callable[[], list[str]] = known_models,
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+) -> FastAPI:
+    """The gateway app. With no arguments, settings come from the environment and the audit
+    store and delivery log from ``MLSTEWARD_AUDIT_URL``/``MLSTEWARD_HOME``.
+
+    Raises:
+        GatewayConfigError: no secret, or no Prefect API to start runs on.
+    """
+    settings = settings or GatewaySettings.from_env()
+    if not settings.api_url:
+        raise GatewayConfigError(
+            "no Prefect API: set PREFECT_API_URL to the server whose deployments the webhooks "
+            "start (e.g. http://127.0.0.1:4200/api)"
+        )
+    audit = audit or audit_store()
+    deliveries = deliveries or delivery_log(audit.url)
+    gateway = _Gateway(settings, audit, deliveries, models, clock)
+    for model, problem in config_errors().items():
+        log.error(
+            "model %s: runs it starts will fail until its config is fixed: %s", model, problem
+        )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        gateway.close()
+
+    app = FastAPI(
+        title="mlsteward CI webhook gateway",
+        description="Signed CI deliveries that start mlsteward deployments on Prefect.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    @app.post(HOOK_PATH, status_code=202)
+    async def ci_hook(request: Request) -> JSONResponse:
+        """Start the deployment runs a signed CI delivery asks for (see the module doc)."""
+        return await gateway.answer(request)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness for ``make up`` and load balancers; says nothing about the secret."""
-        body = {"ok": True, "prefect_api": settings.api_url, "branches": settings.branches}
-        broken = await run_in_threadpool(config_errors)
-        return {**body, "config_errors": broken} if broken else body
+        return await gateway.health()
 
     return app
 
