@@ -71,12 +71,14 @@ class _Gateway:
     def __init__(
         self,
         settings: GatewaySettings,
+        api_url: str,
         audit: AuditStore,
         deliveries: DeliveryLog,
         models: Callable[[], list[str]],
         clock: Callable[[], dt.datetime],
     ) -> None:
-        self.settings, self.audit, self.deliveries = settings, audit, deliveries
+        self.settings, self.api_url = settings, api_url
+        self.audit, self.deliveries = audit, deliveries
         self.models, self.clock = models, clock
         self.secret = settings.secret.get_secret_value()
 
@@ -86,7 +88,7 @@ class _Gateway:
 
     def client(self) -> PrefectClient:
         return PrefectClient(
-            self.settings.api_url,
+            self.api_url,
             auth_string=PREFECT_API_AUTH_STRING.value(),
             api_key=PREFECT_API_KEY.value(),
         )
@@ -259,7 +261,7 @@ def create_app(
         )
     audit = audit or audit_store()
     deliveries = deliveries or delivery_log(audit.url)
-    gateway = _Gateway(settings, audit, deliveries, models, clock)
+    gateway = _Gateway(settings, settings.api_url, audit, deliveries, models, clock)
     for model, problem in config_errors().items():
         log.error(
             "model %s: runs it starts will fail until its config is fixed: %s", model, problem
