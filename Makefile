@@ -20,7 +20,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export FEAST_USAGE := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint bench mlflow-ui prefect-ui clean deploy worker \
+.PHONY: help install demo test test-fast lint docs bench mlflow-ui prefect-ui clean deploy worker \
   up down status
 
 help: ## List the targets
@@ -97,6 +97,9 @@ lint: install ## ruff, ruff format, mypy on the core, import layers (lint-import
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 	$(RUN) lint-imports
+
+docs: install ## Regenerate docs/reference (config keys, CLI) from the code
+	$(RUN) python docs/generate_reference.py
 
 bench: install ## Benchmarks (print figures; not part of the tests)
 	$(RUN) python benchmarks/training_overhead.py
