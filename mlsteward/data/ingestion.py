@@ -22,12 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlsteward.config.models import ModelConfig
+from mlsteward.config.settings import quarantine_dir, snapshots_dir
 from mlsteward.data.contract import ContractReport, check_contract, enforce, read_source
+from mlsteward.data.offline_tables import OfflineTable, load_snapshot, uses_postgres
+from mlsteward.data.state import SnapshotInfo, set_current_snapshot
 from mlsteward.errors import ContractViolation
 from mlsteward.integrity import sha256_file
-from mlsteward.data.offline_tables import OfflineTable, load_snapshot, uses_postgres
-from mlsteward.config.settings import quarantine_dir, snapshots_dir
-from mlsteward.data.state import SnapshotInfo, set_current_snapshot
 
 
 @dataclass
