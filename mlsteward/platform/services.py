@@ -783,3 +783,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"ok": True, **doc}, indent=2))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
