@@ -19,7 +19,6 @@ from mlsteward.config.paths import config_dir
 from mlsteward.config.sections.data import ContractConfig, FeastConfig, FeatureSpec, SourceConfig
 from mlsteward.config.sections.governance import (
     EVALUATION_METRICS,
-    LOWER_IS_BETTER,  # noqa: F401  importable here until report/view.py imports it from sections
     FairnessConfig,
     MetricBound,
     PromotionConfig,

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mlsteward.config.models import EVALUATION_METRICS, LOWER_IS_BETTER
+from mlsteward.config.sections.governance import EVALUATION_METRICS, LOWER_IS_BETTER
 from mlsteward.report.actions import DRIFT_ACTIONS, EVENT_LABELS, EVENT_TONE, PROMOTED, ROLLBACK
 from mlsteward.report.format import MINUS, MISSING, fmt_delta, fmt_num, fmt_ts, fmt_value, short
 from mlsteward.report.model import (

@@ -37,6 +37,7 @@ from mlsteward.config.models import (
     model_config_paths,
 )
 from mlsteward.errors import ConfigError
+from mlsteward.features.store import get_store
 from mlsteward.governance.canary import ServingTarget
 from mlsteward.monitoring import prediction_log
 from mlsteward.serving.batcher import Job, MicroBatcher
@@ -184,8 +185,6 @@ class Service:
         freeze_gc: bool = False,
         config_errors: dict[str, str] | None = None,
     ) -> None:
-        from mlsteward.features.store import get_store
-
         self.settings = settings
         self.config_errors = config_errors or {}  # model (file stem) -> what is wrong
         self.freeze_gc = freeze_gc

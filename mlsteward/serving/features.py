@@ -22,6 +22,7 @@ from typing import Any
 from mlsteward.config.models import ModelConfig
 from mlsteward.config.sections.data import FeatureSpec
 from mlsteward.data.contract import RULE_CATEGORY, RULE_DTYPE, RULE_NOT_NULL, RULE_RANGE
+from mlsteward.features.online import OnlineReader
 
 RULE_UNKNOWN_FIELD = "unknown_field"
 RULE_ENTITY_TYPE = "entity_type"
@@ -150,8 +151,6 @@ class OnlineFeatures:
     """Lookups of one model's feature service in the Feast online store."""
 
     def __init__(self, cfg: ModelConfig, store: Any) -> None:
-        from mlsteward.features.online import OnlineReader
-
         self.cfg = cfg
         self.reader = OnlineReader.for_model(store, cfg)
         self.names = tuple(cfg.feature_names)
