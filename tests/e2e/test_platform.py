@@ -5,6 +5,9 @@ and no open port behind."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +21,7 @@ from mlsteward.audit import Action, audit_store
 from mlsteward.config.models import get_model_config
 from mlsteward.data.synthetic import generate_cohort, write_dataset
 from mlsteward.platform import processes
+from tests.conftest import REPO_ROOT
 from tests.support.platform import (
     SERVICES,
     Platform,
@@ -93,6 +97,7 @@ def test_up_twice_status_and_down(platform: Platform) -> None:
     with audit_store(f"sqlite:///{platform.home}/audit/audit.db") as store:
         accepted = [r for r in store.query(action=Action.INGESTION_ACCEPTED)]
     assert [r.actor for r in accepted] == [f"flow-run:{run['id']}"]
+    assert_the_cli_finds_the_platform(platform, api, source)
 
     pids = platform.pids()
     before = service_processes(pids)
@@ -116,6 +121,29 @@ def test_up_twice_status_and_down(platform: Platform) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
     assert down.stdout.index("prefect-worker") < down.stdout.index("prefect-server")
     assert_nothing_left(platform, pids, family)
+
+
+def assert_the_cli_finds_the_platform(platform: Platform, api: str, source: Path) -> None:
+    """A command that runs a flow uses the platform's Prefect server with nothing exported
+    (not even its ports): no temporary server, and the run is on the platform's server."""
+    env = {k: v for k, v in platform.env.items() if not k.endswith("_PORT")}
+    env["PREFECT_HOME"] = os.environ["PREFECT_HOME"]  # the session's, not the user's
+    done = subprocess.run(
+        [sys.executable, "-m", "mlsteward.cli", "ingest", "heart_disease", "--source", str(source)],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "temporary server" not in done.stderr, done.stderr
+    assert f"View at {platform.url('PREFECT', '/runs/flow-run/')}" in done.stderr, done.stderr
+    local = post(f"{api}/flow_runs/filter", {"flow_runs": {"deployment_id": {"is_null_": True}}})
+    assert [r["state_type"] for r in local] == ["COMPLETED"], local
+    with audit_store(f"sqlite:///{platform.home}/audit/audit.db") as store:
+        actors = {r.actor for r in store.query(action=Action.INGESTION_ACCEPTED)}
+    assert f"flow-run:{local[0]['id']}" in actors
 
 
 def wait_for_completed_scheduled_run(api: str, deployment_id: str, timeout: float) -> Any:
