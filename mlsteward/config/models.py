@@ -38,20 +38,36 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 class ModelConfig(StrictModel):
-    name: str
-    description: str = ""
-    owner: str = "unknown"
-    task: Literal["binary_classification", "regression"]
+    """One model: its data, features, search, gates, monitoring and serving."""
+
+    name: str = Field(description="lower_snake_case, equal to the file name.")
+    description: str = Field(default="", description="What the model predicts (model card, Feast).")
+    owner: str = Field(default="unknown", description="Who answers for it (model card, Feast).")
+    task: Literal["binary_classification", "regression"] = Field(
+        description="binary_classification (regression is not supported yet)."
+    )
     source: SourceConfig
-    label: str
-    label_values: list[int] = Field(default_factory=lambda: [0, 1])
-    features: list[FeatureSpec]
-    sensitive_attributes: list[SensitiveAttribute] = Field(default_factory=list)
+    label: str = Field(description="The label column.")
+    label_values: list[int] = Field(
+        default_factory=lambda: [0, 1], description="The two values the label takes."
+    )
+    features: list[FeatureSpec] = Field(
+        description="The columns the model trains on; ``- age`` is short for ``- {name: age}``."
+    )
+    sensitive_attributes: list[SensitiveAttribute] = Field(
+        default_factory=list,
+        description="Features the fairness gate groups by; ``- sex`` is short for "
+        "``- {column: sex}``.",
+    )
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     distributed: DistributedTraining = Field(default_factory=DistributedTraining)
     split: SplitConfig = Field(default_factory=SplitConfig)
     decision_threshold: DecisionThreshold = Field(default_factory=DecisionThreshold)
-    thresholds: dict[str, MetricBound] = Field(default_factory=dict)
+    thresholds: dict[str, MetricBound] = Field(
+        default_factory=dict,
+        description="Inclusive bounds on test-set metrics, by name (roc_auc, pr_auc, log_loss, "
+        "brier, accuracy, precision, recall, f1); a version outside one fails validation.",
+    )
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
@@ -60,7 +76,7 @@ class ModelConfig(StrictModel):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     contract: ContractConfig = Field(default_factory=ContractConfig)
     feast: FeastConfig = Field(default_factory=FeastConfig)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags on the Feast objects.")
 
     @field_validator("name")
     @classmethod

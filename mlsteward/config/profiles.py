@@ -109,6 +109,8 @@ class PostgresSettings(StrictModel):
 
 
 class FeastSettings(StrictModel):
+    """Feast's project and where its point-in-time joins run."""
+
     project: str = Field(
         default="mlsteward", description="Feast project; Redis keys and registry rows carry it."
     )
@@ -126,6 +128,8 @@ class FeastSettings(StrictModel):
 
 
 class MlflowSettings(StrictModel):
+    """Where clients reach MLflow, and where its server keeps artifacts."""
+
     tracking_uri: str | None = Field(
         default=None,
         description="Where clients talk to MLflow (the server: http://host:port); None: the "
@@ -141,8 +145,8 @@ class MlflowSettings(StrictModel):
 class Profile(StrictModel):
     """A validated profile; the properties are what the rest of the code asks for."""
 
-    name: str
-    description: str = ""
+    name: str = Field(description="The profile's name; a file without one is named by its stem.")
+    description: str = Field(default="", description="What the profile is for.")
     postgres: PostgresSettings | None = None
     redis_url: str | None = Field(default=None, description="redis://[:password@]host:port/db")
     feast: FeastSettings = FeastSettings()

@@ -16,13 +16,17 @@ FeatureDtype = Literal["int", "float", "bool", "category"]
 class FeatureSpec(StrictModel):
     """One feature column. ``dtype`` may be omitted: ingestion infers and records it."""
 
-    name: str
-    dtype: FeatureDtype | None = None
-    min: float | None = None
-    max: float | None = None
-    categories: list[str] | None = None
-    nullable: bool = False
-    description: str = ""
+    name: str = Field(description="Column name in the source.")
+    dtype: FeatureDtype | None = Field(
+        default=None, description="int, float, bool or category; unset: inferred and recorded."
+    )
+    min: float | None = Field(default=None, description="Contract rule: the smallest value.")
+    max: float | None = Field(default=None, description="Contract rule: the largest value.")
+    categories: list[str] | None = Field(
+        default=None, description="Contract rule: the allowed values (dtype category)."
+    )
+    nullable: bool = Field(default=False, description="Contract rule: missing values allowed.")
+    description: str = Field(default="", description="What the column means (on the Feast field).")
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureSpec:
@@ -43,14 +47,18 @@ class FeatureSpec(StrictModel):
 
 
 class SourceConfig(StrictModel):
-    path: str
-    entity: str
+    """Where the model's data comes from: one CSV or parquet file."""
+
+    path: str = Field(description="CSV or parquet file; relative paths start at the project root.")
+    entity: str = Field(description="Entity id column (the Feast entity's join key).")
     timestamp: str | None = Field(
         default=None,
         description="Event-time column. When absent, ingestion stamps every row with the "
         "ingestion time (UTC, whole seconds) and records that it did.",
     )
-    format: Literal["csv", "parquet"] | None = None
+    format: Literal["csv", "parquet"] | None = Field(
+        default=None, description="Unset: from the file's suffix (.parquet and .pq are parquet)."
+    )
 
     def resolved_path(self, base: Path | None = None) -> Path:
         """Relative paths are relative to the project root, so configs stay portable."""
@@ -65,14 +73,24 @@ class SourceConfig(StrictModel):
 
 
 class ContractConfig(StrictModel):
-    max_bad_row_share: float = Field(default=0.05, ge=0, le=1)
+    """What the data contract tolerates besides the per-column rules."""
+
+    max_bad_row_share: float = Field(
+        default=0.05, ge=0, le=1, description="Above this share of bad rows nothing is ingested."
+    )
     future_tolerance_seconds: int = Field(
         default=300, ge=0, description="Clock skew allowed before a timestamp counts as future."
     )
 
 
 class FeastConfig(StrictModel):
+    """The model's Feast objects."""
+
     ttl_days: float | None = Field(
         default=None, gt=0, description="Feature freshness limit; None keeps values forever."
     )
-    online: bool = True
+    online: bool = Field(
+        default=True,
+        description="Whether the feature view is online (materialized into the online store "
+        "serving reads); false: offline only.",
+    )

@@ -39,8 +39,10 @@ FAIRNESS_HIGHER_IS_WORSE: dict[str, bool] = {
 
 
 class MetricBound(StrictModel):
-    min: float | None = None
-    max: float | None = None
+    """A floor and/or a ceiling on one metric."""
+
+    min: float | None = Field(default=None, description="Lowest allowed value; unset: no floor.")
+    max: float | None = Field(default=None, description="Highest allowed value; unset: no ceiling.")
 
     @property
     def gated(self) -> bool:
@@ -60,11 +62,13 @@ def default_fairness_limits() -> dict[str, MetricBound]:
 class SensitiveAttribute(StrictModel):
     """A column the fairness gate groups by; numeric columns may be cut into labelled buckets."""
 
-    column: str
+    column: str = Field(description="A feature column the fairness gate groups by.")
     buckets: list[float] | None = Field(
         default=None, description="Inner bucket edges, e.g. [40, 60] gives <40, 40-60, >=60."
     )
-    labels: list[str] | None = None
+    labels: list[str] | None = Field(
+        default=None, description="Group names, one more than the edges; default <a, a-b, >=b."
+    )
     limits: dict[FairnessMetric, MetricBound] = Field(
         default_factory=dict,
         description="Per-attribute overrides of fairness.limits; an empty bound ({}) reports "
@@ -92,7 +96,10 @@ class FairnessConfig(StrictModel):
     min_group_size: int = Field(
         default=30, ge=1, description="Smaller groups are reported but not gated."
     )
-    limits: dict[FairnessMetric, MetricBound] = Field(default_factory=default_fairness_limits)
+    limits: dict[FairnessMetric, MetricBound] = Field(
+        default_factory=default_fairness_limits,
+        description="Bounds per fairness metric; keys left out keep their default.",
+    )
 
     @field_validator("limits", mode="after")
     @classmethod
@@ -117,7 +124,9 @@ class PromotionConfig(StrictModel):
     min_delta: float = Field(
         default=0.0, ge=0, description="Required improvement of the primary metric."
     )
-    delta_mode: Literal["absolute", "relative"] = "absolute"
+    delta_mode: Literal["absolute", "relative"] = Field(
+        default="absolute", description="relative: min_delta is a share of the champion's value."
+    )
     fairness_tolerance: float = Field(
         default=0.02,
         ge=0,

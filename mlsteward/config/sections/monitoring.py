@@ -18,8 +18,10 @@ DriftMethod = Literal[
 class ColumnDrift(StrictModel):
     """Per-column override of the drift test."""
 
-    method: DriftMethod | None = None
-    threshold: float | None = Field(default=None, gt=0)
+    method: DriftMethod | None = Field(
+        default=None, description="Unset: the method of the column's type."
+    )
+    threshold: float | None = Field(default=None, gt=0, description="Unset: drift.threshold.")
 
 
 class DriftConfig(StrictModel):
@@ -34,8 +36,12 @@ class DriftConfig(StrictModel):
     threshold: float | None = Field(
         default=None, gt=0, description="None: Evidently's default threshold for each method."
     )
-    columns: dict[str, ColumnDrift] = Field(default_factory=dict)
-    prediction_method: DriftMethod = "wasserstein"
+    columns: dict[str, ColumnDrift] = Field(
+        default_factory=dict, description="Per-column overrides of method and threshold."
+    )
+    prediction_method: DriftMethod = Field(
+        default="wasserstein", description="Drift test of the predicted probability."
+    )
     window_days: float = Field(default=7, gt=0, description="Prediction-log window compared.")
     max_rows: int = Field(
         default=200_000, ge=1_000, description="Stratified sample cap per side (recorded)."

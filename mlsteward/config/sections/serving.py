@@ -86,7 +86,9 @@ class RolloutConfig(StrictModel):
         gt=0,
         description="A step without min_requests by then ends the rollout (champion stays).",
     )
-    check_interval_seconds: float = Field(default=10, gt=0)
+    check_interval_seconds: float = Field(
+        default=10, gt=0, description="Seconds between scrapes of the service's metrics in a step."
+    )
     guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig)
 
     @field_validator("steps")

@@ -13,11 +13,15 @@ from mlsteward.config.base import StrictModel
 class SearchDimension(StrictModel):
     """One hyperparameter's distribution, as data (mirrors hyperopt's ``hp.*`` families)."""
 
-    dist: Literal["uniform", "loguniform", "quniform", "qloguniform", "choice"]
-    low: float | None = None
-    high: float | None = None
-    q: float | None = None
-    options: list[Any] | None = None
+    dist: Literal["uniform", "loguniform", "quniform", "qloguniform", "choice"] = Field(
+        description="Hyperopt's distribution family."
+    )
+    low: float | None = Field(default=None, description="Lower end (log families: above 0).")
+    high: float | None = Field(default=None, description="Upper end, above low.")
+    q: float | None = Field(
+        default=None, description="Step of the q families; a whole step gives integers."
+    )
+    options: list[Any] | None = Field(default=None, description="The values of choice.")
 
     @model_validator(mode="after")
     def _shape(self) -> SearchDimension:
@@ -63,13 +67,24 @@ class ParallelTuning(StrictModel):
     (cluster) at production infrastructure; empty starts a local cluster for the run.
     """
 
-    runner: TuningRunner = "sequential"
-    batch_size: int = Field(default=1, ge=1, le=1_000)
+    runner: TuningRunner = Field(
+        default="sequential",
+        description="Where trials run: sequential (one at a time), threads (in process), dask "
+        "or ray (Prefect task runners).",
+    )
+    batch_size: int = Field(
+        default=1,
+        ge=1,
+        le=1_000,
+        description="Trials per TPE batch; part of the search (recorded).",
+    )
     workers: int = Field(default=0, ge=0, description="0 = batch_size, capped at the cores")
     trial_nthread: int = Field(
         default=0, ge=0, description="XGBoost threads per trial; 0 = cores // workers"
     )
-    address: str | None = None
+    address: str | None = Field(
+        default=None, description="Dask scheduler or Ray cluster; unset: a local cluster per run."
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> ParallelTuning:
@@ -81,13 +96,25 @@ class ParallelTuning(StrictModel):
 
 
 class TuningConfig(StrictModel):
-    max_evals: int = Field(default=30, ge=1, le=10_000)
-    seed: int = Field(default=42, ge=0)
-    early_stopping_rounds: int = Field(default=30, ge=1)
-    num_boost_round: int = Field(default=400, ge=1)
-    eval_metric: Literal["logloss", "auc", "aucpr"] = "logloss"
+    """The Hyperopt TPE search over XGBoost's parameters."""
+
+    max_evals: int = Field(default=30, ge=1, le=10_000, description="Hyperopt trials.")
+    seed: int = Field(default=42, ge=0, description="Seed for Hyperopt (rstate) and XGBoost.")
+    early_stopping_rounds: int = Field(
+        default=30, ge=1, description="Rounds without improvement on validation before a fit stops."
+    )
+    num_boost_round: int = Field(default=400, ge=1, description="Most boosting rounds per fit.")
+    eval_metric: Literal["logloss", "auc", "aucpr"] = Field(
+        default="logloss",
+        description="Validation metric of early stopping and of the search (logloss minimised; "
+        "auc, aucpr maximised).",
+    )
     nthread: int = Field(default=0, ge=0, description="0 = all cores")
-    search_space: dict[str, SearchDimension] = Field(default_factory=default_search_space)
+    search_space: dict[str, SearchDimension] = Field(
+        default_factory=default_search_space,
+        description="Distributions searched, by XGBoost parameter; a configured space replaces "
+        "the default one.",
+    )
     parallel: ParallelTuning = Field(default_factory=ParallelTuning)
 
 
@@ -112,11 +139,15 @@ class DistributedTraining(StrictModel):
         description="Dask scheduler; unset = tuning.parallel.address when the tuning runner is "
         "dask, else a LocalCluster for the run",
     )
-    workers: int = Field(default=2, ge=1, le=1_000)
+    workers: int = Field(
+        default=2, ge=1, le=1_000, description="Worker slots the data is grouped into (recorded)."
+    )
     threads_per_worker: int = Field(
         default=0, ge=0, description="LocalCluster; 0 = cores // workers"
     )
-    chunk_rows: int = Field(default=250_000, ge=1)
+    chunk_rows: int = Field(
+        default=250_000, ge=1, description="Entity rows per point-in-time join (one partition)."
+    )
     staging_dir: str | None = Field(
         default=None, description="where partitions are written; unset = <state>/training_sets"
     )
@@ -128,9 +159,13 @@ class DistributedTraining(StrictModel):
 class SplitConfig(StrictModel):
     """Time-ordered split: the oldest rows train, the newest rows test (no look-ahead)."""
 
-    train: float = Field(default=0.7, gt=0, lt=1)
-    validation: float = Field(default=0.15, gt=0, lt=1)
-    test: float = Field(default=0.15, gt=0, lt=1)
+    train: float = Field(default=0.7, gt=0, lt=1, description="Share of the oldest rows: fitting.")
+    validation: float = Field(
+        default=0.15, gt=0, lt=1, description="The next share: early stopping and the cut-off."
+    )
+    test: float = Field(
+        default=0.15, gt=0, lt=1, description="Share of the newest rows: test metrics and gates."
+    )
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
@@ -143,5 +178,7 @@ class SplitConfig(StrictModel):
 class DecisionThreshold(StrictModel):
     """How the probability cut-off for labels is chosen: maximise F1 on validation, or fixed."""
 
-    strategy: Literal["max_f1", "fixed"] = "max_f1"
-    value: float = Field(default=0.5, gt=0, lt=1)
+    strategy: Literal["max_f1", "fixed"] = Field(
+        default="max_f1", description="max_f1: highest F1 on validation; fixed: value."
+    )
+    value: float = Field(default=0.5, gt=0, lt=1, description="The cut-off when fixed.")
