@@ -20,7 +20,12 @@ from mlsteward.config.models import ModelConfig
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-_PANDAS_TARGETS = {"int": "Int64", "float": "float64", "bool": "boolean", "category": "string"}
+_PANDAS_TARGETS: dict[str, Any] = {
+    "int": "Int64",
+    "float": "float64",
+    "bool": "boolean",
+    "category": "string",
+}
 # Arrow types that convert straight into the target pandas dtype (None: numpy's float64, NaN for
 # nulls), without a detour through Python objects (nullable bools) and per-value casts.
 DIRECT_ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}

@@ -62,7 +62,7 @@ def make_encoding(cfg: ModelConfig, dtypes: dict[str, str], frame: pd.DataFrame)
         if spec.name in observed:
             cats[spec.name] = sorted(frame[spec.name].dropna().astype(str).unique().tolist())
         elif dtypes.get(spec.name, spec.dtype) == "category":
-            cats[spec.name] = list(spec.categories)
+            cats[spec.name] = list(spec.categories or [])
     resolved = {f.name: dtypes.get(f.name) or f.dtype or "float" for f in cfg.features}
     return FeatureEncoding(columns=cfg.feature_names, dtypes=resolved, categories=cats)
 

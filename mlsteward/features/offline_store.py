@@ -166,6 +166,7 @@ def _plan(
         out = [f"{base_name}__{r}" if full_feature_names else r for r in refs]
         outputs.extend(out)
         source = fv.batch_source
+        assert source is not None  # Feast gives every registered feature view its source
         views.append(
             _ViewJoin(
                 path=path,
@@ -296,7 +297,7 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
     """Feast's DuckDB offline store with an ASOF-join ``get_historical_features``."""
 
     @staticmethod
-    def get_historical_features(
+    def get_historical_features(  # type: ignore[override]  # as narrow as Feast's DuckDB store
         config: RepoConfig,
         feature_views: list[FeatureView],
         feature_refs: list[str],

@@ -95,7 +95,9 @@ class OnlineReader:
             self._reads.append(_ViewRead(view, features, types))
         if len(key_types) > 1:
             raise FeastAdapterError(f"views of {service_name!r} type {entity!r} differently")
-        self.key_type = key_types.pop() if key_types else None
+        if not key_types:
+            raise FeastAdapterError(f"feature service {service_name!r} reads no feature view")
+        self.key_type = key_types.pop()
         self._config = store.config
         self._provider = get_provider(store.config)
         # kept, not imported per read: ``read`` is on the prediction service's request path

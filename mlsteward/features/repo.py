@@ -256,12 +256,13 @@ def registered_snapshot_path(cfg: ModelConfig) -> str | None:
         fv = store.get_feature_view(cfg.feature_view_name)
     except (FeatureViewNotFoundException, FileNotFoundError):
         return None
-    if source_table(fv.batch_source) is not None:
+    source = fv.batch_source
+    if source is not None and source_table(source) is not None:
         # A table source is named by its digest; the snapshot file of that digest is where the
         # table came from (and what lineage, reproduction and gc refer to).
-        digest = fv.batch_source.tags.get("data_digest")
+        digest = source.tags.get("data_digest")
         return str(snapshot_path(cfg.name, digest)) if digest else None
-    return getattr(fv.batch_source, "path", None)
+    return getattr(source, "path", None)
 
 
 def registered_tags(cfg: ModelConfig) -> dict[str, dict[str, str]]:

@@ -219,7 +219,7 @@ def require_tables(store: FeatureStore, view_names: list[str]) -> None:
     for name in view_names:
         source = store.get_feature_view(name).batch_source
         table = source_table(source)
-        if table is None:
+        if source is None or table is None:
             continue
         try:
             require_table(table, source.tags.get("data_digest"), offline_options(store))

@@ -431,7 +431,7 @@ def fairness_gate(assessments: dict[str, AttributeFairness], cfg: ModelConfig) -
                     groups=_group_numbers(a),
                 )
             )
-        ungated = [m for m, c in checks.items() if c is None and limits[m].gated]
+        ungated = [m for m, b in limits.items() if checks[m] is None and b.gated]
         if ungated:
             notes.append(f"{a.attribute}: {', '.join(ungated)} not assessable ({a.note})")
         attrs[a.attribute] = {

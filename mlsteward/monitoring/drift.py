@@ -42,7 +42,7 @@ that is mostly chance.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -157,7 +157,7 @@ def _performance(
     # xgboost and hyperopt come with it (~1.6 s): only when there are outcomes to score
     from mlsteward.training.fitting import evaluate
 
-    out: dict[str, dict] = {}
+    out: dict[str, Any] = {}
     for side, frame in (("reference", reference), ("current", current)):
         y = frame[label].to_numpy()
         p = frame[prediction].to_numpy(dtype=np.float64)

@@ -49,7 +49,7 @@ class MetricBound(StrictModel):
         return self.min is not None or self.max is not None
 
 
-def default_fairness_limits() -> dict[str, MetricBound]:
+def default_fairness_limits() -> dict[FairnessMetric, MetricBound]:
     """Documented defaults: the four-fifths rule for parity, 0.1 for the error-rate gaps."""
     return {
         "demographic_parity_ratio": MetricBound(min=0.8),
@@ -103,11 +103,11 @@ class FairnessConfig(StrictModel):
 
     @field_validator("limits", mode="after")
     @classmethod
-    def _fill(cls, v: dict[str, MetricBound]) -> dict[str, MetricBound]:
+    def _fill(cls, v: dict[FairnessMetric, MetricBound]) -> dict[FairnessMetric, MetricBound]:
         """Keys the user leaves out keep their documented default."""
         return {**default_fairness_limits(), **v}
 
-    def limits_for(self, attribute: SensitiveAttribute) -> dict[str, MetricBound]:
+    def limits_for(self, attribute: SensitiveAttribute) -> dict[FairnessMetric, MetricBound]:
         return {**self.limits, **attribute.limits}
 
 
