@@ -725,12 +725,12 @@ def _print_up(cfg: PlatformConfig, report: UpReport) -> None:
     extra = f" MLSTEWARD_PROFILE={profile}" if profile else ""
     print(f"\nClients: export PREFECT_API_URL={cfg.prefect_api_url}{extra}")
     print(f"Logs: {cfg.log_dir}   pids: {cfg.run_dir}")
-    print("Stop with: make down   (or python -m mlsteward.platform.services down)")
+    print("Stop with: make down   (or python -m mlsteward.platform down)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mlsteward.platform.services",
+        prog="python -m mlsteward.platform",
         description="Start, stop or show the local platform (Prefect, worker, MLflow, gateway, "
         "prediction service).",
     )
@@ -784,6 +784,3 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"ok": True, **doc}, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

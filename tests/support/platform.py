@@ -116,7 +116,7 @@ class Platform:
 
     def status(self) -> dict[str, Any]:
         out = subprocess.run(
-            [sys.executable, "-m", "mlsteward.platform.services", "status", "--json"],
+            [sys.executable, "-m", "mlsteward.platform", "status", "--json"],
             cwd=REPO_ROOT,
             env=self.env,
             capture_output=True,
@@ -129,7 +129,7 @@ class Platform:
     def stop(self) -> None:
         """Stop whatever runs, quietly: a test that failed half-way must not leave servers."""
         subprocess.run(
-            [sys.executable, "-m", "mlsteward.platform.services", "down"],
+            [sys.executable, "-m", "mlsteward.platform", "down"],
             cwd=REPO_ROOT,
             env=self.env,
             capture_output=True,
