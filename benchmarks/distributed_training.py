@@ -108,8 +108,9 @@ def run_variant(variant: str, data_path: Path, trials: int, chunk_rows: int) -> 
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from mlsteward.training.build import fit_evaluate, tune_prepared
     from mlsteward.training.partitioned_set import remove_partitions, staging_directory
-    from tasks.training import fit_evaluate, prepare_frame, prepare_partitioned, tune_prepared
+    from mlsteward.training.prepared import prepare_frame, prepare_partitioned
 
     cfg = model_config(trials, chunk_rows)
     snap = snapshot_like(cfg, data_path)

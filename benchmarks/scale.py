@@ -66,7 +66,7 @@ def prepared_data(rows: int, seed: int) -> Any:
     from mlsteward.config.models import get_model_config
     from mlsteward.data.contract import infer_dtype
     from mlsteward.data.synthetic import generate_cohort
-    from tasks.training import prepare_frame
+    from mlsteward.training.prepared import prepare_frame
 
     cfg = get_model_config(MODEL)
     frame = generate_cohort(n_rows=rows, seed=seed)
@@ -115,7 +115,7 @@ def section_parallel_tuning(args: argparse.Namespace) -> None:
     print(
         f"data: {sizes} ({len(data.encoding.columns)} features), {time.perf_counter() - t0:.1f} s"
     )
-    from tasks.training import TrialData
+    from mlsteward.training.trials import TrialData
 
     shipped = len(pickle.dumps(TrialData.from_prepared(data), protocol=5))
     print(f"training matrices pickled: {shipped / 1e6:.1f} MB (what Dask ships once per search)")

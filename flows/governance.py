@@ -13,18 +13,11 @@ from prefect.runtime import flow_run
 
 from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig, get_model_config
-from mlsteward.errors import ChampionChangedError
 from mlsteward.governance.gates import ValidationReport
+from mlsteward.governance.policy import GovernanceOutcome
 from tasks.approval import ApprovalInput, approval_form, await_applied_pause
 from tasks.common import artifact_key, run_logger
-from tasks.promotion import (
-    audit_event,
-    promote_version,
-    promotion_candidate,
-    reject_timed_out,
-    reject_version,
-    rollback_champion,
-)
+from tasks.promotion import audit_event, promotion_candidate, promotion_policy, rollback_champion
 from tasks.validation import (
     gate_champion,
     gate_fairness,
@@ -97,10 +90,6 @@ def request_approval(
         return await_applied_pause(paused, flow_run.get_id(), form, key, timeout, poll)
 
 
-STALE_GATE_RETRIES = 3
-"""Times the gates run again when the champion changed between them and the promotion."""
-
-
 def govern(
     cfg: ModelConfig,
     version: str,
@@ -110,64 +99,26 @@ def govern(
     reason: str | None = None,
     report: ValidationReport | None = None,
     promote: bool = True,
-) -> dict[str, Any]:
+) -> GovernanceOutcome:
     """Gates, then the promotion policy (unless ``promote`` is False: a passing version then
     stays the challenger). Returns what was decided and why."""
     # 1. Validation gates (skipped only when the caller has a current report)
     report = report or validate(cfg, version, actor)
-    base = {"model": cfg.name, "version": str(version), "validation_passed": report.passed}
-    if not report.passed:
-        return {**base, "decision": "rejected", "reasons": report.reasons()}
-    if not promote:
-        return {**base, "decision": "challenger", "reasons": []}
 
-    # 2. Policy: auto promotes; manual needs a person (an explicit approver, or the pause form)
-    if cfg.promotion.policy == "auto":
-        # Another run may promote between our gates and our promotion (two trainings at once):
-        # the promotion is then refused as stale, and the gates run again against the new
-        # champion. Bounded: a model promoted this often needs a person, not a loop.
-        for attempt in range(1, STALE_GATE_RETRIES + 2):
-            try:
-                result = promote_version(
-                    cfg, version, approver or actor, reason or "policy auto: every gate passed"
-                )
-                return {**base, "decision": "promoted", "promotion": result.to_dict()}
-            except ChampionChangedError as exc:
-                if attempt > STALE_GATE_RETRIES:
-                    raise
-                run_logger().warning("%s; running the gates again", exc)
-                report = validate(cfg, version, actor)
-                if not report.passed:
-                    return {**base, "validation_passed": False, "decision": "rejected",
-                            "reasons": report.reasons()}  # fmt: skip
-    if approver:
-        # an approver named in the promote request itself (CLI or deployment parameters)
-        answer = ApprovalInput(decision="approve", approver=approver, reason=reason or "")
-        channel = "promote-request"
-    else:
-        answer = request_approval(cfg, version, report, actor)
-        channel = "prefect"
-    if answer is None:
-        reject_timed_out(cfg, version, cfg.promotion.approval_timeout_seconds, flow_run.get_id())
-        return {**base, "decision": "rejected", "reasons": ["approval timed out"]}
-
-    approval = {
-        "approver": answer.approver,
-        "reason": answer.reason,
-        "decision": answer.decision,
-        "channel": channel,
-        "flow_run_id": flow_run.get_id(),
-    }
-    if answer.decision == "reject":
-        reject_version(
-            cfg, version, answer.approver, answer.reason, Action.APPROVAL_REJECTED, approval
-        )
-        return {**base, "decision": "rejected", "reasons": [f"rejected by {answer.approver}"]}
-    audit_event(
-        Action.APPROVAL_GRANTED, cfg.name, version, answer.approver, answer.reason, approval
+    # 2. Policy (mlsteward.governance.policy): auto promotes, gates again if the promotion went
+    # stale; manual needs a person (an approver named in the request, or the pause form)
+    return promotion_policy(
+        cfg,
+        version,
+        report,
+        actor=actor,
+        approver=approver,
+        reason=reason,
+        promote=promote,
+        flow_run_id=flow_run.get_id(),
+        validate=lambda: validate(cfg, version, actor),
+        ask=lambda current: request_approval(cfg, version, current, actor),
     )
-    result = promote_version(cfg, version, answer.approver, answer.reason, approval)
-    return {**base, "decision": "promoted", "promotion": result.to_dict(), "approval": approval}
 
 
 @flow(name="promote-model", log_prints=True)
@@ -192,7 +143,10 @@ def promotion_flow(
     cfg = get_model_config(model)
     info, report = promotion_candidate(cfg, version, approver, reason, revalidate)
     actor = requested_by or run_actor()
-    return govern(cfg, info.version, actor=actor, approver=approver, reason=reason, report=report)
+    decision = govern(
+        cfg, info.version, actor=actor, approver=approver, reason=reason, report=report
+    )
+    return decision.model_dump()
 
 
 @flow(name="rollback-model", log_prints=True)

@@ -8,7 +8,9 @@ from prefect.runtime import flow_run
 from flows.governance import govern, run_actor
 from mlsteward.config.models import ModelConfig, get_model_config
 from mlsteward.training.fitting import TuningResult
+from mlsteward.training.handover import handed_over, handed_over_data
 from mlsteward.training.partitioned_set import remove_partitions
+from mlsteward.training.prepared import PreparedData
 from mlsteward.training.tuning import plan_execution, require_runner_package
 from tasks.features import (
     resolve_snapshot,
@@ -22,10 +24,7 @@ from tasks.registry import (
     register_model,
 )
 from tasks.training import (
-    PreparedData,
     fit_and_evaluate,
-    handed_over,
-    handed_over_data,
     prepare_data,
     trial_task_runner,
     tune_hyperparameters,
@@ -123,4 +122,4 @@ def training_flow(
 
     # 5. Governance: validation gates, then promotion per the model's policy
     decision = govern(cfg, outcome.version, actor=run_actor(), promote=promote)
-    return {**outcome.to_dict(), "governance": decision}
+    return {**outcome.to_dict(), "governance": decision.model_dump()}

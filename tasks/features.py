@@ -21,8 +21,8 @@ from mlsteward.features.store import get_store
 from mlsteward.governance.promotion import open_audit
 from mlsteward.integrity import sha256_file
 from mlsteward.training.partitioned_set import partition_root, release_directory, staging_directory
+from mlsteward.training.prepared import PreparedData, prepare_partitioned
 from tasks.common import run_logger
-from tasks.training import PreparedData, prepare_partitioned
 
 
 def entity_frame(cfg: ModelConfig, snapshot: SnapshotInfo) -> pd.DataFrame:

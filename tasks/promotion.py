@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prefect import task
@@ -13,6 +14,13 @@ from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig
 from mlsteward.governance import promotion as governance
 from mlsteward.governance.gates import ValidationReport
+from mlsteward.governance.policy import (
+    Answer,
+    Approval,
+    GovernanceOutcome,
+    PolicyActions,
+    apply_policy,
+)
 from mlsteward.governance.promotion import PromotionResult
 from mlsteward.governance.registry import VersionInfo
 from tasks.common import artifact_key, run_logger
@@ -78,9 +86,59 @@ def promotion_candidate(
     )
 
 
-def current_report(model: str, version: str) -> ValidationReport | None:
-    """The version's stored report while its champion comparison holds, else None."""
-    return governance.current_report(model, version)
+def promotion_policy(
+    cfg: ModelConfig,
+    version: str,
+    report: ValidationReport,
+    *,
+    actor: str,
+    approver: str | None,
+    reason: str | None,
+    promote: bool,
+    flow_run_id: str | None,
+    validate: Callable[[], ValidationReport],
+    ask: Callable[[ValidationReport], Answer | None],
+) -> GovernanceOutcome:
+    """The policy's decision, acting through these tasks; ``validate`` (the gates) and ``ask``
+    (the pause for a person) are the calling flow's. A plain function: it calls tasks."""
+
+    def promote_(by: str, why: str, approval: dict[str, Any] | None) -> PromotionResult:
+        return promote_version(cfg, version, by, why, approval)
+
+    def reject(approval: Approval) -> None:
+        details = approval.model_dump()
+        reject_version(
+            cfg, version, approval.approver, approval.reason, Action.APPROVAL_REJECTED, details
+        )
+
+    def grant(approval: Approval) -> None:
+        details = approval.model_dump()
+        audit_event(
+            Action.APPROVAL_GRANTED, cfg.name, version, approval.approver, approval.reason, details
+        )
+
+    actions = PolicyActions(
+        validate=validate,
+        promote=promote_,
+        ask=ask,
+        reject=reject,
+        time_out=lambda: reject_timed_out(
+            cfg, version, cfg.promotion.approval_timeout_seconds, flow_run_id
+        ),
+        grant=grant,
+        warn=lambda message: run_logger().warning("%s", message),
+    )
+    return apply_policy(
+        cfg,
+        version,
+        report,
+        actions,
+        actor=actor,
+        approver=approver,
+        reason=reason,
+        promote=promote,
+        flow_run_id=flow_run_id,
+    )
 
 
 # No retries: an append that committed before a later failure would be written twice.

@@ -21,6 +21,7 @@ from mlsteward.governance import mlflow_adapter
 from mlsteward.governance.promotion import open_audit
 from mlsteward.training.fitting import TuningResult
 from mlsteward.training.lineage import Lineage, build_lineage
+from mlsteward.training.prepared import FittedModel, PreparedData
 from mlsteward.training.recipe import (
     RECIPE_ARTIFACT,
     RECIPE_SHA_TAG,
@@ -29,7 +30,6 @@ from mlsteward.training.recipe import (
     recipe_sha256,
 )
 from tasks.common import artifact_key, run_logger
-from tasks.training import FittedModel, PreparedData
 
 MODEL_RUNTIME_PACKAGES = ("xgboost", "pandas", "numpy", "scikit-learn")
 

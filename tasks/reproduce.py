@@ -37,8 +37,10 @@ from mlsteward.governance.mlflow_adapter import client
 from mlsteward.governance.promotion import open_audit
 from mlsteward.governance.registry import CHAMPION, VersionInfo
 from mlsteward.integrity import sha256_file
+from mlsteward.training.build import fit_evaluate, tune_prepared
 from mlsteward.training.fitting import TuningResult
 from mlsteward.training.partitioned_set import partition_root, release_directory, staging_directory
+from mlsteward.training.prepared import FittedModel, PreparedData, prepare, prepare_partitioned
 from mlsteward.training.recipe import (
     RECIPE_ARTIFACT,
     RECIPE_SHA_TAG,
@@ -56,14 +58,6 @@ from mlsteward.training.reproduce import (
 )
 from tasks.common import artifact_key, run_logger
 from tasks.features import entity_frame
-from tasks.training import (
-    FittedModel,
-    PreparedData,
-    fit_evaluate,
-    prepare,
-    prepare_partitioned,
-    tune_prepared,
-)
 
 RECORDED_METRIC_PREFIXES = ("test_", "val_")
 

@@ -30,9 +30,10 @@ from mlsteward.data.synthetic import generate_cohort, write_dataset
 from mlsteward.errors import ConfigError
 from mlsteward.features.retrieval import get_training_frame
 from mlsteward.features.store import get_store
+from mlsteward.training.build import fit_evaluate, tune_prepared
 from mlsteward.training.distributed import dask_client, worker_slots
+from mlsteward.training.prepared import prepare, prepare_partitioned
 from tasks.features import entity_frame
-from tasks.training import fit_evaluate, prepare, prepare_partitioned, tune_prepared
 from tests.support.governance import MODEL
 from tests.support.serving import module_home
 

@@ -168,8 +168,8 @@ def test_gates_gone_stale_before_promotion_run_again_against_the_new_champion(
 
     decision = govern(cfg, weak["version"], actor="test", report=stale)
 
-    assert decision["decision"] == "rejected", decision
-    assert any("roc_auc" in r for r in decision["reasons"]), decision
+    assert decision.decision == "rejected", decision
+    assert any("roc_auc" in r for r in decision.reasons), decision
     assert champion() == strong["version"]
     mine = [r for r in records() if r.version == weak["version"]]
     refused = [r for r in mine if r.action == Action.PROMOTION_REFUSED]

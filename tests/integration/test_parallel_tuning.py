@@ -22,10 +22,12 @@ from mlsteward.features.encoding import encode, make_encoding
 from mlsteward.governance import mlflow_adapter
 from mlsteward.governance.registry import VersionInfo
 from mlsteward.training.fitting import Split, TuningResult, make_dmatrix, tune
+from mlsteward.training.handover import handed_over
+from mlsteward.training.prepared import PreparedData
 from mlsteward.training.reproduce import ReproductionReport
 from mlsteward.training.tuning import plan_execution
 from tasks.reproduce import RecordedVersion, rebuild_params
-from tasks.training import PreparedData, handed_over, trial_task_runner
+from tasks.training import trial_task_runner
 
 TRIALS = 24
 BATCH = 4

@@ -28,7 +28,9 @@ from mlsteward.governance import canary as canary_state
 from mlsteward.governance import promotion as governance
 from mlsteward.governance import registry
 from mlsteward.governance.mlflow_adapter import client
-from tasks.rollout import RolloutRefused, ServiceUnavailable, challenger_rows, shows_canary
+from mlsteward.rollout.eligibility import RolloutRefused
+from mlsteward.rollout.service import ServiceUnavailable, shows_canary
+from mlsteward.rollout.step import challenger_rows
 from tests.support.governance import MODEL, write_config
 from tests.support.platform import free_port
 from tests.support.serving import (

@@ -1,0 +1,99 @@
+"""The prediction service as a rollout sees it: two read-only HTTP endpoints.
+
+A rollout never calls the service to change anything: it steers it through the registry's
+canary tags (``mlsteward.governance.canary``), which the service polls, and watches it through
+``GET /v1/models/{model}`` (what a replica routes now) and ``GET /metrics`` (Prometheus text).
+Plain HTTP, so the rollout room needs nothing of the service's own code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from mlsteward.config.models import ModelConfig
+from mlsteward.errors import PromotionError
+
+HTTP_TIMEOUT_SECONDS = 10.0
+
+
+class ServiceUnavailable(PromotionError):
+    """The prediction service did not answer, or does not serve the model."""
+
+
+def describe_model(url: str, model: str) -> dict[str, Any]:
+    """``GET /v1/models/{model}``: what one service replica serves now."""
+    try:
+        resp = httpx.get(f"{url}/v1/models/{model}", timeout=HTTP_TIMEOUT_SECONDS)
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailable(f"prediction service at {url} is unreachable: {exc}") from exc
+    if resp.status_code == 404:
+        raise ServiceUnavailable(f"prediction service at {url} does not serve {model}")
+    if resp.status_code != 200:
+        raise ServiceUnavailable(
+            f"prediction service at {url} answered {resp.status_code} for {model}: "
+            f"{resp.text[:300]}"
+        )
+    described: dict[str, Any] = resp.json()
+    return described
+
+
+def scrape(url: str) -> str:
+    """``GET /metrics``: the Prometheus exposition text."""
+    try:
+        resp = httpx.get(f"{url}/metrics", timeout=HTTP_TIMEOUT_SECONDS)
+        resp.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailable(f"cannot scrape {url}/metrics: {exc}") from exc
+    return resp.text
+
+
+def shows_canary(
+    described: dict[str, Any],
+    rollout_id: str,
+    version: str,
+    fraction: float | None = None,
+    step: int | None = None,
+) -> bool:
+    """Whether a service description shows this rollout with the challenger loaded (and, if
+    given, at this fraction and step)."""
+    canary = described.get("canary") or {}
+    challenger = described.get("challenger") or {}
+    if canary.get("rollout_id") != rollout_id or str(challenger.get("version")) != str(version):
+        return False
+    if str(canary.get("challenger_version")) != str(version):
+        return False
+    if fraction is not None and abs(float(described.get("fraction", -1)) - fraction) > 1e-9:
+        return False
+    return step is None or canary.get("step") == step
+
+
+def wait_for_service(
+    url: str,
+    model: str,
+    condition: Callable[[dict[str, Any]], bool],
+    timeout: float,
+    interval: float,
+) -> tuple[bool, dict[str, Any]]:
+    """Poll the service description until ``condition`` holds; (held, last description)."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while True:
+        try:
+            last = describe_model(url, model)
+            if condition(last):
+                return True, last
+        except ServiceUnavailable as exc:  # a restart in between: keep trying until the end
+            last = {"errors": [str(exc)]}
+        if time.monotonic() >= deadline:
+            return False, last
+        time.sleep(interval)
+
+
+def load_timeout(cfg: ModelConfig) -> float:
+    """How long the service may take to follow a registry change: three polls plus loading
+    (download, SHA-256 check, audit) of a version."""
+    return 3 * cfg.serving.poll_seconds + 30
