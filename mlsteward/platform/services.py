@@ -722,8 +722,9 @@ def _print_up(cfg: PlatformConfig, report: UpReport) -> None:
     print(f"Webhook      {links['webhook'] or 'not started (see gateway above)'}")
     print(f"Predictions  {links['predictions']}/v1/models/<model>/predict   (docs: /docs)")
     profile = os.environ.get("MLSTEWARD_PROFILE")
-    extra = f" MLSTEWARD_PROFILE={profile}" if profile else ""
-    print(f"\nClients: export PREFECT_API_URL={cfg.prefect_api_url}{extra}")
+    same = f" (with MLSTEWARD_PROFILE={profile})" if profile else ""
+    print(f"\nmlsteward commands find this Prefect server by themselves{same}; other clients:")
+    print(f"  export PREFECT_API_URL={cfg.prefect_api_url}")
     print(f"Logs: {cfg.log_dir}   pids: {cfg.run_dir}")
     print("Stop with: make down   (or python -m mlsteward.platform down)")
 
@@ -783,4 +784,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"ok": True, **doc}, indent=2))
     return 0
-
