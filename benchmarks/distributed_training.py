@@ -111,6 +111,7 @@ def run_variant(variant: str, data_path: Path, trials: int, chunk_rows: int) -> 
     from mlsteward.training.build import fit_evaluate, tune_prepared
     from mlsteward.training.partitioned_set import remove_partitions, staging_directory
     from mlsteward.training.prepared import prepare_frame, prepare_partitioned
+    from mlsteward.training.spec import TrainingSpec
 
     cfg = model_config(trials, chunk_rows)
     snap = snapshot_like(cfg, data_path)
@@ -138,10 +139,11 @@ def run_variant(variant: str, data_path: Path, trials: int, chunk_rows: int) -> 
         data = prepare_partitioned(cfg, entities, retrieve, snap, staging)
     phases["prepare"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    tuning, plan = tune_prepared(cfg, data, trials, cfg.tuning.seed)
+    spec = TrainingSpec.resolve(cfg, max_evals=trials)
+    tuning = tune_prepared(spec, data)
     phases["tune"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    fitted = fit_evaluate(cfg, data, tuning)
+    fitted = fit_evaluate(spec, data, tuning)
     phases["refit+evaluate"] = time.perf_counter() - t2
     sampler.stop()
     remove_partitions(data.train_partitions)
@@ -154,7 +156,7 @@ def run_variant(variant: str, data_path: Path, trials: int, chunk_rows: int) -> 
         "best_loss": tuning.best_loss,
         "test_roc_auc": fitted.test_metrics["roc_auc"],
         "split": data.split.sizes(),
-        "runner": plan.runner,
+        "runner": tuning.runner,
     }
 
 

@@ -81,13 +81,14 @@ def run_tuning(label: str, cfg: Any, data: Any, trials: int, tuning: dict[str, A
 
     from flows.training import tune_model
     from mlsteward.governance import mlflow_adapter
+    from mlsteward.training.spec import TrainingSpec
 
     cfg = cfg.model_copy(update={"tuning": cfg.tuning.model_copy(update=tuning)})
 
     @flow(name=f"scale-{label}")
     def bench() -> Any:
         run_id = mlflow_adapter.start_run(MODEL, f"scale-{label}", tags={})
-        return tune_model(cfg, data, run_id, trials, cfg.tuning.seed)
+        return tune_model(TrainingSpec.resolve(cfg, max_evals=trials), data, run_id)
 
     t0 = time.perf_counter()
     result = bench()

@@ -11,8 +11,8 @@ import time
 from prefect import flow
 
 from flows.governance import run_actor
-from mlsteward.training.partitioned_set import remove_partitions
 from mlsteward.training.reproduce import ReproductionReport, Step
+from tasks.features import release_training_set
 from tasks.reproduce import (
     compare_environment,
     load_recorded_version,
@@ -75,6 +75,6 @@ def reproduce_flow(
             tuning = rebuild_params(recorded, data, full, report)
             refit_and_compare(recorded, data, tuning, workdir, report)
         finally:
-            remove_partitions(data.train_partitions)
+            release_training_set(data)
     verify_stored_artifact(recorded, report)
     return finish("no verified data to rebuild from")

@@ -18,6 +18,7 @@ from mlsteward.config.models import get_model_config
 from mlsteward.config.settings import serving_url
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.policy import GovernanceOutcome
+from mlsteward.rollout.machine import RolloutSpec
 from tasks.rollout import check_eligible, steer_canary
 
 
@@ -35,15 +36,17 @@ def rollout_flow(
         version: registered version that passed validation (default: the challenger).
         requested_by: who asked (recorded as the actor); default: this flow run.
     """
-    cfg = get_model_config(model)
+    # 0. The run's settings, worked out once (the service, how long it may take to follow)
     actor = requested_by or run_actor()
-    url = serving_url()
+    spec = RolloutSpec.resolve(
+        get_model_config(model), version, actor=actor, service_url=serving_url()
+    )
 
     # 1. Every reason not to start, refused and audited before anything changes
-    eligible = check_eligible(cfg, version, actor, url)
+    eligible = check_eligible(spec)
 
     # 2. The canary, step by step; after the last step the version goes through governance
     def promote(report: ValidationReport | None) -> GovernanceOutcome:
-        return govern(cfg, eligible.info.version, actor=actor, report=report)
+        return govern(spec.cfg, eligible.info.version, actor=actor, report=report)
 
-    return steer_canary(cfg, eligible, actor, url, promote).model_dump()
+    return steer_canary(spec, eligible, promote).model_dump()

@@ -6,13 +6,13 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.governance import govern, run_actor
-from mlsteward.config.models import ModelConfig, get_model_config
+from mlsteward.config.models import get_model_config
 from mlsteward.training.fitting import TuningResult
 from mlsteward.training.handover import handed_over, handed_over_data
-from mlsteward.training.partitioned_set import remove_partitions
 from mlsteward.training.prepared import PreparedData
-from mlsteward.training.tuning import plan_execution, require_runner_package
+from mlsteward.training.spec import TrainingSpec
 from tasks.features import (
+    release_training_set,
     resolve_snapshot,
     retrieve_partitioned_training_set,
     retrieve_training_set,
@@ -34,27 +34,23 @@ from tasks.training import (
 
 
 @flow(name="tune-trials")
-def tuning_flow(
-    cfg: ModelConfig, data_key: str, run_id: str, max_evals: int, seed: int | None
-) -> TuningResult:
+def tuning_flow(spec: TrainingSpec, data_key: str, run_id: str) -> TuningResult:
     """Hyperopt TPE batches with every trial an ``evaluate-trial`` task on this subflow's task
     runner (set per run from ``tuning.parallel``: threads, Dask or Ray)."""
     data = handed_over_data(data_key)
-    return tune_on_task_runner(cfg, data, run_id, max_evals, seed)
+    return tune_on_task_runner(spec, data, run_id)
 
 
-def tune_model(
-    cfg: ModelConfig, data: PreparedData, run_id: str, max_evals: int, seed: int | None
-) -> TuningResult:
+def tune_model(spec: TrainingSpec, data: PreparedData, run_id: str) -> TuningResult:
     """The search as the model's ``tuning.parallel`` asks: in one task (sequential, the
     default), or trial by trial on a thread pool, Dask or Ray in a ``tune-trials`` subflow.
     A partitioned training set is searched in one task too, each trial on the Dask cluster."""
-    plan = plan_execution(cfg.tuning.parallel, cfg.tuning.nthread)
+    plan = spec.search.plan
     if plan.runner == "sequential" or data.train_partitions is not None:
-        return tune_hyperparameters(cfg, data, run_id, max_evals, seed)
+        return tune_hyperparameters(spec, data, run_id)
     with handed_over(data) as key:
         subflow = tuning_flow.with_options(task_runner=trial_task_runner(plan))
-        return subflow(cfg, key, run_id, max_evals, seed)
+        return subflow(spec, key, run_id)
 
 
 @flow(name="train-model", log_prints=True)
@@ -85,11 +81,18 @@ def training_flow(
         git_ref: commit, tag or branch this run must train (e.g. the commit CI tested); the
             run refuses to start when the deployment's checkout is at another commit.
     """
-    cfg = get_model_config(model)
-    require_runner_package(cfg.tuning.parallel.runner)
-    if git_ref:
-        verify_code_version(git_ref)
-    evals = max_evals or cfg.tuning.max_evals
+    # 0. The run's settings, worked out once (trials, seed and runner default to the config)
+    spec = TrainingSpec.resolve(
+        get_model_config(model),
+        max_evals=max_evals,
+        seed=seed,
+        promote=promote,
+        reason=reason,
+        git_ref=git_ref,
+    )
+    cfg = spec.cfg
+    if spec.git_ref:
+        verify_code_version(spec.git_ref)
 
     # 1. Data: the verified current snapshot, point-in-time through the feature service
     # (above distributed.above_rows: joined in chunks, training rows staged for xgboost.dask)
@@ -102,24 +105,24 @@ def training_flow(
 
     # 2. Tune, refit, evaluate inside one MLflow run (trials are nested runs)
     try:
-        run_id = open_training_run(cfg, snapshot, flow_run.get_id(), reason)
+        run_id = open_training_run(cfg, snapshot, flow_run.get_id(), spec.reason)
         try:
-            tuning = tune_model(cfg, data, run_id, evals, seed)
-            fitted = fit_and_evaluate(cfg, data, tuning)
+            tuning = tune_model(spec, data, run_id)
+            fitted = fit_and_evaluate(spec, data, tuning)
             # 3. Register with lineage
             outcome = register_model(
-                cfg, snapshot, data, tuning, fitted, run_id, run_actor(), reason
+                cfg, snapshot, data, tuning, fitted, run_id, run_actor(), spec.reason
             )
         except BaseException:
             close_training_run(run_id, "FAILED")
             raise
         close_training_run(run_id)
     finally:
-        remove_partitions(data.train_partitions)
+        release_training_set(data)
 
     # 4. What a person reads in the Prefect UI
     publish_run_artifacts(outcome)
 
     # 5. Governance: validation gates, then promotion per the model's policy
-    decision = govern(cfg, outcome.version, actor=run_actor(), promote=promote)
+    decision = govern(cfg, outcome.version, actor=run_actor(), promote=spec.promote)
     return {**outcome.to_dict(), "governance": decision.model_dump()}

@@ -20,7 +20,12 @@ from mlsteward.features.retrieval import get_training_frame
 from mlsteward.features.store import get_store
 from mlsteward.governance.promotion import open_audit
 from mlsteward.integrity import sha256_file
-from mlsteward.training.partitioned_set import partition_root, release_directory, staging_directory
+from mlsteward.training.partitioned_set import (
+    partition_root,
+    release_directory,
+    remove_partitions,
+    staging_directory,
+)
 from mlsteward.training.prepared import PreparedData, prepare_partitioned
 from tasks.common import run_logger
 
@@ -177,6 +182,12 @@ def retrieve_partitioned_training_set(cfg: ModelConfig, snapshot: SnapshotInfo) 
         data.split.sizes(),
     )
     return data
+
+
+def release_training_set(data: PreparedData) -> None:
+    """Remove the training set's staged partitions, if it has any (a plain call: it also runs
+    while a failed run is being cleaned up)."""
+    remove_partitions(data.train_partitions)
 
 
 @task(name="materialize", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

@@ -56,6 +56,7 @@ from mlsteward.training.reproduce import (
     environment_differences,
     metric_deltas,
 )
+from mlsteward.training.spec import TrainingSpec
 from tasks.common import artifact_key, run_logger
 from tasks.features import entity_frame
 
@@ -77,6 +78,19 @@ class RecordedVersion:
         """Validated once: every rebuild step reads the recorded config."""
         assert self.recipe is not None
         return recorded_config(self.recipe)
+
+    @cached_property
+    def spec(self) -> TrainingSpec:
+        """The recorded search's settings (trials, seed, batch size, Dask plan), resolved once;
+        no runner package is needed to rebuild."""
+        assert self.recipe is not None
+        tuning = self.recipe["tuning"]
+        return TrainingSpec.resolve(
+            self.config,
+            max_evals=tuning["max_evals"],
+            seed=tuning["seed"],
+            require_runner=False,
+        )
 
     @cached_property
     def snapshot(self) -> SnapshotInfo:
@@ -249,7 +263,7 @@ def rebuild_params(
     # on local threads whatever runner trained: the runner never changes which trials TPE
     # suggests, only where they were evaluated.
     cfg = recorded.config
-    result, _ = tune_prepared(cfg, data, rec["max_evals"], rec["seed"])
+    result = tune_prepared(recorded.spec, data)
     found = {
         "best_params": result.best_params,
         "best_iteration": result.best_iteration,
@@ -276,7 +290,7 @@ def refit_and_compare(
 ) -> Path:
     """Refit, score, save exactly as registration does, and compare metrics and bytes."""
     t0 = time.perf_counter()
-    fitted: FittedModel = fit_evaluate(recorded.config, data, tuning)
+    fitted: FittedModel = fit_evaluate(recorded.spec, data, tuning)
     rebuilt = {f"test_{k}": v for k, v in fitted.test_metrics.items()}
     rebuilt |= {f"val_{k}": v for k, v in fitted.validation_metrics.items()}
     report.metric_deltas = metric_deltas(recorded.metrics, rebuilt)

@@ -19,20 +19,20 @@ from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.policy import GovernanceOutcome
 from mlsteward.rollout import machine
 from mlsteward.rollout.eligibility import Eligibility, RolloutRefused, check_eligibility
-from mlsteward.rollout.machine import RolloutHooks, RolloutResult
+from mlsteward.rollout.machine import RolloutHooks, RolloutResult, RolloutSpec
 from mlsteward.rollout.step import StepResult, observe_step
 from tasks.common import run_logger
 from tasks.promotion import audit_event
 
 
 @task(name="check-rollout", cache_policy=NO_CACHE)
-def check_eligible(cfg: ModelConfig, version: str | None, actor: str, url: str) -> Eligibility:
+def check_eligible(spec: RolloutSpec) -> Eligibility:
     """Every reason not to start, each refused with a clear message and an audit record."""
     try:
-        return check_eligibility(cfg, version, url)
+        return check_eligibility(spec.cfg, spec.version, spec.service_url)
     except RolloutRefused as refused:
         audit_event.fn(
-            Action.ROLLOUT_REFUSED, cfg.name, refused.version, actor, str(refused),
+            Action.ROLLOUT_REFUSED, spec.cfg.name, refused.version, spec.actor, str(refused),
             refused.details or None,
         )  # fmt: skip
         run_logger().error("rollout refused: %s", refused)
@@ -52,18 +52,18 @@ def run_step(
 
 
 def steer_canary(
-    cfg: ModelConfig,
+    spec: RolloutSpec,
     eligible: Eligibility,
-    actor: str,
-    url: str,
     promote: Callable[[ValidationReport | None], GovernanceOutcome],
 ) -> RolloutResult:
     """Open the canary and step it through ``rollout.steps`` (``mlsteward.rollout.machine``),
     each step a ``rollout-step`` task run; ``promote`` is the calling flow's promotion after the
     last step. A plain function: it starts task runs."""
-    run = machine.start(cfg, eligible, actor, url)
+    run = machine.start(spec, eligible)
     hooks = RolloutHooks(
-        observe=lambda canary: run_step(cfg, url, canary, run.champion, len(run.steps)),
+        observe=lambda canary: run_step(
+            spec.cfg, spec.service_url, canary, run.champion, len(run.steps)
+        ),
         promote=promote,
         log=run_logger(),
     )

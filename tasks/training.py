@@ -42,8 +42,9 @@ from mlsteward.training.fitting import (
 )
 from mlsteward.training.lineage import require_git_ref
 from mlsteward.training.prepared import FittedModel, PreparedData, prepare
+from mlsteward.training.spec import TrainingSpec
 from mlsteward.training.trials import TrialData, release_trial_matrices, trial_matrices
-from mlsteward.training.tuning import ExecutionPlan, plan_execution, require_runner_package
+from mlsteward.training.tuning import ExecutionPlan, require_runner_package
 from tasks.common import run_logger
 
 
@@ -110,9 +111,7 @@ def _record_tuning(run_id: str, result: TuningResult, plan: ExecutionPlan) -> No
 
 
 @task(name="tune-hyperparameters", cache_policy=NO_CACHE)
-def tune_hyperparameters(
-    cfg: ModelConfig, data: PreparedData, run_id: str, max_evals: int | None, seed: int | None
-) -> TuningResult:
+def tune_hyperparameters(spec: TrainingSpec, data: PreparedData, run_id: str) -> TuningResult:
     """Hyperopt TPE in this task's process; every trial becomes a nested MLflow run.
 
     The sequential runner (the default) comes here: no per-trial Prefect tasks, so nothing is
@@ -121,9 +120,9 @@ def tune_hyperparameters(
     XGBoost re-enters Python every boosting round and the writer thread competes with it for
     both cores and the GIL.)
     """
-    on_trial = _trial_logger(cfg, run_id)
-    result, plan = tune_prepared(cfg, data, max_evals, seed, on_trial)
-    _record_tuning(run_id, result, plan)
+    result = tune_prepared(spec, data, _trial_logger(spec.cfg, run_id))
+    partitioned = data.train_partitions is not None
+    _record_tuning(run_id, result, spec.search_for(partitioned).plan)
     return result
 
 
@@ -226,18 +225,15 @@ def task_evaluator(
     return evaluate
 
 
-def tune_on_task_runner(
-    cfg: ModelConfig, data: PreparedData, run_id: str, max_evals: int | None, seed: int | None
-) -> TuningResult:
+def tune_on_task_runner(spec: TrainingSpec, data: PreparedData, run_id: str) -> TuningResult:
     """The batched search with its trials as Prefect tasks; call it inside a flow whose task
     runner is ``trial_task_runner(plan)`` (``flows.training.tuning_flow``).
 
     On threads the trials share this process's matrices; on Dask or Ray the matrices go to the
     cluster once (``stage-training-data``) and each worker builds its DMatrix pair once.
     """
-    tuning = cfg.tuning
-    seed = tuning.seed if seed is None else seed
-    plan = plan_execution(tuning.parallel, tuning.nthread)
+    tuning, search_spec = spec.cfg.tuning, spec.search
+    plan = search_spec.plan
     trial_data = TrialData.from_prepared(data)
     staged: Any = trial_data
     if plan.runner != "threads":
@@ -246,11 +242,11 @@ def tune_on_task_runner(
     try:
         result = search(
             tuning,
-            task_evaluator(tuning, seed, plan, staged),
+            task_evaluator(tuning, search_spec.seed, plan, staged),
             plan,
-            max_evals=max_evals or tuning.max_evals,
-            seed=seed,
-            on_trial=_trial_logger(cfg, run_id),
+            max_evals=search_spec.max_evals,
+            seed=search_spec.seed,
+            on_trial=_trial_logger(spec.cfg, run_id),
         )
     finally:
         release_trial_matrices(trial_data.key)
@@ -259,9 +255,9 @@ def tune_on_task_runner(
 
 
 @task(name="fit-and-evaluate", cache_policy=NO_CACHE)
-def fit_and_evaluate(cfg: ModelConfig, data: PreparedData, tuning: TuningResult) -> FittedModel:
+def fit_and_evaluate(spec: TrainingSpec, data: PreparedData, tuning: TuningResult) -> FittedModel:
     """Refit the best trial, choose the label threshold on validation, score the test set."""
-    fitted = fit_evaluate(cfg, data, tuning)
+    fitted = fit_evaluate(spec, data, tuning)
     test_metrics = fitted.test_metrics
     run_logger().info(
         "test ROC-AUC %.4f, PR-AUC %.4f, log loss %.4f, Brier %.4f, F1 %.4f at threshold %.3f",

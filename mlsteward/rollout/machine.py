@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig
@@ -79,21 +79,65 @@ class RolloutHooks:
     log: Logger
 
 
-@dataclass
-class Rollout:
-    """One rollout in progress: who, against what, and how far it got."""
+class RolloutSpec(BaseModel):
+    """A rollout run's settings, worked out once at its start."""
+
+    model_config = ConfigDict(frozen=True)
 
     cfg: ModelConfig
-    canary: Canary
-    champion: str
+    version: str | None
+    """The version asked for (None: the challenger)."""
     actor: str
     service_url: str
-    timeout: float
+    load_timeout: float
     """How long the service may take to follow a registry change."""
-    interval: float
+    poll_interval: float
+    """How often the service's description is read while waiting for it."""
+
+    @classmethod
+    def resolve(
+        cls, cfg: ModelConfig, version: str | None, *, actor: str, service_url: str
+    ) -> RolloutSpec:
+        return cls(
+            cfg=cfg,
+            version=version,
+            actor=actor,
+            service_url=service_url,
+            load_timeout=load_timeout(cfg),
+            poll_interval=min(cfg.serving.poll_seconds, 1.0),
+        )
+
+
+@dataclass
+class Rollout:
+    """One rollout in progress: against what, and how far it got."""
+
+    spec: RolloutSpec
+    canary: Canary
+    champion: str
     done: list[StepResult] = field(default_factory=list)
     step: int = 0
     """The step in progress, for the abort record."""
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.spec.cfg
+
+    @property
+    def actor(self) -> str:
+        return self.spec.actor
+
+    @property
+    def service_url(self) -> str:
+        return self.spec.service_url
+
+    @property
+    def timeout(self) -> float:
+        return self.spec.load_timeout
+
+    @property
+    def interval(self) -> float:
+        return self.spec.poll_interval
 
     @property
     def model(self) -> str:
@@ -138,19 +182,12 @@ class Rollout:
             )
 
 
-def start(cfg: ModelConfig, eligible: Eligibility, actor: str, url: str) -> Rollout:
-    """Open the canary at the first step's fraction."""
+def start(spec: RolloutSpec, eligible: Eligibility) -> Rollout:
+    """Open the canary of the eligible version at the first step's fraction."""
+    cfg = spec.cfg
     version = eligible.info.version
     canary = canary_state.open_canary(cfg.name, version, cfg.rollout.steps[0], step=1)
-    return Rollout(
-        cfg=cfg,
-        canary=canary,
-        champion=eligible.champion,
-        actor=actor,
-        service_url=url,
-        timeout=load_timeout(cfg),
-        interval=min(cfg.serving.poll_seconds, 1.0),
-    )
+    return Rollout(spec=spec, canary=canary, champion=eligible.champion)
 
 
 def drive(run: Rollout, hooks: RolloutHooks) -> RolloutResult:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,9 +28,9 @@ from mlsteward.features.encoding import (
 from mlsteward.training.tuning import (
     ExecutionPlan,
     PendingTrial,
+    SearchSpec,
     batched_search,
     ok,
-    plan_execution,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -359,16 +359,25 @@ def tune(
     config runs its batches on local threads here; the Prefect runners (Dask, Ray) are the
     training task's business and give the same result.
     """
-    seed = tuning.seed if seed is None else seed
-    plan = plan_execution(tuning.parallel, tuning.nthread)
-    if plan.runner not in ("sequential", "threads"):
-        plan = replace(plan, runner="threads")
+    spec = SearchSpec.resolve(tuning, max_evals=max_evals, seed=seed)
+    return tune_in_process(dtrain, dval, tuning, spec, on_trial)
+
+
+def tune_in_process(
+    dtrain: xgb.DMatrix,
+    dval: xgb.DMatrix,
+    tuning: TuningConfig,
+    spec: SearchSpec,
+    on_trial: TrialCallback | None = None,
+) -> TuningResult:
+    """``tune`` with its settings already resolved (a training run's ``SearchSpec``)."""
+    local = spec.in_process()
     return search(
         tuning,
-        local_evaluator(dtrain, dval, tuning, seed, plan),
-        plan,
-        max_evals=max_evals or tuning.max_evals,
-        seed=seed,
+        local_evaluator(dtrain, dval, tuning, local.seed, local.plan),
+        local.plan,
+        max_evals=local.max_evals,
+        seed=local.seed,
         on_trial=on_trial,
     )
 

@@ -26,15 +26,16 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 from hyperopt import STATUS_OK, Domain, Trials, tpe
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_NEW, JOB_STATE_RUNNING, Ctrl, spec_from_misc
 from hyperopt.utils import coarse_utcnow
+from pydantic import BaseModel, ConfigDict
 
-from mlsteward.config.sections.training import ParallelTuning
+from mlsteward.config.sections.training import ParallelTuning, TuningConfig
 from mlsteward.errors import ConfigError
 
 Algo = Callable[..., list[dict[str, Any]]]
@@ -196,6 +197,42 @@ def plan_execution(
     return ExecutionPlan(
         parallel.runner, parallel.batch_size, workers, trial_nthread, parallel.address
     )
+
+
+class SearchSpec(BaseModel):
+    """One search's settings, worked out once: how many trials, the seed, and where they run.
+
+    The only place where the trial count and the seed fall back to the config's defaults
+    (``tuning.max_evals``, ``tuning.seed``) and the execution plan is resolved.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    max_evals: int
+    seed: int
+    plan: ExecutionPlan
+
+    @classmethod
+    def resolve(
+        cls,
+        tuning: TuningConfig,
+        *,
+        max_evals: int | None = None,
+        seed: int | None = None,
+        cores: int | None = None,
+    ) -> SearchSpec:
+        return cls(
+            max_evals=max_evals or tuning.max_evals,
+            seed=tuning.seed if seed is None else seed,
+            plan=plan_execution(tuning.parallel, tuning.nthread, cores),
+        )
+
+    def in_process(self) -> SearchSpec:
+        """The same search with its batches on local threads: a Prefect runner (Dask, Ray)
+        changes where trials run, never which trials (the batch size stays)."""
+        if self.plan.runner in ("sequential", "threads"):
+            return self
+        return self.model_copy(update={"plan": replace(self.plan, runner="threads")})
 
 
 def require_runner_package(

@@ -33,6 +33,7 @@ from mlsteward.features.store import get_store
 from mlsteward.training.build import fit_evaluate, tune_prepared
 from mlsteward.training.distributed import dask_client, worker_slots
 from mlsteward.training.prepared import prepare, prepare_partitioned
+from mlsteward.training.spec import TrainingSpec
 from tasks.features import entity_frame
 from tests.support.governance import MODEL
 from tests.support.serving import module_home
@@ -131,10 +132,11 @@ def test_same_partitions_and_workers_give_the_same_model_bytes(
         snapshot,
         tmp_path / "parts",
     )
-    tuning, plan = tune_prepared(cfg, data, max_evals=2, seed=3)
-    assert plan.runner == "xgboost.dask"
-    first = fit_evaluate(cfg, data, tuning)
-    second = fit_evaluate(cfg, data, tuning)
+    spec = TrainingSpec.resolve(cfg, max_evals=2, seed=3)
+    tuning = tune_prepared(spec, data)
+    assert tuning.runner == "xgboost.dask"
+    first = fit_evaluate(spec, data, tuning)
+    second = fit_evaluate(spec, data, tuning)
     raw = [bytes(m.model.get_booster().save_raw("ubj")) for m in (first, second)]
     assert raw[0] == raw[1]
     assert first.test_metrics == second.test_metrics

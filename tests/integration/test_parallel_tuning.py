@@ -25,7 +25,7 @@ from mlsteward.training.fitting import Split, TuningResult, make_dmatrix, tune
 from mlsteward.training.handover import handed_over
 from mlsteward.training.prepared import PreparedData
 from mlsteward.training.reproduce import ReproductionReport
-from mlsteward.training.tuning import plan_execution
+from mlsteward.training.spec import TrainingSpec
 from tasks.reproduce import RecordedVersion, rebuild_params
 from tasks.training import trial_task_runner
 
@@ -83,15 +83,14 @@ def in_process(data: PreparedData) -> TuningResult:
 
 def run_on(runner: str, data: PreparedData, run_id: str) -> tuple[TuningResult, str]:
     """The training flow's tuning step, with the subflow id so its task runs can be read."""
-    cfg = model_config(runner)
-    plan = plan_execution(cfg.tuning.parallel, cfg.tuning.nthread)
+    spec = TrainingSpec.resolve(model_config(runner), max_evals=TRIALS, seed=SEED)
     ids: list[str] = []
 
     @flow(name="parallel-tuning-test")
     def parent() -> TuningResult:
         with handed_over(data) as key:
-            sub = tuning_flow.with_options(task_runner=trial_task_runner(plan))
-            state = sub(cfg, key, run_id, TRIALS, SEED, return_state=True)
+            sub = tuning_flow.with_options(task_runner=trial_task_runner(spec.search.plan))
+            state = sub(spec, key, run_id, return_state=True)
         ids.append(str(state.state_details.flow_run_id))
         return state.result()
 
@@ -166,7 +165,8 @@ def test_tuning_subflow_refuses_data_it_was_not_handed(run_id: str) -> None:
     from mlsteward.errors import MlstewardError
 
     with pytest.raises(MlstewardError, match="handed over"):
-        tuning_flow(model_config("threads"), "no-such-key", run_id, 2, SEED)
+        spec = TrainingSpec.resolve(model_config("threads"), max_evals=2, seed=SEED)
+        tuning_flow(spec, "no-such-key", run_id)
 
 
 def test_parallel_config_round_trips_through_the_recorded_config() -> None:

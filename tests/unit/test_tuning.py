@@ -277,6 +277,72 @@ def test_missing_runner_package_names_the_package_and_the_extra() -> None:
     require_runner_package("threads", find_spec=lambda name: None)  # needs nothing
 
 
+def spec_config(**tuning: Any) -> ModelConfig:
+    return ModelConfig.model_validate(
+        {
+            "name": "spec_demo",
+            "task": "binary_classification",
+            "source": {"path": "x", "entity": "id"},
+            "label": "y",
+            "features": ["a"],
+            "tuning": tuning,
+            "distributed": {"workers": 3, "threads_per_worker": 2},
+        }
+    )
+
+
+def test_a_training_spec_resolves_trials_seed_and_plans_once() -> None:
+    from mlsteward.training.spec import TrainingSpec
+
+    cfg = spec_config(max_evals=12, seed=5, parallel={"runner": "threads", "batch_size": 4})
+    spec = TrainingSpec.resolve(cfg)
+    assert (spec.search.max_evals, spec.search.seed) == (12, 5)  # the config's defaults
+    assert spec.search.plan == plan_execution(cfg.tuning.parallel, cfg.tuning.nthread)
+    given = TrainingSpec.resolve(cfg, max_evals=3, seed=0, promote=False, reason="ci: x@1")
+    assert (given.search.max_evals, given.search.seed) == (3, 0)  # seed 0 is a seed
+    assert (given.promote, given.reason, given.git_ref) == (False, "ci: x@1", None)
+    # a partitioned set: the same trials and seed, one at a time on the whole Dask cluster
+    on_dask = spec.search_for(partitioned=True)
+    assert (on_dask.max_evals, on_dask.seed) == (12, 5)
+    assert (on_dask.plan.runner, on_dask.plan.batch_size) == ("xgboost.dask", 4)
+    assert (on_dask.plan.workers, on_dask.plan.trial_nthread) == (3, 2)
+    assert spec.search_for(partitioned=False) == spec.search
+
+
+def test_the_dask_plan_shares_the_tuning_runners_scheduler() -> None:
+    from mlsteward.training.spec import dask_plan
+
+    parallel = {"runner": "dask", "address": "tcp://scheduler:8786"}
+    assert dask_plan(spec_config(parallel=parallel)).address == "tcp://scheduler:8786"
+    assert dask_plan(spec_config()).address is None
+
+
+def test_an_in_process_search_keeps_the_batches_and_runs_them_on_threads() -> None:
+    from mlsteward.training.tuning import SearchSpec
+
+    tuning = TuningConfig(parallel={"runner": "dask", "batch_size": 4, "workers": 2})
+    local = SearchSpec.resolve(tuning, cores=2).in_process()
+    assert (local.plan.runner, local.plan.batch_size, local.plan.workers) == ("threads", 4, 2)
+    sequential = SearchSpec.resolve(TuningConfig())
+    assert sequential.in_process() is sequential
+
+
+def test_reproduction_needs_no_runner_package_a_training_run_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mlsteward.training.spec as spec_module
+    from mlsteward.training.spec import TrainingSpec
+
+    def missing(runner: str) -> None:
+        require_runner_package(runner, find_spec=lambda name: None)
+
+    monkeypatch.setattr(spec_module, "require_runner_package", missing)
+    cfg = spec_config(parallel={"runner": "ray"})
+    with pytest.raises(ConfigError, match="prefect-ray"):
+        TrainingSpec.resolve(cfg)
+    assert TrainingSpec.resolve(cfg, require_runner=False).search.plan.runner == "ray"
+
+
 def test_lineage_records_how_the_search_ran(tmp_path: Any) -> None:
     from mlsteward.training.fitting import TuningResult
     from mlsteward.training.lineage import UNKNOWN, build_lineage
