@@ -4,6 +4,7 @@ the online store (``materialize``) and outcomes that arrive later (``labels``)."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -125,7 +126,7 @@ def ingest(
     use_local_platform()
     from flows.ingestion import ingestion_flow
 
-    def action() -> dict:
+    def action() -> Any:
         return ingestion_flow(model=model, source=str(source) if source else None)
 
     run(as_json, action, _ingest_human)

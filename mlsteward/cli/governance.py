@@ -44,25 +44,20 @@ def promote(
     from flows.governance import promotion_flow
     from mlsteward.audit import default_actor
 
-    outcome: dict[str, Any] = {}
-
-    def action() -> dict:
+    def action() -> Any:
         if approver is not None and not (reason or "").strip():
             raise MlstewardError("--approver needs --reason TEXT (it goes into the audit trail)")
-        outcome.update(
-            promotion_flow(
-                model=model,
-                version=version,
-                approver=approver,
-                reason=reason,
-                revalidate=revalidate,
-                requested_by=approver or default_actor(),
-            )
+        return promotion_flow(
+            model=model,
+            version=version,
+            approver=approver,
+            reason=reason,
+            revalidate=revalidate,
+            requested_by=approver or default_actor(),
         )
-        return outcome
 
-    run(as_json, action, governance_human)
-    if outcome.get("decision") == "rejected":  # the gates or the approver refused it
+    decided = run(as_json, action, governance_human)
+    if decided.get("decision") == "rejected":  # the gates or the approver refused it
         raise typer.Exit(1)
 
 
@@ -100,7 +95,7 @@ def rollback(
     from flows.governance import rollback_flow
     from mlsteward.audit import default_actor
 
-    def action() -> dict:
+    def action() -> Any:
         if not reason.strip():
             raise MlstewardError("--reason must not be empty")
         return rollback_flow(

@@ -2,6 +2,8 @@
 exit 1 with one message when it fails.
 
 stdout carries only the result; whatever libraries print while a command runs goes to stderr.
+A flow's typed result is shown as its ``model_dump()``, the document ``--json`` has always
+printed, and the human summaries read the same document.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import typer
+from pydantic import BaseModel
 
 from mlsteward.errors import MlstewardError
 
@@ -39,8 +42,15 @@ def fail(as_json: bool, message: str, details: Any = None) -> NoReturn:
     raise typer.Exit(1)
 
 
-def run(as_json: bool, action: Callable[[], Any], human: Callable[[Any], str]) -> None:
-    """Run a command body; any failure becomes one message (or JSON document) and exit 1.
+def as_document(result: Any) -> Any:
+    """A typed result as the plain document it stands for; anything else as it is."""
+    return result.model_dump() if isinstance(result, BaseModel) else result
+
+
+def run(as_json: bool, action: Callable[[], Any], human: Callable[[Any], str]) -> Any:
+    """Run a command body and print its result, which it returns (as a plain document) for
+    commands whose exit code depends on it. Any failure becomes one message (or JSON document)
+    and exit 1.
 
     A refusal (:class:`MlstewardError`) prints its own message, which names the file, column or
     rule at fault; anything else prints its type too, and still honours ``--json`` and the
@@ -50,12 +60,13 @@ def run(as_json: bool, action: Callable[[], Any], human: Callable[[Any], str]) -
         # stdout carries only our result (one JSON document with --json); libraries that print
         # progress there (Feast's materialize does) are moved to stderr.
         with contextlib.redirect_stdout(sys.stderr):
-            payload = action()
+            payload = as_document(action())
     except MlstewardError as exc:
         fail(as_json, str(exc), getattr(exc, "report", None))
     except Exception as exc:  # an unexpected failure still honours --json and the exit code
         fail(as_json, f"{type(exc).__name__}: {exc}")
     emit(as_json, payload, human)
+    return payload
 
 
 def fmt_metrics(metrics: dict[str, float]) -> str:

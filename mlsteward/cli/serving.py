@@ -4,7 +4,6 @@ version through it (``rollout``)."""
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import typer
 
@@ -100,13 +99,7 @@ def rollout(
 
     if url:
         os.environ["MLSTEWARD_SERVING_URL"] = url
-    outcome: dict[str, Any] = {}
-
-    def action() -> dict:
-        outcome.update(rollout_flow(model=model, version=version))
-        return outcome
-
-    run(as_json, action, _rollout_human)
+    outcome = run(as_json, lambda: rollout_flow(model=model, version=version), _rollout_human)
     if outcome.get("decision") != "promoted":
         raise typer.Exit(1)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import typer
 
@@ -67,14 +66,12 @@ def reproduce(
     use_local_platform()
     from flows.reproduce import reproduce_flow
 
-    outcome: dict[str, Any] = {}
-
-    def action() -> dict:
-        outcome.update(reproduce_flow(model=model, version=version, full=full, strict=strict))
-        return outcome
-
-    run(as_json, action, _reproduce_human)
-    if outcome.get("result") != "identical":
+    rebuilt = run(
+        as_json,
+        lambda: reproduce_flow(model=model, version=version, full=full, strict=strict),
+        _reproduce_human,
+    )
+    if rebuilt.get("result") != "identical":
         raise typer.Exit(1)
 
 

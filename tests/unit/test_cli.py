@@ -234,3 +234,30 @@ print(json.dumps({{"codes": codes, "loaded": [m for m in heavy if m in sys.modul
     assert result["loaded"] == [], result
     assert result["codes"] == [0] * len(READ_ONLY), done.stdout + done.stderr
     assert "temporary server" not in done.stderr
+
+
+def test_a_typed_flow_result_prints_as_the_document_it_dumps_to() -> None:
+    """Flows return pydantic results; --json shows their model_dump and the human summary and
+    the exit-code checks read the same document."""
+    import typer
+    from pydantic import BaseModel
+
+    from mlsteward.cli.output import JsonOpt, run
+
+    class Outcome(BaseModel):
+        model: str
+        decision: str
+
+    demo = typer.Typer()
+
+    @demo.command()
+    def decide(as_json: bool = JsonOpt) -> None:
+        document = run(as_json, lambda: Outcome(model="m", decision="rejected"), str)
+        if document["decision"] == "rejected":
+            raise typer.Exit(1)
+
+    machine = runner.invoke(demo, ["--json"])
+    assert machine.exit_code == 1
+    assert json.loads(machine.stdout) == {"model": "m", "decision": "rejected"}
+    person = runner.invoke(demo, [])
+    assert person.stdout.strip() == str({"model": "m", "decision": "rejected"})
