@@ -20,9 +20,9 @@ from flows.ingestion import ingestion_flow
 from mlsteward.audit import Action, audit_store
 from mlsteward.cli.app import app
 from mlsteward.config.settings import mlflow_tracking_uri, snapshot_root
-from mlsteward.data import snapshots
 from mlsteward.data.snapshots import snapshot_path
 from mlsteward.governance import mlflow_adapter
+from mlsteward.platform import gc
 from mlsteward.platform.gc import collect_garbage, referenced_digests
 
 MODEL = "heart_disease"
@@ -30,7 +30,7 @@ HOUR = 3600.0
 
 
 def ingest(path: Path) -> str:
-    return ingestion_flow(model=MODEL, source=str(path))["data_version"]
+    return ingestion_flow(model=MODEL, source=str(path)).data_version
 
 
 def variant(source: Path, dst: Path, drop: int) -> Path:
@@ -74,7 +74,7 @@ def test_only_the_unreferenced_snapshot_is_collected_and_audited(
 
     a = ingest(small_cohort_path)
     trained = training_flow(model=MODEL, max_evals=1)
-    assert trained["lineage"]["data_digest"] == a
+    assert trained.lineage["data_digest"] == a
     b = ingest(variant(small_cohort_path, tmp_path / "b.parquet", drop=50))
     c = ingest(variant(small_cohort_path, tmp_path / "c.parquet", drop=100))
     assert len({a, b, c}) == 3
@@ -84,7 +84,7 @@ def test_only_the_unreferenced_snapshot_is_collected_and_audited(
     # A training run that opened its MLflow run on B keeps B while it runs.
     run_id = mlflow_adapter.start_run(MODEL, "train-gc", {"mlsteward.data_digest": b})
     refs = referenced_digests()[MODEL]
-    assert refs[a] == [f"registered {MODEL} v{trained['version']}"]
+    assert refs[a] == [f"registered {MODEL} v{trained.version}"]
     assert refs[b] == [f"running training run {run_id}"]
     assert refs[c] == ["current snapshot", "feature store source"]
     assert collect_garbage(dry_run=False, min_age_seconds=0).removed == []
@@ -146,7 +146,7 @@ def test_registered_versions_on_later_pages_are_kept(
     for n in range(3):  # only the third version (second page) references A
         tags = {"lineage.data_digest": a} if n == 2 else {}
         client.create_model_version(MODEL, source=str(snapshot_root()), tags=tags)
-    monkeypatch.setattr(snapshots, "_PAGE", 2)
+    monkeypatch.setattr(gc, "_PAGE", 2)
 
     assert referenced_digests()[MODEL][a] == [f"registered {MODEL} v3"]
     result = collect_garbage(dry_run=False, min_age_seconds=0)
