@@ -75,6 +75,10 @@ class AuditStore(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> AuditStore: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
 
 def audit_store(url: str | None = None) -> AuditStore:
     """Open the audit store at ``url`` (default ``settings.audit_url()``).

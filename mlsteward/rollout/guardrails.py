@@ -43,7 +43,7 @@ arm the simple split costs little power and was not needed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,8 +286,8 @@ class Check:
     name: str
     passed: bool
     evaluable: bool
-    observed: dict[str, float | int | None]
-    limit: dict[str, float | int | None]
+    observed: Mapping[str, float | int | None]
+    limit: Mapping[str, float | int | None]
     message: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -374,8 +374,7 @@ def population_stability_index(actual: np.ndarray, expected: np.ndarray) -> floa
     inner = np.unique(np.quantile(expected, np.linspace(0, 1, PSI_BINS + 1)[1:-1]))
     n_bins = len(inner) + 1
     a = np.bincount(np.searchsorted(inner, actual, side="left"), minlength=n_bins) / len(actual)
-    e = np.bincount(np.searchsorted(inner, expected, side="left"), minlength=n_bins)
-    e = e / len(expected)
+    e = np.bincount(np.searchsorted(inner, expected, side="left"), minlength=n_bins) / len(expected)
     a, e = np.clip(a, PSI_EPSILON, None), np.clip(e, PSI_EPSILON, None)
     return float(np.sum((a - e) * np.log(a / e)))
 
