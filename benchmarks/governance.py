@@ -281,8 +281,8 @@ def bench_promotion(args: argparse.Namespace) -> list[Figure]:
             print("training v1 (champion) and v2 (validated challenger) ...", flush=True)
             training_flow(model=model, max_evals=1)
             v2 = training_flow(model=model, max_evals=3, seed=1, promote=False)
-            if v2["governance"]["decision"] != "challenger":
-                raise SystemExit(f"v2 did not pass the gates: {v2['governance']}")
+            if v2.governance.decision != "challenger":
+                raise SystemExit(f"v2 did not pass the gates: {v2.governance}")
             cfg = get_model_config(model)
             size = registry.get_version(model, "2")
             print(f"  v2 artifact {size.artifact_sha256[:12]}; measuring ...", flush=True)

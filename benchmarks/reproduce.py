@@ -52,24 +52,22 @@ def main(argv: list[str] | None = None) -> int:
             timings, results = {}, {}
             for mode, full in (("default", False), ("--full", True)):
                 t0 = time.perf_counter()
-                report = reproduce_flow(
-                    model="heart_disease", version=trained["version"], full=full
-                )
+                report = reproduce_flow(model="heart_disease", version=trained.version, full=full)
                 timings[mode] = time.perf_counter() - t0
                 results[mode] = report
     print(
-        f"heart_disease, {args.rows:,} rows, {trained['trials']} Hyperopt trials "
-        f"(training run in MLflow: {results['default']['original_training_seconds']:.1f} s)"
+        f"heart_disease, {args.rows:,} rows, {trained.trials} Hyperopt trials "
+        f"(training run in MLflow: {results['default'].original_training_seconds:.1f} s)"
     )
     print(f"  {'original training flow':<28} {train_s:7.1f} s   1.00x")
     for mode, seconds in timings.items():
         r = results[mode]
-        steps = ", ".join(f"{s['name']} {s['seconds']:.1f}" for s in r["steps"] if s["seconds"])
+        steps = ", ".join(f"{s.name} {s.seconds:.1f}" for s in r.steps if s.seconds)
         print(
             f"  {'reproduce ' + mode:<28} {seconds:7.1f} s   {seconds / train_s:.2f}x   "
-            f"{r['summary']}   ({steps})"
+            f"{r.summary}   ({steps})"
         )
-    return 0 if all(r["result"] == "identical" for r in results.values()) else 1
+    return 0 if all(r.result == "identical" for r in results.values()) else 1
 
 
 if __name__ == "__main__":

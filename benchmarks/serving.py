@@ -148,10 +148,10 @@ def build_champion(root: Path, rows: int, max_evals: int) -> tuple[str, list[int
     with prefect_test_harness(server_startup_timeout=120):
         ingestion_flow(model=MODEL, source=str(source))
         trained = training_flow(model=MODEL, max_evals=max_evals)
-        if trained["governance"]["decision"] != "promoted":
-            raise SystemExit(f"the trained version was not promoted: {trained['governance']}")
+        if trained.governance.decision != "promoted":
+            raise SystemExit(f"the trained version was not promoted: {trained.governance}")
         materialize_flow(model=MODEL)
-    return str(trained["version"]), ids
+    return str(trained.version), ids
 
 
 def champion_shape() -> str:

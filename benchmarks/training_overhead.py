@@ -308,21 +308,21 @@ def flow_run(trials: int, watch: Stopwatch) -> RunResult:
     mlflow_adapter.client()
     children = mlflow.search_runs(
         experiment_names=[MODEL],
-        filter_string=f"tags.`mlflow.parentRunId` = '{outcome['run_id']}'",
+        filter_string=f"tags.`mlflow.parentRunId` = '{outcome.run_id}'",
         output_format="list",
     )
     children.sort(key=lambda r: r.info.run_name)  # trial-001, trial-002, ...
-    parent = mlflow.get_run(outcome["run_id"])
+    parent = mlflow.get_run(outcome.run_id)
     return RunResult(
         seconds=seconds,
         cpu_seconds=cpu_seconds,
         load=os.getloadavg()[0],
         stages=stages,
-        best_params=outcome["best_params"],
+        best_params=outcome.best_params,
         best_iteration=int(parent.data.params["n_estimators"]) - 1,
         trial_losses=[float(r.data.metrics["loss"]) for r in children],
-        test_metrics=outcome["test_metrics"],
-        model_sha256=outcome["artifact_sha256"],
+        test_metrics=outcome.test_metrics,
+        model_sha256=outcome.artifact_sha256,
         inner=inner,
         calls=calls,
         start_finish=seconds - sum(stages.values()),

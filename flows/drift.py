@@ -7,6 +7,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.governance import run_actor
+from flows.results import DriftRunResult, RetrainOutcome
 from flows.training import training_flow
 from mlsteward.config.models import get_model_config
 from tasks.common import run_logger
@@ -28,7 +29,7 @@ def drift_flow(
     model: str = "heart_disease",
     current: str | None = None,
     window_days: float | None = None,
-) -> dict:
+) -> DriftRunResult:
     """Compare recent data with the champion's reference; retrain when the policy says so.
 
     Args:
@@ -55,7 +56,9 @@ def drift_flow(
         run_logger().warning("%s", note)
     decision = decide_on_drift(cfg, result)
     record_drift(cfg, result, decision, champion.info.version, actor)
-    out = {**result.to_dict(), "decision": decision.to_dict(), "retrain": None}
+    out = DriftRunResult.model_validate(
+        {**result.to_dict(), "decision": decision.to_dict(), "retrain": None}
+    )
     if not decision.retrain:
         return out
 
@@ -65,17 +68,18 @@ def drift_flow(
     verdict = claim_retrain_slot(
         cfg, decision.reasons, running, actor, {"report": result.report_path}
     )
-    out["retrain"] = {"triggered": verdict.allowed, "reason": verdict.reason}
+    retrain = RetrainOutcome(triggered=verdict.allowed, reason=verdict.reason)
+    out.retrain = retrain
     if not verdict.allowed:
         return out
     if training_deployment_available(cfg.name):
         event_id = emit_drift_event(cfg, reason, flow_run.get_id(), {"report": result.report_path})
-        out["retrain"].update(mode="deployment", event_id=event_id)
+        out.retrain = retrain.model_copy(update={"mode": "deployment", "event_id": event_id})
     else:
         run_logger().warning(
             "no Prefect server with a train-%s deployment: retraining as a subflow of this run",
             cfg.name,
         )
         trained = training_flow(model=cfg.name, reason=reason)
-        out["retrain"].update(mode="subflow", training=trained["governance"])
+        out.retrain = retrain.model_copy(update={"mode": "subflow", "training": trained.governance})
     return out

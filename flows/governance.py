@@ -5,7 +5,6 @@ the same way."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from prefect import flow, pause_flow_run
 from prefect.exceptions import FlowPauseTimeout, Pause
@@ -15,6 +14,7 @@ from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig, get_model_config
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.policy import GovernanceOutcome
+from mlsteward.governance.promotion import PromotionResult
 from tasks.approval import ApprovalInput, approval_form, await_applied_pause
 from tasks.common import artifact_key, run_logger
 from tasks.promotion import audit_event, promotion_candidate, promotion_policy, rollback_champion
@@ -129,7 +129,7 @@ def promotion_flow(
     reason: str | None = None,
     revalidate: bool = False,
     requested_by: str | None = None,
-) -> dict[str, Any]:
+) -> GovernanceOutcome:
     """Promote VERSION of MODEL to champion, following the model's promotion policy.
 
     Args:
@@ -143,10 +143,7 @@ def promotion_flow(
     cfg = get_model_config(model)
     info, report = promotion_candidate(cfg, version, approver, reason, revalidate)
     actor = requested_by or run_actor()
-    decision = govern(
-        cfg, info.version, actor=actor, approver=approver, reason=reason, report=report
-    )
-    return decision.model_dump()
+    return govern(cfg, info.version, actor=actor, approver=approver, reason=reason, report=report)
 
 
 @flow(name="rollback-model", log_prints=True)
@@ -155,7 +152,7 @@ def rollback_flow(
     reason: str = "",
     to_version: str | None = None,
     requested_by: str | None = None,
-) -> dict[str, Any]:
+) -> PromotionResult:
     """Restore the previous (or a named earlier) champion of MODEL.
 
     Args:
@@ -165,5 +162,4 @@ def rollback_flow(
         requested_by: who asked (recorded as the actor); default: this flow run.
     """
     cfg = get_model_config(model)
-    result = rollback_champion(cfg, reason, requested_by or run_actor(), to_version)
-    return result.to_dict()
+    return rollback_champion(cfg, reason, requested_by or run_actor(), to_version)

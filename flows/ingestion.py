@@ -5,12 +5,13 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.governance import run_actor
+from flows.results import IngestionResult, MaterializeResult
 from mlsteward.config.models import get_model_config
 from tasks.features import ingest_source, materialize_online
 
 
 @flow(name="ingest-data")
-def ingestion_flow(model: str = "heart_disease", source: str | None = None) -> dict:
+def ingestion_flow(model: str = "heart_disease", source: str | None = None) -> IngestionResult:
     """Contract-check SOURCE (default: the model's configured source) and snapshot it for Feast.
 
     Args:
@@ -18,15 +19,15 @@ def ingestion_flow(model: str = "heart_disease", source: str | None = None) -> d
         source: CSV or parquet path; defaults to the config's source.path.
     """
     cfg = get_model_config(model)
-    return ingest_source(cfg, source, run_actor()).to_dict()
+    return IngestionResult.model_validate(ingest_source(cfg, source, run_actor()).to_dict())
 
 
 @flow(name="materialize-features")
-def materialize_flow(model: str = "heart_disease") -> dict:
+def materialize_flow(model: str = "heart_disease") -> MaterializeResult:
     """Fill the online store with the latest feature values of MODEL's entities.
 
     Args:
         model: name of a model config in config/models.
     """
     cfg = get_model_config(model)
-    return {"model": cfg.name, **materialize_online(cfg)}
+    return MaterializeResult.model_validate({"model": cfg.name, **materialize_online(cfg)})

@@ -11,7 +11,7 @@ import time
 from prefect import flow
 
 from flows.governance import run_actor
-from mlsteward.training.reproduce import ReproductionReport, Step
+from mlsteward.training.reproduce import ReproductionReport, ReproductionResult, Step
 from tasks.features import release_training_set
 from tasks.reproduce import (
     compare_environment,
@@ -32,7 +32,7 @@ def reproduce_flow(
     version: str | None = None,
     full: bool = False,
     strict: bool = False,
-) -> dict:
+) -> ReproductionResult:
     """Rebuild MODEL's VERSION from its recorded data snapshot, params and seed, and compare it
     step by step (data digest, training set, params, metrics, artifact SHA-256) with what was
     registered.
@@ -54,11 +54,11 @@ def reproduce_flow(
     workdir = workdir_for(model, version)
     compare_environment(recorded, report)
 
-    def finish(why_not_run: str) -> dict:
+    def finish(why_not_run: str) -> ReproductionResult:
         report.close(why_not_run)
         report.seconds = round(time.perf_counter() - started, 3)
         record_reproduction(report, workdir, actor)
-        return report.to_dict()
+        return ReproductionResult.of(report)
 
     if strict and report.environment:
         report.result = "refused"

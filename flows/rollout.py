@@ -9,8 +9,6 @@ promotion (``govern``: gates if stale, then the promotion policy, auto or a pers
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 
 from flows.governance import govern, run_actor
@@ -18,7 +16,7 @@ from mlsteward.config.models import get_model_config
 from mlsteward.config.settings import serving_url
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.policy import GovernanceOutcome
-from mlsteward.rollout.machine import RolloutSpec
+from mlsteward.rollout.machine import RolloutResult, RolloutSpec
 from tasks.rollout import check_eligible, steer_canary
 
 
@@ -27,7 +25,7 @@ def rollout_flow(
     model: str = "heart_disease",
     version: str | None = None,
     requested_by: str | None = None,
-) -> dict[str, Any]:
+) -> RolloutResult:
     """Canary-release VERSION of MODEL: step through rollout.steps of live traffic, judge each
     step against the guardrails, roll back on a breach, promote after the last step.
 
@@ -49,4 +47,4 @@ def rollout_flow(
     def promote(report: ValidationReport | None) -> GovernanceOutcome:
         return govern(spec.cfg, eligible.info.version, actor=actor, report=report)
 
-    return steer_canary(spec, eligible, promote).model_dump()
+    return steer_canary(spec, eligible, promote)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.governance import run_actor
+from flows.results import ScoringResult
 from mlsteward.config.models import get_model_config
 from mlsteward.errors import MlstewardError
 from tasks.scoring import (
@@ -27,7 +28,7 @@ def scoring_flow(
     entities: str | None = None,
     start: str | None = None,
     end: str | None = None,
-) -> dict:
+) -> ScoringResult:
     """Score MODEL's champion on one input: a file, an entity list or a time frame from the
     offline store, or (none given) the latest online features of every entity.
 
@@ -71,4 +72,4 @@ def scoring_flow(
         frame, label = online_scoring_input(cfg), "online store"
     # 3. Scores, labels, top-k SHAP; then the scored file, the prediction log, the audit trail
     scored = score_batch(cfg, verified, frame)
-    return record_scores(cfg, scored, label, actor)
+    return ScoringResult.model_validate(record_scores(cfg, scored, label, actor))

@@ -6,6 +6,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.governance import govern, run_actor
+from flows.results import TrainingResult
 from mlsteward.config.models import get_model_config
 from mlsteward.training.fitting import TuningResult
 from mlsteward.training.handover import handed_over, handed_over_data
@@ -61,7 +62,7 @@ def training_flow(
     promote: bool = True,
     reason: str = "manual",
     git_ref: str | None = None,
-) -> dict:
+) -> TrainingResult:
     """Train, evaluate, register and validate a new version of MODEL from its current data
     snapshot, then promote it per the model's policy.
 
@@ -125,4 +126,4 @@ def training_flow(
 
     # 5. Governance: validation gates, then promotion per the model's policy
     decision = govern(cfg, outcome.version, actor=run_actor(), promote=spec.promote)
-    return {**outcome.to_dict(), "governance": decision.model_dump()}
+    return TrainingResult(**outcome.to_dict(), governance=decision)

@@ -13,10 +13,11 @@ import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from mlsteward.audit import Action, AuditStore, audit_store
 from mlsteward.config.models import ModelConfig
@@ -59,8 +60,11 @@ def promotion_lock_name(model: str) -> str:
     return f"promote:{model}"
 
 
-@dataclass(frozen=True)
-class PromotionResult:
+class PromotionResult(BaseModel):
+    """A change of champion: the promotion or rollback flow's result."""
+
+    model_config = ConfigDict(frozen=True)
+
     model: str
     action: str  # "promoted" or "rolled_back"
     version: str
@@ -69,7 +73,7 @@ class PromotionResult:
     audit_seq: int
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return self.model_dump()
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -395,7 +399,14 @@ def promote(
                 "previous_test_metrics": _metrics(current) if current else None,
             },
         )
-    return PromotionResult(cfg.name, "promoted", version, current_v, digest, record.seq)
+    return PromotionResult(
+        model=cfg.name,
+        action="promoted",
+        version=version,
+        previous_champion=current_v,
+        artifact_sha256=digest,
+        audit_seq=record.seq,
+    )
 
 
 def _metrics(info: VersionInfo) -> dict[str, float]:
@@ -592,7 +603,14 @@ def rollback(
             reason=reason,
             details={"artifact_sha256": digest},
         )
-    return PromotionResult(cfg.name, "rolled_back", target_v, current.version, digest, record.seq)
+    return PromotionResult(
+        model=cfg.name,
+        action="rolled_back",
+        version=target_v,
+        previous_champion=current.version,
+        artifact_sha256=digest,
+        audit_seq=record.seq,
+    )
 
 
 # -- status ----------------------------------------------------------------------------------

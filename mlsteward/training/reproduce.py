@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from mlsteward.training.lineage import UNKNOWN, file_sha256, git_info, library_versions
 
 STEPS = (
@@ -101,6 +103,30 @@ class ReproductionReport:
         d = asdict(self)
         d["summary"] = self.summary
         return d
+
+
+class ReproductionResult(BaseModel):
+    """A finished reproduction, as the reproduce flow returns it (the report and its summary)."""
+
+    model: str
+    version: str
+    mode: Literal["params", "full"]
+    result: Result
+    first_divergence: str | None
+    steps: list[Step]
+    environment: list[EnvironmentDifference]
+    config_changes: list[dict[str, Any]]
+    metric_deltas: dict[str, float]
+    rebuilt_artifact_sha256: str | None
+    registered_artifact_sha256: str | None
+    original_training_seconds: float | None
+    seconds: float
+    report_path: str | None
+    summary: str
+
+    @classmethod
+    def of(cls, report: ReproductionReport) -> ReproductionResult:
+        return cls.model_validate(report.to_dict())
 
 
 def environment_differences(

@@ -20,6 +20,7 @@ from pandas.testing import assert_frame_equal
 
 from flows.ingestion import ingestion_flow
 from flows.reproduce import reproduce_flow
+from flows.results import TrainingResult
 from flows.training import training_flow
 from mlsteward import report
 from mlsteward.config.models import get_model_config
@@ -51,7 +52,7 @@ def mlsteward_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def trained(mlsteward_home: Path) -> dict:
+def trained(mlsteward_home: Path) -> TrainingResult:
     cohort = write_dataset(
         generate_cohort(n_rows=3_000, seed=21), mlsteward_home.parent / "cohort.parquet"
     )
@@ -65,8 +66,8 @@ def client() -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def test_large_set_trains_on_dask_and_records_it(trained: dict) -> None:
-    version = client().get_model_version(MODEL, trained["version"])
+def test_large_set_trains_on_dask_and_records_it(trained: TrainingResult) -> None:
+    version = client().get_model_version(MODEL, trained.version)
     run = client().get_run(version.run_id)
     assert run.data.tags["mlsteward.tuning.runner"] == "xgboost.dask"
     lineage = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/lineage.json")
@@ -90,7 +91,9 @@ def test_large_set_trains_on_dask_and_records_it(trained: dict) -> None:
     )
 
 
-def test_chunked_join_gives_the_rows_and_split_of_one_join(trained: dict, tmp_path: Path) -> None:
+def test_chunked_join_gives_the_rows_and_split_of_one_join(
+    trained: TrainingResult, tmp_path: Path
+) -> None:
     cfg = get_model_config(MODEL)
     snapshot = current_snapshot(MODEL)
     entities = entity_frame(cfg, snapshot)
@@ -118,7 +121,7 @@ def test_chunked_join_gives_the_rows_and_split_of_one_join(trained: dict, tmp_pa
 
 
 def test_same_partitions_and_workers_give_the_same_model_bytes(
-    trained: dict, tmp_path: Path
+    trained: TrainingResult, tmp_path: Path
 ) -> None:
     """Two fresh LocalClusters: Dask places partitions differently each time; pinning makes the
     trees the same anyway."""
@@ -142,12 +145,12 @@ def test_same_partitions_and_workers_give_the_same_model_bytes(
     assert first.test_metrics == second.test_metrics
 
 
-def test_reproduce_rebuilds_the_distributed_version_byte_for_byte(trained: dict) -> None:
-    report = reproduce_flow(model=MODEL, version=trained["version"])
-    assert report["result"] == "identical", report
-    steps = {s["name"]: s for s in report["steps"]}
-    assert "partitioned for xgboost.dask" in steps["training_set"]["detail"]
-    assert steps["artifact"]["status"] == "same"
+def test_reproduce_rebuilds_the_distributed_version_byte_for_byte(trained: TrainingResult) -> None:
+    report = reproduce_flow(model=MODEL, version=trained.version)
+    assert report.result == "identical", report
+    steps = {s.name: s for s in report.steps}
+    assert "partitioned for xgboost.dask" in steps["training_set"].detail
+    assert steps["artifact"].status == "same"
     assert list(training_sets_dir(MODEL).iterdir()) == []
 
 

@@ -38,7 +38,7 @@ def champion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_cohort_path:
     monkeypatch.setenv("MLSTEWARD_CONFIG_DIR", str(config))
     ingestion_flow(model=MODEL, source=str(small_cohort_path))
     out = training_flow(model=MODEL, max_evals=1)
-    assert out["governance"]["decision"] == "promoted"
+    assert out.governance.decision == "promoted"
     return tmp_path
 
 
@@ -58,44 +58,44 @@ def actions() -> list[str]:
 
 def test_unshifted_batch_does_not_retrain(champion: Path) -> None:
     out = drift_flow(model=MODEL, current=str(batch_file(champion, "normal")))
-    assert out["decision"]["retrain"] is False, out["decision"]
-    assert "bmi" not in out["drifted_columns"]
-    assert out["retrain"] is None
-    assert Path(out["report_path"]).exists()
+    assert out.decision.retrain is False, out.decision
+    assert "bmi" not in out.drifted_columns
+    assert out.retrain is None
+    assert Path(out.report_path).exists()
     assert Action.RETRAIN_TRIGGERED not in actions()
 
     # the same HTML is logged against the champion version's run in MLflow
     champion_run = registry.version_by_alias(MODEL, registry.CHAMPION).run_id
-    assert out["report_uri"].startswith(f"runs:/{champion_run}/drift/v1/")
-    logged = Path(mlflow.artifacts.download_artifacts(out["report_uri"], dst_path=str(champion)))
-    assert logged.read_bytes() == Path(out["report_path"]).read_bytes()
+    assert out.report_uri.startswith(f"runs:/{champion_run}/drift/v1/")
+    logged = Path(mlflow.artifacts.download_artifacts(out.report_uri, dst_path=str(champion)))
+    assert logged.read_bytes() == Path(out.report_path).read_bytes()
     # and linked from a Prefect markdown artifact listing every column's verdict
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["heart-disease-drift"]))
         )
     # the harness is shared by the session: pick this run's version of the artifact
-    [artifact] = [a for a in artifacts if Path(out["report_path"]).as_uri() in str(a.data)]
-    assert artifact.data.count("| ok |") == len(out["columns"]) - len(out["drifted_columns"])
+    [artifact] = [a for a in artifacts if Path(out.report_path).as_uri() in str(a.data)]
+    assert artifact.data.count("| ok |") == len(out.columns) - len(out.drifted_columns)
 
 
 def test_shifted_batch_retrains_once_then_cooldown_suppresses(champion: Path) -> None:
     # The same seed without the shift gives the same rows except the shifted columns, so the
     # shift must add exactly those to whatever the small test reference flags by chance.
     quiet = drift_flow(model=MODEL, current=str(batch_file(champion, "normal")))
-    assert quiet["decision"]["retrain"] is False, quiet["decision"]
+    assert quiet.decision.retrain is False, quiet.decision
     shift = Shift(covariate={c: 1.5 for c in SHIFTED})
     source = batch_file(champion, "shifted", shift)
     out = drift_flow(model=MODEL, current=str(source))
-    added = set(out["drifted_columns"]) - set(quiet["drifted_columns"])
-    assert added == set(SHIFTED), (out["drifted_columns"], quiet["drifted_columns"])
-    assert out["decision"]["retrain"] is True
-    assert out["retrain"]["triggered"] and out["retrain"]["mode"] == "subflow"
+    added = set(out.drifted_columns) - set(quiet.drifted_columns)
+    assert added == set(SHIFTED), (out.drifted_columns, quiet.drifted_columns)
+    assert out.decision.retrain is True
+    assert out.retrain.triggered and out.retrain.mode == "subflow"
     assert len(registry.list_versions(MODEL)) == 2  # the retraining run registered v2
 
     again = drift_flow(model=MODEL, current=str(source))
-    assert again["decision"]["retrain"] is True
-    assert again["retrain"]["triggered"] is False and "cooldown" in again["retrain"]["reason"]
+    assert again.decision.retrain is True
+    assert again.retrain.triggered is False and "cooldown" in again.retrain.reason
     assert len(registry.list_versions(MODEL)) == 2
     seen = actions()
     assert seen.count(Action.RETRAIN_TRIGGERED) == 1
@@ -115,24 +115,24 @@ def test_concept_shift_with_labels_retrains_on_performance(champion: Path) -> No
     out = drift_flow(model=MODEL, current=str(source))
     cfg = get_model_config(MODEL)
     metric = cfg.promotion.primary_metric
-    perf = out["performance"]
+    perf = out.performance
     assert perf is not None and perf["current"]["rows"] == 2_000
     drop = perf["reference"][metric] - perf["current"][metric]
     assert drop >= cfg.drift.performance_drop, perf
-    assert out["decision"]["retrain"] is True
-    assert any(r.startswith(f"{metric} fell") for r in out["decision"]["reasons"])
+    assert out.decision.retrain is True
+    assert any(r.startswith(f"{metric} fell") for r in out.decision.reasons)
     # the features did not move: performance alone triggered the retrain
-    assert not set(cfg.drift.key_features) & set(out["drifted_columns"]), out["drifted_columns"]
-    assert out["dataset_drift_share"] < cfg.drift.drift_share
-    assert len(out["decision"]["reasons"]) == 1, out["decision"]
-    assert out["retrain"]["triggered"] and out["retrain"]["mode"] == "subflow"
+    assert not set(cfg.drift.key_features) & set(out.drifted_columns), out.drifted_columns
+    assert out.dataset_drift_share < cfg.drift.drift_share
+    assert len(out.decision.reasons) == 1, out.decision
+    assert out.retrain.triggered and out.retrain.mode == "subflow"
 
 
 def test_prevalence_shift_with_labels_is_target_drift(champion: Path) -> None:
     out = drift_flow(model=MODEL, current=str(batch_file(champion, "prev", Shift(prevalence=0.8))))
-    assert out["target_drift"] is not None and out["target_drift"]["drifted"], out["target_drift"]
-    assert out["performance"]["current"]["positive_rate"] == pytest.approx(0.8, abs=1e-9)
-    assert out["performance"]["reference"]["positive_rate"] < 0.6
+    assert out.target_drift is not None and out.target_drift["drifted"], out.target_drift
+    assert out.performance["current"]["positive_rate"] == pytest.approx(0.8, abs=1e-9)
+    assert out.performance["reference"]["positive_rate"] < 0.6
 
 
 def test_log_window_with_partial_outcomes_measures_quality_on_them(champion: Path) -> None:
@@ -151,8 +151,8 @@ def test_log_window_with_partial_outcomes_measures_quality_on_them(champion: Pat
 
     out = drift_flow(model=MODEL, window_days=1)
 
-    assert out["rows"]["current"] == 1_000 and out["rows"]["current_labelled"] == 334
-    perf = out["performance"]
+    assert out.rows["current"] == 1_000 and out.rows["current_labelled"] == 334
+    perf = out.performance
     assert perf is not None and perf["current"]["rows"] == 334
     logged = prediction_log.read_with_labels(MODEL).dropna(subset=["label"])
     truth = evaluate(
@@ -162,5 +162,5 @@ def test_log_window_with_partial_outcomes_measures_quality_on_them(champion: Pat
     )
     assert perf["current"]["roc_auc"] == pytest.approx(truth["roc_auc"], abs=1e-12)
     assert perf["current"]["brier"] == pytest.approx(truth["brier"], abs=1e-12)
-    assert out["target_drift"] is not None and out["notes"] == []
-    assert out["prediction_drift"] is not None
+    assert out.target_drift is not None and out.notes == []
+    assert out.prediction_drift is not None

@@ -152,7 +152,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         batch = root / "batch.parquet"
         generate_batch(n_rows=200, seed=31).to_parquet(batch, index=False)
         ingestion_flow(model=MODEL, source=str(cohort))
-        assert training_flow(model=MODEL, max_evals=1)["governance"]["decision"] == "promoted"
+        assert training_flow(model=MODEL, max_evals=1).governance.decision == "promoted"
 
         log_path = root / "serve.log"
         log = log_path.open("w")

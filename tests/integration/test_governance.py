@@ -99,13 +99,13 @@ def cli(*args: str) -> Any:
 def test_first_version_by_no_champion_path_better_promoted_worse_not(ingested: Path) -> None:
     write_config(ingested, tuning=WEAK_TUNING)
     weak = training_flow(model=MODEL)
-    gov = weak["governance"]
-    assert gov["decision"] == "promoted", gov
-    assert champion() == weak["version"] == "1"
+    gov = weak.governance
+    assert gov.decision == "promoted", gov
+    assert champion() == weak.version == "1"
     report = json.loads(
         (
             registry.download_run_file(
-                weak["run_id"], "validation/validation-v1.json", ingested / "dl"
+                weak.run_id, "validation/validation-v1.json", ingested / "dl"
             )
         ).read_text()
     )
@@ -114,18 +114,18 @@ def test_first_version_by_no_champion_path_better_promoted_worse_not(ingested: P
 
     write_config(ingested, tuning={"max_evals": 3})
     strong = training_flow(model=MODEL)
-    assert strong["governance"]["decision"] == "promoted", strong["governance"]
-    assert champion() == strong["version"] == "2"
+    assert strong.governance.decision == "promoted", strong.governance
+    assert champion() == strong.version == "2"
     assert lifecycle("1") == "retired" and lifecycle("2") == "champion"
-    assert strong["test_metrics"]["roc_auc"] > weak["test_metrics"]["roc_auc"]
+    assert strong.test_metrics["roc_auc"] > weak.test_metrics["roc_auc"]
 
     write_config(ingested, tuning=WEAK_TUNING)
     worse = training_flow(model=MODEL)
-    gov = worse["governance"]
-    assert gov["decision"] == "rejected"
-    assert any("roc_auc" in r for r in gov["reasons"]), gov["reasons"]
+    gov = worse.governance
+    assert gov.decision == "rejected"
+    assert any("roc_auc" in r for r in gov.reasons), gov.reasons
     assert champion() == "2"
-    info = registry.get_version(MODEL, worse["version"])
+    info = registry.get_version(MODEL, worse.version)
     assert info.validation_status == "failed" and info.lifecycle == "rejected"
     assert "roc_auc" in info.tags["validation_reasons"]
     assert registry.CHAMPION not in info.aliases
@@ -161,17 +161,17 @@ def test_gates_gone_stale_before_promotion_run_again_against_the_new_champion(
     write_config(ingested, tuning={"max_evals": 3})
     strong = training_flow(model=MODEL, promote=False)
     cfg = get_model_config(MODEL)
-    stale = validate(cfg, weak["version"], "test")  # against no champion: passes
+    stale = validate(cfg, weak.version, "test")  # against no champion: passes
     assert stale.passed
-    promotion_flow(model=MODEL, version=strong["version"])
-    assert champion() == strong["version"]
+    promotion_flow(model=MODEL, version=strong.version)
+    assert champion() == strong.version
 
-    decision = govern(cfg, weak["version"], actor="test", report=stale)
+    decision = govern(cfg, weak.version, actor="test", report=stale)
 
     assert decision.decision == "rejected", decision
     assert any("roc_auc" in r for r in decision.reasons), decision
-    assert champion() == strong["version"]
-    mine = [r for r in records() if r.version == weak["version"]]
+    assert champion() == strong.version
+    mine = [r for r in records() if r.version == weak.version]
     refused = [r for r in mine if r.action == Action.PROMOTION_REFUSED]
     assert len(refused) == 1 and "compared with champion none" in refused[0].reason
     assert mine[-1].action == Action.VALIDATION_FAILED and mine[-1].seq > refused[0].seq
@@ -182,9 +182,9 @@ def test_identical_retrain_does_not_replace_the_champion(ingested: Path) -> None
     write_config(ingested, tuning=WEAK_TUNING)
     first = training_flow(model=MODEL)
     again = training_flow(model=MODEL)
-    assert first["artifact_sha256"] == again["artifact_sha256"]  # same data, same seed
-    assert again["governance"]["decision"] == "rejected"
-    assert champion() == first["version"]
+    assert first.artifact_sha256 == again.artifact_sha256  # same data, same seed
+    assert again.governance.decision == "rejected"
+    assert champion() == first.version
 
 
 # -- rollback --------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_tampered_artifact_blocks_promotion_and_loading(ingested: Path) -> None:
     training_flow(model=MODEL)
     write_config(ingested, tuning={"max_evals": 3})
     out = training_flow(model=MODEL, promote=False)
-    assert out["governance"]["decision"] == "challenger"
+    assert out.governance.decision == "challenger"
     assert registry.version_by_alias(MODEL, registry.CHALLENGER).version == "2"
 
     path = artifact_file("2")
@@ -383,7 +383,7 @@ def test_manual_approval_via_resume_with_input_promotes(manual: Path) -> None:
     )
     thread.join(120)
     assert running_training_runs.fn(MODEL) == []
-    assert box["result"]["governance"]["decision"] == "promoted"
+    assert box["result"].governance.decision == "promoted"
     assert champion() == "1"
     granted = records(Action.APPROVAL_GRANTED)[-1]
     assert granted.actor == "dr.lee" and granted.reason == "reviewed"
@@ -397,7 +397,7 @@ def test_manual_approval_and_rejection_via_cli(manual: Path) -> None:
     code, out = cli("approve", run_id, "--approver", "ana", "--reason", "not yet", "--reject")
     assert code == 0, out
     thread.join(120)
-    assert box["result"]["governance"]["decision"] == "rejected"
+    assert box["result"].governance.decision == "rejected"
     assert champion() is None and lifecycle("1") == "rejected"
     rejected = records(Action.APPROVAL_REJECTED)[-1]
     assert (rejected.actor, rejected.reason) == ("ana", "not yet")
@@ -415,7 +415,7 @@ def test_manual_approval_and_rejection_via_cli(manual: Path) -> None:
     code, out = cli("approve", run_id, "--approver", "ana", "--reason", "now ok")
     assert code == 0, out
     thread.join(120)
-    assert box["result"]["decision"] == "promoted", box
+    assert box["result"].decision == "promoted", box
     assert champion() == "1"
 
 
@@ -426,8 +426,8 @@ def test_approval_timeout_counts_as_rejected(ingested: Path) -> None:
         promotion={"policy": "manual", "approval_timeout_seconds": 3},
     )
     out = training_flow(model=MODEL)
-    assert out["governance"]["decision"] == "rejected"
-    assert out["governance"]["reasons"] == ["approval timed out"]
+    assert out.governance.decision == "rejected"
+    assert out.governance.reasons == ["approval timed out"]
     assert champion() is None
     timed_out = records(Action.APPROVAL_TIMED_OUT)
     assert timed_out and timed_out[-1].version == "1"
@@ -466,7 +466,7 @@ def test_approval_waits_on_a_pause_the_server_applied_before_refusing_its_repeat
 def test_promote_refuses_a_failed_version(ingested: Path) -> None:
     write_config(ingested, tuning=WEAK_TUNING, thresholds={"roc_auc": {"min": 0.99}})
     out = training_flow(model=MODEL)
-    assert out["governance"]["decision"] == "rejected"
+    assert out.governance.decision == "rejected"
     cfg = get_model_config(MODEL)
     with pytest.raises(PromotionError, match="validation status failed"):
         governance.promote(cfg, "1", actor="tester", reason="force it")
@@ -490,15 +490,15 @@ def test_fairness_gate_rejects_a_model_trained_on_biased_labels(
     )
     ingestion_flow(model=MODEL, source=str(source))
     out = training_flow(model=MODEL, max_evals=2)
-    gov = out["governance"]
-    assert gov["decision"] == "rejected"
-    assert out["test_metrics"]["roc_auc"] > 0.75  # it is not a bad model overall
-    fairness = [r for r in gov["reasons"] if r.startswith("sex: ")]
-    assert any("equal_opportunity_difference" in r for r in fairness), gov["reasons"]
+    gov = out.governance
+    assert gov.decision == "rejected"
+    assert out.test_metrics["roc_auc"] > 0.75  # it is not a bad model overall
+    fairness = [r for r in gov.reasons if r.startswith("sex: ")]
+    assert any("equal_opportunity_difference" in r for r in fairness), gov.reasons
     # the reason carries the group numbers behind it
     assert all("F" in r and "M" in r and "tpr" in r.lower() for r in fairness), fairness
     assert champion() is None
-    info = registry.get_version(MODEL, out["version"])
+    info = registry.get_version(MODEL, out.version)
     assert info.validation_status == "failed" and info.lifecycle == "rejected"
     failed = records(Action.VALIDATION_FAILED)[-1]
     violation = next(
@@ -576,7 +576,7 @@ def test_failed_promotion_is_undone_not_half_done(ingested: Path) -> None:
 
 def test_promote_with_a_named_approver_skips_the_pause(manual: Path) -> None:
     out = training_flow(model=MODEL, promote=False)
-    assert out["governance"]["decision"] == "challenger"
+    assert out.governance.decision == "challenger"
     code, result = cli("promote", MODEL, "1", "--approver", "bob")
     assert code == 1 and "--reason" in result["error"]
     code, result = cli("promote", MODEL, "1", "--approver", "bob", "--reason", "signed off")

@@ -78,9 +78,9 @@ def test_new_yaml_model_trains_end_to_end(
     monkeypatch.setenv("MLSTEWARD_CONFIG_DIR", str(tmp_path / "config"))
 
     ingested = ingestion_flow(model="churn")
-    assert ingested["rows"] == 3_000
-    assert ingested["contract"]["timestamp_assigned"] is (not with_time)
-    assert ingested["contract"]["inferred_dtypes"] == {
+    assert ingested.rows == 3_000
+    assert ingested.contract["timestamp_assigned"] is (not with_time)
+    assert ingested.contract["inferred_dtypes"] == {
         "tenure_months": "int",
         "monthly_spend": "float",
         "plan": "category",
@@ -89,12 +89,12 @@ def test_new_yaml_model_trains_end_to_end(
         "region": "category",
     }
     cfg = get_model_config("churn")
-    assert registered_snapshot_path(cfg) == ingested["snapshot_path"]
+    assert registered_snapshot_path(cfg) == ingested.snapshot_path
 
     outcome = training_flow(model="churn")
-    assert outcome["trials"] == 2
-    assert outcome["test_metrics"]["roc_auc"] > 0.7
+    assert outcome.trials == 2
+    assert outcome.test_metrics["roc_auc"] > 0.7
     client = MlflowClient(tracking_uri=mlflow_tracking_uri(), registry_uri=mlflow_tracking_uri())
-    mv = client.get_model_version("churn", outcome["version"])
+    mv = client.get_model_version("churn", outcome.version)
     assert mv.tags["lineage.feature_service"] == "churn"
     assert int(mv.tags["lineage.training_rows"]) == 3_000

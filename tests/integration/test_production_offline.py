@@ -320,24 +320,24 @@ def test_training_flow_runs_on_the_postgres_offline_store(
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # one location beats the profile
         ingested = ingestion_flow(model=MODEL, source=str(small_cohort_path))
-        assert ingested["offline_table"]["created"]
+        assert ingested.offline_table["created"]
         report = materialize_flow(model=MODEL)
-        assert report["entities"] > 0
+        assert report.entities > 0
         trained = training_flow(model=MODEL, max_evals=2)
 
         mv = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(
-            MODEL, trained["version"]
+            MODEL, trained.version
         )
-        assert mv.tags["lineage.data_digest"] == ingested["data_version"]
-        assert int(mv.tags["lineage.training_rows"]) == ingested["rows"]
+        assert mv.tags["lineage.data_digest"] == ingested.data_version
+        assert int(mv.tags["lineage.training_rows"]) == ingested.rows
         source = get_store().get_data_source(get_model_config(MODEL).data_source_name)
-        assert source_table(source) == ingested["offline_table"]["table"]
+        assert source_table(source) == ingested.offline_table["table"]
 
         # Rebuilding the version reads the snapshot file with DuckDB in a private store: the
         # same training set (digest) as the PostgreSQL join produced for training.
-        rebuilt = reproduce_flow(model=MODEL, version=trained["version"])
-        step = next(s for s in rebuilt["steps"] if s["name"] == "training_set")
-        assert step["status"] == "same", step
+        rebuilt = reproduce_flow(model=MODEL, version=trained.version)
+        step = next(s for s in rebuilt.steps if s.name == "training_set")
+        assert step.status == "same", step
 
 
 def test_gc_drops_the_tables_of_collected_snapshots_only(

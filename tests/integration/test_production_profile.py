@@ -48,7 +48,7 @@ def test_redis_online_store_returns_what_sqlite_returns(
         assert (config.online_store.type, config.registry.registry_type) == ("redis", "sql")
         ingestion_flow(model=MODEL, source=str(small_cohort_path))
         report = materialize_flow(model=MODEL)
-        assert report["entities"] == cohort[entity].nunique()
+        assert report.entities == cohort[entity].nunique()
         remote = _online(ids)
         _reader_matches_get_online_features(ids)
 

@@ -47,7 +47,7 @@ def served_training(
     write_config(config, tuning=WEAK_TUNING, drift={"key_features": ["bmi"]})
     monkeypatch.setenv("MLSTEWARD_CONFIG_DIR", str(config))
     ingestion_flow(model=MODEL, source=str(small_cohort_path))
-    assert training_flow(model=MODEL, max_evals=1)["governance"]["decision"] == "promoted"
+    assert training_flow(model=MODEL, max_evals=1).governance.decision == "promoted"
 
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
@@ -99,10 +99,10 @@ def test_drift_event_starts_one_training_run_and_cooldown_suppresses_the_next(
     generate_batch(n_rows=2_000, seed=21, shift=shift).to_parquet(source, index=False)
 
     out = drift_flow(model=MODEL, current=str(source))
-    assert set(SHIFTED) <= set(out["drifted_columns"]), out["drifted_columns"]
-    assert out["decision"]["retrain"] is True
-    assert out["retrain"]["triggered"] is True
-    assert out["retrain"]["mode"] == "deployment" and out["retrain"]["event_id"]
+    assert set(SHIFTED) <= set(out.drifted_columns), out.drifted_columns
+    assert out.decision.retrain is True
+    assert out.retrain.triggered is True
+    assert out.retrain.mode == "deployment" and out.retrain.event_id
 
     # The server's trigger, not the drift flow, creates the run, with the finding as reason.
     runs = wait_for("a training run started by the trigger", lambda: deployment_runs(dep.id), 60)
@@ -114,9 +114,9 @@ def test_drift_event_starts_one_training_run_and_cooldown_suppresses_the_next(
 
     # A second drift while that run is queued or running, and inside the cooldown: nothing.
     again = drift_flow(model=MODEL, current=str(source))
-    assert again["decision"]["retrain"] is True
-    assert again["retrain"]["triggered"] is False
-    assert "cooldown" in again["retrain"]["reason"] or "running" in again["retrain"]["reason"]
+    assert again.decision.retrain is True
+    assert again.retrain.triggered is False
+    assert "cooldown" in again.retrain.reason or "running" in again.retrain.reason
 
     # The served process runs the training to its end: gates and policy as usual.
     def finished() -> Any:
@@ -145,7 +145,7 @@ def test_drift_event_starts_one_training_run_and_cooldown_suppresses_the_next(
             limit=50,  # the client's default (100) is above what the server accepts
         )
     [event] = page.events
-    assert str(event.id) == out["retrain"]["event_id"]
+    assert str(event.id) == out.retrain.event_id
     assert f"prefect.flow-run.{drift_run}" in [r.id for r in event.related]
     assert event.payload["reason"] == run.parameters["reason"]
     assert seen.count(Action.RETRAIN_SUPPRESSED) == 1

@@ -191,11 +191,11 @@ def test_a_failing_challenger_is_rolled_back_at_the_first_step(
         with live_traffic(service.url, MODEL, stack["ids"]) as traffic:
             result = rollout_flow(model=MODEL)  # default: the challenger alias, v2
         assert traffic.failed == 0, traffic.errors[:3]  # the champion answered every row
-    assert result["decision"] == "rolled_back", result
-    assert result["version"] == v2
-    assert result["step"] == 1
-    assert [b["check"] for b in result["breaches"]] == ["error_rate"]
-    observed = result["breaches"][0]["observed"]
+    assert result.decision == "rolled_back", result
+    assert result.version == v2
+    assert result.step == 1
+    assert [b["check"] for b in result.breaches] == ["error_rate"]
+    observed = result.breaches[0]["observed"]
     assert observed["error_rate"] == 1.0
     assert observed["errors"] >= 30
 
@@ -204,7 +204,7 @@ def test_a_failing_challenger_is_rolled_back_at_the_first_step(
     assert registry.get_version(MODEL, v2).lifecycle == governance.Lifecycle.REJECTED
     assert registry.version_by_alias(MODEL, registry.CHALLENGER) is None
     [rolled] = records(Action.ROLLOUT_ROLLED_BACK, v2)
-    assert rolled.details["rollout_id"] == result["rollout_id"]
+    assert rolled.details["rollout_id"] == result.rollout_id
     assert rolled.details["breaches"][0]["check"] == "error_rate"
     assert rolled.details["breaches"][0]["observed"]["error_rate"] == 1.0
     assert rolled.details["breaches"][0]["limit"]["max_error_rate"] == 0.01
@@ -236,10 +236,10 @@ def test_a_slow_challenger_is_rolled_back_on_latency(
         # One entity per request: a request that mixes arms is timed for both.
         with live_traffic(service.url, MODEL, stack["ids"], per_request=1, threads=3):
             result = rollout_flow(model=MODEL, version=v2, requested_by="alice")
-    assert result["decision"] == "rolled_back", result
-    assert result["step"] == 1
+    assert result.decision == "rolled_back", result
+    assert result.step == 1
     # with 50 or more rows per arm the two models' prediction shift may breach as well
-    checks = {b["check"]: b for b in result["breaches"]}
+    checks = {b["check"]: b for b in result.breaches}
     assert set(checks) - {"prediction_shift"} == {"latency_p99"}, checks
     observed = checks["latency_p99"]["observed"]
     assert observed["difference_ms"] > 40
@@ -295,8 +295,8 @@ def test_a_challenger_whose_predictions_shift_is_rolled_back(
     with live_traffic(healthy_service.url, MODEL, stack["ids"]) as traffic:
         result = rollout_flow(model=MODEL, version=v2)
     assert traffic.failed == 0, traffic.errors[:3]
-    assert result["decision"] == "rolled_back", result
-    checks = {b["check"]: b for b in result["breaches"]}
+    assert result.decision == "rolled_back", result
+    checks = {b["check"]: b for b in result.breaches}
     assert "prediction_shift" in checks and "error_rate" not in checks, checks
     observed = checks["prediction_shift"]["observed"]
     assert observed["psi"] > 0.25
@@ -318,13 +318,13 @@ def test_too_little_traffic_ends_the_rollout_without_a_verdict(
         result = rollout_flow(model=MODEL, version=v2)  # nobody sends a request
     finally:
         write_config(config_dir, **FAST_ROLLOUT)
-    assert result["decision"] == "aborted", result
-    assert result["step"] == 1
-    assert "insufficient traffic: 0 of 30" in result["reason"]
+    assert result.decision == "aborted", result
+    assert result.step == 1
+    assert "insufficient traffic: 0 of 30" in result.reason
     assert registry.version_by_alias(MODEL, registry.CHAMPION).version == v1
     assert_no_canary()
     aborted = records(Action.ROLLOUT_ABORTED, v2)[-1]
-    assert aborted.details["rollout_id"] == result["rollout_id"]
+    assert aborted.details["rollout_id"] == result.rollout_id
     assert aborted.details["reason"] == "insufficient_traffic"
     assert len(records(Action.ROLLOUT_ROLLED_BACK, v2)) == rolled_back_before  # not judged
 
@@ -385,19 +385,19 @@ def test_a_healthy_challenger_is_promoted_through_governance(
         result = rollout_flow(model=MODEL, version=v2)
     assert traffic.failed == 0, traffic.errors[:3]
     assert traffic.arms.get("challenger", 0) > 0
-    assert result["decision"] == "promoted", result
-    assert result["governance"]["decision"] == "promoted"
-    assert result["governance"]["promotion"]["previous_champion"] == v1
-    assert [s["step"] for s in result["steps"]] == [1, 2, 3]
-    assert [s["fraction"] for s in result["steps"]] == [0.2, 0.5, 1.0]
-    assert all(s["verdict"]["passed"] for s in result["steps"])
-    assert all(s["challenger_rows"] >= 30 for s in result["steps"])
+    assert result.decision == "promoted", result
+    assert result.governance.decision == "promoted"
+    assert result.governance.promotion.previous_champion == v1
+    assert [s["step"] for s in result.steps] == [1, 2, 3]
+    assert [s["fraction"] for s in result.steps] == [0.2, 0.5, 1.0]
+    assert all(s["verdict"]["passed"] for s in result.steps)
+    assert all(s["challenger_rows"] >= 30 for s in result.steps)
     # At 100 % the champion answers nothing: every logged row of the last step is v2's.
-    assert result["steps"][-1]["log_rows"] > 0
+    assert result.steps[-1]["log_rows"] > 0
 
     assert registry.version_by_alias(MODEL, registry.CHAMPION).version == v2
     assert_no_canary()
-    rid = result["rollout_id"]
+    rid = result.rollout_id
     passed = [r for r in records(Action.ROLLOUT_STEP_PASSED, v2) if r.details["rollout_id"] == rid]
     assert [r.details["step"] for r in passed] == [1, 2, 3]
     assert passed[0].details["verdict"]["passed"] is True

@@ -32,8 +32,8 @@ def cli(*args: str) -> tuple[int, Any]:
 def champion(small_cohort_path: Path) -> str:
     ingestion_flow(model=MODEL, source=str(small_cohort_path))
     out = training_flow(model=MODEL, max_evals=1)
-    assert out["governance"]["decision"] == "promoted", out["governance"]
-    return out["version"]
+    assert out.governance.decision == "promoted", out.governance
+    return out.version
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_online_scoring_covers_every_entity(champion: str, small_cohort_path: Pa
     materialize_flow(model=MODEL)
     out = scoring_flow(model=MODEL)
     entities = pd.read_parquet(small_cohort_path)["patient_id"].nunique()
-    assert out["rows"] == entities and out["source"] == "online store"
+    assert out.rows == entities and out.source == "online store"
     assert len(prediction_log.read(MODEL)) == entities
 
 
@@ -136,10 +136,10 @@ def test_entity_file_scores_like_the_same_rows_from_a_file(champion: str, tmp_pa
     assert code == 0, offline
     from_file = scoring_flow(model=MODEL, source=str(source))
 
-    assert offline["rows"] == from_file["rows"] == 30
+    assert offline["rows"] == from_file.rows == 30
     assert offline["source"] == f"offline-store:{MODEL} entities={entities.resolve()}"
     a = pd.read_parquet(offline["scored_path"])
-    b = pd.read_parquet(from_file["scored_path"])
+    b = pd.read_parquet(from_file.scored_path)
     assert keys(a) == keys(b) == keys(rows)
     merged = a.merge(b, on=["patient_id", "event_timestamp"], suffixes=("_offline", "_file"))
     assert len(merged) == 30
@@ -175,7 +175,7 @@ def test_time_frame_scores_exactly_the_snapshot_rows_inside_it(champion: str) ->
     # start alone: everything from start on
     tail_start = times.iloc[-12]
     out = scoring_flow(model=MODEL, start=tail_start.isoformat())
-    assert keys(pd.read_parquet(out["scored_path"])) == keys(rows[times >= tail_start])
+    assert keys(pd.read_parquet(out.scored_path)) == keys(rows[times >= tail_start])
 
     snap = current_snapshot(MODEL)
     assert snap is not None

@@ -279,7 +279,7 @@ def test_online_rows_take_late_labels_and_read_with_batch_rows(
     source = tmp_path / "batch.parquet"
     batch.assign(**{cfg.timestamp_column: pd.Timestamp("2026-01-01", tz="UTC")}).to_parquet(source)
     scored = scoring_flow(model=MODEL, source=str(source))
-    assert scored["rows"] == 10
+    assert scored.rows == 10
     logged = prediction_log.read_with_labels(MODEL)
     online = logged[logged["request_id"].notna()]
     offline = logged[logged["request_id"].isna()]

@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.ingestion import ingestion_flow
+from flows.results import TrainingResult
 from flows.training import training_flow
 from mlsteward.config.settings import mlflow_tracking_uri
 from mlsteward.data.state import current_snapshot
@@ -28,22 +29,22 @@ def mlflow_client() -> MlflowClient:
 
 
 @pytest.fixture
-def trained(small_cohort_path: Path) -> dict:
+def trained(small_cohort_path: Path) -> TrainingResult:
     ingestion_flow(model=MODEL, source=str(small_cohort_path))
     return training_flow(model=MODEL, max_evals=3)
 
 
-def test_version_registered_with_full_lineage_and_sane_metrics(trained: dict) -> None:
+def test_version_registered_with_full_lineage_and_sane_metrics(trained: TrainingResult) -> None:
     client = mlflow_client()
-    mv = client.get_model_version(MODEL, trained["version"])
+    mv = client.get_model_version(MODEL, trained.version)
     missing = [t for t in REQUIRED_TAGS if t not in mv.tags]
     assert not missing, f"lineage tags missing: {missing}"
     snap = current_snapshot(MODEL)
     assert mv.tags["lineage.data_digest"] == snap.digest
     assert mv.tags["lineage.feature_service"] == MODEL
-    assert client.get_run(trained["run_id"]).data.tags["mlsteward.trigger_reason"] == "manual"
+    assert client.get_run(trained.run_id).data.tags["mlsteward.trigger_reason"] == "manual"
     # the first version passes the gates and becomes champion by the no-champion path
-    assert trained["governance"]["decision"] == "promoted", trained["governance"]
+    assert trained.governance.decision == "promoted", trained.governance
     assert mv.tags["lifecycle"] == "champion" and mv.tags["validation_status"] == "passed"
     # no lost rows: the training set is every snapshot row
     assert int(mv.tags["lineage.training_rows"]) == snap.rows
@@ -54,33 +55,35 @@ def test_version_registered_with_full_lineage_and_sane_metrics(trained: dict) ->
         == mv.tags["model_artifact_sha256"]
     )
     # the synthetic risk function is learnable
-    assert trained["test_metrics"]["roc_auc"] > 0.75
-    assert 0 < trained["test_metrics"]["brier"] < 0.25
+    assert trained.test_metrics["roc_auc"] > 0.75
+    assert 0 < trained.test_metrics["brier"] < 0.25
 
 
-def test_trials_are_nested_runs_and_training_input_is_logged(trained: dict) -> None:
+def test_trials_are_nested_runs_and_training_input_is_logged(trained: TrainingResult) -> None:
     client = mlflow_client()
-    run = client.get_run(trained["run_id"])
+    run = client.get_run(trained.run_id)
     children = client.search_runs(
         [run.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{trained['run_id']}'",
+        filter_string=f"tags.mlflow.parentRunId = '{trained.run_id}'",
     )
     assert len(children) == 3
     assert all("loss" in c.data.metrics and "max_depth" in c.data.params for c in children)
-    assert run.data.metrics["test_roc_auc"] == pytest.approx(trained["test_metrics"]["roc_auc"])
+    assert run.data.metrics["test_roc_auc"] == pytest.approx(trained.test_metrics["roc_auc"])
     assert run.inputs.dataset_inputs, "training dataset not logged with mlflow.log_input"
     assert run.inputs.dataset_inputs[0].dataset.name == f"{MODEL}-training-set"
 
 
-def test_registered_model_loads_natively_and_predicts_probabilities(trained: dict) -> None:
-    model = mlflow.xgboost.load_model(trained["model_uri"])
+def test_registered_model_loads_natively_and_predicts_probabilities(
+    trained: TrainingResult,
+) -> None:
+    model = mlflow.xgboost.load_model(trained.model_uri)
     holdout = pd.read_parquet(
         mlflow.artifacts.download_artifacts(
-            run_id=trained["run_id"], artifact_path="holdout/test_predictions.parquet"
+            run_id=trained.run_id, artifact_path="holdout/test_predictions.parquet"
         )
     )
     enc_path = mlflow.artifacts.download_artifacts(
-        run_id=trained["run_id"], artifact_path="feature_encoding.json"
+        run_id=trained.run_id, artifact_path="feature_encoding.json"
     )
     enc = FeatureEncoding.from_dict(json.loads(Path(enc_path).read_text()))
     proba = model.predict_proba(encode(holdout, enc))[:, 1]
@@ -91,18 +94,16 @@ def test_same_data_and_seed_give_identical_params_and_artifact(small_cohort_path
     ingestion_flow(model=MODEL, source=str(small_cohort_path))
     first = training_flow(model=MODEL, max_evals=3, seed=11)
     second = training_flow(model=MODEL, max_evals=3, seed=11)
-    assert first["version"] != second["version"]
-    assert first["best_params"] == second["best_params"]
-    assert first["artifact_sha256"] == second["artifact_sha256"]
+    assert first.version != second.version
+    assert first.best_params == second.best_params
+    assert first.artifact_sha256 == second.artifact_sha256
 
 
-def test_flow_run_leaves_metrics_table_and_lineage_markdown(trained: dict) -> None:
+def test_flow_run_leaves_metrics_table_and_lineage_markdown(trained: TrainingResult) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    flow_run_id = (
-        mlflow_client().get_run(trained["run_id"]).data.tags["mlsteward.prefect_flow_run_id"]
-    )
+    flow_run_id = mlflow_client().get_run(trained.run_id).data.tags["mlsteward.prefect_flow_run_id"]
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
@@ -112,8 +113,8 @@ def test_flow_run_leaves_metrics_table_and_lineage_markdown(trained: dict) -> No
     assert by_key["heart-disease-test-metrics"].type == "table"
     assert "roc_auc" in str(by_key["heart-disease-test-metrics"].data)
     lineage_md = str(by_key["heart-disease-lineage"].data)
-    assert f"version **{trained['version']}**" in lineage_md
-    assert trained["lineage"]["data_digest"] in lineage_md
+    assert f"version **{trained.version}**" in lineage_md
+    assert trained.lineage["data_digest"] in lineage_md
 
 
 def test_a_git_ref_other_than_the_checkout_stops_the_run_before_any_work(
@@ -132,5 +133,5 @@ def test_a_git_ref_other_than_the_checkout_stops_the_run_before_any_work(
 
     head = git_info(REPO_ROOT)["commit"]
     out = training_flow(model="heart_disease", max_evals=1, git_ref=head)
-    tags = client.get_model_version("heart_disease", out["version"]).tags
+    tags = client.get_model_version("heart_disease", out.version).tags
     assert tags["lineage.git_commit"] == head

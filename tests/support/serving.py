@@ -67,13 +67,13 @@ def train_two_versions(work: Path) -> dict[str, Any]:
     write_config(config_dir, tuning=WEAK_TUNING)
     ingestion_flow(model=MODEL, source=str(cohort))
     first = training_flow(model=MODEL)
-    assert first["governance"]["decision"] == "promoted", first["governance"]
+    assert first.governance.decision == "promoted", first.governance
     write_config(config_dir, tuning=FAST_TUNING)
     second = training_flow(model=MODEL, promote=False)
-    assert second["governance"]["decision"] == "challenger", second["governance"]
+    assert second.governance.decision == "challenger", second.governance
     materialize_flow(model=MODEL)
     entities = pd.read_parquet(cohort, columns=["patient_id"])["patient_id"].unique().tolist()
-    return {"champion": first["version"], "challenger": second["version"], "ids": entities}
+    return {"champion": first.version, "challenger": second.version, "ids": entities}
 
 
 @contextmanager

@@ -59,7 +59,10 @@ class Recorder:
         if self.stale:
             self.stale -= 1
             raise ChampionChangedError("v3 was compared with champion none")
-        return PromotionResult("policy_demo", "promoted", "3", None, "ab" * 32, 7)
+        return PromotionResult(
+            model="policy_demo", action="promoted", version="3", previous_champion=None,
+            artifact_sha256="ab" * 32, audit_seq=7,
+        )  # fmt: skip
 
     def validate(self) -> ValidationReport:
         passed = self.revalidated.pop(0) if self.revalidated else True

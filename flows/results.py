@@ -1,0 +1,130 @@
+"""What the flows return: typed results the CLI formats and tests read.
+
+Each result dumps (``model_dump()``) to the document the flow's ``--json`` output has always
+shown: the same keys, a key that does not apply absent rather than null. The results of the
+governance, rollout and reproduction flows are their rooms' own types
+(``mlsteward.governance.policy.GovernanceOutcome``, ``mlsteward.governance.promotion.
+PromotionResult``, ``mlsteward.rollout.machine.RolloutResult``,
+``mlsteward.training.reproduce.ReproductionResult``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
+from mlsteward.governance.policy import GovernanceOutcome
+
+
+class IngestionResult(BaseModel):
+    """A source that passed the data contract, as the model's new data version."""
+
+    model: str
+    data_version: str
+    snapshot_path: str
+    rows: int
+    time_range: list[str]
+    """First and last event time of the snapshot."""
+    quarantine_path: str | None
+    contract: dict[str, Any]
+    """The contract report: rows, bad rows and every violation."""
+    offline_table: dict[str, Any] | None
+
+
+class MaterializeResult(BaseModel):
+    """Feature values loaded into the online store."""
+
+    model: str
+    feature_view: str
+    start: str
+    end: str
+    snapshot_path: str | None
+    rows_in_window: int
+    entities: int
+
+
+class TrainingResult(BaseModel):
+    """A registered version with its lineage, and what governance decided about it."""
+
+    model: str
+    version: str
+    model_uri: str
+    run_id: str
+    artifact_sha256: str
+    test_metrics: dict[str, float]
+    best_params: dict[str, Any]
+    trials: int
+    threshold: float
+    lineage: dict[str, Any]
+    governance: GovernanceOutcome
+
+
+class ScoringResult(BaseModel):
+    """One scored batch: where its rows went and their numbers."""
+
+    model: str
+    version: str
+    batch_id: str
+    rows: int
+    source: str
+    scored_path: str
+    prediction_log_path: str
+    mean_probability: float | None
+    positive_rate: float | None
+    threshold: float
+    top_k: int
+
+
+class DriftDecisionRecord(BaseModel):
+    retrain: bool
+    reasons: list[str]
+
+
+class RetrainOutcome(BaseModel):
+    """Whether drift started a retraining run, and how."""
+
+    triggered: bool
+    reason: str
+    mode: str | None = None
+    """``deployment`` (an event the training deployment's trigger answers) or ``subflow``."""
+    event_id: str | None = None
+    training: GovernanceOutcome | None = None
+    """The retraining subflow's governance decision."""
+
+    @model_serializer(mode="wrap")
+    def _present_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``mode`` once a retrain started, ``event_id`` with an event, ``training`` with a
+        subflow; otherwise absent."""
+        data: dict[str, Any] = handler(self)
+        keep = {"triggered", "reason"}
+        keep |= {"mode"} if self.mode is not None else set()
+        keep |= {"event_id"} if self.mode == "deployment" else set()
+        keep |= {"training"} if self.training is not None else set()
+        return {k: v for k, v in data.items() if k in keep}
+
+
+class DriftRunResult(BaseModel):
+    """The drift report's numbers, the policy's decision and what followed.
+
+    The report's keys are ``DriftResult.to_dict``'s; a key the report gains later is kept as it
+    comes (``extra="allow"``) until it is declared here.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    columns: dict[str, Any]
+    """Per compared column: method, score, threshold, verdict."""
+    drifted_columns: list[str]
+    dataset_drift_share: float | None
+    prediction_drift: dict[str, Any] | None
+    target_drift: dict[str, Any] | None
+    performance: dict[str, Any] | None
+    """Quality on the labelled rows of both windows, when there are labels."""
+    rows: dict[str, Any]
+    sampling: Any
+    report_path: str | None
+    report_uri: str | None
+    notes: list[str]
+    decision: DriftDecisionRecord
+    retrain: RetrainOutcome | None = None
