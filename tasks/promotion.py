@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig
+from mlsteward.governance import candidate
 from mlsteward.governance import promotion as governance
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.policy import (
@@ -81,7 +82,7 @@ def promotion_candidate(
 ) -> tuple[VersionInfo, ValidationReport | None]:
     """The version a promote request names and its current report (None: run the gates).
     Registry reads that refuse a bad request before anything runs; no task run of its own."""
-    return governance.promotion_candidate(
+    return candidate.promotion_candidate(
         cfg, version, approver=approver, reason=reason, revalidate=revalidate
     )
 

@@ -13,7 +13,7 @@ from mlsteward.config.models import ModelConfig
 from mlsteward.errors import PromotionError
 from mlsteward.governance import canary as canary_state
 from mlsteward.governance import registry
-from mlsteward.governance.promotion import needs_validation
+from mlsteward.governance.candidate import needs_validation
 from mlsteward.rollout.service import ServiceUnavailable, describe_model
 
 

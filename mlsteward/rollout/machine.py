@@ -33,6 +33,7 @@ from mlsteward.config.models import ModelConfig
 from mlsteward.governance import canary as canary_state
 from mlsteward.governance import promotion as governance
 from mlsteward.governance.canary import Canary
+from mlsteward.governance.candidate import current_report
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.policy import GovernanceOutcome
 from mlsteward.rollout.eligibility import Eligibility, config_snapshot
@@ -317,7 +318,7 @@ def _judge(
 def _complete(run: Rollout, hooks: RolloutHooks) -> RolloutResult:
     """Every step passed: promote the way any promotion goes (gates if stale, then policy)."""
     steps = len(run.steps)
-    report = governance.current_report(run.model, run.version)
+    report = current_report(run.model, run.version)
     how = "stored validation report" if report is not None else "re-running the gates"
     if report is None:
         how += ": champion changed"

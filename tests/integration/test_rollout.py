@@ -27,6 +27,7 @@ from mlsteward.config.models import get_model_config
 from mlsteward.governance import canary as canary_state
 from mlsteward.governance import promotion as governance
 from mlsteward.governance import registry
+from mlsteward.governance.candidate import needs_validation
 from mlsteward.governance.mlflow_adapter import client
 from mlsteward.rollout.eligibility import RolloutRefused
 from mlsteward.rollout.service import ServiceUnavailable, shows_canary
@@ -177,7 +178,7 @@ def test_the_fast_config_keeps_the_challenger_validated(stack: dict[str, Any]) -
     assert cfg.serving.poll_seconds == 0.3
     info = registry.get_version(MODEL, stack["challenger"])
     assert info.validation_status == "passed"
-    assert not governance.needs_validation(info)
+    assert not needs_validation(info)
     assert registry.version_by_alias(MODEL, registry.CHAMPION).version == stack["champion"]
 
 
@@ -379,7 +380,7 @@ def test_a_healthy_challenger_is_promoted_through_governance(
         "guardrails": {"latency_slack_ms": 500, "max_prediction_psi": 10.0},
     }
     write_config(config_dir, **{**FAST_ROLLOUT, "rollout": wide})
-    assert not governance.needs_validation(registry.get_version(MODEL, v2))
+    assert not needs_validation(registry.get_version(MODEL, v2))
     service_url(healthy_service.url)
     with live_traffic(healthy_service.url, MODEL, stack["ids"]) as traffic:
         result = rollout_flow(model=MODEL, version=v2)

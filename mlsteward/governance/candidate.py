@@ -1,0 +1,78 @@
+"""A version proposed for promotion: is its validation still current, and may it go ahead?
+
+A validation report compares the version with the champion of its day
+(``validated_against_champion``); once another version became champion the comparison is
+stale and the gates must run again. The promote flow, the rollout checks and the rollout's
+final promotion all ask here, so they agree on what "current" means.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from mlsteward.config.models import ModelConfig
+from mlsteward.errors import PromotionError
+from mlsteward.governance import registry
+from mlsteward.governance.gates import ValidationReport
+from mlsteward.governance.promotion import NO_CHAMPION
+from mlsteward.governance.registry import CHAMPION, VersionInfo
+
+
+def needs_validation(info: VersionInfo) -> bool:
+    """Gates re-run when a version was never validated or its champion comparison is stale."""
+    if info.validation_status is None:
+        return True
+    champion = registry.version_by_alias(info.name, CHAMPION)
+    current = champion.version if champion else NO_CHAMPION
+    return info.tags.get("validated_against_champion") != current
+
+
+def stored_report(info: VersionInfo) -> ValidationReport:
+    """The validation report ``record_validation`` stored on the version's run."""
+    with tempfile.TemporaryDirectory() as d:
+        path = registry.download_run_file(
+            info.run_id, f"validation/validation-v{info.version}.json", Path(d)
+        )
+        return ValidationReport.from_dict(json.loads(path.read_text()))
+
+
+def current_report(model: str, version: str) -> ValidationReport | None:
+    """The version's stored report while its champion comparison holds; None when the gates
+    must run again (never validated, or the champion changed since)."""
+    info = registry.get_version(model, version)
+    return None if needs_validation(info) else stored_report(info)
+
+
+def promotion_candidate(
+    cfg: ModelConfig,
+    version: str,
+    *,
+    approver: str | None,
+    reason: str | None,
+    revalidate: bool,
+) -> tuple[VersionInfo, ValidationReport | None]:
+    """The version a promote request names, with its stored report when that is current
+    (None: the gates run again).
+
+    Raises:
+        PromotionError: no version named, an approver without a reason, the version is already
+            champion, or its current report says it failed.
+    """
+    if not version:
+        raise PromotionError("promote needs a version number")
+    if approver and not (reason or "").strip():
+        raise PromotionError("an approver needs a reason (it goes into the audit trail)")
+    info = registry.get_version(cfg.name, version)
+    if CHAMPION in info.aliases:
+        raise PromotionError(f"{cfg.name} v{info.version} is already the champion")
+    if revalidate or needs_validation(info):
+        return info, None
+    if info.validation_status != "passed":
+        raise PromotionError(
+            f"{cfg.name} v{version} failed validation: "
+            f"{info.tags.get('validation_reasons', '')}; use --revalidate after changing "
+            "the config or data"
+        )
+    return info, stored_report(info)
