@@ -18,6 +18,7 @@ from mlsteward.config.paths import project_root
 from mlsteward.data.state import SnapshotInfo
 from mlsteward.features.repo import snapshot_entity_dtype
 from mlsteward.governance import mlflow_adapter
+from mlsteward.governance.mlflow_adapter import RegisteredVersion
 from mlsteward.governance.promotion import open_audit
 from mlsteward.training.fitting import TuningResult
 from mlsteward.training.lineage import Lineage, build_lineage
@@ -127,20 +128,17 @@ def make_recipe(
     )
 
 
-@task(name="register-model", cache_policy=NO_CACHE)
-def register_model(
+def log_training_run(
     cfg: ModelConfig,
     snapshot: SnapshotInfo,
     data: PreparedData,
     tuning: TuningResult,
     fitted: FittedModel,
     run_id: str,
-    actor: str = "system",
-    reason: str = "manual",
-) -> TrainingOutcome:
-    """Log metrics, the training input, holdout predictions and the model; register a version
-    whose tags carry the full lineage and the artifact's SHA-256."""
-    lineage = make_lineage(cfg, snapshot, data, tuning)
+    lineage: Lineage,
+) -> dict:
+    """Params, metrics and lineage tags, the training input, the holdout predictions, the
+    encoding, the lineage and the recipe on the training run; returns the recipe."""
     metrics = {f"test_{k}": v for k, v in fitted.test_metrics.items()}
     metrics |= {f"val_{k}": v for k, v in fitted.validation_metrics.items()}
     metrics["best_trial_loss"] = tuning.best_loss
@@ -172,7 +170,56 @@ def register_model(
     mlflow_adapter.log_dict_artifact(run_id, lineage.to_dict(), "lineage.json")
     recipe = make_recipe(cfg, snapshot, data, tuning, fitted.threshold)
     mlflow_adapter.log_dict_artifact(run_id, recipe, RECIPE_ARTIFACT)
+    return recipe
 
+
+def audit_registration(
+    cfg: ModelConfig,
+    snapshot: SnapshotInfo,
+    tuning: TuningResult,
+    fitted: FittedModel,
+    run_id: str,
+    registered: RegisteredVersion,
+    lineage: Lineage,
+    actor: str,
+    reason: str,
+) -> None:
+    """The ``version_registered`` record: where the version came from and what it scored."""
+    with open_audit() as audit:
+        audit.append(
+            Action.VERSION_REGISTERED,
+            model=cfg.name,
+            version=registered.version,
+            actor=actor,
+            reason=f"trained on data version {snapshot.digest[:12]}",
+            details={
+                "run_id": run_id,
+                "artifact_sha256": registered.artifact_sha256,
+                "data_digest": snapshot.digest,
+                "test_metrics": {k: round(v, 6) for k, v in fitted.test_metrics.items()},
+                "best_params": tuning.best_params,
+                "seed": tuning.seed,
+                "git_commit": lineage.git_commit,
+                "trigger_reason": reason,
+            },
+        )
+
+
+@task(name="register-model", cache_policy=NO_CACHE)
+def register_model(
+    cfg: ModelConfig,
+    snapshot: SnapshotInfo,
+    data: PreparedData,
+    tuning: TuningResult,
+    fitted: FittedModel,
+    run_id: str,
+    actor: str = "system",
+    reason: str = "manual",
+) -> TrainingOutcome:
+    """Log metrics, the training input, holdout predictions and the model; register a version
+    whose tags carry the full lineage and the artifact's SHA-256."""
+    lineage = make_lineage(cfg, snapshot, data, tuning)
+    recipe = log_training_run(cfg, snapshot, data, tuning, fitted, run_id, lineage)
     version_tags = {
         **lineage.to_tags(),
         RECIPE_SHA_TAG: recipe_sha256(recipe),
@@ -193,24 +240,7 @@ def register_model(
             "decision_threshold": fitted.threshold,
         },
     )
-    with open_audit() as audit:
-        audit.append(
-            Action.VERSION_REGISTERED,
-            model=cfg.name,
-            version=registered.version,
-            actor=actor,
-            reason=f"trained on data version {snapshot.digest[:12]}",
-            details={
-                "run_id": run_id,
-                "artifact_sha256": registered.artifact_sha256,
-                "data_digest": snapshot.digest,
-                "test_metrics": {k: round(v, 6) for k, v in fitted.test_metrics.items()},
-                "best_params": tuning.best_params,
-                "seed": tuning.seed,
-                "git_commit": lineage.git_commit,
-                "trigger_reason": reason,
-            },
-        )
+    audit_registration(cfg, snapshot, tuning, fitted, run_id, registered, lineage, actor, reason)
     run_logger().info(
         "registered %s version %s (artifact sha256 %s)",
         cfg.name,

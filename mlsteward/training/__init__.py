@@ -1,1 +1,2 @@
-"""Training: preparation, Hyperopt tuning, XGBoost fitting, distributed runs, reproduction."""
+"""Training: the run's settings (spec), the prepared set, Hyperopt tuning, XGBoost fitting, the
+build on a prepared set (in process or on Dask), the trial cache, reproduction."""
