@@ -56,8 +56,8 @@ Reading the current window (``--log-rows N``, e.g. 2,000,000): a prediction log 
 temporary ``MLSTEWARD_HOME``, read two ways, each in a fresh worker, peak memory measured as above:
 **full read** -- ``prediction_log.read_with_labels`` on the whole window, every column (what the
 drift flow read before the window was sampled while read), and **bounded read** --
-``tasks.monitoring.read_current_window`` (the drift columns only, a seeded pre-sample of
-2 x ``--max-rows`` rows). Only the read is timed; drift itself is measured above.
+``mlsteward.monitoring.current_window.read_current_window`` (the drift columns only, a seeded
+pre-sample of 2 x ``--max-rows`` rows). Only the read is timed; drift itself is measured above.
 
 Run: ``.venv/bin/python benchmarks/drift.py [--rows 1000000] [--max-rows 200000] [--skip-preset]
 [--preset-inferred] [--no-html] [--log-rows 2000000 [--log-only]]``.
@@ -293,7 +293,7 @@ def log_worker(kind: str, home: Path, max_rows: int) -> dict:
     import pyarrow as pa
 
     from mlsteward.monitoring import prediction_log
-    from tasks.monitoring import read_current_window
+    from mlsteward.monitoring.current_window import read_current_window
 
     cfg = _config(max_rows)
     cfg = cfg.model_copy(update={"features": cfg.features[: -len(EXTRA_FEATURES)]})

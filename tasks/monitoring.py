@@ -21,13 +21,13 @@ from mlsteward.governance import promotion as governance
 from mlsteward.governance import registry
 from mlsteward.governance.registry import VerifiedModel
 from mlsteward.governance.validation import load_holdout
-from mlsteward.monitoring import prediction_log
+from mlsteward.monitoring.current_window import read_current_window
 from mlsteward.monitoring.drift import compute_drift
 from mlsteward.monitoring.drift_result import DriftResult
 from mlsteward.monitoring.drift_sampling import sampling_lines
 from mlsteward.monitoring.retrain import DriftDecision, TriggerVerdict, claim_retrain, decide
-from mlsteward.monitoring.scoring import PROBA_COLUMN, score_frame
-from mlsteward.monitoring.window_sample import WindowSample, sample_window
+from mlsteward.monitoring.scoring import score_frame
+from mlsteward.monitoring.window_sample import WindowSample
 from tasks.common import artifact_key, run_logger
 from tasks.scoring import contract_checked
 
@@ -53,31 +53,6 @@ def current_from_file(cfg: ModelConfig, champion: VerifiedModel, source: str) ->
     if has_label:
         scored[cfg.label] = good[cfg.label].to_numpy()
     return scored
-
-
-def drift_log_columns(cfg: ModelConfig) -> list[str]:
-    """The logged columns drift compares: the features and the probability. The label's key
-    columns (entity, event time) are added by the reader only to join outcomes; explanation,
-    version, request and batch columns are never decoded."""
-    return [*(f.name for f in cfg.features), PROBA_COLUMN]
-
-
-def read_current_window(cfg: ModelConfig, since: datetime, *, seed: int = 0) -> WindowSample:
-    """The prediction-log window from ``since``, read in memory bounded by
-    ``cfg.drift.max_rows`` (a seeded pre-sample above twice that, recorded), outcomes joined
-    and renamed to the model's label column."""
-    window = sample_window(
-        cfg.name,
-        since=since,
-        columns=drift_log_columns(cfg),
-        max_rows=cfg.drift.max_rows,
-        seed=seed,
-    )
-    rename = {prediction_log.LABEL: cfg.label}
-    window.frame = window.frame.rename(columns=rename)
-    if window.labelled is not None:
-        window.labelled = window.labelled.rename(columns=rename)
-    return window
 
 
 @task(name="drift-current-from-log", cache_policy=NO_CACHE)

@@ -420,7 +420,7 @@ def _toy_reference(n: int = N) -> pd.DataFrame:
 def test_presampled_log_window_is_recorded_in_result_and_report(tmp_path):
     from datetime import datetime
 
-    from tasks.monitoring import read_current_window
+    from mlsteward.monitoring.current_window import read_current_window
 
     _log_toy_window(days=6, per_day=2_000)  # 12,000 rows > 2 x max_rows
     cfg = _cfg(max_rows=1_000)
@@ -485,7 +485,7 @@ def test_small_log_window_is_compared_whole_and_says_so(tmp_path):
     from datetime import datetime
 
     from mlsteward.monitoring import prediction_log as plog
-    from tasks.monitoring import read_current_window
+    from mlsteward.monitoring.current_window import read_current_window
 
     _log_toy_window(days=2, per_day=900)  # 1,800 rows <= 2 x max_rows: read whole
     cfg = _cfg(max_rows=1_000)
