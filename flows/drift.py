@@ -9,7 +9,7 @@ from prefect.runtime import flow_run
 from flows.governance import run_actor
 from flows.results import DriftRunResult, RetrainOutcome
 from flows.training import training_flow
-from mlsteward.config.models import get_model_config
+from mlsteward.monitoring.specs import DriftSpec
 from tasks.common import run_logger
 from tasks.monitoring import (
     claim_retrain_slot,
@@ -38,16 +38,17 @@ def drift_flow(
             prediction log.
         window_days: prediction-log window (default: the model's drift.window_days).
     """
-    cfg = get_model_config(model)
-    actor = run_actor()
+    # 0. The run's settings (the window defaults to the model's drift.window_days)
+    spec = DriftSpec.resolve(model, actor=run_actor(), current=current, window_days=window_days)
+    cfg, actor = spec.cfg, spec.actor
 
     # 1. Reference (champion's holdout) and current window (a file, or the prediction log)
     champion = load_champion(cfg, actor)
     reference = drift_reference(cfg, champion)
     recent = (
-        current_from_file(cfg, champion, current)
-        if current
-        else current_from_log(cfg, window_days or cfg.drift.window_days)
+        current_from_file(cfg, champion, spec.current)
+        if spec.current
+        else current_from_log(cfg, spec.window_days)
     )
 
     # 2. Evidently, then the policy's decision; both recorded

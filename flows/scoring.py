@@ -7,10 +7,8 @@ from prefect import flow
 
 from flows.governance import run_actor
 from flows.results import ScoringResult
-from mlsteward.config.models import get_model_config
-from mlsteward.errors import MlstewardError
+from mlsteward.monitoring.specs import ScoringSpec
 from tasks.scoring import (
-    ScoringWindow,
     entity_scoring_input,
     load_champion,
     online_scoring_input,
@@ -45,31 +43,23 @@ def scoring_flow(
         MlstewardError: more than one input was given, or the window does not parse; checked
             before anything is loaded, so nothing is scored or logged.
     """
-    given = [
-        name
-        for name, value in (("source", source), ("entities", entities), ("start/end", start or end))
-        if value
-    ]
-    if len(given) > 1:
-        raise MlstewardError(
-            f"score one input at a time: got {' and '.join(given)}; give --source PATH, "
-            "--entities PATH or --start/--end (none: the online store)"
-        )
-    window = ScoringWindow.parse(start, end) if start or end else None
-    cfg = get_model_config(model)
-    actor = run_actor()
+    # 0. The run's settings: one input, checked before anything is loaded
+    spec = ScoringSpec.resolve(
+        model, actor=run_actor(), source=source, entities=entities, start=start, end=end
+    )
+    cfg = spec.cfg
 
     # 1. The champion, from verified bytes
-    verified = load_champion(cfg, actor)
+    verified = load_champion(cfg, spec.actor)
     # 2. Input through the same data contract as training
-    if source:
-        frame, label = read_scoring_input(cfg, source), source
-    elif entities:
-        frame, label = entity_scoring_input(cfg, entities)
-    elif window is not None:
-        frame, label = window_scoring_input(cfg, window)
+    if spec.source:
+        frame, label = read_scoring_input(cfg, spec.source), spec.source
+    elif spec.entities:
+        frame, label = entity_scoring_input(cfg, spec.entities)
+    elif spec.window is not None:
+        frame, label = window_scoring_input(cfg, spec.window)
     else:
         frame, label = online_scoring_input(cfg), "online store"
     # 3. Scores, labels, top-k SHAP; then the scored file, the prediction log, the audit trail
     scored = score_batch(cfg, verified, frame)
-    return ScoringResult.model_validate(record_scores(cfg, scored, label, actor))
+    return ScoringResult.model_validate(record_scores(cfg, scored, label, spec.actor))

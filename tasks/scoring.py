@@ -3,7 +3,6 @@ prediction log."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from mlsteward.governance import promotion as governance
 from mlsteward.governance.registry import VerifiedModel
 from mlsteward.monitoring import prediction_log
 from mlsteward.monitoring.scoring import ScoredBatch, score_frame
+from mlsteward.monitoring.specs import ScoringWindow
 from tasks.common import artifact_key, run_logger
 
 MAX_LISTED_ROWS = 10
@@ -82,61 +82,6 @@ def online_scoring_input(cfg: ModelConfig) -> pd.DataFrame:
     frame[cfg.timestamp_column] = pd.Timestamp(datetime.now(UTC))
     run_logger().info("online features for %d entities", len(frame))
     return contract_checked(cfg, frame, f"online-store:{cfg.feature_service_name}")
-
-
-@dataclass(frozen=True)
-class ScoringWindow:
-    """A half-open event-time frame ``[start, end)`` in UTC; a missing bound is unbounded.
-
-    Half-open so consecutive windows (July, then August) never score a row twice.
-    """
-
-    start: pd.Timestamp | None = None
-    end: pd.Timestamp | None = None
-
-    @classmethod
-    def parse(cls, start: str | None, end: str | None) -> ScoringWindow:
-        """Bounds from ISO-8601 text; naive times are UTC, like every time in mlsteward.
-
-        Raises:
-            MlstewardError: a bound does not parse, or ``start`` is not before ``end``.
-        """
-        bounds = {name: _utc(name, text) for name, text in (("start", start), ("end", end))}
-        window = cls(**bounds)
-        if window.start is not None and window.end is not None and window.start >= window.end:
-            raise MlstewardError(
-                f"scoring window {window.label} is empty: start must be before end"
-            )
-        return window
-
-    @property
-    def label(self) -> str:
-        """``start..end`` in ISO-8601 UTC, a missing bound left empty: the audit trail's name."""
-        start = self.start.isoformat() if self.start is not None else ""
-        end = self.end.isoformat() if self.end is not None else ""
-        return f"{start}..{end}"
-
-    def contains(self, times: pd.Series) -> pd.Series:
-        inside = pd.Series(True, index=times.index)
-        if self.start is not None:
-            inside &= times >= self.start
-        if self.end is not None:
-            inside &= times < self.end
-        return inside.fillna(False).astype(bool)
-
-
-def _utc(name: str, text: str | None) -> pd.Timestamp | None:
-    """ISO-8601 only: pandas would also read words such as "now", which make a window that
-    moves between runs and cannot be named in the audit trail."""
-    if text is None or not str(text).strip():
-        return None
-    try:
-        stamp = pd.Timestamp(datetime.fromisoformat(str(text).strip()))
-    except ValueError as exc:
-        raise MlstewardError(
-            f"scoring window {name} {text!r} is not an ISO-8601 timestamp"
-        ) from exc
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _row_numbers(index: list[int]) -> str:
