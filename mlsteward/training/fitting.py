@@ -72,8 +72,11 @@ def time_split(
     """
     ordered = frame.sort_values([ts_col, tie_col], kind="mergesort").reset_index(drop=True)
     a, b = split_boundaries(ordered[ts_col].to_numpy(), train, validation, keep_ties_together)
-    parts = ordered.iloc[:a], ordered.iloc[a:b], ordered.iloc[b:]
-    return Split(*(p.reset_index(drop=True) for p in parts))
+    return Split(
+        ordered.iloc[:a].reset_index(drop=True),
+        ordered.iloc[a:b].reset_index(drop=True),
+        ordered.iloc[b:].reset_index(drop=True),
+    )
 
 
 SPLIT_PARTS = ("train", "validation", "test")
@@ -123,6 +126,12 @@ def _is_integral(dim: SearchDimension) -> bool:
     return dim.dist in ("quniform", "qloguniform") and float(dim.q or 0).is_integer()
 
 
+def _log_bounds(d: SearchDimension) -> tuple[float, float]:
+    """The log of a log family's bounds (the config requires both, above 0)."""
+    assert d.low is not None and d.high is not None
+    return math.log(d.low), math.log(d.high)
+
+
 def build_search_space(space: dict[str, SearchDimension]) -> dict[str, Any]:
     """Translate the config's space (data) into hyperopt expressions."""
     out: dict[str, Any] = {}
@@ -130,11 +139,11 @@ def build_search_space(space: dict[str, SearchDimension]) -> dict[str, Any]:
         if d.dist == "uniform":
             out[name] = hp.uniform(name, d.low, d.high)
         elif d.dist == "loguniform":
-            out[name] = hp.loguniform(name, math.log(d.low), math.log(d.high))
+            out[name] = hp.loguniform(name, *_log_bounds(d))
         elif d.dist == "quniform":
             out[name] = hp.quniform(name, d.low, d.high, d.q)
         elif d.dist == "qloguniform":
-            out[name] = hp.qloguniform(name, math.log(d.low), math.log(d.high), d.q)
+            out[name] = hp.qloguniform(name, *_log_bounds(d), d.q)
         else:
             out[name] = hp.choice(name, d.options)
     return out
