@@ -53,13 +53,15 @@ def where(as_json: bool = JsonOpt) -> None:
 
 def _where() -> dict:
     from mlsteward.config.settings import home, mlflow_artifact_root, mlflow_tracking_uri
-    from mlsteward.platform import services as platform
+    from mlsteward.platform.command import urls
+    from mlsteward.platform.lifecycle import status
+    from mlsteward.platform.services import PlatformConfig
 
     uri = mlflow_tracking_uri()
-    cfg = platform.PlatformConfig.from_env()
-    states = platform.status(cfg)
+    cfg = PlatformConfig.from_env()
+    states = status(cfg)
     if any(s.running for s in states):
-        links = platform.urls(cfg, states)
+        links = urls(cfg, states)
         local = "running (make down stops it): " + ", ".join(
             f"{k} {v}" for k, v in links.items() if v
         )

@@ -52,7 +52,7 @@ def use_local_platform() -> str | None:
     if os.environ.get("PREFECT_API_URL") or _profile_sets_api_url():
         return None
     # The platform module imports only the standard library and our settings.
-    from mlsteward.platform.services import running_prefect_api
+    from mlsteward.platform.lifecycle import running_prefect_api
 
     api = running_prefect_api()
     if api is None:

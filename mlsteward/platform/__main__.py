@@ -3,6 +3,6 @@ run)."""
 
 import sys
 
-from mlsteward.platform.services import main
+from mlsteward.platform.command import main
 
 sys.exit(main())

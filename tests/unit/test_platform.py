@@ -15,16 +15,14 @@ from pathlib import Path
 import pytest
 
 from mlsteward.platform import processes
+from mlsteward.platform.lifecycle import down, status, up
 from mlsteward.platform.services import (
     PlatformConfig,
     PlatformError,
     child_env,
-    down,
     gateway_unavailable,
     inspect,
     services,
-    status,
-    up,
 )
 
 

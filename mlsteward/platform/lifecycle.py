@@ -1,0 +1,222 @@
+"""``up``, ``down`` and ``status``: start the platform's services in order and wait for each to
+answer, stop exactly what was started, and report what runs (one ``up`` at a time per home).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from mlsteward.config import profiles
+from mlsteward.platform import processes
+from mlsteward.platform.deployments import ensure_deployments, ensure_work_pool, worker_online
+from mlsteward.platform.provision import provision
+from mlsteward.platform.services import (
+    STOP_TIMEOUT,
+    PlatformConfig,
+    PlatformError,
+    Service,
+    ServiceState,
+    child_env,
+    gateway_unavailable,
+    http_json,
+    inspect,
+    running_port,
+    services,
+    wait_ready,
+)
+
+
+def _provision() -> str:
+    """Create the profile's missing databases before anything needs them (production)."""
+    profile = profiles.active()
+    if profile.postgres is None and profile.redis_url is None:
+        return profile.name
+    done = provision(profile)
+    created = ", ".join(done["created"]) or "nothing new"
+    return f"{profile.name} (created {created}; {len(done['existing'])} already there)"
+
+
+@contextlib.contextmanager
+def _lock(cfg: PlatformConfig) -> Iterator[None]:
+    """One ``up`` or ``down`` at a time per home: two concurrent ``up`` must not both start."""
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    with (cfg.run_dir / "platform.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@dataclass
+class UpReport:
+    services: list[ServiceState] = field(default_factory=list)
+    actions: dict[str, str] = field(default_factory=dict)
+    deployments: str = ""
+    profile: str = "local"
+
+
+def _discard_stale(cfg: PlatformConfig, svc: Service, state: ServiceState) -> str | None:
+    if state.stale_pid is None:
+        return None
+    svc.pid_file(cfg).unlink(missing_ok=True)
+    return f"removed stale pid file (pid {state.stale_pid} is not a running {svc.name})"
+
+
+def up(cfg: PlatformConfig) -> UpReport:
+    """Start what is not running; a second call finds everything running and starts nothing."""
+    svcs = services(cfg)
+    env = child_env(cfg)
+    report = UpReport()
+    if cfg.mlflow_backend_store_uri.startswith(("http://", "https://")):
+        raise PlatformError(
+            f"MLFLOW_BACKEND_STORE_URI={cfg.mlflow_backend_store_uri} is an MLflow server, not a "
+            "store an MLflow server can open: set it to the database URI, or unset it"
+        )
+    with _lock(cfg):
+        report.profile = _provision()
+        states = {name: inspect(cfg, svc) for name, svc in svcs.items()}
+        notes = {name: _discard_stale(cfg, svcs[name], s) for name, s in states.items()}
+        gateway_reason = gateway_unavailable()
+        wanted = [n for n in svcs if not states[n].running]
+        if gateway_reason is not None and "gateway" in wanted:
+            wanted.remove("gateway")
+        for name in wanted:
+            svc = svcs[name]
+            if svc.port is not None and processes.port_in_use(cfg.host, svc.port):
+                raise PlatformError(
+                    f"port {svc.port} ({svc.name}) on {cfg.host} is already in use by a process "
+                    f"this platform did not start; stop it or set {svc.port_var} to a free port"
+                )
+        started: dict[str, int] = {}
+        try:
+            since = datetime.now().astimezone() - timedelta(seconds=5)
+            # The servers start side by side; the worker needs the Prefect server.
+            for name in ("prefect-server", "mlflow", "gateway"):
+                if name in wanted:
+                    started[name] = _start(cfg, svcs[name], env)
+            server = svcs["prefect-server"]
+            server_pid = started.get(server.name) or states[server.name].pid or 0
+            wait_ready(cfg, server, server_pid, _prefect_healthy(cfg, env))
+            pool = ensure_work_pool(cfg, env)
+            worker = svcs["prefect-worker"]
+            if worker.name in wanted:  # it polls the pool; deploying meanwhile saves ~5 s
+                started[worker.name] = _start(cfg, worker, env)
+            report.deployments = ensure_deployments(cfg, env, pool)
+            if worker.name in started:
+                wait_ready(cfg, worker, started[worker.name], worker_online(cfg, env, pool, since))
+            if "mlflow" in started:
+                mlflow = svcs["mlflow"]
+                health = cfg.url(cfg.mlflow_port, "/health")
+                wait_ready(cfg, mlflow, started["mlflow"], lambda: http_json(health, env) == "OK")
+            if "serving" in wanted:
+                # Only once MLflow answers: both would create a new store's tables at once
+                # ("duplicate column name"). Alive is enough: there may be no champion yet.
+                started["serving"] = _start(cfg, svcs["serving"], env)
+                alive = cfg.url(cfg.serving_port, "/healthz")
+                wait_ready(
+                    cfg,
+                    svcs["serving"],
+                    started["serving"],
+                    lambda: http_json(alive, env) is not None,
+                )
+        except BaseException:
+            # Leave nothing half-started behind; the original error is the one to report.
+            for name in reversed(list(started)):
+                with contextlib.suppress(PlatformError):
+                    _stop(cfg, svcs[name], started[name])
+            raise
+        if "gateway" in started:
+            gateway = svcs["gateway"]
+            try:
+                health = cfg.url(cfg.gateway_port, "/health")
+                wait_ready(
+                    cfg, gateway, started["gateway"], lambda: http_json(health, env) is not None
+                )
+            except PlatformError as exc:
+                _stop(cfg, gateway, started.pop("gateway"))
+                gateway_reason = f"not started: {exc}"
+        for name, svc in svcs.items():
+            state = inspect(cfg, svc)
+            if name in started:
+                report.actions[name] = "started"
+            elif state.running:
+                report.actions[name] = "already running"
+            else:
+                report.actions[name] = "not started"
+                state.note = gateway_reason if name == "gateway" else None
+            if notes.get(name) and not state.note:
+                state.note = notes[name]
+            report.services.append(state)
+    return report
+
+
+def _prefect_healthy(cfg: PlatformConfig, env: dict[str, str]) -> Callable[[], bool]:
+    return lambda: http_json(f"{cfg.prefect_api_url}/health", env, timeout=2.0) is True
+
+
+def _start(cfg: PlatformConfig, svc: Service, env: dict[str, str]) -> int:
+    pid = processes.spawn(svc.argv(), env, svc.log_file(cfg), cfg.project_root)
+    processes.write_pid(svc.pid_file(cfg), pid)
+    return pid
+
+
+def _stop(cfg: PlatformConfig, svc: Service, pid: int) -> set[int]:
+    port = running_port(pid)
+    family = processes.stop(pid, svc.stop_signal, STOP_TIMEOUT)
+    if port is not None and not processes.wait_port_free(cfg.host, port, 10.0):
+        raise PlatformError(f"{svc.name}: port {port} is still open after its processes ended")
+    svc.pid_file(cfg).unlink(missing_ok=True)
+    return family
+
+
+def down(cfg: PlatformConfig) -> list[dict[str, Any]]:
+    """Stop exactly the processes ``up`` recorded (and their children), workers first."""
+    svcs = services(cfg)
+    result = []
+    with _lock(cfg):
+        for svc in reversed(list(svcs.values())):
+            state = inspect(cfg, svc)
+            entry: dict[str, Any] = {"name": svc.name, "pid": state.pid}
+            if state.running and state.pid is not None:
+                family = _stop(cfg, svc, state.pid)
+                survivors = sorted(p for p in family if processes.is_alive(p))
+                if survivors:
+                    raise PlatformError(f"{svc.name}: processes {survivors} survived SIGKILL")
+                entry.update(action="stopped", processes=len(family))
+            else:
+                entry["action"] = _discard_stale(cfg, svc, state) or "was not running"
+            result.append(entry)
+    return result
+
+
+def status(cfg: PlatformConfig) -> list[ServiceState]:
+    states = [inspect(cfg, svc) for svc in services(cfg).values()]
+    for state in states:
+        if state.name == "gateway" and not state.running:
+            state.note = gateway_unavailable()
+    return states
+
+
+def running_prefect_api(cfg: PlatformConfig | None = None) -> str | None:
+    """The API of the Prefect server ``up`` started for this home, if it runs and answers.
+
+    Found from its pid file and the port it really listens on, so a client needs nothing
+    exported; ``None`` when it is not running, not healthy, or the settings cannot be read.
+    """
+    try:
+        cfg = cfg or PlatformConfig.from_env()
+        state = inspect(cfg, services(cfg)["prefect-server"])
+        if not state.running or state.url is None:
+            return None
+        api = f"{state.url}/api"
+        healthy = http_json(f"{api}/health", dict(os.environ), timeout=2.0) is True
+    except PlatformError:
+        return None
+    return api if healthy else None
