@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from mlsteward.governance.policy import GovernanceOutcome
+from mlsteward.governance.registry import TrainedVersion
 
 
 class IngestionResult(BaseModel):
@@ -44,19 +45,9 @@ class MaterializeResult(BaseModel):
     entities: int
 
 
-class TrainingResult(BaseModel):
+class TrainingResult(TrainedVersion):
     """A registered version with its lineage, and what governance decided about it."""
 
-    model: str
-    version: str
-    model_uri: str
-    run_id: str
-    artifact_sha256: str
-    test_metrics: dict[str, float]
-    best_params: dict[str, Any]
-    trials: int
-    threshold: float
-    lineage: dict[str, Any]
     governance: GovernanceOutcome
 
 

@@ -126,4 +126,4 @@ def training_flow(
 
     # 5. Governance: validation gates, then promotion per the model's policy
     decision = govern(cfg, outcome.version, actor=run_actor(), promote=spec.promote)
-    return TrainingResult(**outcome.to_dict(), governance=decision)
+    return TrainingResult(**outcome.model_dump(), governance=decision)

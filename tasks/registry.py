@@ -3,7 +3,6 @@ Prefect artifacts a person reads after a run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from mlsteward.features.repo import snapshot_entity_dtype
 from mlsteward.governance import mlflow_adapter
 from mlsteward.governance.mlflow_adapter import RegisteredVersion
 from mlsteward.governance.promotion import open_audit
+from mlsteward.governance.registry import TrainedVersion
 from mlsteward.training.fitting import TuningResult
 from mlsteward.training.lineage import Lineage, build_lineage
 from mlsteward.training.prepared import FittedModel, PreparedData
@@ -33,23 +33,6 @@ from mlsteward.training.recipe import (
 from tasks.common import artifact_key, run_logger
 
 MODEL_RUNTIME_PACKAGES = ("xgboost", "pandas", "numpy", "scikit-learn")
-
-
-@dataclass
-class TrainingOutcome:
-    model: str
-    version: str
-    model_uri: str
-    run_id: str
-    artifact_sha256: str
-    test_metrics: dict[str, float]
-    best_params: dict
-    trials: int
-    threshold: float
-    lineage: dict
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def pip_requirements() -> list[str]:
@@ -215,7 +198,7 @@ def register_model(
     run_id: str,
     actor: str = "system",
     reason: str = "manual",
-) -> TrainingOutcome:
+) -> TrainedVersion:
     """Log metrics, the training input, holdout predictions and the model; register a version
     whose tags carry the full lineage and the artifact's SHA-256."""
     lineage = make_lineage(cfg, snapshot, data, tuning)
@@ -247,7 +230,7 @@ def register_model(
         registered.version,
         registered.artifact_sha256[:12],
     )
-    return TrainingOutcome(
+    return TrainedVersion(
         model=cfg.name,
         version=registered.version,
         model_uri=registered.model_uri,
@@ -266,7 +249,7 @@ def close_training_run(run_id: str, status: str = "FINISHED") -> None:
     mlflow_adapter.end_run(run_id, status)
 
 
-def lineage_markdown(outcome: TrainingOutcome) -> str:
+def lineage_markdown(outcome: TrainedVersion) -> str:
     lin = outcome.lineage
     rows = [
         ("registered model", f"`{outcome.model}` version **{outcome.version}**"),
@@ -287,7 +270,7 @@ def lineage_markdown(outcome: TrainingOutcome) -> str:
 
 
 @task(name="publish-run-artifacts", cache_policy=NO_CACHE)
-def publish_run_artifacts(outcome: TrainingOutcome) -> None:
+def publish_run_artifacts(outcome: TrainedVersion) -> None:
     """Leave a metrics table and a lineage page on the flow run, visible in the Prefect UI."""
     create_table_artifact(
         key=artifact_key(outcome.model, "test-metrics"),

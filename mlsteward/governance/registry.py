@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from pydantic import BaseModel
 
 from mlsteward.errors import IntegrityError, NotFoundError
 from mlsteward.features.encoding import FeatureEncoding
@@ -29,6 +30,22 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 SHA_TAG = "model_artifact_sha256"
+
+
+class TrainedVersion(BaseModel):
+    """A version the training run just registered: what it is, how it scored, where it came
+    from. The training flow's result adds what governance decided about it."""
+
+    model: str
+    version: str
+    model_uri: str
+    run_id: str
+    artifact_sha256: str
+    test_metrics: dict[str, float]
+    best_params: dict[str, Any]
+    trials: int
+    threshold: float
+    lineage: dict[str, Any]
 
 
 @dataclass(frozen=True)
