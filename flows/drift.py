@@ -6,11 +6,10 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.governance import run_actor
 from flows.results import DriftRunResult, RetrainOutcome
 from flows.training import training_flow
 from mlsteward.monitoring.specs import DriftSpec
-from tasks.common import run_logger
+from tasks.common import run_actor, run_logger
 from tasks.monitoring import (
     claim_retrain_slot,
     current_from_file,

@@ -16,7 +16,7 @@ from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.policy import GovernanceOutcome
 from mlsteward.governance.promotion import PromotionResult
 from tasks.approval import ApprovalInput, approval_form, await_applied_pause
-from tasks.common import artifact_key, run_logger
+from tasks.common import artifact_key, run_actor, run_logger
 from tasks.promotion import audit_event, promotion_candidate, promotion_policy, rollback_champion
 from tasks.validation import (
     gate_champion,
@@ -28,12 +28,6 @@ from tasks.validation import (
 )
 
 APPROVAL_POLL_SECONDS = 2
-
-
-def run_actor() -> str:
-    """Who acts when no person does: the flow run, so the audit trail links to its logs."""
-    run_id = flow_run.get_id()
-    return f"flow-run:{run_id}" if run_id else "system"
 
 
 def validate(cfg: ModelConfig, version: str, actor: str) -> ValidationReport:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.governance import run_actor
 from flows.results import IngestionResult, MaterializeResult
 from mlsteward.config.models import get_model_config
+from tasks.common import run_actor
 from tasks.features import ingest_source, materialize_online
 
 

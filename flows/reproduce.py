@@ -10,8 +10,8 @@ import time
 
 from prefect import flow
 
-from flows.governance import run_actor
 from mlsteward.training.reproduce import ReproductionReport, ReproductionResult, Step
+from tasks.common import run_actor
 from tasks.features import release_training_set
 from tasks.reproduce import (
     compare_environment,

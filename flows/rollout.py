@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.governance import govern, run_actor
+from flows.governance import govern
 from mlsteward.config.models import get_model_config
 from mlsteward.config.settings import serving_url
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.policy import GovernanceOutcome
 from mlsteward.rollout.machine import RolloutResult, RolloutSpec
+from tasks.common import run_actor
 from tasks.rollout import check_eligible, steer_canary
 
 

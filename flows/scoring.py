@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.governance import run_actor
 from flows.results import ScoringResult
 from mlsteward.monitoring.specs import ScoringSpec
+from tasks.common import run_actor
 from tasks.scoring import (
     entity_scoring_input,
     load_champion,

@@ -5,13 +5,14 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.governance import govern, run_actor
+from flows.governance import govern
 from flows.results import TrainingResult
 from mlsteward.config.models import get_model_config
 from mlsteward.training.fitting import TuningResult
 from mlsteward.training.handover import handed_over, handed_over_data
 from mlsteward.training.prepared import PreparedData
 from mlsteward.training.spec import TrainingSpec
+from tasks.common import run_actor
 from tasks.features import (
     release_training_set,
     resolve_snapshot,
