@@ -74,87 +74,131 @@ def up(cfg: PlatformConfig) -> UpReport:
     svcs = services(cfg)
     env = child_env(cfg)
     report = UpReport()
-    if cfg.mlflow_backend_store_uri.startswith(("http://", "https://")):
-        raise PlatformError(
-            f"MLFLOW_BACKEND_STORE_URI={cfg.mlflow_backend_store_uri} is an MLflow server, not a "
-            "store an MLflow server can open: set it to the database URI, or unset it"
-        )
+    _refuse_server_as_store(cfg)
     with _lock(cfg):
         report.profile = _provision()
         states = {name: inspect(cfg, svc) for name, svc in svcs.items()}
         notes = {name: _discard_stale(cfg, svcs[name], s) for name, s in states.items()}
         gateway_reason = gateway_unavailable()
-        wanted = [n for n in svcs if not states[n].running]
-        if gateway_reason is not None and "gateway" in wanted:
-            wanted.remove("gateway")
-        for name in wanted:
-            svc = svcs[name]
-            if svc.port is not None and processes.port_in_use(cfg.host, svc.port):
-                raise PlatformError(
-                    f"port {svc.port} ({svc.name}) on {cfg.host} is already in use by a process "
-                    f"this platform did not start; stop it or set {svc.port_var} to a free port"
-                )
+        wanted = _wanted(cfg, svcs, states, skip_gateway=gateway_reason is not None)
         started: dict[str, int] = {}
         try:
-            since = datetime.now().astimezone() - timedelta(seconds=5)
-            # The servers start side by side; the worker needs the Prefect server.
-            for name in ("prefect-server", "mlflow", "gateway"):
-                if name in wanted:
-                    started[name] = _start(cfg, svcs[name], env)
-            server = svcs["prefect-server"]
-            server_pid = started.get(server.name) or states[server.name].pid or 0
-            wait_ready(cfg, server, server_pid, _prefect_healthy(cfg, env))
-            pool = ensure_work_pool(cfg, env)
-            worker = svcs["prefect-worker"]
-            if worker.name in wanted:  # it polls the pool; deploying meanwhile saves ~5 s
-                started[worker.name] = _start(cfg, worker, env)
-            report.deployments = ensure_deployments(cfg, env, pool)
-            if worker.name in started:
-                wait_ready(cfg, worker, started[worker.name], worker_online(cfg, env, pool, since))
-            if "mlflow" in started:
-                mlflow = svcs["mlflow"]
-                health = cfg.url(cfg.mlflow_port, "/health")
-                wait_ready(cfg, mlflow, started["mlflow"], lambda: http_json(health, env) == "OK")
-            if "serving" in wanted:
-                # Only once MLflow answers: both would create a new store's tables at once
-                # ("duplicate column name"). Alive is enough: there may be no champion yet.
-                started["serving"] = _start(cfg, svcs["serving"], env)
-                alive = cfg.url(cfg.serving_port, "/healthz")
-                wait_ready(
-                    cfg,
-                    svcs["serving"],
-                    started["serving"],
-                    lambda: http_json(alive, env) is not None,
-                )
+            report.deployments = _start_in_order(cfg, svcs, states, wanted, env, started)
         except BaseException:
             # Leave nothing half-started behind; the original error is the one to report.
             for name in reversed(list(started)):
                 with contextlib.suppress(PlatformError):
                     _stop(cfg, svcs[name], started[name])
             raise
-        if "gateway" in started:
-            gateway = svcs["gateway"]
-            try:
-                health = cfg.url(cfg.gateway_port, "/health")
-                wait_ready(
-                    cfg, gateway, started["gateway"], lambda: http_json(health, env) is not None
-                )
-            except PlatformError as exc:
-                _stop(cfg, gateway, started.pop("gateway"))
-                gateway_reason = f"not started: {exc}"
-        for name, svc in svcs.items():
-            state = inspect(cfg, svc)
-            if name in started:
-                report.actions[name] = "started"
-            elif state.running:
-                report.actions[name] = "already running"
-            else:
-                report.actions[name] = "not started"
-                state.note = gateway_reason if name == "gateway" else None
-            if notes.get(name) and not state.note:
-                state.note = notes[name]
-            report.services.append(state)
+        gateway_reason = _settle_gateway(cfg, svcs["gateway"], env, started) or gateway_reason
+        report.actions, report.services = _summary(cfg, svcs, started, notes, gateway_reason)
     return report
+
+
+def _refuse_server_as_store(cfg: PlatformConfig) -> None:
+    if cfg.mlflow_backend_store_uri.startswith(("http://", "https://")):
+        raise PlatformError(
+            f"MLFLOW_BACKEND_STORE_URI={cfg.mlflow_backend_store_uri} is an MLflow server, not a "
+            "store an MLflow server can open: set it to the database URI, or unset it"
+        )
+
+
+def _wanted(
+    cfg: PlatformConfig,
+    svcs: dict[str, Service],
+    states: dict[str, ServiceState],
+    *,
+    skip_gateway: bool,
+) -> list[str]:
+    """The services to start; refused before any starts if a port is taken by a stranger."""
+    wanted = [n for n in svcs if not states[n].running and not (skip_gateway and n == "gateway")]
+    for name in wanted:
+        svc = svcs[name]
+        if svc.port is not None and processes.port_in_use(cfg.host, svc.port):
+            raise PlatformError(
+                f"port {svc.port} ({svc.name}) on {cfg.host} is already in use by a process "
+                f"this platform did not start; stop it or set {svc.port_var} to a free port"
+            )
+    return wanted
+
+
+def _start_in_order(
+    cfg: PlatformConfig,
+    svcs: dict[str, Service],
+    states: dict[str, ServiceState],
+    wanted: list[str],
+    env: dict[str, str],
+    started: dict[str, int],
+) -> str:
+    """Start the wanted services, filling ``started`` as each starts (so a failure can stop
+    them); the deployments' summary."""
+    since = datetime.now().astimezone() - timedelta(seconds=5)
+    # The servers start side by side; the worker needs the Prefect server.
+    for name in ("prefect-server", "mlflow", "gateway"):
+        if name in wanted:
+            started[name] = _start(cfg, svcs[name], env)
+    server = svcs["prefect-server"]
+    server_pid = started.get(server.name) or states[server.name].pid or 0
+    wait_ready(cfg, server, server_pid, _prefect_healthy(cfg, env))
+    pool = ensure_work_pool(cfg, env)
+    worker = svcs["prefect-worker"]
+    if worker.name in wanted:  # it polls the pool; deploying meanwhile saves ~5 s
+        started[worker.name] = _start(cfg, worker, env)
+    deployments = ensure_deployments(cfg, env, pool)
+    if worker.name in started:
+        wait_ready(cfg, worker, started[worker.name], worker_online(cfg, env, pool, since))
+    if "mlflow" in started:
+        health = cfg.url(cfg.mlflow_port, "/health")
+        wait_ready(cfg, svcs["mlflow"], started["mlflow"], lambda: http_json(health, env) == "OK")
+    if "serving" in wanted:
+        # Only once MLflow answers: both would create a new store's tables at once
+        # ("duplicate column name"). Alive is enough: there may be no champion yet.
+        started["serving"] = _start(cfg, svcs["serving"], env)
+        alive = cfg.url(cfg.serving_port, "/healthz")
+        wait_ready(
+            cfg, svcs["serving"], started["serving"], lambda: http_json(alive, env) is not None
+        )
+    return deployments
+
+
+def _settle_gateway(
+    cfg: PlatformConfig, gateway: Service, env: dict[str, str], started: dict[str, int]
+) -> str | None:
+    """Wait for a started gateway; one that never answers is stopped and the rest keep running
+    (the loop works without webhooks). Why it is not running, or None."""
+    if gateway.name not in started:
+        return None
+    try:
+        health = cfg.url(cfg.gateway_port, "/health")
+        wait_ready(cfg, gateway, started[gateway.name], lambda: http_json(health, env) is not None)
+    except PlatformError as exc:
+        _stop(cfg, gateway, started.pop(gateway.name))
+        return f"not started: {exc}"
+    return None
+
+
+def _summary(
+    cfg: PlatformConfig,
+    svcs: dict[str, Service],
+    started: dict[str, int],
+    notes: dict[str, str | None],
+    gateway_reason: str | None,
+) -> tuple[dict[str, str], list[ServiceState]]:
+    actions: dict[str, str] = {}
+    states: list[ServiceState] = []
+    for name, svc in svcs.items():
+        state = inspect(cfg, svc)
+        if name in started:
+            actions[name] = "started"
+        elif state.running:
+            actions[name] = "already running"
+        else:
+            actions[name] = "not started"
+            state.note = gateway_reason if name == "gateway" else None
+        if notes.get(name) and not state.note:
+            state.note = notes[name]
+        states.append(state)
+    return actions, states
 
 
 def _prefect_healthy(cfg: PlatformConfig, env: dict[str, str]) -> Callable[[], bool]:
