@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.results import IngestionResult, MaterializeResult
 from mlsteward.config.models import get_model_config
+from mlsteward.data.ingestion import IngestionResult
+from mlsteward.features.materialize import MaterializeResult
 from tasks.common import run_actor
-from tasks.features import ingest_source, materialize_online
+from tasks.ingestion import ingest_source, materialize_online
 
 
 @flow(name="ingest-data")

@@ -2,10 +2,12 @@
 
 Each result dumps (``model_dump()``) to the document the flow's ``--json`` output has always
 shown: the same keys, a key that does not apply absent rather than null. The results of the
-governance, rollout and reproduction flows are their rooms' own types
-(``mlsteward.governance.policy.GovernanceOutcome``, ``mlsteward.governance.promotion.
-PromotionResult``, ``mlsteward.rollout.machine.RolloutResult``,
-``mlsteward.training.reproduce.ReproductionResult``).
+ingestion, materialize, governance, rollout and reproduction flows are their rooms' own types
+(``mlsteward.data.ingestion.IngestionResult``, ``mlsteward.features.materialize.
+MaterializeResult``, ``mlsteward.governance.policy.GovernanceOutcome``,
+``mlsteward.governance.promotion.PromotionResult``, ``mlsteward.rollout.machine.RolloutResult``,
+``mlsteward.training.reproduce.ReproductionResult``): the ingestion flows import nothing of
+governance or training, so ``mlsteward ingest`` starts without MLflow or XGBoost.
 """
 
 from __future__ import annotations
@@ -16,33 +18,6 @@ from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model
 
 from mlsteward.governance.policy import GovernanceOutcome
 from mlsteward.governance.registry import TrainedVersion
-
-
-class IngestionResult(BaseModel):
-    """A source that passed the data contract, as the model's new data version."""
-
-    model: str
-    data_version: str
-    snapshot_path: str
-    rows: int
-    time_range: list[str]
-    """First and last event time of the snapshot."""
-    quarantine_path: str | None
-    contract: dict[str, Any]
-    """The contract report: rows, bad rows and every violation."""
-    offline_table: dict[str, Any] | None
-
-
-class MaterializeResult(BaseModel):
-    """Feature values loaded into the online store."""
-
-    model: str
-    feature_view: str
-    start: str
-    end: str
-    snapshot_path: str | None
-    rows_in_window: int
-    entities: int
 
 
 class TrainingResult(TrainedVersion):

@@ -1,4 +1,5 @@
-"""Feature-stage tasks: ingestion and point-in-time training sets from Feast."""
+"""Feature-stage tasks: point-in-time training sets from Feast (ingestion and the online store
+are ``tasks.ingestion``)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,11 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig
-from mlsteward.data.ingestion import IngestResult, ingest
 from mlsteward.data.state import SnapshotInfo, current_snapshot
 from mlsteward.errors import MlstewardError, NoSnapshotError
-from mlsteward.features.materialize import materialize
-from mlsteward.features.repo import apply_model
 from mlsteward.features.retrieval import get_training_frame
 from mlsteward.features.store import get_store
-from mlsteward.governance.promotion import open_audit
 from mlsteward.integrity import sha256_file
 from mlsteward.training.partitioned_set import (
     partition_root,
@@ -55,70 +51,6 @@ def verified_snapshot(cfg: ModelConfig) -> SnapshotInfo:
             f"{snap.digest}; refusing to train on it"
         )
     return snap
-
-
-@task(name="ingest-source", cache_policy=NO_CACHE)
-def ingest_source(
-    cfg: ModelConfig, source: str | None = None, actor: str = "system"
-) -> IngestResult:
-    """Ingest and audit the outcome: accepted data versions and refused sources alike."""
-    with open_audit() as audit:
-        try:
-            result = ingest(cfg, source, publish=apply_model)
-        except MlstewardError as exc:
-            report = getattr(exc, "report", None) or {}
-            audit.append(
-                Action.INGESTION_REJECTED,
-                model=cfg.name,
-                actor=actor,
-                reason=str(exc)[:2000],
-                details={
-                    "source": source or str(cfg.source.resolved_path()),
-                    **{
-                        k: report[k]
-                        for k in ("total_rows", "bad_rows", "bad_share", "violations")
-                        if k in report
-                    },
-                },
-            )
-            raise
-        audit.append(
-            Action.INGESTION_ACCEPTED,
-            model=cfg.name,
-            actor=actor,
-            reason=f"data version {result.snapshot.digest[:12]}",
-            details={
-                "data_version": result.snapshot.digest,
-                "source": result.snapshot.source_path,
-                "rows": result.snapshot.rows,
-                "bad_rows": result.report.bad_rows,
-                "quarantine_path": str(result.quarantine_path) if result.quarantine_path else None,
-                **(
-                    {"offline_table": result.offline_table.to_dict()}
-                    if result.offline_table
-                    else {}
-                ),
-            },
-        )
-    log = run_logger()
-    log.info(
-        "ingested %s rows into %s (data version %s)",
-        result.snapshot.rows,
-        cfg.name,
-        result.snapshot.digest[:12],
-    )
-    if result.offline_table:
-        table = result.offline_table
-        log.info(
-            "offline table %s: %s (%s rows, %.2f s)",
-            table.name,
-            "loaded" if table.created else "reused after verifying its row count",
-            table.rows,
-            table.seconds,
-        )
-    if result.report.bad_rows:
-        log.warning("%s rows quarantined in %s", result.report.bad_rows, result.quarantine_path)
-    return result
 
 
 @task(name="resolve-snapshot", cache_policy=NO_CACHE)
@@ -188,8 +120,3 @@ def release_training_set(data: PreparedData) -> None:
     """Remove the training set's staged partitions, if it has any (a plain call: it also runs
     while a failed run is being cleaned up)."""
     remove_partitions(data.train_partitions)
-
-
-@task(name="materialize", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def materialize_online(cfg: ModelConfig) -> dict:
-    return materialize(cfg)

@@ -16,10 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.config.settings import quarantine_dir, snapshots_dir
@@ -48,6 +50,22 @@ class IngestResult:
             "contract": self.report.to_dict(),
             "offline_table": self.offline_table.to_dict() if self.offline_table else None,
         }
+
+
+class IngestionResult(BaseModel):
+    """A source that passed the data contract, as the model's new data version: what the
+    ingestion flow returns (``model_dump()`` is ``IngestResult.to_dict()``)."""
+
+    model: str
+    data_version: str
+    snapshot_path: str
+    rows: int
+    time_range: list[str]
+    """First and last event time of the snapshot."""
+    quarantine_path: str | None
+    contract: dict[str, Any]
+    """The contract report: rows, bad rows and every violation."""
+    offline_table: dict[str, Any] | None
 
 
 def write_quarantine(cfg: ModelConfig, quarantined: pd.DataFrame, source: Path) -> Path | None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.data.offline_tables import connect
@@ -23,6 +24,18 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class MaterializeResult(BaseModel):
+    """Feature values loaded into the online store: what the materialize flow returns."""
+
+    model: str
+    feature_view: str
+    start: str
+    end: str
+    snapshot_path: str | None
+    rows_in_window: int
+    entities: int
 
 
 def materialize(cfg: ModelConfig, end: datetime | None = None) -> dict[str, Any]:
