@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import flow
 
 from mlsteward.config.models import get_model_config
-from mlsteward.data.ingestion import IngestionResult
-from mlsteward.features.materialize import MaterializeResult
+from mlsteward.data.ingestion import IngestionResult, IngestionSpec
+from mlsteward.features.materialize import MaterializeResult, MaterializeSpec
 from tasks.common import run_actor
 from tasks.ingestion import ingest_source, materialize_online
 
@@ -19,8 +19,11 @@ def ingestion_flow(model: str = "heart_disease", source: str | None = None) -> I
         model: name of a model config in config/models.
         source: CSV or parquet path; defaults to the config's source.path.
     """
-    cfg = get_model_config(model)
-    return IngestionResult.model_validate(ingest_source(cfg, source, run_actor()).to_dict())
+    # 0. The run's settings: the model's config, the source it reads, who runs it
+    spec = IngestionSpec.resolve(model, source=source, actor=run_actor())
+
+    # 1. Contract, quarantine, snapshot, Feast; accepted or refused, audited
+    return IngestionResult.model_validate(ingest_source(spec).to_dict())
 
 
 @flow(name="materialize-features")
@@ -30,5 +33,8 @@ def materialize_flow(model: str = "heart_disease") -> MaterializeResult:
     Args:
         model: name of a model config in config/models.
     """
-    cfg = get_model_config(model)
-    return MaterializeResult.model_validate({"model": cfg.name, **materialize_online(cfg)})
+    # 0. The run's settings: an online-enabled model and the window it loads
+    spec = MaterializeSpec.resolve(get_model_config(model))
+
+    # 1. The latest value per entity inside the window, into the online store
+    return MaterializeResult.model_validate(materialize_online(spec))

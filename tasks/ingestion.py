@@ -14,28 +14,27 @@ from prefect.cache_policies import NO_CACHE
 
 from mlsteward.audit import Action, AuditStore, audit_store
 from mlsteward.config.models import ModelConfig
-from mlsteward.data.ingestion import IngestResult, ingest
+from mlsteward.data.ingestion import IngestionSpec, IngestResult, ingest
 from mlsteward.errors import MlstewardError
-from mlsteward.features.materialize import materialize
+from mlsteward.features.materialize import MaterializeSpec, load_online
 from mlsteward.features.repo import apply_model
 from tasks.common import run_logger
 
 
 @task(name="ingest-source", cache_policy=NO_CACHE)
-def ingest_source(
-    cfg: ModelConfig, source: str | None = None, actor: str = "system"
-) -> IngestResult:
+def ingest_source(spec: IngestionSpec) -> IngestResult:
     """Ingest and audit the outcome: accepted data versions and refused sources alike."""
+    cfg = spec.cfg
     with audit_store() as audit:
         try:
-            result = ingest(cfg, source, publish=apply_model)
+            result = ingest(cfg, spec.source, publish=apply_model)
         except MlstewardError as exc:
-            _audit_rejected(audit, cfg, source, actor, exc)
+            _audit_rejected(audit, spec, exc)
             raise
         audit.append(
             Action.INGESTION_ACCEPTED,
             model=cfg.name,
-            actor=actor,
+            actor=spec.actor,
             reason=f"data version {result.snapshot.digest[:12]}",
             details={
                 "data_version": result.snapshot.digest,
@@ -54,18 +53,16 @@ def ingest_source(
     return result
 
 
-def _audit_rejected(
-    audit: AuditStore, cfg: ModelConfig, source: str | None, actor: str, exc: MlstewardError
-) -> None:
+def _audit_rejected(audit: AuditStore, spec: IngestionSpec, exc: MlstewardError) -> None:
     """A refused source is recorded with the contract's counts, so the trail shows why."""
     report = getattr(exc, "report", None) or {}
     audit.append(
         Action.INGESTION_REJECTED,
-        model=cfg.name,
-        actor=actor,
+        model=spec.cfg.name,
+        actor=spec.actor,
         reason=str(exc)[:2000],
         details={
-            "source": source or str(cfg.source.resolved_path()),
+            "source": spec.source_label,
             **{
                 k: report[k]
                 for k in ("total_rows", "bad_rows", "bad_share", "violations")
@@ -97,5 +94,6 @@ def _log_ingested(cfg: ModelConfig, result: IngestResult) -> None:
 
 
 @task(name="materialize", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def materialize_online(cfg: ModelConfig) -> dict[str, Any]:
-    return materialize(cfg)
+def materialize_online(spec: MaterializeSpec) -> dict[str, Any]:
+    """Retried because it is I/O against the stores; a retry loads the spec's same window."""
+    return load_online(spec)

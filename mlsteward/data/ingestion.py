@@ -21,15 +21,41 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from mlsteward.config.models import ModelConfig
+from mlsteward.config.models import ModelConfig, get_model_config
 from mlsteward.config.settings import quarantine_dir, snapshots_dir
 from mlsteward.data.contract import ContractReport, check_contract, enforce, read_source
 from mlsteward.data.offline_tables import OfflineTable, load_snapshot, uses_postgres
 from mlsteward.data.state import SnapshotInfo, set_current_snapshot
 from mlsteward.errors import ContractViolation
 from mlsteward.integrity import sha256_file
+
+
+class IngestionSpec(BaseModel):
+    """One ingestion run, worked out once at its start: the model, the source it reads and who
+    runs it (the actor of its audit record, accepted or refused)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cfg: ModelConfig
+    source: str | None
+    """The file the request names; None reads the config's ``source.path``."""
+    actor: str
+
+    @classmethod
+    def resolve(cls, model: str, *, source: str | None = None, actor: str) -> IngestionSpec:
+        """An empty ``source`` means the config's, as an absent one does.
+
+        Raises:
+            ConfigError: no (valid) config for ``model``.
+        """
+        return cls(cfg=get_model_config(model), source=source or None, actor=actor)
+
+    @property
+    def source_label(self) -> str:
+        """The source as the audit trail names it: the path asked for, or the config's."""
+        return self.source or str(self.cfg.source.resolved_path())
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow.parquet as pq
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.data.offline_tables import connect
@@ -38,11 +38,41 @@ class MaterializeResult(BaseModel):
     entities: int
 
 
-def materialize(cfg: ModelConfig, end: datetime | None = None) -> dict[str, Any]:
-    """Load the latest value per entity up to ``end`` into the online store.
+class MaterializeSpec(BaseModel):
+    """One materialize run, worked out once at its start: the model and the window of event
+    times it loads (a retry loads the same window)."""
 
-    The window starts at ``end - ttl`` (older values are expired anyway) or at the epoch when
-    the model has no TTL. A naive ``end`` is taken as UTC, like every time in mlsteward.
+    model_config = ConfigDict(frozen=True)
+
+    cfg: ModelConfig
+    start: datetime
+    """``end - feast.ttl_days`` (older values are expired anyway), or the epoch without a TTL."""
+    end: datetime
+
+    @classmethod
+    def resolve(cls, cfg: ModelConfig, *, end: datetime | None = None) -> MaterializeSpec:
+        """The window up to ``end`` (default: now); a naive ``end`` is taken as UTC, like every
+        time in mlsteward.
+
+        Raises:
+            FeastAdapterError: the model is not online-enabled.
+        """
+        if not cfg.feast.online:
+            raise FeastAdapterError(f"model {cfg.name!r} has feast.online: false; nothing to load")
+        end = end or datetime.now(UTC)
+        end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
+        start = end - timedelta(days=cfg.feast.ttl_days) if cfg.feast.ttl_days else _EPOCH
+        return cls(cfg=cfg, start=start, end=end)
+
+
+def materialize(cfg: ModelConfig, end: datetime | None = None) -> dict[str, Any]:
+    """Load the latest value per entity up to ``end`` into the online store
+    (:meth:`MaterializeSpec.resolve` says which window; :func:`load_online` loads it)."""
+    return load_online(MaterializeSpec.resolve(cfg, end=end))
+
+
+def load_online(spec: MaterializeSpec) -> dict[str, Any]:
+    """Load the latest value per entity inside the spec's window into the online store.
 
     Returns:
         ``model``, ``feature_view``, ``start``/``end`` (ISO-8601 UTC), ``snapshot_path``,
@@ -50,13 +80,9 @@ def materialize(cfg: ModelConfig, end: datetime | None = None) -> dict[str, Any]
         written to the online store).
 
     Raises:
-        FeastAdapterError: the model is not online-enabled or has never been applied.
+        FeastAdapterError: the model has never been applied.
     """
-    if not cfg.feast.online:
-        raise FeastAdapterError(f"model {cfg.name!r} has feast.online: false; nothing to load")
-    end = end or datetime.now(UTC)
-    end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
-    start = end - timedelta(days=cfg.feast.ttl_days) if cfg.feast.ttl_days else _EPOCH
+    cfg, start, end = spec.cfg, spec.start, spec.end
     path = registered_snapshot_path(cfg)
     if path is None:
         raise FeastAdapterError(f"model {cfg.name!r} has no registered Feast source; ingest first")
