@@ -11,10 +11,11 @@ from prefect.exceptions import FlowPauseTimeout, Pause
 from prefect.runtime import flow_run
 
 from mlsteward.audit import Action
-from mlsteward.config.models import ModelConfig, get_model_config
+from mlsteward.config.models import ModelConfig
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.policy import GovernanceOutcome
 from mlsteward.governance.promotion import PromotionResult
+from mlsteward.governance.specs import PromotionSpec, RollbackSpec
 from tasks.approval import ApprovalInput, approval_form, await_applied_pause
 from tasks.common import artifact_key, run_actor, run_logger
 from tasks.promotion import audit_event, promotion_candidate, promotion_policy, rollback_champion
@@ -134,10 +135,28 @@ def promotion_flow(
         revalidate: run the gates again even if the version's report is current.
         requested_by: who asked (recorded as the actor); default: this flow run.
     """
-    cfg = get_model_config(model)
-    info, report = promotion_candidate(cfg, version, approver, reason, revalidate)
-    actor = requested_by or run_actor()
-    return govern(cfg, info.version, actor=actor, approver=approver, reason=reason, report=report)
+    # 0. The run's settings: a request that cannot be right is refused before anything runs
+    spec = PromotionSpec.resolve(
+        model,
+        version=version,
+        approver=approver,
+        reason=reason,
+        revalidate=revalidate,
+        actor=requested_by or run_actor(),
+    )
+
+    # 1. The version and its report while current (None: the gates run again)
+    info, report = promotion_candidate(spec)
+
+    # 2. Gates if needed, then the promotion policy
+    return govern(
+        spec.cfg,
+        info.version,
+        actor=spec.actor,
+        approver=spec.approver,
+        reason=spec.reason,
+        report=report,
+    )
 
 
 @flow(name="rollback-model", log_prints=True)
@@ -155,5 +174,10 @@ def rollback_flow(
         to_version: a specific earlier champion; default: the one before the current.
         requested_by: who asked (recorded as the actor); default: this flow run.
     """
-    cfg = get_model_config(model)
-    return rollback_champion(cfg, reason, requested_by or run_actor(), to_version)
+    # 0. The run's settings: no rollback without a reason
+    spec = RollbackSpec.resolve(
+        model, reason=reason, to_version=to_version, actor=requested_by or run_actor()
+    )
+
+    # 1. The earlier champion back, verified and audited
+    return rollback_champion(spec)

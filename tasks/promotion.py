@@ -24,6 +24,7 @@ from mlsteward.governance.policy import (
 )
 from mlsteward.governance.promotion import PromotionResult
 from mlsteward.governance.registry import VersionInfo
+from mlsteward.governance.specs import PromotionSpec, RollbackSpec
 from tasks.common import artifact_key, run_logger
 
 
@@ -77,14 +78,10 @@ def reject_timed_out(
     )
 
 
-def promotion_candidate(
-    cfg: ModelConfig, version: str, approver: str | None, reason: str | None, revalidate: bool
-) -> tuple[VersionInfo, ValidationReport | None]:
+def promotion_candidate(spec: PromotionSpec) -> tuple[VersionInfo, ValidationReport | None]:
     """The version a promote request names and its current report (None: run the gates).
     Registry reads that refuse a bad request before anything runs; no task run of its own."""
-    return candidate.promotion_candidate(
-        cfg, version, approver=approver, reason=reason, revalidate=revalidate
-    )
+    return candidate.promotion_candidate(spec)
 
 
 def promotion_policy(
@@ -159,10 +156,9 @@ def audit_event(
 
 
 @task(name="rollback-champion", cache_policy=NO_CACHE)
-def rollback_champion(
-    cfg: ModelConfig, reason: str, actor: str, to_version: str | None = None
-) -> PromotionResult:
-    result = governance.rollback(cfg, reason=reason, actor=actor, to_version=to_version)
+def rollback_champion(spec: RollbackSpec) -> PromotionResult:
+    cfg, reason, actor = spec.cfg, spec.reason, spec.actor
+    result = governance.rollback(cfg, reason=reason, actor=actor, to_version=spec.to_version)
     run_logger().warning(
         "%s rolled back: champion v%s -> v%s (%s)",
         cfg.name,

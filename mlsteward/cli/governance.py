@@ -9,7 +9,6 @@ import typer
 
 from mlsteward.cli.output import JsonOpt, emit, fail, run
 from mlsteward.cli.runtime import use_local_platform
-from mlsteward.errors import MlstewardError
 
 commands = typer.Typer()
 
@@ -43,10 +42,11 @@ def promote(
     use_local_platform()
     from flows.governance import promotion_flow
     from mlsteward.audit import default_actor
+    from mlsteward.governance.specs import PromotionSpec
 
     def action() -> Any:
-        if approver is not None and not (reason or "").strip():
-            raise MlstewardError("--approver needs --reason TEXT (it goes into the audit trail)")
+        # Refused before a flow run starts; the run checks the same again (deployments too)
+        PromotionSpec.check_request(version, approver, reason)
         return promotion_flow(
             model=model,
             version=version,
@@ -94,10 +94,11 @@ def rollback(
     use_local_platform()
     from flows.governance import rollback_flow
     from mlsteward.audit import default_actor
+    from mlsteward.governance.specs import RollbackSpec
 
     def action() -> Any:
-        if not reason.strip():
-            raise MlstewardError("--reason must not be empty")
+        # Refused before a flow run starts; the run checks the same again (deployments too)
+        RollbackSpec.check_request(reason)
         return rollback_flow(
             model=model, reason=reason, to_version=to, requested_by=default_actor()
         )

@@ -12,12 +12,12 @@ import json
 import tempfile
 from pathlib import Path
 
-from mlsteward.config.models import ModelConfig
 from mlsteward.errors import PromotionError
 from mlsteward.governance import registry
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.promotion import NO_CHAMPION
 from mlsteward.governance.registry import CHAMPION, VersionInfo
+from mlsteward.governance.specs import PromotionSpec
 
 
 def needs_validation(info: VersionInfo) -> bool:
@@ -45,29 +45,19 @@ def current_report(model: str, version: str) -> ValidationReport | None:
     return None if needs_validation(info) else stored_report(info)
 
 
-def promotion_candidate(
-    cfg: ModelConfig,
-    version: str,
-    *,
-    approver: str | None,
-    reason: str | None,
-    revalidate: bool,
-) -> tuple[VersionInfo, ValidationReport | None]:
+def promotion_candidate(spec: PromotionSpec) -> tuple[VersionInfo, ValidationReport | None]:
     """The version a promote request names, with its stored report when that is current
-    (None: the gates run again).
+    (None: the gates run again). The request itself was checked when the spec was resolved.
 
     Raises:
-        PromotionError: no version named, an approver without a reason, the version is already
-            champion, or its current report says it failed.
+        NotFoundError: no such version.
+        PromotionError: the version is already champion, or its current report says it failed.
     """
-    if not version:
-        raise PromotionError("promote needs a version number")
-    if approver and not (reason or "").strip():
-        raise PromotionError("an approver needs a reason (it goes into the audit trail)")
+    cfg, version = spec.cfg, spec.version
     info = registry.get_version(cfg.name, version)
     if CHAMPION in info.aliases:
         raise PromotionError(f"{cfg.name} v{info.version} is already the champion")
-    if revalidate or needs_validation(info):
+    if spec.revalidate or needs_validation(info):
         return info, None
     if info.validation_status != "passed":
         raise PromotionError(

@@ -26,6 +26,7 @@ from mlsteward.governance import registry
 from mlsteward.governance.canary import read_target
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.registry import CHALLENGER, CHAMPION, VersionInfo
+from mlsteward.governance.specs import RollbackSpec
 
 LOCK_TIMEOUT_SECONDS = 120.0
 NO_CHAMPION = "none"
@@ -502,8 +503,7 @@ def rollback(
     store: AuditStore | None = None,
 ) -> PromotionResult:
     """Restore the previous (or a named earlier) champion; the current one is ``retired``."""
-    if not reason.strip():
-        raise PromotionError("a rollback needs a reason (--reason TEXT)")
+    RollbackSpec.check_request(reason)
     with (
         open_audit(store) as audit,
         audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS),
