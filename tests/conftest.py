@@ -3,6 +3,10 @@
 Each folder is a marker (``pytest -m unit``, ``-m integration``, ``-m e2e``): unit tests are pure
 functions and the real stack on small data in-process; integration tests add the session's
 Prefect test harness; end-to-end tests start the real servers and drive them from outside.
+
+The fixtures that make resources (databases, profiles, the platform, trained stacks, the
+prediction service) are plugins in ``tests/fixtures/``; pytest takes ``pytest_plugins`` only
+from this, the root conftest.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 FOLDER_MARKERS = ("unit", "integration", "e2e")
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")

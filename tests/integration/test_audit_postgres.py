@@ -23,7 +23,6 @@ from mlsteward.audit.postgres_store import PostgresAuditStore
 from mlsteward.audit.records import compute_hash
 from mlsteward.audit.verify_pool import _collect_helper, _start_helper
 from tests.support.forking import in_child
-from tests.support.stack import temporary_database
 
 PG = "mlsteward.audit.postgres_store"
 FORK = multiprocessing.get_context("fork")
@@ -40,20 +39,14 @@ def prefect_console_on_real_stderr() -> Iterator[None]:
     yield
 
 
-@pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    with temporary_database("mlsteward_test_audit") as url:
-        yield url
-
-
 @pytest.fixture
 def prefix() -> str:
     return f"audit_{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
-def store(database_url: str, prefix: str) -> Iterator[PostgresAuditStore]:
-    s = PostgresAuditStore(database_url, prefix=prefix)
+def store(module_postgres_database: str, prefix: str) -> Iterator[PostgresAuditStore]:
+    s = PostgresAuditStore(module_postgres_database, prefix=prefix)
     yield s
     s.close()
 
@@ -81,8 +74,8 @@ def tamper(store: PostgresAuditStore, *statements: tuple) -> None:
         conn.execute(f"ALTER TABLE {store.prefix} ENABLE TRIGGER USER")
 
 
-def test_factory_append_query_last_and_clean_verify(database_url: str) -> None:
-    store = audit_store(database_url)
+def test_factory_append_query_last_and_clean_verify(module_postgres_database: str) -> None:
+    store = audit_store(module_postgres_database)
     try:
         assert isinstance(store, PostgresAuditStore) and store.prefix == "mlsteward_audit"
         records = fill(store, 6)
@@ -99,13 +92,15 @@ def test_factory_append_query_last_and_clean_verify(database_url: str) -> None:
         assert store.last(model="nobody") is None
         assert store.verify() == VerifyResult(True, 6, records[-1].hash, None, None)
         assert store.verify(expect_head=records[2].hash).ok
-        helper = _start_helper(PG, database_url, 3, 6, None, {"prefix": "mlsteward_audit"})
+        helper = _start_helper(
+            PG, module_postgres_database, 3, 6, None, {"prefix": "mlsteward_audit"}
+        )
         segment = _collect_helper(helper)  # a parallel-verify helper really runs
         assert segment is not None and segment.problem is None
         assert (segment.count, segment.last_hash) == (3, records[-1].hash)
     finally:
         store.close()
-    with psycopg.connect(database_url) as conn:
+    with psycopg.connect(module_postgres_database) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables")}
     assert {"mlsteward_audit", "mlsteward_audit_head"} <= tables
 
@@ -197,18 +192,20 @@ def _append_many(url: str, prefix: str, worker: int, n: int, barrier) -> None:
 
 
 def test_concurrent_processes_and_threads_never_fork_the_chain(
-    database_url: str, prefix: str
+    module_postgres_database: str, prefix: str
 ) -> None:
     """Two processes (each creating the tables at once) and three threads sharing one store."""
     barrier = FORK.Barrier(3)
     procs = [
-        FORK.Process(target=in_child(_append_many), args=(database_url, prefix, w, 40, barrier))
+        FORK.Process(
+            target=in_child(_append_many), args=(module_postgres_database, prefix, w, 40, barrier)
+        )
         for w in range(2)
     ]
     for p in procs:
         p.start()
     barrier.wait()
-    shared = PostgresAuditStore(database_url, prefix=prefix)
+    shared = PostgresAuditStore(module_postgres_database, prefix=prefix)
     errors: list[BaseException] = []
 
     def work(t: int) -> None:

@@ -10,7 +10,6 @@ import psycopg
 import pytest
 
 from mlsteward.gateway.deliveries import TABLE, PostgresDeliveryLog, delivery_log
-from tests.support.stack import temporary_database
 
 
 @pytest.fixture(scope="session")
@@ -24,14 +23,8 @@ def prefect_console_on_real_stderr() -> Iterator[None]:
     yield
 
 
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    with temporary_database("mlsteward_test_gateway") as url:
-        yield url
-
-
-def test_concurrent_claims_of_one_delivery_on_postgres(database_url: str) -> None:
-    logs = [delivery_log(database_url) for _ in range(4)]
+def test_concurrent_claims_of_one_delivery_on_postgres(postgres_database: str) -> None:
+    logs = [delivery_log(postgres_database) for _ in range(4)]
     assert all(isinstance(log, PostgresDeliveryLog) for log in logs)
     results: list[bool] = []
     barrier = threading.Barrier(8)
@@ -49,7 +42,7 @@ def test_concurrent_claims_of_one_delivery_on_postgres(database_url: str) -> Non
     assert not logs[0].claim("delivery-2", "digest-1", "push")
     logs[1].release("delivery-1")
     assert logs[2].claim("delivery-1", "digest-1", "push")
-    with psycopg.connect(database_url) as conn:
+    with psycopg.connect(postgres_database) as conn:
         rows = conn.execute(f"SELECT delivery_id, event FROM {TABLE}").fetchall()
     assert rows == [("delivery-1", "push")]
     for log in logs:

@@ -35,7 +35,6 @@ from tasks.approval import ApprovalInput
 from tasks.common import artifact_key
 from tasks.retrain import running_training_runs
 from tests.support.governance import MODEL, WEAK_TUNING, write_config
-from tests.support.stack import temporary_database
 
 runner = CliRunner()
 
@@ -262,15 +261,12 @@ def test_tampered_artifact_blocks_promotion_and_loading(ingested: Path) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def audit_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+def audit_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The default SQLite audit store, and the PostgreSQL one on its own temporary database
     (its advisory locks then serialise promotions)."""
-    if request.param == "sqlite":
-        yield request.param
-        return
-    with temporary_database("mlsteward_test_gov") as url:
-        monkeypatch.setenv("MLSTEWARD_AUDIT_URL", url)
-        yield request.param
+    if request.param == "postgresql":
+        monkeypatch.setenv("MLSTEWARD_AUDIT_URL", request.getfixturevalue("postgres_database"))
+    return request.param
 
 
 def test_two_racing_promotions_leave_exactly_one_champion(

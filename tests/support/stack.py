@@ -1,33 +1,12 @@
-"""Small pieces several integration tests share: a throwaway PostgreSQL database on the local
-server, and polling a real server until something happens."""
+"""Small pieces several integration tests share: polling a real server until something happens,
+stopping a process, and reading the online store as Feast does."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
-
-#: The machine's PostgreSQL (trust auth); MLSTEWARD_TEST_PG points elsewhere.
-PG_SERVER = os.environ.get("MLSTEWARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
-
-
-@contextmanager
-def temporary_database(prefix: str) -> Iterator[str]:
-    """A new database's URL; dropped afterwards even with connections still open."""
-    import psycopg
-
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float) -> Any:
