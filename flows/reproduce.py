@@ -10,7 +10,13 @@ import time
 
 from prefect import flow
 
-from mlsteward.training.reproduce import ReproductionReport, ReproductionResult, Step
+from mlsteward.training.rebuild import workdir_for
+from mlsteward.training.reproduce import (
+    ReproductionReport,
+    ReproductionResult,
+    ReproductionSpec,
+    Step,
+)
 from tasks.common import run_actor
 from tasks.features import release_training_set
 from tasks.reproduce import (
@@ -22,7 +28,6 @@ from tasks.reproduce import (
     refit_and_compare,
     verify_snapshot,
     verify_stored_artifact,
-    workdir_for,
 )
 
 
@@ -46,10 +51,15 @@ def reproduce_flow(
             from those that trained the version.
     """
     started = time.perf_counter()
-    actor = run_actor()
-    recorded = load_recorded_version(model, version)
+    # 0. The run's settings: which version, which mode, whether a different environment refuses
+    spec = ReproductionSpec.resolve(
+        model, version=version, full=full, strict=strict, actor=run_actor()
+    )
+
+    # 1. What was registered: the version, its recipe, its metrics; and what differs today
+    recorded = load_recorded_version(spec)
     version = recorded.info.version
-    report = ReproductionReport(model=model, version=version, mode="full" if full else "params")
+    report = ReproductionReport(model=model, version=version, mode=spec.mode)
     report.original_training_seconds = recorded.training_seconds
     workdir = workdir_for(model, version)
     compare_environment(recorded, report)
@@ -57,10 +67,10 @@ def reproduce_flow(
     def finish(why_not_run: str) -> ReproductionResult:
         report.close(why_not_run)
         report.seconds = round(time.perf_counter() - started, 3)
-        record_reproduction(report, workdir, actor)
+        record_reproduction(report, workdir, spec.actor)
         return ReproductionResult.of(report)
 
-    if strict and report.environment:
+    if spec.strict and report.environment:
         report.result = "refused"
         return finish("refused by --strict: the environment differs")
     if recorded.recipe_problem:
@@ -68,11 +78,12 @@ def reproduce_flow(
         return finish("no trustworthy recipe to rebuild from")
     report.add(Step("recipe", "same", "recipe matches its registered SHA-256"))
 
+    # 2. The rebuild, step by step from the verified snapshot; then the stored bytes
     snapshot_path = verify_snapshot(recorded, report)
     if snapshot_path is not None:
         data = rebuild_training_set(recorded, snapshot_path, report)
         try:
-            tuning = rebuild_params(recorded, data, full, report)
+            tuning = rebuild_params(recorded, data, spec.mode == "full", report)
             refit_and_compare(recorded, data, tuning, workdir, report)
         finally:
             release_training_set(data)

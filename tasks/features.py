@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -13,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from mlsteward.config.models import ModelConfig
 from mlsteward.data.state import SnapshotInfo, current_snapshot
 from mlsteward.errors import MlstewardError, NoSnapshotError
-from mlsteward.features.retrieval import get_training_frame
+from mlsteward.features.retrieval import entity_frame, get_training_frame
 from mlsteward.features.store import get_store
 from mlsteward.integrity import sha256_file
 from mlsteward.training.partitioned_set import (
@@ -24,14 +23,6 @@ from mlsteward.training.partitioned_set import (
 )
 from mlsteward.training.prepared import PreparedData, prepare_partitioned
 from tasks.common import run_logger
-
-
-def entity_frame(cfg: ModelConfig, snapshot: SnapshotInfo) -> pd.DataFrame:
-    """Entity rows (id, event time, label) with a row id: Feast does not keep row order."""
-    cols = [cfg.source.entity, cfg.timestamp_column, cfg.label]
-    frame = pd.read_parquet(snapshot.path, columns=cols)
-    frame.insert(0, "row_id", np.arange(len(frame), dtype="int64"))
-    return frame
 
 
 def verified_snapshot(cfg: ModelConfig) -> SnapshotInfo:

@@ -26,6 +26,7 @@ import pyarrow.csv as pacsv
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.data.offline_tables import OfflineTableError, connect, require_table
+from mlsteward.data.state import SnapshotInfo
 from mlsteward.features.dtypes import (
     DIRECT_ARROW_TYPES,
     canonical_from_arrow,
@@ -46,6 +47,15 @@ ROW_ID = "row_id"
 _FEAST_EVENT_TIMESTAMP = "event_timestamp"
 # Internal row key: a name no feature can plausibly have, so Feast's join cannot collide with it.
 _ROW_KEY = "__mlsteward_row_id"
+
+
+def entity_frame(cfg: ModelConfig, snapshot: SnapshotInfo) -> pd.DataFrame:
+    """A snapshot's entity rows (id, event time, label) with a ``row_id``: the frame a training
+    set is joined for (Feast does not keep row order)."""
+    cols = [cfg.source.entity, cfg.timestamp_column, cfg.label]
+    frame = pd.read_parquet(snapshot.path, columns=cols)
+    frame.insert(0, ROW_ID, np.arange(len(frame), dtype="int64"))
+    return frame
 
 
 def get_training_frame(

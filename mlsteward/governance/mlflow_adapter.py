@@ -81,6 +81,13 @@ def experiment_of(run_id: str) -> str:
     return client().get_run(run_id).info.experiment_id
 
 
+def run_metrics(run_id: str) -> tuple[dict[str, float], float | None]:
+    """A run's logged metrics, and its wall time in seconds (None while it runs)."""
+    run = client().get_run(run_id)
+    end, start = run.info.end_time, run.info.start_time
+    return dict(run.data.metrics), (end - start) / 1000 if end and start else None
+
+
 def log_nested_run(
     parent_run_id: str,
     run_name: str,

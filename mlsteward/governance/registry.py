@@ -133,6 +133,21 @@ def version_by_alias(name: str, alias: str) -> VersionInfo | None:
         raise
 
 
+def version_or_champion(name: str, version: str | None, *, purpose: str) -> VersionInfo:
+    """The version named, or the champion when none is.
+
+    Raises:
+        NotFoundError: no such version, or no champion when no version is named (the message
+            asks to name one to ``purpose``).
+    """
+    if version:
+        return get_version(name, version)
+    champion = version_by_alias(name, CHAMPION)
+    if champion is None:
+        raise NotFoundError(f"{name} has no champion; name the version to {purpose}")
+    return champion
+
+
 def list_versions(name: str) -> list[VersionInfo]:
     """Every version of a model, oldest first."""
     found = client().search_model_versions(f"name = '{name}'")

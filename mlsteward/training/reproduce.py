@@ -10,12 +10,13 @@ divergence by itself.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from mlsteward.training.lineage import UNKNOWN, file_sha256, git_info, library_versions
 
@@ -34,6 +35,40 @@ STEPS = (
 
 Status = Literal["same", "differs", "not_run"]
 Result = Literal["identical", "diverged", "refused"]
+Mode = Literal["params", "full"]
+
+
+class ReproductionSpec(BaseModel):
+    """One reproduction run, worked out once at its start.
+
+    Only the model's name: a rebuild reads the recorded config, never today's (which may have
+    changed, or no longer load), so nothing of today's config is resolved here.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    version: str | None
+    """The version to rebuild; None: the current champion."""
+    mode: Mode
+    """``params``: refit the recorded best params; ``full``: re-run the whole search."""
+    strict: bool
+    """Refuse to rebuild when the environment differs from the one that trained."""
+    actor: str
+
+    @classmethod
+    def resolve(
+        cls,
+        model: str,
+        *,
+        version: str | None = None,
+        full: bool = False,
+        strict: bool = False,
+        actor: str,
+    ) -> ReproductionSpec:
+        """An empty ``version`` means the champion, as an absent one does."""
+        mode: Mode = "full" if full else "params"
+        return cls(model=model, version=version or None, mode=mode, strict=strict, actor=actor)
 
 
 @dataclass
@@ -62,7 +97,7 @@ class EnvironmentDifference:
 class ReproductionReport:
     model: str
     version: str
-    mode: Literal["params", "full"]
+    mode: Mode
     result: Result = "identical"
     first_divergence: str | None = None
     steps: list[Step] = field(default_factory=list)
@@ -104,13 +139,53 @@ class ReproductionReport:
         d["summary"] = self.summary
         return d
 
+    def write(self, workdir: Path) -> Path:
+        """The report as ``report.json`` beside the rebuilt model, so a divergence can be
+        inspected afterwards; its path goes into the report first."""
+        path = workdir / "report.json"
+        self.report_path = str(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str))
+        return path
+
+    def audit_details(self) -> dict[str, Any]:
+        """The audit record's details: the outcome per step, not the steps' full detail."""
+        return {
+            "result": self.result,
+            "mode": self.mode,
+            "first_divergence": self.first_divergence,
+            "steps": {s.name: s.status for s in self.steps},
+            "environment": [str(e) for e in self.environment],
+            "config_changes": [c["key"] for c in self.config_changes],
+            "metric_deltas": self.metric_deltas,
+            "rebuilt_artifact_sha256": self.rebuilt_artifact_sha256,
+            "report": self.report_path,
+            "seconds": self.seconds,
+        }
+
+    def to_markdown(self) -> str:
+        """The report as the flow run's artifact shows it."""
+        rows = "\n".join(
+            f"| {s.name} | {s.status} | {s.detail} | {s.seconds:.1f} s |" for s in self.steps
+        )
+        env = "\n".join(f"- {e}" for e in self.environment) or "- none"
+        cfg = "\n".join(f"- `{c['key']}`" for c in self.config_changes) or "- none"
+        return (
+            f"# Reproduction of {self.model} v{self.version}: **{self.summary}**\n\n"
+            f"Mode: {self.mode}; {self.seconds:.1f} s (original training "
+            f"{self.original_training_seconds or 0:.1f} s)\n\n"
+            f"| step | result | detail | time |\n|---|---|---|---|\n{rows}\n\n"
+            f"## Environment differences\n{env}\n\n"
+            f"## Config changed since training (information; the recorded config was used)\n"
+            f"{cfg}\n"
+        )
+
 
 class ReproductionResult(BaseModel):
     """A finished reproduction, as the reproduce flow returns it (the report and its summary)."""
 
     model: str
     version: str
-    mode: Literal["params", "full"]
+    mode: Mode
     result: Result
     first_divergence: str | None
     steps: list[Step]
