@@ -24,8 +24,9 @@ Why it is built this way:
 * Entity rows sample patients of the cohort plus ~1 % unknown patients, at times spread from a
   month before the cohort's first visit to its end, so rows without any earlier feature row (or
   outside the TTL with ``--ttl-days``) occur: the null path is timed and checked too. Row ids
-  are 0..n-1 as the training flow numbers them (``tasks/features.py``); ``--shuffle-row-ids``
-  gives them in random order, which makes the adapter sort.
+  are 0..n-1 as the training flow numbers them (``entity_frame`` in
+  ``mlsteward/features/retrieval.py``); ``--shuffle-row-ids`` gives them in random order, which
+  makes the adapter sort.
 * Both sides must return the same thing, or the comparison is meaningless: after the timed runs
   the script checks, per offline store, the same row count and identical feature values (nulls
   in the same places) after sorting by row id, and prints that check. The baseline's frame is
