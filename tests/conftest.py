@@ -22,6 +22,8 @@ FOLDER_MARKERS = ("unit", "integration", "e2e")
 
 pytest_plugins = [
     "tests.fixtures.postgres",
+    "tests.fixtures.shared_home",
+    "tests.fixtures.serving",
 ]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -8,8 +8,8 @@ worker processes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -37,18 +37,19 @@ from mlsteward.training.prepared import prepare, prepare_partitioned
 from mlsteward.training.spec import TrainingSpec
 from tasks.features import entity_frame
 from tests.support.governance import MODEL
-from tests.support.serving import module_home
 
 DISTRIBUTED = {"above_rows": 1_000, "chunk_rows": 700, "workers": 2, "threads_per_worker": 1}
 
 
 @pytest.fixture(scope="module")
-def mlsteward_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    tuning = {"max_evals": 3, "num_boost_round": 80}
-    with module_home(
-        tmp_path_factory, "distributed", tuning=tuning, distributed=DISTRIBUTED
-    ) as home:
-        yield home
+def module_config() -> dict[str, Any]:
+    return {"tuning": {"max_evals": 3, "num_boost_round": 80}, "distributed": DISTRIBUTED}
+
+
+@pytest.fixture(scope="module")
+def mlsteward_home(module_home: Path) -> Path:
+    """One home for the module (overrides the per-test one): the trained version is shared."""
+    return module_home
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -31,7 +31,6 @@ from mlsteward.data.synthetic import generate_cohort, write_dataset
 from mlsteward.training.recipe import recorded_config
 from tests.conftest import REPO_ROOT
 from tests.support.governance import MODEL, write_config
-from tests.support.serving import module_home
 
 IDENTICAL_STEPS = [
     "recipe",
@@ -47,11 +46,14 @@ IDENTICAL_STEPS = [
 
 
 @pytest.fixture(scope="module")
-def mlsteward_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def module_config() -> dict[str, Any]:
+    return {"tuning": {"max_evals": 4, "num_boost_round": 120}}
+
+
+@pytest.fixture(scope="module")
+def mlsteward_home(module_home: Path) -> Path:
     """One home for the module (overrides the per-test one): the trained version is shared."""
-    tuning = {"max_evals": 4, "num_boost_round": 120}
-    with module_home(tmp_path_factory, "reproduce", tuning=tuning) as home:
-        yield home
+    return module_home
 
 
 class Trained(TrainingResult):

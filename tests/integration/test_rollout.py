@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,9 @@ from mlsteward.rollout.service import ServiceUnavailable, shows_canary
 from mlsteward.rollout.step import challenger_rows
 from tests.support.governance import MODEL, write_config
 from tests.support.platform import free_port
-from tests.support.serving import (
-    FAST_TUNING,
-    live_traffic,
-    module_home,
-    running_service,
-    train_two_versions,
-)
+from tests.support.serving import FAST_TUNING, Service, live_traffic
+
+StartService = Callable[..., Service]
 
 FAST_ROLLOUT = {
     "tuning": FAST_TUNING,  # as v2 was trained with
@@ -59,17 +55,16 @@ FAST_ROLLOUT = {
 
 
 @pytest.fixture(scope="module")
-def mlsteward_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with module_home(tmp_path_factory, "rollout") as home:
-        yield home
+def mlsteward_home(module_home: Path) -> Path:
+    """One home for the module (overrides the per-test one): the trained stack is shared."""
+    return module_home
 
 
 @pytest.fixture(scope="module")
-def stack(mlsteward_home: Path) -> dict[str, Any]:
-    trained = train_two_versions(mlsteward_home.parent)
+def stack(champion_and_challenger: dict[str, Any]) -> dict[str, Any]:
     # From here on only rollout and serving settings differ from what v2 was validated with.
     write_config(Path(os.environ["MLSTEWARD_CONFIG_DIR"]), **FAST_ROLLOUT)
-    return trained
+    return champion_and_challenger
 
 
 @pytest.fixture
@@ -183,15 +178,15 @@ def test_the_fast_config_keeps_the_challenger_validated(stack: dict[str, Any]) -
 
 
 def test_a_failing_challenger_is_rolled_back_at_the_first_step(
-    stack: dict[str, Any], mlsteward_home: Path, service_url: Any
+    stack: dict[str, Any], start_service: StartService, service_url: Any
 ) -> None:
     v1, v2 = stack["champion"], stack["challenger"]
     faults = {"challenger": {"error_rate": 1.0, "delay_ms": 0}}
-    with running_service(mlsteward_home, MODEL, faults) as service:
-        service_url(service.url)
-        with live_traffic(service.url, MODEL, stack["ids"]) as traffic:
-            result = rollout_flow(model=MODEL)  # default: the challenger alias, v2
-        assert traffic.failed == 0, traffic.errors[:3]  # the champion answered every row
+    service = start_service(faults)
+    service_url(service.url)
+    with live_traffic(service.url, MODEL, stack["ids"]) as traffic:
+        result = rollout_flow(model=MODEL)  # default: the challenger alias, v2
+    assert traffic.failed == 0, traffic.errors[:3]  # the champion answered every row
     assert result.decision == "rolled_back", result
     assert result.version == v2
     assert result.step == 1
@@ -226,17 +221,17 @@ def test_a_rejected_challenger_is_not_rolled_out_by_default(stack: dict[str, Any
 
 
 def test_a_slow_challenger_is_rolled_back_on_latency(
-    stack: dict[str, Any], mlsteward_home: Path, service_url: Any
+    stack: dict[str, Any], start_service: StartService, service_url: Any
 ) -> None:
     v1, v2 = stack["champion"], stack["challenger"]
     # Still passed: a rollback rejects the lifecycle, not the validation.
     assert registry.get_version(MODEL, v2).validation_status == "passed"
     faults = {"challenger": {"error_rate": 0.0, "delay_ms": 60}}
-    with running_service(mlsteward_home, MODEL, faults) as service:
-        service_url(service.url)
-        # One entity per request: a request that mixes arms is timed for both.
-        with live_traffic(service.url, MODEL, stack["ids"], per_request=1, threads=3):
-            result = rollout_flow(model=MODEL, version=v2, requested_by="alice")
+    service = start_service(faults)
+    service_url(service.url)
+    # One entity per request: a request that mixes arms is timed for both.
+    with live_traffic(service.url, MODEL, stack["ids"], per_request=1, threads=3):
+        result = rollout_flow(model=MODEL, version=v2, requested_by="alice")
     assert result.decision == "rolled_back", result
     assert result.step == 1
     # with 50 or more rows per arm the two models' prediction shift may breach as well
@@ -280,10 +275,9 @@ def test_refusals_leave_the_registry_as_it_was(stack: dict[str, Any], service_ur
 
 
 @pytest.fixture(scope="module")
-def healthy_service(stack: dict[str, Any], mlsteward_home: Path) -> Iterator[Any]:
+def healthy_service(stack: dict[str, Any], start_module_service: StartService) -> Service:
     """One fault-free service for the last two rollouts."""
-    with running_service(mlsteward_home, MODEL) as service:
-        yield service
+    return start_module_service()
 
 
 def test_a_challenger_whose_predictions_shift_is_rolled_back(
@@ -331,32 +325,32 @@ def test_too_little_traffic_ends_the_rollout_without_a_verdict(
 
 
 def test_an_error_mid_step_closes_the_canary_and_is_audited(
-    stack: dict[str, Any], mlsteward_home: Path, service_url: Any
+    stack: dict[str, Any], start_service: StartService, service_url: Any
 ) -> None:
     """The service goes away during a step: the flow fails, but leaves no canary open."""
     v1, v2 = stack["champion"], stack["challenger"]
     errors: list[BaseException] = []
-    with running_service(mlsteward_home, MODEL) as service:
-        service_url(service.url)
+    service = start_service()
+    service_url(service.url)
 
-        def stop_service_once_the_step_runs() -> None:
-            try:
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    shown = httpx.get(f"{service.url}/v1/models/{MODEL}", timeout=5).json()
-                    if (shown.get("canary") or {}).get("step") == 1:
-                        break
-                    time.sleep(0.1)
-                time.sleep(1.5)  # the flow polls every 0.3 s: it is scraping by now
-                service.process.send_signal(signal.SIGTERM)
-            except BaseException as exc:  # reported by the test below
-                errors.append(exc)
+    def stop_service_once_the_step_runs() -> None:
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                shown = httpx.get(f"{service.url}/v1/models/{MODEL}", timeout=5).json()
+                if (shown.get("canary") or {}).get("step") == 1:
+                    break
+                time.sleep(0.1)
+            time.sleep(1.5)  # the flow polls every 0.3 s: it is scraping by now
+            service.process.send_signal(signal.SIGTERM)
+        except BaseException as exc:  # reported by the test below
+            errors.append(exc)
 
-        stopper = threading.Thread(target=stop_service_once_the_step_runs, daemon=True)
-        stopper.start()
-        with pytest.raises(ServiceUnavailable, match="cannot scrape"):
-            rollout_flow(model=MODEL, version=v2)  # no traffic: the step waits for rows
-        stopper.join(timeout=30)
+    stopper = threading.Thread(target=stop_service_once_the_step_runs, daemon=True)
+    stopper.start()
+    with pytest.raises(ServiceUnavailable, match="cannot scrape"):
+        rollout_flow(model=MODEL, version=v2)  # no traffic: the step waits for rows
+    stopper.join(timeout=30)
     assert errors == []
     assert registry.version_by_alias(MODEL, registry.CHAMPION).version == v1
     assert_no_canary()

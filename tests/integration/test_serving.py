@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from schemathesis.checks import positive_data_acceptance
 from typer.testing import CliRunner
 
@@ -33,38 +34,28 @@ from mlsteward.governance import promotion as governance
 from mlsteward.monitoring import prediction_log
 from mlsteward.monitoring.scoring import score_frame
 from tests.support.governance import MODEL, write_config
-from tests.support.serving import (
-    FAST_TUNING,
-    SERVICE_SETTINGS,
-    Service,
-    module_home,
-    running_service,
-    serving,
-    train_two_versions,
-)
+from tests.support.serving import FAST_TUNING, SERVICE_SETTINGS, Service, shut_down
 
 PREDICT = f"/v1/models/{MODEL}/predict"
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def mlsteward_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with module_home(tmp_path_factory, "serving") as home:
-        yield home
+def mlsteward_home(module_home: Path) -> Path:
+    """One home for the module (overrides the per-test one): the trained stack is shared."""
+    return module_home
 
 
 @pytest.fixture(scope="module")
-def stack(mlsteward_home: Path) -> dict[str, Any]:
-    work = mlsteward_home.parent
-    trained = train_two_versions(work)
-    write_config(work / "config", tuning=FAST_TUNING, **SERVICE_SETTINGS)
-    return trained
+def stack(champion_and_challenger: dict[str, Any], mlsteward_home: Path) -> dict[str, Any]:
+    write_config(mlsteward_home.parent / "config", tuning=FAST_TUNING, **SERVICE_SETTINGS)
+    return champion_and_challenger
 
 
 @pytest.fixture(scope="module")
-def service(stack: dict[str, Any], mlsteward_home: Path) -> Iterator[Service]:
-    with running_service(mlsteward_home, MODEL) as proc:
-        yield proc
+def service(stack: dict[str, Any], start_module_service: Callable[[], Service]) -> Service:
+    """One service for the module, started once the stack is trained."""
+    return start_module_service()
 
 
 def post(url: str, body: Any, timeout: float = 10) -> tuple[int, Any]:
@@ -95,7 +86,9 @@ def wait_for(condition: Any, timeout: float = 30, what: str = "") -> None:
 
 
 # -- predictions ------------------------------------------------------------------------------
-def test_online_predictions_equal_batch_scoring(stack: dict[str, Any]) -> None:
+def test_online_predictions_equal_batch_scoring(
+    stack: dict[str, Any], serving_client: TestClient
+) -> None:
     """Same verified model, same online features: the service's numbers are batch scoring's."""
     cfg = get_model_config(MODEL)
     ids = stack["ids"][:40]
@@ -103,35 +96,32 @@ def test_online_predictions_equal_batch_scoring(stack: dict[str, Any]) -> None:
     frame = online_features(cfg, ids)
     frame[cfg.timestamp_column] = np.datetime64("2026-01-01")
     batch = score_frame(cfg, verified, frame, top_k=3).frame
-    with serving() as client:
-        r = client.post(PREDICT, json={"entity_ids": ids, "explain": True, "top_k": 3})
-        assert r.status_code == 200, r.text
-        out = r.json()["predictions"]
-        assert [p["entity_id"] for p in out] == ids
-        assert [p["probability"] for p in out] == batch["prediction_proba"].tolist()
-        assert [p["label"] for p in out] == batch["prediction"].tolist()
-        assert {(p["version"], p["arm"]) for p in out} == {(stack["champion"], "champion")}
-        for p, (_, row) in zip(out, batch.iterrows(), strict=True):
-            exp = p["explanation"]
-            assert [c["feature"] for c in exp["contributions"]] == [
-                row[f"shap_{k}_feature"] for k in (1, 2, 3)
-            ]
-            for c, k in zip(exp["contributions"], (1, 2, 3), strict=True):
-                assert c["value"] == pytest.approx(row[f"shap_{k}_value"], abs=1e-5)
+    r = serving_client.post(PREDICT, json={"entity_ids": ids, "explain": True, "top_k": 3})
+    assert r.status_code == 200, r.text
+    out = r.json()["predictions"]
+    assert [p["entity_id"] for p in out] == ids
+    assert [p["probability"] for p in out] == batch["prediction_proba"].tolist()
+    assert [p["label"] for p in out] == batch["prediction"].tolist()
+    assert {(p["version"], p["arm"]) for p in out} == {(stack["champion"], "champion")}
+    for p, (_, row) in zip(out, batch.iterrows(), strict=True):
+        exp = p["explanation"]
+        assert [c["feature"] for c in exp["contributions"]] == [
+            row[f"shap_{k}_feature"] for k in (1, 2, 3)
+        ]
+        for c, k in zip(exp["contributions"], (1, 2, 3), strict=True):
+            assert c["value"] == pytest.approx(row[f"shap_{k}_value"], abs=1e-5)
 
-        # The same features sent as values give the same answers.
-        instances = [
-            {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else v)
-             for k, v in rec.items() if k in cfg.feature_names}
-            for rec in json.loads(frame.to_json(orient="records"))
-        ]  # fmt: skip
-        r = client.post(PREDICT, json={"instances": instances})
-        assert r.status_code == 200, r.text
-        by_value = [p["probability"] for p in r.json()["predictions"]]
-        assert by_value == pytest.approx([p["probability"] for p in out], abs=1e-7)
-        assert all(
-            "explanation" not in p or p["explanation"] is None for p in r.json()["predictions"]
-        )
+    # The same features sent as values give the same answers.
+    instances = [
+        {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+         for k, v in rec.items() if k in cfg.feature_names}
+        for rec in json.loads(frame.to_json(orient="records"))
+    ]  # fmt: skip
+    r = serving_client.post(PREDICT, json={"instances": instances})
+    assert r.status_code == 200, r.text
+    by_value = [p["probability"] for p in r.json()["predictions"]]
+    assert by_value == pytest.approx([p["probability"] for p in out], abs=1e-7)
+    assert all("explanation" not in p or p["explanation"] is None for p in r.json()["predictions"])
 
 
 def _instance(stack: dict[str, Any]) -> dict[str, Any]:
@@ -200,52 +190,60 @@ def test_concurrent_requests_share_micro_batches_with_the_same_answers(
 @pytest.mark.parametrize(("case", "mutate", "field", "rule"), BAD_INSTANCES,
                          ids=[c[0] for c in BAD_INSTANCES])  # fmt: skip
 def test_bad_fields_are_422_naming_each(
-    stack: dict[str, Any], case: str, mutate: Any, field: str, rule: str
+    stack: dict[str, Any],
+    serving_client: TestClient,
+    case: str,
+    mutate: Any,
+    field: str,
+    rule: str,
 ) -> None:
     good = _instance(stack)
-    with serving() as client:
-        r = client.post(PREDICT, json={"instances": [good, mutate(good)]})
+    r = serving_client.post(PREDICT, json={"instances": [good, mutate(good)]})
     assert r.status_code == 422, r.text
     [error] = r.json()["detail"]
     assert error["loc"] == ["body", "instances", 1, field], error
     assert error["type"] == rule and field in error["msg"]
 
 
-def test_bad_requests_get_the_right_status(stack: dict[str, Any]) -> None:
+def test_bad_requests_get_the_right_status(
+    stack: dict[str, Any], serving_client: TestClient
+) -> None:
     cfg = get_model_config(MODEL)
     known = stack["ids"][0]
     answered = []
     before = set(prediction_log.read(MODEL).get("request_id", []))
-    with serving() as client:
-        r = client.post(PREDICT, json={"entity_ids": [known, 987_654_321, 123_456_789]})
-        assert r.status_code == 404
-        msgs = [e["msg"] for e in r.json()["detail"]]
-        assert len(msgs) == 2 and "987654321" in msgs[0] and "123456789" in msgs[1]
-        r = client.post(PREDICT, json={"entity_ids": ["abc"]})
-        assert r.status_code == 422 and "expected an integer" in r.json()["detail"][0]["msg"]
-        too_many = [known] * (cfg.serving.max_batch_rows + 1)
-        r = client.post(PREDICT, json={"entity_ids": too_many})
-        assert r.status_code == 413 and "max_batch_rows" in r.json()["detail"][0]["msg"]
-        r = client.post(PREDICT, json={"entity_ids": [known], "instances": [{}]})
-        assert r.status_code == 422 and "either entity_ids or instances" in r.text
-        r = client.post(PREDICT, json={"entity_ids": []})
-        assert r.status_code == 422
-        r = client.post(PREDICT, content=b"{not json", headers={"Content-Type": "application/json"})
-        assert r.status_code == 422
-        r = client.post(PREDICT, json={"entity_ids": [known], "top_k": 0})
-        [error] = r.json()["detail"]
-        assert r.status_code == 422 and error["loc"] == ["body", "top_k"], error
-        r = client.post(PREDICT, params={"explain": "maybe"}, json={"entity_ids": [known]})
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "explain"]
-        r = client.post(PREDICT, params={"explain": "yes"}, json={"entity_ids": [known]})
-        assert r.status_code == 200 and "explanation" in r.json()["predictions"][0]
-        answered.append(r.json()["request_id"])
-        r = client.post("/v1/models/no_such_model/predict", json={"entity_ids": [known]})
-        assert r.status_code == 404 and "no_such_model" in r.text
-        # nothing refused reached the prediction log: only the two answered requests
-        r = client.post(PREDICT, json={"entity_ids": [known]})
-        assert r.status_code == 200
-        answered.append(r.json()["request_id"])
+    r = serving_client.post(PREDICT, json={"entity_ids": [known, 987_654_321, 123_456_789]})
+    assert r.status_code == 404
+    msgs = [e["msg"] for e in r.json()["detail"]]
+    assert len(msgs) == 2 and "987654321" in msgs[0] and "123456789" in msgs[1]
+    r = serving_client.post(PREDICT, json={"entity_ids": ["abc"]})
+    assert r.status_code == 422 and "expected an integer" in r.json()["detail"][0]["msg"]
+    too_many = [known] * (cfg.serving.max_batch_rows + 1)
+    r = serving_client.post(PREDICT, json={"entity_ids": too_many})
+    assert r.status_code == 413 and "max_batch_rows" in r.json()["detail"][0]["msg"]
+    r = serving_client.post(PREDICT, json={"entity_ids": [known], "instances": [{}]})
+    assert r.status_code == 422 and "either entity_ids or instances" in r.text
+    r = serving_client.post(PREDICT, json={"entity_ids": []})
+    assert r.status_code == 422
+    r = serving_client.post(
+        PREDICT, content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 422
+    r = serving_client.post(PREDICT, json={"entity_ids": [known], "top_k": 0})
+    [error] = r.json()["detail"]
+    assert r.status_code == 422 and error["loc"] == ["body", "top_k"], error
+    r = serving_client.post(PREDICT, params={"explain": "maybe"}, json={"entity_ids": [known]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "explain"]
+    r = serving_client.post(PREDICT, params={"explain": "yes"}, json={"entity_ids": [known]})
+    assert r.status_code == 200 and "explanation" in r.json()["predictions"][0]
+    answered.append(r.json()["request_id"])
+    r = serving_client.post("/v1/models/no_such_model/predict", json={"entity_ids": [known]})
+    assert r.status_code == 404 and "no_such_model" in r.text
+    # nothing refused reached the prediction log: only the two answered requests
+    r = serving_client.post(PREDICT, json={"entity_ids": [known]})
+    assert r.status_code == 200
+    answered.append(r.json()["request_id"])
+    shut_down(serving_client)  # the app's log writer flushes what it answered
     # Only this process's ids: the module's running service may still be flushing its rows.
     logged = prediction_log.read(MODEL)
     ours = {i for i in logged["request_id"] if i.startswith(answered[0][:16])}
@@ -256,15 +254,14 @@ def test_bad_requests_get_the_right_status(stack: dict[str, Any]) -> None:
 
 
 def test_online_rows_take_late_labels_and_read_with_batch_rows(
-    stack: dict[str, Any], tmp_path: Path
+    stack: dict[str, Any], serving_client: TestClient, tmp_path: Path
 ) -> None:
     """The loop drift and the quality guardrail rely on: an answer's (entity, event_timestamp)
     is the key its outcome comes back with, and online rows read back with batch-scored ones."""
     cfg = get_model_config(MODEL)
     ids = stack["ids"][100:130]
-    with serving() as client:
-        out = client.post(PREDICT, json={"entity_ids": ids}).json()["predictions"]
-    # the service has shut down: everything it answered is in the log
+    out = serving_client.post(PREDICT, json={"entity_ids": ids}).json()["predictions"]
+    shut_down(serving_client)  # everything the app answered is now in the log
     outcomes = pd.DataFrame({
         cfg.source.entity: [p["entity_id"] for p in out],
         cfg.timestamp_column: [p["event_timestamp"] for p in out],
