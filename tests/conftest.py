@@ -22,6 +22,7 @@ FOLDER_MARKERS = ("unit", "integration", "e2e")
 
 pytest_plugins = [
     "tests.fixtures.postgres",
+    "tests.fixtures.production",
     "tests.fixtures.shared_home",
     "tests.fixtures.serving",
 ]

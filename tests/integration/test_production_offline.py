@@ -8,6 +8,7 @@ compares: values, dtypes and row order must be identical.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlsteward.config.models import ModelConfig, get_model_config
+from mlsteward.config.profiles import Profile
 from mlsteward.data import offline_tables
 from mlsteward.data.ingestion import ingest
 from mlsteward.features.materialize import materialize
@@ -40,10 +42,15 @@ from tests.integration.test_feast import (
     toy_config,
     write_snapshot,
 )
-from tests.support.production import production_profile
 
 MODEL = "heart_disease"
 POSTGRES = {"MLSTEWARD_OFFLINE_STORE": "postgres"}
+
+
+@pytest.fixture
+def production_env() -> dict[str, str]:
+    """Every production profile here reads the offline store from PostgreSQL."""
+    return POSTGRES
 
 
 def entity_rows(query: pd.DataFrame) -> pd.DataFrame:
@@ -70,7 +77,7 @@ def load_and_apply(cfg: ModelConfig, snapshot: Path) -> offline_tables.OfflineTa
 
 @pytest.mark.parametrize("ttl_days", [None, 2.0])
 def test_postgres_training_frame_equals_the_duckdb_one(
-    ttl_days: float | None, monkeypatch: pytest.MonkeyPatch
+    ttl_days: float | None, switch_to_production: Callable[[], Profile]
 ) -> None:
     rng = np.random.default_rng(11)
     cfg = toy_config(ttl_days=ttl_days)
@@ -84,25 +91,25 @@ def test_postgres_training_frame_equals_the_duckdb_one(
     duck = get_training_frame(cfg, entity_df)
     duck_empty = get_training_frame(cfg, entity_df.iloc[:0])
 
-    with production_profile(monkeypatch, **POSTGRES) as profile:
-        table = load_and_apply(cfg, snapshot)
-        store = get_store()
-        assert store.config.offline_store.type == "postgres"
-        source = store.get_data_source(cfg.data_source_name)
-        assert type(source).__name__ == "PostgreSQLSource"
-        assert source_table(source) == table.name
-        assert source.created_timestamp_column == "ingested_at"
-        assert source.tags == build_objects(cfg, snapshot, offline="file").source.tags
-        assert registered_snapshot_path(cfg) == str(snapshot)
+    profile = switch_to_production()
+    table = load_and_apply(cfg, snapshot)
+    store = get_store()
+    assert store.config.offline_store.type == "postgres"
+    source = store.get_data_source(cfg.data_source_name)
+    assert type(source).__name__ == "PostgreSQLSource"
+    assert source_table(source) == table.name
+    assert source.created_timestamp_column == "ingested_at"
+    assert source.tags == build_objects(cfg, snapshot, offline="file").source.tags
+    assert registered_snapshot_path(cfg) == str(snapshot)
 
-        pg = get_training_frame(cfg, entity_df)
-        pg_empty = get_training_frame(cfg, entity_df.iloc[:0])
+    pg = get_training_frame(cfg, entity_df)
+    pg_empty = get_training_frame(cfg, entity_df.iloc[:0])
 
-        with offline_conn(profile) as conn:  # the scratch entity table was dropped
-            left = conn.execute(
-                "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'mlsteward_entities_%'"
-            ).fetchone()
-        assert left == (0,)
+    with offline_conn(profile) as conn:  # the scratch entity table was dropped
+        left = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'mlsteward_entities_%'"
+        ).fetchone()
+    assert left == (0,)
 
     pd.testing.assert_frame_equal(pg, duck)  # values, nulls, dtypes and row order
     pd.testing.assert_frame_equal(pg_empty, duck_empty)  # Feast's store alone fails on this
@@ -125,7 +132,7 @@ def test_postgres_training_frame_equals_the_duckdb_one(
 
 
 def test_materialize_from_postgres_gives_the_same_online_features(
-    monkeypatch: pytest.MonkeyPatch,
+    switch_to_production: Callable[[], Profile],
 ) -> None:
     cfg = toy_config(ttl_days=30)
     rows = [
@@ -143,12 +150,12 @@ def test_materialize_from_postgres_gives_the_same_online_features(
     local_report = materialize(cfg, end=end)
     local = online_features(cfg, ids)
 
-    with production_profile(monkeypatch, **POSTGRES):
-        table = load_and_apply(cfg, snapshot)
-        source = get_store().get_data_source(cfg.data_source_name)
-        assert source_table(source) == table.name  # Feast reads the table
-        report = materialize(cfg, end=end)
-        remote = online_features(cfg, ids)
+    switch_to_production()
+    table = load_and_apply(cfg, snapshot)
+    source = get_store().get_data_source(cfg.data_source_name)
+    assert source_table(source) == table.name  # Feast reads the table
+    report = materialize(cfg, end=end)
+    remote = online_features(cfg, ids)
 
     assert (report["rows_in_window"], report["entities"]) == (4, 2)
     assert {k: v for k, v in report.items()} == local_report
@@ -158,7 +165,7 @@ def test_materialize_from_postgres_gives_the_same_online_features(
 
 
 def test_string_entity_keys_give_the_same_frames_offline_and_online(
-    monkeypatch: pytest.MonkeyPatch,
+    switch_to_production: Callable[[], Profile],
 ) -> None:
     cfg = toy_config()
     rows = [
@@ -179,11 +186,11 @@ def test_string_entity_keys_give_the_same_frames_offline_and_online(
     materialize(cfg)
     local = online_features(cfg, ["p1", "p2", "p9"])
 
-    with production_profile(monkeypatch, **POSTGRES):
-        load_and_apply(cfg, snapshot)
-        pg = get_training_frame(cfg, entity_df)
-        materialize(cfg)
-        remote = online_features(cfg, ["p1", "p2", "p9"])
+    switch_to_production()
+    load_and_apply(cfg, snapshot)
+    pg = get_training_frame(cfg, entity_df)
+    materialize(cfg)
+    remote = online_features(cfg, ["p1", "p2", "p9"])
 
     pd.testing.assert_frame_equal(pg, duck)
     # sorted by row id: p2 before its first row, unknown p9 (nulls, kept), p1 at day 2
@@ -194,7 +201,7 @@ def test_string_entity_keys_give_the_same_frames_offline_and_online(
 
 
 def test_ingesting_the_same_data_reuses_its_verified_immutable_table(
-    small_cohort_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_cohort_path: Path, switch_to_production: Callable[[], Profile]
 ) -> None:
     from tasks.features import entity_frame
 
@@ -203,81 +210,76 @@ def test_ingesting_the_same_data_reuses_its_verified_immutable_table(
     assert local.offline_table is None  # the DuckDB path loads nothing
     duck = get_training_frame(cfg, entity_frame(cfg, local.snapshot))
 
-    with production_profile(monkeypatch, **POSTGRES) as profile:
-        first = ingest(cfg, small_cohort_path, publish=apply_model)
-        again = ingest(cfg, small_cohort_path, publish=apply_model)
-        assert first.snapshot.digest == again.snapshot.digest == local.snapshot.digest
-        assert first.offline_table is not None and again.offline_table is not None
-        assert first.offline_table.created and not again.offline_table.created
-        name = first.offline_table.name
-        assert (
-            name
-            == again.offline_table.name
-            == offline_tables.table_name(MODEL, local.snapshot.digest)
-        )
-        assert first.offline_table.rows == first.snapshot.rows
+    profile = switch_to_production()
+    first = ingest(cfg, small_cohort_path, publish=apply_model)
+    again = ingest(cfg, small_cohort_path, publish=apply_model)
+    assert first.snapshot.digest == again.snapshot.digest == local.snapshot.digest
+    assert first.offline_table is not None and again.offline_table is not None
+    assert first.offline_table.created and not again.offline_table.created
+    name = first.offline_table.name
+    assert (
+        name == again.offline_table.name == offline_tables.table_name(MODEL, local.snapshot.digest)
+    )
+    assert first.offline_table.rows == first.snapshot.rows
 
-        with offline_conn(profile) as conn:
-            assert conn.execute(f'SELECT count(*) FROM "{name}"').fetchone() == (
-                first.snapshot.rows,
-            )
-            # Column types are the snapshot's: int64 -> bigint, float64 -> double, times tz-aware.
-            types = conn.execute(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_name = %s ORDER BY ordinal_position",
-                (name,),
-            ).fetchall()
-            expected = {
-                "int64": "bigint",
-                "double": "double precision",
-                "bool": "boolean",
-                "string": "text",
-                "large_string": "text",
-                "timestamp[us, tz=UTC]": "timestamp with time zone",
-                "timestamp[ns, tz=UTC]": "timestamp with time zone",
-            }
-            schema = pq.read_schema(first.snapshot.path)
-            assert types == [(f.name, expected[str(f.type)]) for f in schema]
-            assert {"bigint", "double precision", "text"} <= {t for _, t in types}
-            # Immutable: nothing can change the data version under a registered model.
-            with pytest.raises(psycopg.errors.RaiseException, match="immutable"):
-                conn.execute(f'DELETE FROM "{name}"')
+    with offline_conn(profile) as conn:
+        assert conn.execute(f'SELECT count(*) FROM "{name}"').fetchone() == (first.snapshot.rows,)
+        # Column types are the snapshot's: int64 -> bigint, float64 -> double, times tz-aware.
+        types = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = %s ORDER BY ordinal_position",
+            (name,),
+        ).fetchall()
+        expected = {
+            "int64": "bigint",
+            "double": "double precision",
+            "bool": "boolean",
+            "string": "text",
+            "large_string": "text",
+            "timestamp[us, tz=UTC]": "timestamp with time zone",
+            "timestamp[ns, tz=UTC]": "timestamp with time zone",
+        }
+        schema = pq.read_schema(first.snapshot.path)
+        assert types == [(f.name, expected[str(f.type)]) for f in schema]
+        assert {"bigint", "double precision", "text"} <= {t for _, t in types}
+        # Immutable: nothing can change the data version under a registered model.
+        with pytest.raises(psycopg.errors.RaiseException, match="immutable"):
+            conn.execute(f'DELETE FROM "{name}"')
 
-        pg = get_training_frame(cfg, entity_frame(cfg, first.snapshot))
-        pd.testing.assert_frame_equal(pg, duck)  # real data: categories, bools, ints, floats
+    pg = get_training_frame(cfg, entity_frame(cfg, first.snapshot))
+    pd.testing.assert_frame_equal(pg, duck)  # real data: categories, bools, ints, floats
 
-        # A table of that name whose rows differ from the snapshot is refused, not reused.
-        with offline_conn(profile) as conn:
-            conn.execute(f'ALTER TABLE "{name}" DISABLE TRIGGER mlsteward_immutable')
-            conn.execute(f'DELETE FROM "{name}" WHERE ctid = (SELECT min(ctid) FROM "{name}")')
-        with pytest.raises(
-            offline_tables.OfflineTableError, match=f"{name}.*holds {first.snapshot.rows - 1} rows"
-        ):
-            ingest(cfg, small_cohort_path, publish=apply_model)
+    # A table of that name whose rows differ from the snapshot is refused, not reused.
+    with offline_conn(profile) as conn:
+        conn.execute(f'ALTER TABLE "{name}" DISABLE TRIGGER mlsteward_immutable')
+        conn.execute(f'DELETE FROM "{name}" WHERE ctid = (SELECT min(ctid) FROM "{name}")')
+    with pytest.raises(
+        offline_tables.OfflineTableError, match=f"{name}.*holds {first.snapshot.rows - 1} rows"
+    ):
+        ingest(cfg, small_cohort_path, publish=apply_model)
 
 
-def test_a_missing_table_is_an_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_table_is_an_error_naming_it(production_profile: Profile) -> None:
     cfg = toy_config()
     snapshot = write_snapshot(cfg, [feature_row(1, at=1, age=40)])
     entity_df = entity_rows(
         pd.DataFrame({"row_key": [0], "pid": [1], "event_timestamp": [T0 + pd.Timedelta(days=2)]})
     )
-    with production_profile(monkeypatch, **POSTGRES) as profile:
-        table = load_and_apply(cfg, snapshot)
-        assert get_training_frame(cfg, entity_df)["age"].tolist() == [40]
-        with offline_conn(profile) as conn:
-            conn.execute(f'DROP TABLE "{table.name}"')
+    table = load_and_apply(cfg, snapshot)
+    assert get_training_frame(cfg, entity_df)["age"].tolist() == [40]
+    with offline_conn(production_profile) as conn:
+        conn.execute(f'DROP TABLE "{table.name}"')
 
-        pattern = f"offline table '{table.name}' of the registered snapshot {snapshot.stem}"
-        with pytest.raises(FeastAdapterError, match=pattern):
-            get_training_frame(cfg, entity_df)
-        with pytest.raises(FeastAdapterError, match=pattern):
-            materialize(cfg)
+    pattern = f"offline table '{table.name}' of the registered snapshot {snapshot.stem}"
+    with pytest.raises(FeastAdapterError, match=pattern):
+        get_training_frame(cfg, entity_df)
+    with pytest.raises(FeastAdapterError, match=pattern):
+        materialize(cfg)
 
 
 @pytest.mark.parametrize("problem", ["tie", "null created"])
 def test_rows_the_postgres_join_would_answer_differently_are_refused(
-    problem: str, monkeypatch: pytest.MonkeyPatch
+    problem: str, production_profile: Profile
 ) -> None:
     """Measured: Feast's PostgreSQL join returns tied rows twice and skips null created times."""
     cfg = toy_config()
@@ -289,14 +291,13 @@ def test_rows_the_postgres_join_would_answer_differently_are_refused(
         rows.append({**feature_row(1, at=2, age=41), "ingested_at": None})
         message = r"1 row\(s\) have no 'ingested_at'"
     snapshot = write_snapshot(cfg, rows)
-    with production_profile(monkeypatch, **POSTGRES) as profile:
-        with pytest.raises(offline_tables.OfflineTableError, match=message):
-            offline_tables.load_snapshot(cfg, snapshot)
-        with offline_conn(profile) as conn:  # rolled back: nothing half-made is left
-            exists = conn.execute(
-                "SELECT to_regclass(%s)", (offline_tables.table_name(cfg.name, snapshot.stem),)
-            ).fetchone()
-        assert exists == (None,)
+    with pytest.raises(offline_tables.OfflineTableError, match=message):
+        offline_tables.load_snapshot(cfg, snapshot)
+    with offline_conn(production_profile) as conn:  # rolled back: nothing half-made is left
+        exists = conn.execute(
+            "SELECT to_regclass(%s)", (offline_tables.table_name(cfg.name, snapshot.stem),)
+        ).fetchone()
+    assert exists == (None,)
 
 
 def test_table_names_fit_postgres_and_keep_long_models_apart() -> None:
@@ -308,7 +309,10 @@ def test_table_names_fit_postgres_and_keep_long_models_apart() -> None:
 
 
 def test_training_flow_runs_on_the_postgres_offline_store(
-    small_cohort_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_cohort_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    production_profile: Profile,
 ) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -316,32 +320,32 @@ def test_training_flow_runs_on_the_postgres_offline_store(
     from flows.reproduce import reproduce_flow
     from flows.training import training_flow
 
-    with production_profile(monkeypatch, **POSTGRES):
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # one location beats the profile
-        ingested = ingestion_flow(model=MODEL, source=str(small_cohort_path))
-        assert ingested.offline_table["created"]
-        report = materialize_flow(model=MODEL)
-        assert report.entities > 0
-        trained = training_flow(model=MODEL, max_evals=2)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # one location beats the profile
+    ingested = ingestion_flow(model=MODEL, source=str(small_cohort_path))
+    assert ingested.offline_table["created"]
+    report = materialize_flow(model=MODEL)
+    assert report.entities > 0
+    trained = training_flow(model=MODEL, max_evals=2)
 
-        mv = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(
-            MODEL, trained.version
-        )
-        assert mv.tags["lineage.data_digest"] == ingested.data_version
-        assert int(mv.tags["lineage.training_rows"]) == ingested.rows
-        source = get_store().get_data_source(get_model_config(MODEL).data_source_name)
-        assert source_table(source) == ingested.offline_table["table"]
+    mv = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(MODEL, trained.version)
+    assert mv.tags["lineage.data_digest"] == ingested.data_version
+    assert int(mv.tags["lineage.training_rows"]) == ingested.rows
+    source = get_store().get_data_source(get_model_config(MODEL).data_source_name)
+    assert source_table(source) == ingested.offline_table["table"]
 
-        # Rebuilding the version reads the snapshot file with DuckDB in a private store: the
-        # same training set (digest) as the PostgreSQL join produced for training.
-        rebuilt = reproduce_flow(model=MODEL, version=trained.version)
-        step = next(s for s in rebuilt.steps if s.name == "training_set")
-        assert step.status == "same", step
+    # Rebuilding the version reads the snapshot file with DuckDB in a private store: the
+    # same training set (digest) as the PostgreSQL join produced for training.
+    rebuilt = reproduce_flow(model=MODEL, version=trained.version)
+    step = next(s for s in rebuilt.steps if s.name == "training_set")
+    assert step.status == "same", step
 
 
 def test_gc_drops_the_tables_of_collected_snapshots_only(
-    small_cohort_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_cohort_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    production_profile: Profile,
 ) -> None:
     """A snapshot table follows its file: dropped once the file is collected, never while
     something references the snapshot; tables mlsteward did not make are left alone."""
@@ -354,61 +358,60 @@ def test_gc_drops_the_tables_of_collected_snapshots_only(
     cfg = get_model_config(MODEL)
     later = tmp_path / "later.parquet"
     pd.read_parquet(small_cohort_path).iloc[50:].to_parquet(later, index=False)
-    with production_profile(monkeypatch, **POSTGRES) as profile:
-        # gc asks the registry what versions reference; no MLflow server runs in this test
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-        old = ingest(cfg, small_cohort_path, publish=apply_model)
-        current = ingest(cfg, later, publish=apply_model)  # the current pointer moves to this one
-        assert old.offline_table and current.offline_table
-        old_file = Path(old.snapshot.path)
-        past = time.time() - 7200
-        os.utime(old_file, (past, past))
-        # Entity tables of point-in-time joins: one a killed process left two hours ago, one
-        # of a join running now, one named before names carried a time.
-        from datetime import UTC, timedelta
+    # gc asks the registry what versions reference; no MLflow server runs in this test
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    old = ingest(cfg, small_cohort_path, publish=apply_model)
+    current = ingest(cfg, later, publish=apply_model)  # the current pointer moves to this one
+    assert old.offline_table and current.offline_table
+    old_file = Path(old.snapshot.path)
+    past = time.time() - 7200
+    os.utime(old_file, (past, past))
+    # Entity tables of point-in-time joins: one a killed process left two hours ago, one
+    # of a join running now, one named before names carried a time.
+    from datetime import UTC, timedelta
 
-        left_over = scratch_table_name(datetime.now(UTC) - timedelta(hours=2))
-        running = scratch_table_name()
-        undated = "mlsteward_entities_" + "ab" * 16
-        with offline_conn(profile) as conn:
-            conn.execute("CREATE TABLE someone_elses (x int)")
-            conn.execute("COMMENT ON TABLE someone_elses IS 'mlsteward is mentioned here'")
-            for name in (left_over, running, undated):
-                conn.execute(f'CREATE TABLE "{name}" (x int)')
+    left_over = scratch_table_name(datetime.now(UTC) - timedelta(hours=2))
+    running = scratch_table_name()
+    undated = "mlsteward_entities_" + "ab" * 16
+    with offline_conn(production_profile) as conn:
+        conn.execute("CREATE TABLE someone_elses (x int)")
+        conn.execute("COMMENT ON TABLE someone_elses IS 'mlsteward is mentioned here'")
+        for name in (left_over, running, undated):
+            conn.execute(f'CREATE TABLE "{name}" (x int)')
 
-        def tables() -> set[str]:
-            return {t["table"] for t in offline_tables.managed_tables()}
+    def tables() -> set[str]:
+        return {t["table"] for t in offline_tables.managed_tables()}
 
-        assert tables() == {old.offline_table.name, current.offline_table.name}
-        dry = collect_garbage(dry_run=True, min_age_seconds=3600)
-        assert [t["table"] for t in dry.dropped_tables] == [old.offline_table.name]
-        assert dry.dropped_scratch == [left_over]
-        assert old_file.exists() and old.offline_table.name in tables()
-        assert left_over in offline_tables.scratch_tables()
+    assert tables() == {old.offline_table.name, current.offline_table.name}
+    dry = collect_garbage(dry_run=True, min_age_seconds=3600)
+    assert [t["table"] for t in dry.dropped_tables] == [old.offline_table.name]
+    assert dry.dropped_scratch == [left_over]
+    assert old_file.exists() and old.offline_table.name in tables()
+    assert left_over in offline_tables.scratch_tables()
 
-        result = collect_garbage(dry_run=False, min_age_seconds=3600)
-        assert [r["digest"] for r in result.removed] == [old.snapshot.digest]
-        assert result.dropped_tables == [
-            {
-                "table": old.offline_table.name,
-                "model": MODEL,
-                "digest": old.snapshot.digest,
-                "rows": old.snapshot.rows,
-            }
-        ]
-        assert not old_file.exists()
-        assert tables() == {current.offline_table.name}
-        assert result.dropped_scratch == [left_over]
-        assert offline_tables.scratch_tables() == sorted([running, undated])
-        with offline_conn(profile) as conn:
-            assert conn.execute("SELECT to_regclass('someone_elses') IS NOT NULL").fetchone()[0]
-        store = audit_store()
-        try:
-            record = store.query(action=Action.SNAPSHOTS_COLLECTED)[-1]
-        finally:
-            store.close()
-        assert record.details["dropped_tables"][0]["table"] == old.offline_table.name
-        assert "dropped 1 offline table(s), 1 left-over join table(s)" in record.reason
-        assert record.details["dropped_scratch"] == [left_over]
-        # Nothing left to do: a second pass drops nothing (the current snapshot stays).
-        assert collect_garbage(dry_run=False, min_age_seconds=3600).dropped_tables == []
+    result = collect_garbage(dry_run=False, min_age_seconds=3600)
+    assert [r["digest"] for r in result.removed] == [old.snapshot.digest]
+    assert result.dropped_tables == [
+        {
+            "table": old.offline_table.name,
+            "model": MODEL,
+            "digest": old.snapshot.digest,
+            "rows": old.snapshot.rows,
+        }
+    ]
+    assert not old_file.exists()
+    assert tables() == {current.offline_table.name}
+    assert result.dropped_scratch == [left_over]
+    assert offline_tables.scratch_tables() == sorted([running, undated])
+    with offline_conn(production_profile) as conn:
+        assert conn.execute("SELECT to_regclass('someone_elses') IS NOT NULL").fetchone()[0]
+    store = audit_store()
+    try:
+        record = store.query(action=Action.SNAPSHOTS_COLLECTED)[-1]
+    finally:
+        store.close()
+    assert record.details["dropped_tables"][0]["table"] == old.offline_table.name
+    assert "dropped 1 offline table(s), 1 left-over join table(s)" in record.reason
+    assert record.details["dropped_scratch"] == [left_over]
+    # Nothing left to do: a second pass drops nothing (the current snapshot stays).
+    assert collect_garbage(dry_run=False, min_age_seconds=3600).dropped_tables == []

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import psycopg
-import pytest
 import redis
 
 from flows.ingestion import ingestion_flow, materialize_flow
 from mlsteward.config.models import get_model_config
+from mlsteward.config.profiles import Profile
 from mlsteward.features.online import online_features
 from mlsteward.features.store import repo_config
-from tests.support.production import production_profile
 from tests.support.stack import read_like_get_online_features
 
 MODEL = "heart_disease"
@@ -31,7 +31,7 @@ def _reader_matches_get_online_features(ids: list[int]) -> None:
 
 
 def test_redis_online_store_returns_what_sqlite_returns(
-    mlsteward_home: Path, small_cohort_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_cohort_path: Path, switch_to_production: Callable[[], Profile]
 ) -> None:
     cohort = pd.read_parquet(small_cohort_path)
     entity = get_model_config(MODEL).source.entity
@@ -43,53 +43,54 @@ def test_redis_online_store_returns_what_sqlite_returns(
     local = _online(ids)
     _reader_matches_get_online_features(ids)
 
-    with production_profile(monkeypatch) as profile:
-        config = repo_config()
-        assert (config.online_store.type, config.registry.registry_type) == ("redis", "sql")
-        ingestion_flow(model=MODEL, source=str(small_cohort_path))
-        report = materialize_flow(model=MODEL)
-        assert report.entities == cohort[entity].nunique()
-        remote = _online(ids)
-        _reader_matches_get_online_features(ids)
+    profile = switch_to_production()
+    config = repo_config()
+    assert (config.online_store.type, config.registry.registry_type) == ("redis", "sql")
+    ingestion_flow(model=MODEL, source=str(small_cohort_path))
+    report = materialize_flow(model=MODEL)
+    assert report.entities == cohort[entity].nunique()
+    remote = _online(ids)
+    _reader_matches_get_online_features(ids)
 
-        pd.testing.assert_frame_equal(remote, local)
-        assert remote.iloc[-1].drop(entity).isna().all()  # the unknown id: no values, no error
-        # The values really came from Redis and the registry from PostgreSQL.
-        keys = redis.Redis.from_url(profile.redis_url).scan_iter(
-            match=b"*" + profile.feast.project.encode()
-        )
-        assert sum(1 for _ in keys) == cohort[entity].nunique()
-        assert profile.postgres is not None
-        with psycopg.connect(profile.postgres.database_url("feast")) as conn:
-            views = conn.execute(
-                "SELECT feature_view_name FROM feature_views WHERE project_id = %s",
-                (profile.feast.project,),
-            ).fetchall()
-        assert views == [(f"{MODEL}__features",)]
+    pd.testing.assert_frame_equal(remote, local)
+    assert remote.iloc[-1].drop(entity).isna().all()  # the unknown id: no values, no error
+    # The values really came from Redis and the registry from PostgreSQL.
+    keys = redis.Redis.from_url(profile.redis_url).scan_iter(
+        match=b"*" + profile.feast.project.encode()
+    )
+    assert sum(1 for _ in keys) == cohort[entity].nunique()
+    assert profile.postgres is not None
+    with psycopg.connect(profile.postgres.database_url("feast")) as conn:
+        views = conn.execute(
+            "SELECT feature_view_name FROM feature_views WHERE project_id = %s",
+            (profile.feast.project,),
+        ).fetchall()
+    assert views == [(f"{MODEL}__features",)]
 
 
 def test_provision_creates_what_is_missing_once_and_drop_removes_it(
-    mlsteward_home: Path, monkeypatch: pytest.MonkeyPatch
+    production_profile: Profile,
 ) -> None:
     from mlsteward.config.profiles import PURPOSES
     from mlsteward.platform.provision import drop, provision
 
-    with production_profile(monkeypatch) as profile:
-        pg = profile.postgres
-        assert pg is not None
-        wanted = {pg.database(p) for p in PURPOSES}
-        with psycopg.connect(pg.maintenance_url()) as conn:
-            have = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
-        assert wanted <= have
-        with psycopg.connect(pg.database_url("prefect")) as conn:
-            assert conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").fetchone()
-        again = provision(profile)  # a second run changes nothing
-        assert again["created"] == [] and len(again["existing"]) == len(PURPOSES) + 1
-        client = redis.Redis.from_url(profile.redis_url)
-        client.set(b"\x01entity" + profile.feast.project.encode(), b"v")
-        other = profile.feast.project.encode() + b":not-a-feast-key"
-        client.set(other, b"v")
-    # production_profile dropped it all; keys of other projects stay.
+    profile = production_profile
+    pg = profile.postgres
+    assert pg is not None
+    wanted = {pg.database(p) for p in PURPOSES}
+    with psycopg.connect(pg.maintenance_url()) as conn:
+        have = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+    assert wanted <= have
+    with psycopg.connect(pg.database_url("prefect")) as conn:
+        assert conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").fetchone()
+    again = provision(profile)  # a second run changes nothing
+    assert again["created"] == [] and len(again["existing"]) == len(PURPOSES) + 1
+    client = redis.Redis.from_url(profile.redis_url)
+    client.set(b"\x01entity" + profile.feast.project.encode(), b"v")
+    other = profile.feast.project.encode() + b":not-a-feast-key"
+    client.set(other, b"v")
+    assert drop(profile)
+    # drop removed it all; keys of other projects stay.
     with psycopg.connect(pg.maintenance_url()) as conn:
         have = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
     assert not wanted & have
