@@ -23,6 +23,7 @@ FOLDER_MARKERS = ("unit", "integration", "e2e")
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.production",
+    "tests.fixtures.platform",
     "tests.fixtures.shared_home",
     "tests.fixtures.serving",
 ]

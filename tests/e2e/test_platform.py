@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,10 @@ from tests.support.platform import (
     assert_nothing_left,
     get,
     get_json,
-    platform_stopped_afterwards,
     post,
     request,
     service_processes,
 )
-
-
-@pytest.fixture
-def platform(mlsteward_home: Path) -> Iterator[Platform]:
-    with platform_stopped_afterwards(mlsteward_home) as plat:
-        yield plat
 
 
 def test_up_twice_status_and_down(platform: Platform) -> None:

@@ -12,7 +12,6 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from tests.support.platform import (
     Platform,
     assert_nothing_left,
     get_json,
-    platform_stopped_afterwards,
     post,
     service_processes,
 )
@@ -63,12 +61,6 @@ def chromium_executable() -> Path:
             "MLSTEWARD_CHROMIUM at another Chromium-based browser."
         )
     return CHROMIUM
-
-
-@pytest.fixture
-def platform(mlsteward_home: Path) -> Iterator[Platform]:
-    with platform_stopped_afterwards(mlsteward_home) as plat:
-        yield plat
 
 
 def ingest(platform: Platform, source: Path) -> None:

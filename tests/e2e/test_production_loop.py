@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import redis
 
+from mlsteward.config.profiles import Profile
 from mlsteward.platform import processes
 from tests.conftest import REPO_ROOT
 from tests.support.platform import (
@@ -26,7 +27,6 @@ from tests.support.platform import (
     post,
     service_processes,
 )
-from tests.support.production import production_profile
 
 MODEL = "heart_disease"
 
@@ -53,15 +53,16 @@ def wait_for(what: str, check: Any, timeout: float) -> Any:
     raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
+@pytest.fixture
+def platform_profile(production_profile: Profile) -> Profile:
+    """The platform starts on the production profile (and stops before it is dropped)."""
+    return production_profile
+
+
 def test_the_whole_loop_runs_unchanged_on_the_production_profile(
-    mlsteward_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    platform: Platform, production_profile: Profile, tmp_path: Path
 ) -> None:
-    with production_profile(monkeypatch) as profile:
-        plat = Platform(mlsteward_home)
-        try:
-            _loop(plat, profile, tmp_path)
-        finally:
-            plat.stop()
+    _loop(platform, production_profile, tmp_path)
 
 
 def _loop(plat: Platform, profile: Any, tmp_path: Path) -> None:

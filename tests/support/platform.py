@@ -1,10 +1,10 @@
-"""The local platform as the integration tests drive it: ``make up`` / ``make down`` on free ports
+"""The local platform as the end-to-end tests drive it: ``make up`` / ``make down`` on free ports
 in a temporary home, with the environment a shell would give it, and the checks that a ``down``
-left no process and no open port behind."""
+left no process and no open port behind. The ``platform`` fixture (``tests/fixtures/platform.py``)
+makes one and stops it afterwards."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -14,7 +14,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,15 +154,6 @@ class Platform:
             "PREFECT_HOME": str(self.home / "prefect"),
             "MLSTEWARD_PROJECT_ROOT": str(REPO_ROOT),
         }
-
-
-@contextlib.contextmanager
-def platform_stopped_afterwards(home: Path) -> Iterator[Platform]:
-    plat = Platform(home)
-    try:
-        yield plat
-    finally:  # whatever failed, no server outlives the test
-        plat.stop()
 
 
 def assert_nothing_left(platform: Platform, pids: dict[str, int], family: set[int]) -> None:
