@@ -1,10 +1,14 @@
-"""The training flow end to end on the real stack: Prefect harness, MLflow on SQLite, Feast."""
+"""The training flow end to end on the real stack: Prefect harness, MLflow on SQLite, Feast.
+
+Every test here reads one registered version, trained once for the module; the runs that
+train versions of their own are in ``test_training_runs.py``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -16,6 +20,7 @@ from flows.results import TrainingResult
 from flows.training import training_flow
 from mlsteward.config.settings import mlflow_tracking_uri
 from mlsteward.data.state import current_snapshot
+from mlsteward.data.synthetic import generate_cohort, write_dataset
 from mlsteward.features.encoding import FeatureEncoding, encode
 from mlsteward.training.lineage import REQUIRED_TAGS
 
@@ -28,9 +33,25 @@ def mlflow_client() -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-@pytest.fixture
-def trained(small_cohort_path: Path) -> TrainingResult:
-    ingestion_flow(model=MODEL, source=str(small_cohort_path))
+@pytest.fixture(scope="module")
+def module_config() -> dict[str, Any]:
+    """The demo model's own tuning: these tests read what a default run registers."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def mlsteward_home(module_home: Path) -> Path:
+    """One home for the module (overrides the per-test one): every test here reads the same
+    registered version, so it is trained once."""
+    return module_home
+
+
+@pytest.fixture(scope="module")
+def trained(mlsteward_home: Path) -> TrainingResult:
+    cohort = write_dataset(
+        generate_cohort(n_rows=4_000, seed=7), mlsteward_home.parent / "cohort.parquet"
+    )
+    ingestion_flow(model=MODEL, source=str(cohort))
     return training_flow(model=MODEL, max_evals=3)
 
 
@@ -90,15 +111,6 @@ def test_registered_model_loads_natively_and_predicts_probabilities(
     assert proba == pytest.approx(holdout["prediction_proba"].to_numpy(), abs=1e-6)
 
 
-def test_same_data_and_seed_give_identical_params_and_artifact(small_cohort_path: Path) -> None:
-    ingestion_flow(model=MODEL, source=str(small_cohort_path))
-    first = training_flow(model=MODEL, max_evals=3, seed=11)
-    second = training_flow(model=MODEL, max_evals=3, seed=11)
-    assert first.version != second.version
-    assert first.best_params == second.best_params
-    assert first.artifact_sha256 == second.artifact_sha256
-
-
 def test_flow_run_leaves_metrics_table_and_lineage_markdown(trained: TrainingResult) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -115,23 +127,3 @@ def test_flow_run_leaves_metrics_table_and_lineage_markdown(trained: TrainingRes
     lineage_md = str(by_key["heart-disease-lineage"].data)
     assert f"version **{trained.version}**" in lineage_md
     assert trained.lineage["data_digest"] in lineage_md
-
-
-def test_a_git_ref_other_than_the_checkout_stops_the_run_before_any_work(
-    small_cohort_path: Path,
-) -> None:
-    from mlsteward.errors import MlstewardError
-    from mlsteward.training.lineage import git_info
-    from tests.conftest import REPO_ROOT
-
-    ingestion_flow(model="heart_disease", source=str(small_cohort_path))
-    uri = mlflow_tracking_uri()
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # this test's own store
-    with pytest.raises(MlstewardError, match="'no-such-ref' is unknown to the checkout"):
-        training_flow(model="heart_disease", max_evals=1, git_ref="no-such-ref")
-    assert not client.search_registered_models()
-
-    head = git_info(REPO_ROOT)["commit"]
-    out = training_flow(model="heart_disease", max_evals=1, git_ref=head)
-    tags = client.get_model_version("heart_disease", out.version).tags
-    assert tags["lineage.git_commit"] == head
