@@ -32,6 +32,11 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("FEAST_USAGE", "False")
+# XGBoost's nthread=0 means every core, and its threads meet at a barrier many times a round:
+# with one xdist worker per core, two workers' threads on two cores wait on each other (the same
+# trials measured 2-10x slower under contention). One thread per worker process keeps the
+# cores busy with work; a test that sets nthread itself still gets what it asks for.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -98,6 +98,9 @@ class Platform:
         self.env = {k: v for k, v in os.environ.items() if k not in dropped}
         self.env.update({f"MLSTEWARD_{k}_PORT": str(v) for k, v in self.ports.items()})
         self.env["MLSTEWARD_WEBHOOK_SECRET"] = "platform-test-secret"
+        # The worker asks for work every 10 s by default; a run the test starts would wait
+        # ~5 s on average before any of it runs.
+        self.env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")
         self.env["MLSTEWARD_HOME"] = str(home)
 
     def make(self, target: str) -> subprocess.CompletedProcess[str]:
