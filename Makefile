@@ -85,8 +85,13 @@ demo: install ## The whole loop: train, score, drift, retrain, promote or reject
 
 # One pytest worker per core; a worker takes whole files (module fixtures train once per file)
 # and has its own Prefect test server, MLflow store and ports.
+# One xdist worker more than cores: a fifth of a worker's time goes to waiting on the servers
+# and subprocesses it starts, and with one XGBoost thread per worker (tests/conftest.py) the
+# extra worker fills that (measured on 2 cores: 3 workers 8:39, 2 workers 9:53).
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)) + 1)")
+
 test: install ## Run the full test suite (real Prefect, MLflow, Feast in temp dirs)
-	$(RUN) pytest -q -n auto --dist loadfile
+	$(RUN) pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install ## Unit tests only (pytest -m unit)
 	$(RUN) pytest -q -n auto -m unit
