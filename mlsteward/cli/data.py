@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from mlsteward.cli.output import JsonOpt, run
+from mlsteward.cli.output import JsonOpt, ModelName, model_name, run
 from mlsteward.cli.runtime import use_local_platform
 from mlsteward.errors import MlstewardError
 
@@ -17,7 +17,9 @@ commands = typer.Typer()
 
 @commands.command()
 def generate(
-    model: str = typer.Argument("heart_disease", help="Only the built-in heart_disease cohort."),
+    model: str = typer.Argument(
+        "heart_disease", help="Only the built-in heart_disease cohort.", callback=model_name
+    ),
     rows: int = typer.Option(50_000, help="Number of visit rows."),
     seed: int = typer.Option(0, help="Generator seed (same seed, same data)."),
     out: Path | None = typer.Option(None, help="Output path (default: the config's source)."),
@@ -118,7 +120,7 @@ def parse_shifts(items: list[str]) -> dict[str, float]:
 
 @commands.command()
 def ingest(
-    model: str,
+    model: ModelName,
     source: Path | None = typer.Option(None, help="Source file (default: the config's)."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -148,7 +150,7 @@ def _ingest_human(p: dict) -> str:
 
 
 @commands.command()
-def materialize(model: str, as_json: bool = JsonOpt) -> None:
+def materialize(model: ModelName, as_json: bool = JsonOpt) -> None:
     """Load the latest feature values into the online store (for low-latency serving)."""
     use_local_platform()
     from flows.ingestion import materialize_flow
@@ -161,7 +163,7 @@ def materialize(model: str, as_json: bool = JsonOpt) -> None:
 
 
 @commands.command()
-def labels(model: str, path: Path, as_json: bool = JsonOpt) -> None:
+def labels(model: ModelName, path: Path, as_json: bool = JsonOpt) -> None:
     """Attach outcomes that arrived later (entity, event time, label) to the prediction log."""
     from mlsteward.audit import audit_store, default_actor
     from mlsteward.config.models import get_model_config

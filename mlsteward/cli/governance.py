@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from mlsteward.cli.output import JsonOpt, emit, fail, run
+from mlsteward.cli.output import JsonOpt, ModelName, emit, fail, model_name, run
 from mlsteward.cli.runtime import use_local_platform
 
 commands = typer.Typer()
@@ -29,7 +29,7 @@ def governance_human(p: dict) -> str:
 
 @commands.command()
 def promote(
-    model: str,
+    model: ModelName,
     version: str,
     approver: str | None = typer.Option(
         None, help="Under the manual policy: approve now as NAME instead of pausing for a form."
@@ -85,7 +85,7 @@ def approve(
 
 @commands.command()
 def rollback(
-    model: str,
+    model: ModelName,
     reason: str = typer.Option(..., help="Why (required; recorded in the audit trail)."),
     to: str | None = typer.Option(None, "--to", help="An earlier champion version."),
     as_json: bool = JsonOpt,
@@ -114,7 +114,7 @@ def rollback(
 
 
 @commands.command()
-def status(model: str, as_json: bool = JsonOpt) -> None:
+def status(model: ModelName, as_json: bool = JsonOpt) -> None:
     """Champion and challenger of MODEL, with their numbers and the latest decisions."""
     from mlsteward.config.models import get_model_config
     from mlsteward.governance.promotion import status as governance_status
@@ -156,7 +156,7 @@ def _status_human(p: dict) -> str:
 
 
 @commands.command()
-def report(model: str, as_json: bool = JsonOpt) -> None:
+def report(model: ModelName, as_json: bool = JsonOpt) -> None:
     """Write the governance report (model card) as self-contained HTML and markdown."""
     from mlsteward.report import write_report
 
@@ -174,7 +174,7 @@ commands.add_typer(audit_app, name="audit")
 
 @audit_app.command("log")
 def audit_log(
-    model: str | None = typer.Option(None, help="Only this model."),
+    model: str | None = typer.Option(None, help="Only this model.", callback=model_name),
     action_name: str | None = typer.Option(None, "--action", help="Only this action."),
     since: str | None = typer.Option(None, help="ISO time or date, e.g. 2026-11-01."),
     limit: int = typer.Option(200, help="The most recent N matching records."),

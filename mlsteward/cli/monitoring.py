@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mlsteward.cli.governance import governance_human
-from mlsteward.cli.output import JsonOpt, fmt_number, run
+from mlsteward.cli.output import JsonOpt, ModelName, fmt_number, run
 from mlsteward.cli.runtime import use_local_platform
 
 commands = typer.Typer()
@@ -15,7 +15,7 @@ commands = typer.Typer()
 
 @commands.command()
 def score(
-    model: str,
+    model: ModelName,
     source: Path | None = typer.Option(
         None, help="CSV/parquet in the model's source format; default: the online store."
     ),
@@ -58,7 +58,7 @@ def score(
 
 @commands.command()
 def drift(
-    model: str,
+    model: ModelName,
     current: Path | None = typer.Option(
         None, help="A file in the model's source format (label optional) instead of the log."
     ),

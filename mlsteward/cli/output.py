@@ -12,14 +12,28 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import BaseModel
 
+from mlsteward.config.names import check_model_name
 from mlsteward.errors import MlstewardError
 
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document (for CI) instead of text.")
+
+
+def model_name(value: str | None) -> str | None:
+    """A MODEL argument is a name, never a path: refused as a usage error before anything runs."""
+    if value is None:
+        return None
+    try:
+        return check_model_name(value)
+    except MlstewardError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+ModelName = Annotated[str, typer.Argument(callback=model_name, show_default=False)]
 
 METRIC_KEYS = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1")
 

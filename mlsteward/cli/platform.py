@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from mlsteward.cli.output import JsonOpt, run
+from mlsteward.cli.output import JsonOpt, model_name, run
 from mlsteward.cli.runtime import use_local_platform
 
 commands = typer.Typer()
@@ -157,7 +157,7 @@ def profile_provision(as_json: bool = JsonOpt) -> None:
 @commands.command()
 def trigger(
     action: str = typer.Argument(..., help="train, drift or score"),
-    model: str = typer.Argument(..., help="a model in config/models/"),
+    model: str = typer.Argument(..., help="a model in config/models/", callback=model_name),
     param: list[str] = typer.Option(
         [],
         "--param",

@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from mlsteward.cli.output import JsonOpt, run
+from mlsteward.cli.output import JsonOpt, ModelName, run
 from mlsteward.cli.runtime import use_local_platform
 from mlsteward.errors import MlstewardError
 
@@ -36,7 +36,7 @@ def serve(
 
 @commands.command()
 def predict(
-    model: str,
+    model: ModelName,
     entity: list[str] = typer.Option(..., "--entity", "-e", help="Entity id (repeatable)."),
     explain: bool = typer.Option(False, "--explain", help="Add the top SHAP contributions."),
     url: str | None = ServingUrlOpt,
@@ -86,7 +86,7 @@ def _predict_human(p: dict) -> str:
 
 @commands.command()
 def rollout(
-    model: str,
+    model: ModelName,
     version: str | None = typer.Argument(None, help="Version to canary (default: challenger)."),
     url: str | None = ServingUrlOpt,
     as_json: bool = JsonOpt,

@@ -7,7 +7,7 @@ import json
 import typer
 
 from mlsteward.cli.governance import governance_human
-from mlsteward.cli.output import JsonOpt, fmt_metrics, run
+from mlsteward.cli.output import JsonOpt, ModelName, fmt_metrics, run
 from mlsteward.cli.runtime import use_local_platform
 
 commands = typer.Typer()
@@ -15,7 +15,7 @@ commands = typer.Typer()
 
 @commands.command()
 def train(
-    model: str,
+    model: ModelName,
     max_evals: int | None = typer.Option(None, "--max-evals", help="Hyperopt trials."),
     seed: int | None = typer.Option(None, help="Seed for Hyperopt and XGBoost."),
     promote: bool = typer.Option(
@@ -51,7 +51,7 @@ def _train_human(p: dict) -> str:
 
 @commands.command()
 def reproduce(
-    model: str,
+    model: ModelName,
     version: str | None = typer.Argument(None, help="Version to rebuild (default: champion)."),
     full: bool = typer.Option(
         False, "--full", help="Re-run the whole Hyperopt search with the recorded seed."

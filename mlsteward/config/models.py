@@ -7,7 +7,6 @@ bad key fails loudly at load time instead of half-way through a training run.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from mlsteward.config.base import StrictModel
+from mlsteward.config.names import NAME_PATTERN, NAME_RULE, check_model_name
 from mlsteward.config.paths import config_dir
 from mlsteward.config.sections.data import ContractConfig, FeastConfig, FeatureSpec, SourceConfig
 from mlsteward.config.sections.governance import (
@@ -33,8 +33,6 @@ from mlsteward.config.sections.training import (
     TuningConfig,
 )
 from mlsteward.errors import ConfigError
-
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 class ModelConfig(StrictModel):
@@ -81,10 +79,8 @@ class ModelConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_PATTERN.match(v):
-            raise ValueError(
-                "must be lower_snake_case (a-z, 0-9, _), start with a letter, max 63 chars"
-            )
+        if not NAME_PATTERN.fullmatch(v):
+            raise ValueError(f"must be {NAME_RULE}")
         return v
 
     @field_validator("features", mode="before")
@@ -230,7 +226,13 @@ def load_all_model_configs(directory: Path | None = None) -> dict[str, ModelConf
 
 def model_config_path(name: str, directory: Path | None = None) -> Path:
     """The YAML file that declares a model (its hash goes into lineage); the error lists the
-    models that do exist."""
+    models that do exist.
+
+    Raises:
+        ConfigError: ``name`` is not a model name (it is never joined to a path), or no file
+            declares it.
+    """
+    check_model_name(name)
     d = directory or config_dir() / "models"
     for suffix in (".yaml", ".yml"):
         if (d / f"{name}{suffix}").exists():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mlsteward.config.names import check_model_name
 from mlsteward.config.paths import project_root
 from mlsteward.config.profiles import Profile, active, masked
 
@@ -103,29 +104,34 @@ def snapshot_root() -> Path:
     return path
 
 
+def _model_sub(kind: str, model: str) -> Path:
+    """A model's own directory of ``kind``: the name is checked, so it never leaves the home."""
+    return _sub(kind, check_model_name(model))
+
+
 def snapshots_dir(model: str) -> Path:
-    path = snapshot_root() / model
+    path = snapshot_root() / check_model_name(model)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def reproductions_dir(model: str) -> Path:
     """Reports and rebuilt artifacts of ``mlsteward reproduce`` runs."""
-    return _sub("reproductions", model)
+    return _model_sub("reproductions", model)
 
 
 def predictions_dir(model: str) -> Path:
     """The append-only prediction log of one model (one parquet file per scored batch)."""
-    return _sub("predictions", model)
+    return _model_sub("predictions", model)
 
 
 def training_sets_dir(model: str) -> Path:
     """Partitioned training sets staged for Dask workers (removed when the run ends)."""
-    return _sub("training_sets", model)
+    return _model_sub("training_sets", model)
 
 
 def quarantine_dir(model: str) -> Path:
-    return _sub("quarantine", model)
+    return _model_sub("quarantine", model)
 
 
 def state_dir() -> Path:

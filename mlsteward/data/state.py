@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from mlsteward.config.names import check_model_name
 from mlsteward.config.settings import state_dir
 
 
@@ -30,7 +31,7 @@ class SnapshotInfo(BaseModel):
 
 
 def _pointer(model: str) -> Path:
-    return state_dir() / f"{model}.snapshot.json"
+    return state_dir() / f"{check_model_name(model)}.snapshot.json"
 
 
 def current_snapshot(model: str) -> SnapshotInfo | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mlsteward.config.names import check_model_name
 from mlsteward.config.settings import home
 from mlsteward.report.collect import collect_model_card
 from mlsteward.report.model import MAX_DRIFT_ROWS, MAX_ROLLOUT_ROWS, ModelCard
@@ -56,4 +57,4 @@ def write_report(model: str, out_dir: Path | None = None) -> dict[str, Any]:
         :data:`MAX_DRIFT_ROWS` of them (:meth:`DriftCheck.to_dict`), ``rollouts`` the newest
         :data:`MAX_ROLLOUT_ROWS` canary rollouts (:meth:`RolloutRun.to_dict`).
     """
-    return write_card(collect_model_card(model), out_dir)
+    return write_card(collect_model_card(check_model_name(model)), out_dir)

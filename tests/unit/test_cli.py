@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from typer.testing import CliRunner
 
@@ -261,3 +262,14 @@ def test_a_typed_flow_result_prints_as_the_document_it_dumps_to() -> None:
     assert json.loads(machine.stdout) == {"model": "m", "decision": "rejected"}
     person = runner.invoke(demo, [])
     assert person.stdout.strip() == str({"model": "m", "decision": "rejected"})
+
+
+def test_a_path_as_model_name_is_a_usage_error_before_anything_runs(mlsteward_home) -> None:
+    for args in (["train", "../../elsewhere/heart_disease"], ["status", "Heart"],
+                 ["report", "../x"], ["ingest", "a/b"]):  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        said = " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())  # the box Typer draws
+        assert f"{args[1]!r} is not a model name: it must be lower_snake_case" in said, said
+        assert "Traceback" not in result.output
+    assert not mlsteward_home.exists() or not any(mlsteward_home.rglob("*.json"))

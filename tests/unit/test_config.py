@@ -81,3 +81,36 @@ def test_unknown_model_lists_known_ones(tmp_path: Path) -> None:
     write(tmp_path, MINIMAL.format(name="known"), name="known")
     with pytest.raises(ConfigError, match=r"unknown model 'nope'.*known"):
         get_model_config("nope", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name", ["../outside/m", "/abs/m", "sub/m", "M", "1m", "m-x", "m.yaml", "", "m" * 64]
+)
+def test_a_name_that_is_not_a_model_name_is_never_a_path(tmp_path: Path, name: str) -> None:
+    """``../outside/m`` names a valid model file outside the config directory: refused all
+    the same, before any file is read."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (tmp_path / "outside").mkdir()
+    assert get_model_config("m", write(tmp_path / "outside", MINIMAL.format(name="m")).parent)
+    with pytest.raises(ConfigError, match="is not a model name: it must be lower_snake_case"):
+        get_model_config(name, models)
+
+
+def test_per_model_state_paths_refuse_a_path_as_name(mlsteward_home: Path) -> None:
+    from mlsteward.config import settings
+    from mlsteward.data.state import current_snapshot
+
+    per_model = [
+        settings.snapshots_dir,
+        settings.predictions_dir,
+        settings.quarantine_dir,
+        settings.reproductions_dir,
+        settings.training_sets_dir,
+        current_snapshot,
+    ]
+    for where in per_model:
+        with pytest.raises(ConfigError, match="is not a model name"):
+            where("../escaped")
+    assert not (mlsteward_home.parent / "escaped").exists()
+    assert settings.predictions_dir("a_model_63_" + "x" * 52).is_dir()
