@@ -26,6 +26,7 @@ from mlsteward.features.online import OnlineReader
 
 RULE_UNKNOWN_FIELD = "unknown_field"
 RULE_ENTITY_TYPE = "entity_type"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,15 @@ class OnlineFeatures:
         """The id as the store keys it; a wrong JSON type is a 422, not a miss."""
         if self.int_entity:
             if isinstance(value, int) and not isinstance(value, bool):
-                return value
+                if INT64_MIN <= value <= INT64_MAX:
+                    return value
+                # Caught here, per request: in the store's lookup it would fail the whole
+                # micro-batch, other callers' requests with it.
+                raise RequestRejected(
+                    422,
+                    [FieldError(loc, f"entity id {value}: outside the 64-bit integer range "
+                                "entity keys are stored in", RULE_ENTITY_TYPE)],
+                )  # fmt: skip
             raise RequestRejected(
                 422,
                 [FieldError(loc, f"entity id {value!r}: expected an integer", RULE_ENTITY_TYPE)],

@@ -187,6 +187,27 @@ def test_concurrent_requests_share_micro_batches_with_the_same_answers(
         assert got["explanation"] == alone[i]["explanation"]
 
 
+def test_an_id_outside_int64_is_refused_alone_not_with_its_micro_batch(
+    service: Service, stack: dict[str, Any]
+) -> None:
+    """Sent together, the requests share micro-batches; the one with an id no 64-bit key can
+    hold gets its own 422 and every other request is answered."""
+    url = f"{service.url}{PREDICT}"
+    ids = stack["ids"][:16]
+    bad = 2**70
+
+    async def burst() -> list[Any]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            good = [client.post(url, json={"entity_ids": [i]}) for i in ids]
+            return await asyncio.gather(client.post(url, json={"entity_ids": [bad]}), *good)
+
+    refused, *answered = asyncio.run(burst())
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["detail"][0]
+    assert error["loc"] == ["body", "entity_ids", 0] and str(bad) in error["msg"], error
+    assert [r.status_code for r in answered] == [200] * len(ids), [r.text for r in answered]
+
+
 @pytest.mark.parametrize(("case", "mutate", "field", "rule"), BAD_INSTANCES,
                          ids=[c[0] for c in BAD_INSTANCES])  # fmt: skip
 def test_bad_fields_are_422_naming_each(
