@@ -46,6 +46,20 @@ class NotFoundError(MlstewardError):
     """A registered model, version or flow run that the user named does not exist."""
 
 
+class AuthenticationError(MlstewardError):
+    """No credentials, or credentials that prove nobody: a missing, malformed, expired or revoked
+    token (HTTP 401)."""
+
+
+class PermissionDeniedError(MlstewardError):
+    """An authenticated principal asked for something its roles do not allow (HTTP 403); the
+    message names the permission."""
+
+    def __init__(self, message: str, permission: str) -> None:
+        super().__init__(message)
+        self.permission = permission
+
+
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 """Prefect's loggers for flow and task runs (the engines log a run's exception through them)."""
 
