@@ -115,6 +115,13 @@ class Action(StrEnum):
     ROLLOUT_COMPLETED = "rollout_completed"
     ROLLOUT_ABORTED = "rollout_aborted"
     ROLLOUT_REFUSED = "rollout_refused"
+    PRINCIPAL_ADDED = "principal_added"
+    PRINCIPAL_CHANGED = "principal_changed"
+    TOKEN_CREATED = "token_created"
+    TOKEN_REVOKED = "token_revoked"
+    APPROVAL_TOKEN_ISSUED = "approval_token_issued"
+    APPROVAL_REFUSED = "approval_refused"
+    ACCESS_DENIED = "access_denied"
 
 
 @dataclass(frozen=True)
