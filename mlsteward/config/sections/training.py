@@ -54,6 +54,9 @@ def default_search_space() -> dict[str, SearchDimension]:
     }
 
 
+DEFAULT_MAX_EVALS_CEILING = 200
+"""Trials a webhook may ask for when a model sets no ``tuning.max_evals_ceiling``."""
+
 TuningRunner = Literal["sequential", "threads", "dask", "ray"]
 
 
@@ -99,6 +102,13 @@ class TuningConfig(StrictModel):
     """The Hyperopt TPE search over XGBoost's parameters."""
 
     max_evals: int = Field(default=30, ge=1, le=10_000, description="Hyperopt trials.")
+    max_evals_ceiling: int = Field(
+        default=DEFAULT_MAX_EVALS_CEILING,
+        ge=1,
+        le=10_000,
+        description="Most trials a run started by a signed CI webhook may ask for (at least "
+        "max_evals; unset: 200, or max_evals when that is higher).",
+    )
     seed: int = Field(default=42, ge=0, description="Seed for Hyperopt (rstate) and XGBoost.")
     early_stopping_rounds: int = Field(
         default=30, ge=1, description="Rounds without improvement on validation before a fit stops."
@@ -116,6 +126,26 @@ class TuningConfig(StrictModel):
         "the default one.",
     )
     parallel: ParallelTuning = Field(default_factory=ParallelTuning)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ceiling_default(cls, data: Any) -> Any:
+        """An unset ceiling never refuses the config's own max_evals, so a config written
+        before the ceiling existed still loads."""
+        if isinstance(data, dict) and "max_evals_ceiling" not in data:
+            evals = data.get("max_evals")
+            if isinstance(evals, int) and evals > DEFAULT_MAX_EVALS_CEILING:
+                return {**data, "max_evals_ceiling": evals}
+        return data
+
+    @model_validator(mode="after")
+    def _ceiling_covers_max_evals(self) -> TuningConfig:
+        if self.max_evals > self.max_evals_ceiling:
+            raise ValueError(
+                f"max_evals ({self.max_evals}) must not be above max_evals_ceiling "
+                f"({self.max_evals_ceiling})"
+            )
+        return self
 
 
 class DistributedTraining(StrictModel):
