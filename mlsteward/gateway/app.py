@@ -2,7 +2,8 @@
 
 A delivery is checked in the order that keeps refusals cheap and side-effect free: size (413),
 signature over the raw body (401), JSON, event and delivery id (400/422), signed timestamp
-(409 when stale), what it asks for (422 for an unknown model, action, event or parameter), the
+(409 when stale), what it asks for (422 for an unknown model, action, event or parameter, or one
+over its limit: trials above the model's ceiling, a file outside the data roots), the
 deployments on the Prefect server (503 when missing) and only then the once-only claim of the
 delivery id (409 for a replay). A refused delivery never reaches the claim, so a forged request
 cannot burn a genuine delivery's id, and no flow run exists before every check has passed.
@@ -26,8 +27,9 @@ from starlette.concurrency import run_in_threadpool
 
 from mlsteward.audit import Action, AuditStore, audit_store
 from mlsteward.config.models import load_model_config, model_config_paths
+from mlsteward.config.names import NAME_PATTERN
 from mlsteward.errors import ConfigError
-from mlsteward.gateway import payloads, runs
+from mlsteward.gateway import limits, payloads, runs
 from mlsteward.gateway.deliveries import DeliveryLog, delivery_log
 from mlsteward.gateway.payloads import Plan, Refusal
 from mlsteward.gateway.settings import GatewayConfigError, GatewaySettings
@@ -40,8 +42,9 @@ log = logging.getLogger("mlsteward.gateway")
 
 def known_models() -> list[str]:
     """Model names from the config directory, read per delivery so a new model needs no
-    restart (file names only: one broken config must not stop the others' webhooks)."""
-    return sorted({p.stem for p in model_config_paths()})
+    restart (file names only: one broken config must not stop the others' webhooks; a file
+    whose name is not a model name is never a model, ``/health`` names it)."""
+    return sorted({p.stem for p in model_config_paths() if NAME_PATTERN.fullmatch(p.stem)})
 
 
 def config_errors() -> dict[str, str]:
@@ -163,9 +166,12 @@ class _Gateway:
         )
         known = await run_in_threadpool(self.models)
         if event == "push":
-            return payloads.plan_push(payload, known, self.settings.branches)
-        plan = payloads.plan_trigger(payload, known, delivery)
-        record["model"] = plan.runs[0].model
+            plan = payloads.plan_push(payload, known, self.settings.branches)
+        else:
+            plan = payloads.plan_trigger(payload, known, delivery)
+            record["model"] = plan.runs[0].model
+        for request in plan.runs:
+            await run_in_threadpool(limits.check_run, request, self.settings.data_roots)
         return plan
 
     async def start(

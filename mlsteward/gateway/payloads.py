@@ -15,6 +15,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlsteward.config.names import check_model_name
+from mlsteward.errors import ConfigError
+
 ACTIONS: dict[str, str] = {"train": "train-model", "drift": "drift-model", "score": "score-model"}
 """Action -> the Prefect flow its deployments belong to (see prefect.yaml)."""
 
@@ -162,7 +165,16 @@ def check_fresh(signed: dt.datetime, now: dt.datetime, max_age_seconds: float) -
 
 
 def check_model(model: Any, known: list[str]) -> str:
-    if not isinstance(model, str) or model not in known:
+    """``model`` itself, if it is a model name (the one rule, never a path) with a config.
+
+    Raises:
+        Refusal: 422 naming the rule or listing the known models.
+    """
+    try:
+        check_model_name(model)
+    except ConfigError as exc:
+        raise Refusal(422, f"model: {exc}", known=known) from None
+    if model not in known:
         raise Refusal(
             422, f"unknown model {model!r} (known: {', '.join(known) or 'none'})", known=known
         )

@@ -16,7 +16,12 @@ from mlsteward.gateway.deliveries import SQLiteDeliveryLog, delivery_log
 from mlsteward.gateway.settings import GatewayConfigError, GatewaySettings
 from tests.conftest import REPO_ROOT
 
-ENV = ("MLSTEWARD_WEBHOOK_SECRET", "MLSTEWARD_WEBHOOK_SECRET_BLOCK", "MLSTEWARD_WEBHOOK_BRANCHES")
+ENV = (
+    "MLSTEWARD_WEBHOOK_SECRET",
+    "MLSTEWARD_WEBHOOK_SECRET_BLOCK",
+    "MLSTEWARD_WEBHOOK_BRANCHES",
+    "MLSTEWARD_WEBHOOK_DATA_ROOTS",
+)
 
 
 @pytest.fixture
