@@ -106,6 +106,7 @@ class Action(StrEnum):
     RETRAIN_SUPPRESSED = "retrain_suppressed"
     WEBHOOK_ACCEPTED = "webhook_accepted"
     WEBHOOK_REFUSED = "webhook_refused"
+    WEBHOOK_REFUSALS = "webhook_refusals"
     REPRODUCED = "reproduced"
     REPRODUCTION_REFUSED = "reproduction_refused"
     SNAPSHOTS_COLLECTED = "snapshots_collected"
@@ -180,13 +181,19 @@ class AuditRecord:
         return obj
 
 
+LOCAL = "local:"
+"""Actors of this kind are the single-user operator: nothing verified who they are."""
+
+
 def default_actor() -> str:
-    """The OS user running this process, or ``"system"`` when there is none (containers)."""
+    """``local:<OS user>`` (``local:system`` when there is none, as in containers): whoever
+    runs this process, which nothing has verified; records of such actors carry
+    ``authenticated: false``."""
     try:
         name = getpass.getuser()
     except Exception:  # getpass raises KeyError/OSError when no user name can be found
-        return "system"
-    return name or "system"
+        name = ""
+    return LOCAL + (name or "system")
 
 
 def format_ts(value: dt.datetime) -> str:
@@ -344,6 +351,9 @@ def make_entry(
     if isinstance(version, int) and not isinstance(version, bool):
         version = str(version)
     actor = default_actor() if actor is None else actor
+    if isinstance(actor, str) and actor.startswith(LOCAL) and isinstance(details, Mapping | None):
+        # unmistakable in the record itself: a local actor is a claim, not an identity
+        details = {**(details or {}), "authenticated": False}
     entry = Entry(
         action=action_value(action),
         model=_text("model", model, optional=True),

@@ -154,6 +154,19 @@ def audit_url() -> str:
     )
 
 
+def identity_url() -> str:
+    """Where principals and token hashes live: ``MLSTEWARD_IDENTITY_URL``, else beside the audit
+    trail (the same PostgreSQL database in production, so one backup holds who did what and who
+    they are), else a SQLite file under the home directory."""
+    env = os.environ.get("MLSTEWARD_IDENTITY_URL")
+    if env:
+        return env
+    audit = audit_url()
+    if not audit.startswith("sqlite:"):
+        return audit
+    return f"sqlite:///{_sub('identity') / 'identity.db'}"
+
+
 def scored_dir(model: str) -> Path:
     """Scored batches (one parquet per scoring run), for people and downstream systems."""
     return _sub("scored", model)
@@ -191,6 +204,7 @@ def locations() -> dict[str, str]:
         "mlflow_backend_store": mlflow_backend_store_uri(),
         "prefect_database": prefect_database_url() or "SQLite under PREFECT_HOME",
         "audit": audit_url(),
+        "identity": identity_url(),
         "feast_project": p.feast.project,
         "feast_registry": str(registry["path"]),
         "feast_online_store": online,

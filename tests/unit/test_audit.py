@@ -119,17 +119,21 @@ def test_append_returns_the_stored_record(store: SQLiteAuditStore) -> None:
     assert (rec.seq, rec.action, rec.model, rec.version) == (1, "promoted", "heart_disease", "7")
     assert rec.actor == default_actor() and rec.actor
     assert rec.prev_hash == GENESIS_HASH
-    assert rec.details == {"auc": 0.5, "n": 3, "gap": "NaN", "ok": True}
+    # the default actor is the local operator, whom nothing verified: the record says so
+    assert rec.actor.startswith("local:")
+    assert rec.details == {"auc": 0.5, "n": 3, "gap": "NaN", "ok": True, "authenticated": False}
     assert TS_RE.match(rec.ts)
     ts = datetime.fromisoformat(rec.ts)
     assert before - timedelta(seconds=1) <= ts <= datetime.now(UTC) + timedelta(seconds=1)
     assert rec.hash == rec.recompute_hash() == compute_hash(
         1, rec.ts, rec.actor, "promoted", "heart_disease", "7", rec.reason,
-        '{"auc":0.5,"gap":"NaN","n":3,"ok":true}', GENESIS_HASH,
+        '{"auc":0.5,"authenticated":false,"gap":"NaN","n":3,"ok":true}', GENESIS_HASH,
     )  # fmt: skip
     assert store.query() == [rec]
     as_dict = rec.to_dict()
     assert json.loads(json.dumps(as_dict)) == as_dict and as_dict["hash"] == rec.hash
+    named = store.append(Action.PROMOTED, model="m", actor="user:alice", details={"a": 1})
+    assert named.details == {"a": 1}
 
 
 def test_canonical_bytes_are_documented_json_array() -> None:
