@@ -4,7 +4,9 @@ Requests carry entity ids (features come from the Feast online store) or feature
 (checked against the model's data contract), one row or a batch up to the model's
 ``serving.max_batch_rows``. Bad requests get a 4xx naming what is wrong, never a 500: an
 unknown model or entity is a 404, invalid or missing fields a 422 (FastAPI's error shape,
-one entry per field), an oversize batch a 413. Every answered row goes to the prediction log.
+one entry per field), an oversize batch or body a 413 (a body is refused as soon as it is
+known to be too large, never read whole first: ``mlsteward.serving.body``). Every answered row
+goes to the prediction log.
 
 ``/healthz`` says the process runs; ``/readyz`` that every served model has a verified
 champion loaded (and its canary challenger, during a rollout); ``/metrics`` is Prometheus.
@@ -41,6 +43,7 @@ from mlsteward.features.store import get_store
 from mlsteward.governance.canary import ServingTarget
 from mlsteward.monitoring import prediction_log
 from mlsteward.serving.batcher import Job, MicroBatcher
+from mlsteward.serving.body import BodyTooLarge, closing, read_body
 from mlsteward.serving.features import FieldError, RequestRejected, check_instances
 from mlsteward.serving.logbook import PredictionLogWriter
 from mlsteward.serving.metrics import ServingMetrics
@@ -336,7 +339,10 @@ def create_app(
         openapi_extra=_PREDICT_OPENAPI,
         responses={
             404: {"description": "unknown model or entity id"},
-            413: {"description": "more rows than serving.max_batch_rows"},
+            413: {
+                "description": "more rows than serving.max_batch_rows, or a body larger than "
+                "serving.max_body_bytes"
+            },
             422: {"description": "invalid or missing fields, or online features"},
             503: {"description": "no verified champion loaded"},
         },
@@ -379,14 +385,19 @@ def _predict_handler(service: Service) -> Callable[[Request], Awaitable[Response
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
         model = request.path_params["model"]
-        body = _parse_body(await request.body())
-        explain = _explain_query(request.query_params.get("explain"))
         slot = service.slots.get(model)
-        if slot is None:
+        if slot is None:  # before the body is read: its limit is the model's
             # not labelled by the unknown name: a scan of random paths must not grow the metrics
             service.metrics.child(service.metrics.requests, "", "", "", "404").inc()
             return _unknown_model(model, service)
         cfg = slot.cfg
+        try:
+            raw = await read_body(request, cfg.serving.max_body_bytes)
+        except BodyTooLarge as exc:
+            service.metrics.child(service.metrics.requests, model, "", "", "413").inc()
+            return closing(_rejected(exc))
+        body = _parse_body(raw)
+        explain = _explain_query(request.query_params.get("explain"))
         try:
             job = _job(slot, body, explain)
             result = await service.batchers[model].submit(job)

@@ -274,6 +274,72 @@ def test_bad_requests_get_the_right_status(
     }
 
 
+def test_a_body_over_the_limit_is_413_at_any_length_and_one_at_it_is_read(
+    stack: dict[str, Any], serving_client: TestClient
+) -> None:
+    """serving.max_body_bytes bounds the body whether its length is declared or not; a body of
+    exactly the limit is answered."""
+    limit = get_model_config(MODEL).serving.max_body_bytes
+    known = json.dumps({"entity_ids": [stack["ids"][0]]}).encode()
+    exact = known + b" " * (limit - len(known))
+    r = serving_client.post(PREDICT, content=exact, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    for content in (exact + b" ", iter([exact, b" "])):  # declared length, then chunked
+        r = serving_client.post(
+            PREDICT, content=content, headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 413, r.text
+        [error] = r.json()["detail"]
+        assert error["loc"] == ["body"] and error["type"] == "body_too_large", error
+        assert f"limit of {limit} bytes (serving.max_body_bytes)" in error["msg"]
+        assert r.headers["connection"] == "close"
+    declared = serving_client.post(PREDICT, content=exact + b" ").json()["detail"][0]["msg"]
+    assert f"of {limit + 1} bytes" in declared
+
+
+HUGE_BODY = 300 * 2**20
+CHUNK = 2**16
+
+
+def _memory_mb(pid: int, field: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"/proc/{pid}/status has no {field}")
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_300_mb_body_is_refused_while_it_streams_in(
+    service: Service, stack: dict[str, Any], declared: bool
+) -> None:
+    """The real server: a 300 MB body, announced or chunked, is refused with a 413 after a few
+    MB at most (the connection closes; the client cannot send the rest) and the server's peak
+    memory does not grow by it."""
+    sent = 0
+
+    def body() -> Any:
+        nonlocal sent
+        chunk = b" " * CHUNK  # JSON whitespace: only its size can be wrong
+        while sent < HUGE_BODY:
+            sent += CHUNK
+            yield chunk
+
+    headers = {"Content-Type": "application/json"}
+    if declared:
+        headers["Content-Length"] = str(HUGE_BODY)
+    pid = service.process.pid
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak (VmHWM) starts again from now
+    before = _memory_mb(pid, "VmRSS")
+    r = httpx.post(f"{service.url}{PREDICT}", content=body(), headers=headers, timeout=60)
+    grown = _memory_mb(pid, "VmHWM") - before
+    assert r.status_code == 413, r.text
+    assert "serving.max_body_bytes" in r.json()["detail"][0]["msg"]
+    assert sent < HUGE_BODY // 10, f"the server took {sent >> 20} MB of a refused body"
+    assert grown < 50, f"the server's peak memory grew by {grown:.0f} MB"
+    assert post(f"{service.url}{PREDICT}", {"entity_ids": stack["ids"][:1]})[0] == 200
+
+
 def test_online_rows_take_late_labels_and_read_with_batch_rows(
     stack: dict[str, Any], serving_client: TestClient, tmp_path: Path
 ) -> None:

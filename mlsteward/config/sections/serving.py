@@ -15,6 +15,13 @@ class ServingConfig(StrictModel):
     max_batch_rows: int = Field(
         default=256, ge=1, le=100_000, description="Rows one predict request may carry (413 above)."
     )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        le=1_073_741_824,
+        description="Bytes one predict request's body may have (413 above, refused before the "
+        "rest is read); raise it with max_batch_rows when clients send instances.",
+    )
     top_k: int | None = Field(
         default=None, ge=1, le=50, description="SHAP contributions per row; default scoring.top_k."
     )
