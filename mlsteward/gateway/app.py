@@ -1,4 +1,4 @@
-"""The gateway's HTTP face: ``POST /hooks/ci`` (and ``GET /health``).
+"""The gateway's HTTP face: ``POST /hooks/ci`` (and ``GET /health``, ``GET /metrics``).
 
 A delivery is checked in the order that keeps refusals cheap and side-effect free: size (413),
 signature over the raw body (401), JSON, event and delivery id (400/422), signed timestamp
@@ -7,7 +7,12 @@ over its limit: trials above the model's ceiling, a file outside the data roots)
 deployments on the Prefect server (503 when missing) and only then the once-only claim of the
 delivery id (409 for a replay). A refused delivery never reaches the claim, so a forged request
 cannot burn a genuine delivery's id, and no flow run exists before every check has passed.
-Every delivery, accepted or refused, leaves one audit record (never the secret or signature).
+
+A request refused before it is authenticated (too large, unreadable, unsigned, badly signed,
+or signed outside the time window) is counted, not recorded: anyone can send those, so they go
+to a Prometheus counter and one aggregated audit record a minute (``refusals``). Every other
+delivery, accepted or refused, leaves one audit record of its own (never the secret or the
+signature), with the CI service account as its actor.
 """
 
 from __future__ import annotations
@@ -20,18 +25,21 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prefect.client.orchestration import PrefectClient
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
-from mlsteward.audit import Action, AuditStore, audit_store
+from mlsteward.audit import Action, AuditRecord, AuditStore, audit_store
 from mlsteward.config.models import load_model_config, model_config_paths
 from mlsteward.config.names import NAME_PATTERN
 from mlsteward.errors import ConfigError
 from mlsteward.gateway import limits, payloads, runs
 from mlsteward.gateway.deliveries import DeliveryLog, delivery_log
-from mlsteward.gateway.payloads import Plan, Refusal
+from mlsteward.gateway.payloads import Plan, Refusal, Unauthenticated
+from mlsteward.gateway.refusals import ACTOR, RefusalTally, refusals_counter
 from mlsteward.gateway.settings import GatewayConfigError, GatewaySettings
 from mlsteward.gateway.signing import SIGNATURE_HEADER, verify
 
@@ -84,8 +92,11 @@ class _Gateway:
         self.audit, self.deliveries = audit, deliveries
         self.models, self.clock = models, clock
         self.secret = settings.secret.get_secret_value()
+        self.registry = CollectorRegistry()
+        self.refusals = RefusalTally(audit, refusals_counter(self.registry))
 
     def close(self) -> None:
+        self.refusals.stop()  # the shutdown record, while the store is still open
         self.deliveries.close()
         self.audit.close()
 
@@ -99,14 +110,22 @@ class _Gateway:
     async def read_body(self, request: Request) -> bytes:
         limit = self.settings.max_bytes
         declared = request.headers.get("content-length")
+        too_large = "body_too_large"
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise Refusal(413, f"body of {declared} bytes is over the {limit}-byte limit")
+            raise Unauthenticated(
+                413, f"body of {declared} bytes is over the {limit}-byte limit", too_large
+            )
         chunks, size = [], 0
-        async for chunk in request.stream():  # a missing or false length is counted here
-            size += len(chunk)
-            if size > limit:
-                raise Refusal(413, f"body is over the {limit}-byte limit")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():  # a missing or false length is counted here
+                size += len(chunk)
+                if size > limit:
+                    raise Unauthenticated(413, f"body is over the {limit}-byte limit", too_large)
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise Unauthenticated(
+                400, "the body could not be read: the client disconnected", "unreadable_body"
+            ) from None
         return b"".join(chunks)
 
     async def claim(self, delivery: str, digest: str, event: str) -> None:
@@ -138,7 +157,8 @@ class _Gateway:
     async def authenticate(
         self, request: Request, record: dict[str, Any]
     ) -> tuple[bytes, dict[str, Any], str, str]:
-        """The body, its payload, event and delivery id, once the signature is checked."""
+        """The body, its payload, event and delivery id, once the signature and (but for a
+        ping, which carries no time) the signed time are checked."""
         # What the request claims, recorded even if it is refused before it is authenticated
         # (to match the sender's own delivery log); replaced by checked values further on.
         header = next((request.headers[h] for h in DELIVERY_HEADERS if h in request.headers), None)
@@ -146,24 +166,27 @@ class _Gateway:
         record["event"] = request.headers.get("X-GitHub-Event", payloads.PLAIN_EVENT)[:64]
         body = await self.read_body(request)
         if not verify(body, self.secret, request.headers.get(SIGNATURE_HEADER)):
-            missing = SIGNATURE_HEADER not in request.headers
-            raise Refusal(401, f"{'missing' if missing else 'bad'} signature ({SIGNATURE_HEADER})")
+            kind = "bad" if SIGNATURE_HEADER in request.headers else "missing"
+            raise Unauthenticated(
+                401, f"{kind} signature ({SIGNATURE_HEADER})", f"{kind}_signature"
+            )
         payload = payloads.parse_body(body)
         event = payloads.event_of(request.headers.get("X-GitHub-Event"))
         record["event"] = event
         delivery = payloads.delivery_id(header, payload, event)
         record["delivery"] = delivery
+        if event != "ping":
+            payloads.check_fresh(
+                payloads.signed_time(payload, event), self.clock(), self.settings.max_age_seconds
+            )
         return body, payload, event, delivery
 
     async def plan(
         self, payload: dict[str, Any], event: str, delivery: str, record: dict[str, Any]
     ) -> Plan:
-        """What the delivery asks for, once it is fresh and names what exists."""
+        """What the delivery asks for, once it names what exists within its limits."""
         if event == "ping":
             return Plan([], "ping: the webhook reaches the gateway and its signature is valid")
-        payloads.check_fresh(
-            payloads.signed_time(payload, event), self.clock(), self.settings.max_age_seconds
-        )
         known = await run_in_threadpool(self.models)
         if event == "push":
             plan = payloads.plan_push(payload, known, self.settings.branches)
@@ -203,7 +226,7 @@ class _Gateway:
             Action.WEBHOOK_ACCEPTED if status < 300 else Action.WEBHOOK_REFUSED,
             model=record.get("model") or _single_model(record),
             reason=reason,
-            actor=f"webhook:{host}",
+            actor=ACTOR,
             details=details,
         )
 
@@ -213,6 +236,17 @@ class _Gateway:
         try:
             outcome = await self.handle(request, record)
             reason = outcome.body["message"]
+        except Unauthenticated as refusal:  # counted, no record of its own (module doc)
+            self.refusals.count(refusal.kind, request.client.host if request.client else "unknown")
+            body = {
+                "accepted": False,
+                "delivery": record["delivery"],
+                "event": record["event"],
+                "error": refusal.reason,
+                **refusal.details,
+            }
+            log.debug("refused unauthenticated request: %s %s", refusal.status, refusal.reason)
+            return JSONResponse(body, status_code=refusal.status)
         except Refusal as refusal:
             body = {
                 "accepted": False,
@@ -275,6 +309,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        gateway.refusals.start()
         yield
         gateway.close()
 
@@ -284,6 +319,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.refusals = gateway.refusals
 
     @app.post(HOOK_PATH, status_code=202)
     async def ci_hook(request: Request) -> JSONResponse:
@@ -295,7 +331,19 @@ def create_app(
         """Liveness for ``make up`` and load balancers; says nothing about the secret."""
         return await gateway.health()
 
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus: requests refused before authentication, by reason."""
+        return PlainTextResponse(generate_latest(gateway.registry), media_type=CONTENT_TYPE_LATEST)
+
     return app
+
+
+def flush_refusals(app: FastAPI) -> AuditRecord | None:
+    """Write the refusals counted so far as their aggregated record now, instead of at the next
+    interval (the record, or None when nothing was counted). For tests and shutdown hooks."""
+    tally: RefusalTally = app.state.refusals
+    return tally.flush()
 
 
 def _single_model(record: dict[str, Any]) -> str | None:

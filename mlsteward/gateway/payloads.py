@@ -42,6 +42,16 @@ class Refusal(Exception):
         self.details = details
 
 
+class Unauthenticated(Refusal):
+    """A refusal before the request is known to be a fresh one signed with the secret (too
+    large, unreadable, unsigned, badly signed, or signed too long ago): anyone can send those,
+    so the gateway counts them by ``kind`` instead of recording each (see ``refusals``)."""
+
+    def __init__(self, status: int, reason: str, kind: str, **details: Any) -> None:
+        super().__init__(status, reason, **details)
+        self.kind = kind
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """One deployment run a delivery asks for; ``parameters`` excludes ``model``."""
@@ -148,18 +158,21 @@ def signed_time(payload: dict[str, Any], event: str) -> dt.datetime:
 
 def check_fresh(signed: dt.datetime, now: dt.datetime, max_age_seconds: float) -> None:
     """Refuse a signed time outside ``now ± max_age``: an old capture replayed, or a clock
-    far ahead (which would otherwise keep a request replayable for longer)."""
+    far ahead (which would otherwise keep a request replayable for longer). A captured request
+    can be replayed by anyone, so this refusal is ``Unauthenticated``."""
     age = (now - signed).total_seconds()
     if age > max_age_seconds:
-        raise Refusal(
+        raise Unauthenticated(
             409,
             f"stale delivery: signed {age:.0f} s ago, more than {max_age_seconds:g} s",
+            "stale_timestamp",
             signed_at=signed.isoformat(),
         )
     if -age > max_age_seconds:
-        raise Refusal(
+        raise Unauthenticated(
             409,
             f"signed timestamp is {-age:.0f} s in the future, more than {max_age_seconds:g} s",
+            "future_timestamp",
             signed_at=signed.isoformat(),
         )
 

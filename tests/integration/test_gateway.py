@@ -3,7 +3,8 @@
 The training and scoring deployments are served from prefect.yaml's own declarations by a
 separate process (as ``prefect deploy`` + a worker would run them), on a champion trained once
 for the module. Every refusal is checked three ways: its status, no new deployment run on the
-server, and an audit record.
+server, and an audit record: its own once the request is authenticated, else a count in
+``/metrics`` and the aggregated ``webhook_refusals`` record.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+from prometheus_client.parser import text_string_to_metric_families
 
 from flows.ingestion import ingestion_flow
 from flows.training import training_flow
 from mlsteward.audit import Action, AuditRecord, audit_store
 from mlsteward.data.synthetic import generate_batch, generate_cohort, write_dataset
-from mlsteward.gateway.app import create_app
+from mlsteward.gateway.app import create_app, flush_refusals
 from mlsteward.gateway.client import TriggerError, build_request, trigger
 from mlsteward.gateway.settings import GatewaySettings
 from mlsteward.gateway.signing import sign
@@ -208,7 +210,7 @@ def settings(**overrides: Any) -> GatewaySettings:
 
 @pytest.fixture
 def app(stack: dict[str, Any]) -> FastAPI:
-    return create_app(settings(max_bytes=64 * 1024))
+    return create_app(settings(max_bytes=64 * 1024, data_roots=[str(stack["root"])]))
 
 
 @pytest.fixture
@@ -237,6 +239,7 @@ def test_a_signed_trigger_through_the_cli_client_starts_a_score_run_that_complet
     env = {
         **os.environ,
         "MLSTEWARD_WEBHOOK_SECRET": SECRET,
+        "MLSTEWARD_WEBHOOK_DATA_ROOTS": str(stack["root"]),
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
     }
     log_path = stack["root"] / "gateway.log"
@@ -277,6 +280,7 @@ def test_a_signed_trigger_through_the_cli_client_starts_a_score_run_that_complet
 
     [record] = records_for(answer["delivery"])
     assert record.action == Action.WEBHOOK_ACCEPTED and record.model == MODEL
+    assert record.actor == "service:ci"
     assert record.details["status"] == 202 and record.details["event"] == "trigger"
     assert [r["flow_run_id"] for r in record.details["runs"]] == [run["flow_run_id"]]
     stored = json.dumps(record.to_dict())
@@ -399,6 +403,14 @@ def refusal_cases(batch: Path) -> dict[str, Case]:
     body = body.replace(b',"delivery":"' + headers["X-Mlsteward-Delivery"].encode() + b'"', b"")
     headers = {"X-Hub-Signature-256": sign(body, SECRET)}
     cases["no delivery id"] = (body, headers, None, 400, "no delivery id")
+    body, headers, d = trigger_body(action="train", parameters={"max_evals": 1000})
+    cases["trials over the ceiling"] = (body, headers, d, 422, "ceiling of 200")
+    body, headers, d = trigger_body(parameters={"source": str(REPO_ROOT / "pyproject.toml")})
+    cases["a file outside the data roots"] = (body, headers, d, 422, "parameters.source")
+    body, headers, d = trigger_body(parameters={"source": str(batch.parent / ".." / "x.csv")})
+    cases["a path escaping the data roots"] = (body, headers, d, 422, "parameters.source")
+    body, headers, d = trigger_body(model="../../elsewhere/heart_disease")
+    cases["not a model name"] = (body, headers, d, 422, "is not a model name")
     body, headers, d = trigger_body(action="drift")
     cases["missing deployment"] = (
         body,
@@ -411,28 +423,61 @@ def refusal_cases(batch: Path) -> dict[str, Case]:
 
 
 REFUSALS = list(refusal_cases(Path("batch")))
+UNAUTHENTICATED = {
+    "bad signature": "bad_signature",
+    "wrong secret": "bad_signature",
+    "tampered body": "bad_signature",
+    "missing signature": "missing_signature",
+    "stale timestamp": "stale_timestamp",
+    "old iso timestamp": "stale_timestamp",
+    "body too big": "body_too_large",
+}
+"""Refusals before authentication: counted and aggregated, never a record each."""
+
+
+def refusals_counted(client: TestClient) -> dict[str, float]:
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    return {
+        sample.labels["reason"]: sample.value
+        for family in families
+        if family.name == "mlsteward_webhook_refusals"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def gateway_records() -> list[AuditRecord]:
+    """The gateway's records (the served runs write their own alongside)."""
+    with audit_store() as store:
+        return [r for r in store.query() if r.action.startswith("webhook_")]
 
 
 @pytest.mark.parametrize("case", REFUSALS)
 def test_every_refusal_answers_its_status_creates_no_run_and_is_audited(
-    client: TestClient, stack: dict[str, Any], case: str
+    app: FastAPI, client: TestClient, stack: dict[str, Any], case: str
 ) -> None:
     body, headers, delivery, status, text = refusal_cases(stack["batch"])[case]
     before = {r.id for r in deployment_runs()}
-    with audit_store() as store:
-        seen = len(store.query(action=Action.WEBHOOK_REFUSED))
+    seen = len(gateway_records())
 
     response = client.post(HOOK, content=body, headers=headers)
 
     assert response.status_code == status, response.text
     assert text in response.json()["error"]
     assert {r.id for r in deployment_runs()} == before
-    with audit_store() as store:
-        refused = store.query(action=Action.WEBHOOK_REFUSED)
-    assert len(refused) == seen + 1
-    record = refused[-1]
-    assert record.details["status"] == status and text in record.reason
-    assert record.details["delivery"] == delivery
+    if case in UNAUTHENTICATED:
+        reason = UNAUTHENTICATED[case]
+        assert refusals_counted(client) == {reason: 1}
+        assert len(gateway_records()) == seen  # nothing written on the request path
+        record = flush_refusals(app)
+        assert record is not None and record.action == Action.WEBHOOK_REFUSALS
+        assert record.details["counts"] == {reason: 1}
+    else:
+        assert refusals_counted(client) == {}
+        [record] = gateway_records()[seen:]
+        assert record.action == Action.WEBHOOK_REFUSED and record.actor == "service:ci"
+        assert record.details["status"] == status and text in record.reason
+        assert record.details["delivery"] == delivery
     stored = json.dumps(record.to_dict())
     assert SECRET not in stored and "sha256=" not in stored
 
@@ -450,8 +495,8 @@ def test_a_body_without_a_declared_length_is_still_limited(client: TestClient) -
     response = client.post(HOOK, content=chunks(), headers={"X-Mlsteward-Delivery": delivery})
     assert response.status_code == 413, response.text
     assert {r.id for r in deployment_runs()} == before
-    [record] = records_for(delivery)
-    assert record.action == Action.WEBHOOK_REFUSED and record.details["status"] == 413
+    assert refusals_counted(client) == {"body_too_large": 1}
+    assert records_for(delivery) == []
 
 
 @pytest.fixture
