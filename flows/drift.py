@@ -28,6 +28,7 @@ def drift_flow(
     model: str = "heart_disease",
     current: str | None = None,
     window_days: float | None = None,
+    requested_by: str | None = None,
 ) -> DriftRunResult:
     """Compare recent data with the champion's reference; retrain when the policy says so.
 
@@ -36,9 +37,12 @@ def drift_flow(
         current: a file in the model's source format (label optional) instead of the
             prediction log.
         window_days: prediction-log window (default: the model's drift.window_days).
+        requested_by: the principal this run acts for (``user:alice``).
     """
     # 0. The run's settings (the window defaults to the model's drift.window_days)
-    spec = DriftSpec.resolve(model, actor=run_actor(), current=current, window_days=window_days)
+    spec = DriftSpec.resolve(
+        model, actor=run_actor(requested_by), current=current, window_days=window_days
+    )
     cfg, actor = spec.cfg, spec.actor
 
     # 1. Reference (champion's holdout) and current window (a file, or the prediction log)

@@ -12,15 +12,18 @@ from tasks.ingestion import ingest_source, materialize_online
 
 
 @flow(name="ingest-data")
-def ingestion_flow(model: str = "heart_disease", source: str | None = None) -> IngestionResult:
+def ingestion_flow(
+    model: str = "heart_disease", source: str | None = None, requested_by: str | None = None
+) -> IngestionResult:
     """Contract-check SOURCE (default: the model's configured source) and snapshot it for Feast.
 
     Args:
         model: name of a model config in config/models.
         source: CSV or parquet path; defaults to the config's source.path.
+        requested_by: the principal this run acts for (``user:alice``).
     """
     # 0. The run's settings: the model's config, the source it reads, who runs it
-    spec = IngestionSpec.resolve(model, source=source, actor=run_actor())
+    spec = IngestionSpec.resolve(model, source=source, actor=run_actor(requested_by))
 
     # 1. Contract, quarantine, snapshot, Feast; accepted or refused, audited
     return IngestionResult.model_validate(ingest_source(spec).to_dict())

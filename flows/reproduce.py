@@ -37,6 +37,7 @@ def reproduce_flow(
     version: str | None = None,
     full: bool = False,
     strict: bool = False,
+    requested_by: str | None = None,
 ) -> ReproductionResult:
     """Rebuild MODEL's VERSION from its recorded data snapshot, params and seed, and compare it
     step by step (data digest, training set, params, metrics, artifact SHA-256) with what was
@@ -49,11 +50,12 @@ def reproduce_flow(
             same best params (slower), instead of refitting the recorded best params.
         strict: refuse to rebuild when the code commit, uv.lock or library versions differ
             from those that trained the version.
+        requested_by: the principal this run acts for (``user:alice``).
     """
     started = time.perf_counter()
     # 0. The run's settings: which version, which mode, whether a different environment refuses
     spec = ReproductionSpec.resolve(
-        model, version=version, full=full, strict=strict, actor=run_actor()
+        model, version=version, full=full, strict=strict, actor=run_actor(requested_by)
     )
 
     # 1. What was registered: the version, its recipe, its metrics; and what differs today

@@ -33,10 +33,10 @@ def rollout_flow(
     Args:
         model: name of a model config in config/models.
         version: registered version that passed validation (default: the challenger).
-        requested_by: who asked (recorded as the actor); default: this flow run.
+        requested_by: the principal this run acts for (``user:alice``).
     """
     # 0. The run's settings, worked out once (the service, how long it may take to follow)
-    actor = requested_by or run_actor()
+    actor = run_actor(requested_by)
     spec = RolloutSpec.resolve(
         get_model_config(model), version, actor=actor, service_url=serving_url()
     )

@@ -26,6 +26,7 @@ def scoring_flow(
     entities: str | None = None,
     start: str | None = None,
     end: str | None = None,
+    requested_by: str | None = None,
 ) -> ScoringResult:
     """Score MODEL's champion on one input: a file, an entity list or a time frame from the
     offline store, or (none given) the latest online features of every entity.
@@ -38,6 +39,7 @@ def scoring_flow(
         start: ISO-8601 start (inclusive; UTC if naive) of a frame of the current snapshot's
             entity rows, scored with offline features as of their times.
         end: ISO-8601 end (exclusive) of that frame.
+        requested_by: the principal this run acts for (``user:alice``).
 
     Raises:
         MlstewardError: more than one input was given, or the window does not parse; checked
@@ -45,7 +47,7 @@ def scoring_flow(
     """
     # 0. The run's settings: one input, checked before anything is loaded
     spec = ScoringSpec.resolve(
-        model, actor=run_actor(), source=source, entities=entities, start=start, end=end
+        model, actor=run_actor(requested_by), source=source, entities=entities, start=start, end=end
     )
     cfg = spec.cfg
 

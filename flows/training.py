@@ -63,6 +63,7 @@ def training_flow(
     promote: bool = True,
     reason: str = "manual",
     git_ref: str | None = None,
+    requested_by: str | None = None,
 ) -> TrainingResult:
     """Train, evaluate, register and validate a new version of MODEL from its current data
     snapshot, then promote it per the model's policy.
@@ -82,6 +83,9 @@ def training_flow(
             finding that triggered it); recorded on the MLflow run and in the audit trail.
         git_ref: commit, tag or branch this run must train (e.g. the commit CI tested); the
             run refuses to start when the deployment's checkout is at another commit.
+        requested_by: the principal this run acts for (``user:alice``), set by the CLI, the
+            API or the gateway; recorded with the run as the actor and as the version's
+            submitter, whom four eyes keeps from approving it.
     """
     # 0. The run's settings, worked out once (trials, seed and runner default to the config)
     spec = TrainingSpec.resolve(
@@ -93,6 +97,7 @@ def training_flow(
         git_ref=git_ref,
     )
     cfg = spec.cfg
+    actor = run_actor(requested_by)
     if spec.git_ref:
         verify_code_version(spec.git_ref)
 
@@ -113,7 +118,7 @@ def training_flow(
             fitted = fit_and_evaluate(spec, data, tuning)
             # 3. Register with lineage
             outcome = register_model(
-                cfg, snapshot, data, tuning, fitted, run_id, run_actor(), spec.reason
+                cfg, snapshot, data, tuning, fitted, run_id, actor, spec.reason
             )
         except BaseException:
             close_training_run(run_id, "FAILED")
@@ -126,5 +131,5 @@ def training_flow(
     publish_run_artifacts(outcome)
 
     # 5. Governance: validation gates, then promotion per the model's policy
-    decision = govern(cfg, outcome.version, actor=run_actor(), promote=spec.promote)
+    decision = govern(cfg, outcome.version, actor=actor, promote=spec.promote)
     return TrainingResult(**outcome.model_dump(), governance=decision)

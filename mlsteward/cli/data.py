@@ -8,9 +8,11 @@ from typing import Any
 
 import typer
 
+from mlsteward.cli.access import acting_as
 from mlsteward.cli.output import JsonOpt, ModelName, model_name, run
 from mlsteward.cli.runtime import use_local_platform
 from mlsteward.errors import MlstewardError
+from mlsteward.identity.roles import Permission
 
 commands = typer.Typer()
 
@@ -129,7 +131,11 @@ def ingest(
     from flows.ingestion import ingestion_flow
 
     def action() -> Any:
-        return ingestion_flow(model=model, source=str(source) if source else None)
+        return ingestion_flow(
+            model=model,
+            source=str(source) if source else None,
+            requested_by=acting_as(Permission.INGEST, model).identity,
+        )
 
     run(as_json, action, _ingest_human)
 
@@ -155,9 +161,13 @@ def materialize(model: ModelName, as_json: bool = JsonOpt) -> None:
     use_local_platform()
     from flows.ingestion import materialize_flow
 
+    def action() -> Any:
+        acting_as(Permission.INGEST, model)
+        return materialize_flow(model=model)
+
     run(
         as_json,
-        lambda: materialize_flow(model=model),
+        action,
         lambda p: f"materialized {p['model']} into the online store up to {p['end']}",
     )
 
@@ -165,14 +175,15 @@ def materialize(model: ModelName, as_json: bool = JsonOpt) -> None:
 @commands.command()
 def labels(model: ModelName, path: Path, as_json: bool = JsonOpt) -> None:
     """Attach outcomes that arrived later (entity, event time, label) to the prediction log."""
-    from mlsteward.audit import audit_store, default_actor
+    from mlsteward.audit import audit_store
     from mlsteward.config.models import get_model_config
     from mlsteward.monitoring.outcomes import ingest_labels
 
     def action() -> dict:
+        actor = acting_as(Permission.OUTCOMES, model).actor
         cfg = get_model_config(model)
         with audit_store() as store:
-            return ingest_labels(cfg, path, actor=default_actor(), audit=store)
+            return ingest_labels(cfg, path, actor=actor, audit=store)
 
     run(
         as_json,

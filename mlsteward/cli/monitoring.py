@@ -6,9 +6,11 @@ from pathlib import Path
 
 import typer
 
+from mlsteward.cli.access import acting_as
 from mlsteward.cli.governance import governance_human
 from mlsteward.cli.output import JsonOpt, ModelName, fmt_number, run
 from mlsteward.cli.runtime import use_local_platform
+from mlsteward.identity.roles import Permission
 
 commands = typer.Typer()
 
@@ -47,6 +49,7 @@ def score(
             entities=str(entities) if entities else None,
             start=start,
             end=end,
+            requested_by=acting_as(Permission.SCORE, model).identity,
         ),
         lambda p: (
             f"scored {p['rows']} rows from {p['source']} with {p['model']} v{p['version']} "
@@ -75,7 +78,10 @@ def drift(
     run(
         as_json,
         lambda: drift_flow(
-            model=model, current=str(current) if current else None, window_days=window
+            model=model,
+            current=str(current) if current else None,
+            window_days=window,
+            requested_by=acting_as(Permission.DRIFT, model).identity,
         ),
         drift_human,
     )

@@ -7,9 +7,11 @@ import os
 
 import typer
 
+from mlsteward.cli.access import acting_as
 from mlsteward.cli.output import JsonOpt, ModelName, run
 from mlsteward.cli.runtime import use_local_platform
 from mlsteward.errors import MlstewardError
+from mlsteward.identity.roles import Permission
 
 commands = typer.Typer()
 
@@ -99,7 +101,15 @@ def rollout(
 
     if url:
         os.environ["MLSTEWARD_SERVING_URL"] = url
-    outcome = run(as_json, lambda: rollout_flow(model=model, version=version), _rollout_human)
+    outcome = run(
+        as_json,
+        lambda: rollout_flow(
+            model=model,
+            version=version,
+            requested_by=acting_as(Permission.ROLLOUT, model).identity,
+        ),
+        _rollout_human,
+    )
     if outcome.get("decision") != "promoted":
         raise typer.Exit(1)
 

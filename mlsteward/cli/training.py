@@ -6,9 +6,11 @@ import json
 
 import typer
 
+from mlsteward.cli.access import acting_as
 from mlsteward.cli.governance import governance_human
 from mlsteward.cli.output import JsonOpt, ModelName, fmt_metrics, run
 from mlsteward.cli.runtime import use_local_platform
+from mlsteward.identity.roles import Permission
 
 commands = typer.Typer()
 
@@ -29,7 +31,13 @@ def train(
 
     run(
         as_json,
-        lambda: training_flow(model=model, max_evals=max_evals, seed=seed, promote=promote),
+        lambda: training_flow(
+            model=model,
+            max_evals=max_evals,
+            seed=seed,
+            promote=promote,
+            requested_by=acting_as(Permission.TRAIN, model).identity,
+        ),
         _train_human,
     )
 
@@ -68,7 +76,13 @@ def reproduce(
 
     rebuilt = run(
         as_json,
-        lambda: reproduce_flow(model=model, version=version, full=full, strict=strict),
+        lambda: reproduce_flow(
+            model=model,
+            version=version,
+            full=full,
+            strict=strict,
+            requested_by=acting_as(Permission.TRAIN, model).identity,
+        ),
         _reproduce_human,
     )
     if rebuilt.get("result") != "identical":

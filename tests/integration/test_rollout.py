@@ -231,7 +231,7 @@ def test_a_slow_challenger_is_rolled_back_on_latency(
     service_url(service.url)
     # One entity per request: a request that mixes arms is timed for both.
     with live_traffic(service.url, MODEL, stack["ids"], per_request=1, threads=3):
-        result = rollout_flow(model=MODEL, version=v2, requested_by="alice")
+        result = rollout_flow(model=MODEL, version=v2, requested_by="user:alice")
     assert result.decision == "rolled_back", result
     assert result.step == 1
     # with 50 or more rows per arm the two models' prediction shift may breach as well
@@ -244,7 +244,8 @@ def test_a_slow_challenger_is_rolled_back_on_latency(
     assert_no_canary()
     rolled = records(Action.ROLLOUT_ROLLED_BACK, v2)
     assert len(rolled) == 2
-    assert rolled[-1].actor == "alice"
+    # the run acting for alice, so the trail links the person and the run's logs
+    assert rolled[-1].actor.startswith("flow-run:") and rolled[-1].actor.endswith(" for user:alice")
     assert "latency_p99" in [b["check"] for b in rolled[-1].details["breaches"]]
 
 

@@ -219,3 +219,32 @@ def test_the_cli_manages_users_and_tokens(monkeypatch: pytest.MonkeyPatch) -> No
     clear_cache()
     after = runner.invoke(app, ["whoami"])
     assert after.exit_code == 1 and "revoked" in after.output
+
+
+@pytest.mark.parametrize(
+    ("command", "permission"),
+    [
+        (["ingest", "heart_disease"], "ingest"),
+        (["materialize", "heart_disease"], "ingest"),
+        (["train", "heart_disease"], "train"),
+        (["reproduce", "heart_disease"], "train"),
+        (["score", "heart_disease"], "score"),
+        (["drift", "heart_disease"], "drift"),
+        (["labels", "heart_disease", "outcomes.csv"], "outcomes"),
+        (["rollout", "heart_disease", "2"], "rollout"),
+    ],
+)
+def test_a_viewer_may_not_start_what_changes_things(
+    command: list[str], permission: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = local_principal()
+    with identity_store() as store:
+        store.add_principal("vera", roles=["viewer"], by=admin)
+        _, token = store.create_token("user:vera", by=admin)
+    monkeypatch.setenv("MLSTEWARD_TOKEN", token)
+    refused = CliRunner().invoke(app, command)
+    assert refused.exit_code == 1, refused.output
+    assert f"user:vera may not {permission} on heart_disease" in refused.output
+    assert "Traceback" not in refused.output
+    # nothing ran: the only records are the principal's and its token's
+    assert {r.action for r in audit_store().query()} == {"principal_added", "token_created"}
