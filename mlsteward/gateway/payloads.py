@@ -30,6 +30,7 @@ DOC_DIRS = ("docs/", "doc/")
 DOC_NAMES = ("LICENSE", "NOTICE", "AUTHORS", "CHANGELOG")
 MODEL_CONFIG_RE = re.compile(r"config/models/([^/]+)\.ya?ml")
 ZERO_SHA = "0" * 40
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
 class Refusal(Exception):
@@ -61,6 +62,10 @@ class RunRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
     """For flows with a ``reason`` parameter (training), unless ``parameters`` sets one."""
+    git_ref: str | None = None
+    """The commit the run is for: a tag on the run, and the ``git_ref`` parameter of flows
+    that take one (training refuses to train another checkout), unless ``parameters`` sets
+    one."""
 
     @property
     def deployment(self) -> str:
@@ -211,8 +216,12 @@ def plan_trigger(payload: dict[str, Any], known: list[str], delivery: str) -> Pl
         raise Refusal(422, "'parameters' must be a JSON object")
     if "model" in parameters:
         raise Refusal(422, "give the model as the trigger's 'model', not as a parameter")
-    request = RunRequest(action, model, dict(parameters), reason=f"webhook: {delivery}")
-    return Plan(runs=[request], note=f"{action} {model}")
+    git_ref = parameters.get("git_ref") if isinstance(parameters.get("git_ref"), str) else None
+    request = RunRequest(
+        action, model, dict(parameters), reason=f"webhook: {delivery}", git_ref=git_ref
+    )
+    details = {"git_ref": git_ref} if git_ref else {}
+    return Plan(runs=[request], note=f"{action} {model}", details=details)
 
 
 def changed_files(payload: dict[str, Any]) -> tuple[set[str], set[str]]:
@@ -274,12 +283,19 @@ def models_to_train(
 
 
 def plan_push(payload: dict[str, Any], known: list[str], branches: list[str]) -> Plan:
-    """A GitHub push to a configured branch: train what ``models_to_train`` says."""
+    """A GitHub push to a configured branch: train what ``models_to_train`` says, each run at
+    the pushed commit (``after``) as its ``git_ref``, so a version's lineage is the code that
+    was pushed, never whatever the worker's checkout holds by then.
+
+    Raises:
+        Refusal: 422 for an unknown model config, or runs to start without a commit sha.
+    """
     ref = payload.get("ref")
     if not isinstance(ref, str):
         raise Refusal(422, "a push event needs 'ref'")
     repo = (payload.get("repository") or {}).get("full_name") or "repository"
-    after = payload.get("after") if isinstance(payload.get("after"), str) else ""
+    pushed = payload.get("after")
+    after: str = pushed if isinstance(pushed, str) else ""
     info = {"ref": ref, "repository": repo, "after": after}
     if not ref.startswith("refs/heads/"):
         return Plan([], f"{ref} is not a branch; only branch pushes train", info)
@@ -299,6 +315,14 @@ def plan_push(payload: dict[str, Any], known: list[str], branches: list[str]) ->
         raise
     if not models:
         return Plan([], why, info)
-    reason = f"ci: {repo}@{after[:12]}" if after else f"ci: {repo}@{branch}"
-    runs = [RunRequest("train", m, reason=reason) for m in models]
-    return Plan(runs, f"train {', '.join(models)}: {why}", info)
+    if not COMMIT_RE.fullmatch(after):
+        raise Refusal(
+            422,
+            f"'after' must be the pushed commit (40 lower-case hex digits) to train "
+            f"{', '.join(models)} at it, got {after[:64]!r}",
+            **info,
+        )
+    info["git_ref"] = after
+    reason = f"ci: {repo}@{after[:12]}"
+    runs = [RunRequest("train", m, reason=reason, git_ref=after) for m in models]
+    return Plan(runs, f"train {', '.join(models)} at {after[:12]}: {why}", info)

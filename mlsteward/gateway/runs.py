@@ -19,6 +19,7 @@ from prefect.exceptions import ObjectNotFound
 from mlsteward.gateway.payloads import Refusal, RunRequest
 
 REASON_PARAMETER = "reason"
+GIT_REF_PARAMETER = "git_ref"
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ class StartedRun:
 
 
 def run_parameters(request: RunRequest, schema: dict[str, Any]) -> dict[str, Any]:
-    """The parameters sent for ``request``: ``model``, the caller's, and ``reason`` when the
-    flow takes one and the caller gave none.
+    """The parameters sent for ``request``: ``model``, the caller's, and ``reason`` and
+    ``git_ref`` when the flow takes them and the caller gave none.
 
     Raises:
         Refusal: 422 for a parameter the flow does not take, or a value its schema rejects.
@@ -61,8 +62,9 @@ def run_parameters(request: RunRequest, schema: dict[str, Any]) -> dict[str, Any
             f"(it takes: {', '.join(sorted(known - {'model'})) or 'none'})",
         )
     parameters = {"model": request.model, **request.parameters}
-    if REASON_PARAMETER in known and REASON_PARAMETER not in parameters and request.reason:
-        parameters[REASON_PARAMETER] = request.reason
+    for name, value in ((REASON_PARAMETER, request.reason), (GIT_REF_PARAMETER, request.git_ref)):
+        if name in known and name not in parameters and value:
+            parameters[name] = value
     try:
         validate(parameters, schema, raise_on_error=True, ignore_required=True)
     except ValidationError as exc:
@@ -95,6 +97,12 @@ async def prepare(client: PrefectClient, requests: list[RunRequest]) -> list[Rea
     return ready
 
 
+def run_tags(request: RunRequest) -> list[str]:
+    """``webhook``, and ``git_ref:<ref>`` for a run asked for at a commit (searchable in the
+    Prefect UI whether or not the flow takes a ``git_ref`` parameter)."""
+    return ["webhook", f"git_ref:{request.git_ref}"] if request.git_ref else ["webhook"]
+
+
 async def start(
     client: PrefectClient, ready: list[ReadyRun], delivery: str, ui_url: str | None
 ) -> list[StartedRun]:
@@ -109,7 +117,7 @@ async def start(
         run = await client.create_flow_run_from_deployment(
             item.deployment_id,
             parameters=item.parameters,
-            tags=["webhook"],
+            tags=run_tags(req),
             idempotency_key=f"mlsteward-webhook:{delivery}:{req.deployment}",
         )
         url = f"{ui_url.rstrip('/')}/runs/flow-run/{run.id}" if ui_url else None

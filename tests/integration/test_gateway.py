@@ -119,15 +119,25 @@ def trigger_body(
     return body, headers, delivery
 
 
-def push_body(files: list[str], *, delivery: str | None = None) -> tuple[bytes, dict, str]:
+def checked_out_commit() -> str:
+    """The commit the served deployments' checkout is at: the only one a run may train."""
+    done = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def push_body(
+    files: list[str], *, delivery: str | None = None, after: str = "b" * 40
+) -> tuple[bytes, dict, str]:
     delivery = delivery or str(uuid.uuid4())
     doc = {
         "ref": "refs/heads/main",
         "before": "1" * 40,
-        "after": "b" * 40,
+        "after": after,
         "repository": {"full_name": "acme/mlsteward", "pushed_at": int(time.time())},
         "pusher": {"name": "ci-bot"},
-        "commits": [{"id": "b" * 40, "added": [], "modified": files, "removed": []}],
+        "commits": [{"id": after, "added": [], "modified": files, "removed": []}],
     }
     body = json.dumps(doc).encode()
     headers = {
@@ -288,14 +298,27 @@ def test_a_signed_trigger_through_the_cli_client_starts_a_score_run_that_complet
 
 
 def test_a_push_that_changes_the_model_config_trains_it_end_to_end(client: TestClient) -> None:
-    body, headers, delivery = push_body(["config/models/heart_disease.yaml", "README.md"])
-    response = client.post(HOOK, content=body, headers=headers)
-    run = assert_accepted_run(response, delivery, "train")
-    assert run["deployment"] == "train-model/train-heart-disease"
+    for _ in range(3):
+        commit = checked_out_commit()
+        body, headers, delivery = push_body(
+            ["config/models/heart_disease.yaml", "README.md"], after=commit
+        )
+        response = client.post(HOOK, content=body, headers=headers)
+        run = assert_accepted_run(response, delivery, "train")
+        assert run["deployment"] == "train-model/train-heart-disease"
 
-    flow_run = run_state(run["flow_run_id"])
-    assert flow_run.parameters == {"model": MODEL, "reason": f"ci: acme/mlsteward@{'b' * 12}"}
-    state = finished(run["flow_run_id"])
+        flow_run = run_state(run["flow_run_id"])
+        assert flow_run.parameters == {
+            "model": MODEL,
+            "reason": f"ci: acme/mlsteward@{commit[:12]}",
+            "git_ref": commit,
+        }
+        assert f"git_ref:{commit}" in flow_run.tags
+        state = finished(run["flow_run_id"])
+        # A commit landing in the checkout meanwhile makes the run refuse, rightly: send the
+        # push again at the new commit.
+        if state.is_completed() or checked_out_commit() == commit:
+            break
     assert state.is_completed(), state
     v2 = [v for v in registry.list_versions(MODEL) if v.version == "2"]
     assert len(v2) == 1
@@ -309,6 +332,7 @@ def test_a_push_that_changes_the_model_config_trains_it_end_to_end(client: TestC
     [record] = records_for(delivery)
     assert record.action == Action.WEBHOOK_ACCEPTED and record.details["event"] == "push"
     assert record.details["runs"][0]["flow_run_id"] == run["flow_run_id"]
+    assert record.details["git_ref"] == commit and record.actor == "service:ci"
 
 
 def test_ping_and_documentation_only_pushes_are_accepted_without_runs(client: TestClient) -> None:

@@ -19,6 +19,7 @@ from mlsteward.gateway.payloads import (
     plan_trigger,
     signed_time,
 )
+from mlsteward.gateway.runs import run_parameters, run_tags
 from tasks.retrain import training_deployment_name
 from tests.conftest import REPO_ROOT
 
@@ -145,3 +146,37 @@ def test_signed_times_and_freshness() -> None:
         with pytest.raises(Refusal) as stale:
             check_fresh(NOW - dt.timedelta(seconds=offset), NOW, 300)
         assert stale.value.status == 409
+
+
+def test_a_push_plan_trains_at_the_pushed_commit() -> None:
+    plan = plan_push(push("config/models/churn.yaml"), KNOWN, ["main"])
+    [run] = plan.runs
+    assert run.git_ref == "a" * 40 and plan.details["git_ref"] == "a" * 40
+    assert plan.details["after"] == "a" * 40 and "at aaaaaaaaaaaa" in plan.note
+    schema = {"properties": {k: {} for k in ("model", "reason", "git_ref", "max_evals")}}
+    assert run_parameters(run, schema) == {
+        "model": "churn",
+        "reason": f"ci: acme/mlsteward@{'a' * 12}",
+        "git_ref": "a" * 40,
+    }
+    assert run_tags(run) == ["webhook", f"git_ref:{'a' * 40}"]
+    # A flow without the parameter still gets the tag; a caller's own git_ref wins.
+    assert run_parameters(run, {"properties": {"model": {}}}) == {"model": "churn"}
+    trigger = plan_trigger(
+        {"action": "train", "model": "churn", "parameters": {"git_ref": "v1.2"}}, KNOWN, "d-1"
+    )
+    assert trigger.runs[0].git_ref == "v1.2" and trigger.details == {"git_ref": "v1.2"}
+    assert run_parameters(trigger.runs[0], schema)["git_ref"] == "v1.2"
+    assert run_tags(plan_trigger({"action": "score", "model": "churn"}, KNOWN, "d").runs[0]) == [
+        "webhook"
+    ]
+
+
+@pytest.mark.parametrize("after", [None, "", "main", "A" * 40, "a" * 39, "--help"])
+def test_a_push_that_would_train_without_a_commit_sha_is_refused(after: str | None) -> None:
+    payload = {**push("config/models/churn.yaml"), "after": after}
+    with pytest.raises(Refusal) as info:
+        plan_push(payload, KNOWN, ["main"])
+    assert info.value.status == 422 and "'after' must be the pushed commit" in info.value.reason
+    docs = plan_push({**push("README.md"), "after": after}, KNOWN, ["main"])
+    assert docs.runs == []  # nothing to train: no commit needed
