@@ -69,8 +69,9 @@ def _where() -> dict:
         local = (
             f"not running; make up starts the Prefect UI ({cfg.url(cfg.prefect_port)}), "
             f"the MLflow UI ({cfg.url(cfg.mlflow_port)}), the CI webhook "
-            f"({cfg.url(cfg.gateway_port, '/hooks/ci')}) and the prediction service "
-            f"({cfg.url(cfg.serving_port)})"
+            f"({cfg.url(cfg.gateway_port, '/hooks/ci')}), the prediction service "
+            f"({cfg.url(cfg.serving_port)}) and the governance API "
+            f"({cfg.url(cfg.api_port, '/api/v1')})"
         )
     return {
         "home": str(home()),

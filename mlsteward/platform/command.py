@@ -1,5 +1,8 @@
 """The platform's command line (``python -m mlsteward.platform up|down|status``, what ``make up``,
 ``make down`` and ``make status`` run): the report a person reads, or ``--json``.
+
+A credential ``up`` has just made is printed here once, in the text report only; ``--json``
+and every later ``up`` name its file instead.
 """
 
 from __future__ import annotations
@@ -11,19 +14,23 @@ import sys
 from typing import Any
 
 from mlsteward.config import profiles
+from mlsteward.platform.credentials import Credential, Credentials
 from mlsteward.platform.lifecycle import UpReport, down, status, up
 from mlsteward.platform.services import PlatformConfig, PlatformError, ServiceState
 
 
 def urls(cfg: PlatformConfig, states: list[ServiceState]) -> dict[str, str | None]:
-    """Where a person opens each service; the webhook only when the gateway runs."""
+    """Where a person opens each service; the webhook and the governance API only when they
+    run (a checkout may lack them)."""
     by_name = {s.name: s for s in states}
+    api = by_name["api"]
     return {
         "prefect_ui": by_name["prefect-server"].url,
         "prefect_api": cfg.prefect_api_url,
         "mlflow_ui": by_name["mlflow"].url,
         "webhook": by_name["gateway"].url if by_name["gateway"].running else None,
         "predictions": by_name["serving"].url,
+        "governance_api": f"{api.url}/api/v1" if api.running else None,
     }
 
 
@@ -45,12 +52,53 @@ def _print_up(cfg: PlatformConfig, report: UpReport) -> None:
     print(f"MLflow UI    {links['mlflow_ui']}")
     print(f"Webhook      {links['webhook'] or 'not started (see gateway above)'}")
     print(f"Predictions  {links['predictions']}/v1/models/<model>/predict   (docs: /docs)")
+    api = links["governance_api"]
+    print(f"Governance   {api + '   (docs: /docs; a token is needed)' if api else 'not started'}")
+    if report.credentials is not None:
+        print_credentials(report.credentials)
     profile = os.environ.get("MLSTEWARD_PROFILE")
     same = f" (with MLSTEWARD_PROFILE={profile})" if profile else ""
     print(f"\nmlsteward commands find this Prefect server by themselves{same}; other clients:")
     print(f"  export PREFECT_API_URL={cfg.prefect_api_url}")
     print(f"Logs: {cfg.log_dir}   pids: {cfg.run_dir}")
     print("Stop with: make down   (or python -m mlsteward.platform down)")
+
+
+def print_credentials(creds: Credentials) -> None:
+    """The admin token and webhook secret in full when ``up`` has just made them, else where
+    they are: what a person needs to use them, once."""
+    admin, webhook = creds.admin_token, creds.webhook_secret
+    use_admin = f"export MLSTEWARD_TOKEN=$(cat {admin.path})"
+    print()
+    _print_credential(
+        admin,
+        later=use_admin,
+        first=["For the governance API and the CLI, as user:admin (role admin):", use_admin],
+    )
+    _print_credential(
+        webhook,
+        later=f"{webhook.path}   (CI signs webhook requests with it)",
+        first=[
+            "CI must sign its webhook requests with it (e.g. as the repository secret",
+            "MLSTEWARD_WEBHOOK_SECRET); for mlsteward trigger on this machine:",
+            f"export MLSTEWARD_WEBHOOK_SECRET=$(cat {webhook.path})",
+        ],
+    )
+
+
+def _print_credential(cred: Credential, *, later: str, first: list[str]) -> None:
+    title = cred.what[0].upper() + cred.what[1:]
+    if cred.created and cred.value is not None:
+        made = f"; {cred.note}" if cred.note else ""
+        print(f"{title}: made now and shown only this once (mode 0600 in {cred.path}{made})")
+        print(f"\n  {cred.value}\n")
+        print("\n".join(f"  {line}" for line in first))
+    elif cred.source != "file":
+        print(f"{title:<15} from {cred.source} (it wins over {cred.path})")
+    else:
+        print(f"{title:<15} {later if cred.value else 'none'}")
+        if cred.note:
+            print(f"{'':<16}{cred.note}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                 "profile": report.profile,
                 "urls": urls(cfg, report.services),
             }
+            if report.credentials is not None:
+                doc["credentials"] = report.credentials.to_dict()
             if not args.json:
                 _print_up(cfg, report)
         elif args.command == "down":
@@ -86,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {entry['name']:<15} {entry['action']} {pid}".rstrip())
         else:
             states = status(cfg)
-            # A gateway that cannot run here (no module or no secret) does not count as down.
-            expected = [s for s in states if not (s.name == "gateway" and s.note)]
+            # A service whose module is not in this checkout does not count as down.
+            expected = [s for s in states if not (not s.running and s.note)]
             doc = {
                 "home": str(cfg.home),
                 "running": all(s.running for s in expected),

@@ -1,5 +1,6 @@
 """``up``, ``down`` and ``status``: start the platform's services in order and wait for each to
 answer, stop exactly what was started, and report what runs (one ``up`` at a time per home).
+The first ``up`` also makes the credentials the services authenticate with (``credentials``).
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from typing import Any
 
 from mlsteward.config import profiles
 from mlsteward.platform import processes
+from mlsteward.platform.credentials import WEBHOOK_SECRET_VAR, Credentials, ensure_credentials
 from mlsteward.platform.deployments import ensure_deployments, ensure_work_pool, worker_online
 from mlsteward.platform.provision import provision
 from mlsteward.platform.services import (
+    API_ENV,
+    API_HEALTH_PATH,
     STOP_TIMEOUT,
     PlatformConfig,
     PlatformError,
     Service,
     ServiceState,
     child_env,
-    gateway_unavailable,
     http_json,
     inspect,
+    missing_module,
     running_port,
     services,
     wait_ready,
@@ -60,6 +64,7 @@ class UpReport:
     actions: dict[str, str] = field(default_factory=dict)
     deployments: str = ""
     profile: str = "local"
+    credentials: Credentials | None = None
 
 
 def _discard_stale(cfg: PlatformConfig, svc: Service, state: ServiceState) -> str | None:
@@ -77,22 +82,46 @@ def up(cfg: PlatformConfig) -> UpReport:
     _refuse_server_as_store(cfg)
     with _lock(cfg):
         report.profile = _provision()
+        report.credentials = ensure_credentials(cfg.home)
+        envs = _service_envs(svcs, env, report.credentials)
         states = {name: inspect(cfg, svc) for name, svc in svcs.items()}
         notes = {name: _discard_stale(cfg, svcs[name], s) for name, s in states.items()}
-        gateway_reason = gateway_unavailable()
-        wanted = _wanted(cfg, svcs, states, skip_gateway=gateway_reason is not None)
+        notes["gateway"] = notes["gateway"] or _older_secret(states["gateway"], envs["gateway"])
+        reasons = {name: why for name, svc in svcs.items() if (why := missing_module(svc))}
+        wanted = _wanted(cfg, svcs, states, skip=set(reasons))
         started: dict[str, int] = {}
         try:
-            report.deployments = _start_in_order(cfg, svcs, states, wanted, env, started)
+            report.deployments = _start_in_order(cfg, svcs, states, wanted, env, envs, started)
         except BaseException:
             # Leave nothing half-started behind; the original error is the one to report.
             for name in reversed(list(started)):
                 with contextlib.suppress(PlatformError):
                     _stop(cfg, svcs[name], started[name])
             raise
-        gateway_reason = _settle_gateway(cfg, svcs["gateway"], env, started) or gateway_reason
-        report.actions, report.services = _summary(cfg, svcs, started, notes, gateway_reason)
+        if why := _settle_gateway(cfg, svcs["gateway"], env, started):
+            reasons["gateway"] = why
+        report.actions, report.services = _summary(cfg, svcs, started, notes, reasons)
     return report
+
+
+def _service_envs(
+    svcs: dict[str, Service], env: dict[str, str], credentials: Credentials
+) -> dict[str, dict[str, str]]:
+    """Each service's environment: the platform's, with the webhook secret for the gateway
+    alone (no other process needs it) and authentication on for the governance API."""
+    extra = {"gateway": credentials.gateway_env(), "api": API_ENV}
+    return {name: {**env, **extra.get(name, {})} for name in svcs}
+
+
+def _older_secret(state: ServiceState, gateway_env: dict[str, str]) -> str | None:
+    """A running gateway keeps the secret it started with: say so when that is not the current
+    one (the file was deleted for a new one, or another secret was exported)."""
+    wanted = gateway_env.get(WEBHOOK_SECRET_VAR)
+    if not state.running or state.pid is None or not wanted:
+        return None
+    if processes.environ(state.pid).get(WEBHOOK_SECRET_VAR) == wanted:
+        return None
+    return "checks an older webhook secret: make down && make up to use the current one"
 
 
 def _refuse_server_as_store(cfg: PlatformConfig) -> None:
@@ -108,10 +137,10 @@ def _wanted(
     svcs: dict[str, Service],
     states: dict[str, ServiceState],
     *,
-    skip_gateway: bool,
+    skip: set[str],
 ) -> list[str]:
     """The services to start; refused before any starts if a port is taken by a stranger."""
-    wanted = [n for n in svcs if not states[n].running and not (skip_gateway and n == "gateway")]
+    wanted = [n for n in svcs if not states[n].running and n not in skip]
     for name in wanted:
         svc = svcs[name]
         if svc.port is not None and processes.port_in_use(cfg.host, svc.port):
@@ -128,36 +157,40 @@ def _start_in_order(
     states: dict[str, ServiceState],
     wanted: list[str],
     env: dict[str, str],
+    envs: dict[str, dict[str, str]],
     started: dict[str, int],
 ) -> str:
     """Start the wanted services, filling ``started`` as each starts (so a failure can stop
-    them); the deployments' summary."""
+    them); the deployments' summary. ``env`` is the platform's own, ``envs`` each service's."""
     since = datetime.now().astimezone() - timedelta(seconds=5)
     # The servers start side by side; the worker needs the Prefect server.
     for name in ("prefect-server", "mlflow", "gateway"):
         if name in wanted:
-            started[name] = _start(cfg, svcs[name], env)
+            started[name] = _start(cfg, svcs[name], envs[name])
     server = svcs["prefect-server"]
     server_pid = started.get(server.name) or states[server.name].pid or 0
     wait_ready(cfg, server, server_pid, _prefect_healthy(cfg, env))
     pool = ensure_work_pool(cfg, env)
     worker = svcs["prefect-worker"]
     if worker.name in wanted:  # it polls the pool; deploying meanwhile saves ~5 s
-        started[worker.name] = _start(cfg, worker, env)
+        started[worker.name] = _start(cfg, worker, envs[worker.name])
     deployments = ensure_deployments(cfg, env, pool)
     if worker.name in started:
         wait_ready(cfg, worker, started[worker.name], worker_online(cfg, env, pool, since))
     if "mlflow" in started:
         health = cfg.url(cfg.mlflow_port, "/health")
         wait_ready(cfg, svcs["mlflow"], started["mlflow"], lambda: http_json(health, env) == "OK")
-    if "serving" in wanted:
-        # Only once MLflow answers: both would create a new store's tables at once
-        # ("duplicate column name"). Alive is enough: there may be no champion yet.
-        started["serving"] = _start(cfg, svcs["serving"], env)
-        alive = cfg.url(cfg.serving_port, "/healthz")
-        wait_ready(
-            cfg, svcs["serving"], started["serving"], lambda: http_json(alive, env) is not None
-        )
+    # Only once MLflow answers: they would create a new store's tables at the same time as the
+    # MLflow server ("duplicate column name"). Alive is enough: there may be no champion yet.
+    alive = {
+        "serving": cfg.url(cfg.serving_port, "/healthz"),
+        "api": cfg.url(cfg.api_port, API_HEALTH_PATH),
+    }
+    late = [name for name in alive if name in wanted]
+    for name in late:
+        started[name] = _start(cfg, svcs[name], envs[name])
+    for name in late:
+        wait_ready(cfg, svcs[name], started[name], _answers(alive[name], env))
     return deployments
 
 
@@ -182,7 +215,7 @@ def _summary(
     svcs: dict[str, Service],
     started: dict[str, int],
     notes: dict[str, str | None],
-    gateway_reason: str | None,
+    reasons: dict[str, str],
 ) -> tuple[dict[str, str], list[ServiceState]]:
     actions: dict[str, str] = {}
     states: list[ServiceState] = []
@@ -194,11 +227,15 @@ def _summary(
             actions[name] = "already running"
         else:
             actions[name] = "not started"
-            state.note = gateway_reason if name == "gateway" else None
+            state.note = reasons.get(name)
         if notes.get(name) and not state.note:
             state.note = notes[name]
         states.append(state)
     return actions, states
+
+
+def _answers(url: str, env: dict[str, str]) -> Callable[[], bool]:
+    return lambda: http_json(url, env) is not None
 
 
 def _prefect_healthy(cfg: PlatformConfig, env: dict[str, str]) -> Callable[[], bool]:
@@ -241,10 +278,12 @@ def down(cfg: PlatformConfig) -> list[dict[str, Any]]:
 
 
 def status(cfg: PlatformConfig) -> list[ServiceState]:
-    states = [inspect(cfg, svc) for svc in services(cfg).values()]
-    for state in states:
-        if state.name == "gateway" and not state.running:
-            state.note = gateway_unavailable()
+    states = []
+    for svc in services(cfg).values():
+        state = inspect(cfg, svc)
+        if not state.running:
+            state.note = missing_module(svc)
+        states.append(state)
     return states
 
 

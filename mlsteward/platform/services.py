@@ -1,6 +1,6 @@
 """The local platform: Prefect server and UI, work pool, deployments, a worker, the MLflow UI,
-the webhook gateway and the prediction service, started and stopped as one unit (``make up`` /
-``down`` / ``status``).
+the webhook gateway, the prediction service and the governance API, started and stopped as one
+unit (``make up`` / ``down`` / ``status``).
 
 Every service runs detached in its own session with its pid in ``MLSTEWARD_HOME/run/<name>.pid``
 and its output in ``MLSTEWARD_HOME/logs/<name>.log``, so later commands find it again and ``down``
@@ -37,12 +37,15 @@ from mlsteward.errors import MlstewardError
 from mlsteward.platform import processes
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORTS = {"prefect": 4200, "mlflow": 5000, "gateway": 8787, "serving": 8800}
+DEFAULT_PORTS = {"prefect": 4200, "mlflow": 5000, "gateway": 8787, "api": 8788, "serving": 8800}
 WORKER_NAME = "mlsteward-worker"
 START_TIMEOUT = 180.0  # seconds; a cold Prefect server on 2 busy cores needs ~10-30 s
 STOP_TIMEOUT = 20.0  # seconds of grace after the stop signal, then SIGKILL
 WEBHOOK_PATH = "/hooks/ci"
+API_HEALTH_PATH = "/api/v1/health"
 GATEWAY_SECRET_VARS = ("MLSTEWARD_WEBHOOK_SECRET", "MLSTEWARD_WEBHOOK_SECRET_BLOCK")
+# The governance API never falls back to single-user mode: every request needs a token.
+API_ENV = {"MLSTEWARD_AUTH": "required"}
 
 # Quiet defaults for every child (the caller may override them). MLflow's job runner serves
 # GenAI features we do not use and would add seven resident processes.
@@ -71,6 +74,7 @@ class PlatformConfig:
     prefect_port: int
     mlflow_port: int
     gateway_port: int
+    api_port: int
     serving_port: int
 
     @classmethod
@@ -89,6 +93,7 @@ class PlatformConfig:
             prefect_port=port("prefect"),
             mlflow_port=port("mlflow"),
             gateway_port=port("gateway"),
+            api_port=port("api"),
             serving_port=port("serving"),
         )
 
@@ -219,6 +224,16 @@ def services(cfg: PlatformConfig) -> dict[str, Service]:
                 "MLSTEWARD_SERVING_PORT",
                 signal.SIGTERM,
                 cfg.url(cfg.serving_port),
+            ),
+            # The governance API, with authentication on (see ``API_ENV``).
+            Service(
+                "api",
+                ("mlsteward.api",),
+                (*hostport, "--port", str(cfg.api_port)),
+                cfg.api_port,
+                "MLSTEWARD_API_PORT",
+                signal.SIGTERM,
+                cfg.url(cfg.api_port),
             ),
             # A process worker finishes its flow runs on SIGINT; SIGTERM is only forwarded.
             Service(
@@ -366,23 +381,22 @@ def wait_ready(cfg: PlatformConfig, svc: Service, pid: int, ready: Callable[[], 
 # the gateway
 
 
-def gateway_unavailable() -> str | None:
-    """Why the webhook gateway cannot start here, or ``None`` when it can.
+def missing_module(svc: Service) -> str | None:
+    """Why one of our own services cannot start from this checkout (its package or its
+    ``__main__`` is missing), or ``None`` when it can; third-party servers are always there.
 
-    Looked up without importing it: ``up`` must not fail because of the gateway's own imports.
+    Looked up without importing it: ``up`` must not fail because of a service's own imports.
     """
     import importlib.util
 
-    spec = importlib.util.find_spec("mlsteward.gateway")
+    module = svc.command[0]
+    if len(svc.command) != 1 or not module.startswith("mlsteward."):
+        return None
+    spec = importlib.util.find_spec(module)
     if spec is None:
-        return "not started: mlsteward.gateway is not part of this checkout"
+        return f"not started: {module} is not part of this checkout"
     if spec.submodule_search_locations and not any(
         (Path(loc) / "__main__.py").exists() for loc in spec.submodule_search_locations
     ):
-        return "not started: mlsteward.gateway has no __main__ (python -m mlsteward.gateway)"
-    if not any(os.environ.get(v) for v in GATEWAY_SECRET_VARS):
-        return (
-            "not started: no webhook secret (set MLSTEWARD_WEBHOOK_SECRET or "
-            "MLSTEWARD_WEBHOOK_SECRET_BLOCK; it never runs unauthenticated)"
-        )
+        return f"not started: {module} has no __main__ (python -m {module})"
     return None

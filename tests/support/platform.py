@@ -92,12 +92,14 @@ class Platform:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.ports = {k: free_port() for k in ("PREFECT", "MLFLOW", "GATEWAY", "SERVING")}
+        self.ports = {k: free_port() for k in ("PREFECT", "MLFLOW", "GATEWAY", "API", "SERVING")}
         # The test harness's Prefect settings, and the make that may be running this suite.
         dropped = ("PREFECT_API_URL", "PREFECT_HOME", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
         self.env = {k: v for k, v in os.environ.items() if k not in dropped}
         self.env.update({f"MLSTEWARD_{k}_PORT": str(v) for k, v in self.ports.items()})
-        self.env["MLSTEWARD_WEBHOOK_SECRET"] = "platform-test-secret"
+        # No webhook secret is exported: `up` makes one (and an admin token) on its first start.
+        for var in ("MLSTEWARD_WEBHOOK_SECRET", "MLSTEWARD_WEBHOOK_SECRET_BLOCK"):
+            self.env.pop(var, None)
         # The worker asks for work every 10 s by default; a run the test starts would wait
         # ~5 s on average before any of it runs.
         self.env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")

@@ -27,6 +27,7 @@ def test_where_points_into_mlsteward_home(mlsteward_home) -> None:
     assert out["mlflow_tracking_uri"].startswith(f"sqlite:///{mlsteward_home}")
     assert out["local_platform"].startswith("not running; make up starts")
     assert "/hooks/ci" in out["local_platform"]
+    assert "/api/v1" in out["local_platform"]
 
 
 def test_generate_writes_the_cohort(tmp_path) -> None:

@@ -4,6 +4,7 @@ stopping a whole process family, and refusing a port something else holds."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -19,9 +20,10 @@ from mlsteward.platform.lifecycle import down, status, up
 from mlsteward.platform.services import (
     PlatformConfig,
     PlatformError,
+    Service,
     child_env,
-    gateway_unavailable,
     inspect,
+    missing_module,
     services,
 )
 
@@ -34,7 +36,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def cfg(mlsteward_home: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformConfig:
-    for kind in ("PREFECT", "MLFLOW", "GATEWAY"):
+    for kind in ("PREFECT", "MLFLOW", "GATEWAY", "API"):
         monkeypatch.setenv(f"MLSTEWARD_{kind}_PORT", str(_free_port()))
     return PlatformConfig.from_env()
 
@@ -183,14 +185,22 @@ def test_the_production_profile_reaches_every_service(
     assert "MLFLOW_TRACKING_URI" not in env
 
 
-def test_gateway_is_skipped_with_a_reason_without_a_secret(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_service_whose_module_is_not_in_the_checkout_is_skipped_with_a_reason(
+    cfg: PlatformConfig,
 ) -> None:
-    monkeypatch.delenv("MLSTEWARD_WEBHOOK_SECRET", raising=False)
-    monkeypatch.delenv("MLSTEWARD_WEBHOOK_SECRET_BLOCK", raising=False)
-    assert "MLSTEWARD_WEBHOOK_SECRET" in (gateway_unavailable() or "")
-    monkeypatch.setenv("MLSTEWARD_WEBHOOK_SECRET", "s3cret")
-    assert gateway_unavailable() is None
+    svcs = services(cfg)
+    assert missing_module(svcs["gateway"]) is None  # no secret needed any more
+    assert missing_module(svcs["prefect-server"]) is None
+
+    def ours(module: str) -> Service:
+        return dataclasses.replace(svcs["gateway"], command=(module,))
+
+    assert missing_module(ours("mlsteward.nowhere")) == (
+        "not started: mlsteward.nowhere is not part of this checkout"
+    )
+    assert missing_module(ours("mlsteward.identity")) == (
+        "not started: mlsteward.identity has no __main__ (python -m mlsteward.identity)"
+    )
 
 
 def test_a_bad_port_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,212 @@
+"""The credentials ``up`` makes on its first start, so the governance API and the webhook gateway
+run with authentication on and nothing has to be exported first: an admin token (for the API and
+the CLI) and the webhook secret CI signs with.
+
+Each lives in its own file under ``MLSTEWARD_HOME/secrets`` (the directory 0700, the files 0600
+whatever the umask), is shown once when it is made and afterwards only named by its path: a
+terminal's scroll-back is the only other copy. The gateway gets the file's secret through its
+environment, never its command line (``ps`` shows arguments to every user). A webhook secret
+the caller configured (``MLSTEWARD_WEBHOOK_SECRET`` or ``MLSTEWARD_WEBHOOK_SECRET_BLOCK``) wins
+over the file, which is then not made at all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mlsteward.errors import AuthenticationError, MlstewardError
+from mlsteward.identity import IdentityStore, Role, identity_store, local_principal
+from mlsteward.platform.services import GATEWAY_SECRET_VARS, PlatformError
+
+ADMIN = "user:admin"
+CI = "service:ci"
+ADMIN_TOKEN_DAYS = 90
+EXPIRY_WARNING = timedelta(days=14)
+ADMIN_TOKEN_FILE = "admin.token"
+WEBHOOK_SECRET_FILE = "webhook.secret"
+WEBHOOK_SECRET_VAR = GATEWAY_SECRET_VARS[0]
+
+
+def secrets_dir(home: Path) -> Path:
+    return home / "secrets"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One credential as ``up`` reports it. ``value`` is what the services need; it is never
+    part of ``to_dict`` (the ``--json`` document) nor of the repr."""
+
+    what: str
+    path: Path
+    created: bool
+    value: str | None = field(default=None, repr=False)
+    note: str | None = None
+    source: str = "file"  # or the environment variable that wins over the file
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": str(self.path), "created": self.created}
+        out["source"] = self.source
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass(frozen=True)
+class Credentials:
+    admin_token: Credential
+    webhook_secret: Credential
+    principals_added: tuple[str, ...] = ()
+
+    def gateway_env(self) -> dict[str, str]:
+        """What the gateway's environment adds: the file's secret, unless one is configured."""
+        if self.webhook_secret.source != "file" or self.webhook_secret.value is None:
+            return {}
+        return {WEBHOOK_SECRET_VAR: self.webhook_secret.value}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "admin_token": self.admin_token.to_dict(),
+            "webhook_secret": self.webhook_secret.to_dict(),
+            "principals_added": list(self.principals_added),
+        }
+
+
+def ensure_credentials(home: Path) -> Credentials:
+    """Make what is missing (principals, admin token, webhook secret) and read what is there.
+
+    Raises:
+        PlatformError: a secret file cannot be read or written, or the identity store refused
+            (the message names the file or the store's reason).
+    """
+    try:
+        with identity_store() as store:
+            added = _ensure_principals(store)
+            admin = _admin_token(store, secrets_dir(home) / ADMIN_TOKEN_FILE)
+    except PlatformError:
+        raise
+    except MlstewardError as exc:
+        raise PlatformError(f"the platform's principals and admin token: {exc}") from exc
+    webhook = _webhook_secret(secrets_dir(home) / WEBHOOK_SECRET_FILE)
+    return Credentials(admin, webhook, added)
+
+
+def _ensure_principals(store: IdentityStore) -> tuple[str, ...]:
+    """The admin user and the CI service account (the gateway acts as ``service:ci``), each
+    added once, by the local operator (so the audit trail says who ran the first ``up``)."""
+    existing = {p["identity"] for p in store.list_principals()}  # disabled ones included
+    added = []
+    for identity, role in ((ADMIN, Role.ADMIN), (CI, Role.CI)):
+        if identity not in existing:
+            kind, name = identity.split(":", 1)
+            store.add_principal(name, kind=kind, roles=[role.value], by=local_principal())
+            added.append(identity)
+    return tuple(added)
+
+
+def _admin_token(store: IdentityStore, path: Path) -> Credential:
+    what = "admin token"
+    if _exists(path):
+        token, note = _read_private(path)
+        try:
+            _, expires_at = store.lookup(token)
+        except AuthenticationError as exc:
+            # A token that stopped working (expired, revoked, or from a store since reset).
+            return Credential(what, path, False, token, f"{exc}: {_renew_hint(path)}")
+        if _expires_soon(expires_at):
+            note = f"expires {expires_at}: {_renew_hint(path)}"
+        return Credential(what, path, False, token, note)
+    try:
+        info, token = store.create_token(
+            ADMIN,
+            by=local_principal(),
+            expires_in_days=ADMIN_TOKEN_DAYS,
+            description=f"made by the platform's first start ({path})",
+        )
+    except MlstewardError as exc:  # e.g. user:admin was disabled on purpose: leave it so
+        return Credential(what, path, False, None, f"not created: {exc}")
+    _write_private(path, token)
+    return Credential(what, path, True, token, f"token {info.token_id}, expires {info.expires_at}")
+
+
+def _renew_hint(path: Path) -> str:
+    return f"delete {path} and run make up again for a new one"
+
+
+def _expires_soon(expires_at: str) -> bool:
+    return datetime.fromisoformat(expires_at) - datetime.now(UTC) < EXPIRY_WARNING
+
+
+def _webhook_secret(path: Path) -> Credential:
+    what = "webhook secret"
+    configured = next((var for var in GATEWAY_SECRET_VARS if os.environ.get(var)), None)
+    if configured is not None:
+        return Credential(what, path, False, None, f"{configured} is set and wins", configured)
+    if _exists(path):
+        value, note = _read_private(path)
+        return Credential(what, path, False, value, note)
+    value = secrets.token_urlsafe(32)
+    _write_private(path, value)
+    return Credential(what, path, True, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# files only the owner can read
+
+
+def _exists(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+def _private_dir(directory: Path) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask; an old one may be wider
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new file with mode 0600 whatever the umask; an existing file (or a
+    symlink planted in its place) is never overwritten or followed."""
+    try:
+        _private_dir(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, f"{text}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # complete or absent, and fails rather than overwrite
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise PlatformError(f"{path}: cannot write the secret ({exc})") from exc
+
+
+def _read_private(path: Path) -> tuple[str, str | None]:
+    """The secret in ``path``, and a note when its permissions had to be narrowed to 0600."""
+    note = None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            if mode & 0o077:
+                os.fchmod(fd, 0o600)
+                note = f"its mode was {mode:04o}: set to 0600"
+            with os.fdopen(os.dup(fd)) as fh:
+                value = fh.read().strip()
+        finally:
+            os.close(fd)
+        _private_dir(path.parent)
+    except OSError as exc:
+        raise PlatformError(f"{path}: cannot read the secret ({exc})") from exc
+    if not value:
+        raise PlatformError(f"{path} is empty: delete it and run make up again for a new one")
+    return value, note
