@@ -77,7 +77,7 @@ def _predict_human(p: dict) -> str:
     for row in p["predictions"]:
         lines.append(
             f"{row['entity_id']}: p={row['probability']:.3f} label {row['label']} "
-            f"(threshold {row['threshold']:.3f})  v{row['version']} {row['arm']}"
+            f"(threshold {row['threshold']:.3f})  v{row['version']}"
         )
         exp = row.get("explanation")
         if exp:

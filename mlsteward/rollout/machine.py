@@ -227,7 +227,7 @@ def _await_load(run: Rollout, log: Logger) -> RolloutResult | None:
     loaded, described = wait_for_service(
         run.service_url,
         run.model,
-        lambda d: shows_canary(d, run.canary.rollout_id, run.version),
+        lambda d: shows_canary(d, run.canary.started_at, run.version),
         run.timeout,
         run.interval,
     )
@@ -253,7 +253,7 @@ def _run_step(run: Rollout, hooks: RolloutHooks, i: int, fraction: float) -> Rol
     if i > 1:
         run.canary = canary_state.set_fraction(run.model, run.canary, fraction, i)
     follows = functools.partial(
-        shows_canary, rollout_id=run.canary.rollout_id, version=run.version,
+        shows_canary, started_at=run.canary.started_at, version=run.version,
         fraction=fraction, step=i,
     )  # fmt: skip
     live, described = wait_for_service(

@@ -53,16 +53,17 @@ def scrape(url: str) -> str:
 
 def shows_canary(
     described: dict[str, Any],
-    rollout_id: str,
+    started_at: str,
     version: str,
     fraction: float | None = None,
     step: int | None = None,
 ) -> bool:
     """Whether a service description shows this rollout with the challenger loaded (and, if
-    given, at this fraction and step)."""
+    given, at this fraction and step). A rollout is known by its start time: the service
+    never shows the rollout id, which salts its routing."""
     canary = described.get("canary") or {}
     challenger = described.get("challenger") or {}
-    if canary.get("rollout_id") != rollout_id or str(challenger.get("version")) != str(version):
+    if canary.get("started_at") != started_at or str(challenger.get("version")) != str(version):
         return False
     if str(canary.get("challenger_version")) != str(version):
         return False

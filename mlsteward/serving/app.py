@@ -103,7 +103,6 @@ class PredictionOut(BaseModel):
     label: int
     threshold: float
     version: str
-    arm: str
     event_timestamp: str = Field(description="Key (with the entity) for reporting the outcome.")
     explanation: ExplanationOut | None = None
 

@@ -312,13 +312,14 @@ class MicroBatcher:
                 assert model is not None
                 label = model.label(r.proba)
                 served_by[r.arm] = model.version
+                # The arm is logged, never answered: a caller who saw it could search for
+                # inputs the canary answers (routing is a hash of the values).
                 item: dict[str, Any] = {
                     "entity_id": r.entity_id,
                     "probability": r.proba,
                     "label": label,
                     "threshold": model.threshold,
                     "version": model.version,
-                    "arm": r.arm,
                     "event_timestamp": stamp,
                 }
                 logged = {

@@ -150,12 +150,23 @@ class ModelSlot:
             "model": self.cfg.name,
             "champion": _served(arms.champion),
             "challenger": _served(arms.challenger),
-            "canary": arms.canary.to_dict() if arms.canary and arms.challenger else None,
+            "canary": _canary(arms.canary) if arms.canary and arms.challenger else None,
             "fraction": arms.fraction,
             "online_store": self.online is not None,
             "refreshed_at": self.refreshed_at,
             "errors": sorted(self.errors.values()),
         }
+
+
+def _canary(canary: Canary) -> dict[str, Any]:
+    """The canary as it is described, without its rollout id: the id salts the routing hash,
+    and whoever knew it could compute which keys the challenger answers."""
+    return {
+        "challenger_version": canary.challenger_version,
+        "fraction": canary.fraction,
+        "step": canary.step,
+        "started_at": canary.started_at,
+    }
 
 
 def _served(m: ServedModel | None) -> dict[str, Any] | None:

@@ -106,19 +106,20 @@ def test_challenger_rows_count_answered_and_failed_rows_in_the_window() -> None:
 
 
 def test_shows_canary_needs_the_rollout_the_version_and_the_fraction() -> None:
+    t1, t0 = "2026-01-02T03:04:05.000006+00:00", "2026-01-02T03:04:05.000001+00:00"
     described = {
-        "canary": {"rollout_id": "r1", "challenger_version": "2", "fraction": 0.5, "step": 2},
+        "canary": {"started_at": t1, "challenger_version": "2", "fraction": 0.5, "step": 2},
         "challenger": {"version": "2"},
         "fraction": 0.5,
     }
-    assert shows_canary(described, "r1", "2")
-    assert shows_canary(described, "r1", "2", 0.5, 2)
-    assert not shows_canary(described, "r0", "2")
-    assert not shows_canary(described, "r1", "3")
-    assert not shows_canary(described, "r1", "2", 0.2)
-    assert not shows_canary(described, "r1", "2", 0.5, 1)
-    assert not shows_canary({**described, "challenger": None}, "r1", "2")
-    assert not shows_canary({"canary": None, "challenger": None, "fraction": 0.0}, "r1", "2")
+    assert shows_canary(described, t1, "2")
+    assert shows_canary(described, t1, "2", 0.5, 2)
+    assert not shows_canary(described, t0, "2")
+    assert not shows_canary(described, t1, "3")
+    assert not shows_canary(described, t1, "2", 0.2)
+    assert not shows_canary(described, t1, "2", 0.5, 1)
+    assert not shows_canary({**described, "challenger": None}, t1, "2")
+    assert not shows_canary({"canary": None, "challenger": None, "fraction": 0.0}, t1, "2")
 
 
 def test_rollout_history_reads_each_rollout_from_its_records() -> None:
@@ -380,7 +381,7 @@ def test_a_healthy_challenger_is_promoted_through_governance(
     with live_traffic(healthy_service.url, MODEL, stack["ids"]) as traffic:
         result = rollout_flow(model=MODEL, version=v2)
     assert traffic.failed == 0, traffic.errors[:3]
-    assert traffic.arms.get("challenger", 0) > 0
+    assert traffic.versions.get(v2, 0) > 0
     assert result.decision == "promoted", result
     assert result.governance.decision == "promoted"
     assert result.governance.promotion.previous_champion == v1

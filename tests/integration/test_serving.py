@@ -102,7 +102,8 @@ def test_online_predictions_equal_batch_scoring(
     assert [p["entity_id"] for p in out] == ids
     assert [p["probability"] for p in out] == batch["prediction_proba"].tolist()
     assert [p["label"] for p in out] == batch["prediction"].tolist()
-    assert {(p["version"], p["arm"]) for p in out} == {(stack["champion"], "champion")}
+    assert {p["version"] for p in out} == {stack["champion"]}
+    assert not any("arm" in p for p in out)  # which arm answered is logged, never answered
     for p, (_, row) in zip(out, batch.iterrows(), strict=True):
         exp = p["explanation"]
         assert [c["feature"] for c in exp["contributions"]] == [
@@ -441,40 +442,65 @@ def test_fuzzed_requests_never_get_a_server_error(service: Service) -> None:
 
 
 # -- canary routing -------------------------------------------------------------------------------
+def _logged_arms(answers: list[dict[str, Any]]) -> dict[Any, str]:
+    """Entity -> arm, as the prediction log recorded these answers (they never say it)."""
+    entity = get_model_config(MODEL).source.entity
+    request_ids = {a["request_id"] for a in answers}
+    rows = sum(len(a["predictions"]) for a in answers)
+    found: list[pd.DataFrame] = []
+
+    def logged() -> bool:
+        frame = prediction_log.read(MODEL, columns=[entity, "arm", "request_id"])
+        found[:] = [frame[frame["request_id"].isin(request_ids)]]
+        return len(found[0]) == rows
+
+    wait_for(logged, what="the answers in the prediction log")
+    return dict(zip(found[0][entity].tolist(), found[0]["arm"].tolist(), strict=True))
+
+
 def test_canary_routes_a_stable_share_by_entity(service: Service, stack: dict[str, Any]) -> None:
+    """Routing by entity, read back from the prediction log: neither the answers nor the
+    service's description name the arm or the rollout id that salts the routing."""
     opened = canary.open_canary(MODEL, stack["challenger"], 0.3)
     try:
         wait_for(lambda: json.loads(get(f"{service.url}/v1/models/{MODEL}")[1])["fraction"] == 0.3,
                  what="the service to open the canary")  # fmt: skip
+        described = json.loads(get(f"{service.url}/v1/models/{MODEL}")[1])
+        assert described["canary"]["challenger_version"] == stack["challenger"]
+        assert "rollout_id" not in described["canary"]
+        assert opened.rollout_id not in json.dumps(described)
         ids = stack["ids"][:2000]
-        arms: dict[Any, str] = {}
+        answered = []
         for start in range(0, len(ids), 200):
             status, out = post(f"{service.url}{PREDICT}", {"entity_ids": ids[start : start + 200]})
             assert status == 200, out
-            for p in out["predictions"]:
-                expected = stack["challenger"] if p["arm"] == "challenger" else stack["champion"]
-                assert p["version"] == expected
-                arms[p["entity_id"]] = p["arm"]
+            assert not any("arm" in p for p in out["predictions"])
+            assert opened.rollout_id not in json.dumps(out)
+            answered.append(out)
+        arms = _logged_arms(answered)
+        for p in (p for out in answered for p in out["predictions"]):
+            arm = arms[p["entity_id"]]
+            assert p["version"] == stack["challenger" if arm == "challenger" else "champion"]
         share = sum(a == "challenger" for a in arms.values()) / len(arms)
         assert abs(share - 0.3) < 0.035, share  # ~3.5 standard errors at n=2000
         # One entity, one arm: asked again (alone and in other company), the same answer.
         sample = ids[:50]
-        for chunk in (sample, list(reversed(sample))):
-            out = post(f"{service.url}{PREDICT}", {"entity_ids": chunk})[1]
-            assert all(arms[p["entity_id"]] == p["arm"] for p in out["predictions"])
+        for chunk in (sample, list(reversed(sample)), sample[7:8]):
+            again = _logged_arms([post(f"{service.url}{PREDICT}", {"entity_ids": chunk})[1]])
+            assert again == {e: arms[e] for e in chunk}
         # Raising the share keeps the challenger's entities on the challenger.
         canary.set_fraction(MODEL, opened, 0.6, 2)
         wait_for(lambda: json.loads(get(f"{service.url}/v1/models/{MODEL}")[1])["fraction"] == 0.6,
                  what="the new share")  # fmt: skip
-        out = post(f"{service.url}{PREDICT}", {"entity_ids": ids[:200]})[1]
-        was_challenger = [p for p in out["predictions"] if arms[p["entity_id"]] == "challenger"]
-        assert was_challenger and all(p["arm"] == "challenger" for p in was_challenger)
+        wider = _logged_arms([post(f"{service.url}{PREDICT}", {"entity_ids": ids[:200]})[1]])
+        was_challenger = [e for e in ids[:200] if arms[e] == "challenger"]
+        assert was_challenger and all(wider[e] == "challenger" for e in was_challenger)
     finally:
         canary.close_canary(MODEL)
     wait_for(lambda: json.loads(get(f"{service.url}/v1/models/{MODEL}")[1])["canary"] is None,
              what="the canary to close")  # fmt: skip
-    out = post(f"{service.url}{PREDICT}", {"entity_ids": ids[:200]})[1]
-    assert {p["arm"] for p in out["predictions"]} == {"champion"}
+    after = _logged_arms([post(f"{service.url}{PREDICT}", {"entity_ids": ids[:200]})[1]])
+    assert set(after.values()) == {"champion"}
 
 
 # -- alias switch under load, then SIGTERM ---------------------------------------------------------

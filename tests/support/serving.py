@@ -61,7 +61,7 @@ class Traffic:
     sent: int = 0
     answered: int = 0
     failed: int = 0
-    arms: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)  # rows answered by each version
     errors: list[str] = field(default_factory=list)
 
 
@@ -84,17 +84,17 @@ def live_traffic(
                 try:
                     r = client.post(f"/v1/models/{model}/predict", json={"entity_ids": batch})
                     ok = r.status_code == 200
-                    arms = [p.get("arm", "") for p in r.json()["predictions"]] if ok else []
+                    versions = [p["version"] for p in r.json()["predictions"]] if ok else []
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
-                    ok, arms = False, []
+                    ok, versions = False, []
                     with lock:
                         stats.errors.append(str(exc))
                 with lock:
                     stats.sent += 1
                     stats.answered += ok
                     stats.failed += not ok
-                    for a in arms:
-                        stats.arms[a] = stats.arms.get(a, 0) + 1
+                    for v in versions:
+                        stats.versions[v] = stats.versions.get(v, 0) + 1
 
     workers = [
         threading.Thread(target=run, args=(t * per_request,), daemon=True) for t in range(threads)
