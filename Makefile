@@ -116,7 +116,7 @@ bench: install ## Benchmarks (print figures; not part of the tests)
 	$(RUN) python benchmarks/scale.py
 	$(RUN) python benchmarks/distributed_training.py
 
-up: install ## Start the platform (PROFILE=production: on PostgreSQL, Redis and an artifact store)
+up: install ## Start the platform; the first start shows an admin token and a webhook secret (PROFILE=production: on PostgreSQL, Redis, an artifact store)
 	@$(RUN) python -m mlsteward.platform up
 
 down: ## Stop the processes `make up` started (worker first, then the servers)
