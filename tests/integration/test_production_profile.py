@@ -98,3 +98,34 @@ def test_provision_creates_what_is_missing_once_and_drop_removes_it(
     assert client.get(other) == b"v"
     client.delete(other)
     assert drop(profile)  # dropping what is gone is harmless
+
+
+def test_the_platforms_first_credentials_go_to_the_audit_database(
+    production_profile: Profile, mlsteward_home: Path
+) -> None:
+    """``up`` on the production profile puts its principals and the admin token's hash in the
+    audit trail's PostgreSQL database (one backup holds who did what and who they are); only
+    the secret files stay under the home."""
+    from mlsteward.identity import authenticate, clear_cache
+    from mlsteward.platform.credentials import ensure_credentials
+
+    clear_cache()
+    try:
+        creds = ensure_credentials(mlsteward_home)
+        token = creds.admin_token.path.read_text().strip()
+        assert authenticate(token).identity == "user:admin"
+    finally:
+        clear_cache()
+    assert production_profile.postgres is not None
+    with psycopg.connect(production_profile.postgres.database_url("audit")) as conn:
+        principals = conn.execute(
+            "SELECT identity, roles FROM mlsteward_principals ORDER BY identity"
+        ).fetchall()
+        tokens = conn.execute("SELECT identity FROM mlsteward_tokens").fetchall()
+    assert principals == [("service:ci", '["ci"]'), ("user:admin", '["admin"]')]
+    assert tokens == [("user:admin",)]
+    assert not (mlsteward_home / "identity").exists()  # no SQLite store beside it
+    assert sorted(p.name for p in (mlsteward_home / "secrets").iterdir()) == [
+        "admin.token",
+        "webhook.secret",
+    ]
