@@ -50,11 +50,8 @@ class Credential:
     source: str = "file"  # or the environment variable that wins over the file
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": str(self.path), "created": self.created}
-        out["source"] = self.source
-        if self.note:
-            out["note"] = self.note
-        return out
+        out = {"path": str(self.path), "created": self.created, "source": self.source}
+        return {**out, "note": self.note} if self.note else out
 
 
 @dataclass(frozen=True)
