@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
@@ -41,7 +44,11 @@ def app() -> FastAPI:
 
 def refusal_counts(client: TestClient) -> dict[str, float]:
     """``mlsteward_webhook_refusals_total`` by reason, as /metrics serves it."""
-    families = text_string_to_metric_families(client.get("/metrics").text)
+    return counted(client.get("/metrics").text)
+
+
+def counted(metrics: str) -> dict[str, float]:
+    families = text_string_to_metric_families(metrics)
     return {
         sample.labels["reason"]: sample.value
         for family in families
@@ -203,3 +210,37 @@ def test_the_background_flush_writes_one_record_and_keeps_counts_over_a_failed_w
         "mlsteward_webhook_refusals_total", {"reason": "bad_signature"}
     )
     assert value == 3
+
+
+@pytest.fixture
+def served(app: FastAPI) -> Iterator[str]:
+    """The app on a real uvicorn server in a thread: a client can hang up mid-body."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for("the gateway to start", lambda: server.started, 30)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def test_a_client_that_hangs_up_mid_body_is_counted_as_unreadable(served: str) -> None:
+    host, port = served.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(
+            b"POST /hooks/ci HTTP/1.1\r\nHost: gateway\r\nContent-Length: 1000\r\n\r\n"
+            b'{"action": "tr'
+        )
+    # The refusal is counted once the server sees the hang-up; nothing is recorded for it.
+    wait_for(
+        "the unreadable body to be counted",
+        lambda: "unreadable_body" in httpx.get(f"{served}/metrics").text,
+        30,
+    )
+    assert counted(httpx.get(f"{served}/metrics").text) == {"unreadable_body": 1}
+    assert all_records() == []
