@@ -44,10 +44,11 @@ def predict(
     url: str | None = ServingUrlOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Ask the running prediction service about entities (features from the online store)."""
+    """Ask the running prediction service about entities (features from the online store),
+    with MLSTEWARD_SERVING_TOKEN or MLSTEWARD_TOKEN as the bearer token."""
     import httpx
 
-    from mlsteward.config.settings import serving_url
+    from mlsteward.config.settings import serving_headers, serving_url
 
     base = (url or serving_url()).rstrip("/")
     ids: list[int | str] = [int(e) if e.lstrip("-").isdigit() else e for e in entity]
@@ -57,6 +58,7 @@ def predict(
             r = httpx.post(
                 f"{base}/v1/models/{model}/predict",
                 json={"entity_ids": ids, "explain": explain},
+                headers=serving_headers(),
                 timeout=30,
             )
         except httpx.HTTPError as exc:
@@ -66,7 +68,13 @@ def predict(
         if r.status_code != 200:
             json_reply = "json" in r.headers.get("content-type", "")
             detail = r.json().get("detail") if json_reply else r.text
-            raise MlstewardError(f"HTTP {r.status_code} from {base}: {detail}")
+            hint = ""
+            if r.status_code in (401, 403):
+                hint = (
+                    " (set MLSTEWARD_TOKEN to a token whose principal may predict: "
+                    "mlsteward tokens create)"
+                )
+            raise MlstewardError(f"HTTP {r.status_code} from {base}: {detail}{hint}")
         return r.json()
 
     run(as_json, action, _predict_human)

@@ -190,6 +190,17 @@ def serving_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def serving_headers() -> dict[str, str]:
+    """What a client of the prediction service (``mlsteward predict``, a rollout watching it)
+    sends to be let in: ``MLSTEWARD_SERVING_TOKEN``, else the caller's own ``MLSTEWARD_TOKEN``,
+    as a bearer token; nothing without either (a service with authentication off)."""
+    for variable in ("MLSTEWARD_SERVING_TOKEN", "MLSTEWARD_TOKEN"):
+        token = os.environ.get(variable, "").strip()
+        if token:
+            return {"Authorization": f"Bearer {token}"}
+    return {}
+
+
 def locations() -> dict[str, str]:
     """Where each kind of state lives right now (variables, then profile, then defaults), with
     passwords masked: what ``mlsteward profile show`` prints."""

@@ -2,8 +2,9 @@
 
 A rollout never calls the service to change anything: it steers it through the registry's
 canary tags (``mlsteward.governance.canary``), which the service polls, and watches it through
-``GET /v1/models/{model}`` (what a replica routes now) and ``GET /metrics`` (Prometheus text).
-Plain HTTP, so the rollout room needs nothing of the service's own code.
+``GET /v1/models/{model}`` (what a replica routes now) and ``GET /metrics`` (Prometheus text),
+with a token that may read (``settings.serving_headers``). Plain HTTP, so the rollout room needs
+nothing of the service's own code.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 
 from mlsteward.config.models import ModelConfig
+from mlsteward.config.settings import serving_headers
 from mlsteward.errors import PromotionError
 
 HTTP_TIMEOUT_SECONDS = 10.0
@@ -27,11 +29,19 @@ class ServiceUnavailable(PromotionError):
 def describe_model(url: str, model: str) -> dict[str, Any]:
     """``GET /v1/models/{model}``: what one service replica serves now."""
     try:
-        resp = httpx.get(f"{url}/v1/models/{model}", timeout=HTTP_TIMEOUT_SECONDS)
+        resp = httpx.get(
+            f"{url}/v1/models/{model}", headers=serving_headers(), timeout=HTTP_TIMEOUT_SECONDS
+        )
     except httpx.HTTPError as exc:
         raise ServiceUnavailable(f"prediction service at {url} is unreachable: {exc}") from exc
     if resp.status_code == 404:
         raise ServiceUnavailable(f"prediction service at {url} does not serve {model}")
+    if resp.status_code in (401, 403):
+        raise ServiceUnavailable(
+            f"prediction service at {url} refused to describe {model} ({resp.status_code}): "
+            f"{_message(resp)}; set MLSTEWARD_SERVING_TOKEN (or MLSTEWARD_TOKEN) to a token "
+            "that may read"
+        )
     if resp.status_code != 200:
         raise ServiceUnavailable(
             f"prediction service at {url} answered {resp.status_code} for {model}: "
@@ -41,10 +51,17 @@ def describe_model(url: str, model: str) -> dict[str, Any]:
     return described
 
 
+def _message(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json()["detail"][0]["msg"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return resp.text[:300]
+
+
 def scrape(url: str) -> str:
     """``GET /metrics``: the Prometheus exposition text."""
     try:
-        resp = httpx.get(f"{url}/metrics", timeout=HTTP_TIMEOUT_SECONDS)
+        resp = httpx.get(f"{url}/metrics", headers=serving_headers(), timeout=HTTP_TIMEOUT_SECONDS)
         resp.raise_for_status()
     except httpx.HTTPError as exc:
         raise ServiceUnavailable(f"cannot scrape {url}/metrics: {exc}") from exc

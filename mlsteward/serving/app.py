@@ -10,6 +10,8 @@ goes to the prediction log.
 
 ``/healthz`` says the process runs; ``/readyz`` that every served model has a verified
 champion loaded (and its canary challenger, during a rollout); ``/metrics`` is Prometheus.
+Who may call what is ``mlsteward.serving.auth``: predict, a model's description and the API
+docs need a token unless ``MLSTEWARD_SERVING_AUTH=off``.
 One model's broken config does not stop the others: the service starts without that model and
 names the file and key in its log, in ``/readyz`` and in the model's 404.
 """
@@ -27,8 +29,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.routing import Route
 
@@ -41,12 +42,20 @@ from mlsteward.config.models import (
 from mlsteward.errors import ConfigError
 from mlsteward.features.store import get_store
 from mlsteward.governance.canary import ServingTarget
+from mlsteward.identity import Permission
 from mlsteward.monitoring import prediction_log
+from mlsteward.serving.auth import Access, Refused
 from mlsteward.serving.batcher import Job, MicroBatcher
 from mlsteward.serving.body import BodyTooLarge, closing, read_body
 from mlsteward.serving.features import FieldError, RequestRejected, check_instances
 from mlsteward.serving.logbook import PredictionLogWriter
 from mlsteward.serving.metrics import ServingMetrics
+from mlsteward.serving.routes import (
+    PREDICT_PATH,
+    add_docs_routes,
+    add_status_routes,
+    unknown_model,
+)
 from mlsteward.serving.routing import CHALLENGER_ARM
 from mlsteward.serving.settings import ServingSettings
 from mlsteward.serving.slots import ModelSlot
@@ -54,7 +63,6 @@ from mlsteward.serving.watcher import RegistryWatcher
 
 log = logging.getLogger("mlsteward.serving")
 MIXED_ARMS = "mixed"
-PREDICT_PATH = "/v1/models/{model}/predict"
 
 
 class PredictRequest(BaseModel):
@@ -188,6 +196,7 @@ class Service:
         config_errors: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
+        self.access = Access(settings.auth)
         self.config_errors = config_errors or {}  # model (file stem) -> what is wrong
         self.freeze_gc = freeze_gc
         self.metrics = ServingMetrics()
@@ -207,6 +216,11 @@ class Service:
         )
 
     async def start(self) -> None:
+        if not self.settings.auth:
+            log.warning(
+                "AUTHENTICATION IS OFF (MLSTEWARD_SERVING_AUTH=off): anyone who can reach this "
+                "service may predict, choose canary routing keys and read every model's state"
+            )
         if self.settings.faults:
             log.warning("fault injection is ON: %s", self.settings.model_dump()["faults"])
         for name, slot in self.slots.items():
@@ -317,6 +331,10 @@ def create_app(
         description="Online predictions with SHAP explanations from verified MLflow versions.",
         version="1",
         lifespan=lifespan,
+        # served by routes.add_docs_routes, behind the same token check as the rest
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
 
@@ -324,7 +342,7 @@ def create_app(
     async def _on_rejected(_: Request, exc: RequestRejected) -> JSONResponse:
         return _rejected(exc)
 
-    _add_status_routes(app, service)
+    add_status_routes(app, service)
     predict = _predict_handler(service)
     # Documented by FastAPI (schema, /docs) and served by a plain Starlette route placed first,
     # with the same handler: FastAPI's per-request dependency solving, exit stacks and route
@@ -337,6 +355,7 @@ def create_app(
         response_model=PredictResponse,
         openapi_extra=_PREDICT_OPENAPI,
         responses={
+            403: {"description": "routing_keys without permission 'route'"},
             404: {"description": "unknown model or entity id"},
             413: {
                 "description": "more rows than serving.max_batch_rows, or a body larger than "
@@ -347,35 +366,8 @@ def create_app(
         },
     )
     app.router.routes.insert(0, Route(PREDICT_PATH, predict, methods=["POST"]))
+    add_docs_routes(app, service)
     return app
-
-
-def _add_status_routes(app: FastAPI, service: Service) -> None:
-    """Liveness, readiness (named config errors included), metrics and a model's description."""
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", responses={503: {"description": "a model is not loaded and verified"}})
-    async def readyz() -> JSONResponse:
-        ok, models = service.ready()
-        body: dict[str, Any] = {"ready": ok, "models": models}
-        if service.config_errors:  # not served at all: named, not silently missing
-            body["config_errors"] = service.config_errors
-        return JSONResponse(body, status_code=200 if ok else 503)
-
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
-        """Prometheus text exposition."""
-        return PlainTextResponse(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/models/{model}", responses={404: {"description": "unknown model"}})
-    async def describe(model: str) -> JSONResponse:
-        slot = service.slots.get(model)
-        if slot is None:
-            return _unknown_model(model, service)
-        return JSONResponse(slot.describe())
 
 
 def _predict_handler(service: Service) -> Callable[[Request], Awaitable[Response]]:
@@ -385,23 +377,36 @@ def _predict_handler(service: Service) -> Callable[[Request], Awaitable[Response
         started = time.perf_counter()
         model = request.path_params["model"]
         slot = service.slots.get(model)
+        metrics = service.metrics
+        try:  # before anything else is looked at or read
+            principal = service.access.check(request.headers, Permission.PREDICT, model)
+        except Refused as exc:
+            # not labelled by an unknown name: a scan of random paths must not grow the metrics
+            status = str(exc.response.status_code)
+            metrics.child(metrics.requests, model if slot else "", "", "", status).inc()
+            return exc.response
         if slot is None:  # before the body is read: its limit is the model's
-            # not labelled by the unknown name: a scan of random paths must not grow the metrics
-            service.metrics.child(service.metrics.requests, "", "", "", "404").inc()
-            return _unknown_model(model, service)
+            metrics.child(metrics.requests, "", "", "", "404").inc()
+            return unknown_model(model, service)
         cfg = slot.cfg
         try:
             raw = await read_body(request, cfg.serving.max_body_bytes)
         except BodyTooLarge as exc:
-            service.metrics.child(service.metrics.requests, model, "", "", "413").inc()
+            metrics.child(metrics.requests, model, "", "", "413").inc()
             return closing(_rejected(exc))
         body = _parse_body(raw)
+        if body.routing_keys is not None:
+            try:  # routing keys choose the arm: only for callers who may steer traffic
+                service.access.may_route(principal, model)
+            except Refused as exc:
+                metrics.child(metrics.requests, model, "", "", "403").inc()
+                return exc.response
         explain = _explain_query(request.query_params.get("explain"))
         try:
             job = _job(slot, body, explain)
             result = await service.batchers[model].submit(job)
         except RequestRejected as exc:
-            service.metrics.child(service.metrics.requests, model, "", "", str(exc.status)).inc()
+            metrics.child(metrics.requests, model, "", "", str(exc.status)).inc()
             return _rejected(exc)
         faults = service.settings.faults.get(CHALLENGER_ARM)
         if faults and faults.delay_ms and CHALLENGER_ARM in result.arms:
@@ -465,13 +470,3 @@ def _job(slot: ModelSlot, body: PredictRequest, explain_query: bool) -> Job:
     if errors:
         raise RequestRejected(422, errors)
     return Job(None, instances, body.routing_keys, explain, top_k, future)
-
-
-def _unknown_model(model: str, service: Service) -> JSONResponse:
-    msg = f"unknown model {model!r}; served: {sorted(service.slots)}"
-    if model in service.config_errors:
-        msg = f"model {model!r} is not served, its config is broken: {service.config_errors[model]}"
-    return JSONResponse(
-        {"detail": [{"loc": ["path", "model"], "type": "unknown_model", "msg": msg}]},
-        status_code=404,
-    )

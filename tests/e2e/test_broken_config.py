@@ -1,6 +1,6 @@
 """One model's broken YAML does not stop the platform's servers: the prediction service and the
 webhook gateway start as ``make up`` starts them, serve the valid models, and name the broken
-file and key (in their log, ``/readyz`` and ``/health``)."""
+file and key (in their log, ``/readyz`` to a caller who may read, and ``/health``)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.support.platform import free_port
+from tests.support.serving import bearer, issue_token
 from tests.support.stack import stop_process, wait_for
 
 BROKEN = "broken"
@@ -36,9 +37,10 @@ def config_dir(tmp_path: Path) -> Path:
     return conf
 
 
-def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+def call(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **(bearer(token) if token else {})}
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -86,18 +88,20 @@ def test_the_prediction_service_serves_the_valid_models_and_names_the_broken_one
 ) -> None:
     base, log = start("mlsteward.serving", "/healthz")
     broken_file = str(config_dir / "models" / f"{BROKEN}.yaml")
+    token = issue_token("viewer")
 
-    status, ready = call(f"{base}/readyz")
+    assert call(f"{base}/readyz") == (503, {"ready": False})  # details need a token
+    status, ready = call(f"{base}/readyz", token=token)
     assert status == 503  # a new home: no champion yet, for the model that is served
     assert list(ready["models"]) == ["heart_disease"]
     problem = ready["config_errors"][BROKEN]
     assert problem.startswith(broken_file) and "tuning.max_evals" in problem
 
-    status, answer = call(f"{base}/v1/models/{BROKEN}/predict", {"entity_ids": [1]})
+    status, answer = call(f"{base}/v1/models/{BROKEN}/predict", {"entity_ids": [1]}, token)
     assert status == 404
     assert "its config is broken" in answer["detail"][0]["msg"]
     assert "tuning.max_evals" in answer["detail"][0]["msg"]
-    assert call(f"{base}/v1/models/heart_disease")[0] == 200
+    assert call(f"{base}/v1/models/heart_disease", token=token)[0] == 200
     assert f"not serving {BROKEN}: {broken_file}" in log.read_text()
 
 

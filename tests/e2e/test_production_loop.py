@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,13 @@ def cli(plat: Platform, *args: str) -> dict[str, Any]:
     )
     assert out.returncode == 0, f"mlsteward {' '.join(args)}:\n{out.stdout}\n{out.stderr[-3000:]}"
     return json.loads(out.stdout)
+
+
+def predict(url: str, ids: list[int], token: str) -> Any:
+    body = json.dumps({"entity_ids": ids}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=30) as r:
+        return json.loads(r.read())
 
 
 def wait_for(what: str, check: Any, timeout: float) -> Any:
@@ -88,7 +96,9 @@ def _loop(plat: Platform, profile: Any, tmp_path: Path) -> None:
             return None
 
     wait_for("the prediction service ready with a champion", ready, 120)
-    answer = post(plat.url("SERVING", f"/v1/models/{MODEL}/predict"), {"entity_ids": [1, 2, 3]})
+    # authentication is on: the admin token the first `up` made
+    token = (plat.home / "secrets" / "admin.token").read_text().strip()
+    answer = predict(plat.url("SERVING", f"/v1/models/{MODEL}/predict"), [1, 2, 3], token)
     assert [p["version"] for p in answer["predictions"]] == ["1"] * 3
     month = tmp_path / "2025-08.parquet"
     cli(plat, "generate", MODEL, "--start", "2025-08-01", "--days", "31", "--rows", "1500",

@@ -34,7 +34,7 @@ from mlsteward.rollout.service import ServiceUnavailable, shows_canary
 from mlsteward.rollout.step import challenger_rows
 from tests.support.governance import MODEL, write_config
 from tests.support.platform import free_port
-from tests.support.serving import FAST_TUNING, Service, live_traffic
+from tests.support.serving import FAST_TUNING, Service, issue_token, live_traffic
 
 StartService = Callable[..., Service]
 
@@ -69,10 +69,12 @@ def stack(champion_and_challenger: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def service_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Point the flow at a service (by its URL) for one test."""
+    """Point the flow at a service (by its URL) for one test, with a viewer's token to watch it
+    with (the service answers a description only to a caller who may read)."""
 
     def use(url: str) -> None:
         monkeypatch.setenv("MLSTEWARD_SERVING_URL", url)
+        monkeypatch.setenv("MLSTEWARD_SERVING_TOKEN", issue_token("viewer", "rollout-watch"))
 
     yield use
 
@@ -185,7 +187,7 @@ def test_a_failing_challenger_is_rolled_back_at_the_first_step(
     faults = {"challenger": {"error_rate": 1.0, "delay_ms": 0}}
     service = start_service(faults)
     service_url(service.url)
-    with live_traffic(service.url, MODEL, stack["ids"]) as traffic:
+    with live_traffic(service, MODEL, stack["ids"]) as traffic:
         result = rollout_flow(model=MODEL)  # default: the challenger alias, v2
     assert traffic.failed == 0, traffic.errors[:3]  # the champion answered every row
     assert result.decision == "rolled_back", result
@@ -231,7 +233,7 @@ def test_a_slow_challenger_is_rolled_back_on_latency(
     service = start_service(faults)
     service_url(service.url)
     # One entity per request: a request that mixes arms is timed for both.
-    with live_traffic(service.url, MODEL, stack["ids"], per_request=1, threads=3):
+    with live_traffic(service, MODEL, stack["ids"], per_request=1, threads=3):
         result = rollout_flow(model=MODEL, version=v2, requested_by="user:alice")
     assert result.decision == "rolled_back", result
     assert result.step == 1
@@ -289,7 +291,7 @@ def test_a_challenger_whose_predictions_shift_is_rolled_back(
     probabilities are distributed very differently, which the shift guardrail catches."""
     v1, v2 = stack["champion"], stack["challenger"]
     service_url(healthy_service.url)
-    with live_traffic(healthy_service.url, MODEL, stack["ids"]) as traffic:
+    with live_traffic(healthy_service, MODEL, stack["ids"]) as traffic:
         result = rollout_flow(model=MODEL, version=v2)
     assert traffic.failed == 0, traffic.errors[:3]
     assert result.decision == "rolled_back", result
@@ -339,7 +341,9 @@ def test_an_error_mid_step_closes_the_canary_and_is_audited(
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                shown = httpx.get(f"{service.url}/v1/models/{MODEL}", timeout=5).json()
+                shown = httpx.get(
+                    f"{service.url}/v1/models/{MODEL}", headers=service.headers, timeout=5
+                ).json()
                 if (shown.get("canary") or {}).get("step") == 1:
                     break
                 time.sleep(0.1)
@@ -378,7 +382,7 @@ def test_a_healthy_challenger_is_promoted_through_governance(
     write_config(config_dir, **{**FAST_ROLLOUT, "rollout": wide})
     assert not needs_validation(registry.get_version(MODEL, v2))
     service_url(healthy_service.url)
-    with live_traffic(healthy_service.url, MODEL, stack["ids"]) as traffic:
+    with live_traffic(healthy_service, MODEL, stack["ids"]) as traffic:
         result = rollout_flow(model=MODEL, version=v2)
     assert traffic.failed == 0, traffic.errors[:3]
     assert traffic.versions.get(v2, 0) > 0

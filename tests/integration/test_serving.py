@@ -34,7 +34,14 @@ from mlsteward.governance import promotion as governance
 from mlsteward.monitoring import prediction_log
 from mlsteward.monitoring.scoring import score_frame
 from tests.support.governance import MODEL, write_config
-from tests.support.serving import FAST_TUNING, SERVICE_SETTINGS, Service, shut_down
+from tests.support.serving import (
+    FAST_TUNING,
+    SERVICE_SETTINGS,
+    Service,
+    bearer,
+    issue_token,
+    shut_down,
+)
 
 PREDICT = f"/v1/models/{MODEL}/predict"
 runner = CliRunner()
@@ -58,9 +65,10 @@ def service(stack: dict[str, Any], start_module_service: Callable[[], Service]) 
     return start_module_service()
 
 
-def post(url: str, body: Any, timeout: float = 10) -> tuple[int, Any]:
+def post(url: str, body: Any, timeout: float = 10, token: str | None = None) -> tuple[int, Any]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method="POST")
+    headers = {"Content-Type": "application/json", **(bearer(token) if token else {})}
+    req = urllib.request.Request(url, data, headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read())
@@ -68,12 +76,23 @@ def post(url: str, body: Any, timeout: float = 10) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def get(url: str) -> tuple[int, bytes]:
+def get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=bearer(token) if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def predict(service: Service, body: Any) -> tuple[int, Any]:
+    """Predict on the running service with its (viewer's) token."""
+    return post(f"{service.url}{PREDICT}", body, token=service.token)
+
+
+def described(service: Service) -> Any:
+    """The running service's description of the model, read with its token."""
+    return json.loads(get(f"{service.url}/v1/models/{MODEL}", service.token)[1])
 
 
 def wait_for(condition: Any, timeout: float = 30, what: str = "") -> None:
@@ -164,7 +183,7 @@ def test_concurrent_requests_share_micro_batches_with_the_same_answers(
     count0, rows0 = _batches(service.url)
     alone = {}
     for i in ids:
-        status, body = post(url, {"entity_ids": [i], "explain": True})
+        status, body = post(url, {"entity_ids": [i], "explain": True}, token=service.token)
         assert status == 200, body
         alone[i] = body["predictions"][0]
     count1, rows1 = _batches(service.url)
@@ -172,7 +191,7 @@ def test_concurrent_requests_share_micro_batches_with_the_same_answers(
 
     async def burst() -> list[Any]:
         limits = httpx.Limits(max_connections=len(ids))
-        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        async with httpx.AsyncClient(limits=limits, headers=service.headers, timeout=30) as client:
             return await asyncio.gather(
                 *(client.post(url, json={"entity_ids": [i], "explain": True}) for i in ids)
             )
@@ -198,7 +217,7 @@ def test_an_id_outside_int64_is_refused_alone_not_with_its_micro_batch(
     bad = 2**70
 
     async def burst() -> list[Any]:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(headers=service.headers, timeout=30) as client:
             good = [client.post(url, json={"entity_ids": [i]}) for i in ids]
             return await asyncio.gather(client.post(url, json={"entity_ids": [bad]}), *good)
 
@@ -332,13 +351,18 @@ def test_a_300_mb_body_is_refused_while_it_streams_in(
     pid = service.process.pid
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak (VmHWM) starts again from now
     before = _memory_mb(pid, "VmRSS")
-    r = httpx.post(f"{service.url}{PREDICT}", content=body(), headers=headers, timeout=60)
+    r = httpx.post(
+        f"{service.url}{PREDICT}",
+        content=body(),
+        headers={**headers, **service.headers},
+        timeout=60,
+    )
     grown = _memory_mb(pid, "VmHWM") - before
     assert r.status_code == 413, r.text
     assert "serving.max_body_bytes" in r.json()["detail"][0]["msg"]
     assert sent < HUGE_BODY // 10, f"the server took {sent >> 20} MB of a refused body"
     assert grown < 50, f"the server's peak memory grew by {grown:.0f} MB"
-    assert post(f"{service.url}{PREDICT}", {"entity_ids": stack["ids"][:1]})[0] == 200
+    assert predict(service, {"entity_ids": stack["ids"][:1]})[0] == 200
 
 
 def test_online_rows_take_late_labels_and_read_with_batch_rows(
@@ -375,17 +399,129 @@ def test_online_rows_take_late_labels_and_read_with_batch_rows(
         assert online[col].dtype == offline[col].dtype, col
 
 
+# -- who may call -----------------------------------------------------------------------------
+def _refusal(r: Any, status: int, kind: str) -> dict[str, Any]:
+    """The one error entry of a refusal, in the service's error shape."""
+    assert r.status_code == status, r.text
+    [error] = r.json()["detail"]
+    assert error["type"] == kind, error
+    return error
+
+
+def test_predict_needs_a_valid_token_in_either_header(
+    stack: dict[str, Any], serving_client: TestClient
+) -> None:
+    body = {"entity_ids": stack["ids"][:1]}
+    token = serving_client.headers.pop("Authorization").removeprefix("Bearer ")
+    r = serving_client.post(PREDICT, json=body)
+    error = _refusal(r, 401, "unauthenticated")
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert error["loc"] == ["header", "authorization"] and "X-API-Key" in error["msg"]
+    forged = f"msw_{'0' * 12}_{'x' * 43}"
+    r = serving_client.post(PREDICT, json=body, headers=bearer(forged))
+    assert "not valid" in _refusal(r, 401, "unauthenticated")["msg"]
+    assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert forged not in r.text  # a refusal never repeats the token
+    r = serving_client.post(PREDICT, json=body, headers={"Authorization": f"Basic {token}"})
+    assert "Bearer <token>" in _refusal(r, 401, "unauthenticated")["msg"]
+    r = serving_client.post(PREDICT, json=body, headers={"X-API-Key": forged})
+    assert _refusal(r, 401, "unauthenticated")["loc"] == ["header", "x-api-key"]
+    # refused before the body is read: a bad body is still a 401, not a 422
+    r = serving_client.post(PREDICT, content=b"{not json", headers={"X-API-Key": forged})
+    _refusal(r, 401, "unauthenticated")
+    assert serving_client.post(PREDICT, json=body, headers={"X-API-Key": token}).status_code == 200
+    r = serving_client.post(PREDICT, json=body, headers=bearer(token))
+    assert r.status_code == 200 and r.json()["predictions"][0]["entity_id"] == body["entity_ids"][0]
+
+
+def test_describe_and_the_api_docs_need_a_token_that_may_read(
+    serving_client: TestClient,
+) -> None:
+    token = serving_client.headers.pop("Authorization").removeprefix("Bearer ")
+    for path in (f"/v1/models/{MODEL}", "/v1/models/nope", "/openapi.json", "/docs", "/redoc"):
+        _refusal(serving_client.get(path), 401, "unauthenticated")
+        assert serving_client.get(path, headers=bearer(token)).status_code in (200, 404), path
+    schema = serving_client.get("/openapi.json", headers=bearer(token)).json()
+    assert set(schema["components"]["securitySchemes"]) == {"bearerToken", "apiKey"}
+    predict_op = schema["paths"]["/v1/models/{model}/predict"]["post"]
+    assert {"401", "403"} <= set(predict_op["responses"]) and predict_op["security"]
+    assert "security" not in schema["paths"]["/healthz"]["get"]
+    assert serving_client.get("/metrics").status_code == 200  # open to scrapers by default
+
+
+def test_a_revoked_token_is_refused_by_the_running_service(
+    service: Service, stack: dict[str, Any]
+) -> None:
+    """Revoked in the identity store, a token stops working within the service's few seconds
+    of caching it."""
+    from mlsteward.identity import identity_store, local_principal
+
+    token = issue_token("viewer", "soon-revoked")
+    body = {"entity_ids": stack["ids"][:1]}
+    assert post(f"{service.url}{PREDICT}", body, token=token)[0] == 200
+    with identity_store() as store:
+        token_id = token.split("_")[1]
+        assert store.revoke_token(token_id, by=local_principal()).state == "revoked"
+    wait_for(lambda: post(f"{service.url}{PREDICT}", body, token=token)[0] == 401, 20,
+             "the revoked token to be refused")  # fmt: skip
+    status, answer = post(f"{service.url}{PREDICT}", body, token=token)
+    assert status == 401 and "revoked" in answer["detail"][0]["msg"], answer
+    assert predict(service, body)[0] == 200  # the service's own token still works
+
+
+def test_routing_keys_need_permission_route(
+    stack: dict[str, Any], serving_client: TestClient
+) -> None:
+    """Routing keys choose the arm a request is routed to: a viewer may predict but not steer,
+    an admin may."""
+    body = {"instances": [_instance(stack)], "routing_keys": ["patient-7"]}
+    r = serving_client.post(PREDICT, json=body)
+    error = _refusal(r, 403, "permission_denied")
+    assert error["permission"] == "route" and error["loc"] == ["body", "routing_keys"]
+    assert "needs permission 'route'" in error["msg"] and "user:serving-viewer" in error["msg"]
+    assert serving_client.post(PREDICT, json={"instances": body["instances"]}).status_code == 200
+    r = serving_client.post(PREDICT, json=body, headers=bearer(issue_token("admin")))
+    assert r.status_code == 200, r.text
+
+
+def test_with_authentication_off_anyone_is_answered_and_the_service_says_so(
+    stack: dict[str, Any], make_serving_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="mlsteward.serving"):
+        client = make_serving_client(auth=False)
+    assert "AUTHENTICATION IS OFF" in caplog.text
+    client.headers.pop("Authorization")
+    body = {"instances": [_instance(stack)], "routing_keys": ["patient-7"]}
+    assert client.post(PREDICT, json=body).status_code == 200
+    assert client.get(f"/v1/models/{MODEL}").status_code == 200
+    assert client.get("/openapi.json").json()["components"].get("securitySchemes") is None
+    assert "models" in client.get("/readyz").json()
+
+
+def test_metrics_can_need_a_token_too(make_serving_client: Any) -> None:
+    client = make_serving_client(metrics_auth=True)
+    token = client.headers.pop("Authorization")
+    _refusal(client.get("/metrics"), 401, "unauthenticated")
+    r = client.get("/metrics", headers={"Authorization": token})
+    assert r.status_code == 200 and "mlsteward_requests_total" in r.text
+    schema = client.get("/openapi.json", headers={"Authorization": token}).json()
+    assert schema["paths"]["/metrics"]["get"]["security"]
+
+
 # -- probes and metrics ---------------------------------------------------------------------------
 def test_probes_and_metrics(service: Service, stack: dict[str, Any]) -> None:
+    """Probes are open; what readiness says about each model (versions, hashes, errors) only
+    to a caller who may read."""
     assert get(f"{service.url}/healthz")[0] == 200
-    status, body = get(f"{service.url}/readyz")
+    assert get(f"{service.url}/readyz") == (200, b'{"ready":true}')
+    status, body = get(f"{service.url}/readyz", service.token)
     ready = json.loads(body)
     assert status == 200 and ready["ready"] is True
     champion = ready["models"][MODEL]["champion"]
     assert champion["version"] == stack["champion"] and len(champion["sha256"]) == 64
     for ids in ([stack["ids"][1]], stack["ids"][2:6]):
-        assert post(f"{service.url}{PREDICT}", {"entity_ids": ids, "explain": True})[0] == 200
-    assert post(f"{service.url}{PREDICT}", {"entity_ids": [-5]})[0] == 404
+        assert predict(service, {"entity_ids": ids, "explain": True})[0] == 200
+    assert predict(service, {"entity_ids": [-5]})[0] == 404
     text = get(f"{service.url}/metrics")[1].decode()
     v = stack["champion"]
     assert (
@@ -401,9 +537,17 @@ def test_probes_and_metrics(service: Service, stack: dict[str, Any]) -> None:
     )
 
 
-def test_predict_command_asks_the_service(service: Service, stack: dict[str, Any]) -> None:
+def test_predict_command_asks_the_service(
+    service: Service, stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     ids = [str(i) for i in stack["ids"][:2]]
     args = ["predict", MODEL, "-e", ids[0], "-e", ids[1], "--explain", "--url", service.url]
+    monkeypatch.delenv("MLSTEWARD_SERVING_TOKEN", raising=False)
+    monkeypatch.delenv("MLSTEWARD_TOKEN", raising=False)
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and "HTTP 401" in refused.output
+    assert "MLSTEWARD_TOKEN" in refused.output
+    monkeypatch.setenv("MLSTEWARD_TOKEN", service.token)
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.stdout
     out = json.loads(result.stdout)
@@ -420,25 +564,54 @@ def test_predict_command_asks_the_service(service: Service, stack: dict[str, Any
 
 
 FUZZ_EXAMPLES = 60
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+PREDICT_ROUTE = "/v1/models/{model}/predict"
+
+
+def _fuzz(service: Service, token: str | None) -> dict[str, set[int]]:
+    """Every operation of the service's OpenAPI schema, fuzzed with ``token`` (or none): the
+    statuses each answered; the checks fail on any 5xx and on answers off the schema."""
+    schema = schemathesis.openapi.from_url(f"{service.url}/openapi.json", headers=service.headers)
+    headers = bearer(token) if token else {}
+    seen: dict[str, set[int]] = {}
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        seen.setdefault(operation.path, set()).update(_fuzz_operation(operation, headers))
+    return seen
+
+
+def _fuzz_operation(operation: Any, headers: dict[str, str]) -> set[int]:
+    statuses: set[int] = set()
+
+    @hypothesis.settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))  # fmt: skip
+    @hypothesis.given(case=operation.as_strategy())
+    def call(case: Any) -> None:
+        response = case.call_and_validate(
+            headers=headers, excluded_checks=[positive_data_acceptance]
+        )
+        statuses.add(response.status_code)
+
+    call()
+    return statuses
 
 
 def test_fuzzed_requests_never_get_a_server_error(service: Service) -> None:
-    """Whatever the schema admits, and what it does not: a 4xx or an answer, never a 5xx, and
-    every answer matches the documented schema and status codes."""
-    schema = schemathesis.openapi.from_url(f"{service.url}/openapi.json")
-    tried = []
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        tried.append(operation.label)
+    """Whatever the schema admits, and what it does not, with a valid token: an answer or a 4xx
+    other than 401 and 403, never a 5xx, and every answer matches the documented schema and
+    status codes (the schema states its security, so schemathesis also checks that a request it
+    got an answer to is refused without the token and with a wrong one)."""
+    seen = _fuzz(service, service.token)
+    assert PREDICT_ROUTE in seen, sorted(seen)
+    assert not any(code >= 500 or code in (401, 403) for c in seen.values() for code in c), seen
 
-        @hypothesis.settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
-                             suppress_health_check=list(hypothesis.HealthCheck))  # fmt: skip
-        @hypothesis.given(case=operation.as_strategy())
-        def call(case: Any) -> None:
-            case.call_and_validate(excluded_checks=[positive_data_acceptance])
 
-        call()
-    assert any("predict" in label for label in tried), tried
+def test_fuzzed_requests_without_a_token_are_all_401_on_protected_routes(service: Service) -> None:
+    seen = _fuzz(service, None)
+    protected = {path: codes for path, codes in seen.items() if path not in OPEN_PATHS}
+    assert set(protected) == {PREDICT_ROUTE, "/v1/models/{model}"}, sorted(seen)
+    assert all(codes == {401} for codes in protected.values()), protected
+    assert not any(code >= 500 for codes in seen.values() for code in codes), seen
 
 
 # -- canary routing -------------------------------------------------------------------------------
@@ -463,16 +636,15 @@ def test_canary_routes_a_stable_share_by_entity(service: Service, stack: dict[st
     service's description name the arm or the rollout id that salts the routing."""
     opened = canary.open_canary(MODEL, stack["challenger"], 0.3)
     try:
-        wait_for(lambda: json.loads(get(f"{service.url}/v1/models/{MODEL}")[1])["fraction"] == 0.3,
-                 what="the service to open the canary")  # fmt: skip
-        described = json.loads(get(f"{service.url}/v1/models/{MODEL}")[1])
-        assert described["canary"]["challenger_version"] == stack["challenger"]
-        assert "rollout_id" not in described["canary"]
-        assert opened.rollout_id not in json.dumps(described)
+        wait_for(lambda: described(service)["fraction"] == 0.3, what="the canary to open")
+        shown = described(service)
+        assert shown["canary"]["challenger_version"] == stack["challenger"]
+        assert "rollout_id" not in shown["canary"]
+        assert opened.rollout_id not in json.dumps(shown)
         ids = stack["ids"][:2000]
         answered = []
         for start in range(0, len(ids), 200):
-            status, out = post(f"{service.url}{PREDICT}", {"entity_ids": ids[start : start + 200]})
+            status, out = predict(service, {"entity_ids": ids[start : start + 200]})
             assert status == 200, out
             assert not any("arm" in p for p in out["predictions"])
             assert opened.rollout_id not in json.dumps(out)
@@ -486,20 +658,18 @@ def test_canary_routes_a_stable_share_by_entity(service: Service, stack: dict[st
         # One entity, one arm: asked again (alone and in other company), the same answer.
         sample = ids[:50]
         for chunk in (sample, list(reversed(sample)), sample[7:8]):
-            again = _logged_arms([post(f"{service.url}{PREDICT}", {"entity_ids": chunk})[1]])
+            again = _logged_arms([predict(service, {"entity_ids": chunk})[1]])
             assert again == {e: arms[e] for e in chunk}
         # Raising the share keeps the challenger's entities on the challenger.
         canary.set_fraction(MODEL, opened, 0.6, 2)
-        wait_for(lambda: json.loads(get(f"{service.url}/v1/models/{MODEL}")[1])["fraction"] == 0.6,
-                 what="the new share")  # fmt: skip
-        wider = _logged_arms([post(f"{service.url}{PREDICT}", {"entity_ids": ids[:200]})[1]])
+        wait_for(lambda: described(service)["fraction"] == 0.6, what="the new share")
+        wider = _logged_arms([predict(service, {"entity_ids": ids[:200]})[1]])
         was_challenger = [e for e in ids[:200] if arms[e] == "challenger"]
         assert was_challenger and all(wider[e] == "challenger" for e in was_challenger)
     finally:
         canary.close_canary(MODEL)
-    wait_for(lambda: json.loads(get(f"{service.url}/v1/models/{MODEL}")[1])["canary"] is None,
-             what="the canary to close")  # fmt: skip
-    after = _logged_arms([post(f"{service.url}{PREDICT}", {"entity_ids": ids[:200]})[1]])
+    wait_for(lambda: described(service)["canary"] is None, what="the canary to close")
+    after = _logged_arms([predict(service, {"entity_ids": ids[:200]})[1]])
     assert set(after.values()) == {"champion"}
 
 
@@ -518,7 +688,7 @@ def test_alias_switch_under_load_loses_nothing_and_sigterm_flushes_the_log(
             ids = [stack["ids"][(worker * 7919 + n * 31 + k) % len(stack["ids"])] for k in range(3)]
             n += 1
             try:
-                status, out = post(f"{service.url}{PREDICT}", {"entity_ids": ids})
+                status, out = predict(service, {"entity_ids": ids})
             except (urllib.error.URLError, ConnectionError, OSError) as exc:
                 if stop.is_set():
                     return  # the server stopped accepting after SIGTERM: not an answer

@@ -1,6 +1,7 @@
 """The trained stack's prediction service as the serving and rollout tests see it: the settings
-they run it with, a started subprocess (``Service``), live traffic against it, and ending the
-in-process app early. The fixtures that make these are in ``tests/fixtures/serving.py``.
+they run it with, tokens to call it with, a started subprocess (``Service``), live traffic
+against it, and ending the in-process app early. The fixtures that make these are in
+``tests/fixtures/serving.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,24 @@ FAST_TUNING = {"max_evals": 1, "num_boost_round": 60}
 SERVICE_SETTINGS = {"serving": {"poll_seconds": 0.2, "log_flush_seconds": 0.2}}
 
 
+def issue_token(role: str, name: str | None = None) -> str:
+    """A new token of a principal with ``role`` (``user:serving-<role>`` unless named, added
+    when missing) in the identity store of the current home, where the service looks."""
+    from mlsteward.identity import identity_store, local_principal
+
+    name = name or f"serving-{role}"
+    operator = local_principal()
+    with identity_store() as store:
+        if store.get_principal(f"user:{name}") is None:
+            store.add_principal(name, roles=[role], by=operator)
+        _, token = store.create_token(f"user:{name}", by=operator, description="tests")
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def shut_down(client: TestClient) -> None:
     """Run the in-process app's shutdown now (its prediction-log writer flushes), for a test
     that reads what the app wrote; the fixture's teardown then has nothing left to do."""
@@ -32,11 +51,17 @@ def shut_down(client: TestClient) -> None:
 
 @dataclass
 class Service:
-    """``python -m mlsteward.serving`` as the ``start_service`` fixtures started it."""
+    """``python -m mlsteward.serving`` as the ``start_service`` fixtures started it, with a
+    token of a viewer (who may predict and read) to call it with."""
 
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -67,17 +92,17 @@ class Traffic:
 
 @contextmanager
 def live_traffic(
-    url: str, model: str, ids: list[Any], per_request: int = 3, threads: int = 2
+    service: Service, model: str, ids: list[Any], per_request: int = 3, threads: int = 2
 ) -> Iterator[Traffic]:
-    """Clients posting ``entity_ids`` continuously (cycling through ``ids``) until the block
-    ends."""
+    """Clients posting ``entity_ids`` continuously (cycling through ``ids``) with the service's
+    token until the block ends."""
     stats = Traffic()
     stop = threading.Event()
     lock = threading.Lock()
 
     def run(offset: int) -> None:
         n = offset
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with httpx.Client(base_url=service.url, headers=service.headers, timeout=10) as client:
             while not stop.is_set():
                 batch = [ids[(n + k) % len(ids)] for k in range(per_request)]
                 n += per_request * threads

@@ -1,14 +1,19 @@
-"""Canary routing and request-field rules of the prediction service (pure functions)."""
+"""Canary routing, request-field rules, settings and token headers of the prediction service
+(pure functions)."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from starlette.datastructures import Headers
 
 from mlsteward.config.models import get_model_config
+from mlsteward.errors import AuthenticationError
+from mlsteward.serving.auth import secure_openapi, token_of
 from mlsteward.serving.features import check_instances, check_value, field_rules
 from mlsteward.serving.routing import CHALLENGER_ARM, CHAMPION_ARM, bucket, choose_arm, routing_key
+from mlsteward.serving.settings import ServingConfigError, ServingSettings
 
 
 @pytest.mark.parametrize("fraction", [0.05, 0.25, 0.5])
@@ -64,3 +69,57 @@ def test_field_rules_name_the_field_and_the_rule() -> None:
     # bounds are inclusive, as in the ingestion contract
     assert check_value(rules["age"], 18, ("x",)) is None
     assert check_value(rules["age"], 17, ("x",)).type == "range"  # type: ignore[union-attr]
+
+
+def test_authentication_is_on_unless_switched_off_and_a_typo_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable in ("MLSTEWARD_SERVING_AUTH", "MLSTEWARD_SERVING_METRICS_AUTH"):
+        monkeypatch.delenv(variable, raising=False)
+    settings = ServingSettings.from_env()
+    assert (settings.auth, settings.metrics_auth) == (True, False)
+    monkeypatch.setenv("MLSTEWARD_SERVING_AUTH", "OFF")
+    monkeypatch.setenv("MLSTEWARD_SERVING_METRICS_AUTH", "true")
+    settings = ServingSettings.from_env()
+    assert (settings.auth, settings.metrics_auth) == (False, True)
+    monkeypatch.setenv("MLSTEWARD_SERVING_AUTH", "of")  # a typo never opens the service
+    with pytest.raises(ServingConfigError, match="MLSTEWARD_SERVING_AUTH='of': use on or off"):
+        ServingSettings.from_env()
+
+
+def test_faults_that_do_not_parse_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLSTEWARD_SERVING_FAULTS", '{"challenger": {"error_rate": 0.5}}')
+    assert ServingSettings.from_env().faults["challenger"].error_rate == 0.5
+    for bad in ('{"canary": {}}', '{"challenger": {"error_rate": 2}}', "[1]", "{oops"):
+        monkeypatch.setenv("MLSTEWARD_SERVING_FAULTS", bad)
+        with pytest.raises(ServingConfigError, match="MLSTEWARD_SERVING_FAULTS"):
+            ServingSettings.from_env()
+
+
+def test_a_token_comes_as_a_bearer_token_or_an_api_key() -> None:
+    assert token_of(Headers({"Authorization": "Bearer  abc "})) == ("abc", "authorization")
+    assert token_of(Headers({"authorization": "bearer abc"})) == ("abc", "authorization")
+    assert token_of(Headers({"X-API-Key": "abc"})) == ("abc", "x-api-key")
+    both = Headers({"Authorization": "Bearer one", "X-API-Key": "two"})
+    assert token_of(both) == ("one", "authorization")
+    assert token_of(Headers({})) == (None, "authorization")
+    for bad in ("Basic abc", "Bearer", "abc"):
+        with pytest.raises(AuthenticationError, match="Bearer <token>"):
+            token_of(Headers({"Authorization": bad}))
+
+
+def test_the_schema_states_security_only_on_protected_routes() -> None:
+    schema = {
+        "paths": {
+            "/p": {"post": {"responses": {"200": {"description": "ok"}}}},
+            "/healthz": {"get": {"responses": {"200": {"description": "ok"}}}},
+        },
+        "components": {"schemas": {"X": {}}},
+    }
+    secured = secure_openapi(schema, {"/p": "predict"})
+    assert set(secured["components"]) == {"schemas", "securitySchemes"}
+    op = secured["paths"]["/p"]["post"]
+    assert op["security"] == [{"bearerToken": []}, {"apiKey": []}]
+    assert "'predict'" in op["responses"]["403"]["description"] and "401" in op["responses"]
+    assert secured["paths"]["/healthz"] == schema["paths"]["/healthz"]
+    assert "securitySchemes" not in schema["components"]  # the input is left alone
