@@ -19,6 +19,7 @@ from mlsteward.config.paths import config_dir
 from mlsteward.config.sections.data import ContractConfig, FeastConfig, FeatureSpec, SourceConfig
 from mlsteward.config.sections.governance import (
     EVALUATION_METRICS,
+    ApprovalsConfig,
     FairnessConfig,
     MetricBound,
     PromotionConfig,
@@ -68,6 +69,7 @@ class ModelConfig(StrictModel):
     )
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)

@@ -135,3 +135,15 @@ class PromotionConfig(StrictModel):
     approval_timeout_seconds: int = Field(
         default=86_400, ge=1, description="Unanswered approval requests count as rejected."
     )
+
+
+class ApprovalsConfig(StrictModel):
+    """Who must agree before a version becomes champion under ``promotion.policy: manual``."""
+
+    required: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="Distinct approvers needed (manual policy); none of them may be the "
+        "principal who trained or submitted the version (four eyes).",
+    )
