@@ -1,9 +1,10 @@
-"""Governance flows: validate a version, promote it per policy (auto or a person's approval),
-and roll back. ``govern`` is shared by the training flow and the promotion flow so both decide
-the same way."""
+"""Governance flows: validate a version, promote it per policy (auto, or approvals through
+the pause form with approval tokens), and roll back. ``govern`` is shared by the training,
+promotion and rollout flows so all decide the same way."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from prefect import flow, pause_flow_run
@@ -16,7 +17,7 @@ from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.policy import GovernanceOutcome
 from mlsteward.governance.promotion import PromotionResult
 from mlsteward.governance.specs import PromotionSpec, RollbackSpec
-from tasks.approval import ApprovalInput, approval_form, await_applied_pause
+from tasks.approval import ApprovalInput, ApprovalRounds, approval_form, await_applied_pause
 from tasks.common import artifact_key, run_actor, run_logger
 from tasks.promotion import audit_event, promotion_candidate, promotion_policy, rollback_champion
 from tasks.validation import (
@@ -51,38 +52,57 @@ def validate(cfg: ModelConfig, version: str, actor: str) -> ValidationReport:
 
 
 def request_approval(
-    cfg: ModelConfig, version: str, report: ValidationReport, actor: str
+    cfg: ModelConfig,
+    version: str,
+    report: ValidationReport,
+    actor: str,
+    *,
+    attempt: int = 1,
+    timeout: float | None = None,
 ) -> ApprovalInput | None:
-    """Pause this flow run until a person approves or rejects; None when the request timed out.
+    """Pause this flow run until a person answers; None when ``timeout`` (default: the
+    model's approval timeout) passed first.
 
     The pause is flow-level (Prefect does not pause tasks), and the form shows the validation
-    summary. ``resume_flow_run`` with input, from the UI or ``mlsteward approve``, resumes it.
+    summary. ``resume_flow_run`` with input, from the UI, ``mlsteward approve`` or the API,
+    resumes it. Each ``attempt`` pauses with its own key: an answer that does not settle the
+    request (refused, or one approval of several) leads to another pause.
     """
-    timeout = cfg.promotion.approval_timeout_seconds
-    audit_event(
-        Action.APPROVAL_REQUESTED,
-        cfg.name,
-        version,
-        actor,
-        f"policy manual: waiting up to {timeout} s for approval of flow run {flow_run.get_id()}",
-        {"flow_run_id": flow_run.get_id(), "timeout_seconds": timeout},
-    )
+    timeout = cfg.promotion.approval_timeout_seconds if timeout is None else timeout
+    if attempt == 1:
+        audit_event(
+            Action.APPROVAL_REQUESTED,
+            cfg.name,
+            version,
+            actor,
+            f"policy manual: waiting up to {timeout:.0f} s for {cfg.approvals.required} "
+            f"approval(s) in flow run {flow_run.get_id()}",
+            {
+                "flow_run_id": flow_run.get_id(),
+                "timeout_seconds": timeout,
+                "requested_by": actor,
+                "approvals_required": cfg.approvals.required,
+            },
+        )
     run_logger().warning(
-        "waiting for approval of %s v%s: approve in the Prefect UI, or run "
-        "`mlsteward approve %s --approver NAME --reason TEXT [--reject]`",
+        "waiting for approval of %s v%s: run `mlsteward approve %s %s --reason TEXT "
+        "[--reject]` as an approver (MLSTEWARD_TOKEN), or answer the form in the Prefect UI "
+        "with an approval token (`--print-token`)",
         cfg.name,
         version,
-        flow_run.get_id(),
+        cfg.name,
+        version,
     )
     form = approval_form(report.to_markdown(), cfg.name, version)
-    key = artifact_key("approve", cfg.name, f"v{version}")
-    poll = min(APPROVAL_POLL_SECONDS, timeout)
+    key = artifact_key("approve", cfg.name, f"v{version}", str(attempt))
+    seconds = max(1, math.ceil(timeout))
+    poll = min(APPROVAL_POLL_SECONDS, seconds)
     try:
-        return pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=poll, key=key)
+        return pause_flow_run(wait_for_input=form, timeout=seconds, poll_interval=poll, key=key)
     except FlowPauseTimeout:
         return None
     except Pause as paused:
-        return await_applied_pause(paused, flow_run.get_id(), form, key, timeout, poll)
+        return await_applied_pause(paused, flow_run.get_id(), form, key, seconds, poll)
 
 
 def govern(
@@ -90,7 +110,6 @@ def govern(
     version: str,
     *,
     actor: str,
-    approver: str | None = None,
     reason: str | None = None,
     report: ValidationReport | None = None,
     promote: bool = True,
@@ -101,18 +120,26 @@ def govern(
     report = report or validate(cfg, version, actor)
 
     # 2. Policy (mlsteward.governance.policy): auto promotes, gates again if the promotion went
-    # stale; manual needs a person (an approver named in the request, or the pause form)
+    # stale; manual pauses for the form until approvals.required approvals with tokens are in
+    rounds = ApprovalRounds(cfg.promotion.approval_timeout_seconds)
+
+    def ask(current: ValidationReport) -> ApprovalInput | None:
+        turn = rounds.next()
+        if turn is None:
+            return None
+        attempt, remaining = turn
+        return request_approval(cfg, version, current, actor, attempt=attempt, timeout=remaining)
+
     return promotion_policy(
         cfg,
         version,
         report,
         actor=actor,
-        approver=approver,
         reason=reason,
         promote=promote,
         flow_run_id=flow_run.get_id(),
         validate=lambda: validate(cfg, version, actor),
-        ask=lambda current: request_approval(cfg, version, current, actor),
+        ask=ask,
     )
 
 
@@ -120,43 +147,37 @@ def govern(
 def promotion_flow(
     model: str = "heart_disease",
     version: str = "",
-    approver: str | None = None,
     reason: str | None = None,
     revalidate: bool = False,
     requested_by: str | None = None,
 ) -> GovernanceOutcome:
     """Promote VERSION of MODEL to champion, following the model's promotion policy.
 
+    Under the manual policy the run pauses for approvals: an answer counts only with an
+    approval token (``mlsteward approve MODEL VERSION``, or the API's approve route).
+
     Args:
         model: name of a model config in config/models.
         version: registered version number.
-        approver: under the manual policy, the person approving (skips the pause form).
         reason: why (recorded in the audit trail).
         revalidate: run the gates again even if the version's report is current.
-        requested_by: who asked (recorded as the actor); default: this flow run.
+        requested_by: the principal this run acts for (``user:alice``): its audit actor is
+            ``flow-run:<id> for user:alice``. Who approves is never a parameter.
     """
     # 0. The run's settings: a request that cannot be right is refused before anything runs
     spec = PromotionSpec.resolve(
         model,
         version=version,
-        approver=approver,
         reason=reason,
         revalidate=revalidate,
-        actor=requested_by or run_actor(),
+        actor=run_actor(requested_by),
     )
 
     # 1. The version and its report while current (None: the gates run again)
     info, report = promotion_candidate(spec)
 
     # 2. Gates if needed, then the promotion policy
-    return govern(
-        spec.cfg,
-        info.version,
-        actor=spec.actor,
-        approver=spec.approver,
-        reason=spec.reason,
-        report=report,
-    )
+    return govern(spec.cfg, info.version, actor=spec.actor, reason=spec.reason, report=report)
 
 
 @flow(name="rollback-model", log_prints=True)
@@ -172,11 +193,12 @@ def rollback_flow(
         model: name of a model config in config/models.
         reason: why (required; recorded in the audit trail).
         to_version: a specific earlier champion; default: the one before the current.
-        requested_by: who asked (recorded as the actor); default: this flow run.
+        requested_by: the principal this run acts for (``user:alice``): its audit actor is
+            ``flow-run:<id> for user:alice``.
     """
     # 0. The run's settings: no rollback without a reason
     spec = RollbackSpec.resolve(
-        model, reason=reason, to_version=to_version, actor=requested_by or run_actor()
+        model, reason=reason, to_version=to_version, actor=run_actor(requested_by)
     )
 
     # 1. The earlier champion back, verified and audited

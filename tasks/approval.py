@@ -2,12 +2,15 @@
 
 The flow pauses with ``pause_flow_run(wait_for_input=ApprovalInput.with_initial_data(...))``;
 Prefect renders the fields below as a form next to the validation summary, and
-``mlsteward approve`` sends the same fields through ``resume_flow_run``.
+``mlsteward approve`` (or the API) sends the same fields through ``resume_flow_run``. Only the
+approval token counts: it names who decided, on which version, and what; the form is an open
+page where anyone can type any name.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Literal
 from uuid import UUID
 
@@ -24,8 +27,19 @@ class ApprovalInput(RunInput):
     decision: Literal["approve", "reject"] = Field(
         description="approve: make this version the champion; reject: keep the current one."
     )
-    approver: str = Field(min_length=1, description="Who decides (name or user id).")
+    approval_token: str = Field(
+        default="",
+        description="Required for the answer to count: a one-use token from `mlsteward approve "
+        "MODEL VERSION --reason TEXT --print-token` or POST "
+        "/api/v1/models/{m}/versions/{v}/approve, minted for you, this version and this "
+        "decision. The decision and the approver are the token's.",
+    )
     reason: str = Field(min_length=1, description="Why; recorded in the audit trail.")
+    approver: str | None = Field(
+        default=None,
+        description="Your name, for the record only: a typed name is not an identity; the "
+        "token says who you are.",
+    )
 
 
 MAX_REPORT_CHARS = 20_000
@@ -44,10 +58,32 @@ def approval_form(report_markdown: str, model: str, version: str) -> type[Approv
         )
     description = (
         f"## Promote {model} v{version} to champion?\n\n{report_markdown}\n\n"
-        f"Or from a shell: `mlsteward approve <flow-run-id> --approver NAME --reason TEXT "
-        f"[--reject]`"
+        "An answer counts only with an approval token minted for you: "
+        f"`mlsteward approve {model} {version} --reason TEXT --print-token` prints one to paste "
+        f"below. Or answer from a shell, which resumes this run itself: "
+        f"`mlsteward approve {model} {version} --reason TEXT [--reject]` (as MLSTEWARD_TOKEN's "
+        "principal)."
     )
     return ApprovalInput.with_initial_data(description=description)
+
+
+@dataclass
+class ApprovalRounds:
+    """One approval request as a series of pauses: an answer that does not settle it (refused,
+    or one approval of several) pauses the run again, each time with a new key (Prefect
+    treats a pause key it has seen as already resumed), until the approval timeout."""
+
+    timeout: float
+    started: float = field(default_factory=time.monotonic)
+    attempts: int = 0
+
+    def next(self) -> tuple[int, float] | None:
+        """(attempt number, seconds left), or None once the time is up."""
+        remaining = self.timeout - (time.monotonic() - self.started)
+        if remaining <= 0:
+            return None
+        self.attempts += 1
+        return self.attempts, remaining
 
 
 def await_applied_pause(

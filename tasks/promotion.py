@@ -12,8 +12,9 @@ from prefect.cache_policies import NO_CACHE
 
 from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig
-from mlsteward.governance import candidate
+from mlsteward.governance import candidate, ledger, registry
 from mlsteward.governance import promotion as governance
+from mlsteward.governance.four_eyes import redeem_answer
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.policy import (
     Answer,
@@ -23,8 +24,9 @@ from mlsteward.governance.policy import (
     apply_policy,
 )
 from mlsteward.governance.promotion import PromotionResult
-from mlsteward.governance.registry import VersionInfo
+from mlsteward.governance.registry import CHAMPION, VersionInfo
 from mlsteward.governance.specs import PromotionSpec, RollbackSpec
+from mlsteward.identity.tokens import APPROVAL_PREFIX, token_id_of
 from tasks.common import artifact_key, run_logger
 
 
@@ -90,7 +92,6 @@ def promotion_policy(
     report: ValidationReport,
     *,
     actor: str,
-    approver: str | None,
     reason: str | None,
     promote: bool,
     flow_run_id: str | None,
@@ -98,45 +99,80 @@ def promotion_policy(
     ask: Callable[[ValidationReport], Answer | None],
 ) -> GovernanceOutcome:
     """The policy's decision, acting through these tasks; ``validate`` (the gates) and ``ask``
-    (the pause for a person) are the calling flow's. A plain function: it calls tasks."""
+    (one pause for a person) are the calling flow's. A plain function: it calls tasks."""
+
+    def standing() -> ledger.Standing:
+        with governance.open_audit() as audit:
+            return ledger.standing(cfg.name, version, audit)
 
     def promote_(by: str, why: str, approval: dict[str, Any] | None) -> PromotionResult:
         return promote_version(cfg, version, by, why, approval)
 
+    def verify(answer: Answer) -> Approval:
+        now = standing()
+        return redeem_answer(
+            cfg,
+            version,
+            answer,
+            used_by=actor,
+            submitted_by=now.submitter,
+            approved=now.approvals,
+            flow_run_id=flow_run_id,
+        )
+
+    def refuse(answer: Answer, why: str) -> None:
+        details = {
+            "typed_name": answer.approver,
+            "decision": answer.decision,
+            "token_given": bool((answer.approval_token or "").strip()),
+            "token_id": token_id_of((answer.approval_token or "").strip(), APPROVAL_PREFIX),
+            "flow_run_id": flow_run_id,
+        }
+        audit_event(Action.APPROVAL_REFUSED, cfg.name, version, actor, why, details)
+        run_logger().warning("answer refused: %s", why)
+
     def reject(approval: Approval) -> None:
-        details = approval.model_dump()
+        details = {**approval.model_dump(), "identity": approval.approver}
         reject_version(
             cfg, version, approval.approver, approval.reason, Action.APPROVAL_REJECTED, details
         )
 
-    def grant(approval: Approval) -> None:
-        details = approval.model_dump()
+    def grant(approval: Approval) -> list[str]:
+        details = {
+            **approval.model_dump(),
+            "identity": approval.approver,
+            "approvals_required": cfg.approvals.required,
+        }
         audit_event(
             Action.APPROVAL_GRANTED, cfg.name, version, approval.approver, approval.reason, details
         )
+        approvals = standing().approvals
+        run_logger().info(
+            "%s approved %s v%s: %d of %d approval(s)",
+            approval.approver,
+            cfg.name,
+            version,
+            len(approvals),
+            cfg.approvals.required,
+        )
+        return approvals
 
     actions = PolicyActions(
         validate=validate,
         promote=promote_,
         ask=ask,
+        verify=verify,
+        refuse=refuse,
         reject=reject,
+        grant=grant,
+        approvals=lambda: standing().approvals,
+        is_champion=lambda: CHAMPION in registry.get_version(cfg.name, version).aliases,
         time_out=lambda: reject_timed_out(
             cfg, version, cfg.promotion.approval_timeout_seconds, flow_run_id
         ),
-        grant=grant,
         warn=lambda message: run_logger().warning("%s", message),
     )
-    return apply_policy(
-        cfg,
-        version,
-        report,
-        actions,
-        actor=actor,
-        approver=approver,
-        reason=reason,
-        promote=promote,
-        flow_run_id=flow_run_id,
-    )
+    return apply_policy(cfg, version, report, actions, actor=actor, reason=reason, promote=promote)
 
 
 # No retries: an append that committed before a later failure would be written twice.

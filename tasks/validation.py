@@ -1,7 +1,7 @@
 """Validation-stage tasks: score the holdout, run each gate, record the report.
 
-Each gate task wraps one plain function from ``mlsteward.governance.gates`` /
-``mlsteward.governance.fairness``; the
+Each gate task wraps one plain function from ``mlsteward.governance.threshold_gate``,
+``fairness`` and ``run_gates`` (which runs them all at once where no flow is involved); the
 flow collects every gate's result and decides once.
 """
 
@@ -13,13 +13,12 @@ from prefect.cache_policies import NO_CACHE
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.governance import promotion as governance
-from mlsteward.governance import registry
-from mlsteward.governance.champion_gate import champion_comparison_gate
 from mlsteward.governance.fairness import fairness_gate
 from mlsteward.governance.gates import GateResult, ValidationReport
-from mlsteward.governance.registry import CHAMPION, VersionInfo
+from mlsteward.governance.registry import VersionInfo
+from mlsteward.governance.run_gates import champion_gate, score_with_champion
 from mlsteward.governance.threshold_gate import metric_threshold_gate
-from mlsteward.governance.validation import HoldoutScore, load_holdout, score_holdout
+from mlsteward.governance.validation import HoldoutScore
 from tasks.common import artifact_key, run_logger
 
 
@@ -30,22 +29,13 @@ def score_on_holdout(
 ) -> tuple[HoldoutScore, HoldoutScore | None, VersionInfo]:
     """Score the version and the current champion (if another one) on the version's holdout,
     both from SHA-256-verified artifacts."""
-    info = registry.get_version(cfg.name, version)
-    holdout = load_holdout(info)
-    with governance.open_audit() as audit:
-        verified = governance.load_verified(info, audit, actor, "validation")
-        challenger = score_holdout(cfg, verified, holdout)
-        champ_info = registry.version_by_alias(cfg.name, CHAMPION)
-        champion = None
-        if champ_info is not None and champ_info.version != info.version:
-            verified = governance.load_verified(champ_info, audit, actor, "validation (champion)")
-            champion = score_holdout(cfg, verified, holdout)
+    challenger, champion, info, rows = score_with_champion(cfg, version, actor)
     log = run_logger()
     log.info(
         "%s v%s on %d holdout rows: %s %.4f%s",
         cfg.name,
         version,
-        len(holdout),
+        rows,
         cfg.promotion.primary_metric,
         challenger.metrics[cfg.promotion.primary_metric],
         f"; champion v{champion.version}: {champion.metrics[cfg.promotion.primary_metric]:.4f}"
@@ -69,16 +59,7 @@ def gate_fairness(cfg: ModelConfig, score: HoldoutScore) -> GateResult:
 def gate_champion(
     cfg: ModelConfig, challenger: HoldoutScore, champion: HoldoutScore | None
 ) -> GateResult:
-    return _logged(
-        champion_comparison_gate(
-            challenger.metrics,
-            champion.metrics if champion else None,
-            challenger.gated_fairness(cfg),
-            champion.gated_fairness(cfg) if champion else None,
-            cfg.promotion,
-            champion_version=champion.version if champion else None,
-        )
-    )
+    return _logged(champion_gate(cfg, challenger, champion))
 
 
 def _logged(result: GateResult) -> GateResult:

@@ -12,10 +12,11 @@ import json
 import tempfile
 from pathlib import Path
 
+from mlsteward.config.models import ModelConfig
 from mlsteward.errors import PromotionError
-from mlsteward.governance import registry
+from mlsteward.governance import ledger, registry
 from mlsteward.governance.gates import ValidationReport
-from mlsteward.governance.promotion import NO_CHAMPION
+from mlsteward.governance.promotion import NO_CHAMPION, open_audit, override_needed
 from mlsteward.governance.registry import CHAMPION, VersionInfo
 from mlsteward.governance.specs import PromotionSpec
 
@@ -45,24 +46,48 @@ def current_report(model: str, version: str) -> ValidationReport | None:
     return None if needs_validation(info) else stored_report(info)
 
 
-def promotion_candidate(spec: PromotionSpec) -> tuple[VersionInfo, ValidationReport | None]:
-    """The version a promote request names, with its stored report when that is current
-    (None: the gates run again). The request itself was checked when the spec was resolved.
+def check_candidate(
+    cfg: ModelConfig, version: str, *, revalidate: bool = False, blocked: str | None = None
+) -> tuple[VersionInfo, bool]:
+    """The version a promote request names, and whether its gates must run (again) first.
+
+    ``blocked`` is why the version needs an override (a person's rejection, a rollback away
+    from it), already read from the audit trail; None when it does not or an override came
+    with the request.
 
     Raises:
         NotFoundError: no such version.
-        PromotionError: the version is already champion, or its current report says it failed.
+        PromotionError: the version is already champion, needs an override, or its current
+            report says it failed (a gate-failed version is never promotable).
     """
-    cfg, version = spec.cfg, spec.version
     info = registry.get_version(cfg.name, version)
     if CHAMPION in info.aliases:
         raise PromotionError(f"{cfg.name} v{info.version} is already the champion")
-    if spec.revalidate or needs_validation(info):
-        return info, None
+    if blocked:
+        raise PromotionError(override_needed(cfg.name, info.version, blocked))
+    if revalidate or needs_validation(info):
+        return info, True
     if info.validation_status != "passed":
         raise PromotionError(
             f"{cfg.name} v{version} failed validation: "
             f"{info.tags.get('validation_reasons', '')}; use --revalidate after changing "
             "the config or data"
         )
-    return info, stored_report(info)
+    return info, False
+
+
+def promotion_candidate(spec: PromotionSpec) -> tuple[VersionInfo, ValidationReport | None]:
+    """The version a promote run names, with its stored report when that is current (None:
+    the gates run again). A run carries no override: a version a person rejected or that was
+    rolled back from is refused here (an admin overrides through the CLI or the API).
+
+    Raises:
+        NotFoundError: no such version.
+        PromotionError: as :func:`check_candidate`.
+    """
+    with open_audit() as audit:
+        blocked = ledger.standing(spec.cfg.name, spec.version, audit).blocked
+    info, stale = check_candidate(
+        spec.cfg, spec.version, revalidate=spec.revalidate, blocked=blocked
+    )
+    return info, None if stale else stored_report(info)

@@ -1,8 +1,8 @@
 """The promotion policy: what becomes of a version once its gates have run.
 
 A plain function over typed inputs, so tests drive it without Prefect. What the policy *does*
-(promote, reject, ask a person, run the gates again) comes in as ``PolicyActions``: the
-governance flow fills them with its tasks and its pause for approval.
+(promote, reject, ask a person, check an answer, run the gates again) comes in as
+``PolicyActions``: the governance flow fills them with its tasks and its pause for approval.
 
 * Failed gates: rejected, with every reason. ``promote=False``: a passing version stays the
   challenger.
@@ -10,7 +10,11 @@ governance flow fills them with its tasks and its pause for approval.
   promotion is then refused as stale (``ChampionChangedError``) and the gates run again against
   the new champion, at most ``STALE_GATE_RETRIES`` times (a model promoted that often needs a
   person, not a loop).
-* ``manual``: an approver named in the request, or a person answering the pause form; no
+* ``manual``: ``approvals.required`` distinct people approve, none of them the version's
+  submitter (four eyes). The run asks through the pause form and asks again after each answer
+  until enough approvals are in (approvals given meanwhile through the CLI or the API count
+  too): an answer counts only with an approval token for this version (``verify``); one that
+  does not is refused, audited, and the form comes back. A person's rejection ends it; no
   answer in time counts as a rejection.
 """
 
@@ -23,7 +27,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
 from mlsteward.config.models import ModelConfig
-from mlsteward.errors import ChampionChangedError
+from mlsteward.errors import ChampionChangedError, MlstewardError
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.promotion import PromotionResult
 
@@ -32,39 +36,44 @@ STALE_GATE_RETRIES = 3
 
 AUTO_REASON = "policy auto: every gate passed"
 
-Channel = Literal["promote-request", "prefect"]
+Channel = Literal["prefect", "request"]
+"""Where a decision came from: the pause form (with an approval token), or an approve, reject
+or promote request through the CLI or the API."""
 
 
 class Answer(Protocol):
-    """A person's answer to a promotion request (the pause form's fields)."""
+    """A form answer as it arrived: nothing in it is trusted until its token is redeemed."""
 
     @property
     def decision(self) -> str: ...
 
     @property
-    def approver(self) -> str: ...
-
-    @property
     def reason(self) -> str: ...
 
+    @property
+    def approval_token(self) -> str: ...
 
-@dataclass(frozen=True)
-class RequestAnswer:
-    """The answer carried by a promote request that names its approver."""
+    @property
+    def approver(self) -> str | None: ...
 
-    approver: str
-    reason: str
-    decision: str = "approve"
+
+class AnswerRefused(MlstewardError):
+    """A form answer that does not count: no valid approval token for this version, a decision
+    other than the token's, an approver without the permission, the version's submitter, or
+    an approver who approved already."""
 
 
 class Approval(BaseModel):
     """A person's decision as the audit trail and the result record it."""
 
     approver: str
+    """The principal's identity (``user:alice``), proven by a token or the caller's login."""
     reason: str
     decision: str
     channel: Channel
     flow_run_id: str | None = None
+    token_id: str | None = None
+    override: bool = False
 
 
 class GovernanceOutcome(BaseModel):
@@ -78,13 +87,15 @@ class GovernanceOutcome(BaseModel):
     """Set when rejected (every reason) or kept as challenger (none)."""
     promotion: PromotionResult | None = None
     approval: Approval | None = None
-    """Set when a person's approval promoted the version."""
+    """Set when a person's approval promoted the version (the one that completed the count)."""
+    approvals: list[str] | None = None
+    """Under the manual policy: every identity whose approval counted."""
 
     @model_serializer(mode="wrap")
     def _present_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Keys that do not apply to a decision are absent, not null."""
         data: dict[str, Any] = handler(self)
-        optional = ("reasons", "promotion", "approval")
+        optional = ("reasons", "promotion", "approval", "approvals")
         return {k: v for k, v in data.items() if k not in optional or v is not None}
 
 
@@ -103,6 +114,7 @@ class Subject:
         reasons: list[str] | None = None,
         promotion: PromotionResult | None = None,
         approval: Approval | None = None,
+        approvals: list[str] | None = None,
     ) -> GovernanceOutcome:
         return GovernanceOutcome(
             model=self.model,
@@ -112,7 +124,21 @@ class Subject:
             reasons=reasons,
             promotion=promotion,
             approval=approval,
+            approvals=approvals,
         )
+
+
+class Promoter(Protocol):
+    """What promoting while the comparison is current needs."""
+
+    @property
+    def validate(self) -> Callable[[], ValidationReport]: ...
+
+    @property
+    def promote(self) -> Callable[[str, str, dict[str, Any] | None], PromotionResult]: ...
+
+    @property
+    def warn(self) -> Callable[[str], None]: ...
 
 
 @dataclass(frozen=True)
@@ -124,13 +150,21 @@ class PolicyActions:
     promote: Callable[[str, str, dict[str, Any] | None], PromotionResult]
     """(actor, reason, approval) -> the promotion; raises ChampionChangedError when stale."""
     ask: Callable[[ValidationReport], Answer | None]
-    """A person's answer to the request, or None when it timed out."""
+    """One pause for a person's answer; None once the approval timeout has passed."""
+    verify: Callable[[Answer], Approval]
+    """Redeem the answer's approval token and check who it proves; raises AnswerRefused."""
+    refuse: Callable[[Answer, str], None]
+    """Record an answer that did not count (with the name typed into the form)."""
     reject: Callable[[Approval], None]
     """A person said no."""
+    grant: Callable[[Approval], list[str]]
+    """Record a person's yes; returns every identity that approved in this round."""
+    approvals: Callable[[], list[str]]
+    """Identities that approved in this round so far, through any channel."""
+    is_champion: Callable[[], bool]
+    """Whether the version became champion meanwhile (approved through another channel)."""
     time_out: Callable[[], None]
     """Nobody answered in time."""
-    grant: Callable[[Approval], None]
-    """Record a person's yes before the promotion."""
     warn: Callable[[str], None]
 
 
@@ -141,10 +175,8 @@ def apply_policy(
     actions: PolicyActions,
     *,
     actor: str,
-    approver: str | None = None,
     reason: str | None = None,
     promote: bool = True,
-    flow_run_id: str | None = None,
 ) -> GovernanceOutcome:
     """The decision on VERSION given its validation ``report`` and the model's policy."""
     subject = Subject(cfg.name, str(version), report.passed)
@@ -153,24 +185,22 @@ def apply_policy(
     if not promote:
         return subject.decided("challenger", reasons=[])
     if cfg.promotion.policy == "auto":
-        return promote_while_current(subject, actions, approver or actor, reason or AUTO_REASON)
-    answer: Answer | None
-    channel: Channel
-    if approver:  # named in the promote request itself (CLI or deployment parameters)
-        answer, channel = RequestAnswer(approver, reason or ""), "promote-request"
-    else:
-        answer, channel = actions.ask(report), "prefect"
-    return decide_on_answer(subject, actions, answer, channel, flow_run_id)
+        return promote_while_current(subject, actions, actor, reason or AUTO_REASON)
+    return await_approvals(subject, actions, report, actor, cfg.approvals.required)
 
 
 def promote_while_current(
-    subject: Subject, actions: PolicyActions, actor: str, reason: str
+    subject: Subject,
+    actions: Promoter,
+    actor: str,
+    reason: str,
+    approval: dict[str, Any] | None = None,
 ) -> GovernanceOutcome:
     """Promote; when refused as stale, run the gates again against the new champion and
     promote only if they still pass (bounded by ``STALE_GATE_RETRIES``)."""
     for attempt in range(1, STALE_GATE_RETRIES + 2):
         try:
-            result = actions.promote(actor, reason, None)
+            result = actions.promote(actor, reason, approval)
             return subject.decided("promoted", promotion=result)
         except ChampionChangedError as exc:
             if attempt > STALE_GATE_RETRIES:
@@ -183,27 +213,44 @@ def promote_while_current(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def decide_on_answer(
+def await_approvals(
     subject: Subject,
     actions: PolicyActions,
-    answer: Answer | None,
-    channel: Channel,
-    flow_run_id: str | None,
+    report: ValidationReport,
+    actor: str,
+    required: int,
 ) -> GovernanceOutcome:
-    """A person's answer (or its absence) under the manual policy."""
-    if answer is None:
-        actions.time_out()
-        return subject.decided("rejected", reasons=["approval timed out"])
-    approval = Approval(
-        approver=answer.approver,
-        reason=answer.reason,
-        decision=answer.decision,
-        channel=channel,
-        flow_run_id=flow_run_id,
-    )
-    if answer.decision == "reject":
-        actions.reject(approval)
-        return subject.decided("rejected", reasons=[f"rejected by {answer.approver}"])
-    actions.grant(approval)
-    result = actions.promote(answer.approver, answer.reason, approval.model_dump())
-    return subject.decided("promoted", promotion=result, approval=approval)
+    """Ask until ``required`` distinct approvals are in, a person rejects, or time runs out.
+
+    An answer that does not count is recorded and the form comes back; approvals given
+    meanwhile through the CLI or the API count as well.
+    """
+    approvals = actions.approvals()
+    last: Approval | None = None
+    while len(approvals) < required:
+        answer = actions.ask(report)
+        if actions.is_champion():
+            return subject.decided(
+                "promoted", reasons=["promoted meanwhile through approvals given elsewhere"]
+            )
+        if answer is None:
+            actions.time_out()
+            return subject.decided("rejected", reasons=["approval timed out"])
+        try:
+            approval = actions.verify(answer)
+        except AnswerRefused as exc:
+            actions.refuse(answer, str(exc))
+            approvals = actions.approvals()
+            continue
+        if approval.decision == "reject":
+            actions.reject(approval)
+            return subject.decided("rejected", reasons=[f"rejected by {approval.approver}"])
+        approvals = actions.grant(approval)
+        last = approval
+    by = last.approver if last is not None else actor
+    why = last.reason if last is not None else f"approved by {', '.join(approvals)}"
+    details = {**(last.model_dump() if last else {}), "approvers": approvals}
+    outcome = promote_while_current(subject, actions, by, why, details)
+    if outcome.decision != "promoted":
+        return outcome
+    return outcome.model_copy(update={"approval": last, "approvals": approvals})

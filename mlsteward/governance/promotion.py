@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from mlsteward.audit import Action, AuditStore, audit_store
 from mlsteward.config.models import ModelConfig
 from mlsteward.errors import ChampionChangedError, IntegrityError, PromotionError
-from mlsteward.governance import registry
+from mlsteward.governance import ledger, registry
 from mlsteward.governance.canary import read_target
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.registry import CHALLENGER, CHAMPION, VersionInfo
@@ -195,9 +195,9 @@ def reject(
     action: Action = Action.APPROVAL_REJECTED,
     details: dict[str, Any] | None = None,
     store: AuditStore | None = None,
-) -> None:
+) -> int:
     """A person (or a timeout) said no: the version is ``rejected`` and loses the challenger
-    alias; the champion is untouched."""
+    alias; the champion is untouched. Returns the audit record's sequence number."""
     with (
         open_audit(store) as audit,
         audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS),
@@ -207,10 +207,11 @@ def reject(
             version,
             {"lifecycle": Lifecycle.REJECTED, "rejected_at": now(), "rejected_reason": reason},
         )
-        audit.append(
+        record = audit.append(
             action, model=cfg.name, version=version, actor=actor, reason=reason, details=details
         )
         _clear_challenger(audit, cfg.name, version, actor)
+    return record.seq
 
 
 # -- promotion -------------------------------------------------------------------------------
@@ -278,15 +279,20 @@ def promote(
     actor: str,
     reason: str,
     approval: dict[str, Any] | None = None,
+    override: dict[str, Any] | None = None,
     store: AuditStore | None = None,
 ) -> PromotionResult:
     """Make a validated version the champion; the previous champion is retired (kept for
     rollback).
 
+    ``override`` (an admin's, with its reason) lets a version a person rejected or that was
+    rolled back from become champion again; it is recorded with the promotion.
+
     Raises:
-        PromotionError: the version did not pass validation, is already champion, or the
-            champion changed since it was validated (its comparison is stale: re-run the
-            gates). The refusal is audited and the registry is unchanged.
+        PromotionError: the version did not pass validation, is already champion, a person
+            rejected it or it was rolled back from (without ``override``), or the champion
+            changed since it was validated (its comparison is stale: re-run the gates). The
+            refusal is audited and the registry is unchanged.
         IntegrityError: the artifact's SHA-256 differs from the registered one.
     """
     version = str(version)
@@ -311,6 +317,7 @@ def promote(
             raise _refuse(
                 audit, cfg.name, version, actor, f"{cfg.name} v{version} is already the champion"
             )
+        _refuse_blocked(audit, cfg.name, version, actor, override)
         validated_against = info.tags.get("validated_against_champion", NO_CHAMPION)
         if validated_against != (current_v or NO_CHAMPION):
             raise _refuse(
@@ -336,6 +343,7 @@ def promote(
             reason=reason,
             details={
                 "approval": approval,
+                **_override_details(override),
                 "artifact_sha256": digest,
                 "validation_report": info.tags.get("validation_report"),
                 "test_metrics": _metrics(info),
@@ -350,6 +358,33 @@ def promote(
         artifact_sha256=digest,
         audit_seq=record.seq,
     )
+
+
+def override_needed(model: str, version: str, blocked: str) -> str:
+    """The refusal for a version a person rejected or that was rolled back from."""
+    return (
+        f"{model} v{version} was {blocked}; making it champion again needs an admin's "
+        "override with a reason (--override --reason TEXT, or override: true in the API; "
+        "permission 'override')"
+    )
+
+
+def _refuse_blocked(
+    audit: AuditStore, model: str, version: str, actor: str, override: dict[str, Any] | None
+) -> None:
+    """Refuse (audited) a version a person rejected or that was rolled back from, unless an
+    override lifted that since or comes with this request."""
+    if override is not None:
+        return
+    blocked = ledger.standing(model, version, audit).blocked
+    if blocked:
+        raise _refuse(
+            audit, model, version, actor, override_needed(model, version, blocked), blocked=blocked
+        )
+
+
+def _override_details(override: dict[str, Any] | None) -> dict[str, Any]:
+    return {"override": True, **override} if override is not None else {}
 
 
 def _metrics(info: VersionInfo) -> dict[str, float]:
@@ -500,9 +535,12 @@ def rollback(
     reason: str,
     actor: str,
     to_version: str | None = None,
+    override: dict[str, Any] | None = None,
     store: AuditStore | None = None,
 ) -> PromotionResult:
-    """Restore the previous (or a named earlier) champion; the current one is ``retired``."""
+    """Restore the previous (or a named earlier) champion; the current one is ``retired``.
+    A target a person rejected or that was rolled back from needs ``override``, as a
+    promotion does."""
     RollbackSpec.check_request(reason)
     with (
         open_audit(store) as audit,
@@ -525,6 +563,7 @@ def rollback(
                 audit, cfg.name, target_v, actor, f"{cfg.name} v{target_v} is already the champion"
             )
         target = registry.get_version(cfg.name, target_v)
+        _refuse_blocked(audit, cfg.name, target_v, actor, override)
         if target.validation_status != "passed":
             raise _refuse(
                 audit,
@@ -543,7 +582,7 @@ def rollback(
             actor=actor,
             action=Action.ROLLBACK,
             reason=reason,
-            details={"artifact_sha256": digest},
+            details={"artifact_sha256": digest, **_override_details(override)},
         )
     return PromotionResult(
         model=cfg.name,

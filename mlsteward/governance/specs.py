@@ -2,10 +2,11 @@
 
 The flows' parameters, the model's config and the acting person or run become one typed spec
 each (``PromotionSpec``, ``RollbackSpec``). A request that cannot be right (no version to
-promote, an approver without a reason, a rollback without a reason) is refused here, before
-the config or the registry is read; the CLI asks the same checks before it starts a flow run.
-What the registry says about the version (already champion, failed validation) is the
-candidate's check (``governance.candidate``), made when the run reads it.
+promote, a rollback without a reason) is refused here, before the config or the registry is
+read. What the registry and the audit trail say about the version (already champion, failed
+validation, rejected by a person) is the candidate's check (``governance.candidate``), made
+when the run reads it. Who approves is never a parameter: under the manual policy the run asks
+through the pause form, where only an approval token counts.
 """
 
 from __future__ import annotations
@@ -17,30 +18,24 @@ from mlsteward.errors import PromotionError
 
 
 class PromotionSpec(BaseModel):
-    """One promote run: which version, on whose word and why, and whether the gates run again
+    """One promote run: which version, for whom and why, and whether the gates run again
     even when the version's report is current."""
 
     model_config = ConfigDict(frozen=True)
 
     cfg: ModelConfig
     version: str
-    approver: str | None = None
-    """Under the manual policy, the person approving now (no pause form)."""
     reason: str | None = None
     revalidate: bool = False
     actor: str
 
     @staticmethod
-    def check_request(version: str, approver: str | None, reason: str | None) -> None:
+    def check_request(version: str) -> None:
         """Raises:
-        PromotionError: no version named, or an approver without a reason.
+        PromotionError: no version named.
         """
         if not version:
             raise PromotionError("promote needs a version number")
-        if approver and not (reason or "").strip():
-            raise PromotionError(
-                "an approver needs a reason (--reason TEXT; it goes into the audit trail)"
-            )
 
     @classmethod
     def resolve(
@@ -48,7 +43,6 @@ class PromotionSpec(BaseModel):
         model: str,
         *,
         version: str,
-        approver: str | None = None,
         reason: str | None = None,
         revalidate: bool = False,
         actor: str,
@@ -59,11 +53,10 @@ class PromotionSpec(BaseModel):
             PromotionError: the request cannot be right.
             ConfigError: no (valid) config for ``model``.
         """
-        cls.check_request(version, approver, reason)
+        cls.check_request(version)
         return cls(
             cfg=get_model_config(model),
             version=version,
-            approver=approver,
             reason=reason,
             revalidate=revalidate,
             actor=actor,

@@ -1,5 +1,7 @@
 """The promotion policy as a plain function: every branch of ``apply_policy`` with its actions
-recorded, no Prefect and no registry (the integration tests run it through the flows)."""
+recorded, no Prefect and no registry (the integration tests run it through the flows and with
+real approval tokens). Here a form answer's "token" is checked by a stand-in for
+``four_eyes.redeem_answer``: the loop around it is what is under test."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.errors import ChampionChangedError
@@ -14,15 +17,15 @@ from mlsteward.governance.gates import GateResult, ValidationReport, Violation
 from mlsteward.governance.policy import (
     AUTO_REASON,
     STALE_GATE_RETRIES,
+    AnswerRefused,
     Approval,
     PolicyActions,
-    RequestAnswer,
     apply_policy,
 )
 from mlsteward.governance.promotion import PromotionResult
 
 
-def config(policy: str) -> ModelConfig:
+def config(policy: str, required: int = 1) -> ModelConfig:
     return ModelConfig.model_validate(
         {
             "name": "policy_demo",
@@ -31,8 +34,18 @@ def config(policy: str) -> ModelConfig:
             "label": "y",
             "features": ["a"],
             "promotion": {"policy": policy},
+            "approvals": {"required": required},
         }
     )
+
+
+class FormAnswer(BaseModel):
+    """What a person sent through the form: the token here names who it proves (``tok:bob``)."""
+
+    decision: str = "approve"
+    reason: str = "ok"
+    approval_token: str = ""
+    approver: str | None = None
 
 
 def report(passed: bool) -> ValidationReport:
@@ -47,12 +60,16 @@ def report(passed: bool) -> ValidationReport:
 
 @dataclass
 class Recorder:
-    """Actions that record their calls; ``stale`` promotions are refused first."""
+    """Actions that record their calls; ``stale`` promotions are refused first; ``answers``
+    come one per pause (None: the time ran out); ``elsewhere`` approvals are already in."""
 
     stale: int = 0
-    answer: Any = None
+    answers: list[Any] = field(default_factory=list)
+    elsewhere: list[str] = field(default_factory=list)
+    champion_meanwhile: bool = False
     revalidated: list[bool] = field(default_factory=list)
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    granted: list[str] = field(default_factory=list)
 
     def promote(self, actor: str, reason: str, approval: dict[str, Any] | None) -> PromotionResult:
         self.calls.append(("promote", (actor, reason, approval)))
@@ -69,14 +86,41 @@ class Recorder:
         self.calls.append(("validate", passed))
         return report(passed)
 
+    def ask(self, current: ValidationReport) -> Any:
+        self.calls.append(("ask", current.passed))
+        return self.answers.pop(0) if self.answers else None
+
+    def verify(self, answer: FormAnswer) -> Approval:
+        """A token ``tok:NAME`` proves user:NAME; nothing else proves anybody."""
+        if not answer.approval_token.startswith("tok:"):
+            raise AnswerRefused(f"no approval token ({answer.approver!r} typed)")
+        who = "user:" + answer.approval_token.removeprefix("tok:")
+        if who in self.approvals():
+            raise AnswerRefused(f"{who} approved already")
+        return Approval(
+            approver=who, reason=answer.reason, decision=answer.decision, channel="prefect"
+        )
+
+    def approvals(self) -> list[str]:
+        return [*self.elsewhere, *self.granted]
+
+    def grant(self, approval: Approval) -> list[str]:
+        self.calls.append(("grant", approval.approver))
+        self.granted.append(approval.approver)
+        return self.approvals()
+
     def actions(self) -> PolicyActions:
         return PolicyActions(
             validate=self.validate,
             promote=self.promote,
-            ask=lambda current: self.calls.append(("ask", current.passed)) or self.answer,
+            ask=self.ask,
+            verify=self.verify,
+            refuse=lambda answer, why: self.calls.append(("refuse", why)),
             reject=lambda approval: self.calls.append(("reject", approval)),
+            grant=self.grant,
+            approvals=self.approvals,
+            is_champion=lambda: self.champion_meanwhile,
             time_out=lambda: self.calls.append(("time_out", None)),
-            grant=lambda approval: self.calls.append(("grant", approval)),
             warn=lambda message: self.calls.append(("warn", message)),
         )
 
@@ -131,33 +175,74 @@ def test_a_champion_that_keeps_changing_needs_a_person() -> None:
     assert rec.names().count("promote") == STALE_GATE_RETRIES + 1
 
 
-def test_manual_with_an_approver_in_the_request_records_and_promotes() -> None:
-    rec = Recorder()
-    out = apply_policy(
-        config("manual"), "3", report(True), rec.actions(),
-        actor="ci", approver="bob", reason="signed off", flow_run_id="run-1",
-    )  # fmt: skip
-    approval = Approval(
-        approver="bob", reason="signed off", decision="approve",
-        channel="promote-request", flow_run_id="run-1",
-    )  # fmt: skip
-    assert rec.calls == [
-        ("grant", approval),
-        ("promote", ("bob", "signed off", approval.model_dump())),
-    ]
-    assert out.decision == "promoted" and out.approval == approval
+def test_manual_promotes_on_one_approval_with_a_token() -> None:
+    rec = Recorder(answers=[FormAnswer(approval_token="tok:bob", reason="signed off")])
+    out = apply_policy(config("manual"), "3", report(True), rec.actions(), actor="flow-run:1")
+    assert rec.names() == ["ask", "grant", "promote"]
+    actor, reason, approval = rec.calls[2][1]
+    assert (actor, reason) == ("user:bob", "signed off")
+    assert approval["approvers"] == ["user:bob"] and approval["channel"] == "prefect"
+    assert out.decision == "promoted" and out.approvals == ["user:bob"]
+    assert out.approval is not None and out.approval.approver == "user:bob"
+
+
+def test_a_typed_name_without_a_token_is_refused_and_the_form_comes_back() -> None:
+    rec = Recorder(
+        answers=[
+            FormAnswer(approver="dr.lee"),
+            FormAnswer(approval_token="tok:bob"),
+        ]
+    )
+    out = apply_policy(config("manual"), "3", report(True), rec.actions(), actor="flow-run:1")
+    assert rec.names() == ["ask", "refuse", "ask", "grant", "promote"]
+    assert "'dr.lee' typed" in rec.calls[1][1]
+    assert out.decision == "promoted" and out.approvals == ["user:bob"]
+
+
+def test_two_required_approvals_need_two_distinct_people() -> None:
+    rec = Recorder(
+        answers=[
+            FormAnswer(approval_token="tok:bob"),
+            FormAnswer(approval_token="tok:bob"),  # the same person again does not count
+            FormAnswer(approval_token="tok:carol"),
+        ]
+    )
+    out = apply_policy(config("manual", 2), "3", report(True), rec.actions(), actor="flow-run:1")
+    assert rec.names() == ["ask", "grant", "ask", "refuse", "ask", "grant", "promote"]
+    assert "approved already" in rec.calls[3][1]
+    assert out.decision == "promoted" and out.approvals == ["user:bob", "user:carol"]
+    assert rec.calls[-1][1][0] == "user:carol"  # the approval that completed the count
+
+
+def test_approvals_given_elsewhere_count_and_may_complete_the_request() -> None:
+    rec = Recorder(elsewhere=["user:amy"], answers=[FormAnswer(approval_token="tok:bob")])
+    out = apply_policy(config("manual", 2), "3", report(True), rec.actions(), actor="flow-run:1")
+    assert rec.names() == ["ask", "grant", "promote"]
+    assert out.approvals == ["user:amy", "user:bob"]
+
+    enough = Recorder(elsewhere=["user:amy", "user:bob"])
+    out = apply_policy(config("manual", 2), "3", report(True), enough.actions(), actor="run")
+    assert enough.names() == ["promote"]  # nobody is asked
+    assert enough.calls[0][1][0] == "run" and out.decision == "promoted"
 
 
 def test_manual_asks_a_person_and_follows_a_rejection() -> None:
-    rec = Recorder(answer=RequestAnswer("ana", "not yet", decision="reject"))
-    out = apply_policy(config("manual"), "3", report(True), rec.actions(), actor="ci")
+    rec = Recorder(answers=[FormAnswer(decision="reject", approval_token="tok:ana")])
+    out = apply_policy(config("manual", 2), "3", report(True), rec.actions(), actor="ci")
     assert rec.names() == ["ask", "reject"]
     assert rec.calls[1][1].channel == "prefect"
-    assert (out.decision, out.reasons) == ("rejected", ["rejected by ana"])
+    assert (out.decision, out.reasons) == ("rejected", ["rejected by user:ana"])
 
 
 def test_manual_without_an_answer_in_time_counts_as_rejected() -> None:
-    rec = Recorder(answer=None)
+    rec = Recorder(answers=[FormAnswer(approver="eve"), None])
     out = apply_policy(config("manual"), "3", report(True), rec.actions(), actor="ci")
-    assert rec.names() == ["ask", "time_out"]
+    assert rec.names() == ["ask", "refuse", "ask", "time_out"]
     assert (out.decision, out.reasons) == ("rejected", ["approval timed out"])
+
+
+def test_a_version_promoted_meanwhile_is_not_rejected_when_the_wait_ends() -> None:
+    rec = Recorder(answers=[None], champion_meanwhile=True)
+    out = apply_policy(config("manual"), "3", report(True), rec.actions(), actor="ci")
+    assert rec.names() == ["ask"]  # no time_out: nothing is rejected
+    assert out.decision == "promoted" and out.promotion is None
