@@ -1,5 +1,7 @@
-"""Governance commands: ``promote``, ``approve`` and ``rollback`` change who serves (through
-flows, so each decision is a Prefect run); ``status``, ``report`` and ``audit`` only read."""
+"""Governance commands: ``promote``, ``approve``, ``reject`` and ``rollback`` change who serves,
+as the caller (``MLSTEWARD_TOKEN``'s principal, or the local operator in single-user mode),
+through ``mlsteward.governance.decisions``, the same functions the REST API calls; ``approvals``,
+``status``, ``report`` and ``audit`` only read."""
 
 from __future__ import annotations
 
@@ -12,11 +14,23 @@ from mlsteward.cli.runtime import use_local_platform
 
 commands = typer.Typer()
 
+NO_TYPED_APPROVER = (
+    "--approver is gone: a typed name is not an identity. This command acts as its caller: "
+    "MLSTEWARD_TOKEN's principal (a token from `mlsteward tokens create NAME`), or the local "
+    "operator in single-user mode; see `mlsteward whoami`"
+)
+
+ApproverOpt = typer.Option(
+    None, "--approver", hidden=True, help="Removed: the caller's identity is used."
+)
+
 
 def governance_human(p: dict) -> str:
     """A governance decision: what happened to the version, why, and the champion now."""
     lines = [f"{p['model']} v{p['version']}: {p['decision'].upper()}"]
-    lines += [f"  - {r}" for r in p.get("reasons", [])]
+    lines += [f"  - {r}" for r in p.get("reasons") or []]
+    if p.get("approvals") and p.get("decision") == "promoted":
+        lines.append(f"  approved by {', '.join(p['approvals'])}")
     promo = p.get("promotion")
     if promo:
         prev = promo["previous_champion"] or "none"
@@ -27,60 +41,172 @@ def governance_human(p: dict) -> str:
     return "\n".join(lines)
 
 
+def _refuse_typed_approver(approver: str | None) -> None:
+    from mlsteward.errors import MlstewardError
+
+    if approver is not None:
+        raise MlstewardError(NO_TYPED_APPROVER)
+
+
 @commands.command()
 def promote(
     model: ModelName,
     version: str,
-    approver: str | None = typer.Option(
-        None, help="Under the manual policy: approve now as NAME instead of pausing for a form."
+    reason: str | None = typer.Option(
+        None, help="Why (recorded in the audit trail; needed when it counts as an approval)."
     ),
-    reason: str | None = typer.Option(None, help="Why (recorded in the audit trail)."),
+    override: bool = typer.Option(
+        False,
+        "--override",
+        help="Promote a version a person rejected or that was rolled back from (admin; needs "
+        "--reason).",
+    ),
     revalidate: bool = typer.Option(False, help="Re-run the gates even if the report is current."),
+    approver: str | None = ApproverOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Promote VERSION to champion: runs the gates if needed and follows the model's policy."""
+    """Promote VERSION to champion as the caller: runs the gates if needed and follows the
+    model's policy (manual: the caller's approval counts once, unless they trained it; the
+    version is promoted when approvals.required approvals are in, else it waits: exit 0)."""
     use_local_platform()
-    from flows.governance import promotion_flow
-    from mlsteward.audit import default_actor
-    from mlsteward.governance.specs import PromotionSpec
 
     def action() -> Any:
-        # Refused before a flow run starts; the run checks the same again (deployments too)
-        PromotionSpec.check_request(version, approver, reason)
-        return promotion_flow(
-            model=model,
-            version=version,
-            approver=approver,
-            reason=reason,
-            revalidate=revalidate,
-            requested_by=approver or default_actor(),
-        )
+        from mlsteward.governance import decisions
+        from mlsteward.identity import cli_principal
+
+        _refuse_typed_approver(approver)
+        principal = cli_principal()
+        if revalidate:
+            judged = decisions.validate(principal, model, version)
+            if judged.decision == "rejected":
+                return judged
+        return decisions.promote(principal, model, version, reason=reason, override=override)
 
     decided = run(as_json, action, governance_human)
-    if decided.get("decision") == "rejected":  # the gates or the approver refused it
+    if decided.get("decision") == "rejected":  # the gates or a person refused it
         raise typer.Exit(1)
 
 
 @commands.command()
 def approve(
-    flow_run_id: str,
-    approver: str = typer.Option(..., help="Who decides."),
+    target: str = typer.Argument(
+        ..., show_default=False, help="MODEL (or a paused flow run's id, the older form)."
+    ),
+    version: str | None = typer.Argument(None, show_default=False, help="VERSION to approve."),
     reason: str = typer.Option(..., help="Why (recorded in the audit trail)."),
     reject: bool = typer.Option(False, "--reject", help="Reject instead of approving."),
+    print_token: bool = typer.Option(
+        False,
+        "--print-token",
+        help="Only print an approval token for this decision, to paste into the Prefect form.",
+    ),
+    approver: str | None = ApproverOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Answer a promotion waiting for approval (a paused flow run), as in the Prefect UI form."""
+    """Approve (or --reject) VERSION of MODEL as the caller (four eyes: not its trainer).
+
+    A promotion run paused for this version gets the answer, with an approval token minted
+    for the caller; otherwise the approval is recorded and the version promoted once enough
+    approvers agree. ``mlsteward approve FLOW_RUN_ID --reason TEXT`` answers that run.
+    """
     use_local_platform()
-    from mlsteward.governance.approvals import answer_approval
+
+    def action() -> Any:
+        from mlsteward.config.names import check_model_name
+        from mlsteward.errors import MlstewardError
+        from mlsteward.governance import decisions
+        from mlsteward.identity import cli_principal
+
+        _refuse_typed_approver(approver)
+        principal = cli_principal()
+        decision = "reject" if reject else "approve"
+        if version is None:
+            if not _is_run_id(target):
+                raise MlstewardError(
+                    "approve needs MODEL VERSION (or a paused flow run's id, a UUID)"
+                )
+            return decisions.answer_flow_run(principal, target, approve=not reject, reason=reason)
+        model = check_model_name(target)
+        if print_token:
+            token = decisions.approval_token(
+                principal, model, version, decision=decision, reason=reason
+            )
+            return {"model": model, "version": version, "decision": decision, "token": token}
+        if reject:
+            return decisions.reject(principal, model, version, reason=reason)
+        return decisions.approve(principal, model, version, reason=reason)
+
+    def human(p: dict) -> str:
+        if "token" in p:
+            return (
+                f"approval token ({p['decision']} {p['model']} v{p['version']}; one use, "
+                f"expires in an hour):\n{p['token']}"
+            )
+        return governance_human(p)
+
+    decided = run(as_json, action, human)
+    if decided.get("decision") == "rejected" and not reject:  # the gates refused it
+        raise typer.Exit(1)
+
+
+def _is_run_id(text: str) -> bool:
+    from uuid import UUID
+
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+@commands.command("reject")
+def reject_version(
+    model: ModelName,
+    version: str,
+    reason: str = typer.Option(..., help="Why (required; recorded in the audit trail)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Reject VERSION as the caller: it loses the challenger alias, and only an admin's
+    override makes it champion later. A promotion run paused for it gets the rejection."""
+    use_local_platform()
+
+    def action() -> Any:
+        from mlsteward.governance import decisions
+        from mlsteward.identity import cli_principal
+
+        return decisions.reject(cli_principal(), model, version, reason=reason)
+
+    run(as_json, action, governance_human)
+
+
+@commands.command()
+def approvals(
+    model: str | None = typer.Argument(None, help="Only this model.", callback=model_name),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Versions waiting for approval: who asked, who approved so far, how many are needed."""
 
     def action() -> dict:
-        return answer_approval(flow_run_id, approve=not reject, approver=approver, reason=reason)
+        from mlsteward.governance.decisions import pending_approvals
+        from mlsteward.identity import Permission, authorize, cli_principal
 
-    run(
-        as_json,
-        action,
-        lambda p: f"{p['decision']} sent to flow run {p['flow_run_id']} ({p['flow_run_name']})",
-    )
+        authorize(cli_principal(), Permission.READ)
+        return {"pending": pending_approvals(model)}
+
+    def human(p: dict) -> str:
+        return (
+            "\n".join(
+                f"{r['model']} v{r['version']}: {len(r['approvals'])} of "
+                f"{r['approvals_required']} approval(s) "
+                f"({', '.join(r['approvals']) or 'none yet'}); requested {r['requested_at'][:19]} "
+                f"by {r['requested_by']}"
+                + (f"; flow run {r['flow_run_id']}" if r["flow_run_id"] else "")
+                for r in p["pending"]
+            )
+            or "no versions wait for approval"
+        )
+
+    run(as_json, action, human)
 
 
 @commands.command()
@@ -88,20 +214,21 @@ def rollback(
     model: ModelName,
     reason: str = typer.Option(..., help="Why (required; recorded in the audit trail)."),
     to: str | None = typer.Option(None, "--to", help="An earlier champion version."),
+    override: bool = typer.Option(
+        False,
+        "--override",
+        help="Roll back to a version a person rejected or that was rolled back from (admin).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Restore the previous (or a named earlier) champion; the current one is retired."""
-    use_local_platform()
-    from flows.governance import rollback_flow
-    from mlsteward.audit import default_actor
-    from mlsteward.governance.specs import RollbackSpec
+    """Restore the previous (or a named earlier) champion as the caller; the current one is
+    retired."""
 
     def action() -> Any:
-        # Refused before a flow run starts; the run checks the same again (deployments too)
-        RollbackSpec.check_request(reason)
-        return rollback_flow(
-            model=model, reason=reason, to_version=to, requested_by=default_actor()
-        )
+        from mlsteward.governance import decisions
+        from mlsteward.identity import cli_principal
+
+        return decisions.rollback(cli_principal(), model, reason=reason, to=to, override=override)
 
     run(
         as_json,

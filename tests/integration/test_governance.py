@@ -31,6 +31,7 @@ from mlsteward.errors import IntegrityError, PromotionError
 from mlsteward.governance import promotion as governance
 from mlsteward.governance import registry
 from mlsteward.governance.gates import ValidationReport
+from mlsteward.identity import local_principal
 from tasks.approval import ApprovalInput
 from tasks.common import artifact_key
 from tasks.retrain import running_training_runs
@@ -209,9 +210,12 @@ def test_rollback_restores_previous_champion_and_is_audited(ingested: Path) -> N
     code, out = cli("rollback", MODEL, "--reason", "again")
     assert code == 1 and "no earlier champion" in out["error"]
     assert champion() == "1"
-    # an explicit target works
+    # an explicit target works; v2 was rolled back from, so bringing it back is an override
     code, out = cli("rollback", MODEL, "--to", "2", "--reason", "fixed upstream")
+    assert code == 1 and "override" in out["error"] and champion() == "1"
+    code, out = cli("rollback", MODEL, "--to", "2", "--reason", "fixed upstream", "--override")
     assert code == 0 and champion() == "2"
+    assert records(Action.ROLLBACK)[-1].details["override"] is True
     assert verify_audit().ok
 
     # the model card tells the same story from the registry and the audit trail
@@ -356,7 +360,7 @@ def manual(ingested: Path) -> Path:
     return ingested
 
 
-def test_manual_approval_via_resume_with_input_promotes(manual: Path) -> None:
+def test_manual_approval_of_a_paused_run_from_the_cli_promotes(manual: Path) -> None:
     thread, box = run_in_background(training_flow, model=MODEL)
     run_id = wait_for_pause(box)
     assert champion() is None  # nothing happens before a person decides
@@ -365,54 +369,57 @@ def test_manual_approval_via_resume_with_input_promotes(manual: Path) -> None:
         keyset = client.read_flow_run(run_id).state.state_details.run_input_keyset
         schema = json.loads(client.read_flow_run_input(run_id, keyset["schema"]))
         description = json.loads(client.read_flow_run_input(run_id, keyset["description"]))
-    assert set(schema["required"]) >= {"decision", "approver", "reason"}
+    assert set(schema["required"]) == {"decision", "reason"}
+    assert "approval_token" in schema["properties"]
     decision = json.dumps(schema["properties"]["decision"]) + json.dumps(schema.get("$defs", {}))
     assert "approve" in decision and "reject" in decision
     assert "Promote heart_disease v1" in description
     assert "fairness" in description and "metric_thresholds" in description
+    assert "--print-token" in description
     # a training run awaiting approval counts as running: drift must not start another
     running = running_training_runs.fn(MODEL)
     assert len(running) == 1 and run_id in running[0] and "Paused" in running[0]
     assert running_training_runs.fn("some_other_model") == []
-    resume_flow_run(
-        run_id, run_input={"decision": "approve", "approver": "dr.lee", "reason": "reviewed"}
-    )
+    # the older form names the run; the caller (here the local operator) gets a token for it
+    code, out = cli("approve", run_id, "--reason", "reviewed")
+    assert code == 0, out
+    assert out["decision"] == "promoted"
     thread.join(120)
     assert running_training_runs.fn(MODEL) == []
     assert box["result"].governance.decision == "promoted"
     assert champion() == "1"
+    me = local_principal().actor
     granted = records(Action.APPROVAL_GRANTED)[-1]
-    assert granted.actor == "dr.lee" and granted.reason == "reviewed"
+    assert granted.actor == me and granted.reason == "reviewed"
     promoted = records(Action.PROMOTED)[-1]
-    assert promoted.actor == "dr.lee" and promoted.details["approval"]["channel"] == "prefect"
+    assert promoted.actor == me and promoted.details["approval"]["channel"] == "prefect"
 
 
-def test_manual_approval_and_rejection_via_cli(manual: Path) -> None:
+def test_manual_rejection_via_cli_then_only_an_override_promotes(manual: Path) -> None:
     thread, box = run_in_background(training_flow, model=MODEL)
     run_id = wait_for_pause(box)
-    code, out = cli("approve", run_id, "--approver", "ana", "--reason", "not yet", "--reject")
+    code, out = cli("approve", run_id, "--reason", "not yet", "--reject")
     assert code == 0, out
     thread.join(120)
     assert box["result"].governance.decision == "rejected"
     assert champion() is None and lifecycle("1") == "rejected"
     rejected = records(Action.APPROVAL_REJECTED)[-1]
-    assert (rejected.actor, rejected.reason) == ("ana", "not yet")
+    assert (rejected.actor, rejected.reason) == (local_principal().actor, "not yet")
 
     # a run that is not paused is refused with a clear error
-    code, out = cli("approve", run_id, "--approver", "ana", "--reason", "late")
+    code, out = cli("approve", run_id, "--reason", "late")
     assert code == 1 and "not paused" in out["error"]
 
-    # promote v1 again from the CLI: it pauses (manual policy), approved from the CLI
-    thread, box = run_in_background(promotion_flow, model=MODEL, version="1")
-    deadline = time.monotonic() + 120
-    while len(records(Action.APPROVAL_REQUESTED)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    run_id = wait_for_pause(box)
-    code, out = cli("approve", run_id, "--approver", "ana", "--reason", "now ok")
-    assert code == 0, out
-    thread.join(120)
-    assert box["result"].decision == "promoted", box
+    # a person said no: a promotion run, or a plain promote, is refused; an override is not
+    with pytest.raises(PromotionError, match="rejected by local:"):
+        promotion_flow(model=MODEL, version="1")
+    code, out = cli("promote", MODEL, "1", "--reason", "now ok")
+    assert code == 1 and "override" in out["error"]
+    code, out = cli("promote", MODEL, "1", "--reason", "now ok", "--override")
+    assert code == 0 and out["decision"] == "promoted", out
     assert champion() == "1"
+    granted = records(Action.APPROVAL_GRANTED)[-1]
+    assert granted.details["override"] is True and granted.details["override_reason"] == "now ok"
 
 
 def test_approval_timeout_counts_as_rejected(ingested: Path) -> None:
@@ -443,7 +450,9 @@ def test_approval_waits_on_a_pause_the_server_applied_before_refusing_its_repeat
     def approval_after_applied_pause() -> ApprovalInput | None:
         # the first, applied attempt, exactly as pause_flow_run proposes it
         applied = Paused(
-            timeout_seconds=60, reschedule=False, pause_key=artifact_key("approve", MODEL, "v7")
+            timeout_seconds=60,
+            reschedule=False,
+            pause_key=artifact_key("approve", MODEL, "v7", "1"),
         )
         applied.state_details.run_input_keyset = keyset_from_paused_state(applied)
         with get_client(sync_client=True) as client:
@@ -570,14 +579,17 @@ def test_failed_promotion_is_undone_not_half_done(ingested: Path) -> None:
     assert verify_audit().ok
 
 
-def test_promote_with_a_named_approver_skips_the_pause(manual: Path) -> None:
+def test_promote_under_the_manual_policy_is_the_callers_approval(manual: Path) -> None:
     out = training_flow(model=MODEL, promote=False)
     assert out.governance.decision == "challenger"
-    code, result = cli("promote", MODEL, "1", "--approver", "bob")
-    assert code == 1 and "--reason" in result["error"]
     code, result = cli("promote", MODEL, "1", "--approver", "bob", "--reason", "signed off")
+    assert code == 1 and "a typed name is not an identity" in result["error"]
+    code, result = cli("promote", MODEL, "1")
+    assert code == 1 and "reason" in result["error"]
+    code, result = cli("promote", MODEL, "1", "--reason", "signed off")
     assert code == 0, result
     assert result["decision"] == "promoted" and champion() == "1"
+    assert result["approvals"] == [local_principal().identity]
     granted = records(Action.APPROVAL_GRANTED)[-1]
-    assert granted.actor == "bob" and granted.details["channel"] == "promote-request"
-    assert not records(Action.APPROVAL_REQUESTED)  # nobody was asked: the request was the answer
+    assert granted.actor == local_principal().actor and granted.details["channel"] == "request"
+    assert not records(Action.APPROVAL_REQUESTED)  # nobody was asked: one approval was enough
