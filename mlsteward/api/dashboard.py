@@ -1,0 +1,77 @@
+"""``GET /dashboard``: one summary of every model for a start page (``read`` permission):
+what serves, what waits for a person, the last drift verdict, the rollout in progress, open
+alerts. One audit store and one registry read per model, so it stays cheap with many models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from mlsteward.api import views
+from mlsteward.api.approvals import pending_approvals
+from mlsteward.api.auth import allowed_anywhere
+from mlsteward.api.errors import responses
+from mlsteward.api.schemas import Dashboard
+from mlsteward.audit import AuditStore, audit_store
+from mlsteward.config.models import get_model_config
+from mlsteward.errors import MlstewardError, NotFoundError
+from mlsteward.governance import registry
+from mlsteward.governance.canary import read_target
+from mlsteward.identity import Permission, Principal
+
+router = APIRouter(tags=["dashboard"])
+
+
+def version_brief(model: str, version: str | None) -> dict[str, Any] | None:
+    if version is None:
+        return None
+    try:
+        info = registry.get_version(model, version)
+    except NotFoundError:
+        return {"version": version}
+    item = views.version_item(info)
+    keep = ("version", "lifecycle", "validation_status", "metrics", "created_at")
+    return {**{k: item[k] for k in keep}, "promoted_at": info.tags.get("promoted_at")}
+
+
+def model_summary(name: str, store: AuditStore, pending: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's line; a config that does not load is named instead of failing the page."""
+    empty: dict[str, Any] = {
+        "model": name,
+        "owner": None,
+        "policy": None,
+        "champion": None,
+        "challenger": None,
+        "pending_approvals": [p for p in pending if p.get("model") == name],
+        "last_drift": None,
+        "active_rollout": None,
+        "open_alerts": [],
+    }
+    try:
+        cfg = get_model_config(name)
+    except MlstewardError as exc:
+        return {**empty, "config_error": str(exc)}
+    target = read_target(name)
+    return {
+        **empty,
+        "owner": cfg.owner,
+        "policy": cfg.promotion.policy,
+        "champion": version_brief(name, target.champion),
+        "challenger": version_brief(name, target.challenger),
+        "last_drift": views.last_drift(name, store),
+        "active_rollout": views.active_rollout(name, target.canary, store),
+    }
+
+
+@router.get("/dashboard", response_model=Dashboard, responses=responses(401, 403))
+def dashboard(
+    _: Annotated[Principal, Depends(allowed_anywhere(Permission.READ))],
+) -> dict[str, Any]:
+    """Every model: champion, challenger, pending approvals, last drift, active rollout and
+    open alerts (none are raised yet: the list is where they will appear)."""
+    pending = pending_approvals()
+    with audit_store() as store:
+        models = [model_summary(name, store, pending) for name in views.configured_models()]
+    return {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "models": models}
