@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from mlsteward.cli import data, governance, identity, monitoring, platform, serving, training
+from mlsteward.cli import api, data, governance, identity, monitoring, platform, serving, training
 from mlsteward.cli.runtime import prepare_process
 
 app = typer.Typer(
@@ -28,7 +28,7 @@ def _setup() -> None:
     prepare_process()
 
 
-for group in (data, training, governance, monitoring, serving, platform, identity):
+for group in (data, training, governance, monitoring, serving, platform, identity, api):
     app.add_typer(group.commands)
 
 
