@@ -65,9 +65,11 @@ def promote(
     approver: str | None = ApproverOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Promote VERSION to champion as the caller: runs the gates if needed and follows the
-    model's policy (manual: the caller's approval counts once, unless they trained it; the
-    version is promoted when approvals.required approvals are in, else it waits: exit 0)."""
+    """Promote VERSION to champion as the caller, following the model's policy.
+
+    The gates run again if the report is stale. Under the manual policy the caller's approval
+    counts once (unless they trained the version); the version is promoted when
+    approvals.required approvals are in, else it waits in the queue (exit 0)."""
     use_local_platform()
 
     def action() -> Any:
@@ -89,8 +91,8 @@ def promote(
 
 @commands.command()
 def approve(
-    target: str = typer.Argument(
-        ..., show_default=False, help="MODEL (or a paused flow run's id, the older form)."
+    model: str = typer.Argument(
+        ..., show_default=False, help="The model (or a paused flow run's id, the older form)."
     ),
     version: str | None = typer.Argument(None, show_default=False, help="VERSION to approve."),
     reason: str = typer.Option(..., help="Why (recorded in the audit trail)."),
@@ -121,20 +123,20 @@ def approve(
         principal = cli_principal()
         decision = "reject" if reject else "approve"
         if version is None:
-            if not _is_run_id(target):
+            if not _is_run_id(model):
                 raise MlstewardError(
                     "approve needs MODEL VERSION (or a paused flow run's id, a UUID)"
                 )
-            return decisions.answer_flow_run(principal, target, approve=not reject, reason=reason)
-        model = check_model_name(target)
+            return decisions.answer_flow_run(principal, model, approve=not reject, reason=reason)
+        name = check_model_name(model)
         if print_token:
             token = decisions.approval_token(
-                principal, model, version, decision=decision, reason=reason
+                principal, name, version, decision=decision, reason=reason
             )
-            return {"model": model, "version": version, "decision": decision, "token": token}
+            return {"model": name, "version": version, "decision": decision, "token": token}
         if reject:
-            return decisions.reject(principal, model, version, reason=reason)
-        return decisions.approve(principal, model, version, reason=reason)
+            return decisions.reject(principal, name, version, reason=reason)
+        return decisions.approve(principal, name, version, reason=reason)
 
     def human(p: dict) -> str:
         if "token" in p:
