@@ -156,8 +156,10 @@ class GovernanceClient:
             "POST", f"/models/{model}/versions/{version}/reject", json={"reason": reason}
         )
 
-    def rollback(self, model: str, *, reason: str, to: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"reason": reason}
+    def rollback(
+        self, model: str, *, reason: str, to: str | None = None, override: bool = False
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"reason": reason, "override": override}
         if to is not None:
             body["to"] = str(to)
         return self.call("POST", f"/models/{model}/rollback", json=body)
