@@ -9,6 +9,7 @@ whichever channel was used.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 from uuid import UUID
@@ -16,6 +17,8 @@ from uuid import UUID
 from mlsteward.errors import MlstewardError, NotFoundError
 
 FORM_WAIT_SECONDS = 15.0
+
+log = logging.getLogger("mlsteward")
 
 
 def prefect_api_configured() -> bool:
@@ -73,6 +76,9 @@ def first_paused(flow_run_ids: list[str]) -> str | None:
         try:
             paused_run(run_id)
         except MlstewardError:
+            continue
+        except Exception as exc:  # the server is down or refuses: no run can be answered there
+            log.warning("could not ask Prefect about flow run %s: %s", run_id, exc)
             continue
         return run_id
     return None
