@@ -47,13 +47,6 @@ def flow_run_of(actor: str) -> str | None:
     return match.group(1) if match else None
 
 
-def approvals_required(cfg: ModelConfig) -> int:
-    """Distinct approvals a manual promotion needs (1 unless the config says more)."""
-    approvals = getattr(cfg, "approvals", None)
-    required = getattr(approvals, "required", 1)
-    return required if isinstance(required, int) and required > 0 else 1
-
-
 # -- models -----------------------------------------------------------------------------------
 
 
@@ -95,7 +88,7 @@ def model_detail(
         "description": cfg.description,
         "owner": cfg.owner,
         "policy": cfg.promotion.policy,
-        "approvals_required": approvals_required(cfg),
+        "approvals_required": cfg.approvals.required,
         "champion": status["champion"],
         "challenger": status["challenger"],
         "previous_champion": status["previous_champion"],
