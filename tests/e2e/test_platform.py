@@ -1,11 +1,13 @@
-"""``make up`` / ``make status`` / ``make down`` for real: servers, worker and gateway on free ports
-in a temporary home, a second ``up`` that starts nothing, and a ``down`` that leaves no process
-and no open port behind."""
+"""``make up`` / ``make status`` / ``make down`` for real: servers, worker, gateway and governance
+API on free ports in a temporary home, the credentials the first ``up`` makes and shows once, a
+second ``up`` that starts nothing and shows no secret, and a ``down`` that leaves no process and
+no open port behind."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -19,6 +21,8 @@ import pytest
 from mlsteward.audit import Action, audit_store
 from mlsteward.config.models import get_model_config
 from mlsteward.data.synthetic import generate_cohort, write_dataset
+from mlsteward.gateway.client import build_request
+from mlsteward.identity import local_principal
 from mlsteward.platform import processes
 from tests.conftest import REPO_ROOT
 from tests.support.platform import (
@@ -40,8 +44,12 @@ def test_up_twice_status_and_down(platform: Platform) -> None:
         platform.url("PREFECT"),
         platform.url("MLFLOW"),
         platform.url("GATEWAY", "/hooks/ci"),
+        platform.url("API", "/api/v1"),
     ):
         assert url in first.stdout, f"{url} not printed:\n{first.stdout}"
+    token, secret = assert_the_credentials_are_made_and_shown_once(platform, first.stdout)
+    assert_the_api_answers_with_authentication_on(platform, token)
+    assert_the_gateway_checks_the_secret_it_made(platform, secret)
 
     # Every service answers, and the Prefect server has the pool, the deployments and a worker.
     assert get(platform.url("PREFECT", "/api/health")) == (200, b"true")
@@ -99,6 +107,12 @@ def test_up_twice_status_and_down(platform: Platform) -> None:
     second = platform.make("up")
     assert second.returncode == 0, second.stdout + second.stderr
     assert second.stdout.count("already running") == len(SERVICES), second.stdout
+    # The credentials are only named now: kept, never shown again.
+    assert token not in second.stdout and secret not in second.stdout, second.stdout
+    assert "shown only this once" not in second.stdout
+    assert f"export MLSTEWARD_TOKEN=$(cat {platform.home / 'secrets' / 'admin.token'})" in (
+        second.stdout
+    )
     assert platform.pids() == pids
     assert service_processes(pids) == before
 
@@ -113,6 +127,49 @@ def test_up_twice_status_and_down(platform: Platform) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
     assert down.stdout.index("prefect-worker") < down.stdout.index("prefect-server")
     assert_nothing_left(platform, pids, family)
+
+
+def assert_the_credentials_are_made_and_shown_once(
+    platform: Platform, stdout: str
+) -> tuple[str, str]:
+    """Nothing was exported, yet an admin token and a webhook secret exist: each in a file only
+    its owner can read, each printed once with what it is for."""
+    folder = platform.home / "secrets"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    values = []
+    for name in ("admin.token", "webhook.secret"):
+        path = folder / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+        values.append(path.read_text().strip())
+        assert stdout.count(values[-1]) == 1, f"{name} not shown exactly once:\n{stdout}"
+    assert stdout.count("shown only this once") == 2
+    assert f"export MLSTEWARD_TOKEN=$(cat {folder / 'admin.token'})" in stdout
+    for log in (platform.home / "logs").iterdir():  # never in a service's log
+        assert not any(v in log.read_text(errors="replace") for v in values), log
+    return values[0], values[1]
+
+
+def assert_the_api_answers_with_authentication_on(platform: Platform, token: str) -> None:
+    status, body = get(platform.url("API", "/api/v1/health"))
+    assert status == 200 and json.loads(body)["ok"] is True
+    whoami = platform.url("API", "/api/v1/whoami")
+    status, body = get(whoami, {"Authorization": f"Bearer {token}"})
+    assert status == 200 and json.loads(body)["identity"] == "user:admin"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get(whoami)
+    assert refused.value.code == 401
+
+
+def assert_the_gateway_checks_the_secret_it_made(platform: Platform, secret: str) -> None:
+    """The gateway runs although no secret was exported, and checks the one ``up`` made: a
+    request signed with another is a 401, one signed with it passes the signature check (and
+    is then refused for its unknown model, so no run starts)."""
+    hook = platform.url("GATEWAY", "/hooks/ci")
+    for signed_with, status in (("another-secret", 401), (secret, 422)):
+        body, headers = build_request("train", "no_such_model", {}, signed_with)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(hook, body, headers), timeout=10)
+        assert refused.value.code == status, refused.value.read()
 
 
 def assert_the_cli_finds_the_platform(platform: Platform, api: str, source: Path) -> None:
@@ -135,7 +192,8 @@ def assert_the_cli_finds_the_platform(platform: Platform, api: str, source: Path
     assert [r["state_type"] for r in local] == ["COMPLETED"], local
     with audit_store(f"sqlite:///{platform.home}/audit/audit.db") as store:
         actors = {r.actor for r in store.query(action=Action.INGESTION_ACCEPTED)}
-    assert f"flow-run:{local[0]['id']}" in actors
+    # The command acted for the local operator (nothing exported), and its run for it.
+    assert f"flow-run:{local[0]['id']} for {local_principal().actor}" in actors
 
 
 def wait_for_completed_scheduled_run(api: str, deployment_id: str, timeout: float) -> Any:

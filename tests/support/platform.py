@@ -20,7 +20,7 @@ from typing import Any
 from mlsteward.platform import processes
 from tests.conftest import REPO_ROOT
 
-SERVICES = ("prefect-server", "mlflow", "gateway", "serving", "prefect-worker")
+SERVICES = ("prefect-server", "mlflow", "gateway", "serving", "api", "prefect-worker")
 
 
 def free_port() -> int:
@@ -46,8 +46,8 @@ def _open(req: urllib.request.Request | str, attempts: int = 5) -> tuple[int, by
     raise AssertionError("unreachable")
 
 
-def get(url: str) -> tuple[int, bytes]:
-    return _open(url)
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    return _open(urllib.request.Request(url, headers=headers or {}))
 
 
 def get_json(url: str) -> Any:
