@@ -9,8 +9,11 @@ from typing import Any
 
 import typer
 
+from mlsteward.cli.access import acting_as
 from mlsteward.cli.output import JsonOpt, ModelName, emit, fail, model_name, run
+from mlsteward.cli.remote import governance_api
 from mlsteward.cli.runtime import use_local_platform
+from mlsteward.identity.roles import Permission
 
 commands = typer.Typer()
 
@@ -77,6 +80,14 @@ def promote(
         from mlsteward.identity import cli_principal
 
         _refuse_typed_approver(approver)
+        client = governance_api()
+        if client is not None:
+            with client:
+                if revalidate:
+                    gates = client.validate(model, version)
+                    if gates["decision"] == "rejected":
+                        return gates
+                return client.promote(model, version, reason=reason, override=override)
         principal = cli_principal()
         if revalidate:
             judged = decisions.validate(principal, model, version)
@@ -120,8 +131,27 @@ def approve(
         from mlsteward.identity import cli_principal
 
         _refuse_typed_approver(approver)
-        principal = cli_principal()
         decision = "reject" if reject else "approve"
+        client = governance_api()
+        if client is not None:
+            if version is None:
+                raise MlstewardError(
+                    "with MLSTEWARD_API_URL set, approve MODEL VERSION (the API answers a "
+                    "paused run of that version itself)"
+                )
+            name = check_model_name(model)
+            with client:
+                if print_token:
+                    answer = client.call(
+                        "POST",
+                        f"/models/{name}/versions/{version}/approval-token",
+                        json={"decision": decision, "reason": reason},
+                    )
+                    return {**answer, "token": answer["approval_token"]}
+                if reject:
+                    return client.reject(name, version, reason=reason)
+                return client.approve(name, version, reason=reason)
+        principal = cli_principal()
         if version is None:
             if not _is_run_id(model):
                 raise MlstewardError(
@@ -176,6 +206,10 @@ def reject_version(
         from mlsteward.governance import decisions
         from mlsteward.identity import cli_principal
 
+        client = governance_api()
+        if client is not None:
+            with client:
+                return client.reject(model, version, reason=reason)
         return decisions.reject(cli_principal(), model, version, reason=reason)
 
     run(as_json, action, governance_human)
@@ -192,6 +226,10 @@ def approvals(
         from mlsteward.governance.decisions import pending_approvals
         from mlsteward.identity import Permission, authorize, cli_principal
 
+        client = governance_api()
+        if client is not None:
+            with client:
+                return {"pending": client.pending_approvals(model)}
         authorize(cli_principal(), Permission.READ)
         return {"pending": pending_approvals(model)}
 
@@ -230,6 +268,10 @@ def rollback(
         from mlsteward.governance import decisions
         from mlsteward.identity import cli_principal
 
+        client = governance_api()
+        if client is not None:
+            with client:
+                return client.rollback(model, reason=reason, to=to, override=override)
         return decisions.rollback(cli_principal(), model, reason=reason, to=to, override=override)
 
     run(
@@ -249,6 +291,11 @@ def status(model: ModelName, as_json: bool = JsonOpt) -> None:
     from mlsteward.governance.promotion import status as governance_status
 
     def action() -> dict:
+        client = governance_api()
+        if client is not None:
+            with client:
+                return client.status(model)
+        acting_as(Permission.READ, model)
         get_model_config(model)  # unknown models fail with the list of known ones
         return governance_status(model)
 
@@ -313,6 +360,12 @@ def audit_log(
     from mlsteward.audit import audit_store
 
     def action() -> dict:
+        client = governance_api()
+        if client is not None:
+            query = {"model": model, "action": action_name, "since": since, "limit": limit}
+            with client:
+                return client.call("GET", "/audit", params=query)
+        acting_as(Permission.READ)
         with audit_store() as store:
             records = store.query(model=model, action=action_name, since=since, limit=limit)
         return {"records": [r.to_dict() for r in records]}
@@ -339,14 +392,28 @@ def audit_verify(
 ) -> None:
     """Check the hash chain; report the first broken link. Exit 1 if the trail was altered."""
     from mlsteward.audit import audit_store
+    from mlsteward.errors import MlstewardError
 
-    with audit_store() as store:
-        result = store.verify(expect_head=expect_head)
-    if result.ok:
+    try:
+        client = governance_api()
+        if client is not None:
+            with client:
+                found = client.call(
+                    "GET",
+                    "/audit/verify",
+                    params={"expect_head": expect_head} if expect_head else None,
+                )
+        else:
+            acting_as(Permission.READ)
+            with audit_store() as store:
+                found = store.verify(expect_head=expect_head).to_dict()
+    except MlstewardError as exc:
+        fail(as_json, str(exc))
+    if found["ok"]:
         emit(
             as_json,
-            result.to_dict(),
+            found,
             lambda p: f"audit trail intact: {p['records']} records, head {p['head_hash']}",
         )
         return
-    fail(as_json, f"audit trail broken: {result.problem}", result.to_dict())
+    fail(as_json, f"audit trail broken: {found['problem']}", found)

@@ -9,6 +9,7 @@ serves, and the fuzzing last (it may change anything).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -592,8 +593,37 @@ def test_mlsteward_api_serves_the_routes(tokens: dict[Role, str], tmp_path: Path
             assert httpx.get(f"{base}{API}/whoami").status_code == 401
             schema = httpx.get(f"{base}/openapi.json").json()
             assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+            the_cli_decides_through_the_api(base, tokens)
         finally:
             stop_process(proc)
+
+
+def the_cli_decides_through_the_api(base: str, tokens: dict[Role, str]) -> None:
+    """With MLSTEWARD_API_URL and MLSTEWARD_TOKEN the governance commands ask the service,
+    which authorizes the token's principal, not the local operator."""
+    from typer.testing import CliRunner
+
+    from mlsteward.cli.app import app
+
+    runner = CliRunner()
+    env = {"MLSTEWARD_API_URL": base, "MLSTEWARD_TOKEN": tokens[Role.VIEWER]}
+    status = runner.invoke(app, ["status", MODEL, "--json"], env=env)
+    assert status.exit_code == 0, status.output
+    assert "active_rollout" in json.loads(status.stdout)  # the API's answer, not the core's
+    refused = runner.invoke(app, ["rollback", MODEL, "--reason", "try"], env=env)
+    assert refused.exit_code == 1
+    assert "user:vera may not rollback" in refused.output and "Traceback" not in refused.output
+    verified = runner.invoke(app, ["audit", "verify", "--json"], env=env)
+    assert verified.exit_code == 0 and json.loads(verified.stdout)["ok"] is True
+    logged = runner.invoke(app, ["audit", "log", "--action", "access_denied", "--json"], env=env)
+    assert any(
+        r["actor"] == "user:vera" and r["details"].get("permission") == "rollback"
+        for r in json.loads(logged.stdout)["records"]
+    )
+    gone = runner.invoke(
+        app, ["status", MODEL], env={**env, "MLSTEWARD_API_URL": "http://127.0.0.1:9"}
+    )
+    assert gone.exit_code == 1 and "no governance API at http://127.0.0.1:9" in gone.output
 
 
 # -- decisions that change who serves -----------------------------------------------------------
