@@ -46,7 +46,7 @@ from mlsteward.identity import Permission
 from mlsteward.monitoring import prediction_log
 from mlsteward.serving.auth import Access, Refused
 from mlsteward.serving.batcher import Job, MicroBatcher
-from mlsteward.serving.body import BodyTooLarge, closing, read_body
+from mlsteward.serving.body import BodyTooLarge, closing, read_body, refused_unread
 from mlsteward.serving.features import FieldError, RequestRejected, check_instances
 from mlsteward.serving.logbook import PredictionLogWriter
 from mlsteward.serving.metrics import ServingMetrics
@@ -384,10 +384,10 @@ def _predict_handler(service: Service) -> Callable[[Request], Awaitable[Response
             # not labelled by an unknown name: a scan of random paths must not grow the metrics
             status = str(exc.response.status_code)
             metrics.child(metrics.requests, model if slot else "", "", "", status).inc()
-            return exc.response
+            return refused_unread(request, exc.response)
         if slot is None:  # before the body is read: its limit is the model's
             metrics.child(metrics.requests, "", "", "", "404").inc()
-            return unknown_model(model, service)
+            return refused_unread(request, unknown_model(model, service))
         cfg = slot.cfg
         try:
             raw = await read_body(request, cfg.serving.max_body_bytes)

@@ -160,6 +160,12 @@ def unavailable(msg: str) -> JSONResponse:
     )
 
 
+def _forbidden(permission: str, operation: dict[str, Any]) -> str:
+    why = f"the caller lacks permission {permission!r}"
+    known = operation.get("responses", {}).get("403", {}).get("description")
+    return f"{why}; or {known}" if known else why
+
+
 def secure_openapi(schema: dict[str, Any], protected: dict[str, str]) -> dict[str, Any]:
     """The OpenAPI document with the token schemes, and for each protected path (path ->
     permission) the security requirement and its 401 and 403 answers."""
@@ -177,7 +183,7 @@ def secure_openapi(schema: dict[str, Any], protected: dict[str, str]) -> dict[st
                 "responses": {
                     **op.get("responses", {}),
                     "401": {"description": "no token, or one that proves nobody"},
-                    "403": {"description": f"the caller lacks permission {permission!r}"},
+                    "403": {"description": _forbidden(permission, op)},
                 },
             }
             for method, op in operations.items()

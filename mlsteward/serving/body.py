@@ -56,3 +56,13 @@ def closing(response: Response) -> Response:
     instead of reading (and discarding) the rest of a refused body."""
     response.headers["Connection"] = "close"
     return response
+
+
+def refused_unread(request: Request, response: Response) -> Response:
+    """``response`` to a request refused before its body was read (no token, unknown model):
+    closing, if a body comes, so that a caller nobody let in cannot make the server receive
+    gigabytes it throws away."""
+    headers = request.headers
+    if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+        return closing(response)
+    return response

@@ -329,13 +329,9 @@ def _memory_mb(pid: int, field: str) -> float:
     raise AssertionError(f"/proc/{pid}/status has no {field}")
 
 
-@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
-def test_a_300_mb_body_is_refused_while_it_streams_in(
-    service: Service, stack: dict[str, Any], declared: bool
-) -> None:
-    """The real server: a 300 MB body, announced or chunked, is refused with a 413 after a few
-    MB at most (the connection closes; the client cannot send the rest) and the server's peak
-    memory does not grow by it."""
+def _send_huge(service: Service, declared: bool, token: str | None) -> tuple[httpx.Response, int]:
+    """POST a 300 MB body (streamed from a generator, announced or chunked) to the service:
+    its answer and the bytes the client got to send."""
     sent = 0
 
     def body() -> Any:
@@ -345,23 +341,32 @@ def test_a_300_mb_body_is_refused_while_it_streams_in(
             sent += CHUNK
             yield chunk
 
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(bearer(token) if token else {})}
     if declared:
         headers["Content-Length"] = str(HUGE_BODY)
+    r = httpx.post(f"{service.url}{PREDICT}", content=body(), headers=headers, timeout=60)
+    return r, sent
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_300_mb_body_is_refused_while_it_streams_in(
+    service: Service, stack: dict[str, Any], declared: bool
+) -> None:
+    """The real server: a 300 MB body, announced or chunked, is refused with a 413 after a few
+    MB at most (the connection closes; the client cannot send the rest) and the server's peak
+    memory does not grow by it. Without a token it is a 401 just as early."""
     pid = service.process.pid
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak (VmHWM) starts again from now
     before = _memory_mb(pid, "VmRSS")
-    r = httpx.post(
-        f"{service.url}{PREDICT}",
-        content=body(),
-        headers={**headers, **service.headers},
-        timeout=60,
-    )
+    r, sent = _send_huge(service, declared, service.token)
     grown = _memory_mb(pid, "VmHWM") - before
     assert r.status_code == 413, r.text
     assert "serving.max_body_bytes" in r.json()["detail"][0]["msg"]
     assert sent < HUGE_BODY // 10, f"the server took {sent >> 20} MB of a refused body"
     assert grown < 50, f"the server's peak memory grew by {grown:.0f} MB"
+    r, sent = _send_huge(service, declared, None)
+    assert r.status_code == 401 and r.headers["connection"] == "close", r.text
+    assert sent < HUGE_BODY // 10, f"the server took {sent >> 20} MB from a caller without a token"
     assert predict(service, {"entity_ids": stack["ids"][:1]})[0] == 200
 
 
