@@ -23,7 +23,17 @@ httptools):
 * **ours** -- ``python -m mlsteward.serving``: the same model and ``bare-r``'s lookup, plus
   request validation, canary routing, micro-batching of concurrent requests (one Feast lookup,
   one ``inplace_predict`` and one ``pred_contribs`` per batch), Prometheus metrics and the
-  prediction log (rows queued on the request path, written by a child process).
+  prediction log (rows queued on the request path, written by a child process), with
+  authentication on, as it is by default: every request carries a viewer's bearer token.
+* **open** -- the same service with ``MLSTEWARD_SERVING_AUTH=off``: what authentication costs
+  is ``ours`` against ``open``, measured in the one-client rounds (a lone request is where a
+  per-request cost shows most), verdict on the median of the per-round p50 ratios against a
+  target of 1.05. With ``--auth-only`` a second such service, **open-b**, is measured in the
+  same rounds: ``open-b`` against ``open`` is the same code in two processes, the ratio that
+  noise and process placement alone give.
+
+Every server gets the same requests, the ``Authorization`` header included (the bare servers
+and ``open`` ignore it), so they read the same bytes.
 
 Load comes from a second process: ``wrk`` (one thread, closed loop: each connection sends its
 next request when the previous one is answered; the body is built by a generated Lua script
@@ -53,7 +63,8 @@ log does not hold exactly the rows the server scored; the figures themselves are
 On a 2-core machine the load generator and the server share the cores, and other jobs may
 too: treat differences under ~10% as noise and rerun.
 
-Run: ``.venv/bin/python benchmarks/serving.py [--duration 10] [--rows 5000] [--quick]``.
+Run: ``.venv/bin/python benchmarks/serving.py [--duration 10] [--rows 5000] [--quick]``;
+``--auth-only`` measures only ``ours`` against ``open`` in the one-client rounds.
 """
 
 from __future__ import annotations
@@ -89,6 +100,7 @@ SCENARIOS = [  # (label, concurrency, explain)
     ("c=32, no explain", 32, False),
 ]
 LATENCY_RATIO_TARGET = 1.15
+AUTH_RATIO_TARGET = 1.05
 RPS_TARGET = 1_000
 P99_TARGET_MS = 100.0
 
@@ -111,6 +123,10 @@ def set_environment(root: Path) -> None:
         "MLSTEWARD_SNAPSHOT_ROOT",
         "MLSTEWARD_SERVING_FAULTS",
         "MLSTEWARD_SERVING_MODELS",
+        "MLSTEWARD_SERVING_AUTH",
+        "MLSTEWARD_SERVING_METRICS_AUTH",
+        "MLSTEWARD_IDENTITY_URL",
+        "MLSTEWARD_TOKEN",
     ):
         os.environ.pop(var, None)
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
@@ -152,6 +168,17 @@ def build_champion(root: Path, rows: int, max_evals: int) -> tuple[str, list[int
             raise SystemExit(f"the trained version was not promoted: {trained.governance}")
         materialize_flow(model=MODEL)
     return str(trained.version), ids
+
+
+def viewer_token() -> str:
+    """A token of a viewer (who may predict) in the temporary home, for every request."""
+    from mlsteward.identity import identity_store, local_principal
+
+    operator = local_principal()
+    with identity_store() as store:
+        store.add_principal("bench", roles=["viewer"], by=operator)
+        _, token = store.create_token("user:bench", by=operator, description="benchmark")
+    return token
 
 
 def champion_shape() -> str:
@@ -292,6 +319,7 @@ local n = #ids
 local i = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(token)s"
 request = function()
   i = i + 1
   return wrk.format(nil, "%(path)s", nil,
@@ -313,12 +341,14 @@ def run_wrk(
     port: int, conc: int, explain: bool, seconds: float, ids: list[int], tmp: Path
 ) -> dict[str, Any]:
     script = tmp / f"wrk-{conc}-{int(explain)}.lua"
+    token = os.environ["MLSTEWARD_TOKEN"]
     script.write_text(
         WRK_LUA
         % {
             "ids": ",".join(map(str, ids)),
             "path": PREDICT_PATH,
             "explain": "true" if explain else "false",
+            "token": token,
         }
     )
     cmd = [
@@ -339,6 +369,7 @@ async def _client(
 
     latencies: list[float] = []
     counters = {"sent": 0, "errors": 0, "non2xx": 0}
+    token = os.environ["MLSTEWARD_TOKEN"]
     started = _t.perf_counter()
     deadline = started + seconds
 
@@ -355,7 +386,8 @@ async def _client(
                 k += conc
                 head = (
                     f"POST {PREDICT_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                    f"Content-Type: application/json\r\nAuthorization: Bearer {token}\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
                 ).encode()
                 t0 = _t.perf_counter()
                 writer.write(head + body)
@@ -436,7 +468,10 @@ def post_json(port: int, body: dict[str, Any]) -> tuple[int, Any]:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}{PREDICT_PATH}",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {os.environ['MLSTEWARD_TOKEN']}",
+        },
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -445,9 +480,13 @@ def post_json(port: int, body: dict[str, Any]) -> tuple[int, Any]:
         return exc.code, exc.read().decode()
 
 
-def start_server(cmd: list[str], port: int, probe: str, log_path: Path) -> subprocess.Popen:
+def start_server(
+    cmd: list[str], port: int, probe: str, log_path: Path, env: dict[str, str]
+) -> subprocess.Popen:
     log = log_path.open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env={**os.environ, **env}
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -509,14 +548,25 @@ def scrape(port: int) -> dict[str, float]:
 class Server:
     """One server process under test: bare or ours."""
 
-    def __init__(self, name: str, cmd: list[str], port: int, probe: str, ours: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        port: int,
+        probe: str,
+        ours: bool,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name, self.cmd, self.port, self.probe, self.ours = name, cmd, port, probe, ours
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.results: dict[str, dict[str, Any]] = {}
         self.sample: list[dict[str, Any]] = []
 
     def start(self, tmp: Path, ids: list[int]) -> None:
-        self.proc = start_server(self.cmd, self.port, self.probe, tmp / f"{self.name}.log")
+        self.proc = start_server(
+            self.cmd, self.port, self.probe, tmp / f"{self.name}.log", self.env
+        )
         status, answer = post_json(self.port, {"entity_ids": ids[:3], "explain": True})
         if status != 200:
             raise SystemExit(f"{self.name}: a predict request answered {status}: {answer}")
@@ -566,6 +616,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-evals", type=int, default=3, help="Hyperopt trials")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s runs, 1 trial")
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
+    parser.add_argument(
+        "--auth-only",
+        action="store_true",
+        help="only the cost of authentication: ours against open, c=1 rounds",
+    )
     # internal modes
     parser.add_argument("--bare-app", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load-client", action="store_true", help=argparse.SUPPRESS)
@@ -618,40 +673,60 @@ def main(argv: list[str] | None = None) -> int:
         top_k = cfg.serving.top_k or cfg.scoring.top_k or 3
 
         shape = champion_shape()
+        os.environ["MLSTEWARD_TOKEN"] = viewer_token()  # every load sends it
         load_before = os.getloadavg()[0]
-        bare_port, reader_port, ours_port = free_port(), free_port(), free_port()
+        bare_port, reader_port, ours_port, open_port = (free_port() for _ in range(4))
 
         def bare_cmd(port: int, lookup: str) -> list[str]:
             return [sys.executable, __file__, "--bare-app", "--port", str(port), "--top-k",
                     str(top_k), "--lookup", lookup]  # fmt: skip
 
-        ours_cmd = [sys.executable, "-m", "mlsteward.serving", "--host", "127.0.0.1", "--port",
-                    str(ours_port), "--model", MODEL, "--log-level", "warning"]  # fmt: skip
+        def ours_cmd(port: int) -> list[str]:
+            return [sys.executable, "-m", "mlsteward.serving", "--host", "127.0.0.1", "--port",
+                    str(port), "--model", MODEL, "--log-level", "warning"]  # fmt: skip
+
         bare = Server("bare", bare_cmd(bare_port, "feast"), bare_port, "/healthz", ours=False)
         reader = Server("bare-r", bare_cmd(reader_port, "reader"), reader_port, "/healthz",
                         ours=False)  # fmt: skip
-        ours = Server("ours", ours_cmd, ours_port, "/readyz", ours=True)
+        ours = Server("ours", ours_cmd(ours_port), ours_port, "/readyz", ours=True,
+                      env={"MLSTEWARD_SERVING_AUTH": "on"})  # fmt: skip
+        open_ = Server("open", ours_cmd(open_port), open_port, "/readyz", ours=True,
+                       env={"MLSTEWARD_SERVING_AUTH": "off"})  # fmt: skip
+        control_port = free_port()
+        control = Server("open-b", ours_cmd(control_port), control_port, "/readyz", ours=True,
+                         env={"MLSTEWARD_SERVING_AUTH": "off"})  # fmt: skip
+        servers = [ours, open_, control] if args.auth_only else [bare, reader, ours, open_]
+        ours_kind = (ours, open_, control) if args.auth_only else (ours, open_)
+        label, conc, explain = SCENARIOS[0]
         try:
-            for server in (bare, reader, ours):
+            for server in servers:
                 server.start(tmp, ids)
-            for server in (bare, reader, ours):  # past start-up: first full GCs, lazy imports
+            for server in servers:  # past start-up: first full GCs, lazy imports
                 load(server.port, 1, False, args.settle, ids, tmp)
-            for n, (label, conc, explain) in enumerate(SCENARIOS):
-                pair = (bare, ours) if n % 2 == 0 else (ours, bare)  # alternate who goes first
-                if n == 0:
-                    pair = (bare, reader, ours)
-                for server in pair:
-                    server.run(label, conc, explain, load, args, ids, tmp)
-            label, conc, explain = SCENARIOS[0]
-            orders = [(ours, bare, reader), (reader, ours, bare), (bare, reader, ours)]
-            for n in range(1, args.rounds):  # more rounds of the noise-sensitive c=1 tail
-                for server in orders[n % 3]:
-                    server.run(f"{label} #{n + 1}", conc, explain, load, args, ids, tmp)
-            final = scrape(ours_port)
+            if args.auth_only:
+                orders = [(ours, open_, control), (open_, control, ours), (control, ours, open_)]
+                for n in range(args.rounds):  # rotate who goes first
+                    for server in orders[n % 3]:
+                        server.run(f"{label} #{n + 1}", conc, explain, load, args, ids, tmp)
+            else:
+                for n, (label, conc, explain) in enumerate(SCENARIOS):
+                    pair = (bare, ours) if n % 2 == 0 else (ours, bare)  # alternate who is first
+                    if n == 0:
+                        pair = (bare, reader, ours, open_)
+                    for server in pair:
+                        server.run(label, conc, explain, load, args, ids, tmp)
+                label, conc, explain = SCENARIOS[0]
+                orders = [(ours, open_, bare, reader), (reader, open_, ours, bare),
+                          (bare, reader, open_, ours)]  # fmt: skip
+                for n in range(1, args.rounds):  # more rounds of the noise-sensitive c=1 tail
+                    for server in orders[n % 3]:
+                        server.run(f"{label} #{n + 1}", conc, explain, load, args, ids, tmp)
+            final = {s.name: scrape(s.port) for s in ours_kind}
         finally:
-            bare.stop()
-            reader.stop()
-            rc = ours.stop()
+            for server in servers:
+                if server not in ours_kind:
+                    server.stop()
+            rcs = [s.stop() for s in ours_kind]
 
         from mlsteward.monitoring import prediction_log
 
@@ -662,7 +737,8 @@ def main(argv: list[str] | None = None) -> int:
         abs(b["probability"] - o["probability"]) < 1e-6
         and [c["feature"] for c in b["explanation"]["contributions"]]
         == [c["feature"] for c in o["explanation"]["contributions"]]
-        for other in (bare, reader)
+        for other in servers
+        if other is not ours
         for b, o in zip(other.sample, ours.sample, strict=True)
     ]
     # ---------------------------------------------------------------------------- the table
@@ -671,13 +747,91 @@ def main(argv: list[str] | None = None) -> int:
           f"{load_before:.1f} before the runs, {os.getloadavg()[0]:.1f} after); load: {tool}; "
           f"{args.duration:g} s per run after {args.warmup:g} s warm-up; "
           "one entity per request")  # fmt: skip
+    if not args.auth_only:
+        print_table(bare, reader, ours, open_)
+    rounds = [k for k in ours.results if k.startswith(SCENARIOS[0][0])]
+    if not args.auth_only:
+        for base, what in ((bare, "bare (get_online_features)"), (reader, "bare-r (OnlineReader)")):
+            judged = verdicts(ours, base, rounds, LATENCY_RATIO_TARGET, ("p50", "p99"))
+            print(f"c=1 no explain, ours <= {LATENCY_RATIO_TARGET}x {what}, median of "
+                  f"{len(rounds)} rounds: {judged}")  # fmt: skip
+        r3 = ours.results[SCENARIOS[2][0]]
+        rps3 = r3["requests"] / r3["duration_s"]
+        ok3 = rps3 >= RPS_TARGET and r3["p99_ms"] <= P99_TARGET_MS
+        print(f"target c=32 explain, ours >= {RPS_TARGET:,} req/s with p99 <= {P99_TARGET_MS:g} "
+              f"ms: {rps3:,.0f} req/s, p99 {r3['p99_ms']:.1f} ms -> "
+              f"{'met' if ok3 else 'NOT met'}")  # fmt: skip
+    print()
+    print(
+        "authentication, c=1 no explain (ours: a bearer token on every request; open: "
+        "MLSTEWARD_SERVING_AUTH=off):"
+    )
+    cpu_ratios = []
+    for k in rounds:
+        a, o = ours.results[k], open_.results[k]
+        a_cpu, o_cpu = (r["cpu_s"] / r["requests"] * 1e3 for r in (a, o))
+        cpu_ratios.append(a_cpu / o_cpu)
+        print(f"  {k:<20} p50 {a['p50_ms']:.3f} / {o['p50_ms']:.3f} ms = "
+              f"{a['p50_ms'] / o['p50_ms']:.3f}x   p99 {a['p99_ms']:.3f} / {o['p99_ms']:.3f} ms "
+              f"= {a['p99_ms'] / o['p99_ms']:.3f}x   server cpu {a_cpu:.3f} / {o_cpu:.3f} "
+              f"ms/req = {a_cpu / o_cpu:.3f}x")  # fmt: skip
+    print(f"ours with auth <= {AUTH_RATIO_TARGET}x open on p50, median of {len(rounds)} rounds: "
+          f"{verdicts(ours, open_, rounds, AUTH_RATIO_TARGET)}; server cpu per request "
+          f"{statistics.median(cpu_ratios):.3f}x")  # fmt: skip
+    if args.auth_only:
+        print(f"control, open-b against open (the same service twice), median of {len(rounds)} "
+              f"rounds: {verdicts(control, open_, rounds, AUTH_RATIO_TARGET, ())}")  # fmt: skip
+
+    both = list(final.values())
+    batches = sum(f.get("mlsteward_micro_batch_rows_count", 0.0) for f in both)
+    rows = sum(f.get("mlsteward_micro_batch_rows_sum", 0.0) for f in both)
+    served_200 = int(sum(f.get("mlsteward_requests_total[200]", 0) for f in both))
+    scored = int(sum(f.get("mlsteward_predictions_total", 0) for f in both))
+    written = int(sum(f.get("mlsteward_prediction_log_rows_total", 0) for f in both))
+    refused = int(sum(f.get("mlsteward_requests_total[401]", 0) for f in both))
+    client_ok = answered([r for s in ours_kind for r in s.results.values()])
+    print()
+    print(f"{', '.join(s.name for s in ours_kind)} /metrics before SIGTERM: "
+          f"{served_200:,} requests answered 200, "
+          f"{refused:,} refused 401, {int(batches):,} micro-batches, mean "
+          f"{rows / batches if batches else 0.0:.2f} rows; prediction-log rows written so far "
+          f"{written:,}")  # fmt: skip
+    print(f"after SIGTERM (exit {rcs}): prediction log holds {log_rows:,} rows "
+          f"({log_requests:,} request ids); servers scored {scored:,} rows for {served_200:,} "
+          "requests answered 200; "
+          f"client counted {client_ok:,} answered in measured runs (warm-ups excluded; "
+          "requests in flight when a run's clock stops are answered and logged, "
+          "not counted)")  # fmt: skip
+    print(f"same answers (probability, top-{top_k} features) from all {len(servers)} servers "
+          f"for {len(ours.sample)} sample ids: {'yes' if all(same) else 'NO'}")  # fmt: skip
+    ok_log = log_rows == scored and log_requests == served_200 and all(same) and refused == 0
+    print(f"every answered request logged, none refused: {'yes' if ok_log else 'NO'}")
+    return 0 if ok_log and all(rc in (0, -signal.SIGTERM) for rc in rcs) else 1
+
+
+def verdicts(
+    ours: Server, base: Server, rounds: list[str], target: float, judged: tuple[str, ...] = ("p50",)
+) -> str:
+    """Median over rounds of ours/base on p50 and p99, each round's ratio, and the verdict on
+    the ``judged`` ones."""
+    out = []
+    for q in ("p50", "p99"):
+        ratios = sorted(ours.results[k][f"{q}_ms"] / base.results[k][f"{q}_ms"] for k in rounds)
+        median = statistics.median(ratios)
+        each = " ".join(f"{x:.3f}" for x in ratios)
+        met = "met" if median <= target else "NOT met"
+        out.append(f"{q} {median:.3f}x (rounds: {each})" + (f" {met}" if q in judged else ""))
+    return "; ".join(out)
+
+
+def print_table(bare: Server, reader: Server, ours: Server, open_: Server) -> None:
     head = (f"{'scenario':<18} {'server':<6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
             f"{'errors':>6} {'cpu ms/req':>10} {'batch':>6}   "
             "ratio ours/bare (p50, p99, req/s)")  # fmt: skip
     print(head)
     print("-" * len(head))
     for label in ours.results:
-        for server in (bare, reader, ours):
+        for server in (bare, reader, ours, open_):
             r = server.results.get(label)
             if r is None:
                 continue
@@ -693,45 +847,6 @@ def main(argv: list[str] | None = None) -> int:
                          f"  {rps / b_rps:.2f}x")  # fmt: skip
             print(line)
     print()
-    rounds = [k for k in ours.results if k.startswith(SCENARIOS[0][0])]
-    for base, what in ((bare, "bare (get_online_features)"), (reader, "bare-r (OnlineReader)")):
-        verdicts = []
-        for q in ("p50", "p99"):
-            ratios = sorted(ours.results[k][f"{q}_ms"] / base.results[k][f"{q}_ms"] for k in rounds)
-            median = statistics.median(ratios)
-            each = " ".join(f"{x:.2f}" for x in ratios)
-            met = "met" if median <= LATENCY_RATIO_TARGET else "NOT met"
-            verdicts.append(f"{q} {median:.2f}x (rounds: {each}) {met}")
-        print(f"c=1 no explain, ours <= {LATENCY_RATIO_TARGET}x {what}, median of "
-              f"{len(rounds)} rounds: {'; '.join(verdicts)}")  # fmt: skip
-    r3 = ours.results[SCENARIOS[2][0]]
-    rps3 = r3["requests"] / r3["duration_s"]
-    ok3 = rps3 >= RPS_TARGET and r3["p99_ms"] <= P99_TARGET_MS
-    print(f"target c=32 explain, ours >= {RPS_TARGET:,} req/s with p99 <= {P99_TARGET_MS:g} ms: "
-          f"{rps3:,.0f} req/s, p99 {r3['p99_ms']:.1f} ms -> "
-          f"{'met' if ok3 else 'NOT met'}")  # fmt: skip
-
-    batches = final.get("mlsteward_micro_batch_rows_count", 0.0)
-    mean_batch = final.get("mlsteward_micro_batch_rows_sum", 0.0) / batches if batches else 0.0
-    served_200 = int(final.get("mlsteward_requests_total[200]", 0))
-    scored = int(final.get("mlsteward_predictions_total", 0))
-    client_ok = answered(list(ours.results.values()))
-    print()
-    print(f"ours /metrics before SIGTERM: {served_200:,} requests answered 200, "
-          f"{int(batches):,} micro-batches, mean {mean_batch:.2f} rows; "
-          f"prediction-log rows written so far "
-          f"{int(final.get('mlsteward_prediction_log_rows_total', 0)):,}")  # fmt: skip
-    print(f"after SIGTERM (exit {rc}): prediction log holds {log_rows:,} rows "
-          f"({log_requests:,} request ids); server scored {scored:,} rows for {served_200:,} "
-          "requests answered 200; "
-          f"client counted {client_ok:,} answered in measured runs (warm-ups excluded; "
-          "requests in flight when a run's clock stops are answered and logged, "
-          "not counted)")  # fmt: skip
-    print(f"same answers (probability, top-{top_k} features) from all three servers for "
-          f"{len(ours.sample)} sample ids: {'yes' if all(same) else 'NO'}")  # fmt: skip
-    ok_log = log_rows == scored and log_requests == served_200 and all(same)
-    print(f"every answered request logged: {'yes' if ok_log else 'NO'}")
-    return 0 if ok_log and rc in (0, -signal.SIGTERM) else 1
 
 
 if __name__ == "__main__":
