@@ -63,8 +63,12 @@ demo: install ## The whole loop: train, score, drift, retrain, promote or reject
 	$(RUN) mlsteward reproduce heart_disease
 	@echo; echo "== 8/8  serve: the champion answers online (features from the Feast online store) with"
 	@echo "        its reasons; stopping the service (SIGTERM) writes every answer to the prediction log"
+	@echo "        (the service asks for a token: the demo's own service account, a viewer, gets one)"
 	@mkdir -p $(DEMO_DIR)
-	@.venv/bin/python -m mlsteward.serving --port $(DEMO_SERVING_PORT) --model heart_disease \
+	@$(RUN) mlsteward users add demo --service --role viewer --replace > /dev/null
+	@token=$$($(RUN) mlsteward tokens create service:demo --days 1 --description "make demo" \
+	  --json | $(PYTHON) -c "import json, sys; print(json.load(sys.stdin)['token'])") || exit 1; \
+	.venv/bin/python -m mlsteward.serving --port $(DEMO_SERVING_PORT) --model heart_disease \
 	  > $(DEMO_DIR)/serving.log 2>&1 & pid=$$!; ok=0; \
 	for i in $$(seq 240); do \
 	  if $(PYTHON) -c "import urllib.request as u; \
@@ -72,8 +76,8 @@ demo: install ## The whole loop: train, score, drift, retrain, promote or reject
 	  then ok=1; break; fi; kill -0 $$pid 2>/dev/null || break; sleep 0.5; \
 	done; \
 	if [ $$ok = 1 ]; then \
-	  $(RUN) mlsteward predict heart_disease -e 1 -e 2 -e 3 --explain \
-	    --url http://127.0.0.1:$(DEMO_SERVING_PORT); rc=$$?; \
+	  MLSTEWARD_SERVING_TOKEN=$$token $(RUN) mlsteward predict heart_disease -e 1 -e 2 -e 3 \
+	    --explain --url http://127.0.0.1:$(DEMO_SERVING_PORT); rc=$$?; \
 	else echo "the prediction service did not start:"; tail -20 $(DEMO_DIR)/serving.log; rc=1; fi; \
 	kill -TERM $$pid 2>/dev/null; wait $$pid; exit $$rc
 	@echo
