@@ -14,7 +14,7 @@ from mlsteward.errors import PromotionError
 from mlsteward.governance import canary as canary_state
 from mlsteward.governance import registry
 from mlsteward.governance.candidate import needs_validation
-from mlsteward.rollout.service import ServiceUnavailable, describe_model
+from mlsteward.rollout.service import ServiceRefused, ServiceUnavailable, describe_model
 
 
 class RolloutRefused(PromotionError):
@@ -76,8 +76,8 @@ def check_eligibility(cfg: ModelConfig, version: str | None, url: str) -> Eligib
     try:
         described = describe_model(url, model)
     except ServiceUnavailable as exc:
-        message = f"{exc}; start it (mlsteward serve) first"
-        raise RolloutRefused(message, info.version, url=url) from exc
+        hint = "" if isinstance(exc, ServiceRefused) else "; start it (mlsteward serve) first"
+        raise RolloutRefused(f"{exc}{hint}", info.version, url=url) from exc
     return Eligibility(info=info, champion=target.champion, service=described)
 
 

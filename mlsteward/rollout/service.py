@@ -26,6 +26,10 @@ class ServiceUnavailable(PromotionError):
     """The prediction service did not answer, or does not serve the model."""
 
 
+class ServiceRefused(ServiceUnavailable):
+    """The prediction service answered, but not to us: no token, or one that may not read."""
+
+
 def describe_model(url: str, model: str) -> dict[str, Any]:
     """``GET /v1/models/{model}``: what one service replica serves now."""
     try:
@@ -37,7 +41,7 @@ def describe_model(url: str, model: str) -> dict[str, Any]:
     if resp.status_code == 404:
         raise ServiceUnavailable(f"prediction service at {url} does not serve {model}")
     if resp.status_code in (401, 403):
-        raise ServiceUnavailable(
+        raise ServiceRefused(
             f"prediction service at {url} refused to describe {model} ({resp.status_code}): "
             f"{_message(resp)}; set MLSTEWARD_SERVING_TOKEN (or MLSTEWARD_TOKEN) to a token "
             "that may read"

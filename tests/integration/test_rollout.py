@@ -280,8 +280,28 @@ def test_refusals_leave_the_registry_as_it_was(stack: dict[str, Any], service_ur
 
 @pytest.fixture(scope="module")
 def healthy_service(stack: dict[str, Any], start_module_service: StartService) -> Service:
-    """One fault-free service for the last two rollouts."""
+    """One fault-free service for the last rollouts."""
     return start_module_service()
+
+
+def test_a_service_that_refuses_to_be_watched_refuses_the_rollout(
+    stack: dict[str, Any],
+    healthy_service: Service,
+    service_url: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a token that may read, the service does not describe itself: the rollout is
+    refused before any canary opens, and says which token to set."""
+    service_url(healthy_service.url)
+    monkeypatch.delenv("MLSTEWARD_SERVING_TOKEN")
+    monkeypatch.delenv("MLSTEWARD_TOKEN", raising=False)
+    with pytest.raises(
+        RolloutRefused, match=r"refused to describe heart_disease \(401\)"
+    ) as refused:
+        rollout_flow(model=MODEL, version=stack["challenger"])
+    assert "MLSTEWARD_SERVING_TOKEN" in str(refused.value)
+    assert "mlsteward serve" not in str(refused.value)
+    assert_no_canary()
 
 
 def test_a_challenger_whose_predictions_shift_is_rolled_back(
