@@ -26,9 +26,13 @@ from mlsteward.platform.services import GATEWAY_SECRET_VARS, PlatformError
 
 ADMIN = "user:admin"
 CI = "service:ci"
+WORKER = "service:worker"
+"""The platform's worker reads the prediction service (rollouts) as this viewer."""
 ADMIN_TOKEN_DAYS = 90
 EXPIRY_WARNING = timedelta(days=14)
 ADMIN_TOKEN_FILE = "admin.token"
+WORKER_TOKEN_FILE = "worker.token"
+SERVING_TOKEN_VAR = "MLSTEWARD_SERVING_TOKEN"
 WEBHOOK_SECRET_FILE = "webhook.secret"
 WEBHOOK_SECRET_VAR = GATEWAY_SECRET_VARS[0]
 
@@ -59,12 +63,20 @@ class Credentials:
     admin_token: Credential
     webhook_secret: Credential
     principals_added: tuple[str, ...] = ()
+    worker_token: Credential | None = None
 
     def gateway_env(self) -> dict[str, str]:
         """What the gateway's environment adds: the file's secret, unless one is configured."""
         if self.webhook_secret.source != "file" or self.webhook_secret.value is None:
             return {}
         return {WEBHOOK_SECRET_VAR: self.webhook_secret.value}
+
+    def worker_env(self) -> dict[str, str]:
+        """What the worker's environment adds: a viewer's token, so the flow runs it finishes
+        (rollouts) may read the prediction service, which asks every caller for one."""
+        if self.worker_token is None or self.worker_token.value is None:
+            return {}
+        return {SERVING_TOKEN_VAR: self.worker_token.value}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,12 +97,15 @@ def ensure_credentials(home: Path) -> Credentials:
         with identity_store() as store:
             added = _ensure_principals(store)
             admin = _admin_token(store, secrets_dir(home) / ADMIN_TOKEN_FILE)
+            worker = _admin_token(
+                store, secrets_dir(home) / WORKER_TOKEN_FILE, WORKER, "worker's serving token"
+            )
     except PlatformError:
         raise
     except MlstewardError as exc:
         raise PlatformError(f"the platform's principals and admin token: {exc}") from exc
     webhook = _webhook_secret(secrets_dir(home) / WEBHOOK_SECRET_FILE)
-    return Credentials(admin, webhook, added)
+    return Credentials(admin, webhook, added, worker)
 
 
 def _ensure_principals(store: IdentityStore) -> tuple[str, ...]:
@@ -98,7 +113,7 @@ def _ensure_principals(store: IdentityStore) -> tuple[str, ...]:
     added once, by the local operator (so the audit trail says who ran the first ``up``)."""
     existing = {p["identity"] for p in store.list_principals()}  # disabled ones included
     added = []
-    for identity, role in ((ADMIN, Role.ADMIN), (CI, Role.CI)):
+    for identity, role in ((ADMIN, Role.ADMIN), (CI, Role.CI), (WORKER, Role.VIEWER)):
         if identity not in existing:
             kind, name = identity.split(":", 1)
             store.add_principal(name, kind=kind, roles=[role.value], by=local_principal())
@@ -106,8 +121,9 @@ def _ensure_principals(store: IdentityStore) -> tuple[str, ...]:
     return tuple(added)
 
 
-def _admin_token(store: IdentityStore, path: Path) -> Credential:
-    what = "admin token"
+def _admin_token(
+    store: IdentityStore, path: Path, identity: str = ADMIN, what: str = "admin token"
+) -> Credential:
     if _exists(path):
         token, note = _read_private(path)
         try:
@@ -120,7 +136,7 @@ def _admin_token(store: IdentityStore, path: Path) -> Credential:
         return Credential(what, path, False, token, note)
     try:
         info, token = store.create_token(
-            ADMIN,
+            identity,
             by=local_principal(),
             expires_in_days=ADMIN_TOKEN_DAYS,
             description=f"made by the platform's first start ({path})",

@@ -108,8 +108,13 @@ def _service_envs(
     svcs: dict[str, Service], env: dict[str, str], credentials: Credentials
 ) -> dict[str, dict[str, str]]:
     """Each service's environment: the platform's, with the webhook secret for the gateway
-    alone (no other process needs it) and authentication on for the governance API."""
-    extra = {"gateway": credentials.gateway_env(), "api": API_ENV}
+    alone (no other process needs it), authentication on for the governance API, and a
+    viewer's token for the worker (its rollouts read the prediction service)."""
+    extra = {
+        "gateway": credentials.gateway_env(),
+        "api": API_ENV,
+        "prefect-worker": credentials.worker_env(),
+    }
     return {name: {**env, **extra.get(name, {})} for name in svcs}
 
 

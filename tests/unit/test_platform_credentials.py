@@ -85,7 +85,12 @@ def test_the_first_start_makes_both_files_0600_with_a_working_admin_token(
         assert ci is not None and ci.roles == frozenset({Role.CI})
         added_by = {p["identity"]: p["created_by"] for p in store.list_principals()}
     assert added_by["user:admin"] == local_principal().actor
-    assert creds.principals_added == ("user:admin", "service:ci")
+    assert creds.principals_added == ("user:admin", "service:ci", "service:worker")
+    # the worker's own viewer token, for rollouts that read the prediction service
+    worker_file = folder / "worker.token"
+    assert _mode(worker_file) == 0o600
+    worker = authenticate(worker_file.read_text().strip())
+    assert worker.identity == "service:worker" and worker.roles == frozenset({Role.VIEWER})
 
     print_credentials(creds)
     out = capsys.readouterr().out
@@ -134,6 +139,9 @@ def test_only_the_gateway_gets_the_secret_and_never_on_its_command_line(
 
     assert envs["gateway"]["MLSTEWARD_WEBHOOK_SECRET"] == secret
     assert [n for n, env in envs.items() if "MLSTEWARD_WEBHOOK_SECRET" in env] == ["gateway"]
+    worker_token = (secrets_dir(mlsteward_home) / "worker.token").read_text().strip()
+    assert envs["prefect-worker"]["MLSTEWARD_SERVING_TOKEN"] == worker_token
+    assert [n for n, env in envs.items() if "MLSTEWARD_SERVING_TOKEN" in env] == ["prefect-worker"]
     assert all(secret not in " ".join(svc.argv()) for svc in svcs.values())
     # The governance API never falls back to single-user mode.
     assert envs["api"]["MLSTEWARD_AUTH"] == "required"
