@@ -19,7 +19,7 @@ Tags (all strings):
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -90,7 +90,9 @@ def read_target(model: str) -> ServingTarget:
 def open_canary(model: str, version: str, fraction: float, step: int = 1) -> Canary:
     """Start routing ``fraction`` of traffic to ``version`` under a new rollout id."""
     canary = Canary(
-        rollout_id=f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
+        # 128 random bits: the id salts which entities the canary takes, so a caller who
+        # could guess it could aim requests at (or away from) the canary
+        rollout_id=f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(16)}",
         challenger_version=str(version),
         fraction=float(fraction),
         step=step,

@@ -22,6 +22,9 @@ CACHE_SECONDS = 5.0
 CACHE_MAX = 10_000
 
 _cache: dict[str, tuple[Principal, float, str]] = {}
+_refused: dict[str, tuple[str, float]] = {}
+"""Tokens refused lately (hash -> message, until): a caller repeating a bad token costs a dict
+lookup, not a database query on the request path."""
 _cache_lock = threading.Lock()
 _stores: dict[str, IdentityStore] = {}
 
@@ -42,6 +45,7 @@ def clear_cache() -> None:
     """Forget verified tokens (tests; after revoking in this process)."""
     with _cache_lock:
         _cache.clear()
+        _refused.clear()
         for store in _stores.values():
             store.close()
         _stores.clear()
@@ -61,7 +65,17 @@ def authenticate(token: str | None) -> Principal:
     hit = _cache.get(key)
     if hit is not None and hit[1] > now and hit[2] > _ts(_now()):
         return hit[0]
-    principal, expires_at = _verify(token)
+    miss = _refused.get(key)
+    if miss is not None and miss[1] > now:
+        raise AuthenticationError(miss[0])
+    try:
+        principal, expires_at = _verify(token)
+    except AuthenticationError as exc:
+        with _cache_lock:
+            if len(_refused) >= CACHE_MAX:
+                _refused.clear()
+            _refused[key] = (str(exc), now + CACHE_SECONDS)
+        raise
     with _cache_lock:
         if len(_cache) >= CACHE_MAX:
             _cache.clear()

@@ -248,3 +248,22 @@ def test_a_viewer_may_not_start_what_changes_things(
     assert "Traceback" not in refused.output
     # nothing ran: the only records are the principal's and its token's
     assert {r.action for r in audit_store().query()} == {"principal_added", "token_created"}
+
+
+def test_a_refused_token_is_refused_again_from_memory(mlsteward_home: Path) -> None:
+    """On the prediction path a caller repeating a bad token must not cost a database query
+    each time: the refusal is remembered for the cache's few seconds."""
+    admin = local_principal()
+    with identity_store() as store:
+        store.add_principal("eve", roles=["viewer"], by=admin)
+        info, token = store.create_token("user:eve", by=admin)
+        store.revoke_token(info.token_id, by=admin)
+    with pytest.raises(AuthenticationError, match="revoked"):
+        authenticate(token)
+    db = sqlite3.connect(mlsteward_home / "identity" / "identity.db")
+    with db:  # the store would now accept it
+        db.execute("UPDATE mlsteward_tokens SET revoked_at = NULL")
+    with pytest.raises(AuthenticationError, match="revoked"):
+        authenticate(token)  # answered from memory
+    clear_cache()
+    assert authenticate(token).identity == "user:eve"
