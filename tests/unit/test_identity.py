@@ -140,7 +140,7 @@ def test_an_expired_token_is_refused(mlsteward_home: Path) -> None:
     admin = local_principal()
     with identity_store() as store:
         store.add_principal("ci", roles=["ci"], kind="service", by=admin)
-        info, token = store.create_token("service:ci", by=admin, expires_in_days=1)
+        _, token = store.create_token("service:ci", by=admin, expires_in_days=1)
         assert authenticate(token).actor == "service:ci"
         db = sqlite3.connect(mlsteward_home / "identity" / "identity.db")
         with db:
