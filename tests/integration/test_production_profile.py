@@ -122,10 +122,15 @@ def test_the_platforms_first_credentials_go_to_the_audit_database(
             "SELECT identity, roles FROM mlsteward_principals ORDER BY identity"
         ).fetchall()
         tokens = conn.execute("SELECT identity FROM mlsteward_tokens").fetchall()
-    assert principals == [("service:ci", '["ci"]'), ("user:admin", '["admin"]')]
-    assert tokens == [("user:admin",)]
+    assert principals == [
+        ("service:ci", '["ci"]'),
+        ("service:worker", '["viewer"]'),
+        ("user:admin", '["admin"]'),
+    ]
+    assert sorted(tokens) == [("service:worker",), ("user:admin",)]
     assert not (mlsteward_home / "identity").exists()  # no SQLite store beside it
     assert sorted(p.name for p in (mlsteward_home / "secrets").iterdir()) == [
         "admin.token",
         "webhook.secret",
+        "worker.token",
     ]
