@@ -28,6 +28,7 @@ from mlsteward.serving.helpers import background, discard, spawn
 
 log = logging.getLogger("mlsteward.serving")
 RESTART_SECONDS = 1.0
+STOP_GRACE_SECONDS = 0.5
 _STOP = "stop"
 
 OnTarget = Callable[[str, ServingTarget | None, str | None], None]
@@ -104,7 +105,13 @@ class RegistryWatcher:
             with contextlib.suppress(OSError):
                 conn.send(_STOP)
         if proc is not None:
-            proc.join(timeout)
+            # The child only reads the registry, so ending it loses nothing. A child still
+            # importing MLflow (a service stopped within seconds of starting) would see the
+            # stop only when its first read is done: it is terminated after a short grace.
+            proc.join(STOP_GRACE_SECONDS)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout)
         if self._thread.is_alive():
             self._thread.join(timeout)
         with self._lock:
