@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,18 @@ def mlsteward_home(module_home: Path) -> Path:
 def stack(champion_and_challenger: dict[str, Any], mlsteward_home: Path) -> dict[str, Any]:
     write_config(mlsteward_home.parent / "config", tuning=FAST_TUNING, **SERVICE_SETTINGS)
     return champion_and_challenger
+
+
+@pytest.fixture(scope="module")
+def refusing_client(stack: dict[str, Any]) -> Iterator[TestClient]:
+    """One in-process app for requests it refuses before scoring: they change nothing in it,
+    so the malformed-field cases need not start (and load the model in) an app each."""
+    from mlsteward.serving.app import create_app
+    from mlsteward.serving.settings import ServingSettings
+
+    app = create_app([get_model_config(MODEL)], ServingSettings(models=[MODEL]))
+    with TestClient(app, headers=bearer(issue_token("viewer"))) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -232,14 +244,14 @@ def test_an_id_outside_int64_is_refused_alone_not_with_its_micro_batch(
                          ids=[c[0] for c in BAD_INSTANCES])  # fmt: skip
 def test_bad_fields_are_422_naming_each(
     stack: dict[str, Any],
-    serving_client: TestClient,
+    refusing_client: TestClient,
     case: str,
     mutate: Any,
     field: str,
     rule: str,
 ) -> None:
     good = _instance(stack)
-    r = serving_client.post(PREDICT, json={"instances": [good, mutate(good)]})
+    r = refusing_client.post(PREDICT, json={"instances": [good, mutate(good)]})
     assert r.status_code == 422, r.text
     [error] = r.json()["detail"]
     assert error["loc"] == ["body", "instances", 1, field], error
