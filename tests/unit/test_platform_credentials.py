@@ -9,12 +9,14 @@ import os
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mlsteward.identity import Role, authenticate, clear_cache, identity_store, local_principal
+from mlsteward.platform import processes
 from mlsteward.platform.command import print_credentials
 from mlsteward.platform.credentials import ensure_credentials, secrets_dir
 from mlsteward.platform.lifecycle import _older_secret, _service_envs
@@ -230,6 +232,11 @@ def test_a_running_gateway_with_an_older_secret_is_pointed_out(mlsteward_home: P
     env = {**os.environ, "MLSTEWARD_WEBHOOK_SECRET": "the-old-one"}
     proc = subprocess.Popen(["sleep", "60"], env=env)
     try:
+        # Until the child has exec'd, /proc shows the environment it was forked with (ours)
+        deadline = time.monotonic() + 10
+        while processes.environ(proc.pid).get("MLSTEWARD_WEBHOOK_SECRET") != "the-old-one":
+            assert time.monotonic() < deadline, "the child never started with its environment"
+            time.sleep(0.01)
         state = ServiceState("gateway", running=True, pid=proc.pid, url=None, log="")
         assert _older_secret(state, current) == (
             "checks an older webhook secret: make down && make up to use the current one"
