@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from mlsteward.errors import MlstewardError, PermissionDeniedError, PromotionErr
 from mlsteward.governance import decisions, registry
 from mlsteward.identity import Principal, clear_cache, identity_store, local_principal
 from tasks.common import artifact_key
-from tests.support.governance import MODEL, WEAK_TUNING, write_config
+from tests.support.governance import MODEL, WEAK_TUNING, run_in_background, write_config
 from tests.support.serving import FAST_TUNING
 
 runner = CliRunner()
@@ -189,20 +188,6 @@ def test_the_trainer_cannot_approve_their_own_version(
 
 
 # -- the pause form with approval tokens --------------------------------------------------------
-
-
-def run_in_background(fn: Any, **kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn(**kwargs)
-        except BaseException as exc:  # surfaced by the test
-            box["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    return t, box
 
 
 def wait_for_pause(box: dict[str, Any], version: str, attempt: int, after: int) -> str:

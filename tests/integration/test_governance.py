@@ -35,7 +35,7 @@ from mlsteward.identity import local_principal
 from tasks.approval import ApprovalInput
 from tasks.common import artifact_key
 from tasks.retrain import running_training_runs
-from tests.support.governance import MODEL, WEAK_TUNING, write_config
+from tests.support.governance import MODEL, WEAK_TUNING, run_in_background, write_config
 
 runner = CliRunner()
 
@@ -317,20 +317,6 @@ def test_two_racing_promotions_leave_exactly_one_champion(
 
 
 # -- manual approval -------------------------------------------------------------------------
-
-
-def run_in_background(fn: Any, **kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn(**kwargs)
-        except BaseException as exc:  # surfaced by the test
-            box["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    return t, box
 
 
 def wait_for_pause(box: dict[str, Any], timeout: float = 180) -> str:

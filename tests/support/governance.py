@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,19 @@ def write_config(config_dir: Path, **overrides: Any) -> Path:
     path = config_dir / "models" / "heart_disease.yaml"
     path.write_text(yaml.safe_dump(deep_merge(base, overrides), sort_keys=False))
     return path
+
+
+def run_in_background(fn: Any, **kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """``fn(**kwargs)`` on a daemon thread, for a flow that pauses while the test answers it;
+    the box gets ``result`` or ``error`` (raised by the test, not lost on the thread)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn(**kwargs)
+        except BaseException as exc:  # surfaced by the test
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, box
