@@ -42,6 +42,20 @@ class ChampionChangedError(PromotionError):
     meanwhile): the comparison is stale, and running the gates again settles it."""
 
 
+class AliasMismatchError(PromotionError):
+    """The MLflow ``champion`` alias names another version than the governance record: someone
+    moved it outside governance, or a promotion was interrupted. Nothing is loaded from the
+    alias until ``mlsteward audit reconcile --repair`` puts it back."""
+
+    def __init__(self, message: str, *, model: str, alias: str | None, recorded: str | None):
+        super().__init__(message)
+        self.model, self.alias, self.recorded = model, alias, recorded
+
+
+class SigningError(MlstewardError):
+    """No governance key where one is needed, or a signature that does not verify."""
+
+
 class NotFoundError(MlstewardError):
     """A registered model, version or flow run that the user named does not exist."""
 

@@ -1,0 +1,1 @@
+"""The governance key: what signs model artifacts, promotions and audit checkpoints."""
