@@ -123,6 +123,20 @@ class Action(StrEnum):
     APPROVAL_TOKEN_ISSUED = "approval_token_issued"
     APPROVAL_REFUSED = "approval_refused"
     ACCESS_DENIED = "access_denied"
+    # the champion is what the governance record says
+    ALIAS_MISMATCH = "alias_mismatch"
+    ALIAS_REPAIRED = "alias_repaired"
+    PROMOTION_INTENT = "promotion_intent"
+    PROMOTION_RECOVERED = "promotion_recovered"
+    PROMOTION_ABANDONED = "promotion_abandoned"
+    # signatures and the anchored audit trail
+    SIGNING_KEY_CREATED = "signing_key_created"
+    MODEL_SIGNED = "model_signed"
+    SIGNATURE_FAILED = "signature_failed"
+    AUDIT_CHECKPOINT = "audit_checkpoint"
+    # runs a dead worker left behind
+    RUN_REAPED = "run_reaped"
+    ROLLOUT_REAPED = "rollout_reaped"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,18 @@ from __future__ import annotations
 
 import typer
 
-from mlsteward.cli import api, data, governance, identity, monitoring, platform, serving, training
+from mlsteward.cli import (
+    api,
+    audit,
+    data,
+    governance,
+    identity,
+    keys,
+    monitoring,
+    platform,
+    serving,
+    training,
+)
 from mlsteward.cli.runtime import prepare_process
 
 app = typer.Typer(
@@ -28,7 +39,18 @@ def _setup() -> None:
     prepare_process()
 
 
-for group in (data, training, governance, monitoring, serving, platform, identity, api):
+for group in (
+    data,
+    training,
+    governance,
+    audit,
+    monitoring,
+    serving,
+    platform,
+    identity,
+    keys,
+    api,
+):
     app.add_typer(group.commands)
 
 
