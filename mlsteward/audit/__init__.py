@@ -11,8 +11,9 @@ querying, verifying) in ``base``.
     store.append(Action.PROMOTED, model="heart_disease", version=7, reason="auc 0.91 >= 0.85",
                  details={"auc": 0.91, "threshold": 0.85})
     store.verify()            # VerifyResult(ok=True, records=..., head_hash=..., ...)
-    with store.lock("promote:heart_disease"):
+    with store.lock("promote:heart_disease") as fence:
         ...                   # one promotion at a time per model, across processes
+        fence.check()         # before a write outside the store: nobody took the lock since
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from contextlib import AbstractContextManager
 from datetime import date, datetime
 from typing import Protocol, runtime_checkable
 
+from mlsteward.audit.base import Fence
 from mlsteward.audit.chain import VerifyResult, verify_records
 from mlsteward.audit.records import Action, AuditError, AuditRecord, default_actor
 from mlsteward.audit.sqlite_store import SQLiteAuditStore
@@ -31,6 +33,7 @@ __all__ = [
     "AuditError",
     "AuditRecord",
     "AuditStore",
+    "Fence",
     "VerifyResult",
     "audit_store",
     "default_actor",
@@ -71,7 +74,7 @@ class AuditStore(Protocol):
 
     def verify(self, expect_head: str | None = None) -> VerifyResult: ...
 
-    def lock(self, name: str, timeout: float = 60.0) -> AbstractContextManager[None]: ...
+    def lock(self, name: str, timeout: float = 60.0) -> AbstractContextManager[Fence]: ...
 
     def close(self) -> None: ...
 

@@ -50,6 +50,41 @@ class Statements:
         self.find_seq = f"SELECT seq FROM {table} WHERE hash = {p} LIMIT 1"
         self.bounds = f"SELECT MIN(seq), MAX(seq) FROM {table}"
         self.range = f"{self.select} WHERE seq > {p} AND seq <= {p} ORDER BY seq"
+        self.fence_table = f"{table}_fences"
+        self.next_fence = (
+            f"INSERT INTO {self.fence_table} (name, token) VALUES ({p}, 1) ON CONFLICT (name) "
+            f"DO UPDATE SET token = {self.fence_table}.token + 1 RETURNING token"
+        )
+        self.read_fence = f"SELECT token FROM {self.fence_table} WHERE name = {p}"
+        self.fence_schema = (
+            f"CREATE TABLE IF NOT EXISTS {self.fence_table} "
+            "(name TEXT PRIMARY KEY, token BIGINT NOT NULL)"
+        )
+
+
+class Fence:
+    """A held lock's fencing token: a number that grows by one each time the lock is taken.
+
+    A lock can be lost while its holder still runs: a PostgreSQL connection drops (the server
+    releases its advisory lock) and a second promoter takes it. Before an irreversible write
+    outside the audit store (moving an MLflow alias), the holder calls :meth:`check`: the token
+    still being the newest proves nobody took the lock since, and a failing check stops the
+    write. ``read`` returns the lock's newest token, raising ``AuditError`` when the lock's
+    connection is gone.
+    """
+
+    def __init__(self, name: str, token: int, read: Callable[[], int]) -> None:
+        self.name, self.token, self._read = name, token, read
+
+    def check(self) -> None:
+        """Raises:
+        AuditError: the lock was lost or taken by another holder since this one got it."""
+        current = self._read()
+        if current != self.token:
+            raise AuditError(
+                f"lock {self.name!r} was taken by another holder (fencing token {self.token}, "
+                f"now {current}); stopping before changing anything"
+            )
 
 
 def finder(conn: Any, sql: Statements) -> Callable[[str], int | None]:

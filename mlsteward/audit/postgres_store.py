@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
-from mlsteward.audit.base import Statements, _ChainStore, finder
+from mlsteward.audit.base import Fence, Statements, _ChainStore, finder
 from mlsteward.audit.chain import Segment, scan
 from mlsteward.audit.records import COLUMNS, AuditError, chain_rows
 
@@ -113,6 +113,7 @@ class _Sql(Statements):
                 hash TEXT NOT NULL,
                 ts TEXT NOT NULL
             )""",
+            self.fence_schema,
             f"""CREATE OR REPLACE FUNCTION {t}_append_only() RETURNS trigger
                 LANGUAGE plpgsql AS $$
                 BEGIN
@@ -132,13 +133,13 @@ class _Sql(Statements):
         }
         self.schema_ready = (
             "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL "
-            "AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass(%s) "
+            "AND to_regclass(%s) IS NOT NULL AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass(%s) "
             "AND tgname = ANY(%s)) = %s"
         )
 
     def ready_params(self) -> tuple:
         names = list(self.triggers)
-        return (self.table, self.head_table, self.table, names, len(names))
+        return (self.table, self.head_table, self.fence_table, self.table, names, len(names))
 
 
 class PostgresAuditStore(_ChainStore):
@@ -263,7 +264,7 @@ class PostgresAuditStore(_ChainStore):
     # ------------------------------------------------------------------ locking
 
     @contextmanager
-    def lock(self, name: str, timeout: float = 60.0) -> Iterator[None]:
+    def lock(self, name: str, timeout: float = 60.0) -> Iterator[Fence]:
         """Hold the named advisory lock (across processes and hosts) for the ``with`` block.
 
         Raises:
@@ -295,12 +296,29 @@ class PostgresAuditStore(_ChainStore):
                     f"(PostgreSQL advisory lock in {redact(self.url)}); another process holds it"
                 )
             try:
-                yield
+                yield Fence(
+                    name,
+                    _fence(conn, self._sql.next_fence, name),
+                    lambda: _fence(conn, self._sql.read_fence, name),
+                )
             finally:
                 with suppress(psycopg.Error):  # if the connection is gone, so is the lock
                     conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
         finally:
             conn.close()
+
+
+def _fence(conn: Any, statement: str, name: str) -> int:
+    """A fencing token, on the connection that holds the advisory lock: when that connection is
+    gone, so is the lock, and reading the token fails."""
+    try:
+        row = conn.execute(statement, (name,)).fetchone()
+    except psycopg.Error as exc:
+        raise AuditError(
+            f"lost the lock {name!r}: its database connection failed ({exc}); stopping before "
+            "changing anything"
+        ) from exc
+    return int(row[0]) if row else 0
 
 
 def _snapshot_connection(url: str) -> Any:

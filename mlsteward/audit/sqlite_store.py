@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mlsteward.audit.base import Statements, _ChainStore, finder
+from mlsteward.audit.base import Fence, Statements, _ChainStore, finder
 from mlsteward.audit.chain import Segment, scan
 from mlsteward.audit.records import AuditError, chain_rows
 
@@ -148,7 +148,7 @@ class SQLiteAuditStore(_ChainStore):
         conn = self._open()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
+            for statement in (*_SCHEMA, _SQL.fence_schema):
                 conn.execute(statement)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -198,8 +198,18 @@ class SQLiteAuditStore(_ChainStore):
 
     # ------------------------------------------------------------------ locking
 
+    def _fence(self, statement: str, name: str) -> int:
+        """Take the next fencing token (``next_fence``) or read the newest (``read_fence``)."""
+        with self._mutex:
+            conn = self._connection()
+            try:
+                row = conn.execute(statement, (name,)).fetchone()
+            except sqlite3.Error as exc:
+                raise AuditError(f"cannot read the fencing token of {name!r}: {exc}") from exc
+        return int(row[0]) if row else 0
+
     @contextmanager
-    def lock(self, name: str, timeout: float = 60.0) -> Iterator[None]:
+    def lock(self, name: str, timeout: float = 60.0) -> Iterator[Fence]:
         """Hold the named lock (across processes on this host) for the ``with`` block.
 
         Not re-entrant: taking a lock this thread already holds waits for ``timeout``.
@@ -230,7 +240,11 @@ class SQLiteAuditStore(_ChainStore):
                     time.sleep(min(pause, remaining))
                     pause = min(pause * 2, 0.05)
             try:
-                yield
+                yield Fence(
+                    name,
+                    self._fence(_SQL.next_fence, name),
+                    lambda: self._fence(_SQL.read_fence, name),
+                )
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:

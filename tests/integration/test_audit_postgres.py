@@ -290,3 +290,21 @@ def test_unreachable_server_names_url_without_password() -> None:
     message = str(caught.value)
     assert "postgresql://auditor:***@127.0.0.1:1/audit" in message
     assert "s3cret-pw" not in message and "\n" not in message
+
+
+def test_a_dropped_lock_connection_fails_the_fence_check(store: PostgresAuditStore) -> None:
+    """The PostgreSQL server drops the promoter's lock connection: the advisory lock is gone,
+    a second promoter takes it, and the first one's check before its alias write fails."""
+    name = f"promote:{store.prefix}"
+    with store.lock(name, timeout=5) as fence:
+        fence.check()
+        with psycopg.connect(store.url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND objid::bigint = (hashtextextended(%s, 0) & 4294967295)",
+                (name,),
+            )
+        with store.lock(name, timeout=5) as second:  # the lock was released with the connection
+            assert second.token == fence.token + 1
+        with pytest.raises(AuditError, match="lost the lock"):
+            fence.check()

@@ -524,3 +524,15 @@ def test_bad_input_fails_clearly(store: SQLiteAuditStore, tmp_path: Path) -> Non
     store.close()
     with pytest.raises(AuditError, match="is closed"):
         store.append("promoted")
+
+
+def test_fencing_tokens_grow_and_a_stale_holder_is_stopped(store: SQLiteAuditStore) -> None:
+    with store.lock("promote:alpha") as first:
+        first.check()  # still the newest holder
+    with store.lock("promote:alpha") as second:
+        assert second.token == first.token + 1
+        with pytest.raises(AuditError, match=r"taken by another holder \(fencing token 1, now 2\)"):
+            first.check()  # a holder that lost the lock must not write
+        second.check()
+    with store.lock("promote:beta") as other:
+        assert other.token == 1  # tokens are per lock name
