@@ -133,8 +133,8 @@ class _Sql(Statements):
         }
         self.schema_ready = (
             "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL "
-            "AND to_regclass(%s) IS NOT NULL AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass(%s) "
-            "AND tgname = ANY(%s)) = %s"
+            "AND to_regclass(%s) IS NOT NULL AND (SELECT count(*) FROM pg_trigger "
+            "WHERE tgrelid = to_regclass(%s) AND tgname = ANY(%s)) = %s"
         )
 
     def ready_params(self) -> tuple:
