@@ -43,6 +43,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def mlsteward_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "mlsteward_home"
     monkeypatch.setenv("MLSTEWARD_HOME", str(home))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg_state"))  # audit anchors live there
     monkeypatch.setenv("MLSTEWARD_PROJECT_ROOT", str(REPO_ROOT))
     monkeypatch.delenv("MLSTEWARD_CONFIG_DIR", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

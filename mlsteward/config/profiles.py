@@ -14,7 +14,8 @@ defaults. Every flow, the service and the CLI ask ``mlsteward.config.settings`` 
 ``features.store.repo_config()``, which ask here: the same code runs on either profile.
 
 One PostgreSQL server holds one database per user (``<prefix>_prefect``, ``_mlflow``, ``_feast``,
-``_audit``, ``_offline``): they have their own migrations and locks, and can be backed up, moved
+``_audit``, ``_offline``, ``_anchor`` for the audit trail's signed checkpoints, apart from the
+trail they vouch for): they have their own migrations and locks, and can be backed up, moved
 or dropped one at a time. ``provision`` creates what is missing (and ``pg_trgm``, which Prefect's
 server needs); ``drop`` is for tests and teardown of throwaway environments.
 """
@@ -38,7 +39,7 @@ from mlsteward.errors import ConfigError
 
 PROFILE_VAR = "MLSTEWARD_PROFILE"
 DEFAULT_PROFILE = "local"
-PURPOSES = ("prefect", "mlflow", "feast", "audit", "offline")
+PURPOSES = ("prefect", "mlflow", "feast", "audit", "offline", "anchor")
 # A default holds no "$": a nested ${...} inside it is expanded first (innermost outwards).
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}")
 _VAR_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -178,6 +179,11 @@ class Profile(StrictModel):
     @property
     def audit_url(self) -> str | None:
         return self.postgres.database_url("audit") if self.postgres else None
+
+    @property
+    def audit_anchor_url(self) -> str | None:
+        """Signed checkpoints of the audit trail, in a database other than the trail's own."""
+        return self.postgres.database_url("anchor") if self.postgres else None
 
     @property
     def feast_registry(self) -> dict[str, object] | None:

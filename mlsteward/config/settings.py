@@ -9,12 +9,15 @@ computed on each call, never at import, so tests can repoint them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mlsteward.config.names import check_model_name
 from mlsteward.config.paths import project_root
 from mlsteward.config.profiles import Profile, active, masked
+from mlsteward.errors import ConfigError
 
 
 def home() -> Path:
@@ -167,6 +170,46 @@ def identity_url() -> str:
     return f"sqlite:///{_sub('identity') / 'identity.db'}"
 
 
+def audit_anchor_url() -> str:
+    """Where signed checkpoints of the audit trail's head are kept, outside the audit store:
+    ``MLSTEWARD_AUDIT_ANCHOR`` (``file:///abs/path/checkpoints.jsonl`` or
+    ``postgresql://…/other_db``), the profile's anchor database (``<prefix>_anchor``), or a file
+    outside the home, ``$XDG_STATE_HOME/mlsteward/anchors/<hash of the audit store>.jsonl``
+    (``~/.local/state`` when unset), so wiping or copying the home leaves the checkpoints."""
+    env = os.environ.get("MLSTEWARD_AUDIT_ANCHOR", "").strip()
+    if env:
+        return env
+    profiled = _profile().audit_anchor_url
+    if profiled:
+        return profiled
+    state = os.environ.get("XDG_STATE_HOME", "").strip()
+    root = Path(state) if state and Path(state).is_absolute() else Path("~/.local/state")
+    parts = urlsplit(audit_url())  # the store's place, without user or password
+    place = f"{parts.scheme}://{parts.hostname or ''}:{parts.port or ''}{parts.path}"
+    digest = hashlib.sha256(place.encode("utf-8")).hexdigest()[:16]
+    return (root.expanduser() / "mlsteward" / "anchors" / f"{digest}.jsonl").as_uri()
+
+
+DEFAULT_CHECKPOINT_HOURS = 1.0
+
+
+def audit_checkpoint_hours() -> float:
+    """How old the newest audit checkpoint may be before ``audit verify`` warns:
+    ``MLSTEWARD_AUDIT_CHECKPOINT_HOURS`` (default 1)."""
+    text = os.environ.get("MLSTEWARD_AUDIT_CHECKPOINT_HOURS", "").strip()
+    if not text:
+        return DEFAULT_CHECKPOINT_HOURS
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = -1.0
+    if not hours > 0 or hours == float("inf"):
+        raise ConfigError(
+            f"MLSTEWARD_AUDIT_CHECKPOINT_HOURS={text!r}: expected a positive number of hours"
+        )
+    return hours
+
+
 def scored_dir(model: str) -> Path:
     """Scored batches (one parquet per scoring run), for people and downstream systems."""
     return _sub("scored", model)
@@ -215,6 +258,7 @@ def locations() -> dict[str, str]:
         "mlflow_backend_store": mlflow_backend_store_uri(),
         "prefect_database": prefect_database_url() or "SQLite under PREFECT_HOME",
         "audit": audit_url(),
+        "audit_anchor": audit_anchor_url(),
         "identity": identity_url(),
         "feast_project": p.feast.project,
         "feast_registry": str(registry["path"]),
