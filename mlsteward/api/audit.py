@@ -1,16 +1,18 @@
 """``/audit``: the hash-chained audit trail, filtered as ``mlsteward audit log`` filters it,
-and its chain check (``read`` permission)."""
+and its chain check against the newest signed checkpoint (``read`` permission)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
 
 from mlsteward.api.auth import allowed_anywhere, check_model_name
 from mlsteward.api.errors import BadInput, responses
 from mlsteward.api.schemas import AuditList, AuditVerified
 from mlsteward.audit import Action, AuditError, audit_store
+from mlsteward.audit.checkpoints import verify_with_checkpoint
 from mlsteward.audit.records import parse_since
 from mlsteward.identity import Permission, Principal
 
@@ -47,7 +49,24 @@ def audit_log(
     return {"records": [r.to_dict() for r in records]}
 
 
-@router.get("/audit/verify", response_model=AuditVerified, responses=responses(401, 403, 422))
+class CheckpointSummary(BaseModel):
+    seq: int
+    ts: str
+    key_id: str
+    head_hash: str
+
+
+class AuditVerifiedAnchored(AuditVerified):
+    """The chain check, and which signed checkpoint it was checked against."""
+
+    checkpoint: CheckpointSummary | None = None
+    anchor: str | None = None
+    warning: str | None = None
+
+
+@router.get(
+    "/audit/verify", response_model=AuditVerifiedAnchored, responses=responses(401, 403, 422)
+)
 def audit_verify(
     _: Reader,
     expect_head: Annotated[
@@ -57,7 +76,13 @@ def audit_verify(
             pattern=r"^[0-9a-f]{64}$",
         ),
     ] = None,
+    checkpoint: Annotated[
+        bool, Query(description="Check against the newest signed checkpoint (default).")
+    ] = True,
 ) -> dict[str, Any]:
-    """Check the hash chain from the first record; ``ok`` false names the first broken link."""
+    """Check the hash chain from the first record against the newest signed checkpoint;
+    ``ok`` false names the first broken link, ``warning`` a missing or stale checkpoint."""
     with audit_store() as store:
-        return store.verify(expect_head=expect_head).to_dict()
+        if not checkpoint:
+            return store.verify(expect_head=expect_head).to_dict()
+        return verify_with_checkpoint(store, expect_head=expect_head).to_dict()

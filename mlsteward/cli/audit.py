@@ -1,4 +1,5 @@
-"""``mlsteward audit``: read the audit trail and check it (``log``, ``verify``)."""
+"""``mlsteward audit``: read the audit trail, check it against its newest signed checkpoint and
+write one (``log``, ``verify``, ``checkpoint``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import typer
 from mlsteward.cli.access import acting_as
 from mlsteward.cli.output import JsonOpt, emit, fail, model_name, run
 from mlsteward.cli.remote import governance_api
+from mlsteward.config.profiles import masked
+from mlsteward.config.settings import audit_anchor_url
 from mlsteward.identity.roles import Permission
 
 commands = typer.Typer()
@@ -54,32 +57,75 @@ def audit_verify(
     expect_head: str | None = typer.Option(
         None, help="A head hash stored elsewhere earlier; catches a rewritten chain."
     ),
+    no_checkpoint: bool = typer.Option(
+        False,
+        "--no-checkpoint",
+        help="Check the hash chain only, not against the newest signed checkpoint.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Check the hash chain; report the first broken link. Exit 1 if the trail was altered."""
+    """Check the hash chain against the newest signed checkpoint; report the first broken
+    link. Exit 1 if the trail was altered."""
     from mlsteward.audit import audit_store
+    from mlsteward.audit.checkpoints import verify_with_checkpoint
     from mlsteward.errors import MlstewardError
 
     try:
         client = governance_api()
         if client is not None:
+            params: dict[str, str] = {"expect_head": expect_head} if expect_head else {}
+            if no_checkpoint:
+                params["checkpoint"] = "false"
             with client:
-                found = client.call(
-                    "GET",
-                    "/audit/verify",
-                    params={"expect_head": expect_head} if expect_head else None,
-                )
+                found = client.call("GET", "/audit/verify", params=params or None)
         else:
             acting_as(Permission.READ)
             with audit_store() as store:
-                found = store.verify(expect_head=expect_head).to_dict()
+                if no_checkpoint:
+                    found = store.verify(expect_head=expect_head).to_dict()
+                else:
+                    found = verify_with_checkpoint(store, expect_head=expect_head).to_dict()
     except MlstewardError as exc:
         fail(as_json, str(exc))
     if found["ok"]:
-        emit(
-            as_json,
-            found,
-            lambda p: f"audit trail intact: {p['records']} records, head {p['head_hash']}",
-        )
+        emit(as_json, found, _intact)
         return
     fail(as_json, f"audit trail broken: {found['problem']}", found)
+
+
+def _intact(p: dict) -> str:
+    lines = [f"audit trail intact: {p['records']} records, head {p['head_hash']}"]
+    cp = p.get("checkpoint")
+    if cp:
+        after = p["records"] - cp["seq"]
+        lines.append(
+            f"checked against checkpoint {cp['seq']} of {cp['ts']} (key {cp['key_id']}) in "
+            f"{p.get('anchor')}; {after} record(s) since"
+        )
+    if p.get("warning"):
+        lines.append(f"warning: {p['warning']}")
+    return "\n".join(lines)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    reason: str = typer.Option("checkpoint on request", help="Why (audited)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Sign the audit trail's head now and keep it in the anchor outside the store."""
+    from mlsteward.audit import audit_store
+    from mlsteward.audit.checkpoints import write_checkpoint
+
+    def action() -> dict:
+        principal = acting_as(Permission.PROMOTE)
+        with audit_store() as store:
+            checkpoint = write_checkpoint(store, actor=principal.actor, reason=reason)
+        return {**checkpoint.to_dict(), "anchor": masked(audit_anchor_url())}
+
+    def human(p: dict) -> str:
+        return (
+            f"checkpoint {p['seq']} of {p['ts']}: head {p['head_hash']}, signed by key "
+            f"{p['key_id']}, kept in {p['anchor']}"
+        )
+
+    run(as_json, action, human)
