@@ -33,6 +33,11 @@ class IntegrityError(MlstewardError):
     """A model artifact's SHA-256 differs from the one recorded at registration."""
 
 
+class SignatureError(IntegrityError):
+    """A model artifact's signature by the governance key is missing, made by another key, or
+    does not cover the files that were downloaded."""
+
+
 class PromotionError(MlstewardError):
     """A promotion or rollback was refused; the registry was left as it was."""
 

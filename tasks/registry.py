@@ -178,6 +178,7 @@ def audit_registration(
             details={
                 "run_id": run_id,
                 "artifact_sha256": registered.artifact_sha256,
+                "signature_key_id": registered.signing_key_id,
                 "data_digest": snapshot.digest,
                 "test_metrics": {k: round(v, 6) for k, v in fitted.test_metrics.items()},
                 "best_params": tuning.best_params,

@@ -24,6 +24,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from mlsteward.config.settings import mlflow_artifact_root, mlflow_tracking_uri
+from mlsteward.governance import signatures
 from mlsteward.integrity import sha256_file
 
 MODEL_FILE = "model.ubj"
@@ -177,6 +178,7 @@ class RegisteredVersion:
     artifact_uri: str
     artifact_sha256: str
     run_id: str
+    signing_key_id: str = ""
 
 
 def model_file(artifact_dir: Path) -> Path:
@@ -192,10 +194,13 @@ def log_and_register(
     version_tags: dict[str, Any],
     metadata: dict[str, Any] | None = None,
 ) -> RegisteredVersion:
-    """Log the model in XGBoost's own format (never pickle), register it, tag its lineage.
+    """Log the model in XGBoost's own format (never pickle), sign it, register it, tag its
+    lineage.
 
-    The SHA-256 is computed on the stored artifact (re-downloaded), not on a local temp copy,
-    so it describes exactly what a later load will read.
+    The SHA-256 and the signature are computed on the stored artifact (re-downloaded), not on a
+    local temp copy, so they describe exactly what a later load will read. The signature goes
+    to the run (``signature/model.sig``) before the version exists: no version is ever
+    registered unsigned.
     """
     c = client()
     signature = infer_signature(input_example, model.predict(input_example))
@@ -209,12 +214,24 @@ def log_and_register(
             model_format="ubj",
             metadata=metadata,
         )
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri))
-    digest = sha256_file(model_file(local))
+    with tempfile.TemporaryDirectory(prefix="mlsteward-register-") as d:
+        model_dir = Path(d) / ARTIFACT_NAME
+        model_dir.mkdir()
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=info.model_uri, dst_path=str(model_dir)
+            )
+        )
+        digest = sha256_file(model_file(local))
+        signature_file = Path(d) / signatures.SIGNATURE_FILE
+        key_id = signatures.sign_model_dir(local, signature_file)
+        c.log_artifact(run_id, str(signature_file), signatures.SIGNATURE_DIR)
     tags = {
         **{k: _str(v) for k, v in version_tags.items()},
         "model_artifact_sha256": digest,
         "model_artifact_file": MODEL_FILE,
+        signatures.SIGNATURE_TAG: signatures.SIGNATURE_ARTIFACT,
+        signatures.KEY_ID_TAG: key_id,
     }
     try:
         c.create_registered_model(registered_name)
@@ -237,4 +254,5 @@ def log_and_register(
         artifact_uri=info.model_uri,
         artifact_sha256=digest,
         run_id=run_id,
+        signing_key_id=key_id,
     )

@@ -3,13 +3,15 @@
 Aliases (``champion``, ``challenger``) replace the deprecated stages. MLflow moves an alias in
 one call, which is what makes a promotion atomic; everything else about a version (lifecycle,
 validation status, timestamps) lives in version tags. Loading always goes through
-:func:`load_verified`, which hashes the stored artifact first and then loads exactly the bytes
-it hashed, so a tampered file can neither be promoted nor scored.
+:func:`load_verified`, which checks the stored artifact first (its hash, and its signature by the
+governance key) and then loads exactly the bytes it checked, so a tampered file can neither be
+promoted nor scored.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +21,10 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
-from mlsteward.errors import IntegrityError, NotFoundError
+from mlsteward.errors import IntegrityError, NotFoundError, SignatureError
 from mlsteward.features.encoding import FeatureEncoding
-from mlsteward.governance.mlflow_adapter import MODEL_FILE, client
+from mlsteward.governance import signatures
+from mlsteward.governance.mlflow_adapter import ARTIFACT_NAME, MODEL_FILE, client
 from mlsteward.integrity import sha256_file
 
 if TYPE_CHECKING:
@@ -199,40 +202,90 @@ def download_run_file(run_id: str, path: str, dst: Path) -> Path:
 
 @dataclass(frozen=True)
 class VerifiedModel:
-    """A model loaded from bytes whose SHA-256 matched the registered one."""
+    """A model loaded from bytes whose SHA-256 matched the registered one and whose files the
+    governance key signed."""
 
     info: VersionInfo
     model: xgb.XGBClassifier
     sha256: str
 
 
+_MODEL_ID = re.compile(r"^model_id: (\S+)$", re.MULTILINE)
+
+
+def _download_signature(info: VersionInfo, artifact: str, dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        return download_run_file(info.run_id, artifact, dst)
+    except (MlflowException, OSError) as exc:
+        raise SignatureError(
+            f"{info.name} v{info.version}: its signature {artifact} is missing from run "
+            f"{info.run_id} ({exc}); refusing to use it"
+        ) from None
+
+
+def _check_logged_model(info: VersionInfo, model_dir: Path) -> None:
+    """The signed files name the logged model the version was registered from (``MLmodel``
+    records it): another version's artifact and signature, both genuine, are refused here."""
+    expected = info.source.removeprefix("models:/")
+    if info.source == expected or "/" in expected:
+        return  # not a logged-model source (versions registered before MLflow 3)
+    found = _MODEL_ID.search((model_dir / "MLmodel").read_text(encoding="utf-8"))
+    if found is None or found.group(1).strip("'\"") != expected:
+        named = found.group(1) if found else "no logged model"
+        raise SignatureError(
+            f"{info.name} v{info.version}: the signed artifact is {named}, not the logged model "
+            f"{expected} the version was registered from; refusing to use it"
+        )
+
+
 def check_artifact(info: VersionInfo, dst: Path) -> tuple[Path, str]:
-    """Download the stored artifact and compare its SHA-256 with the registered one.
+    """Download the stored artifact once, then check it two ways: its ``model.ubj`` against the
+    SHA-256 tag (a hint: a swapped file with an unchanged tag is named as such), and every file
+    against the signature by the governance key (the proof: the tag lives in the same writable
+    store as the artifact, the private key does not).
 
     Raises:
         IntegrityError: digests differ or no digest was recorded; the message carries both.
+        SignatureError: the version was registered unsigned, its signature is missing or does
+            not verify with the governance public key, or it signs another logged model.
+        SigningError: no governance public key to verify with.
     """
+    label = f"{info.name} v{info.version}"
     expected = info.artifact_sha256
     if not expected:
         raise IntegrityError(
-            f"{info.name} v{info.version}: no {SHA_TAG} tag was recorded at registration, so "
-            "the artifact cannot be verified"
+            f"{label}: no {SHA_TAG} tag was recorded at registration, so the artifact cannot be "
+            "verified"
         )
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.source, dst_path=str(dst)))
+    signature_at = info.tags.get(signatures.SIGNATURE_TAG)
+    if not signature_at:
+        raise SignatureError(
+            f"{label} was registered unsigned (no {signatures.SIGNATURE_TAG} tag): nothing proves "
+            "its artifact is the one governance registered; train a new version to use it"
+        )
+    model_dir = dst / ARTIFACT_NAME
+    model_dir.mkdir(parents=True, exist_ok=True)
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=info.source, dst_path=str(model_dir))
+    )
     path = local / MODEL_FILE
     if not path.exists():
-        raise IntegrityError(f"{info.name} v{info.version}: artifact {MODEL_FILE} is missing")
+        raise IntegrityError(f"{label}: artifact {MODEL_FILE} is missing")
     actual = sha256_file(path)
     if actual != expected:
         raise IntegrityError(
-            f"{info.name} v{info.version}: model artifact SHA-256 {actual} does not match the "
-            f"registered {expected}; refusing to use it"
+            f"{label}: model artifact SHA-256 {actual} does not match the registered "
+            f"{expected}; refusing to use it"
         )
+    signature = _download_signature(info, signature_at, dst / signatures.SIGNATURE_DIR)
+    signatures.verify_model_dir(local, signature, label=label)
+    _check_logged_model(info, local)
     return path, actual
 
 
 def load_verified(info: VersionInfo) -> VerifiedModel:
-    """Hash, then load the very file that was hashed (no window for a swap in between)."""
+    """Check, then load the very file that was checked (no window for a swap in between)."""
     with tempfile.TemporaryDirectory(prefix="mlsteward-model-") as d:
         path, digest = check_artifact(info, Path(d))
         # Imported here: xgboost (with scikit-learn and SciPy) costs ~0.7 s, and commands that

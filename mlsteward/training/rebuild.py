@@ -233,9 +233,10 @@ def refit_and_compare(
 def verify_stored_artifact(
     recorded: Recorded, report: ReproductionReport, check: Callable[[Path], str]
 ) -> None:
-    """The registered bytes still hash to their tag (a rebuild proves nothing about a stored
-    file that was swapped later). ``check`` downloads them into a directory and returns their
-    verified SHA-256, raising ``IntegrityError`` (``registry.check_artifact``)."""
+    """The registered bytes still hash to their tag and carry the governance key's signature (a
+    rebuild proves nothing about a stored file that was swapped later). ``check`` downloads them
+    into a directory and returns their verified SHA-256, raising ``IntegrityError`` (a
+    ``SignatureError`` for the signature; ``registry.check_artifact``)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mlsteward-model-") as d:
         try:
@@ -243,5 +244,11 @@ def verify_stored_artifact(
         except IntegrityError as exc:
             step = Step("stored_artifact", "differs", str(exc), recorded.info.artifact_sha256)
         else:
-            step = Step("stored_artifact", "same", "stored model.ubj verified", digest, digest)
+            step = Step(
+                "stored_artifact",
+                "same",
+                "stored model.ubj and its signature verified",
+                digest,
+                digest,
+            )
     _timed(report, step, t0)
