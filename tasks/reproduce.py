@@ -16,7 +16,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mlsteward.audit import Action, audit_store
-from mlsteward.governance import registry
+from mlsteward.audit.records import default_actor
+from mlsteward.governance import champion, registry
+from mlsteward.governance import promotion as governance
 from mlsteward.governance.mlflow_adapter import run_metrics
 from mlsteward.governance.registry import VersionInfo
 from mlsteward.training import rebuild
@@ -38,7 +40,11 @@ def load_recorded_version(spec: ReproductionSpec) -> Recorded:
         NotFoundError: no such version (or no champion when no version is named).
         MlstewardError: the version was registered without a recipe.
     """
-    info = registry.version_or_champion(spec.model, spec.version, purpose="reproduce")
+    if spec.version:
+        info = registry.get_version(spec.model, spec.version)
+    else:  # the champion the governance record names, provided the registry agrees
+        with governance.open_audit() as audit:
+            info = champion.resolve(spec.model, audit, actor=default_actor(), purpose="reproduce")
     return load_recorded(info, registry.download_run_file, run_metrics)
 
 

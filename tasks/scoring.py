@@ -19,7 +19,13 @@ from mlsteward.config.settings import scored_dir
 from mlsteward.data.contract import check_contract, enforce, read_source
 from mlsteward.data.ingestion import write_quarantine
 from mlsteward.data.state import SnapshotInfo, current_snapshot
-from mlsteward.errors import ContractViolation, MlstewardError, NotFoundError, PromotionError
+from mlsteward.errors import (
+    AliasMismatchError,
+    ContractViolation,
+    MlstewardError,
+    NotFoundError,
+    PromotionError,
+)
 from mlsteward.features.online import online_features
 from mlsteward.features.repo import snapshot_entity_dtype
 from mlsteward.features.retrieval import ROW_ID, get_training_frame
@@ -38,6 +44,8 @@ def load_champion(cfg: ModelConfig, actor: str) -> VerifiedModel:
     """The champion from bytes whose SHA-256 matched (a mismatch is audited and refused)."""
     try:
         verified = governance.load_version(cfg.name, "champion", actor=actor)
+    except AliasMismatchError:
+        raise  # the registry disagrees with the record: say so, not "no champion"
     except PromotionError as exc:
         raise NotFoundError(
             f"{cfg.name} has no champion yet: train and promote a version first"

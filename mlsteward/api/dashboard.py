@@ -17,6 +17,7 @@ from mlsteward.api.schemas import Dashboard
 from mlsteward.audit import AuditStore, audit_store
 from mlsteward.config.models import get_model_config
 from mlsteward.errors import MlstewardError, NotFoundError
+from mlsteward.governance import champion as champion_record
 from mlsteward.governance import registry
 from mlsteward.governance.canary import read_target
 from mlsteward.identity import Permission, Principal
@@ -54,11 +55,19 @@ def model_summary(name: str, store: AuditStore, pending: list[dict[str, Any]]) -
     except MlstewardError as exc:
         return {**empty, "config_error": str(exc)}
     target = read_target(name)
+    check = champion_record.compare(name, store, target.champion)
+    alerts = []
+    if not check.consistent:
+        alerts.append(
+            {"rule": "alias_mismatch", "severity": "critical", "message": check.problem()}
+        )
     return {
         **empty,
         "owner": cfg.owner,
         "policy": cfg.promotion.policy,
-        "champion": version_brief(name, target.champion),
+        "champion": version_brief(name, check.recorded),
+        "champion_check": check.to_dict(),
+        "open_alerts": alerts,
         "challenger": version_brief(name, target.challenger),
         "last_drift": views.last_drift(name, store),
         "active_rollout": views.active_rollout(name, target.canary, store),

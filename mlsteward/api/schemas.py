@@ -85,9 +85,14 @@ class ModelItem(Answer):
     description: str | None = None
     owner: str | None = None
     policy: str | None = None
-    champion: str | None = None
+    champion: str | None = Field(
+        default=None, description="The champion the governance record names."
+    )
     challenger: str | None = None
     canary: dict[str, Any] | None = None
+    champion_check: dict[str, Any] | None = Field(
+        default=None, description="The MLflow alias against the record (alias_mismatch)."
+    )
     config_error: str | None = None
 
 
@@ -102,6 +107,7 @@ class ModelDetail(Answer):
     policy: str
     approvals_required: int
     champion: dict[str, Any] | None
+    champion_check: dict[str, Any]
     challenger: dict[str, Any] | None
     previous_champion: str | None
     canary: dict[str, Any] | None
@@ -327,6 +333,7 @@ class DashboardModel(Answer):
     owner: str | None
     policy: str | None
     champion: dict[str, Any] | None
+    champion_check: dict[str, Any] | None = None
     challenger: dict[str, Any] | None
     pending_approvals: list[dict[str, Any]]
     last_drift: dict[str, Any] | None

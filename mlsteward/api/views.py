@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlsteward.audit import Action, AuditRecord, AuditStore
+from mlsteward.audit import Action, AuditRecord, AuditStore, audit_store
 from mlsteward.config.models import ModelConfig, get_model_config, model_config_paths
 from mlsteward.config.names import NAME_PATTERN
 from mlsteward.errors import MlstewardError
+from mlsteward.governance import champion as champion_record
 from mlsteward.governance import promotion, registry
 from mlsteward.governance.canary import Canary, read_target
 from mlsteward.governance.gates import FAIRNESS
@@ -65,12 +66,15 @@ def model_item(name: str) -> dict[str, Any]:
     except MlstewardError as exc:
         return {**item, "config_error": str(exc)}
     target = read_target(name)
+    with audit_store() as store:
+        check = champion_record.compare(name, store, target.champion)
     return {
         **item,
         "description": cfg.description,
         "owner": cfg.owner,
         "policy": cfg.promotion.policy,
-        "champion": target.champion,
+        "champion": check.recorded,
+        "champion_check": check.to_dict(),
         "challenger": target.challenger,
         "canary": target.canary.to_dict() if target.canary else None,
     }
@@ -90,6 +94,7 @@ def model_detail(
         "policy": cfg.promotion.policy,
         "approvals_required": cfg.approvals.required,
         "champion": status["champion"],
+        "champion_check": status["champion_check"],
         "challenger": status["challenger"],
         "previous_champion": status["previous_champion"],
         "canary": status["canary"],

@@ -20,6 +20,7 @@ from mlsteward.cli import (
     keys,
     monitoring,
     platform,
+    reconcile,
     serving,
     training,
 )
@@ -44,6 +45,7 @@ for group in (
     training,
     governance,
     audit,
+    reconcile,
     monitoring,
     serving,
     platform,

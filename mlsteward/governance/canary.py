@@ -26,6 +26,7 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from mlsteward.governance.champion import ChampionState
 from mlsteward.governance.mlflow_adapter import client
 from mlsteward.governance.registry import CHALLENGER, CHAMPION
 
@@ -51,11 +52,13 @@ class Canary:
 
 @dataclass(frozen=True)
 class ServingTarget:
-    """What the registry says should be served now."""
+    """What the registry says should be served now; ``check`` (when read) holds the governance
+    record beside it, and the record wins where they disagree."""
 
     champion: str | None
     challenger: str | None
     canary: Canary | None
+    check: ChampionState | None = None
 
 
 def _canary(tags: dict[str, str]) -> Canary | None:

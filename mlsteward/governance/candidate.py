@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.errors import PromotionError
+from mlsteward.governance import champion as champion_record
 from mlsteward.governance import ledger, registry
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.promotion import NO_CHAMPION, open_audit, override_needed
@@ -25,9 +26,9 @@ def needs_validation(info: VersionInfo) -> bool:
     """Gates re-run when a version was never validated or its champion comparison is stale."""
     if info.validation_status is None:
         return True
-    champion = registry.version_by_alias(info.name, CHAMPION)
-    current = champion.version if champion else NO_CHAMPION
-    return info.tags.get("validated_against_champion") != current
+    with open_audit() as audit:
+        recorded, _ = champion_record.recorded(info.name, audit)
+    return info.tags.get("validated_against_champion") != (recorded or NO_CHAMPION)
 
 
 def stored_report(info: VersionInfo) -> ValidationReport:

@@ -2,14 +2,22 @@
 
 Plain functions (no Prefect) so the CLI, flows and tests share one implementation. Every change
 of the ``champion`` alias happens under a per-model lock held in the audit store, after
-re-reading the registry, so two promotions racing cannot both win and a promotion never acts on
-a stale view. The alias moves in one MLflow call; if anything after it fails, the change is
-undone before the error propagates, so there is never a half-done promotion.
+re-reading the record and the registry, so two promotions racing cannot both win and a
+promotion never acts on a stale view.
+
+The champion is what the governance record says (``mlsteward.governance.champion``). A change
+of champion is written as an intent record, then the alias moves (after checking the lock's
+fencing token: a promoter that lost its lock stops here), then the lifecycle tags, then the
+signed completion record. If a step fails the change is undone and the intent closed as
+abandoned; if the process dies in between, the intent stays open and the next governance call
+on the model (or ``mlsteward audit reconcile``) finishes or undoes it: the alias never names a
+champion that no record explains.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,15 +27,23 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from mlsteward.audit import Action, AuditStore, audit_store
+from mlsteward.audit import Action, AuditStore, Fence, audit_store
 from mlsteward.config.models import ModelConfig
-from mlsteward.errors import ChampionChangedError, IntegrityError, PromotionError
-from mlsteward.governance import ledger, registry
+from mlsteward.errors import (
+    AliasMismatchError,
+    ChampionChangedError,
+    IntegrityError,
+    PromotionError,
+    SignatureError,
+)
+from mlsteward.governance import champion, ledger, registry
+from mlsteward.governance.attestations import sign_promotion
 from mlsteward.governance.canary import read_target
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.registry import CHALLENGER, CHAMPION, VersionInfo
 from mlsteward.governance.specs import RollbackSpec
 
+log = logging.getLogger("mlsteward.governance")
 LOCK_TIMEOUT_SECONDS = 120.0
 NO_CHAMPION = "none"
 
@@ -93,7 +109,7 @@ def record_validation(
     the decision. A passing version becomes the ``challenger``; a failing one is ``rejected``
     and can never be aliased champion (promotion checks ``validation_status``)."""
     info = registry.get_version(cfg.name, version)
-    if CHAMPION in info.aliases:
+    if CHAMPION in info.aliases or info.lifecycle == Lifecycle.CHAMPION:
         # its lifecycle and aliases say champion; a fresh report must not demote it
         raise PromotionError(f"{cfg.name} v{version} is the champion; it is not re-validated")
     with tempfile.TemporaryDirectory() as d:
@@ -106,8 +122,9 @@ def record_validation(
     status = "passed" if report.passed else "failed"
     with (
         open_audit(store) as audit,
-        audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS),
+        audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS) as fence,
     ):
+        recover(audit, fence, cfg.name, actor=actor)
         registry.set_tags(
             cfg.name,
             version,
@@ -200,8 +217,9 @@ def reject(
     alias; the champion is untouched. Returns the audit record's sequence number."""
     with (
         open_audit(store) as audit,
-        audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS),
+        audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS) as fence,
     ):
+        recover(audit, fence, cfg.name, actor=actor)
         registry.set_tags(
             cfg.name,
             version,
@@ -241,7 +259,7 @@ def _audit_integrity_failure(
     audit: AuditStore, info: VersionInfo, actor: str, purpose: str, exc: IntegrityError
 ) -> None:
     audit.append(
-        Action.INTEGRITY_FAILED,
+        Action.SIGNATURE_FAILED if isinstance(exc, SignatureError) else Action.INTEGRITY_FAILED,
         model=info.name,
         version=info.version,
         actor=actor,
@@ -298,8 +316,9 @@ def promote(
     version = str(version)
     with (
         open_audit(store) as audit,
-        audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS),
+        audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS) as fence,
     ):
+        current = settled_champion(audit, fence, cfg.name, actor=actor, purpose="promotion")
         info = registry.get_version(cfg.name, version)
         if info.validation_status != "passed":
             raise _refuse(
@@ -311,7 +330,6 @@ def promote(
                 f"{info.validation_status or 'none'}; only a version that passed every gate "
                 "may become champion",
             )
-        current = registry.version_by_alias(cfg.name, CHAMPION)
         current_v = current.version if current else None
         if current_v == version:
             raise _refuse(
@@ -335,6 +353,7 @@ def promote(
         digest = verify_integrity(info, audit, actor, "promotion")
         record = _switch_champion(
             audit,
+            fence,
             cfg.name,
             new=info,
             old=current,
@@ -399,6 +418,9 @@ def load_version(
     SHA-256 matched the registered one; a mismatch is audited and refuses the load."""
     if alias_or_version.isdigit():
         info = registry.get_version(model, alias_or_version)
+    elif alias_or_version == CHAMPION:
+        with open_audit(store) as audit:
+            info = champion.resolve(model, audit, actor=actor, purpose="loading the champion")
     else:
         found = registry.version_by_alias(model, alias_or_version)
         if found is None:
@@ -412,8 +434,32 @@ def load_version(
         raise
 
 
+def settled_champion(
+    audit: AuditStore, fence: Fence, model: str, *, actor: str, purpose: str
+) -> VersionInfo | None:
+    """The champion a change of champion starts from, under the promotion lock: an interrupted
+    promotion is finished or undone first, and a registry that disagrees with the record is
+    refused (audited) rather than acted on.
+
+    Raises:
+        AliasMismatchError: the alias was moved outside governance; reconcile first.
+    """
+    recover(audit, fence, model, actor=actor)
+    found = champion.state(model, audit)
+    if not found.consistent:
+        champion.audit_mismatch(audit, found, actor=actor, purpose=purpose)
+        raise AliasMismatchError(
+            f"{purpose} refused: {found.problem()}",
+            model=model,
+            alias=found.alias,
+            recorded=found.recorded,
+        )
+    return registry.get_version(model, found.recorded) if found.recorded else None
+
+
 def _switch_champion(
     audit: AuditStore,
+    fence: Fence,
     model: str,
     *,
     new: VersionInfo,
@@ -423,55 +469,159 @@ def _switch_champion(
     reason: str,
     details: dict[str, Any],
 ) -> Any:
-    """Move the champion alias and the lifecycle tags; undo everything if any step fails."""
-    stamp = now()
+    """Intent record, alias, tags, signed completion record; undone (and the intent closed)
+    if any step fails. A process killed in between leaves the intent open for ``recover``."""
+    before = old.version if old else None
     new_tags_before = {
         k: new.tags.get(k) for k in ("lifecycle", "promoted_at", "promoted_by", "retired_at")
     }
+    fence.check()
+    intent = audit.append(
+        Action.PROMOTION_INTENT,
+        model=model,
+        version=new.version,
+        actor=actor,
+        reason=f"{action}: champion {before or '-'} -> {new.version}",
+        details={
+            "action": str(action),
+            "from": before,
+            "to": new.version,
+            "fence": fence.token,
+            "artifact_sha256": details.get("artifact_sha256"),
+        },
+    )
     challenger_cleared = False
-    registry.set_alias(model, CHAMPION, new.version)
     try:
-        registry.set_tags(
-            model,
-            new.version,
-            {"lifecycle": Lifecycle.CHAMPION, "promoted_at": stamp, "promoted_by": actor},
+        fence.check()  # nobody took the lock while the intent was written
+        registry.set_alias(model, CHAMPION, new.version)
+        challenger_cleared = _settle_tags(model, new, old, actor)
+        completion = {
+            **details,
+            "alias": CHAMPION,
+            "from": before,
+            "to": new.version,
+            "intent_seq": intent.seq,
+            "fence": fence.token,
+        }
+        completion["signature"] = sign_promotion(
+            model=model, action=str(action), actor=actor, details=completion
         )
-        if "retired_at" in new.tags:  # a former champion coming back
-            registry.delete_tag(model, new.version, "retired_at")
-        if old is not None:
-            registry.set_tags(
-                model, old.version, {"lifecycle": Lifecycle.RETIRED, "retired_at": stamp}
-            )
-        challenger = registry.version_by_alias(model, CHALLENGER)
-        if challenger is not None and challenger.version == new.version:
-            registry.delete_alias(model, CHALLENGER)
-            challenger_cleared = True
         record = audit.append(
-            action,
-            model=model,
-            version=new.version,
-            actor=actor,
-            reason=reason,
-            details={
-                **details,
-                "alias": CHAMPION,
-                "from": old.version if old else None,
-                "to": new.version,
-            },
-        )
+            action, model=model, version=new.version, actor=actor, reason=reason,
+            details=completion,
+        )  # fmt: skip
     except BaseException as exc:
-        _undo_switch(model, new, old, new_tags_before)
-        if challenger_cleared:
-            registry.set_alias(model, CHALLENGER, new.version)
-        audit.append(
-            Action.PROMOTION_REFUSED,
-            model=model,
-            version=new.version,
-            actor=actor,
-            reason=f"{action} failed and was undone: {type(exc).__name__}: {exc}",
-        )
+        try:
+            _undo_switch(model, new, old, new_tags_before)
+            if challenger_cleared:
+                registry.set_alias(model, CHALLENGER, new.version)
+            audit.append(
+                Action.PROMOTION_ABANDONED,
+                model=model,
+                version=new.version,
+                actor=actor,
+                reason=f"{action} failed and was undone: {type(exc).__name__}: {exc}",
+                details={"intent_seq": intent.seq, "from": before, "to": new.version},
+            )
+        except Exception as undo_exc:  # MLflow or the store still failing: recover() ends it
+            log.error(
+                "%s: %s could not be undone (%s); the intent #%d stays open until the next "
+                "governance call or `mlsteward audit reconcile` finishes or undoes it",
+                model, action, undo_exc, intent.seq,
+            )  # fmt: skip
         raise
+    _checkpoint(audit, actor, f"{action} of {model} v{new.version}")
     return record
+
+
+def _settle_tags(model: str, new: VersionInfo, old: VersionInfo | None, actor: str) -> bool:
+    """The lifecycle tags of a change of champion; True when the challenger alias was the new
+    champion's and was removed."""
+    stamp = now()
+    registry.set_tags(
+        model,
+        new.version,
+        {"lifecycle": Lifecycle.CHAMPION, "promoted_at": stamp, "promoted_by": actor},
+    )
+    if "retired_at" in new.tags:  # a former champion coming back
+        registry.delete_tag(model, new.version, "retired_at")
+    if old is not None:
+        registry.set_tags(model, old.version, {"lifecycle": Lifecycle.RETIRED, "retired_at": stamp})
+    challenger = registry.version_by_alias(model, CHALLENGER)
+    if challenger is not None and challenger.version == new.version:
+        registry.delete_alias(model, CHALLENGER)
+        return True
+    return False
+
+
+def _checkpoint(audit: AuditStore, actor: str, reason: str) -> None:
+    """Anchor the chain head after a change of champion; the change stands if this fails (the
+    scheduled checkpoint covers it later), and the failure is logged."""
+    try:
+        # Imported here: the checkpoint module signs with the governance key and writes to the
+        # anchor, which only a change of champion needs.
+        from mlsteward.audit.checkpoints import write_checkpoint
+
+        write_checkpoint(audit, actor=actor, reason=reason)
+    except Exception as exc:
+        log.warning("the audit checkpoint after %s was not written: %s", reason, exc)
+
+
+def recover(audit: AuditStore, fence: Fence, model: str, *, actor: str) -> str | None:
+    """Finish or undo an interrupted change of champion (caller holds the promotion lock).
+
+    The alias already moved to the intent's version: the change passed every check before its
+    intent was written, so it is finished (tags, completion record marked ``recovered``). The
+    alias did not move: the change is undone (``promotion_abandoned``) and the alias, if it
+    points elsewhere, is put back where the record says. Returns what was done, or None.
+    """
+    open_intent = champion.pending(model, audit)
+    if open_intent is None:
+        return None
+    alias = registry.version_by_alias(model, CHAMPION)
+    at = alias.version if alias else None
+    new = registry.get_version(model, open_intent.to_version)
+    old = (
+        registry.get_version(model, open_intent.from_version) if open_intent.from_version else None
+    )
+    base: dict[str, Any] = {
+        "intent_seq": open_intent.seq,
+        "from": open_intent.from_version,
+        "to": open_intent.to_version,
+        "recovered_by": actor,
+        "alias_found": at,
+    }
+    fence.check()
+    if at == open_intent.to_version:
+        _settle_tags(model, new, old, open_intent.actor)
+        details = {**base, "alias": CHAMPION, "recovered": True, "fence": fence.token}
+        details["signature"] = sign_promotion(
+            model=model, action=open_intent.action, actor=open_intent.actor, details=details
+        )
+        audit.append(
+            open_intent.action,
+            model=model,
+            version=open_intent.to_version,
+            actor=open_intent.actor,
+            reason=f"finished after an interruption: {open_intent.describe()}",
+            details=details,
+        )
+        _checkpoint(audit, actor, f"recovered {open_intent.action} of {model}")
+        return "finished"
+    if at != open_intent.from_version:
+        if open_intent.from_version:
+            registry.set_alias(model, CHAMPION, open_intent.from_version)
+        else:
+            registry.delete_alias(model, CHAMPION)
+    audit.append(
+        Action.PROMOTION_ABANDONED,
+        model=model,
+        version=open_intent.to_version,
+        actor=actor,
+        reason=f"undone after an interruption: {open_intent.describe()}",
+        details=base,
+    )
+    return "undone"
 
 
 def _undo_switch(
@@ -544,9 +694,9 @@ def rollback(
     RollbackSpec.check_request(reason)
     with (
         open_audit(store) as audit,
-        audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS),
+        audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS) as fence,
     ):
-        current = registry.version_by_alias(cfg.name, CHAMPION)
+        current = settled_champion(audit, fence, cfg.name, actor=actor, purpose="rollback")
         if current is None:
             raise _refuse(audit, cfg.name, None, actor, f"{cfg.name} has no champion to roll back")
         target_v = str(to_version) if to_version else previous_champion(cfg.name, audit)
@@ -576,6 +726,7 @@ def rollback(
         digest = verify_integrity(target, audit, actor, "rollback")
         record = _switch_champion(
             audit,
+            fence,
             cfg.name,
             new=target,
             old=current,
@@ -598,8 +749,8 @@ def rollback(
 
 
 def status(model: str, *, recent: int = 10, store: AuditStore | None = None) -> dict[str, Any]:
-    """Champion and challenger with their numbers, and the latest governance decisions."""
-    champion = registry.version_by_alias(model, CHAMPION)
+    """Champion (as the governance record says) and challenger with their numbers, whether the
+    registry's alias agrees (``champion_check``), and the latest governance decisions."""
     challenger = registry.version_by_alias(model, CHALLENGER)
 
     def describe(v: VersionInfo | None) -> dict[str, Any] | None:
@@ -620,9 +771,12 @@ def status(model: str, *, recent: int = 10, store: AuditStore | None = None) -> 
     with open_audit(store) as audit:
         decisions = [r.to_dict() for r in audit.query(model=model, limit=recent)]
         prev = previous_champion(model, audit)
+        check = champion.compare(model, audit, canary.champion)
+    current = registry.get_version(model, check.recorded) if check.recorded else None
     return {
         "model": model,
-        "champion": describe(champion),
+        "champion": describe(current),
+        "champion_check": check.to_dict(),
         "challenger": describe(challenger),
         "previous_champion": prev,
         "canary": canary.canary.to_dict() if canary.canary else None,

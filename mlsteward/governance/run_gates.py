@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from mlsteward.config.models import ModelConfig
+from mlsteward.governance import champion as champion_record
 from mlsteward.governance import promotion as governance
 from mlsteward.governance import registry
 from mlsteward.governance.champion_gate import champion_comparison_gate
 from mlsteward.governance.fairness import fairness_gate
 from mlsteward.governance.gates import GateResult, ValidationReport
-from mlsteward.governance.registry import CHAMPION, VersionInfo
+from mlsteward.governance.registry import VersionInfo
 from mlsteward.governance.threshold_gate import metric_threshold_gate
 from mlsteward.governance.validation import HoldoutScore, load_holdout, score_holdout
 
@@ -34,7 +35,8 @@ def score_with_champion(
     with governance.open_audit() as audit:
         verified = governance.load_verified(info, audit, actor, "validation")
         challenger = score_holdout(cfg, verified, holdout)
-        champ_info = registry.version_by_alias(cfg.name, CHAMPION)
+        recorded, _ = champion_record.recorded(cfg.name, audit)  # the record, not the alias
+        champ_info = registry.get_version(cfg.name, recorded) if recorded else None
         champion = None
         if champ_info is not None and champ_info.version != info.version:
             verified = governance.load_verified(champ_info, audit, actor, "validation (champion)")

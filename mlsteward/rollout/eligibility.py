@@ -12,8 +12,10 @@ from typing import Any
 from mlsteward.config.models import ModelConfig
 from mlsteward.errors import PromotionError
 from mlsteward.governance import canary as canary_state
+from mlsteward.governance import champion as champion_record
 from mlsteward.governance import registry
 from mlsteward.governance.candidate import needs_validation
+from mlsteward.governance.promotion import open_audit
 from mlsteward.rollout.service import ServiceRefused, ServiceUnavailable, describe_model
 
 
@@ -45,6 +47,12 @@ def check_eligibility(cfg: ModelConfig, version: str | None, url: str) -> Eligib
     """
     model = cfg.name
     target = canary_state.read_target(model)
+    with open_audit() as audit:
+        found = champion_record.compare(model, audit, target.champion)
+        if not found.consistent:
+            champion_record.audit_mismatch(audit, found, actor="rollout", purpose="rollout")
+    if not found.consistent:  # a canary falls back on the champion: it must be the real one
+        raise RolloutRefused(f"rollout refused: {found.problem()}", version, **found.to_dict())
     if not version:
         if target.challenger is None:
             raise RolloutRefused(

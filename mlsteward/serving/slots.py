@@ -20,6 +20,7 @@ from typing import Any
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.governance import canary as canary_state
+from mlsteward.governance import champion as champion_record
 from mlsteward.governance import promotion as governance
 from mlsteward.governance.canary import Canary, ServingTarget
 from mlsteward.serving.features import FieldRule, OnlineFeatures, field_rules
@@ -55,6 +56,7 @@ class ModelSlot:
         self.refreshed_at: float | None = None
         self._loaded: dict[str, ServedModel] = {}
         self._failed: dict[str, float] = {}
+        self._mismatch_seen: tuple[str | None, str | None, int | None] | None = None
         self._lock = threading.Lock()
 
     def _load(self, version: str) -> ServedModel | None:
@@ -95,6 +97,7 @@ class ModelSlot:
         with self._lock:
             if target is None:
                 target = canary_state.read_target(self.cfg.name)
+            target = self._follow_record(target)
             current = self.arms
             champion = current.champion
             if target.champion is None:
@@ -127,6 +130,33 @@ class ModelSlot:
             self.refreshed_at = time.time()
             return arms
 
+    def _follow_record(self, target: ServingTarget) -> ServingTarget:
+        """The target to serve: the registry's, unless the governance record names another
+        champion. Then the recorded champion is served (the one loaded already, or loaded now
+        from its verified bytes), no canary runs, ``/readyz`` names the mismatch, and the
+        first sight of each mismatch is audited."""
+        check = target.check
+        if check is None:
+            with governance.open_audit() as audit:
+                check = champion_record.compare(self.cfg.name, audit, target.champion)
+        if check.consistent:
+            self.errors.pop("alias_mismatch", None)
+            self._mismatch_seen = None
+            return target
+        self.errors["alias_mismatch"] = f"alias_mismatch: {check.problem()}"
+        seen = (check.alias, check.recorded, check.pending.seq if check.pending else None)
+        if seen != self._mismatch_seen:
+            log.error("%s", check.problem())
+            try:
+                with governance.open_audit() as audit:
+                    champion_record.audit_mismatch(
+                        audit, check, actor=ACTOR, purpose="serving the alias"
+                    )
+                self._mismatch_seen = seen
+            except Exception as exc:  # the record is unreachable: try again at the next poll
+                log.error("%s: the alias mismatch could not be audited: %s", self.cfg.name, exc)
+        return ServingTarget(check.recorded, target.challenger, None, check)
+
     def _publish(self, old: Arms, new: Arms) -> None:
         m, name = self.metrics, self.cfg.name
         for arm in ("champion", "challenger"):
@@ -154,6 +184,7 @@ class ModelSlot:
             "fraction": arms.fraction,
             "online_store": self.online is not None,
             "refreshed_at": self.refreshed_at,
+            "alias_mismatch": self.errors.get("alias_mismatch"),
             "errors": sorted(self.errors.values()),
         }
 

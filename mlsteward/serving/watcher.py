@@ -20,9 +20,11 @@ import logging
 import multiprocessing
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
-from mlsteward.governance import canary
+from mlsteward.audit import AuditStore, audit_store
+from mlsteward.governance import canary, champion
 from mlsteward.governance.canary import ServingTarget
 from mlsteward.serving.helpers import background, discard, spawn
 
@@ -35,15 +37,21 @@ OnTarget = Callable[[str, ServingTarget | None, str | None], None]
 
 
 def watch(conn: Connection, models: list[str], poll_seconds: float) -> None:
-    """Child main loop: read every model's target, send ``(model, target, error)``, wait."""
+    """Child main loop: read every model's target and the governance record's champion, send
+    ``(model, target, error)``, wait."""
     background()
+    audit: AuditStore | None = None
 
     while True:
         for model in models:
             message: tuple[str, ServingTarget | None, str | None]
             try:
-                message = (model, canary.read_target(model), None)
-            except Exception as exc:  # registry down: the service keeps what it has
+                audit = audit or audit_store()
+                message = (model, read_checked(model, audit), None)
+            except Exception as exc:  # registry or record down: the service keeps what it has
+                if audit is not None:
+                    audit.close()
+                    audit = None
                 message = (model, None, f"{type(exc).__name__}: {exc}")
             try:
                 conn.send(message)
@@ -52,6 +60,12 @@ def watch(conn: Connection, models: list[str], poll_seconds: float) -> None:
         # a message from the service (stop) or its end of the pipe closing ends the loop
         if conn.poll(poll_seconds):
             return
+
+
+def read_checked(model: str, audit: AuditStore) -> ServingTarget:
+    """The registry's target with the governance record's champion beside it."""
+    target = canary.read_target(model)
+    return replace(target, check=champion.compare(model, audit, target.champion))
 
 
 class RegistryWatcher:

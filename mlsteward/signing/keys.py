@@ -23,12 +23,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mlsteward.config import settings
+from mlsteward.config.profiles import active
 from mlsteward.errors import SigningError
 
 PRIVATE_PEM_ENV = "MLSTEWARD_SIGNING_KEY_PEM"
@@ -140,7 +142,8 @@ def _block_pem(name: str) -> bytes:
     from prefect.blocks.system import Secret
 
     try:
-        value = Secret.load(name).get()
+        block: Any = Secret.load(name, _sync=True)  # type: ignore[call-arg]
+        value = block.get()
     except Exception as exc:
         raise SigningError(f"cannot read the Prefect Secret block {name!r}: {exc}") from exc
     return str(value).encode("utf-8")
@@ -171,6 +174,21 @@ def load_private_key() -> ec.EllipticCurvePrivateKey:
     if not path.exists():
         raise SigningError(f"no governance signing key at {path}; {INIT_HINT}")
     return _read_private_file(path)
+
+
+def ensure_private_key() -> tuple[ec.EllipticCurvePrivateKey, KeyFiles | None]:
+    """The private key; in the local profile a missing one is made first (returned as the
+    ``KeyFiles`` so the caller can audit its creation), so one machine needs no set-up. Other
+    profiles must be given a key: signing with a key nobody else holds proves nothing.
+
+    Raises:
+        SigningError: no key is configured outside the local profile.
+    """
+    if not configured():
+        if active().name == "local":
+            made = init_keys()
+            return load_private_key(), made
+    return load_private_key(), None
 
 
 def load_public_key() -> ec.EllipticCurvePublicKey:

@@ -557,8 +557,10 @@ def test_failed_promotion_is_undone_not_half_done(ingested: Path) -> None:
     assert {v.version: v.lifecycle for v in registry.list_versions(MODEL)} == before
     assert "promoted_at" not in registry.get_version(MODEL, "2").tags
     assert registry.version_by_alias(MODEL, registry.CHALLENGER).version == "2"
-    refused = records(Action.PROMOTION_REFUSED)[-1]
-    assert "undone" in refused.reason and refused.version == "2"
+    undone = records(Action.PROMOTION_ABANDONED)[-1]
+    assert "undone" in undone.reason and undone.version == "2"
+    intent = records(Action.PROMOTION_INTENT)[-1]  # the intent it closes was written first
+    assert undone.details["intent_seq"] == intent.seq and intent.details["to"] == "2"
     # the registry is consistent, so the same promotion succeeds once the store is back
     governance.promote(cfg, "2", actor="tester", reason="go again")
     assert champion() == "2"

@@ -1,0 +1,183 @@
+"""Which version is champion: what the governance record says, never what the alias says alone.
+
+MLflow's ``champion`` alias is a pointer anyone with write access to the registry can move (one
+click in its UI). The audit trail is where governance writes each promotion and rollback, under
+the promotion lock, after the gates and the integrity check. So the champion is the ``to`` of
+the newest ``promoted`` or ``rollback`` record; the alias is how the registry shows it, and a
+disagreement between the two (``alias_mismatch``) means the registry was changed outside
+governance, or a promotion was interrupted between its intent and its completion record.
+
+Everything that uses the champion (serving, batch scoring, drift, rollouts, reproduce) resolves
+it here and refuses to load a version the record does not name. ``reconcile`` compares the two
+for a model, finishes or undoes an interrupted promotion, and with ``repair`` puts the alias
+back where the record says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mlsteward.audit import Action, AuditRecord, AuditStore
+from mlsteward.errors import AliasMismatchError, NotFoundError
+from mlsteward.governance import registry
+from mlsteward.governance.registry import CHAMPION, VersionInfo
+
+COMPLETIONS = (Action.PROMOTED, Action.ROLLBACK, Action.PROMOTION_ABANDONED)
+"""Records that close a promotion intent (their ``details.intent_seq`` names it)."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A promotion or rollback whose intent was recorded but whose completion was not: the
+    process died, or MLflow failed and the change could not be undone."""
+
+    seq: int
+    action: str
+    from_version: str | None
+    to_version: str
+    actor: str
+
+    def describe(self) -> str:
+        return (
+            f"an interrupted {self.action} (audit #{self.seq}: {self.from_version or 'none'} -> "
+            f"{self.to_version}, by {self.actor})"
+        )
+
+
+@dataclass(frozen=True)
+class ChampionState:
+    """The record and the registry side by side, for one model."""
+
+    model: str
+    recorded: str | None  # the champion per the newest promotion/rollback record
+    record_seq: int | None
+    alias: str | None  # what MLflow's champion alias points at
+    pending: Pending | None
+
+    @property
+    def consistent(self) -> bool:
+        return self.recorded == self.alias and self.pending is None
+
+    def problem(self) -> str | None:
+        """One sentence for ``status``, ``/readyz`` and the dashboard, or None."""
+        if self.pending is not None:
+            return (
+                f"{self.model}: {self.pending.describe()} is not finished; "
+                "`mlsteward audit reconcile --repair` finishes or undoes it"
+            )
+        if self.recorded == self.alias:
+            return None
+        return mismatch_message(self.model, self.alias, self.recorded)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "recorded_champion": self.recorded,
+            "record_seq": self.record_seq,
+            "alias_champion": self.alias,
+            "consistent": self.consistent,
+            "pending": None if self.pending is None else self.pending.__dict__,
+            "problem": self.problem(),
+        }
+
+
+def mismatch_message(model: str, alias: str | None, recorded: str | None) -> str:
+    alias_text = f"v{alias}" if alias else "no version"
+    recorded_text = f"v{recorded}" if recorded else "no champion"
+    return (
+        f"{model}: the MLflow alias @champion points at {alias_text} but the governance record "
+        f"says {recorded_text}; the registry was changed outside governance. Nothing is loaded "
+        "from the alias; `mlsteward audit reconcile --repair` puts it back"
+    )
+
+
+def _newest(audit: AuditStore, model: str, actions: tuple[Action, ...]) -> AuditRecord | None:
+    found = [r for a in actions if (r := audit.last(model=model, action=a)) is not None]
+    return max(found, key=lambda r: r.seq, default=None)
+
+
+def recorded(model: str, audit: AuditStore) -> tuple[str | None, int | None]:
+    """The champion version per the newest promotion or rollback record, and that record's seq
+    (``(None, None)`` when governance never made one)."""
+    rec = _newest(audit, model, (Action.PROMOTED, Action.ROLLBACK))
+    if rec is None:
+        return None, None
+    to = rec.details.get("to", rec.version)
+    return (str(to) if to is not None else None), rec.seq
+
+
+def pending(model: str, audit: AuditStore) -> Pending | None:
+    """The newest promotion intent that no completion record closes, if any."""
+    intent = audit.last(model=model, action=Action.PROMOTION_INTENT)
+    if intent is None:
+        return None
+    closed = _newest(audit, model, COMPLETIONS)
+    if closed is not None and closed.seq > intent.seq:
+        closed_intent = closed.details.get("intent_seq")
+        # records of the same model after the intent were written under the same lock: a
+        # completion after it closes it (its intent_seq says so; older completions have none)
+        if closed_intent is None or int(closed_intent) >= intent.seq:
+            return None
+    d = intent.details
+    return Pending(
+        seq=intent.seq,
+        action=str(d.get("action", Action.PROMOTED)),
+        from_version=None if d.get("from") is None else str(d["from"]),
+        to_version=str(d["to"]),
+        actor=intent.actor,
+    )
+
+
+def state(model: str, audit: AuditStore) -> ChampionState:
+    """Record and alias for ``model``, the alias read now."""
+    found = registry.version_by_alias(model, CHAMPION)
+    return compare(model, audit, found.version if found else None)
+
+
+def compare(model: str, audit: AuditStore, alias: str | None) -> ChampionState:
+    """Record and an alias the caller has just read (serving reads the registry once a poll)."""
+    version, seq = recorded(model, audit)
+    return ChampionState(
+        model=model, recorded=version, record_seq=seq, alias=alias, pending=pending(model, audit)
+    )
+
+
+def audit_mismatch(audit: AuditStore, found: ChampionState, *, actor: str, purpose: str) -> None:
+    audit.append(
+        Action.ALIAS_MISMATCH,
+        model=found.model,
+        version=found.alias,
+        actor=actor,
+        reason=f"{purpose} refused: {found.problem()}",
+        details={
+            "alias": found.alias,
+            "recorded": found.recorded,
+            "record_seq": found.record_seq,
+            "pending_intent": None if found.pending is None else found.pending.seq,
+            "purpose": purpose,
+        },
+    )
+
+
+def resolve(model: str, audit: AuditStore, *, actor: str, purpose: str) -> VersionInfo:
+    """The champion to use for ``purpose`` (``scoring``, ``drift``, ...): the recorded one,
+    provided the alias agrees.
+
+    Raises:
+        AliasMismatchError: the alias disagrees with the record, or a promotion is unfinished
+            (audited as ``alias_mismatch``; nothing may be loaded until it is reconciled).
+        NotFoundError: governance never made a champion of this model.
+    """
+    found = state(model, audit)
+    if not found.consistent:
+        audit_mismatch(audit, found, actor=actor, purpose=purpose)
+        raise AliasMismatchError(
+            f"{purpose} refused: {found.problem()}",
+            model=model,
+            alias=found.alias,
+            recorded=found.recorded,
+        )
+    if found.recorded is None:
+        raise NotFoundError(f"{model} has no champion; promote a version first")
+    return registry.get_version(model, found.recorded)

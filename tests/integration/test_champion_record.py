@@ -1,0 +1,218 @@
+"""The governance record decides the champion: an alias moved in MLflow is refused, reported,
+audited and put back; a promotion killed between its steps is finished or undone.
+
+Real MLflow (SQLite), the SQLite audit trail, Prefect's harness; one trained stack for the
+module (v1 champion, v2 challenger). Each test leaves the registry as the record says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from mlsteward.audit import Action, audit_store
+from mlsteward.cli.app import app
+from mlsteward.config.models import get_model_config
+from mlsteward.errors import AliasMismatchError
+from mlsteward.governance import champion as champion_record
+from mlsteward.governance import promotion as governance
+from mlsteward.governance import registry
+from mlsteward.governance.attestations import verify_promotion
+from mlsteward.serving.metrics import ServingMetrics
+from mlsteward.serving.slots import ModelSlot
+from tests.support.governance import MODEL
+
+FORK = multiprocessing.get_context("fork")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def mlsteward_home(module_home: Path) -> Path:
+    return module_home
+
+
+@pytest.fixture
+def stack(champion_and_challenger: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """v1 champion, v2 challenger; afterwards the alias is put back to what the record says."""
+    yield champion_and_challenger
+    with audit_store() as audit:
+        recorded, _ = champion_record.recorded(MODEL, audit)
+    if recorded is not None and alias() != recorded:
+        registry.set_alias(MODEL, registry.CHAMPION, recorded)
+
+
+def alias() -> str | None:
+    info = registry.version_by_alias(MODEL, registry.CHAMPION)
+    return info.version if info else None
+
+
+def records(action: Action, after: int = 0) -> list:
+    with audit_store() as audit:
+        return [r for r in audit.query(model=MODEL, action=action) if r.seq > after]
+
+
+def head() -> int:
+    with audit_store() as audit:
+        last = audit.query(limit=1)
+    return last[0].seq if last else 0
+
+
+def cli(*args: str) -> tuple[int, dict[str, Any]]:
+    result = runner.invoke(app, [*args, "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_an_alias_moved_in_mlflow_is_refused_reported_audited_and_put_back(
+    stack: dict[str, Any],
+) -> None:
+    champion, challenger = stack["champion"], stack["challenger"]
+    start = head()
+    registry.set_alias(MODEL, registry.CHAMPION, challenger)  # one click in the MLflow UI
+
+    code, status = cli("status", MODEL)
+    assert code == 0
+    assert status["champion"]["version"] == champion  # the record, not the alias
+    assert status["champion_check"]["consistent"] is False
+    assert "outside governance" in status["champion_check"]["problem"]
+
+    with pytest.raises(AliasMismatchError, match=f"points at v{challenger}.*says v{champion}"):
+        governance.load_version(MODEL, "champion", actor="user:scorer")
+    cfg = get_model_config(MODEL)
+    with pytest.raises(AliasMismatchError):
+        governance.promote(cfg, challenger, actor="user:admin", reason="sneak it in")
+    mismatches = records(Action.ALIAS_MISMATCH, after=start)
+    assert [r.details["purpose"] for r in mismatches] == ["loading the champion", "promotion"]
+    assert all(r.details["alias"] == challenger for r in mismatches)
+
+    code, found = cli("audit", "reconcile", MODEL)
+    assert code == 1 and "--repair" in found["error"]
+    assert alias() == challenger  # reporting changes nothing
+
+    code, found = cli("audit", "reconcile", MODEL, "--repair")
+    assert code == 0, found
+    assert found["models"][0]["outcome"] == "repaired"
+    assert alias() == champion
+    repaired = records(Action.ALIAS_REPAIRED, after=start)
+    assert len(repaired) == 1
+    assert {k: repaired[0].details[k] for k in ("alias", "from", "to")} == {
+        "alias": "champion", "from": challenger, "to": champion,
+    }  # fmt: skip
+    assert governance.load_version(MODEL, "champion", actor="user:scorer").info.version == champion
+    code, found = cli("audit", "reconcile", MODEL)
+    assert code == 0 and found["models"][0]["outcome"] == "consistent"
+
+
+def test_serving_keeps_the_verified_champion_and_audits_the_mismatch_once(
+    stack: dict[str, Any],
+) -> None:
+    champion, challenger = stack["champion"], stack["challenger"]
+    slot = ModelSlot(get_model_config(MODEL), ServingMetrics(), store_factory=lambda: None)
+    assert slot.refresh().champion.version == champion
+    start = head()
+    registry.set_alias(MODEL, registry.CHAMPION, challenger)
+    for _ in range(3):  # every poll sees it; the audit trail gets one record, not one per poll
+        arms = slot.refresh()
+        assert arms.champion is not None and arms.champion.version == champion
+    described = slot.describe()
+    assert described["champion"]["version"] == champion
+    assert "alias_mismatch" in described["alias_mismatch"]
+    assert len(records(Action.ALIAS_MISMATCH, after=start)) == 1
+    registry.set_alias(MODEL, registry.CHAMPION, champion)
+    slot.refresh()
+    assert slot.describe()["alias_mismatch"] is None
+
+
+def _promote_killed_at(step: str, version: str) -> Callable[[], None]:
+    """A child that promotes ``version`` and is SIGKILLed at ``step``: right before the alias
+    moves, or right after it moved (before the tags and the completion record)."""
+
+    def body() -> None:
+        real_set_alias = registry.set_alias
+
+        def set_alias(name: str, which: str, v: str) -> None:
+            if which == registry.CHAMPION and step == "before-alias":
+                os.kill(os.getpid(), signal.SIGKILL)
+            real_set_alias(name, which, v)
+            if which == registry.CHAMPION and step == "after-alias":
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        registry.set_alias = set_alias  # type: ignore[assignment]
+        governance.promote(get_model_config(MODEL), version, actor="user:admin", reason="kill")
+        os._exit(3)  # not reached: the kill came first
+
+    return body
+
+
+def _run_killed(step: str, version: str) -> None:
+    child = FORK.Process(target=_promote_killed_at(step, version))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -signal.SIGKILL
+
+
+def test_a_promotion_killed_before_the_alias_moved_is_undone(stack: dict[str, Any]) -> None:
+    champion, challenger = stack["champion"], stack["challenger"]
+    start = head()
+    _run_killed("before-alias", challenger)
+    assert alias() == champion
+    with audit_store() as audit:
+        found = champion_record.state(MODEL, audit)
+    assert found.pending is not None and found.pending.to_version == challenger
+    with pytest.raises(AliasMismatchError, match="interrupted promoted"):
+        governance.load_version(MODEL, "champion", actor="user:scorer")
+
+    code, out = cli("audit", "reconcile", MODEL, "--repair")
+    assert code == 0 and out["models"][0]["outcome"] == "undone", out
+    assert alias() == champion
+    undone = records(Action.PROMOTION_ABANDONED, after=start)
+    assert len(undone) == 1 and undone[0].details["intent_seq"] == found.pending.seq
+    assert registry.get_version(MODEL, challenger).lifecycle == "challenger"
+    with audit_store() as audit:
+        assert audit.verify().ok
+
+
+def test_a_promotion_killed_after_the_alias_moved_is_finished_and_signed(
+    stack: dict[str, Any],
+) -> None:
+    champion, challenger = stack["champion"], stack["challenger"]
+    start = head()
+    _run_killed("after-alias", challenger)
+    assert alias() == challenger  # moved, but no record explains it yet
+    with audit_store() as audit:
+        assert champion_record.recorded(MODEL, audit)[0] == champion
+
+    # the next governance call on the model finishes it before doing anything else
+    with pytest.raises(Exception, match="already the champion"):
+        governance.promote(get_model_config(MODEL), challenger, actor="user:admin", reason="x")
+    finished = records(Action.PROMOTED, after=start)
+    assert len(finished) == 1
+    done = finished[0]
+    assert done.details["recovered"] is True and done.details["to"] == challenger
+    assert done.actor == "user:admin" and done.details["recovered_by"] == "user:admin"
+    assert verify_promotion(done)
+    assert registry.get_version(MODEL, challenger).lifecycle == "champion"
+    assert registry.get_version(MODEL, champion).lifecycle == "retired"
+    # put the module's stack back: v1 champion again, v2 challenger
+    governance.rollback(get_model_config(MODEL), reason="restore", actor="user:admin")
+    assert alias() == champion
+    registry.set_tags(MODEL, challenger, {"lifecycle": "challenger"})
+    registry.set_alias(MODEL, registry.CHALLENGER, challenger)
+
+
+def test_promotion_records_are_signed_and_a_forged_one_does_not_verify(
+    stack: dict[str, Any],
+) -> None:
+    with audit_store() as audit:
+        promoted = audit.last(model=MODEL, action=Action.PROMOTED)
+    assert promoted is not None and verify_promotion(promoted)
+    forged = dataclasses.replace(promoted, actor="user:mallory")
+    assert not verify_promotion(forged)
