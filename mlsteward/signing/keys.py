@@ -184,10 +184,9 @@ def ensure_private_key() -> tuple[ec.EllipticCurvePrivateKey, KeyFiles | None]:
     Raises:
         SigningError: no key is configured outside the local profile.
     """
-    if not configured():
-        if active().name == "local":
-            made = init_keys()
-            return load_private_key(), made
+    if not configured() and active().name == "local":
+        made = init_keys()
+        return load_private_key(), made
     return load_private_key(), None
 
 
