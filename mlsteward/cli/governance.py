@@ -286,7 +286,8 @@ def rollback(
 
 @commands.command()
 def status(model: ModelName, as_json: bool = JsonOpt) -> None:
-    """Champion and challenger of MODEL, with their numbers and the latest decisions."""
+    """Champion (as the governance record says) and challenger of MODEL, with their numbers,
+    whether MLflow's alias agrees, and the latest decisions."""
     from mlsteward.config.models import get_model_config
     from mlsteward.governance.promotion import status as governance_status
 
@@ -314,6 +315,9 @@ def _status_human(p: dict) -> str:
         )
 
     lines = [f"{p['model']}", line("champion"), line("challenger")]
+    check = p.get("champion_check") or {}
+    if check.get("problem"):
+        lines.append(f"{'WARNING':<11} {check['problem']}")
     if p["previous_champion"]:
         lines.append(f"{'rollback to':<11} v{p['previous_champion']}")
     if p.get("canary"):
