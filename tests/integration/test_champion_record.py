@@ -216,3 +216,20 @@ def test_promotion_records_are_signed_and_a_forged_one_does_not_verify(
     assert promoted is not None and verify_promotion(promoted)
     forged = dataclasses.replace(promoted, actor="user:mallory")
     assert not verify_promotion(forged)
+
+
+def test_the_upkeep_flow_puts_a_moved_alias_back_and_checkpoints(stack: dict[str, Any]) -> None:
+    from flows.upkeep import upkeep_flow
+    from mlsteward.audit.checkpoints import latest_checkpoint
+
+    champion, challenger = stack["champion"], stack["challenger"]
+    registry.set_alias(MODEL, registry.CHAMPION, challenger)
+    found = upkeep_flow(requested_by="service:upkeep")
+    assert [(r.model, r.outcome) for r in found] == [(MODEL, "repaired")]
+    assert alias() == champion
+    with audit_store() as audit:
+        checkpoint = latest_checkpoint(audit)
+        assert checkpoint is not None
+        repaired = audit.last(model=MODEL, action=Action.ALIAS_REPAIRED)
+        assert repaired is not None and checkpoint.seq >= repaired.seq  # the repair is anchored
+        assert repaired.actor.endswith("for service:upkeep")
