@@ -1,5 +1,6 @@
 """Platform commands: what is configured (``models``, ``profile``), where state lives and what
-runs (``where``), housekeeping (``gc``), and the CI webhook (``gateway``, ``trigger``)."""
+runs (``where``), housekeeping (``gc``), the CI webhook (``gateway``, ``trigger``) and people's
+MLflow logins (``mlflow-access``)."""
 
 from __future__ import annotations
 
@@ -208,3 +209,50 @@ def gateway(
     from mlsteward.gateway.__main__ import main as run_gateway
 
     raise typer.Exit(run_gateway(["--host", host, "--port", str(port)]))
+
+
+mlflow_access_app = typer.Typer(
+    help="MLflow logins for people: read everything, edit their team's experiments.",
+    no_args_is_help=True,
+)
+commands.add_typer(mlflow_access_app, name="mlflow-access")
+
+
+@mlflow_access_app.command("grant")
+def mlflow_access_grant(
+    principal: str = typer.Argument(..., help="user:NAME (a bare NAME is a user)."),
+    reset_password: bool = typer.Option(
+        False, "--reset-password", help="Give an existing MLflow login a new password."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create or update a person's MLflow login and set its grants from their teams: EDIT on
+    the experiments of their team's models, READ on every registered model (a new password is
+    printed once). Needs the manage permission."""
+    from mlsteward.identity import Permission, authorize, cli_principal
+    from mlsteward.platform.mlflow_access import grant_mlflow_access
+
+    def action() -> dict:
+        authorize(cli_principal(), Permission.MANAGE)
+        return grant_mlflow_access(principal, reset_password=reset_password).to_dict()
+
+    def human(p: dict) -> str:
+        lines = [
+            f"{p['principal']}: MLflow user {p['mlflow_username']} "
+            f"({'created' if p['created'] else 'updated'})"
+        ]
+        lines += [
+            f"  {g['model']:<24} owner {g['owner']:<18} experiment {g['experiment']:<5} "
+            f"registered model {g['registered_model']}"
+            for g in p["grants"]
+        ]
+        if p.get("password"):
+            lines += [
+                "",
+                "Password, shown only now (hand it over privately; the MLflow UI asks for it):",
+                "",
+                f"  {p['password']}",
+            ]
+        return "\n".join(lines)
+
+    run(as_json, action, human)

@@ -6,11 +6,13 @@
 - Refusals: a contract, config or governance refusal raised inside a flow is logged by Prefect
   as one line, not a traceback (:func:`mlsteward.errors.quiet_refusals`).
 - The local platform: a command that talks to Prefect uses the server ``make up`` runs for this
-  ``MLSTEWARD_HOME``, found from its pid file, instead of starting a temporary one (10-15 s).
+  ``MLSTEWARD_HOME``, found from its pid file, instead of starting a temporary one (10-15 s),
+  and writes to its MLflow server as the platform's governance account, as the worker does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 import warnings
@@ -60,6 +62,13 @@ def use_local_platform() -> str | None:
     os.environ["PREFECT_API_URL"] = api
     if auth := os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
         os.environ.setdefault("PREFECT_API_AUTH_STRING", auth)  # as the platform's own clients
+    if not os.environ.get("MLFLOW_TRACKING_USERNAME"):  # MLflow as the platform's processes
+        from mlsteward.config.settings import home
+        from mlsteward.platform.credentials import governance_mlflow_env
+        from mlsteward.platform.services import PlatformError
+
+        with contextlib.suppress(PlatformError):  # unreadable: MLflow answers 401 where it asks
+            os.environ.update(governance_mlflow_env(home()))
     return api
 
 

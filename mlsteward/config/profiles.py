@@ -13,11 +13,12 @@ What wins: a variable naming one location (``MLFLOW_TRACKING_URI``, ``MLSTEWARD_
 defaults. Every flow, the service and the CLI ask ``mlsteward.config.settings`` and
 ``features.store.repo_config()``, which ask here: the same code runs on either profile.
 
-One PostgreSQL server holds one database per user (``<prefix>_prefect``, ``_mlflow``, ``_feast``,
-``_audit``, ``_offline``, ``_anchor`` for the audit trail's signed checkpoints, apart from the
-trail they vouch for): they have their own migrations and locks, and can be backed up, moved
-or dropped one at a time. ``provision`` creates what is missing (and ``pg_trgm``, which Prefect's
-server needs); ``drop`` is for tests and teardown of throwaway environments.
+One PostgreSQL server holds one database per user (``<prefix>_prefect``, ``_mlflow``,
+``_mlflow_auth``, ``_feast``, ``_audit``, ``_offline``, ``_anchor`` for the audit trail's signed
+checkpoints, apart from the trail they vouch for): they have their own migrations and locks,
+and can be backed up, moved or dropped one at a time. ``provision`` creates what is missing (and
+``pg_trgm``, which Prefect's server needs); ``drop`` is for tests and teardown of throwaway
+environments.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from mlsteward.errors import ConfigError
 
 PROFILE_VAR = "MLSTEWARD_PROFILE"
 DEFAULT_PROFILE = "local"
-PURPOSES = ("prefect", "mlflow", "feast", "audit", "offline", "anchor")
+PURPOSES = ("prefect", "mlflow", "mlflow_auth", "feast", "audit", "offline", "anchor")
 # A default holds no "$": a nested ${...} inside it is expanded first (innermost outwards).
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}")
 _VAR_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -175,6 +176,12 @@ class Profile(StrictModel):
     @property
     def mlflow_backend_store_uri(self) -> str | None:
         return self.postgres.database_url("mlflow", "psycopg") if self.postgres else None
+
+    @property
+    def mlflow_auth_database_uri(self) -> str | None:
+        """The MLflow server's users and permissions (its basic-auth app), apart from the
+        backend store: each has its own migrations."""
+        return self.postgres.database_url("mlflow_auth", "psycopg") if self.postgres else None
 
     @property
     def audit_url(self) -> str | None:

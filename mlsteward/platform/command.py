@@ -16,7 +16,10 @@ from typing import Any
 from mlsteward.config import profiles
 from mlsteward.platform.credentials import Credential, Credentials
 from mlsteward.platform.lifecycle import UpReport, down, status, up
+from mlsteward.platform.mlflow_auth import GOVERNANCE_USER
 from mlsteward.platform.services import PlatformConfig, PlatformError, ServiceState
+
+MLFLOW_GRANT = "mlsteward mlflow-access grant"
 
 
 def urls(cfg: PlatformConfig, states: list[ServiceState]) -> dict[str, str | None]:
@@ -49,7 +52,7 @@ def _print_up(cfg: PlatformConfig, report: UpReport) -> None:
     links = urls(cfg, report.services)
     print()
     print(f"Prefect UI   {links['prefect_ui']}")
-    print(f"MLflow UI    {links['mlflow_ui']}")
+    print(f"MLflow UI    {links['mlflow_ui']}   (a login is needed: {MLFLOW_GRANT} NAME)")
     print(f"Webhook      {links['webhook'] or 'not started (see gateway above)'}")
     print(f"Predictions  {links['predictions']}/v1/models/<model>/predict   (docs: /docs)")
     api = links["governance_api"]
@@ -84,6 +87,13 @@ def print_credentials(creds: Credentials) -> None:
             f"export MLSTEWARD_WEBHOOK_SECRET=$(cat {webhook.path})",
         ],
     )
+    if (mlflow := creds.mlflow_password) is not None:
+        # Never printed: the platform's processes get it; people get logins of their own.
+        made = "made now, " if mlflow.created else ""
+        print(f"{'MLflow account':<15} {GOVERNANCE_USER} ({made}password in {mlflow.path})")
+        print(f"{'':<16}the platform's own; people get a login with {MLFLOW_GRANT} NAME")
+        if mlflow.note:
+            print(f"{'':<16}{mlflow.note}")
 
 
 def _print_credential(cred: Credential, *, later: str, first: list[str]) -> None:

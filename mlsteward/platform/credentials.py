@@ -1,6 +1,7 @@
-"""The credentials ``up`` makes on its first start, so the governance API and the webhook gateway
-run with authentication on and nothing has to be exported first: an admin token (for the API and
-the CLI) and the webhook secret CI signs with.
+"""The credentials ``up`` makes on its first start, so the governance API, the webhook gateway and
+the MLflow server run with authentication on and nothing has to be exported first: an admin token
+(for the API and the CLI), the webhook secret CI signs with, the password of the MLflow
+governance account (``mlflow_auth``) and the key MLflow signs its login forms with.
 
 Each lives in its own file under ``MLSTEWARD_HOME/secrets`` (the directory 0700, the files 0600
 whatever the umask), is shown once when it is made and afterwards only named by its path: a
@@ -22,6 +23,7 @@ from typing import Any
 
 from mlsteward.errors import AuthenticationError, MlstewardError
 from mlsteward.identity import IdentityStore, Role, identity_store, local_principal
+from mlsteward.platform import mlflow_auth
 from mlsteward.platform.services import GATEWAY_SECRET_VARS, PlatformError
 
 ADMIN = "user:admin"
@@ -35,6 +37,8 @@ WORKER_TOKEN_FILE = "worker.token"
 SERVING_TOKEN_VAR = "MLSTEWARD_SERVING_TOKEN"
 WEBHOOK_SECRET_FILE = "webhook.secret"
 WEBHOOK_SECRET_VAR = GATEWAY_SECRET_VARS[0]
+MLFLOW_PASSWORD_FILE = "mlflow-governance.password"
+MLFLOW_FLASK_SECRET_FILE = "mlflow-flask.secret"
 
 
 def secrets_dir(home: Path) -> Path:
@@ -64,6 +68,8 @@ class Credentials:
     webhook_secret: Credential
     principals_added: tuple[str, ...] = ()
     worker_token: Credential | None = None
+    mlflow_password: Credential | None = None
+    mlflow_flask_secret: Credential | None = None
 
     def gateway_env(self) -> dict[str, str]:
         """What the gateway's environment adds: the file's secret, unless one is configured."""
@@ -78,12 +84,37 @@ class Credentials:
             return {}
         return {SERVING_TOKEN_VAR: self.worker_token.value}
 
+    def mlflow_client_env(self) -> dict[str, str]:
+        """What the environment of a process that writes to MLflow adds: the governance
+        account's login (the worker, the prediction service, the governance API)."""
+        if self.mlflow_password is None or self.mlflow_password.value is None:
+            return {}
+        return mlflow_auth.client_env(self.mlflow_password.value)
+
+    def mlflow_server_env(self, home: Path) -> dict[str, str]:
+        """What the MLflow server's environment adds: basic auth, with the governance account
+        as its admin. Writes the auth settings file it names."""
+        if self.mlflow_password is None or self.mlflow_password.value is None:
+            raise PlatformError("the MLflow governance account has no password: see make up")
+        if self.mlflow_flask_secret is None or self.mlflow_flask_secret.value is None:
+            raise PlatformError("the MLflow server has no form-signing key: see make up")
+        config = mlflow_auth.write_auth_config(secrets_dir(home))
+        return mlflow_auth.server_env(
+            config, self.mlflow_password.value, self.mlflow_flask_secret.value
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "admin_token": self.admin_token.to_dict(),
             "webhook_secret": self.webhook_secret.to_dict(),
             "principals_added": list(self.principals_added),
         }
+        if self.mlflow_password is not None:
+            out["mlflow_governance_password"] = {
+                **self.mlflow_password.to_dict(),
+                "username": mlflow_auth.GOVERNANCE_USER,
+            }
+        return out
 
 
 def ensure_credentials(home: Path) -> Credentials:
@@ -105,7 +136,21 @@ def ensure_credentials(home: Path) -> Credentials:
     except MlstewardError as exc:
         raise PlatformError(f"the platform's principals and admin token: {exc}") from exc
     webhook = _webhook_secret(secrets_dir(home) / WEBHOOK_SECRET_FILE)
-    return Credentials(admin, webhook, added, worker)
+    mlflow_password = _generated_secret(
+        secrets_dir(home) / MLFLOW_PASSWORD_FILE,
+        f"MLflow password of {mlflow_auth.GOVERNANCE_USER}",
+    )
+    flask = _generated_secret(secrets_dir(home) / MLFLOW_FLASK_SECRET_FILE, "MLflow form key")
+    return Credentials(admin, webhook, added, worker, mlflow_password, flask)
+
+
+def governance_mlflow_env(home: Path) -> dict[str, str]:
+    """The governance account's login for a process of this home's own (the local CLI when
+    it uses the platform), or nothing when ``up`` has not made the password yet."""
+    path = secrets_dir(home) / MLFLOW_PASSWORD_FILE
+    if not _exists(path):
+        return {}
+    return mlflow_auth.client_env(_read_private(path)[0])
 
 
 def _ensure_principals(store: IdentityStore) -> tuple[str, ...]:
@@ -155,17 +200,22 @@ def _expires_soon(expires_at: str) -> bool:
     return datetime.fromisoformat(expires_at) - datetime.now(UTC) < EXPIRY_WARNING
 
 
-def _webhook_secret(path: Path) -> Credential:
-    what = "webhook secret"
-    configured = next((var for var in GATEWAY_SECRET_VARS if os.environ.get(var)), None)
-    if configured is not None:
-        return Credential(what, path, False, None, f"{configured} is set and wins", configured)
+def _generated_secret(path: Path, what: str) -> Credential:
+    """A random secret in ``path``: read when there, made (and marked created) when not."""
     if _exists(path):
         value, note = _read_private(path)
         return Credential(what, path, False, value, note)
     value = secrets.token_urlsafe(32)
     _write_private(path, value)
     return Credential(what, path, True, value)
+
+
+def _webhook_secret(path: Path) -> Credential:
+    what = "webhook secret"
+    configured = next((var for var in GATEWAY_SECRET_VARS if os.environ.get(var)), None)
+    if configured is not None:
+        return Credential(what, path, False, None, f"{configured} is set and wins", configured)
+    return _generated_secret(path, what)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """``up``, ``down`` and ``status``: start the platform's services in order and wait for each to
 answer, stop exactly what was started, and report what runs (one ``up`` at a time per home).
-The first ``up`` also makes the credentials the services authenticate with (``credentials``).
+The first ``up`` also makes the credentials the services authenticate with (``credentials``),
+and MLflow runs behind a login (``mlflow_auth``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,15 @@ from typing import Any
 
 from mlsteward.config import profiles
 from mlsteward.platform import processes
-from mlsteward.platform.credentials import WEBHOOK_SECRET_VAR, Credentials, ensure_credentials
+from mlsteward.platform.credentials import (
+    MLFLOW_PASSWORD_FILE,
+    WEBHOOK_SECRET_VAR,
+    Credentials,
+    ensure_credentials,
+    secrets_dir,
+)
 from mlsteward.platform.deployments import ensure_deployments, ensure_work_pool, worker_online
+from mlsteward.platform.mlflow_auth import check_governance_login
 from mlsteward.platform.provision import provision
 from mlsteward.platform.services import (
     API_ENV,
@@ -83,7 +91,7 @@ def up(cfg: PlatformConfig) -> UpReport:
     with _lock(cfg):
         report.profile = _provision()
         report.credentials = ensure_credentials(cfg.home)
-        envs = _service_envs(svcs, env, report.credentials)
+        envs = _service_envs(cfg, svcs, env, report.credentials)
         states = {name: inspect(cfg, svc) for name, svc in svcs.items()}
         notes = {name: _discard_stale(cfg, svcs[name], s) for name, s in states.items()}
         notes["gateway"] = notes["gateway"] or _older_secret(states["gateway"], envs["gateway"])
@@ -105,15 +113,19 @@ def up(cfg: PlatformConfig) -> UpReport:
 
 
 def _service_envs(
-    svcs: dict[str, Service], env: dict[str, str], credentials: Credentials
+    cfg: PlatformConfig, svcs: dict[str, Service], env: dict[str, str], credentials: Credentials
 ) -> dict[str, dict[str, str]]:
     """Each service's environment: the platform's, with the webhook secret for the gateway
-    alone (no other process needs it), authentication on for the governance API, and a
-    viewer's token for the worker (its rollouts read the prediction service)."""
+    alone (no other process needs it), authentication on for the governance API, a viewer's
+    token for the worker (its rollouts read the prediction service), MLflow's basic auth for
+    its server and the governance account's MLflow login for the processes that write to it."""
+    mlflow_login = credentials.mlflow_client_env()
     extra = {
         "gateway": credentials.gateway_env(),
-        "api": API_ENV,
-        "prefect-worker": credentials.worker_env(),
+        "mlflow": credentials.mlflow_server_env(cfg.home),
+        "api": {**API_ENV, **mlflow_login},
+        "serving": mlflow_login,
+        "prefect-worker": {**credentials.worker_env(), **mlflow_login},
     }
     return {name: {**env, **extra.get(name, {})} for name in svcs}
 
@@ -185,6 +197,7 @@ def _start_in_order(
     if "mlflow" in started:
         health = cfg.url(cfg.mlflow_port, "/health")
         wait_ready(cfg, svcs["mlflow"], started["mlflow"], lambda: http_json(health, env) == "OK")
+    _check_mlflow_login(cfg, svcs["mlflow"], envs["mlflow"])
     # Only once MLflow answers: they would create a new store's tables at the same time as the
     # MLflow server ("duplicate column name"). Alive is enough: there may be no champion yet.
     alive = {
@@ -197,6 +210,18 @@ def _start_in_order(
     for name in late:
         wait_ready(cfg, svcs[name], started[name], _answers(alive[name], env))
     return deployments
+
+
+def _check_mlflow_login(cfg: PlatformConfig, mlflow: Service, mlflow_env: dict[str, str]) -> None:
+    """The running MLflow server (just started or found running) takes the governance login
+    its clients are about to get."""
+    state = inspect(cfg, mlflow)
+    if state.running and state.url is not None:
+        check_governance_login(
+            state.url,
+            mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"],
+            secrets_dir(cfg.home) / MLFLOW_PASSWORD_FILE,
+        )
 
 
 def _settle_gateway(

@@ -1,6 +1,6 @@
-"""The local platform: Prefect server and UI, work pool, deployments, a worker, the MLflow UI,
-the webhook gateway, the prediction service and the governance API, started and stopped as one
-unit (``make up`` / ``down`` / ``status``).
+"""The local platform: Prefect server and UI, work pool, deployments, a worker, the MLflow server
+and UI (behind a login, ``mlflow_auth``), the webhook gateway, the prediction service and the
+governance API, started and stopped as one unit (``make up`` / ``down`` / ``status``).
 
 Every service runs detached in its own session with its pid in ``MLSTEWARD_HOME/run/<name>.pid``
 and its output in ``MLSTEWARD_HOME/logs/<name>.log``, so later commands find it again and ``down``
@@ -46,6 +46,8 @@ API_HEALTH_PATH = "/api/v1/health"
 GATEWAY_SECRET_VARS = ("MLSTEWARD_WEBHOOK_SECRET", "MLSTEWARD_WEBHOOK_SECRET_BLOCK")
 # The governance API never falls back to single-user mode: every request needs a token.
 API_ENV = {"MLSTEWARD_AUTH": "required"}
+# MLflow asks every request for a login (``mlflow_auth``): people read, one account writes.
+MLFLOW_APP = ("--app-name", "basic-auth")
 
 # Quiet defaults for every child (the caller may override them). MLflow's job runner serves
 # GenAI features we do not use and would add seven resident processes.
@@ -192,6 +194,7 @@ def services(cfg: PlatformConfig) -> dict[str, Service]:
                 "mlflow",
                 ("mlflow", "server"),
                 (
+                    *MLFLOW_APP,
                     "--backend-store-uri",
                     cfg.mlflow_backend_store_uri,
                     *_mlflow_artifact_args(),

@@ -24,6 +24,7 @@ from mlsteward.data.synthetic import generate_cohort, write_dataset
 from mlsteward.gateway.client import build_request
 from mlsteward.identity import local_principal
 from mlsteward.platform import processes
+from mlsteward.platform.mlflow_auth import GOVERNANCE_USER, basic_auth_header
 from tests.conftest import REPO_ROOT
 from tests.support.platform import (
     SERVICES,
@@ -53,7 +54,14 @@ def test_up_twice_status_and_down(platform: Platform) -> None:
 
     # Every service answers, and the Prefect server has the pool, the deployments and a worker.
     assert get(platform.url("PREFECT", "/api/health")) == (200, b"true")
-    status, page = get(platform.url("MLFLOW", "/"))
+    # MLflow asks for a login: none gets 401; the governance account's (never printed) works.
+    with pytest.raises(urllib.error.HTTPError) as no_login:
+        urllib.request.urlopen(platform.url("MLFLOW", "/"), timeout=10)
+    assert no_login.value.code == 401
+    password = (platform.home / "secrets" / "mlflow-governance.password").read_text().strip()
+    assert password not in first.stdout
+    login = {"Authorization": basic_auth_header(GOVERNANCE_USER, password)}
+    status, page = get(platform.url("MLFLOW", "/"), login)
     assert status == 200 and b"<html" in page.lower()
     assert json.loads(get(platform.url("GATEWAY", "/health"))[1])["prefect_api"] == (
         platform.url("PREFECT", "/api")

@@ -137,7 +137,7 @@ def test_only_the_gateway_gets_the_secret_and_never_on_its_command_line(
     creds = ensure_credentials(mlsteward_home)
     secret = (secrets_dir(mlsteward_home) / "webhook.secret").read_text().strip()
     svcs = services(cfg)
-    envs = _service_envs(svcs, child_env(cfg), creds)
+    envs = _service_envs(cfg, svcs, child_env(cfg), creds)
 
     assert envs["gateway"]["MLSTEWARD_WEBHOOK_SECRET"] == secret
     assert [n for n, env in envs.items() if "MLSTEWARD_WEBHOOK_SECRET" in env] == ["gateway"]
@@ -145,6 +145,15 @@ def test_only_the_gateway_gets_the_secret_and_never_on_its_command_line(
     assert envs["prefect-worker"]["MLSTEWARD_SERVING_TOKEN"] == worker_token
     assert [n for n, env in envs.items() if "MLSTEWARD_SERVING_TOKEN" in env] == ["prefect-worker"]
     assert all(secret not in " ".join(svc.argv()) for svc in svcs.values())
+    # MLflow's governance login: the server as its admin, the processes that write to it as
+    # clients, nobody on a command line.
+    password = (secrets_dir(mlsteward_home) / "mlflow-governance.password").read_text().strip()
+    assert envs["mlflow"]["MLFLOW_AUTH_ADMIN_PASSWORD"] == password
+    assert [n for n, env in envs.items() if "MLFLOW_AUTH_ADMIN_PASSWORD" in env] == ["mlflow"]
+    writers = {n for n, env in envs.items() if env.get("MLFLOW_TRACKING_PASSWORD") == password}
+    assert writers == {"prefect-worker", "serving", "api"}
+    assert all(password not in " ".join(svc.argv()) for svc in svcs.values())
+    assert svcs["mlflow"].args[:2] == ("--app-name", "basic-auth")
     # The governance API never falls back to single-user mode.
     assert envs["api"]["MLSTEWARD_AUTH"] == "required"
     assert svcs["api"].argv()[-4:] == ["--host", cfg.host, "--port", str(cfg.api_port)]
@@ -165,7 +174,7 @@ def test_an_exported_secret_wins_over_the_file(
     assert (secrets_dir(mlsteward_home) / "webhook.secret").exists()
     monkeypatch.setenv(var, "exported")
     creds = ensure_credentials(mlsteward_home)
-    gateway = _service_envs(services(cfg), child_env(cfg), creds)["gateway"]
+    gateway = _service_envs(cfg, services(cfg), child_env(cfg), creds)["gateway"]
     assert gateway[var] == "exported"
     assert {v: gateway.get(v) for v in SECRET_VARS if v != var} == {
         v: None for v in SECRET_VARS if v != var
