@@ -7,7 +7,8 @@
   as one line, not a traceback (:func:`mlsteward.errors.quiet_refusals`).
 - The local platform: a command that talks to Prefect uses the server ``make up`` runs for this
   ``MLSTEWARD_HOME``, found from its pid file, instead of starting a temporary one (10-15 s),
-  and writes to its MLflow server as the platform's governance account, as the worker does.
+  and writes to its MLflow server as the platform's governance account, as the worker does
+  (also when ``PREFECT_API_URL`` is set).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tomllib
 import warnings
 from pathlib import Path
 
-from mlsteward.errors import quiet_refusals
+from mlsteward.errors import MlstewardError, quiet_refusals
 
 OFFLINE_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -51,6 +52,7 @@ def use_local_platform() -> str | None:
     when no healthy platform server is found: a flow then runs on a temporary server, as
     without the platform. Returns the API URL now in use, if it came from the platform.
     """
+    _use_platform_mlflow_login()
     if os.environ.get("PREFECT_API_URL") or _profile_sets_api_url():
         return None
     # The platform module imports only the standard library and our settings.
@@ -62,14 +64,18 @@ def use_local_platform() -> str | None:
     os.environ["PREFECT_API_URL"] = api
     if auth := os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
         os.environ.setdefault("PREFECT_API_AUTH_STRING", auth)  # as the platform's own clients
-    if not os.environ.get("MLFLOW_TRACKING_USERNAME"):  # MLflow as the platform's processes
-        from mlsteward.config.settings import home
-        from mlsteward.platform.credentials import governance_mlflow_env
-        from mlsteward.platform.services import PlatformError
-
-        with contextlib.suppress(PlatformError):  # unreadable: MLflow answers 401 where it asks
-            os.environ.update(governance_mlflow_env(home()))
     return api
+
+
+def _use_platform_mlflow_login() -> None:
+    """Write to the platform's MLflow server as its own processes do (the governance account),
+    unless a login is set; only for this home's server, whatever names the Prefect API."""
+    if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        return
+    from mlsteward.platform.credentials import platform_mlflow_login_env
+
+    with contextlib.suppress(MlstewardError):  # unreadable: MLflow answers 401, naming itself
+        os.environ.update(platform_mlflow_login_env())
 
 
 def _profile_sets_api_url() -> bool:

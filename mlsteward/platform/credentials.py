@@ -21,10 +21,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mlsteward.config import settings
 from mlsteward.errors import AuthenticationError, MlstewardError
 from mlsteward.identity import IdentityStore, Role, identity_store, local_principal
 from mlsteward.platform import mlflow_auth
-from mlsteward.platform.services import GATEWAY_SECRET_VARS, PlatformError
+from mlsteward.platform.services import GATEWAY_SECRET_VARS, PlatformConfig, PlatformError
 
 ADMIN = "user:admin"
 CI = "service:ci"
@@ -142,6 +143,16 @@ def ensure_credentials(home: Path) -> Credentials:
     )
     flask = _generated_secret(secrets_dir(home) / MLFLOW_FLASK_SECRET_FILE, "MLflow form key")
     return Credentials(admin, webhook, added, worker, mlflow_password, flask)
+
+
+def platform_mlflow_login_env(cfg: PlatformConfig | None = None) -> dict[str, str]:
+    """The governance account's login for a command of this home's own, when the MLflow it
+    talks to is this home's platform server (the production profile's default): the password
+    never goes to any other server. Nothing when the flows open the store directly."""
+    cfg = cfg or PlatformConfig.from_env()
+    if settings.mlflow_tracking_uri().rstrip("/") != cfg.url(cfg.mlflow_port):
+        return {}
+    return governance_mlflow_env(cfg.home)
 
 
 def governance_mlflow_env(home: Path) -> dict[str, str]:

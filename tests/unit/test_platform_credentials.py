@@ -18,7 +18,11 @@ import pytest
 from mlsteward.identity import Role, authenticate, clear_cache, identity_store, local_principal
 from mlsteward.platform import processes
 from mlsteward.platform.command import print_credentials
-from mlsteward.platform.credentials import ensure_credentials, secrets_dir
+from mlsteward.platform.credentials import (
+    ensure_credentials,
+    platform_mlflow_login_env,
+    secrets_dir,
+)
 from mlsteward.platform.lifecycle import _older_secret, _service_envs
 from mlsteward.platform.services import (
     PlatformConfig,
@@ -157,6 +161,22 @@ def test_only_the_gateway_gets_the_secret_and_never_on_its_command_line(
     # The governance API never falls back to single-user mode.
     assert envs["api"]["MLSTEWARD_AUTH"] == "required"
     assert svcs["api"].argv()[-4:] == ["--host", cfg.host, "--port", str(cfg.api_port)]
+
+
+def test_the_cli_gets_the_mlflow_login_only_for_this_homes_server(
+    mlsteward_home: Path, monkeypatch: pytest.MonkeyPatch, cfg: PlatformConfig
+) -> None:
+    assert platform_mlflow_login_env(cfg) == {}  # no `up` yet: no password
+    ensure_credentials(mlsteward_home)
+    password = (secrets_dir(mlsteward_home) / "mlflow-governance.password").read_text().strip()
+    assert platform_mlflow_login_env(cfg) == {}  # local profile: the store file, no server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.url(cfg.mlflow_port))
+    assert platform_mlflow_login_env(cfg) == {
+        "MLFLOW_TRACKING_USERNAME": "mlsteward-governance",
+        "MLFLOW_TRACKING_PASSWORD": password,
+    }
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.elsewhere:5000")
+    assert platform_mlflow_login_env(cfg) == {}  # the password never goes to another server
 
 
 @pytest.mark.parametrize("var", SECRET_VARS)
