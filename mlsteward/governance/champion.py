@@ -21,6 +21,7 @@ from typing import Any
 from mlsteward.audit import Action, AuditRecord, AuditStore
 from mlsteward.errors import AliasMismatchError, NotFoundError
 from mlsteward.governance import registry
+from mlsteward.governance.attestations import verify_promotion
 from mlsteward.governance.registry import CHAMPION, VersionInfo
 
 COMPLETIONS = (Action.PROMOTED, Action.ROLLBACK, Action.PROMOTION_ABANDONED)
@@ -54,6 +55,7 @@ class ChampionState:
     record_seq: int | None
     alias: str | None  # what MLflow's champion alias points at
     pending: Pending | None
+    ignored: tuple[int, ...] = ()  # newer promotion records without a valid signature
 
     @property
     def consistent(self) -> bool:
@@ -66,9 +68,15 @@ class ChampionState:
                 f"{self.model}: {self.pending.describe()} is not finished; "
                 "`mlsteward audit reconcile --repair` finishes or undoes it"
             )
-        if self.recorded == self.alias:
-            return None
-        return mismatch_message(self.model, self.alias, self.recorded)
+        if self.recorded != self.alias:
+            return mismatch_message(self.model, self.alias, self.recorded)
+        if self.ignored:
+            seqs = ", ".join(f"#{n}" for n in self.ignored)
+            return (
+                f"{self.model}: audit record(s) {seqs} claim a change of champion without a "
+                "valid governance signature (forged or edited); they are ignored"
+            )
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +86,7 @@ class ChampionState:
             "alias_champion": self.alias,
             "consistent": self.consistent,
             "pending": None if self.pending is None else self.pending.__dict__,
+            "ignored_records": list(self.ignored),
             "problem": self.problem(),
         }
 
@@ -98,13 +107,38 @@ def _newest(audit: AuditStore, model: str, actions: tuple[Action, ...]) -> Audit
 
 
 def recorded(model: str, audit: AuditStore) -> tuple[str | None, int | None]:
-    """The champion version per the newest promotion or rollback record, and that record's seq
-    (``(None, None)`` when governance never made one)."""
-    rec = _newest(audit, model, (Action.PROMOTED, Action.ROLLBACK))
-    if rec is None:
+    """The champion version per the newest *signed* promotion or rollback record, and that
+    record's seq (``(None, None)`` when governance never made one).
+
+    A record whose governance signature does not verify (appended by someone with write access
+    to the store but without the key, or edited) is passed over: it cannot make a champion.
+    """
+    newest = _newest(audit, model, (Action.PROMOTED, Action.ROLLBACK))
+    if newest is None:
         return None, None
-    to = rec.details.get("to", rec.version)
-    return (str(to) if to is not None else None), rec.seq
+    if not verify_promotion(newest):
+        changes = [
+            r
+            for a in (Action.PROMOTED, Action.ROLLBACK)
+            for r in audit.query(model=model, action=a)
+        ]
+        signed = [r for r in sorted(changes, key=lambda r: r.seq) if verify_promotion(r)]
+        if not signed:
+            return None, None
+        newest = signed[-1]
+    to = newest.details.get("to", newest.version)
+    return (str(to) if to is not None else None), newest.seq
+
+
+def unsigned_changes(model: str, audit: AuditStore, after: int | None) -> list[int]:
+    """Seqs of promotion or rollback records after ``after`` that are not signed: forged or
+    edited records the champion ignores (reported, never followed)."""
+    return [
+        r.seq
+        for a in (Action.PROMOTED, Action.ROLLBACK)
+        for r in audit.query(model=model, action=a)
+        if (after is None or r.seq > after) and not verify_promotion(r)
+    ]
 
 
 def pending(model: str, audit: AuditStore) -> Pending | None:
@@ -138,8 +172,19 @@ def state(model: str, audit: AuditStore) -> ChampionState:
 def compare(model: str, audit: AuditStore, alias: str | None) -> ChampionState:
     """Record and an alias the caller has just read (serving reads the registry once a poll)."""
     version, seq = recorded(model, audit)
+    newest = _newest(audit, model, (Action.PROMOTED, Action.ROLLBACK))
+    ignored = (
+        tuple(unsigned_changes(model, audit, seq))
+        if newest is not None and newest.seq != seq
+        else ()
+    )
     return ChampionState(
-        model=model, recorded=version, record_seq=seq, alias=alias, pending=pending(model, audit)
+        model=model,
+        recorded=version,
+        record_seq=seq,
+        alias=alias,
+        pending=pending(model, audit),
+        ignored=ignored,
     )
 
 

@@ -233,3 +233,30 @@ def test_the_upkeep_flow_puts_a_moved_alias_back_and_checkpoints(stack: dict[str
         repaired = audit.last(model=MODEL, action=Action.ALIAS_REPAIRED)
         assert repaired is not None and checkpoint.seq >= repaired.seq  # the repair is anchored
         assert repaired.actor.endswith("for service:upkeep")
+
+
+def test_a_promotion_record_appended_without_the_key_makes_no_champion(
+    stack: dict[str, Any],
+) -> None:
+    """Someone with write access to the audit store appends a promotion record (and moves the
+    alias to match): without the governance key's signature the record is ignored."""
+    champion, challenger = stack["champion"], stack["challenger"]
+    with audit_store() as audit:
+        forged = audit.append(
+            Action.PROMOTED,
+            model=MODEL,
+            version=challenger,
+            actor="user:admin",
+            reason="looks legitimate",
+            details={"from": champion, "to": challenger, "alias": "champion"},
+        )
+        found = champion_record.state(MODEL, audit)
+    assert found.recorded == champion and found.consistent
+    assert found.ignored == (forged.seq,) and "without a valid governance signature" in (
+        found.problem() or ""
+    )
+    registry.set_alias(MODEL, registry.CHAMPION, challenger)
+    with pytest.raises(AliasMismatchError, match=f"says v{champion}"):
+        governance.load_version(MODEL, "champion", actor="user:scorer")
+    code, _ = cli("audit", "reconcile", MODEL, "--repair")
+    assert code == 0 and alias() == champion
