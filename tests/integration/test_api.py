@@ -37,7 +37,7 @@ from mlsteward.api.client import GovernanceClient
 from mlsteward.audit import Action, audit_store
 from mlsteward.config.names import NAME_PATTERN
 from mlsteward.errors import NotFoundError, PermissionDeniedError
-from mlsteward.governance import canary
+from mlsteward.governance import canary, registry
 from mlsteward.identity import (
     PERMISSIONS,
     Permission,
@@ -373,6 +373,25 @@ def test_the_dashboard_summarises_every_model(
     assert row["challenger"]["metrics"]["roc_auc"] > 0.5
     assert row["pending_approvals"] == [] and row["open_alerts"] == []
     assert row["last_drift"] is None and row["active_rollout"] is None
+    assert row["champion_check"]["consistent"] is True
+
+
+def test_an_alias_moved_outside_governance_is_an_alert_on_the_dashboard(
+    client: TestClient, tokens: dict[Role, str], stack: dict[str, Any]
+) -> None:
+    viewer = bearer(tokens[Role.VIEWER])
+    registry.set_alias(MODEL, registry.CHAMPION, stack["challenger"])
+    try:
+        [row] = client.get(f"{API}/dashboard", headers=viewer).json()["models"]
+        [model] = client.get(f"{API}/models", headers=viewer).json()["models"]
+    finally:
+        registry.set_alias(MODEL, registry.CHAMPION, stack["champion"])
+    assert row["champion"]["version"] == stack["champion"]  # the record, not the alias
+    [alert] = row["open_alerts"]
+    assert alert["rule"] == "alias_mismatch" and alert["severity"] == "critical"
+    assert f"points at v{stack['challenger']}" in alert["message"]
+    assert model["champion"] == stack["champion"]
+    assert model["champion_check"]["alias_champion"] == stack["challenger"]
 
 
 # -- runs on the Prefect server -----------------------------------------------------------------
