@@ -15,6 +15,11 @@ Sections (run all, or pick with ``--sections``):
   - ``verify()`` over every record, as it runs by default (parallel helper processes when the
     chain is large and there is more than one free core) -- target <= 5 s -- and with
     ``verify_workers=1`` (one process) to show what the parallelism buys.
+  - signed checkpoints (``mlsteward.audit.checkpoints``, anchored in a file beside the temp
+    home): the first ``write_checkpoint`` (it checks the whole chain once), one after each new
+    record (it checks only the records since the previous one), and ``audit verify`` against
+    the newest checkpoint -- target <= 5 s -- as ``verify_with_checkpoint()`` and as the
+    ``mlsteward audit verify`` command in a new process (start-up included).
 
   Queries cycle through the models so no run repeats the previous one's rows; one warm-up
   call of each kind goes first (the file is then in the OS page cache, as on a server that
@@ -251,6 +256,73 @@ def bench_audit(args: argparse.Namespace) -> list[Figure]:
                 f"{single.records:,} records, {single.records / single_runs[0]:,.0f}/s",
             )
         )
+        figures += bench_checkpoints(args, store)
+    return figures
+
+
+def bench_checkpoints(args: argparse.Namespace, store: object) -> list[Figure]:
+    """Signed checkpoints over the same chain: the first one (which checks the whole chain
+    once), one after a new record (only the records since the previous one), and
+    ``audit verify`` against the newest checkpoint, as a function and as the command."""
+    import subprocess
+
+    from mlsteward.audit import Action
+    from mlsteward.audit.checkpoints import verify_with_checkpoint, write_checkpoint
+
+    anchor = Path(os.environ["MLSTEWARD_HOME"]).parent / "anchor" / "checkpoints.jsonl"
+    os.environ["MLSTEWARD_AUDIT_ANCHOR"] = anchor.as_uri()
+    figures: list[Figure] = []
+    first_runs, first = timed(
+        lambda: write_checkpoint(store, actor="system", reason="benchmark"),
+        1,  # type: ignore[arg-type]
+    )
+    figures.append(
+        Figure("write_checkpoint()  [first: whole chain]", first_runs, None, f"seq {first.seq:,}")
+    )
+
+    def next_checkpoint() -> object:
+        store.append(Action.PROMOTED, model="model_00", reason="benchmark")  # type: ignore[attr-defined]
+        return write_checkpoint(store, actor="system", reason="benchmark")  # type: ignore[arg-type]
+
+    runs, _ = timed(next_checkpoint, args.repeats)
+    figures.append(
+        Figure("append + write_checkpoint()  [incremental]", runs, None, "after each promotion")
+    )
+    # in turns with plain verify(), so both see the same load on a shared machine
+    runs, plain_runs = [], []
+    for _ in range(args.verify_repeats):
+        plain_run, _ = timed(store.verify, 1)  # type: ignore[attr-defined]
+        run, checked = timed(lambda: verify_with_checkpoint(store), 1)  # type: ignore[arg-type]
+        assert checked.ok and checked.checkpoint, checked.problem
+        plain_runs += plain_run
+        runs += run
+    extra = statistics.median(b - a for a, b in zip(plain_runs, runs, strict=True))
+    figures.append(
+        Figure(
+            "verify_with_checkpoint()  [default workers]",
+            runs,
+            VERIFY_TARGET_S,
+            f"{checked.records:,} records, against checkpoint {checked.checkpoint['seq']:,}; "
+            f"verify() in turns: median {fmt_s(statistics.median(plain_runs)).strip()}, "
+            f"checkpoint adds {extra * 1000:+.0f} ms",
+        )
+    )
+    env = {**os.environ, "MLSTEWARD_AUDIT_URL": store.url}  # type: ignore[attr-defined]
+    command = [str(Path(sys.executable).parent / "mlsteward"), "audit", "verify", "--json"]
+    cli_runs = []
+    for _ in range(args.verify_repeats):
+        start = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        cli_runs.append(time.perf_counter() - start)
+        assert done.returncode == 0, done.stdout + done.stderr
+    figures.append(
+        Figure(
+            "mlsteward audit verify  [command, checkpoint]",
+            cli_runs,
+            VERIFY_TARGET_S,
+            "a new process: start-up included",
+        )
+    )
     return figures
 
 

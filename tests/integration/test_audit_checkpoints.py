@@ -370,3 +370,24 @@ def test_the_api_reports_the_checkpoint_it_checked_against(trail: Trail) -> None
             trail.rewrite_everything(store, "nothing happened")
         found = client.get("/api/v1/audit/verify", headers=headers).json()
         assert not found["ok"] and "was rewritten since that checkpoint" in found["problem"]
+
+
+def test_records_cut_from_the_end_with_the_head_marker_moved_fail(trail: Trail) -> None:
+    """Deleting the newest records and moving the head marker back verifies as a chain; the
+    checkpoint covering them exposes it."""
+    with trail.open() as store:
+        fill(store, 6)
+        checkpoint = write_checkpoint(store, actor="system", reason="hourly")
+        kept = store.query()[2]
+        assert store.verify().ok
+    table = "audit" if trail.kind == "sqlite" else "mlsteward_audit"
+    trail.raw_write(
+        [
+            (f"DELETE FROM {table} WHERE seq > ?", (kept.seq,)),
+            (f"UPDATE {table}_head SET seq = ?, hash = ?, ts = ?", (kept.seq, kept.hash, kept.ts)),
+        ]
+    )
+    with trail.open() as store:
+        assert store.verify().ok  # the chain alone: three intact records
+        checked = verify_with_checkpoint(store)
+    assert not checked.ok and f"cut before record {checkpoint.seq}" in (checked.problem or "")
