@@ -32,6 +32,7 @@ from mlsteward.serving.slots import ModelSlot
 from tests.support.governance import MODEL
 
 FORK = multiprocessing.get_context("fork")
+AGAIN = {"reason": "the tests put the challenger back after promoting it"}
 runner = CliRunner()
 
 
@@ -146,7 +147,9 @@ def _promote_killed_at(step: str, version: str) -> Callable[[], None]:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         registry.set_alias = set_alias  # type: ignore[assignment]
-        governance.promote(get_model_config(MODEL), version, actor="user:admin", reason="kill")
+        governance.promote(
+            get_model_config(MODEL), version, actor="user:admin", reason="kill", override=AGAIN
+        )
         os._exit(3)  # not reached: the kill came first
 
     return body
@@ -260,3 +263,47 @@ def test_a_promotion_record_appended_without_the_key_makes_no_champion(
         governance.load_version(MODEL, "champion", actor="user:scorer")
     code, _ = cli("audit", "reconcile", MODEL, "--repair")
     assert code == 0 and alias() == champion
+
+
+def test_mlflow_failing_after_the_alias_moved_is_finished_by_the_next_call(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow goes down right after the alias moved: the tags fail and so does the undo. The
+    intent stays open; nothing may load the unexplained alias; once MLflow is back, the next
+    governance call finishes the promotion (its checks had all passed)."""
+    champion, challenger = stack["champion"], stack["challenger"]
+    start = head()
+    real_set_alias = registry.set_alias
+
+    def mlflow_down(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("MLflow tracking server unavailable")
+
+    def set_alias(name: str, which: str, version: str) -> None:
+        real_set_alias(name, which, version)
+        if which == registry.CHAMPION:  # from here on every registry write fails
+            for fn in ("set_alias", "set_tags", "delete_alias", "delete_tag"):
+                monkeypatch.setattr(registry, fn, mlflow_down)
+
+    monkeypatch.setattr(registry, "set_alias", set_alias)
+    cfg = get_model_config(MODEL)
+    with pytest.raises(ConnectionError, match="unavailable"):
+        governance.promote(
+            cfg, challenger, actor="user:admin", reason="during an outage", override=AGAIN
+        )
+    monkeypatch.undo()  # MLflow is back
+    assert alias() == challenger
+    assert records(Action.PROMOTED, after=start) == []
+    with pytest.raises(AliasMismatchError, match="interrupted promoted"):
+        governance.load_version(MODEL, "champion", actor="user:scorer")
+
+    code, out = cli("audit", "reconcile", MODEL, "--repair")
+    assert code == 0 and out["models"][0]["outcome"] == "finished", out
+    [done] = records(Action.PROMOTED, after=start)
+    assert done.details["recovered"] is True and verify_promotion(done)
+    loaded = governance.load_version(MODEL, "champion", actor="user:scorer")
+    assert loaded.info.version == challenger
+    # put the module's stack back: v1 champion again, v2 challenger
+    governance.rollback(cfg, reason="restore", actor="user:admin")
+    registry.set_tags(MODEL, challenger, {"lifecycle": "challenger"})
+    registry.set_alias(MODEL, registry.CHALLENGER, challenger)
+    assert alias() == champion
