@@ -19,6 +19,7 @@ from tasks.monitoring import (
     drift_reference,
     record_drift,
 )
+from tasks.reaper import reap_before_start
 from tasks.retrain import emit_drift_event, running_training_runs, training_deployment_available
 from tasks.scoring import load_champion
 
@@ -68,6 +69,7 @@ def drift_flow(
 
     # 3. Retrain, at most once per cooldown window and never beside a running one
     reason = "drift: " + "; ".join(decision.reasons)
+    reap_before_start(cfg.name)  # a dead training run would block the retrain for ever
     running = running_training_runs(cfg.name)
     verdict = claim_retrain_slot(
         cfg, decision.reasons, running, actor, {"report": result.report_path}

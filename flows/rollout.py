@@ -18,6 +18,7 @@ from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.policy import GovernanceOutcome
 from mlsteward.rollout.machine import RolloutResult, RolloutSpec
 from tasks.common import run_actor
+from tasks.reaper import reap_before_start
 from tasks.rollout import check_eligible, steer_canary
 
 
@@ -41,7 +42,8 @@ def rollout_flow(
         get_model_config(model), version, actor=actor, service_url=serving_url()
     )
 
-    # 1. Every reason not to start, refused and audited before anything changes
+    # 1. Every reason not to start (a dead rollout's canary closed first), refused and audited
+    reap_before_start(spec.cfg.name)
     eligible = check_eligible(spec)
 
     # 2. The canary, step by step; after the last step the version goes through governance

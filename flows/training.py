@@ -19,6 +19,7 @@ from tasks.features import (
     retrieve_partitioned_training_set,
     retrieve_training_set,
 )
+from tasks.reaper import reap_before_start
 from tasks.registry import (
     close_training_run,
     open_training_run,
@@ -97,6 +98,7 @@ def training_flow(
         git_ref=git_ref,
     )
     cfg = spec.cfg
+    reap_before_start(cfg.name)  # runs whose process died: marked Crashed, canaries closed
     actor = run_actor(requested_by)
     if spec.git_ref:
         verify_code_version(spec.git_ref)
