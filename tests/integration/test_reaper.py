@@ -1,10 +1,10 @@
-"""The reaper on a real Prefect server (the session's test harness): a training-like and a
-rollout-like run in processes of their own are killed with SIGKILL, stay Running, block a
-drift retrain and a new rollout, and are reaped once their heartbeat is older than the timeout
-(a second here; minutes in production).
+"""The reaper on a real Prefect server (the session's test harness): a training run (the real
+flow) and a rollout-like run, each in a process of its own, are killed with SIGKILL, stay
+Running, block a drift retrain and a new rollout, and are reaped once their heartbeat is older
+than the timeout (a second here; minutes in production).
 
-The registry holds two hand-registered versions (champion v1, challenger v2 that passed its
-gates) so a canary can open without training anything.
+For the rollouts the registry holds two hand-registered versions (champion v1, challenger v2
+that passed its gates), so a canary can open without training anything.
 """
 
 from __future__ import annotations
@@ -22,10 +22,19 @@ from uuid import UUID
 
 import pytest
 from prefect import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.settings import PREFECT_API_URL
 
 from flows.drift import drift_flow
+from flows.ingestion import ingestion_flow
 from flows.reaper import reaper_flow
 from flows.rollout import rollout_flow
 from flows.training import training_flow
@@ -41,9 +50,10 @@ from mlsteward.rollout.eligibility import RolloutRefused, check_eligibility
 from tasks.reaper import reap_before_start
 from tasks.retrain import running_training_runs
 from tests.conftest import REPO_ROOT
-from tests.support.governance import MODEL
+from tests.support.governance import MODEL, write_config
 from tests.support.heartbeating_runs import rollout_like
 from tests.support.platform import free_port
+from tests.support.serving import FAST_TUNING
 from tests.support.stack import wait_for
 
 StartRun = Callable[..., tuple[subprocess.Popen[bytes], str]]
@@ -86,15 +96,34 @@ def start_run(tmp_path: Path) -> Iterator[StartRun]:
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         started.append(proc)
-        wait_for(f"the {kind} run to start", lambda: ready.exists() or proc.poll() is not None, 90)
-        assert proc.poll() is None, (tmp_path / f"{kind}-{len(started) - 1}.log").read_text()
-        return proc, ready.read_text()
+
+        def run_id() -> str | None:
+            if proc.poll() is not None:
+                log = (tmp_path / f"{kind}-{len(started) - 1}.log").read_text()
+                raise AssertionError(f"the {kind} run's process exited:\n{log[-3000:]}")
+            if ready.exists():
+                return ready.read_text()
+            return running_with_reason(f"test {ready}")
+
+        return proc, wait_for(f"the {kind} run to start", run_id, 120)
 
     yield start
     for proc in started:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def running_with_reason(reason: str) -> str | None:
+    """The Running training run started with ``reason``, if any."""
+    with get_client(sync_client=True) as c:
+        runs = c.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["train-model"])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+            ),
+        )
+    return next((str(r.id) for r in runs if (r.parameters or {}).get("reason") == reason), None)
 
 
 def kill_after_heartbeat(proc: subprocess.Popen[bytes], run_id: str) -> None:
@@ -130,9 +159,17 @@ def records(action: Action) -> list[AuditRecord]:
 
 def test_a_killed_training_run_is_reaped_and_no_longer_blocks_a_retrain(
     start_run: StartRun,
+    small_cohort_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The real training flow, killed while it trains (far more trials than it gets to)."""
+    config = tmp_path / "config"
+    write_config(config, tuning=FAST_TUNING)
+    monkeypatch.setenv("MLSTEWARD_CONFIG_DIR", str(config))
+    ingestion_flow(model=MODEL, source=str(small_cohort_path))
     cfg = get_model_config(MODEL)
-    proc, run_id = start_run("train")
+    proc, run_id = start_run("training-flow", "10000")
     assert any(run_id in r for r in running_training_runs.fn(MODEL))
     # alive and heartbeating: left alone
     assert run_id not in [r.flow_run_id for r in reap(timeout_seconds=60).reaped]

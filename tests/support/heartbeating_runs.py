@@ -1,10 +1,12 @@
 """Flow runs that hold something and then wait, for a test to kill: a process of their own
-(``python -m tests.support.heartbeating_runs KIND MODEL READY [VERSION]``) against the test's
-Prefect server. They are named as the training and rollout flows are, and Prefect's engine
-heartbeats for them exactly as for those; the rollout one opens its canary and records its
-start through the rollout machine, as the real rollout does before its first step.
+(``python -m tests.support.heartbeating_runs KIND MODEL READY [VERSION | MAX_EVALS]``) against
+the test's Prefect server. They are named as the training and rollout flows are, and Prefect's
+engine heartbeats for them exactly as for those; the rollout one opens its canary and records
+its start through the rollout machine, as the real rollout does before its first step. KIND
+``training-flow`` is the real training flow, with MAX_EVALS trials.
 
-``READY`` gets the flow run's id once the run holds what it holds.
+``READY`` gets the flow run's id once the run holds what it holds (the real training flow's
+run has ``test READY`` as its reason instead).
 """
 
 from __future__ import annotations
@@ -53,7 +55,11 @@ def rollout_like(model: str, version: str, ready: str, hold_seconds: float = 600
 
 if __name__ == "__main__":
     kind, model, ready, *rest = sys.argv[1:]
-    if kind == "train":
+    if kind == "training-flow":  # the real one, with the run's reason naming READY
+        from flows.training import training_flow
+
+        training_flow(model=model, max_evals=int(rest[0]), reason=f"test {ready}")
+    elif kind == "train":
         training_like(model, ready)
     else:
         rollout_like(model, rest[0], ready)
