@@ -39,11 +39,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import fcntl
 import json
-import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +51,6 @@ from mlsteward.audit.base import _ChainStore
 from mlsteward.audit.chain import VerifyResult
 from mlsteward.audit.records import GENESIS_HASH, Action, AuditError, format_ts
 from mlsteward.config import settings
-from mlsteward.config.profiles import active
 from mlsteward.errors import SigningError
 from mlsteward.signing import keys
 
@@ -162,34 +158,18 @@ def store_id(store: AuditStore) -> str:
 # ------------------------------------------------------------------------------ the key
 
 
-@contextmanager
-def _key_creation_lock() -> Iterator[None]:
-    """Two processes making the local key at once would each write their own."""
-    directory = keys.private_key_path().parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / ".init.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _signing_key(store: AuditStore, actor: str) -> ec.EllipticCurvePrivateKey:
-    """The governance private key; in the local profile a missing one is made on first use
-    (and its creation recorded), so one machine needs no set-up. Elsewhere a key must be
-    given: one made on the spot by the process it vouches for proves nothing."""
-    if not keys.configured() and active().name == "local":
-        with _key_creation_lock():
-            made = keys.init_keys()
-        if made.created:
-            store.append(
-                Action.SIGNING_KEY_CREATED,
-                actor=actor,
-                reason="governance key created on first use (local profile)",
-                details={"key_id": made.key_id, "public_key": str(made.public)},
-            )
-    return keys.load_private_key()
+    """The governance private key (made on first use in the local profile, and that creation
+    recorded; see ``keys.ensure_private_key``)."""
+    key, made = keys.ensure_private_key()
+    if made is not None:
+        store.append(
+            Action.SIGNING_KEY_CREATED,
+            actor=actor,
+            reason="governance key created on first use (local profile)",
+            details={"key_id": made.key_id, "public_key": str(made.public)},
+        )
+    return key
 
 
 # ------------------------------------------------------------------------------ anchor

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlsteward.audit import Action, AuditRecord, audit_store
+from mlsteward.audit import AuditRecord
+from mlsteward.governance.signatures import signing_key_for_use
 from mlsteward.signing import keys
 
 SIGNED_FIELDS = ("from", "to", "artifact_sha256", "intent_seq", "recovered")
@@ -32,15 +33,7 @@ def statement(*, model: str, action: str, actor: str, details: dict[str, Any]) -
 
 def sign_promotion(*, model: str, action: str, actor: str, details: dict[str, Any]) -> dict:
     """``{"key_id", "signature", "fields"}`` for the completion record's details."""
-    key, made = keys.ensure_private_key()
-    if made is not None:
-        with audit_store() as store:
-            store.append(
-                Action.SIGNING_KEY_CREATED,
-                actor="governance",
-                reason=f"governance signing key {made.key_id} created for local use",
-                details={"key_id": made.key_id, "public_key": str(made.public)},
-            )
+    key = signing_key_for_use()
     data = statement(model=model, action=action, actor=actor, details=details)
     return {
         "key_id": keys.key_id(key.public_key()),

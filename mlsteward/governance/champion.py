@@ -224,5 +224,5 @@ def resolve(model: str, audit: AuditStore, *, actor: str, purpose: str) -> Versi
             recorded=found.recorded,
         )
     if found.recorded is None:
-        raise NotFoundError(f"{model} has no champion; promote a version first")
+        raise NotFoundError(f"{model} has no champion yet: train and promote a version first")
     return registry.get_version(model, found.recorded)

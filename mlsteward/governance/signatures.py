@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mlsteward.audit import Action, audit_store
-from mlsteward.config import profiles
 from mlsteward.errors import SignatureError, SigningError
 from mlsteward.signing import keys
 
@@ -43,40 +42,26 @@ KEY_ID_TAG = "signing_key_id"
 # (the registered name and version it was asked for); it is not stored, so it is not signed.
 # The ignored names are recorded in the signature, where ``model_signing verify`` reads them.
 IGNORED = ("registered_model_meta",)
-KEY_SOURCES = (
-    f"{keys.PRIVATE_FILE_ENV} (a PEM file), {keys.PRIVATE_PEM_ENV} (the PEM text) or "
-    f"{keys.PRIVATE_BLOCK_ENV} (a Prefect Secret block)"
-)
 
 
-def signing_key_for_use() -> ec.EllipticCurvePrivateKey:
-    """The governance private key, made on first use in the local profile.
-
-    Locally, ``make demo`` and a fresh checkout sign without any set-up, and the key they make
-    is audited like one ``mlsteward keys init`` makes. Anywhere else a key appearing from
-    nowhere would sign models nobody can verify with the deployment's public key.
+def signing_key_for_use(actor: str = "governance") -> ec.EllipticCurvePrivateKey:
+    """The governance private key, made on first use in the local profile
+    (``keys.ensure_private_key``) and that creation audited like one ``mlsteward keys init``
+    makes, so ``make demo`` and a fresh checkout sign without any set-up.
 
     Raises:
         SigningError: no key is configured outside the local profile, or it cannot be read.
     """
-    if not keys.configured():
-        profile = profiles.active().name
-        if profile != "local":
-            raise SigningError(
-                f"no governance signing key for profile {profile!r}, so no model can be "
-                f"registered: set {KEY_SOURCES}; `mlsteward keys init` makes one for local use"
+    key, made = keys.ensure_private_key()
+    if made is not None:
+        with audit_store() as store:
+            store.append(
+                Action.SIGNING_KEY_CREATED,
+                actor=actor,
+                reason=f"governance signing key {made.key_id} created on first use",
+                details={"key_id": made.key_id, "public_key": str(made.public)},
             )
-        made = keys.init_keys()
-        if made.created:
-            with audit_store() as store:
-                store.append(
-                    Action.SIGNING_KEY_CREATED,
-                    actor="governance",
-                    reason=f"governance signing key {made.key_id} created on first use",
-                    details={"key_id": made.key_id, "public_key": str(made.public)},
-                )
-    # Read back from disk: a concurrent first use may have written the key that won.
-    return keys.load_private_key()
+    return key
 
 
 def _model_signing() -> Any:

@@ -87,6 +87,10 @@ def print_credentials(creds: Credentials) -> None:
             f"export MLSTEWARD_WEBHOOK_SECRET=$(cat {webhook.path})",
         ],
     )
+    if (key := creds.signing_key) is not None:
+        made = "made now; " if key.created else ""
+        print(f"{'Signing key':<15} governance key {key.key_id} ({made}private key {key.private})")
+        print(f"{'':<16}verifiers need only {key.public} (mlsteward keys show)")
     if (mlflow := creds.mlflow_password) is not None:
         # Never printed: the platform's processes get it; people get logins of their own.
         made = "made now, " if mlflow.created else ""

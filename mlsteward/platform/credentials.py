@@ -21,11 +21,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mlsteward.audit import Action, audit_store
 from mlsteward.config import settings
 from mlsteward.errors import AuthenticationError, MlstewardError
 from mlsteward.identity import IdentityStore, Role, identity_store, local_principal
 from mlsteward.platform import mlflow_auth
 from mlsteward.platform.services import GATEWAY_SECRET_VARS, PlatformConfig, PlatformError
+from mlsteward.signing import keys
+from mlsteward.signing.keys import KeyFiles
 
 ADMIN = "user:admin"
 CI = "service:ci"
@@ -71,6 +74,7 @@ class Credentials:
     worker_token: Credential | None = None
     mlflow_password: Credential | None = None
     mlflow_flask_secret: Credential | None = None
+    signing_key: KeyFiles | None = None
 
     def gateway_env(self) -> dict[str, str]:
         """What the gateway's environment adds: the file's secret, unless one is configured."""
@@ -110,6 +114,14 @@ class Credentials:
             "webhook_secret": self.webhook_secret.to_dict(),
             "principals_added": list(self.principals_added),
         }
+        if self.signing_key is not None:
+            k = self.signing_key
+            out["signing_key"] = {
+                "key_id": k.key_id,
+                "private_key": str(k.private),
+                "public_key": str(k.public),
+                "created": k.created,
+            }
         if self.mlflow_password is not None:
             out["mlflow_governance_password"] = {
                 **self.mlflow_password.to_dict(),
@@ -142,7 +154,29 @@ def ensure_credentials(home: Path) -> Credentials:
         f"MLflow password of {mlflow_auth.GOVERNANCE_USER}",
     )
     flask = _generated_secret(secrets_dir(home) / MLFLOW_FLASK_SECRET_FILE, "MLflow form key")
-    return Credentials(admin, webhook, added, worker, mlflow_password, flask)
+    return Credentials(admin, webhook, added, worker, mlflow_password, flask, _governance_key(home))
+
+
+def _governance_key(home: Path) -> KeyFiles | None:
+    """The governance signing key the platform's processes sign with: made under the home on
+    the first ``up`` (any profile: the platform is one machine, its home is its secret store),
+    unless one is given through the environment (a mounted secret, a Prefect Secret block).
+    None when given."""
+    if os.environ.get(keys.PRIVATE_PEM_ENV) or os.environ.get(keys.PRIVATE_BLOCK_ENV):
+        return None
+    try:
+        made = keys.init_keys()
+    except (OSError, MlstewardError) as exc:
+        raise PlatformError(f"the governance signing key under {home}: {exc}") from exc
+    if made.created:
+        with audit_store() as store:
+            store.append(
+                Action.SIGNING_KEY_CREATED,
+                actor="platform",
+                reason=f"governance signing key {made.key_id} made by the platform's first up",
+                details={"key_id": made.key_id, "public_key": str(made.public)},
+            )
+    return made
 
 
 def platform_mlflow_login_env(cfg: PlatformConfig | None = None) -> dict[str, str]:

@@ -19,8 +19,11 @@ governance.pub``, else derived from the private key.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,10 @@ CURVE = ec.SECP256R1()
 PRIVATE_NAME = "governance.key"
 PUBLIC_NAME = "governance.pub"
 INIT_HINT = "run `mlsteward keys init` (local use) or set MLSTEWARD_SIGNING_KEY"
+KEY_SOURCES = (
+    f"{PRIVATE_FILE_ENV} (a PEM file), {PRIVATE_PEM_ENV} (the PEM text) or {PRIVATE_BLOCK_ENV} "
+    "(a Prefect Secret block)"
+)
 
 
 @dataclass(frozen=True)
@@ -178,16 +185,38 @@ def load_private_key() -> ec.EllipticCurvePrivateKey:
 
 def ensure_private_key() -> tuple[ec.EllipticCurvePrivateKey, KeyFiles | None]:
     """The private key; in the local profile a missing one is made first (returned as the
-    ``KeyFiles`` so the caller can audit its creation), so one machine needs no set-up. Other
-    profiles must be given a key: signing with a key nobody else holds proves nothing.
+    ``KeyFiles`` so the caller can audit its creation; None when the key existed), so one
+    machine needs no set-up. Anywhere else a key appearing from nowhere would sign what nobody
+    can verify with the deployment's public key, so it must be given.
 
     Raises:
-        SigningError: no key is configured outside the local profile.
+        SigningError: no key is configured outside the local profile, or it cannot be read.
     """
-    if not configured() and active().name == "local":
-        made = init_keys()
-        return load_private_key(), made
-    return load_private_key(), None
+    made = None
+    if not configured():
+        profile = active().name
+        if profile != "local":
+            raise SigningError(
+                f"no governance signing key for profile {profile!r}: set {KEY_SOURCES}; "
+                "`mlsteward keys init` makes one for local use"
+            )
+        with _creation_lock():
+            made = init_keys()
+    # Read back from disk: a concurrent first use may have written the key that won.
+    return load_private_key(), made if made is not None and made.created else None
+
+
+@contextmanager
+def _creation_lock() -> Iterator[None]:
+    """Two processes making the local key at once would each write their own."""
+    directory = private_key_path().parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".init.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def load_public_key() -> ec.EllipticCurvePublicKey:

@@ -131,6 +131,11 @@ def test_the_platforms_first_credentials_go_to_the_audit_database(
     assert not (mlsteward_home / "identity").exists()  # no SQLite store beside it
     assert sorted(p.name for p in (mlsteward_home / "secrets").iterdir()) == [
         "admin.token",
+        "mlflow-flask.secret",
+        "mlflow-governance.password",
         "webhook.secret",
         "worker.token",
     ]
+    # the governance signing key the platform's processes sign with, private to its owner
+    assert creds.signing_key is not None
+    assert creds.signing_key.private.stat().st_mode & 0o777 == 0o600

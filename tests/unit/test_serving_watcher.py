@@ -6,9 +6,11 @@ import queue
 import time
 
 from mlsteward.governance.canary import ServingTarget
+from mlsteward.governance.champion import ChampionState
 from mlsteward.serving.watcher import RegistryWatcher
 
 MODEL = "heart_disease"
+NOTHING = ChampionState(MODEL, recorded=None, record_seq=None, alias=None, pending=None)
 
 
 def test_a_killed_watcher_child_is_started_again() -> None:
@@ -16,10 +18,11 @@ def test_a_killed_watcher_child_is_started_again() -> None:
     watcher = RegistryWatcher([MODEL], 0.2, lambda m, t, e: seen.put((m, t, e)))
     watcher.start()
     try:
-        # the registry (a fresh MLflow store) has no such model yet: no champion, no error
+        # the registry (a fresh MLflow store) has no such model yet: no champion, no error;
+        # the governance record beside it agrees
         model, target, error = seen.get(timeout=120)
         assert (model, error) == (MODEL, None)
-        assert target == ServingTarget(None, None, None)
+        assert target == ServingTarget(None, None, None, NOTHING)
         first = watcher._proc
         assert first is not None and first.is_alive()
 
@@ -31,7 +34,7 @@ def test_a_killed_watcher_child_is_started_again() -> None:
             child = watcher._proc
             if child is not None and child.pid != first.pid:
                 break
-        assert (model, target, error) == (MODEL, ServingTarget(None, None, None), None)
+        assert (model, target, error) == (MODEL, ServingTarget(None, None, None, NOTHING), None)
         assert child.is_alive()
     finally:
         watcher.close()
