@@ -12,9 +12,10 @@ at least 30), as soon as the run starts and for as long as it runs or waits paus
 process. The server stores the events and answers them through its events API, so the reaper
 needs no heartbeat of its own: a run whose newest heartbeat (or, if none arrived yet, the
 moment it entered its state) is older than the timeout has no process left. The reaper
-marks it Crashed with a message naming the heartbeat's age and audits it (``run_reaped``);
-an open canary whose rollout run was reaped, or has ended without closing it, is closed (all
-traffic back to the champion) and audited (``rollout_reaped``).
+marks it Crashed with a message naming the heartbeat's age, ends as KILLED the MLflow run it
+left RUNNING (which would keep its snapshot from ``mlsteward gc``), and audits it
+(``run_reaped``); an open canary whose rollout run was reaped, or has ended without closing
+it, is closed (all traffic back to the champion) and audited (``rollout_reaped``).
 
 Which run opened a canary is what its ``rollout_started`` record's actor says
 (``flow-run:<id> …``), as the API reads it. A canary without such a record was not opened by a
@@ -41,6 +42,7 @@ from mlsteward.config.names import NAME_PATTERN
 from mlsteward.errors import ConfigError
 from mlsteward.governance import canary as canary_state
 from mlsteward.governance.approvals import prefect_api_configured
+from mlsteward.governance.mlflow_adapter import client as mlflow_client
 
 TIMEOUT_VARIABLE = "MLSTEWARD_REAPER_TIMEOUT_SECONDS"
 DEFAULT_TIMEOUT_SECONDS = 300.0
@@ -66,6 +68,8 @@ EVENTS_PAGE = 50
 """The most events the server answers in one page."""
 SUSPENDED = "Suspended"
 """A Paused run with no process by design (``suspend_flow_run``): it sends no heartbeat."""
+FLOW_RUN_TAG = "mlsteward.prefect_flow_run_id"
+"""The tag naming the flow run that opened an MLflow training run."""
 FLOW_RUN_ACTOR = re.compile(r"^flow-run:([0-9a-fA-F-]{36})\b")
 
 log = logging.getLogger("mlsteward")
@@ -85,6 +89,9 @@ class ReapedRun:
     """None: no heartbeat ever arrived; the age counts from when it entered ``state``."""
     heartbeat_age_seconds: float
     message: str
+    mlflow_runs_ended: list[str] = field(default_factory=list)
+    """Its MLflow runs still RUNNING, ended as KILLED (a running training run's snapshot is
+    never collected by ``mlsteward gc``)."""
 
 
 @dataclass(frozen=True)
@@ -325,15 +332,18 @@ def _crash(
         flow_name = client.read_flow(run.flow_id).name
         client.set_flow_run_state(run.id, Crashed(message=message), force=True)
     model = (run.parameters or {}).get("model")
+    model = model if isinstance(model, str) and NAME_PATTERN.fullmatch(model) else None
+    ended = _end_mlflow_runs(model, str(run.id)) if model else []
     reaped = ReapedRun(
         flow_run_id=str(run.id),
         flow_run_name=run.name,
         flow_name=flow_name,
-        model=model if isinstance(model, str) else None,
+        model=model,
         state=run.state.name,
         last_heartbeat=beat.isoformat() if beat else None,
         heartbeat_age_seconds=round(candidate.age, 1),
         message=message,
+        mlflow_runs_ended=ended,
     )
     store.append(
         Action.RUN_REAPED,
@@ -349,9 +359,26 @@ def _crash(
             "last_heartbeat": reaped.last_heartbeat,
             "heartbeat_age_seconds": reaped.heartbeat_age_seconds,
             "timeout_seconds": timeout,
+            "mlflow_runs_ended": ended,
         },
     )
     return reaped
+
+
+def _end_mlflow_runs(model: str, flow_run_id: str) -> list[str]:
+    """End as KILLED the MLflow runs of MODEL's experiment that the flow run opened and never
+    closed; their ids."""
+    c = mlflow_client()
+    experiment = c.get_experiment_by_name(model)
+    if experiment is None:
+        return []
+    found = c.search_runs(
+        [experiment.experiment_id],
+        f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for mlflow_run in found:
+        c.set_terminated(mlflow_run.info.run_id, status="KILLED")
+    return [r.info.run_id for r in found]
 
 
 def _open_canaries(models: Iterable[str]) -> list[str]:

@@ -152,6 +152,18 @@ def state_of(run_id: str) -> tuple[str, str]:
     return str(state.name), str(state.message)
 
 
+def open_mlflow_run(flow_run_id: str) -> str | None:
+    """The MLflow run the training run opened, once it has."""
+    experiment = mlflow_client().get_experiment_by_name(MODEL)
+    if experiment is None:
+        return None
+    found = mlflow_client().search_runs(
+        [experiment.experiment_id],
+        f"tags.`mlsteward.prefect_flow_run_id` = '{flow_run_id}' and attributes.status = 'RUNNING'",
+    )
+    return found[0].info.run_id if found else None
+
+
 def records(action: Action) -> list[AuditRecord]:
     with audit_store() as store:
         return store.query(action=action)
@@ -175,6 +187,7 @@ def test_a_killed_training_run_is_reaped_and_no_longer_blocks_a_retrain(
     assert run_id not in [r.flow_run_id for r in reap(timeout_seconds=60).reaped]
     assert state_of(run_id)[0] == "Running"
 
+    mlflow_run = wait_for("the run's MLflow run", lambda: open_mlflow_run(run_id), 60)
     kill_after_heartbeat(proc, run_id)
     assert state_of(run_id)[0] == "Running"  # nothing else will ever end it
     with audit_store() as audit:
@@ -196,6 +209,9 @@ def test_a_killed_training_run_is_reaped_and_no_longer_blocks_a_retrain(
     details = audited[0].details
     assert details["flow_name"] == "train-model" and details["timeout_seconds"] == 1.0
     assert details["last_heartbeat"] == reaped[run_id].last_heartbeat
+    # its MLflow run (which keeps its snapshot from `mlsteward gc`) is ended too
+    assert reaped[run_id].mlflow_runs_ended == details["mlflow_runs_ended"] == [mlflow_run]
+    assert mlflow_client().get_run(mlflow_run).info.status == "KILLED"
 
     # the drift retrain is no longer blocked, and a second pass finds nothing more to do
     assert running_training_runs.fn(MODEL) == []
