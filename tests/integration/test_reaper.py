@@ -180,6 +180,8 @@ def test_a_killed_training_run_is_reaped_and_no_longer_blocks_a_retrain(
     write_config(config, tuning=FAST_TUNING)
     monkeypatch.setenv("MLSTEWARD_CONFIG_DIR", str(config))
     ingestion_flow(model=MODEL, source=str(small_cohort_path))
+    # the MLflow store made here first: two processes creating its tables at once can clash
+    mlflow_client().search_experiments()
     cfg = get_model_config(MODEL)
     proc, run_id = start_run("training-flow", "10000")
     assert any(run_id in r for r in running_training_runs.fn(MODEL))
