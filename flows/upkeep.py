@@ -16,7 +16,14 @@ from tasks.upkeep import checkpoint_audit, reconcile_registry
 
 @flow(name="audit-upkeep", log_prints=True)
 def upkeep_flow(repair: bool = True, requested_by: str | None = None) -> list[Reconciled]:
-    """Reconcile every model's champion alias with the record, then checkpoint the trail."""
+    """Reconcile every model's champion alias with the record, then checkpoint the trail.
+
+    Args:
+        repair: put a moved alias back and finish or undo an interrupted promotion (audited);
+            false only reports (and audits) each mismatch.
+        requested_by: the principal the run acts for (user:NAME or service:NAME), when a
+            command or the API started it.
+    """
     actor = run_actor(requested_by)
     # 1. the registry as the record says
     found = reconcile_registry(repair, actor)

@@ -58,6 +58,7 @@ REAPED_FLOWS = (
     "score-model",
     "reproduce-model",
     "ingest-data",
+    "audit-upkeep",
     "materialize-features",
 )
 """The project's flows. Training blocks retrains, a rollout holds the canary, a promotion

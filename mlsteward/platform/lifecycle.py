@@ -112,20 +112,26 @@ def up(cfg: PlatformConfig) -> UpReport:
     return report
 
 
+RUN_HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+"""The worker's runs send a heartbeat every 30 s (Prefect's default is 180 s), so the reaper's
+default timeout (twice that, at least 300 s) finds a run whose process died within minutes."""
+
+
 def _service_envs(
     cfg: PlatformConfig, svcs: dict[str, Service], env: dict[str, str], credentials: Credentials
 ) -> dict[str, dict[str, str]]:
     """Each service's environment: the platform's, with the webhook secret for the gateway
     alone (no other process needs it), authentication on for the governance API, a viewer's
     token for the worker (its rollouts read the prediction service), MLflow's basic auth for
-    its server and the governance account's MLflow login for the processes that write to it."""
+    its server, the governance account's MLflow login for the processes that write to it, and
+    frequent run heartbeats for the worker's runs (the reaper judges by them)."""
     mlflow_login = credentials.mlflow_client_env()
     extra = {
         "gateway": credentials.gateway_env(),
         "mlflow": credentials.mlflow_server_env(cfg.home),
         "api": {**API_ENV, **mlflow_login},
         "serving": mlflow_login,
-        "prefect-worker": {**credentials.worker_env(), **mlflow_login},
+        "prefect-worker": {**credentials.worker_env(), **mlflow_login, **RUN_HEARTBEAT},
     }
     return {name: {**env, **extra.get(name, {})} for name in svcs}
 
