@@ -43,6 +43,7 @@ from mlsteward.report.render_html import render_html
 from mlsteward.report.render_markdown import render_markdown
 from mlsteward.report.view import history_table, timeline_items
 from mlsteward.report.write import write_card, write_report
+from mlsteward.signing import keys
 from tests.conftest import REPO_ROOT
 
 EVIL = '<script>alert("owned")</script>'
@@ -822,6 +823,7 @@ class RegistryState:
     reports: dict[str, dict]
     records: int
     head_hash: str
+    signing_key: str  # the governance key its versions and promotions were signed with
 
 
 def _tiny_model() -> tuple[xgb.XGBClassifier, pd.DataFrame]:
@@ -975,6 +977,7 @@ def built_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
             reports=reports,
             records=check.records,
             head_hash=check.head_hash,
+            signing_key=str(keys.private_key_path()),
         )
 
 
@@ -983,6 +986,7 @@ def registry_state(built_registry: RegistryState, monkeypatch: pytest.MonkeyPatc
     """The module's registry and audit trail, read from this test's own MLSTEWARD_HOME."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", built_registry.tracking_uri)
     monkeypatch.setenv("MLSTEWARD_AUDIT_URL", built_registry.audit_url)
+    monkeypatch.setenv("MLSTEWARD_SIGNING_KEY", built_registry.signing_key)
     return built_registry
 
 
