@@ -85,6 +85,8 @@ def start_custom_run(
     clicked.
     """
     page.goto(platform.url("PREFECT", "/deployments"))
+    # more deployments than one page lists: find it as a person would, with the search box
+    page.get_by_placeholder("Search deployments").fill(DEPLOYMENT)
     page.get_by_role("link", name=DEPLOYMENT, exact=True).click()
     page.wait_for_url(f"**/deployments/deployment/{deployment_id}*")
     page.get_by_role("button", name="Run", exact=True).click()
