@@ -21,6 +21,7 @@ from mlsteward.audit import Action, audit_store
 from mlsteward.config import settings
 from mlsteward.errors import SignatureError, SigningError
 from mlsteward.governance import mlflow_adapter, registry, signatures
+from mlsteward.governance import promotion as governance
 from mlsteward.integrity import sha256_file
 from mlsteward.signing import keys
 from tests.support.governance import MODEL, WEAK_TUNING, write_config
@@ -113,6 +114,12 @@ def test_a_swapped_artifact_with_a_matching_sha_tag_is_refused(mlsteward_home: P
         SignatureError, match=rf"{MODEL} v1: the files differ .* model\.ubj changed"
     ):
         registry.load_verified(tampered)
+    # loading it by version through governance is refused the same way, and audited
+    with pytest.raises(SignatureError):
+        governance.load_version(MODEL, info.version, actor="user:scorer")
+    with audit_store() as store:
+        [failed] = store.query(model=MODEL, action=Action.SIGNATURE_FAILED)
+    assert failed.actor == "user:scorer" and "model.ubj changed" in failed.reason
 
 
 def test_another_versions_genuine_artifact_and_signature_are_refused(mlsteward_home: Path) -> None:
