@@ -25,10 +25,11 @@ from mlsteward.config.models import get_model_config
 from mlsteward.errors import AliasMismatchError
 from mlsteward.governance import champion as champion_record
 from mlsteward.governance import promotion as governance
-from mlsteward.governance import registry
+from mlsteward.governance import registry, signatures
 from mlsteward.governance.attestations import verify_promotion
 from mlsteward.serving.metrics import ServingMetrics
 from mlsteward.serving.slots import ModelSlot
+from mlsteward.signing import keys
 from tests.support.governance import MODEL
 
 FORK = multiprocessing.get_context("fork")
@@ -211,12 +212,21 @@ def test_a_promotion_killed_after_the_alias_moved_is_finished_and_signed(
     registry.set_alias(MODEL, registry.CHALLENGER, challenger)
 
 
-def test_promotion_records_are_signed_and_a_forged_one_does_not_verify(
+def test_training_registers_signed_versions_and_signed_promotions(
     stack: dict[str, Any],
 ) -> None:
+    """The training flow (the module's stack: v1 promoted, v2 challenger) signs each version
+    at registration, names the key in its audit record, and the promotion is signed too; a
+    record changed afterwards no longer verifies."""
+    kid = keys.key_id(keys.load_public_key())
+    for version in (stack["champion"], stack["challenger"]):
+        assert registry.get_version(MODEL, version).tags[signatures.KEY_ID_TAG] == kid
     with audit_store() as audit:
-        promoted = audit.last(model=MODEL, action=Action.PROMOTED)
-    assert promoted is not None and verify_promotion(promoted)
+        registered = audit.query(model=MODEL, action=Action.VERSION_REGISTERED)
+        promoted = audit.query(model=MODEL, action=Action.PROMOTED)[0]
+    assert [r.details["signature_key_id"] for r in registered][:2] == [kid, kid]
+    assert promoted.version == stack["champion"] and verify_promotion(promoted)
+    assert promoted.details["signature"]["key_id"] == kid
     forged = dataclasses.replace(promoted, actor="user:mallory")
     assert not verify_promotion(forged)
 

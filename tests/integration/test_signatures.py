@@ -15,8 +15,6 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from flows.ingestion import ingestion_flow
-from flows.training import training_flow
 from mlsteward.audit import Action, audit_store
 from mlsteward.config import settings
 from mlsteward.errors import SignatureError, SigningError
@@ -24,7 +22,7 @@ from mlsteward.governance import mlflow_adapter, registry, signatures
 from mlsteward.governance import promotion as governance
 from mlsteward.integrity import sha256_file
 from mlsteward.signing import keys
-from tests.support.governance import MODEL, WEAK_TUNING, write_config
+from tests.support.governance import MODEL
 
 BIN = Path(sys.executable).parent
 
@@ -194,20 +192,3 @@ def test_outside_the_local_profile_registration_needs_a_given_key(
     info = _register()
     assert info.tags[signatures.KEY_ID_TAG] == given.key_id
     assert registry.load_verified(info).info.version == info.version
-
-
-def test_the_training_flow_registers_signed_versions_and_promotes_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_cohort_path: Path
-) -> None:
-    config_dir = tmp_path / "config"
-    write_config(config_dir, tuning=WEAK_TUNING)
-    monkeypatch.setenv("MLSTEWARD_CONFIG_DIR", str(config_dir))
-    ingestion_flow(model=MODEL, source=str(small_cohort_path))
-    out = training_flow(model=MODEL)
-    assert out.governance.decision == "promoted"  # the promotion verified the signature
-
-    kid = keys.key_id(keys.load_public_key())
-    assert registry.get_version(MODEL, out.version).tags[signatures.KEY_ID_TAG] == kid
-    with audit_store() as store:
-        (registered,) = store.query(model=MODEL, action=Action.VERSION_REGISTERED)
-    assert registered.details["signature_key_id"] == kid
