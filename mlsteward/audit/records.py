@@ -134,6 +134,7 @@ class Action(StrEnum):
     MODEL_SIGNED = "model_signed"
     SIGNATURE_FAILED = "signature_failed"
     AUDIT_CHECKPOINT = "audit_checkpoint"
+    MLFLOW_ACCESS_GRANTED = "mlflow_access_granted"
     # runs a dead worker left behind
     RUN_REAPED = "run_reaped"
     ROLLOUT_REAPED = "rollout_reaped"

@@ -233,8 +233,10 @@ def mlflow_access_grant(
     from mlsteward.platform.mlflow_access import grant_mlflow_access
 
     def action() -> dict:
-        authorize(cli_principal(), Permission.MANAGE)
-        return grant_mlflow_access(principal, reset_password=reset_password).to_dict()
+        caller = cli_principal()
+        authorize(caller, Permission.MANAGE)
+        granted = grant_mlflow_access(principal, reset_password=reset_password, actor=caller.actor)
+        return granted.to_dict()
 
     def human(p: dict) -> str:
         lines = [

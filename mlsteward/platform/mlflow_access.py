@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlsteward.audit import Action, audit_store
 from mlsteward.config import settings
 from mlsteward.config.models import ModelConfig, load_all_model_configs
 from mlsteward.errors import MlstewardError, NotFoundError
@@ -151,7 +152,9 @@ def sync_mlflow_access(
     return AccessResult(principal.identity, username, created, tuple(grants), password)
 
 
-def grant_mlflow_access(identity: str, *, reset_password: bool = False) -> AccessResult:
+def grant_mlflow_access(
+    identity: str, *, reset_password: bool = False, actor: str | None = None
+) -> AccessResult:
     """``mlsteward mlflow-access grant``: the principal from the identity store, the models from
     config/models, the governance login from this home's secrets (or the environment).
 
@@ -167,7 +170,25 @@ def grant_mlflow_access(identity: str, *, reset_password: bool = False) -> Acces
             f"{kind}:{name} is not a principal (or is disabled): mlsteward users add {name} ..."
         )
     models = load_all_model_configs().values()
-    return sync_mlflow_access(principal, governance_login(), models, reset_password=reset_password)
+    result = sync_mlflow_access(
+        principal, governance_login(), models, reset_password=reset_password
+    )
+    with audit_store() as audit:  # who gave whom which MLflow rights (never the password)
+        audit.append(
+            Action.MLFLOW_ACCESS_GRANTED,
+            actor=actor,
+            reason=f"MLflow login {result.username} for {result.principal} "
+            f"({'created' if result.created else 'updated'}"
+            f"{', new password' if result.password else ''})",
+            details={
+                "principal": result.principal,
+                "mlflow_username": result.username,
+                "created": result.created,
+                "password_reset": bool(result.password) and not result.created,
+                "grants": [g.to_dict() for g in result.grants],
+            },
+        )
+    return result
 
 
 def governance_login(cfg: PlatformConfig | None = None) -> MlflowLogin:

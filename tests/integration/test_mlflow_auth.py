@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from mlsteward.audit import Action, audit_store
 from mlsteward.cli.app import app
 from mlsteward.errors import MlstewardError, NotFoundError
 from mlsteward.identity import identity_store, local_principal
@@ -261,6 +262,16 @@ def test_the_command_prints_a_new_password_once_and_refuses_services(
     assert second.exit_code == 0, second.output
     doc = json.loads(second.output)
     assert doc["created"] is False and "password" not in doc
+    # each grant is audited with who gave it, and no password ever reaches the trail
+    with audit_store() as audit:
+        every = audit.query(action=Action.MLFLOW_ACCESS_GRANTED)
+    granted = [r for r in every if r.details["principal"] == "user:ines"]
+    assert [r.details["created"] for r in granted] == [True, False]
+    assert all(r.actor.startswith("local:") for r in granted)
+    lines = first.output.splitlines()
+    password = lines[next(i for i, ln in enumerate(lines) if "shown only now" in ln) + 2].strip()
+    assert len(password) >= 16
+    assert not any(password in json.dumps(r.to_dict()) for r in every)
 
     with pytest.raises(MlstewardError, match="MLflow logins are for people"):
         grant_mlflow_access("service:ci")
