@@ -11,11 +11,18 @@ from mlflow.tracking import MlflowClient
 from flows.ingestion import ingestion_flow
 from flows.training import training_flow
 from mlsteward.config.settings import mlflow_tracking_uri
+from tests.support.governance import write_config
 
 MODEL = "heart_disease"
 
 
-def test_same_data_and_seed_give_identical_params_and_artifact(small_cohort_path: Path) -> None:
+def test_same_data_and_seed_give_identical_params_and_artifact(
+    small_cohort_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a real search (three TPE trials, early stopping) on fewer boosting rounds than the demo's
+    # 400: the same seed must still give the same search and the same bytes
+    write_config(tmp_path / "config", tuning={"num_boost_round": 80, "early_stopping_rounds": 10})
+    monkeypatch.setenv("MLSTEWARD_CONFIG_DIR", str(tmp_path / "config"))
     ingestion_flow(model=MODEL, source=str(small_cohort_path))
     first = training_flow(model=MODEL, max_evals=3, seed=11)
     second = training_flow(model=MODEL, max_evals=3, seed=11)
