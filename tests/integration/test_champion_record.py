@@ -98,6 +98,8 @@ def test_an_alias_moved_in_mlflow_is_refused_reported_audited_and_put_back(
     code, found = cli("audit", "reconcile", MODEL)
     assert code == 1 and "--repair" in found["error"]
     assert alias() == challenger  # reporting changes nothing
+    code, found = cli("audit", "reconcile")  # every configured model
+    assert code == 1 and [m["model"] for m in found["details"]["models"]] == [MODEL]
 
     code, found = cli("audit", "reconcile", MODEL, "--repair")
     assert code == 0, found
