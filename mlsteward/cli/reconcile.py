@@ -45,5 +45,4 @@ def audit_reconcile(
     if all(r.ok for r in found):
         emit(as_json, payload, lambda p: "\n".join(m["message"] for m in p["models"]))
         return
-    bad = "; ".join(r.message for r in found if not r.ok)
-    fail(as_json, f"{bad}" + ("" if repair else " (run with --repair to put it back)"), payload)
+    fail(as_json, "; ".join(r.message for r in found if not r.ok), payload)

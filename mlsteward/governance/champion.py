@@ -188,13 +188,17 @@ def compare(model: str, audit: AuditStore, alias: str | None) -> ChampionState:
     )
 
 
-def audit_mismatch(audit: AuditStore, found: ChampionState, *, actor: str, purpose: str) -> None:
+def audit_mismatch(
+    audit: AuditStore, found: ChampionState, *, actor: str, purpose: str, refused: bool = True
+) -> None:
+    """One ``alias_mismatch`` record: ``purpose`` was refused because of it, or (``refused``
+    False) a check such as reconcile found it."""
     audit.append(
         Action.ALIAS_MISMATCH,
         model=found.model,
         version=found.alias,
         actor=actor,
-        reason=f"{purpose} refused: {found.problem()}",
+        reason=f"{purpose} {'refused' if refused else 'found'}: {found.problem()}",
         details={
             "alias": found.alias,
             "recorded": found.recorded,

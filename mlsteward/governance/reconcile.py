@@ -57,13 +57,14 @@ def reconcile_model(
                 return Reconciled(
                     model, found.recorded, found.alias, recovered,
                     f"{model}: an interrupted promotion was {recovered}; champion "
-                    f"{found.recorded or 'none'}",
+                    f"{'v' + found.recorded if found.recorded else 'none'}",
                 )  # fmt: skip
             return Reconciled(
                 model, found.recorded, found.alias, "consistent",
-                f"{model}: registry and record agree (champion {found.recorded or 'none'})",
+                f"{model}: registry and record agree (champion "
+                f"{'v' + found.recorded if found.recorded else 'none'})",
             )  # fmt: skip
-        champion.audit_mismatch(audit, found, actor=actor, purpose="reconcile")
+        champion.audit_mismatch(audit, found, actor=actor, purpose="reconcile", refused=False)
         if not repair or found.pending is not None:
             return Reconciled(model, found.recorded, found.alias, "mismatch", found.problem() or "")
         fence.check()
