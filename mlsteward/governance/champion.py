@@ -91,19 +91,47 @@ class ChampionState:
         }
 
 
+def version_text(version: str | None, none: str = "none") -> str:
+    """``v3``, or ``none`` for no version."""
+    return f"v{version}" if version else none
+
+
 def mismatch_message(model: str, alias: str | None, recorded: str | None) -> str:
-    alias_text = f"v{alias}" if alias else "no version"
-    recorded_text = f"v{recorded}" if recorded else "no champion"
     return (
-        f"{model}: the MLflow alias @champion points at {alias_text} but the governance record "
-        f"says {recorded_text}; the registry was changed outside governance. Nothing is loaded "
-        "from the alias; `mlsteward audit reconcile --repair` puts it back"
+        f"{model}: the MLflow alias @champion points at {version_text(alias, 'no version')} but "
+        f"the governance record says {version_text(recorded, 'no champion')}; the registry was "
+        "changed outside governance. Nothing is loaded from the alias; `mlsteward audit "
+        "reconcile --repair` puts it back"
     )
 
 
 def _newest(audit: AuditStore, model: str, actions: tuple[Action, ...]) -> AuditRecord | None:
     found = [r for a in actions if (r := audit.last(model=model, action=a)) is not None]
     return max(found, key=lambda r: r.seq, default=None)
+
+
+CHANGES = (Action.PROMOTED, Action.ROLLBACK)
+"""The records that change the champion."""
+
+
+def _signed_newest(model: str, audit: AuditStore) -> tuple[AuditRecord | None, AuditRecord | None]:
+    """The newest change-of-champion record, and the newest of them whose governance signature
+    verifies (the same record unless newer ones are forged or edited)."""
+    newest = _newest(audit, model, CHANGES)
+    if newest is None or verify_promotion(newest):
+        return newest, newest
+    changes = sorted(
+        (r for a in CHANGES for r in audit.query(model=model, action=a)), key=lambda r: r.seq
+    )
+    signed = [r for r in changes if verify_promotion(r)]
+    return newest, (signed[-1] if signed else None)
+
+
+def _to(record: AuditRecord | None) -> tuple[str | None, int | None]:
+    if record is None:
+        return None, None
+    to = record.details.get("to", record.version)
+    return (str(to) if to is not None else None), record.seq
 
 
 def recorded(model: str, audit: AuditStore) -> tuple[str | None, int | None]:
@@ -113,21 +141,7 @@ def recorded(model: str, audit: AuditStore) -> tuple[str | None, int | None]:
     A record whose governance signature does not verify (appended by someone with write access
     to the store but without the key, or edited) is passed over: it cannot make a champion.
     """
-    newest = _newest(audit, model, (Action.PROMOTED, Action.ROLLBACK))
-    if newest is None:
-        return None, None
-    if not verify_promotion(newest):
-        changes = [
-            r
-            for a in (Action.PROMOTED, Action.ROLLBACK)
-            for r in audit.query(model=model, action=a)
-        ]
-        signed = [r for r in sorted(changes, key=lambda r: r.seq) if verify_promotion(r)]
-        if not signed:
-            return None, None
-        newest = signed[-1]
-    to = newest.details.get("to", newest.version)
-    return (str(to) if to is not None else None), newest.seq
+    return _to(_signed_newest(model, audit)[1])
 
 
 def unsigned_changes(model: str, audit: AuditStore, after: int | None) -> list[int]:
@@ -135,7 +149,7 @@ def unsigned_changes(model: str, audit: AuditStore, after: int | None) -> list[i
     edited records the champion ignores (reported, never followed)."""
     return [
         r.seq
-        for a in (Action.PROMOTED, Action.ROLLBACK)
+        for a in CHANGES
         for r in audit.query(model=model, action=a)
         if (after is None or r.seq > after) and not verify_promotion(r)
     ]
@@ -171,13 +185,9 @@ def state(model: str, audit: AuditStore) -> ChampionState:
 
 def compare(model: str, audit: AuditStore, alias: str | None) -> ChampionState:
     """Record and an alias the caller has just read (serving reads the registry once a poll)."""
-    version, seq = recorded(model, audit)
-    newest = _newest(audit, model, (Action.PROMOTED, Action.ROLLBACK))
-    ignored = (
-        tuple(unsigned_changes(model, audit, seq))
-        if newest is not None and newest.seq != seq
-        else ()
-    )
+    newest, signed = _signed_newest(model, audit)
+    version, seq = _to(signed)
+    ignored = tuple(unsigned_changes(model, audit, seq)) if newest is not signed else ()
     return ChampionState(
         model=model,
         recorded=version,
@@ -209,14 +219,12 @@ def audit_mismatch(
     )
 
 
-def resolve(model: str, audit: AuditStore, *, actor: str, purpose: str) -> VersionInfo:
-    """The champion to use for ``purpose`` (``scoring``, ``drift``, ...): the recorded one,
-    provided the alias agrees.
+def require_consistent(model: str, audit: AuditStore, *, actor: str, purpose: str) -> str | None:
+    """The recorded champion version (None: none yet), provided the alias agrees.
 
     Raises:
         AliasMismatchError: the alias disagrees with the record, or a promotion is unfinished
-            (audited as ``alias_mismatch``; nothing may be loaded until it is reconciled).
-        NotFoundError: governance never made a champion of this model.
+            (audited as ``alias_mismatch``: ``purpose`` refused until it is reconciled).
     """
     found = state(model, audit)
     if not found.consistent:
@@ -227,6 +235,18 @@ def resolve(model: str, audit: AuditStore, *, actor: str, purpose: str) -> Versi
             alias=found.alias,
             recorded=found.recorded,
         )
-    if found.recorded is None:
+    return found.recorded
+
+
+def resolve(model: str, audit: AuditStore, *, actor: str, purpose: str) -> VersionInfo:
+    """The champion to use for ``purpose`` (``scoring``, ``drift``, ...): the recorded one,
+    provided the alias agrees.
+
+    Raises:
+        AliasMismatchError: see :func:`require_consistent`; nothing may be loaded.
+        NotFoundError: governance never made a champion of this model.
+    """
+    version = require_consistent(model, audit, actor=actor, purpose=purpose)
+    if version is None:
         raise NotFoundError(f"{model} has no champion yet: train and promote a version first")
-    return registry.get_version(model, found.recorded)
+    return registry.get_version(model, version)

@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict
 from mlsteward.audit import Action, AuditStore, Fence, audit_store
 from mlsteward.config.models import ModelConfig
 from mlsteward.errors import (
-    AliasMismatchError,
     ChampionChangedError,
     IntegrityError,
     PromotionError,
@@ -445,16 +444,8 @@ def settled_champion(
         AliasMismatchError: the alias was moved outside governance; reconcile first.
     """
     recover(audit, fence, model, actor=actor)
-    found = champion.state(model, audit)
-    if not found.consistent:
-        champion.audit_mismatch(audit, found, actor=actor, purpose=purpose)
-        raise AliasMismatchError(
-            f"{purpose} refused: {found.problem()}",
-            model=model,
-            alias=found.alias,
-            recorded=found.recorded,
-        )
-    return registry.get_version(model, found.recorded) if found.recorded else None
+    version = champion.require_consistent(model, audit, actor=actor, purpose=purpose)
+    return registry.get_version(model, version) if version else None
 
 
 def _switch_champion(
@@ -495,20 +486,9 @@ def _switch_champion(
         fence.check()  # nobody took the lock while the intent was written
         registry.set_alias(model, CHAMPION, new.version)
         challenger_cleared = _settle_tags(model, new, old, actor)
-        completion = {
-            **details,
-            "alias": CHAMPION,
-            "from": before,
-            "to": new.version,
-            "intent_seq": intent.seq,
-            "fence": fence.token,
-        }
-        completion["signature"] = sign_promotion(
-            model=model, action=str(action), actor=actor, details=completion
-        )
-        record = audit.append(
-            action, model=model, version=new.version, actor=actor, reason=reason,
-            details=completion,
+        record = _complete(
+            audit, model, str(action), new.version, actor, reason,
+            {**details, "from": before, "intent_seq": intent.seq, "fence": fence.token},
         )  # fmt: skip
     except BaseException as exc:
         try:
@@ -532,6 +512,26 @@ def _switch_champion(
         raise
     _checkpoint(audit, actor, f"{action} of {model} v{new.version}")
     return record
+
+
+def _complete(
+    audit: AuditStore,
+    model: str,
+    action: str,
+    version: str,
+    actor: str,
+    reason: str,
+    details: dict[str, Any],
+) -> Any:
+    """The signed completion record of a change of champion to ``version`` (details carry
+    ``from`` and the ``intent_seq`` it closes)."""
+    completion = {**details, "alias": CHAMPION, "to": version}
+    completion["signature"] = sign_promotion(
+        model=model, action=action, actor=actor, details=completion
+    )
+    return audit.append(
+        action, model=model, version=version, actor=actor, reason=reason, details=completion
+    )
 
 
 def _settle_tags(model: str, new: VersionInfo, old: VersionInfo | None, actor: str) -> bool:
@@ -594,25 +594,15 @@ def recover(audit: AuditStore, fence: Fence, model: str, *, actor: str) -> str |
     fence.check()
     if at == open_intent.to_version:
         _settle_tags(model, new, old, open_intent.actor)
-        details = {**base, "alias": CHAMPION, "recovered": True, "fence": fence.token}
-        details["signature"] = sign_promotion(
-            model=model, action=open_intent.action, actor=open_intent.actor, details=details
-        )
-        audit.append(
-            open_intent.action,
-            model=model,
-            version=open_intent.to_version,
-            actor=open_intent.actor,
-            reason=f"finished after an interruption: {open_intent.describe()}",
-            details=details,
-        )
+        _complete(
+            audit, model, open_intent.action, open_intent.to_version, open_intent.actor,
+            f"finished after an interruption: {open_intent.describe()}",
+            {**base, "recovered": True, "fence": fence.token},
+        )  # fmt: skip
         _checkpoint(audit, actor, f"recovered {open_intent.action} of {model}")
         return "finished"
     if at != open_intent.from_version:
-        if open_intent.from_version:
-            registry.set_alias(model, CHAMPION, open_intent.from_version)
-        else:
-            registry.delete_alias(model, CHAMPION)
+        registry.point_alias(model, CHAMPION, open_intent.from_version)
     audit.append(
         Action.PROMOTION_ABANDONED,
         model=model,
@@ -627,15 +617,13 @@ def recover(audit: AuditStore, fence: Fence, model: str, *, actor: str) -> str |
 def _undo_switch(
     model: str, new: VersionInfo, old: VersionInfo | None, new_tags_before: dict[str, str | None]
 ) -> None:
+    registry.point_alias(model, CHAMPION, old.version if old else None)
     if old is not None:
-        registry.set_alias(model, CHAMPION, old.version)
         registry.set_tags(model, old.version, {"lifecycle": Lifecycle.CHAMPION})
         if "retired_at" not in old.tags:
             registry.delete_tag(model, old.version, "retired_at")
         else:
             registry.set_tags(model, old.version, {"retired_at": old.tags["retired_at"]})
-    else:
-        registry.delete_alias(model, CHAMPION)
     for key, value in new_tags_before.items():
         if value is None:
             registry.delete_tag(model, new.version, key)

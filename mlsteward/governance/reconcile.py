@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 from mlsteward.audit import Action, AuditStore
 from mlsteward.governance import champion, registry
+from mlsteward.governance.champion import version_text
 from mlsteward.governance.promotion import (
     LOCK_TIMEOUT_SECONDS,
     Lifecycle,
@@ -57,21 +58,19 @@ def reconcile_model(
                 return Reconciled(
                     model, found.recorded, found.alias, recovered,
                     f"{model}: an interrupted promotion was {recovered}; champion "
-                    f"{'v' + found.recorded if found.recorded else 'none'}",
+                    f"{version_text(found.recorded)}",
                 )  # fmt: skip
             return Reconciled(
                 model, found.recorded, found.alias, "consistent",
                 f"{model}: registry and record agree (champion "
-                f"{'v' + found.recorded if found.recorded else 'none'})",
+                f"{version_text(found.recorded)})",
             )  # fmt: skip
         champion.audit_mismatch(audit, found, actor=actor, purpose="reconcile", refused=False)
         if not repair or found.pending is not None:
             return Reconciled(model, found.recorded, found.alias, "mismatch", found.problem() or "")
         fence.check()
-        if found.recorded is None:
-            registry.delete_alias(model, CHAMPION)
-        else:
-            registry.set_alias(model, CHAMPION, found.recorded)
+        registry.point_alias(model, CHAMPION, found.recorded)
+        if found.recorded is not None:
             registry.set_tags(model, found.recorded, {"lifecycle": Lifecycle.CHAMPION})
         audit.append(
             Action.ALIAS_REPAIRED,
@@ -86,14 +85,14 @@ def reconcile_model(
         )
         return Reconciled(
             model, found.recorded, found.recorded, "repaired",
-            f"{model}: @champion was v{found.alias}; put back to "
-            f"{'v' + found.recorded if found.recorded else 'none'} as the record says",
+            f"{model}: @champion was {version_text(found.alias)}; put back to "
+            f"{version_text(found.recorded)} as the record says",
         )  # fmt: skip
 
 
 def reconcile(
     models: list[str], *, repair: bool, actor: str, store: AuditStore | None = None
 ) -> list[Reconciled]:
-    """Every named model; one model's failure does not stop the others (it is reported)."""
+    """Every named model in turn, on one audit store; the first error stops the rest."""
     with open_audit(store) as audit:
         return [reconcile_model(m, repair=repair, actor=actor, store=audit) for m in models]

@@ -169,6 +169,14 @@ def delete_alias(name: str, alias: str) -> None:
             raise
 
 
+def point_alias(name: str, alias: str, version: str | None) -> None:
+    """Point ``alias`` at ``version``, or remove it when there is none to point at."""
+    if version is None:
+        delete_alias(name, alias)
+    else:
+        set_alias(name, alias, version)
+
+
 def set_tags(name: str, version: str, tags: dict[str, Any]) -> None:
     c = client()
     for key, value in tags.items():
