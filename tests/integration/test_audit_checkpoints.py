@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,19 +31,9 @@ from mlsteward.audit.checkpoints import (
 from mlsteward.audit.records import GENESIS_HASH, canonical_details, compute_hash
 from mlsteward.cli.app import app
 from mlsteward.signing import keys
+from tests.support.no_prefect import prefect_console_on_real_stderr, prefect_harness  # noqa: F401
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """Overrides the integration suite's Prefect server: nothing here uses Prefect."""
-    yield
-
-
-@pytest.fixture
-def prefect_console_on_real_stderr() -> Iterator[None]:
-    yield
 
 
 @dataclass

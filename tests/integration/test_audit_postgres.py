@@ -23,20 +23,10 @@ from mlsteward.audit.postgres_store import PostgresAuditStore
 from mlsteward.audit.records import compute_hash
 from mlsteward.audit.verify_pool import _collect_helper, _start_helper
 from tests.support.forking import in_child
+from tests.support.no_prefect import prefect_console_on_real_stderr, prefect_harness  # noqa: F401
 
 PG = "mlsteward.audit.postgres_store"
 FORK = multiprocessing.get_context("fork")
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """Overrides the integration suite's Prefect server: nothing here uses Prefect."""
-    yield
-
-
-@pytest.fixture
-def prefect_console_on_real_stderr() -> Iterator[None]:
-    yield
 
 
 @pytest.fixture

@@ -4,23 +4,11 @@ at 127.0.0.1:5432, in a database of its own that is dropped afterwards."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import psycopg
-import pytest
 
 from mlsteward.gateway.deliveries import TABLE, PostgresDeliveryLog, delivery_log
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """Overrides the integration suite's Prefect server: nothing here uses Prefect."""
-    yield
-
-
-@pytest.fixture
-def prefect_console_on_real_stderr() -> Iterator[None]:
-    yield
+from tests.support.no_prefect import prefect_console_on_real_stderr, prefect_harness  # noqa: F401
 
 
 def test_concurrent_claims_of_one_delivery_on_postgres(postgres_database: str) -> None:
