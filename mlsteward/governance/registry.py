@@ -203,9 +203,11 @@ def log_version_artifact(info: VersionInfo, local_path: Path, artifact_dir: str)
 
 
 def download_run_file(run_id: str, path: str, dst: Path) -> Path:
-    return Path(
-        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))
-    )
+    """One file of a run's artifacts, by the run's artifact URI: a ``runs:/`` address also
+    searches the run's logged models, which doubles the cost (every load reads a signature)."""
+    root = client().get_run(run_id).info.artifact_uri.rstrip("/")
+    uri = f"{root}/{path.lstrip('/')}"
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
 
 
 @dataclass(frozen=True)
@@ -222,13 +224,9 @@ _MODEL_ID = re.compile(r"^model_id: (\S+)$", re.MULTILINE)
 
 
 def _download_signature(info: VersionInfo, artifact: str, dst: Path) -> Path:
-    """By the run's artifact URI: a ``runs:/`` URI also searches the run's logged models, which
-    doubles the cost of every load's check."""
     dst.mkdir(parents=True, exist_ok=True)
     try:
-        root = client().get_run(info.run_id).info.artifact_uri.rstrip("/")
-        uri = f"{root}/{artifact.lstrip('/')}"
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+        return download_run_file(info.run_id, artifact, dst)
     except (MlflowException, OSError) as exc:
         raise SignatureError(
             f"{info.name} v{info.version}: its signature {artifact} is missing from run "
