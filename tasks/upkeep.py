@@ -8,8 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mlsteward.audit import audit_store
 from mlsteward.audit.checkpoints import write_checkpoint
-from mlsteward.config.models import model_config_paths
-from mlsteward.config.names import NAME_PATTERN
+from mlsteward.config.models import model_names
 from mlsteward.governance.reconcile import Reconciled, reconcile
 from tasks.common import run_logger
 
@@ -17,8 +16,7 @@ from tasks.common import run_logger
 @task(name="reconcile-registry", cache_policy=NO_CACHE)
 def reconcile_registry(repair: bool, actor: str) -> list[Reconciled]:
     """Every configured model's champion alias against the record; with ``repair``, put back."""
-    names = sorted(p.stem for p in model_config_paths() if NAME_PATTERN.fullmatch(p.stem))
-    found = reconcile(names, repair=repair, actor=actor)
+    found = reconcile(model_names(), repair=repair, actor=actor)
     log = run_logger()
     for item in found:
         (log.info if item.outcome == "consistent" else log.warning)("%s", item.message)

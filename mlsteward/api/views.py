@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlsteward.audit import Action, AuditRecord, AuditStore, audit_store
-from mlsteward.config.models import ModelConfig, get_model_config, model_config_paths
-from mlsteward.config.names import NAME_PATTERN
+from mlsteward.config.models import ModelConfig, get_model_config, model_names
 from mlsteward.errors import MlstewardError
 from mlsteward.governance import champion as champion_record
 from mlsteward.governance import promotion, registry
@@ -54,7 +53,7 @@ def flow_run_of(actor: str) -> str | None:
 def configured_models() -> list[str]:
     """Model names from the config directory (a file whose name is not a model name is
     never a model)."""
-    return sorted({p.stem for p in model_config_paths() if NAME_PATTERN.fullmatch(p.stem)})
+    return model_names()
 
 
 def model_item(name: str) -> dict[str, Any]:

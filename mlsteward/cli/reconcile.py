@@ -25,15 +25,12 @@ def audit_reconcile(
 ) -> None:
     """Compare each model's MLflow @champion with the governance record; exit 1 if any
     disagree (with --repair: if any could not be put right)."""
-    from mlsteward.config.models import model_config_paths
-    from mlsteward.config.names import NAME_PATTERN
+    from mlsteward.config.models import model_names
     from mlsteward.errors import MlstewardError
     from mlsteward.governance.reconcile import reconcile
 
     try:
-        names = list(model or []) or sorted(
-            p.stem for p in model_config_paths() if NAME_PATTERN.fullmatch(p.stem)
-        )
+        names = list(model or []) or model_names()
         principals = [
             acting_as(Permission.ROLLBACK if repair else Permission.READ, name) for name in names
         ]

@@ -222,6 +222,12 @@ def model_config_paths(directory: Path | None = None) -> list[Path]:
     return sorted([*d.glob("*.yaml"), *d.glob("*.yml")])
 
 
+def model_names(directory: Path | None = None) -> list[str]:
+    """The models the config directory declares, by file name only (one broken config must not
+    hide the others; a file whose name is not a model name is never a model)."""
+    return sorted({p.stem for p in model_config_paths(directory) if NAME_PATTERN.fullmatch(p.stem)})
+
+
 def load_all_model_configs(directory: Path | None = None) -> dict[str, ModelConfig]:
     return {c.name: c for c in map(load_model_config, model_config_paths(directory))}
 

@@ -33,8 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from mlsteward.audit import Action, AuditRecord, AuditStore, audit_store
-from mlsteward.config.models import load_model_config, model_config_paths
-from mlsteward.config.names import NAME_PATTERN
+from mlsteward.config.models import load_model_config, model_config_paths, model_names
 from mlsteward.errors import ConfigError
 from mlsteward.gateway import limits, payloads, runs
 from mlsteward.gateway.deliveries import DeliveryLog, delivery_log
@@ -52,7 +51,7 @@ def known_models() -> list[str]:
     """Model names from the config directory, read per delivery so a new model needs no
     restart (file names only: one broken config must not stop the others' webhooks; a file
     whose name is not a model name is never a model, ``/health`` names it)."""
-    return sorted({p.stem for p in model_config_paths() if NAME_PATTERN.fullmatch(p.stem)})
+    return model_names()
 
 
 def config_errors() -> dict[str, str]:

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlsteward.audit import Action, AuditStore, audit_store
-from mlsteward.config.models import model_config_paths
+from mlsteward.config.models import model_names
 from mlsteward.config.names import NAME_PATTERN
 from mlsteward.errors import ConfigError
 from mlsteward.governance import canary as canary_state
@@ -212,7 +212,7 @@ def reap(
 
 def configured_models() -> list[str]:
     """Model names from the config directory."""
-    return sorted({p.stem for p in model_config_paths() if NAME_PATTERN.fullmatch(p.stem)})
+    return model_names()
 
 
 @dataclass(frozen=True)
