@@ -50,6 +50,7 @@ from mlsteward.audit.anchors import Anchor, open_anchor, same_place
 from mlsteward.audit.base import _ChainStore
 from mlsteward.audit.chain import VerifyResult
 from mlsteward.audit.records import GENESIS_HASH, Action, AuditError, format_ts
+from mlsteward.audit.signing_key import governance_key
 from mlsteward.config import settings
 from mlsteward.errors import SigningError
 from mlsteward.signing import keys
@@ -155,23 +156,6 @@ def store_id(store: AuditStore) -> str:
     return f"postgresql://{where['database']}/{where['table']}"
 
 
-# ------------------------------------------------------------------------------ the key
-
-
-def _signing_key(store: AuditStore, actor: str) -> ec.EllipticCurvePrivateKey:
-    """The governance private key (made on first use in the local profile, and that creation
-    recorded; see ``keys.ensure_private_key``)."""
-    key, made = keys.ensure_private_key()
-    if made is not None:
-        store.append(
-            Action.SIGNING_KEY_CREATED,
-            actor=actor,
-            reason="governance key created on first use (local profile)",
-            details={"key_id": made.key_id, "public_key": str(made.public)},
-        )
-    return key
-
-
 # ------------------------------------------------------------------------------ anchor
 
 
@@ -266,7 +250,7 @@ def write_checkpoint(
             anchor cannot be written.
         SigningError: no governance key outside the local profile.
     """
-    key = _signing_key(store, actor)
+    key = governance_key(actor, store)
     kid = keys.key_id(key.public_key())
     sid = store_id(store)
     place = _anchor(anchor)

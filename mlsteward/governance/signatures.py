@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mlsteward.audit import Action, audit_store
+from mlsteward.audit.signing_key import governance_key
 from mlsteward.errors import SignatureError, SigningError
 from mlsteward.signing import keys
 
@@ -45,23 +45,14 @@ IGNORED = ("registered_model_meta",)
 
 
 def signing_key_for_use(actor: str = "governance") -> ec.EllipticCurvePrivateKey:
-    """The governance private key, made on first use in the local profile
-    (``keys.ensure_private_key``) and that creation audited like one ``mlsteward keys init``
-    makes, so ``make demo`` and a fresh checkout sign without any set-up.
+    """The governance private key, made on first use in the local profile and that creation
+    audited (``audit.signing_key.governance_key``), so ``make demo`` and a fresh checkout sign
+    without any set-up.
 
     Raises:
         SigningError: no key is configured outside the local profile, or it cannot be read.
     """
-    key, made = keys.ensure_private_key()
-    if made is not None:
-        with audit_store() as store:
-            store.append(
-                Action.SIGNING_KEY_CREATED,
-                actor=actor,
-                reason=f"governance signing key {made.key_id} created on first use",
-                details={"key_id": made.key_id, "public_key": str(made.public)},
-            )
-    return key
+    return governance_key(actor)
 
 
 def _model_signing() -> Any:
