@@ -1,6 +1,7 @@
-"""Platform commands: what is configured (``models``, ``profile``), where state lives and what
-runs (``where``), housekeeping (``gc``), the CI webhook (``gateway``, ``trigger``) and people's
-MLflow logins (``mlflow-access``)."""
+"""Platform commands: what is configured (``models``, ``profile``), the Prefect deployments
+written from it (``deployments``), where state lives and what runs (``where``), housekeeping
+(``gc``), the CI webhook (``gateway``, ``trigger``) and people's MLflow logins
+(``mlflow-access``)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ commands = typer.Typer()
 
 @commands.command()
 def models(as_json: bool = JsonOpt) -> None:
-    """List the models declared in config/models (validating every file)."""
+    """List the models declared in config/models (validating every file), with their
+    deployments."""
     from mlsteward.config.models import load_all_model_configs
+    from mlsteward.platform.prefect_yaml import deployment_names, model_slug
 
     def action() -> dict:
         cfgs = load_all_model_configs()
@@ -28,22 +31,84 @@ def models(as_json: bool = JsonOpt) -> None:
                     "task": c.task,
                     "features": len(c.features),
                     "source": c.source.path,
+                    "deployments": deployment_names(c.name),
                 }
                 for c in cfgs.values()
             ]
         }
 
+    def line(m: dict) -> str:
+        # nine names on one line: their shared suffix once, shell-brace style
+        suffix = f"-{model_slug(m['name'])}"
+        kinds = ",".join(d.removesuffix(suffix) for d in m["deployments"])
+        return (
+            f"{m['name']:<24} {m['task']:<22} {m['features']} features  {m['source']}  "
+            f"deployments {{{kinds}}}{suffix}"
+        )
+
     run(
-        as_json,
-        action,
-        lambda p: (
-            "\n".join(
-                f"{m['name']:<24} {m['task']:<22} {m['features']} features  {m['source']}"
-                for m in p["models"]
-            )
-            or "no models in config/models"
-        ),
+        as_json, action, lambda p: "\n".join(map(line, p["models"])) or "no models in config/models"
     )
+
+
+deployments_app = typer.Typer(
+    help="The Prefect deployments: prefect.yaml and its Kubernetes variant, written from "
+    "config/models.",
+    no_args_is_help=True,
+)
+commands.add_typer(deployments_app, name="deployments")
+
+
+@deployments_app.command("render")
+def deployments_render(
+    check: bool = typer.Option(
+        False, "--check", help="Write nothing; exit 1 naming each file that differs."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write prefect.yaml and deploy/prefect.kubernetes.yaml from the model configs: nine
+    deployments per model, its schedules from the config, then the model-independent ones
+    (make deploy and make up run this first)."""
+    from mlsteward.config.paths import project_root
+    from mlsteward.platform.prefect_yaml import (
+        RENDER_COMMAND,
+        SHARED,
+        declared_models,
+        models_dir,
+        stale_files,
+        write,
+    )
+    from mlsteward.platform.services import PlatformError
+
+    def action() -> dict:
+        root = project_root()
+        models = declared_models(models_dir(root))
+        if check:
+            stale = stale_files(root)
+            if stale:
+                raise PlatformError(
+                    f"{', '.join(stale)} differ from config/models: run `{RENDER_COMMAND}`"
+                )
+            written: list[str] = []
+        else:
+            written = write(root)
+        return {
+            "written": written,
+            "models": [m.to_dict() for m in models],
+            "shared_deployments": [e.name for e in SHARED],
+        }
+
+    def human(p: dict) -> str:
+        count = sum(len(m["deployments"]) for m in p["models"])
+        what = (
+            f"{len(p['models'])} model(s) with {count} deployments, "
+            f"{len(p['shared_deployments'])} for all models"
+        )
+        if p["written"]:
+            return f"wrote {', '.join(p['written'])} ({what})"
+        return f"prefect.yaml and deploy/prefect.kubernetes.yaml are up to date ({what})"
+
+    run(as_json, action, human)
 
 
 @commands.command()
