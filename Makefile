@@ -140,7 +140,9 @@ prefect-ui: ## Open the Prefect UI on http://127.0.0.1:4200 (flow runs of the de
 clean: ## Remove all local state (MLSTEWARD_HOME) and generated data
 	rm -rf $(MLSTEWARD_HOME) data/heart_disease.parquet
 
-deploy: install ## Create the work pool and the deployments in prefect.yaml (needs PREFECT_API_URL)
+# prefect.yaml is written from config/models first, so a new model's YAML is all it takes.
+deploy: install ## Write prefect.yaml from config/models, create the work pool and its deployments (needs PREFECT_API_URL)
+	MLSTEWARD_PROJECT_ROOT=$(CURDIR) $(RUN) mlsteward deployments render
 	-$(RUN) prefect work-pool create mlsteward-process --type process
 	MLSTEWARD_PROJECT_ROOT=$(CURDIR) $(RUN) prefect --no-prompt deploy --all
 

@@ -1,5 +1,5 @@
-"""The Prefect side of the platform: the work pool, the deployments of ``prefect.yaml`` (applied
-again only when they changed) and the worker's heartbeat.
+"""The Prefect side of the platform: the work pool, the deployments of ``prefect.yaml`` (written
+from the model configs, applied again only when they changed) and the worker's heartbeat.
 
 Standard library and YAML only, like the rest of the platform: ``up`` must not load Prefect.
 """
@@ -7,13 +7,15 @@ Standard library and YAML only, like the rest of the platform: ``up`` must not l
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from mlsteward.platform import processes
+from mlsteward.errors import ConfigError
+from mlsteward.platform import prefect_yaml, processes
 from mlsteward.platform.services import (
     WORKER_NAME,
     PlatformConfig,
@@ -25,10 +27,14 @@ from mlsteward.platform.services import (
 
 
 def deployments_digest(cfg: PlatformConfig) -> str:
-    """What a deployment is made of: prefect.yaml, the flows' signatures and the project root."""
+    """What a deployment is made of: prefect.yaml, the flows' signatures, the project root and
+    what each model config gives its deployments (its name and schedules), so a new or changed
+    model deploys again even where prefect.yaml was not yet written from it."""
     h = hashlib.sha256(str(cfg.project_root).encode())
     for path in [cfg.project_root / "prefect.yaml", *sorted(cfg.project_root.glob("flows/*.py"))]:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
+    models = prefect_yaml.declared_models(prefect_yaml.models_dir(cfg.project_root))
+    h.update(json.dumps([m.to_dict() for m in models], sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -84,14 +90,33 @@ def ensure_work_pool(cfg: PlatformConfig, env: dict[str, str]) -> str:
     return pool
 
 
+def write_deployment_files(cfg: PlatformConfig) -> list[str]:
+    """Write prefect.yaml and its Kubernetes variant again from config/models; the files that
+    changed.
+
+    Written rather than checked and refused: the files are a pure function of the committed
+    model configs, so writing them can only make the deploy match the configs, and adding a
+    model is then adding its YAML and running ``make up``. The copies in git stay reviewed all
+    the same: a unit test fails while they differ from what the configs render.
+    """
+    try:
+        return prefect_yaml.write(cfg.project_root)
+    except ConfigError as exc:
+        raise PlatformError(f"the deployments cannot be written: {exc}") from exc
+
+
 def ensure_deployments(cfg: PlatformConfig, env: dict[str, str], pool: str) -> str:
-    """(Re)deploy prefect.yaml unless the server already has every deployment as it stands.
+    """(Re)deploy prefect.yaml, written from the model configs first, unless the server already
+    has every deployment as it stands.
 
     Deploying costs ~10 s, so it runs only when a deployment is missing, points at another
-    checkout, or prefect.yaml or a flow changed since the last deploy from this home.
+    checkout, or prefect.yaml, a flow or a model's deployments changed since the last deploy
+    from this home.
     """
+    written = write_deployment_files(cfg)
+    note = f" ({', '.join(written)} written from config/models)" if written else ""
     if _deployments_current(cfg, env, pool):
-        return f"work pool {pool}; deployments up to date"
+        return f"work pool {pool}; deployments up to date{note}"
     rc, out = _prefect_cli(cfg, env, "--no-prompt", "deploy", "--all")
     if rc != 0:
         raise PlatformError(
@@ -99,7 +124,7 @@ def ensure_deployments(cfg: PlatformConfig, env: dict[str, str], pool: str) -> s
         )
     processes.write_atomic(cfg.run_dir / "deployments.sha256", deployments_digest(cfg) + "\n")
     count = len(prefect_spec(cfg).get("deployments", []))
-    return f"work pool {pool}; {count} deployments created from prefect.yaml"
+    return f"work pool {pool}; {count} deployments created from prefect.yaml{note}"
 
 
 def worker_online(
