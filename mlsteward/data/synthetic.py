@@ -14,17 +14,16 @@ Controlled shifts (:class:`Shift`), for drift and fairness monitoring
 Applied in this order: covariate shift of the features, then labels from the (possibly
 concept-shifted) risk function, then label distortion, then prevalence resampling. Each stage
 draws from its own seeded stream, so a shift changes only what it is meant to change: the same
-seed with and without a concept shift gives identical features.
+seed with and without a concept shift gives identical features. These steps are the same for
+every built-in dataset (``synthetic_engine``, ``synthetic_shift``; the registry of them is
+``builtin``).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,24 +37,37 @@ from mlsteward.data.synthetic_cohort import (
     NUMERIC_RANGES,
     TIMESTAMP,
     finish_column,
-    sigmoid,
     simulate_visits,
 )
+from mlsteward.data.synthetic_draws import bernoulli
+from mlsteward.data.synthetic_engine import (
+    BATCH_ID_OFFSET,
+    DEFAULT_BATCH_START,
+    DEFAULT_MONTHS,
+    DEFAULT_START,
+    SyntheticDataset,
+)
 from mlsteward.data.synthetic_risk import RISK_VISIT_NOISE_SD, risk_logit
+from mlsteward.data.synthetic_shift import BaseShift, ShiftRules
 
-DEFAULT_START = "2024-01-01"
-DEFAULT_MONTHS = 18
-#: The day the default 18-month reference cohort ends: the natural start of a monitoring batch.
-DEFAULT_BATCH_START = "2025-07-01"
-#: Batch patients are new patients: their ids start far above any reference cohort's.
-BATCH_ID_OFFSET = 1_000_000_000
+__all__ = [
+    "BATCH_ID_OFFSET",
+    "DEFAULT_BATCH_START",
+    "DEFAULT_MONTHS",
+    "DEFAULT_START",
+    "HEART_DISEASE",
+    "VISITS_PER_PATIENT",
+    "Shift",
+    "append_dataset",
+    "generate_batch",
+    "generate_cohort",
+    "write_dataset",
+]
+
 VISITS_PER_PATIENT = 3
 
-_N_STREAMS = 8  # visits, patients, measurements, symptoms, label, distortion, resample, spare
 
-
-@dataclass(frozen=True)
-class Shift:
+class Shift(BaseShift):
     """A controlled departure from the reference cohort, for drift and fairness tests.
 
     Attributes:
@@ -77,139 +89,35 @@ class Shift:
         label_distortion: A systematically biased label for one group, e.g.
             ``{"column": "sex", "value": "F", "flip_positive_rate": 0.5}`` turns half of the
             women's positive labels into 0 (under-diagnosis), leaving every other row alone.
+        outcome_scale: Not for this binary label (refused); see :class:`BaseShift`.
     """
 
-    covariate: dict[str, float] = field(default_factory=dict)
-    prevalence: float | None = None
-    concept: float = 0.0
-    label_distortion: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        for col, k in self.covariate.items():
-            if col not in NUMERIC_RANGES:
-                raise ValueError(
-                    f"covariate shift: {col!r} is not a numeric feature "
-                    f"(numeric features: {sorted(NUMERIC_RANGES)})"
-                )
-            if not math.isfinite(float(k)):
-                raise ValueError(f"covariate shift for {col!r} must be finite, got {k!r}")
-        if self.prevalence is not None and not 0.0 < float(self.prevalence) < 1.0:
-            raise ValueError(f"prevalence must be strictly between 0 and 1, got {self.prevalence}")
-        if not 0.0 <= float(self.concept) <= 1.0:
-            raise ValueError(f"concept must be between 0 and 1, got {self.concept}")
-        if self.label_distortion is not None:
-            d = self.label_distortion
-            expected = {"column", "value", "flip_positive_rate"}
-            if set(d) != expected:
-                raise ValueError(
-                    f"label_distortion needs exactly the keys {sorted(expected)}, got {sorted(d)}"
-                )
-            if d["column"] not in FEATURE_DTYPES:
-                raise ValueError(f"label_distortion: {d['column']!r} is not a feature column")
-            cats = CATEGORIES.get(d["column"])
-            if cats is not None and d["value"] not in cats:
-                raise ValueError(
-                    f"label_distortion: {d['value']!r} is not a category of {d['column']!r} "
-                    f"({list(cats)})"
-                )
-            if not 0.0 <= float(d["flip_positive_rate"]) <= 1.0:
-                raise ValueError("label_distortion: flip_positive_rate must be between 0 and 1")
-
-
-def _labelled_pool(
-    n_rows: int,
-    n_patients: int,
-    streams: list[np.random.SeedSequence],
-    span: int,
-    shift: Shift,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Features with covariate shift applied, then labels (concept shift, label distortion)."""
-    cols, pidx, t, frailty = simulate_visits(n_rows, n_patients, streams, span)
-    for col, k in shift.covariate.items():
-        x = cols[col]
-        cols[col] = finish_column(col, x + float(k) * float(np.std(x)))
-
-    rl = np.random.default_rng(streams[4])
-    logit = risk_logit(cols, shift.concept) + frailty + rl.normal(0.0, RISK_VISIT_NOISE_SD, n_rows)
-    y = (rl.random(n_rows) < sigmoid(logit)).astype(np.int64)
-
-    if shift.label_distortion is not None:
-        d = shift.label_distortion
-        u = np.random.default_rng(streams[5]).random(n_rows)
-        flip = (
-            (np.asarray(cols[d["column"]]) == d["value"])
-            & (y == 1)
-            & (u < float(d["flip_positive_rate"]))
-        )
-        y[flip] = 0
-    cols[LABEL] = y
-    return cols, pidx, t
-
-
-def _to_utc(ts: str | pd.Timestamp) -> pd.Timestamp:
-    out = pd.Timestamp(ts)
-    out = out.tz_localize("UTC") if out.tz is None else out.tz_convert("UTC")
-    return out.floor("s")
-
-
-def _generate(
-    n_rows: int,
-    seed: int,
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-    shift: Shift | None,
-    id_offset: int,
-) -> pd.DataFrame:
-    if int(n_rows) < 1:
-        raise ValueError(f"n_rows must be at least 1, got {n_rows}")
-    n_rows = int(n_rows)
-    span = int((end - start).total_seconds())
-    if span < 1:
-        raise ValueError(f"the time window {start} .. {end} is empty")
-    shift = shift or Shift()
-    streams = np.random.SeedSequence(int(seed)).spawn(_N_STREAMS)
-    n_patients = max(1, math.ceil(n_rows / VISITS_PER_PATIENT))
-
-    if shift.prevalence is None:
-        cols, pidx, t = _labelled_pool(n_rows, n_patients, streams, span, shift)
-    else:
-        target = float(shift.prevalence)
-        cols, pidx, t = _resampled_to_prevalence(n_rows, target, n_patients, streams, span, shift)
-
-    patient_id = (int(id_offset) + 1 + pidx).astype(np.int64)
-    micros = start.value // 1_000 + t.astype(np.int64) * 1_000_000
-    order = np.lexsort((patient_id, micros))
-    timestamps = pd.Series(micros[order].astype("datetime64[us]")).dt.tz_localize("UTC")
-    frame = pd.DataFrame({ENTITY: patient_id[order], TIMESTAMP: timestamps})
-    for col in (*FEATURES, LABEL):
-        frame[col] = cols[col][order]
-    return frame
-
-
-def _resampled_to_prevalence(
-    n_rows: int,
-    target: float,
-    n_patients: int,
-    streams: list[np.random.SeedSequence],
-    span: int,
-    shift: Shift,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Label shift by resampling: draw a big enough pool, then exactly k positives."""
-    k = round(target * n_rows)
-    factor = 1.3 * max(target / 0.35, (1.0 - target) / 0.55, 1.0)
-    while True:
-        pool = math.ceil(n_rows * factor) + 200
-        cols, pidx, t = _labelled_pool(pool, n_patients, streams, span, shift)
-        pos = np.flatnonzero(cols[LABEL] == 1)
-        neg = np.flatnonzero(cols[LABEL] == 0)
-        if len(pos) >= k and len(neg) >= n_rows - k:
-            break
-        factor *= 2
-    rr = np.random.default_rng(streams[6])
-    keep = np.concatenate(
-        [rr.choice(pos, k, replace=False), rr.choice(neg, n_rows - k, replace=False)]
+    rules = ShiftRules(
+        numeric=tuple(NUMERIC_RANGES),
+        groups={col: CATEGORIES.get(col) for col in FEATURE_DTYPES},
     )
-    return {c: v[keep] for c, v in cols.items()}, pidx[keep], t[keep]
+
+
+def _outcome(
+    cols: dict[str, np.ndarray], frailty: np.ndarray, concept: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Bernoulli labels from the known risk function, the patient's frailty and visit noise."""
+    return bernoulli(rng, risk_logit(cols, concept) + frailty, RISK_VISIT_NOISE_SD)
+
+
+#: The heart-disease cohort as a built-in dataset (the functions below are its public face).
+HEART_DISEASE = SyntheticDataset(
+    entity=ENTITY,
+    timestamp=TIMESTAMP,
+    label=LABEL,
+    columns=FEATURES,
+    visits_per_entity=VISITS_PER_PATIENT,
+    shift_type=Shift,
+    simulate=simulate_visits,
+    finish=finish_column,
+    outcome=_outcome,
+    pool_shares=(0.35, 0.55),
+)
 
 
 # -- public API ----------------------------------------------------------------------------------
@@ -235,12 +143,7 @@ def generate_cohort(
         A frame with :data:`COLUMNS`, sorted by event_timestamp then patient_id, with a
         fresh RangeIndex.
     """
-    begin = _to_utc(start)
-    if int(months) < 1:
-        raise ValueError(f"months must be at least 1, got {months}")
-    return _generate(
-        n_rows, seed, begin, begin + pd.DateOffset(months=int(months)), shift, id_offset
-    )
+    return HEART_DISEASE.generate_cohort(n_rows, seed, start, months, shift, id_offset)
 
 
 def generate_batch(
@@ -268,10 +171,7 @@ def generate_batch(
     Returns:
         A frame shaped exactly like :func:`generate_cohort`'s.
     """
-    begin = _to_utc(start)
-    if int(days) < 1:
-        raise ValueError(f"days must be at least 1, got {days}")
-    return _generate(n_rows, seed, begin, begin + pd.Timedelta(days=int(days)), shift, id_offset)
+    return HEART_DISEASE.generate_batch(n_rows, seed, start, days, shift, id_offset)
 
 
 def write_dataset(df: pd.DataFrame, path: str | Path) -> Path:

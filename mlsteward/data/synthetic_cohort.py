@@ -88,6 +88,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlsteward.data.synthetic_draws import (
+    categorical,
+    draw_visits,
+    finish_numeric,
+    labels_of,
+    sigmoid,
+)
+from mlsteward.data.synthetic_draws import unique_times as _unique_times  # noqa: F401 (tested here)
 from mlsteward.data.synthetic_risk import RISK_PATIENT_NOISE_SD
 
 ENTITY = "patient_id"
@@ -146,40 +154,9 @@ DECIMALS: dict[str, int] = {
 _SECONDS_PER_YEAR = 365.25 * 24 * 3600
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """The logistic function, elementwise: log-odds to probabilities."""
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _categorical(rng: np.random.Generator, logits: np.ndarray) -> np.ndarray:
-    """Vectorised multinomial-logit draw: one category code per row of ``logits`` (n, k)."""
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    cum = np.cumsum(p, axis=1)
-    u = rng.random(len(logits)) * cum[:, -1]
-    return np.minimum((u[:, None] >= cum).sum(axis=1), logits.shape[1] - 1)
-
-
 def finish_column(col: str, x: np.ndarray) -> np.ndarray:
-    """Round to the column's precision and clip into its config range."""
-    lo, hi = NUMERIC_RANGES[col]
-    if FEATURE_DTYPES[col] == "int":
-        return np.clip(np.rint(x), lo, hi).astype(np.int64)
-    return np.clip(np.round(x, DECIMALS[col]), lo, hi).astype(np.float64)
-
-
-def _unique_times(pidx: np.ndarray, t: np.ndarray, span: int) -> np.ndarray:
-    """Move same-second visits of one patient on by a second until every pair is unique."""
-    if np.bincount(pidx).max() > span:
-        raise ValueError("the time window has fewer seconds than a patient has visits")
-    t = t.copy()
-    while True:
-        order = np.lexsort((t, pidx))
-        p, s = pidx[order], t[order]
-        dup = (p[1:] == p[:-1]) & (s[1:] == s[:-1])
-        if not dup.any():
-            return t
-        idx = order[1:][dup]
-        t[idx] = (t[idx] + 1) % span
+    """Round to the column's precision and clip into its config range (age: whole years)."""
+    return finish_numeric(x, NUMERIC_RANGES[col], DECIMALS.get(col))
 
 
 def simulate_visits(
@@ -194,14 +171,14 @@ def simulate_visits(
         ``(columns, patient_index, seconds_from_start, frailty_per_row)``.
     """
     rv, rp, rm, rs = (np.random.default_rng(s) for s in streams[:4])
-    pidx, t = _visits(rv, n_rows, n_patients, span)
+    pidx, t = draw_visits(rv, n_rows, n_patients, span)
     traits = _traits(rp, n_patients)
     readings = _measurements(rm, traits, pidx, t)
     symptoms = _symptoms(rs, traits.burden[pidx], readings)
     m = traits.male[pidx]
 
     def cat(col: str, codes: np.ndarray) -> np.ndarray:
-        return np.asarray(CATEGORIES[col], dtype=object)[codes]
+        return labels_of(codes, CATEGORIES[col])
 
     cols: dict[str, np.ndarray] = {
         "age": readings["age"],
@@ -220,16 +197,6 @@ def simulate_visits(
         "physical_activity_hours": readings["physical_activity_hours"],
     }
     return cols, pidx, t, traits.frailty[pidx]
-
-
-def _visits(
-    rv: np.random.Generator, n_rows: int, n_patients: int, span: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every patient at least once, the rest uniformly; uniform whole-second times."""
-    pidx = np.concatenate(
-        [np.arange(n_patients), rv.integers(0, n_patients, n_rows - n_patients)]
-    ).astype(np.int64)
-    return pidx, _unique_times(pidx, rv.integers(0, span, n_rows), span)
 
 
 @dataclass(frozen=True)
@@ -256,7 +223,7 @@ def _traits(rp: np.random.Generator, n_patients: int) -> _Traits:
     age0 = np.clip(rp.normal(53.0, 13.0, n_patients), 18.0, 95.0)
     a50 = age0 - 50.0
     zeros = np.zeros(n_patients)
-    smoking = _categorical(
+    smoking = categorical(
         rp,
         np.column_stack([zeros, -0.9 + 0.03 * a50 + 0.2 * male, -1.2 - 0.02 * a50 + 0.3 * male]),
     )
@@ -351,7 +318,7 @@ def _symptoms(
     n = len(z)
     age, bmi = readings["age"], readings["bmi"]
     zn = np.zeros(n)
-    chest = _categorical(rs, np.column_stack([zn, 0.4 - 0.3 * z, 0.8 - 0.4 * z, 0.6 + 0.6 * z]))
+    chest = categorical(rs, np.column_stack([zn, 0.4 - 0.3 * z, 0.8 - 0.4 * z, 0.6 + 0.6 * z]))
     angina = rs.random(n) < sigmoid(-1.7 + 1.4 * (chest == 3) + 0.3 * (chest == 0) + 0.7 * z)
     st = finish_column(
         "st_depression",
@@ -361,7 +328,7 @@ def _symptoms(
         "max_heart_rate",
         220.0 - age - 10.0 - 5.0 * z - 0.4 * (bmi - 27.0) - 6.0 * angina + rs.normal(0, 9.0, n),
     )
-    ecg = _categorical(
+    ecg = categorical(
         rs, np.column_stack([zn, -2.6 + 0.5 * z, -2.2 + 0.04 * (readings["resting_bp"] - 130.0)])
     )
     return {

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlsteward.data.synthetic_linear import LinearTerms
+
 RISK_INTERCEPT = -1.6
 #: Numeric terms enter the logit as ``value - centre``, so the intercept is the log-odds of a
 #: reference patient (55-year-old non-smoking woman with typical angina and average readings).
@@ -78,6 +80,16 @@ CONCEPT_SHIFTED_COEFFICIENTS: dict[str, float] = {
 }
 
 
+#: The whole ground truth as one object (the other built-in datasets have the same shape).
+RISK = LinearTerms(
+    RISK_INTERCEPT,
+    RISK_COEFFICIENTS,
+    RISK_CENTERS,
+    CONCEPT_SHIFTED_INTERCEPT,
+    CONCEPT_SHIFTED_COEFFICIENTS,
+)
+
+
 def risk_coefficients(concept: float = 0.0) -> tuple[float, dict[str, float]]:
     """Intercept and coefficients of the risk function at a given concept-shift strength.
 
@@ -87,12 +99,7 @@ def risk_coefficients(concept: float = 0.0) -> tuple[float, dict[str, float]]:
     Returns:
         ``(intercept, {term: coefficient})``.
     """
-    c = float(concept)
-    intercept = (1 - c) * RISK_INTERCEPT + c * CONCEPT_SHIFTED_INTERCEPT
-    coefs = {
-        t: (1 - c) * b + c * CONCEPT_SHIFTED_COEFFICIENTS[t] for t, b in RISK_COEFFICIENTS.items()
-    }
-    return intercept, coefs
+    return RISK.at(concept)
 
 
 def risk_logit(data: Mapping[str, Any] | pd.DataFrame, concept: float = 0.0) -> np.ndarray:
@@ -105,15 +112,4 @@ def risk_logit(data: Mapping[str, Any] | pd.DataFrame, concept: float = 0.0) -> 
     Returns:
         float64 array, one log-odds per row.
     """
-    intercept, coefs = risk_coefficients(concept)
-    out: np.ndarray | None = None
-    for term, beta in coefs.items():
-        col, _, level = term.partition("=")
-        values = np.asarray(data[col])
-        if level:
-            x = (values == level).astype(np.float64)
-        else:
-            x = values.astype(np.float64) - RISK_CENTERS.get(col, 0.0)
-        out = beta * x if out is None else out + beta * x
-    assert out is not None
-    return out + intercept
+    return RISK.evaluate(data, concept)
