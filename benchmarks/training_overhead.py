@@ -224,13 +224,12 @@ def bare_run(snapshot_path: str, dtypes: dict[str, str], trials: int, out_dir: P
     from mlsteward.config.models import get_model_config
     from mlsteward.features.encoding import encode, make_encoding
     from mlsteward.training.fitting import (
-        choose_threshold,
-        evaluate,
         fit_final,
         make_dmatrix,
         time_split,
         tune,
     )
+    from mlsteward.training.metrics import choose_threshold, evaluate
 
     stages: dict[str, float] = {}
     cpu0 = process_cpu()

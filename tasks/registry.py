@@ -91,7 +91,7 @@ def make_recipe(
     snapshot: SnapshotInfo,
     data: PreparedData,
     tuning: TuningResult,
-    threshold: float,
+    threshold: float | None,
 ) -> dict:
     """The document ``mlsteward reproduce`` rebuilds this version from (see ``recipe``)."""
     entity_dtype = snapshot_entity_dtype(cfg, Path(snapshot.path))
@@ -127,11 +127,13 @@ def log_training_run(
     metrics["best_trial_loss"] = tuning.best_loss
     params = {
         **tuning.best_params,
+        **cfg.tuning.objective_params(),
         "n_estimators": tuning.best_iteration + 1,
         "seed": tuning.seed,
         "max_evals": len(tuning.trials),
-        "decision_threshold": fitted.threshold,
     }
+    if fitted.threshold is not None:
+        params["decision_threshold"] = fitted.threshold
     mlflow_adapter.log_params_metrics(run_id, params, metrics)
     mlflow_adapter.set_run_tags(run_id, lineage.to_tags())
 
@@ -146,8 +148,11 @@ def log_training_run(
         rows=data.split.sizes()["train"],
     )
     holdout = data.split.test.copy()
-    holdout["prediction_proba"] = fitted.test_proba.to_numpy()
-    holdout["prediction"] = (holdout["prediction_proba"] >= fitted.threshold).astype("int64")
+    if fitted.threshold is None:
+        holdout["prediction"] = fitted.test_prediction.to_numpy()
+    else:
+        holdout["prediction_proba"] = fitted.test_prediction.to_numpy()
+        holdout["prediction"] = (holdout["prediction_proba"] >= fitted.threshold).astype("int64")
     mlflow_adapter.log_frame_artifact(run_id, holdout, "holdout/test_predictions.parquet")
     mlflow_adapter.log_dict_artifact(run_id, data.encoding.to_dict(), "feature_encoding.json")
     mlflow_adapter.log_dict_artifact(run_id, lineage.to_dict(), "lineage.json")
@@ -208,10 +213,15 @@ def register_model(
         **lineage.to_tags(),
         RECIPE_SHA_TAG: recipe_sha256(recipe),
         "lifecycle": "candidate",
-        "decision_threshold": fitted.threshold,
+        "task": cfg.task,
+        "objective": cfg.tuning.objective,
         "feature_encoding": data.encoding.to_dict(),
         **{f"test_{k}": round(v, 6) for k, v in fitted.test_metrics.items()},
     }
+    model_metadata = {"mlsteward_feature_encoding": data.encoding.to_dict(), "task": cfg.task}
+    if fitted.threshold is not None:
+        version_tags["decision_threshold"] = fitted.threshold
+        model_metadata["decision_threshold"] = fitted.threshold
     registered = mlflow_adapter.log_and_register(
         run_id,
         fitted.model,
@@ -219,10 +229,7 @@ def register_model(
         cfg.name,
         pip_requirements(),
         version_tags,
-        metadata={
-            "mlsteward_feature_encoding": data.encoding.to_dict(),
-            "decision_threshold": fitted.threshold,
-        },
+        metadata=model_metadata,
     )
     audit_registration(cfg, snapshot, tuning, fitted, run_id, registered, lineage, actor, reason)
     run_logger().info(

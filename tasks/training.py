@@ -67,7 +67,7 @@ def _trial_logger(cfg: ModelConfig, run_id: str) -> TrialCallback:
             trial.params,
             {
                 "loss": trial.loss,
-                f"val_{cfg.tuning.eval_metric}": trial.best_score,
+                f"val_{cfg.tuning.metric}": trial.best_score,
                 "best_iteration": trial.best_iteration,
             },
             tags={"mlsteward.trial": trial.number},
@@ -256,18 +256,29 @@ def tune_on_task_runner(spec: TrainingSpec, data: PreparedData, run_id: str) -> 
 
 @task(name="fit-and-evaluate", cache_policy=NO_CACHE)
 def fit_and_evaluate(spec: TrainingSpec, data: PreparedData, tuning: TuningResult) -> FittedModel:
-    """Refit the best trial, choose the label threshold on validation, score the test set."""
+    """Refit the best trial, choose the label threshold on validation (classification), score
+    the test set."""
     fitted = fit_evaluate(spec, data, tuning)
-    test_metrics = fitted.test_metrics
-    run_logger().info(
-        "test ROC-AUC %.4f, PR-AUC %.4f, log loss %.4f, Brier %.4f, F1 %.4f at threshold %.3f",
-        test_metrics["roc_auc"],
-        test_metrics["pr_auc"],
-        test_metrics["log_loss"],
-        test_metrics["brier"],
-        test_metrics["f1"],
-        fitted.threshold,
-    )
+    m = fitted.test_metrics
+    if fitted.threshold is None:
+        run_logger().info(
+            "test RMSE %.4g, MAE %.4g, R2 %.4f, mean prediction %.4g vs outcome %.4g",
+            m["rmse"],
+            m["mae"],
+            m["r2"],
+            m["mean_prediction"],
+            m["mean_outcome"],
+        )
+    else:
+        run_logger().info(
+            "test ROC-AUC %.4f, PR-AUC %.4f, log loss %.4f, Brier %.4f, F1 %.4f at threshold %.3f",
+            m["roc_auc"],
+            m["pr_auc"],
+            m["log_loss"],
+            m["brier"],
+            m["f1"],
+            fitted.threshold,
+        )
     return fitted
 
 

@@ -18,16 +18,24 @@ from mlsteward.config.names import NAME_PATTERN, NAME_RULE, check_model_name
 from mlsteward.config.paths import config_dir
 from mlsteward.config.sections.data import ContractConfig, FeastConfig, FeatureSpec, SourceConfig
 from mlsteward.config.sections.governance import (
-    EVALUATION_METRICS,
+    CLASSIFICATION_FAIRNESS_METRICS,
+    CLASSIFICATION_METRICS,
+    COUNT_METRICS,
+    REGRESSION_FAIRNESS_METRICS,
+    REGRESSION_METRICS,
+    UNRANKED_METRICS,
     ApprovalsConfig,
     FairnessConfig,
     MetricBound,
     PromotionConfig,
     SensitiveAttribute,
+    default_fairness_limits,
+    default_regression_fairness_limits,
 )
 from mlsteward.config.sections.monitoring import DriftConfig, ScoringConfig
 from mlsteward.config.sections.serving import RolloutConfig, ServingConfig
 from mlsteward.config.sections.training import (
+    REGRESSION_OBJECTIVES,
     DecisionThreshold,
     DistributedTraining,
     SplitConfig,
@@ -43,20 +51,23 @@ class ModelConfig(StrictModel):
     description: str = Field(default="", description="What the model predicts (model card, Feast).")
     owner: str = Field(default="unknown", description="Who answers for it (model card, Feast).")
     task: Literal["binary_classification", "regression"] = Field(
-        description="binary_classification (regression is not supported yet)."
+        description="binary_classification (a probability and a label) or regression (a "
+        "number in the label's units; tuning.objective says which loss)."
     )
     source: SourceConfig
-    label: str = Field(description="The label column.")
+    label: str = Field(description="The label column (regression: the numeric outcome).")
     label_values: list[int] = Field(
-        default_factory=lambda: [0, 1], description="The two values the label takes."
+        default_factory=lambda: [0, 1],
+        description="The two values a binary label takes (classification only).",
     )
     features: list[FeatureSpec] = Field(
         description="The columns the model trains on; ``- age`` is short for ``- {name: age}``."
     )
     sensitive_attributes: list[SensitiveAttribute] = Field(
         default_factory=list,
-        description="Features the fairness gate groups by; ``- sex`` is short for "
-        "``- {column: sex}``.",
+        description="Columns the fairness gate groups by; ``- sex`` is short for "
+        "``- {column: sex}``. A column that is not a feature is checked by the contract, kept "
+        "beside the features and never given to the model.",
     )
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     distributed: DistributedTraining = Field(default_factory=DistributedTraining)
@@ -64,8 +75,11 @@ class ModelConfig(StrictModel):
     decision_threshold: DecisionThreshold = Field(default_factory=DecisionThreshold)
     thresholds: dict[str, MetricBound] = Field(
         default_factory=dict,
-        description="Inclusive bounds on test-set metrics, by name (roc_auc, pr_auc, log_loss, "
-        "brier, accuracy, precision, recall, f1); a version outside one fails validation.",
+        description="Inclusive bounds on test-set metrics, by name (classification: roc_auc, "
+        "pr_auc, log_loss, brier, accuracy, precision, recall, f1; regression: rmse, mae, r2, "
+        "median_absolute_error, mean_poisson_deviance (count:poisson), mean_tweedie_deviance "
+        "(reg:tweedie), calibration_ratio = mean prediction / mean outcome); a version outside "
+        "one fails validation.",
     )
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
@@ -100,10 +114,89 @@ class ModelConfig(StrictModel):
             return [{"column": s} if isinstance(s, str) else s for s in v]
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        """Defaults that depend on the task: a regression model gets reg:squarederror, RMSE as
+        its primary metric and the regression fairness limits unless the file says otherwise;
+        fairness limits left out keep the task's documented default."""
+        if not isinstance(data, dict):
+            return data
+        regression = data.get("task") == "regression"
+        out = dict(data)
+        fairness = out.get("fairness")
+        if fairness is None or isinstance(fairness, dict):
+            fairness = dict(fairness or {})
+            given = fairness.get("limits")
+            if given is None or isinstance(given, dict):
+                defaults = (
+                    default_regression_fairness_limits()
+                    if regression
+                    else default_fairness_limits()
+                )
+                fairness["limits"] = {**defaults, **(given or {})}
+                out["fairness"] = fairness
+        if not regression:
+            return out
+        for section, key, default in (
+            ("tuning", "objective", "reg:squarederror"),
+            ("promotion", "primary_metric", "rmse"),
+        ):
+            part = out.get(section)
+            if part is None or isinstance(part, dict):
+                out[section] = {key: default, **(part or {})}
+        return out
+
+    @model_validator(mode="after")
+    def _task(self) -> ModelConfig:
+        """Everything that names a metric or a loss names one of the model's task."""
+        regression = self.task == "regression"
+        if regression != (self.tuning.objective in REGRESSION_OBJECTIVES):
+            raise ValueError(
+                f"tuning.objective: {self.tuning.objective!r} does not fit task {self.task!r} "
+                f"(regression: {', '.join(REGRESSION_OBJECTIVES)}; binary_classification: "
+                "binary:logistic)"
+            )
+        known = self.metric_names
+        for metric, bound in self.thresholds.items():
+            if metric not in known:
+                raise ValueError(
+                    f"thresholds.{metric}: not a metric of this {self.task} model "
+                    f"(known: {list(known)})"
+                )
+            if bound.min is None and bound.max is None:
+                raise ValueError(f"thresholds.{metric}: give min and/or max")
+        ranked = [m for m in known if m not in UNRANKED_METRICS]
+        named: list[tuple[str, str | None]] = [
+            ("promotion.primary_metric", self.promotion.primary_metric),
+            ("drift.performance_metric", self.drift.performance_metric),
+        ]
+        for where, chosen in named:
+            if chosen is not None and chosen not in ranked:
+                raise ValueError(
+                    f"{where}: {chosen!r} is not a metric of this {self.task} model that has a "
+                    f"better direction (known: {ranked})"
+                )
+        fair = REGRESSION_FAIRNESS_METRICS if regression else CLASSIFICATION_FAIRNESS_METRICS
+        per_attribute = [
+            (f"sensitive_attributes.{s.column}.limits", s.limits) for s in self.sensitive_attributes
+        ]
+        for where, limits in [("fairness.limits", self.fairness.limits), *per_attribute]:
+            wrong = [m for m in limits if m not in fair]
+            if wrong:
+                raise ValueError(
+                    f"{where}: {wrong} are not fairness metrics of a {self.task} model "
+                    f"(known: {list(fair)})"
+                )
+        if not regression and (
+            sorted(set(self.label_values)) != sorted(self.label_values)
+            or len(self.label_values) != 2
+        ):
+            raise ValueError("label_values: exactly two distinct values for a binary label")
+        return self
+
     @model_validator(mode="after")
     def _columns(self) -> ModelConfig:
-        if self.task != "binary_classification":
-            raise ValueError(f"task {self.task!r} is not supported yet (binary_classification is)")
         names = [f.name for f in self.features]
         if not names:
             raise ValueError("features: at least one feature is required")
@@ -118,34 +211,28 @@ class ModelConfig(StrictModel):
             raise ValueError(f"features: {clash} is also the entity, label or timestamp column")
         if self.label in (self.source.entity, self.source.timestamp):
             raise ValueError("label: must differ from the entity and timestamp columns")
+        columns = [s.column for s in self.sensitive_attributes]
+        dupes = sorted({c for c in columns if columns.count(c) > 1})
+        if dupes:
+            raise ValueError(f"sensitive_attributes: duplicated column(s) {dupes}")
         for s in self.sensitive_attributes:
-            if s.column not in names:
-                raise ValueError(
-                    f"sensitive_attributes: {s.column!r} is not one of the features {names}"
-                )
-            spec = self.feature(s.column)
-            if s.buckets is not None and spec.dtype == "category":
-                raise ValueError(f"sensitive_attributes: {s.column!r} is categorical; no buckets")
-        for metric, bound in self.thresholds.items():
-            if metric not in EVALUATION_METRICS:
-                raise ValueError(
-                    f"thresholds.{metric}: unknown metric (known: {list(EVALUATION_METRICS)})"
-                )
-            if bound.min is None and bound.max is None:
-                raise ValueError(f"thresholds.{metric}: give min and/or max")
+            where = f"sensitive_attributes: {s.column!r}"
+            if s.column in reserved:
+                raise ValueError(f"{where} is the entity, label or timestamp column")
+            if s.column in names:
+                if s.declares_rules:
+                    raise ValueError(
+                        f"{where} is a feature: its rules (dtype, categories, min, max, "
+                        "nullable) are the feature's; give them there"
+                    )
+                dtype = self.feature(s.column).dtype
+            else:
+                dtype = s.as_column().dtype
+            if s.buckets is not None and dtype in ("category", "bool"):
+                raise ValueError(f"{where} is {dtype}; buckets are for numeric columns")
         for col in [*self.drift.columns, *self.drift.key_features]:
             if col not in names:
                 raise ValueError(f"drift: {col!r} is not one of the features {names}")
-        if self.promotion.primary_metric not in EVALUATION_METRICS:
-            raise ValueError(
-                f"promotion.primary_metric: unknown metric {self.promotion.primary_metric!r} "
-                f"(known: {list(EVALUATION_METRICS)})"
-            )
-        if (
-            sorted(set(self.label_values)) != sorted(self.label_values)
-            or len(self.label_values) != 2
-        ):
-            raise ValueError("label_values: exactly two distinct values for a binary label")
         return self
 
     # -- derived names: one place decides what Feast objects are called -----------------------
@@ -157,7 +244,37 @@ class ModelConfig(StrictModel):
 
     @property
     def feature_names(self) -> list[str]:
+        """The model's inputs, and only those."""
         return [f.name for f in self.features]
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics evaluation reports for this model (a deviance only where the objective
+        keeps predictions positive)."""
+        if not self.is_regression:
+            return CLASSIFICATION_METRICS
+        count = COUNT_METRICS.get(self.tuning.objective)
+        return tuple(m for m in REGRESSION_METRICS if m not in COUNT_METRICS.values() or m == count)
+
+    @property
+    def attribute_columns(self) -> list[FeatureSpec]:
+        """Sensitive columns that are not features: measured, never model inputs."""
+        names = set(self.feature_names)
+        return [s.as_column() for s in self.sensitive_attributes if s.column not in names]
+
+    @property
+    def data_columns(self) -> list[FeatureSpec]:
+        """Every column the contract checks and the feature store keeps: the features, then
+        the sensitive columns that are not features."""
+        return [*self.features, *self.attribute_columns]
+
+    @property
+    def data_column_names(self) -> list[str]:
+        return [c.name for c in self.data_columns]
 
     @property
     def timestamp_column(self) -> str:

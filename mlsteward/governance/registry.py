@@ -47,7 +47,8 @@ class TrainedVersion(BaseModel):
     test_metrics: dict[str, float]
     best_params: dict[str, Any]
     trials: int
-    threshold: float
+    threshold: float | None
+    """The label cut-off; None for a regression model."""
     lineage: dict[str, Any]
 
 
@@ -216,8 +217,15 @@ class VerifiedModel:
     governance key signed."""
 
     info: VersionInfo
-    model: xgb.XGBClassifier
+    model: xgb.XGBClassifier | xgb.XGBRegressor
+    """A classifier, or a regressor when the signed artifact's objective is a regression one."""
     sha256: str
+
+    @property
+    def is_regression(self) -> bool:
+        import xgboost as xgb  # already loaded: this object holds an XGBoost model
+
+        return isinstance(self.model, xgb.XGBRegressor)
 
 
 _MODEL_ID = re.compile(r"^model_id: (\S+)$", re.MULTILINE)
@@ -298,10 +306,20 @@ def load_verified(info: VersionInfo) -> VerifiedModel:
     """Check, then load the very file that was checked (no window for a swap in between)."""
     with tempfile.TemporaryDirectory(prefix="mlsteward-model-") as d:
         path, digest = check_artifact(info, Path(d))
-        # Imported here: xgboost (with scikit-learn and SciPy) costs ~0.7 s, and commands that
-        # only read the registry (status, report) never load a model.
-        import xgboost as xgb
-
-        model = xgb.XGBClassifier()
-        model.load_model(str(path))
+        model = _wrapper(path)
     return VerifiedModel(info=info, model=model, sha256=digest)
+
+
+def _wrapper(path: Path) -> xgb.XGBClassifier | xgb.XGBRegressor:
+    """The scikit-learn model the file holds, decided by the objective saved in the verified
+    file itself, not by a tag anyone with registry access could edit."""
+    # Imported here: xgboost (with scikit-learn and SciPy) costs ~0.7 s, and commands that only
+    # read the registry (status, report) never load a model.
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(str(path))
+    objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
+    model = xgb.XGBClassifier() if objective.startswith("binary:") else xgb.XGBRegressor()
+    model.load_model(str(path))
+    return model

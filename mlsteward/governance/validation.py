@@ -20,7 +20,7 @@ from mlsteward.features.encoding import encode
 from mlsteward.governance import registry
 from mlsteward.governance.fairness import AttributeFairness, assess_fairness, fairness_values
 from mlsteward.governance.registry import VerifiedModel, VersionInfo
-from mlsteward.training.fitting import evaluate
+from mlsteward.training.metrics import evaluate
 
 HOLDOUT_ARTIFACT = "holdout/test_predictions.parquet"
 

@@ -49,7 +49,7 @@ import pandas as pd
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.config.sections.data import FeatureSpec
-from mlsteward.config.sections.governance import EVALUATION_METRICS
+from mlsteward.config.sections.governance import CLASSIFICATION_METRICS
 from mlsteward.errors import MlstewardError
 from mlsteward.monitoring.drift_evidently import ColumnSpec, annotate_html, run_evidently
 from mlsteward.monitoring.drift_result import ColumnDriftResult, DriftResult
@@ -59,7 +59,7 @@ Kind = Literal["numeric", "categorical"]
 
 # Metrics compared between the windows when both sides carry labels and probabilities: the
 # ones the gates evaluate, so a drop here means what it means there.
-PERFORMANCE_METRICS = EVALUATION_METRICS
+PERFORMANCE_METRICS = CLASSIFICATION_METRICS
 
 
 # -- which test for which column ------------------------------------------------------------
@@ -155,7 +155,7 @@ def _performance(
     definitions keeps "the primary metric fell by X" comparable with the promotion gate.
     """
     # xgboost and hyperopt come with it (~1.6 s): only when there are outcomes to score
-    from mlsteward.training.fitting import evaluate
+    from mlsteward.training.metrics import evaluate
 
     out: dict[str, Any] = {}
     for side, frame in (("reference", reference), ("current", current)):

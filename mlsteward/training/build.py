@@ -11,18 +11,20 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import xgboost as xgb
 
 from mlsteward.training.fitting import (
     TrialCallback,
     TuningResult,
-    choose_threshold,
-    evaluate,
+    XGBModel,
     fit_final,
     make_dmatrix,
     search,
     tune_in_process,
 )
+from mlsteward.training.metrics import choose_threshold, evaluate_for
 from mlsteward.training.prepared import FittedModel, PreparedData
 from mlsteward.training.spec import TrainingSpec
 
@@ -77,8 +79,16 @@ def tune_prepared(
     return result
 
 
+def predict(model: XGBModel, x: pd.DataFrame) -> np.ndarray:
+    """The positive class's probability, or the predicted number in the label's units."""
+    if isinstance(model, xgb.XGBClassifier):
+        return np.asarray(model.predict_proba(x)[:, 1], dtype=np.float64)
+    return np.asarray(model.predict(x), dtype=np.float64)
+
+
 def fit_evaluate(spec: TrainingSpec, data: PreparedData, tuning: TuningResult) -> FittedModel:
-    """Refit the best trial, choose the label threshold on validation, score the test set.
+    """Refit the best trial, choose the label threshold on validation (classification), score
+    the test set.
 
     One function for training and reproduction, so a rebuilt version is made the same way.
     """
@@ -88,14 +98,17 @@ def fit_evaluate(spec: TrainingSpec, data: PreparedData, tuning: TuningResult) -
     else:
         with on_dask(spec, data) as session:
             model = session.fit(cfg.tuning, tuning)
-    val_proba = model.predict_proba(data.x_val)[:, 1]
-    dt = cfg.decision_threshold
-    threshold = choose_threshold(data.y("validation").to_numpy(), val_proba, dt.strategy, dt.value)
-    test_proba = model.predict_proba(data.x_test)[:, 1]
+    val_pred = predict(model, data.x_val)
+    y_val = data.y("validation").to_numpy()
+    threshold = None
+    if not cfg.is_regression:
+        dt = cfg.decision_threshold
+        threshold = choose_threshold(y_val, val_pred, dt.strategy, dt.value)
+    test_pred = predict(model, data.x_test)
     return FittedModel(
         model=model,
         threshold=threshold,
-        test_metrics=evaluate(data.y("test").to_numpy(), test_proba, threshold),
-        validation_metrics=evaluate(data.y("validation").to_numpy(), val_proba, threshold),
-        test_proba=pd.Series(test_proba, index=data.x_test.index),
+        test_metrics=evaluate_for(cfg, data.y("test").to_numpy(), test_pred, threshold),
+        validation_metrics=evaluate_for(cfg, y_val, val_pred, threshold),
+        test_prediction=pd.Series(test_pred, index=data.x_test.index),
     )

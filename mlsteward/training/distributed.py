@@ -40,6 +40,7 @@ from mlsteward.training.fitting import (
     TrialEvaluator,
     TrialSpec,
     TuningResult,
+    XGBModel,
     base_params,
     final_classifier,
     trial_result,
@@ -184,9 +185,9 @@ class DaskTraining:
 
         return evaluate
 
-    def fit(self, tuning: TuningConfig, result: TuningResult) -> xgb.XGBClassifier:
+    def fit(self, tuning: TuningConfig, result: TuningResult) -> XGBModel:
         """The best trial's params for exactly its early-stopped number of rounds, as the
-        classifier ``fit_final`` would make in process."""
+        model ``fit_final`` would make in process."""
         out = dxgb.train(
             self.client,
             self.params(tuning, result.seed, result.best_params),

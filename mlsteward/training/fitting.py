@@ -1,4 +1,4 @@
-"""Training maths as plain functions: encoding, time split, search space, tuning, refit, metrics.
+"""Training maths as plain functions: time split, search space, tuning and the refit.
 
 Nothing here knows about Prefect, MLflow or Feast. The flow passes frames in and gets typed
 results out; trial logging is a callback so the tuning loop stays testable on its own. How the
@@ -19,9 +19,12 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 from hyperopt import hp, space_eval
-from sklearn import metrics as skm
 
-from mlsteward.config.sections.training import SearchDimension, TuningConfig
+from mlsteward.config.sections.training import (
+    MAXIMISED_EVAL_METRICS,
+    SearchDimension,
+    TuningConfig,
+)
 from mlsteward.features.encoding import (
     FeatureEncoding,
 )
@@ -165,8 +168,8 @@ def typed_params(params: dict[str, Any], space: dict[str, SearchDimension]) -> d
 
 def base_params(tuning: TuningConfig, seed: int) -> dict[str, Any]:
     return {
-        "objective": "binary:logistic",
-        "eval_metric": tuning.eval_metric,
+        **tuning.objective_params(),
+        "eval_metric": tuning.metric,
         "tree_method": "hist",
         "seed": seed,
         "nthread": tuning.nthread or 0,
@@ -226,7 +229,7 @@ TrialEvaluator = Callable[[Sequence[TrialSpec]], Sequence[TrialResult]]
 
 def _loss(metric: str, score: float) -> float:
     """Hyperopt minimises; AUC-like metrics are maximised, so flip them."""
-    return -score if metric in ("auc", "aucpr") else score
+    return -score if metric in MAXIMISED_EVAL_METRICS else score
 
 
 def make_dmatrix(
@@ -273,7 +276,7 @@ def trial_result(booster: xgb.Booster, tuning: TuningConfig, spec: TrialSpec) ->
     return TrialResult(
         number=spec.number,
         params=spec.params,
-        loss=_loss(tuning.eval_metric, score),
+        loss=_loss(tuning.metric, score),
         best_iteration=int(booster.best_iteration),
         best_score=score,
     )
@@ -391,13 +394,17 @@ def tune_in_process(
     )
 
 
+XGBModel = xgb.XGBClassifier | xgb.XGBRegressor
+"""A fitted model: a classifier (probabilities) or a regressor (numbers in the label's units)."""
+
+
 def fit_final(
     x_train: pd.DataFrame,
     y_train: pd.Series,
     enc: FeatureEncoding,
     tuning: TuningConfig,
     result: TuningResult,
-) -> xgb.XGBClassifier:
+) -> XGBModel:
     """Refit the best trial with exactly its early-stopped number of trees.
 
     Training the winning configuration for ``best_iteration + 1`` rounds reproduces the best
@@ -409,15 +416,15 @@ def fit_final(
     return model
 
 
-def final_classifier(
-    enc: FeatureEncoding, tuning: TuningConfig, result: TuningResult
-) -> xgb.XGBClassifier:
-    """The unfitted classifier of the best trial, trees capped at its early-stopped count."""
+def final_classifier(enc: FeatureEncoding, tuning: TuningConfig, result: TuningResult) -> XGBModel:
+    """The unfitted model of the best trial (a classifier, or a regressor for a regression
+    objective), trees capped at its early-stopped count."""
     params = {**base_params(tuning, result.seed), **result.best_params}
     nthread = params.pop("nthread")
     for key in ("seed", "verbosity"):
         params.pop(key)
-    return xgb.XGBClassifier(
+    kind = xgb.XGBRegressor if tuning.is_regression else xgb.XGBClassifier
+    return kind(
         **params,
         n_estimators=result.best_iteration + 1,
         random_state=result.seed,
@@ -426,44 +433,3 @@ def final_classifier(
         feature_types=enc.feature_types,
         verbosity=0,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation
-# --------------------------------------------------------------------------------------------
-
-
-def choose_threshold(y: np.ndarray, proba: np.ndarray, strategy: str, value: float) -> float:
-    """Pick the label cut-off on validation data, never on test (that would leak)."""
-    if strategy == "fixed":
-        return float(value)
-    precision, recall, thresholds = skm.precision_recall_curve(y, proba)
-    f1 = np.divide(
-        2 * precision * recall,
-        precision + recall,
-        out=np.zeros_like(precision),
-        where=(precision + recall) > 0,
-    )
-    if len(thresholds) == 0:
-        return float(value)
-    return float(thresholds[int(np.argmax(f1[:-1]))])
-
-
-def evaluate(y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
-    """Ranking and calibration metrics, plus label metrics at the chosen threshold."""
-    y = np.asarray(y).astype(int)
-    pred = (proba >= threshold).astype(int)
-    both_classes = len(np.unique(y)) == 2
-    return {
-        "roc_auc": float(skm.roc_auc_score(y, proba)) if both_classes else float("nan"),
-        "pr_auc": float(skm.average_precision_score(y, proba)) if both_classes else float("nan"),
-        "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
-        "brier": float(skm.brier_score_loss(y, proba)),
-        "accuracy": float(skm.accuracy_score(y, pred)),
-        "precision": float(skm.precision_score(y, pred, zero_division=0)),
-        "recall": float(skm.recall_score(y, pred, zero_division=0)),
-        "f1": float(skm.f1_score(y, pred, zero_division=0)),
-        "threshold": float(threshold),
-        "positive_rate": float(y.mean()),
-        "rows": float(len(y)),
-    }

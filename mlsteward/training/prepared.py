@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import xgboost as xgb
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.data.state import SnapshotInfo
 from mlsteward.features.encoding import FeatureEncoding, encode, make_encoding
-from mlsteward.training.fitting import Split, time_split
+from mlsteward.training.fitting import Split, XGBModel, time_split
 from mlsteward.training.partitioned_set import Retrieve, TrainPartitions, build_partitioned_set
 from mlsteward.training.recipe import frame_digest
 
@@ -75,11 +74,13 @@ class PreparedData:
 
 @dataclass
 class FittedModel:
-    model: xgb.XGBClassifier
-    threshold: float
+    model: XGBModel
+    threshold: float | None
+    """The label cut-off chosen on validation; None for a regression model (no labels)."""
     test_metrics: dict[str, float]
     validation_metrics: dict[str, float]
-    test_proba: pd.Series
+    test_prediction: pd.Series
+    """Per test row: the positive class's probability, or the predicted number."""
 
 
 def prepare(cfg: ModelConfig, frame: pd.DataFrame, snapshot: SnapshotInfo) -> PreparedData:

@@ -210,7 +210,9 @@ def refit_and_compare(
     report.metric_deltas = metric_deltas(recorded.metrics, rebuilt)
     status = _verdict(not report.metric_deltas)
     detail = f"{len(recorded.metrics)} metrics compared exactly; {len(report.metric_deltas)} differ"
-    shown = {k: recorded.metrics[k] for k in ("test_roc_auc", "test_log_loss")}
+    regression = recorded.spec.cfg.is_regression
+    keys = ("test_rmse", "test_mae") if regression else ("test_roc_auc", "test_log_loss")
+    shown = {k: recorded.metrics[k] for k in keys if k in recorded.metrics}
     rebuilt_shown = {k: rebuilt.get(k) for k in shown}
     _timed(report, Step("metrics", status, detail, shown, rebuilt_shown), t0)
 

@@ -85,7 +85,7 @@ def build_recipe(
     best_params: dict[str, Any],
     best_iteration: int,
     best_loss: float,
-    decision_threshold: float,
+    decision_threshold: float | None,
 ) -> dict[str, Any]:
     config = cfg.model_dump(mode="json")
     return {

@@ -22,7 +22,7 @@ from mlsteward.governance import promotion as governance
 from mlsteward.governance import registry
 from mlsteward.monitoring import prediction_log
 from mlsteward.monitoring.outcomes import ingest_labels
-from mlsteward.training.fitting import evaluate
+from mlsteward.training.metrics import evaluate
 from tests.support.governance import MODEL, write_config
 
 SHIFTED = ["bmi", "cholesterol"]

@@ -52,8 +52,8 @@ def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
             "split: split fractions must sum to 1",
         ),
         (
-            MINIMAL.format(name="m") + "sensitive_attributes: [zzz]\n",
-            "'zzz' is not one of the features",
+            MINIMAL.format(name="m") + "sensitive_attributes: [{column: a, dtype: int}]\n",
+            "'a' is a feature: its rules",
         ),
         (MINIMAL.format(name="m").replace("[a, b]", "[a, a]"), "duplicated column(s) ['a']"),
         (MINIMAL.format(name="m").replace("[a, b]", "[a, y]"), "also the entity, label"),

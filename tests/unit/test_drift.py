@@ -18,7 +18,7 @@ from mlsteward.monitoring.drift import column_methods, compute_drift
 from mlsteward.monitoring.drift_result import ColumnDriftResult, DriftResult
 from mlsteward.monitoring.drift_sampling import sampling_lines
 from mlsteward.monitoring.retrain import decide
-from mlsteward.training.fitting import evaluate
+from mlsteward.training.metrics import evaluate
 
 N = 2_000
 

@@ -26,11 +26,11 @@ from mlsteward.governance.gates import FAIRNESS
 from mlsteward.training.fitting import (
     TuningResult,
     base_params,
-    choose_threshold,
     fit_final,
     make_dmatrix,
     time_split,
 )
+from mlsteward.training.metrics import choose_threshold
 
 # -- group_labels ----------------------------------------------------------------------------
 

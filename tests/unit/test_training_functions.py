@@ -12,13 +12,12 @@ from mlsteward.config.sections.training import SearchDimension, TuningConfig
 from mlsteward.features.encoding import encode, make_encoding
 from mlsteward.training.fitting import (
     build_search_space,
-    choose_threshold,
-    evaluate,
     make_dmatrix,
     time_split,
     tune,
     typed_params,
 )
+from mlsteward.training.metrics import choose_threshold, evaluate
 
 
 def frame(n: int = 100) -> pd.DataFrame:

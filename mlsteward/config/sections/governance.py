@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from mlsteward.config.base import StrictModel
+from mlsteward.config.sections.data import FeatureDtype, FeatureSpec
 
-# Metrics that evaluation reports; thresholds and the primary metric must name one of them.
-EVALUATION_METRICS = (
+# Metrics that evaluation reports, by task; thresholds and the primary metric must name one of
+# the model's task.
+CLASSIFICATION_METRICS = (
     "roc_auc",
     "pr_auc",
     "log_loss",
@@ -19,22 +21,65 @@ EVALUATION_METRICS = (
     "recall",
     "f1",
 )
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+REGRESSION_METRICS = (
+    "rmse",
+    "mae",
+    "r2",
+    "median_absolute_error",
+    "mean_poisson_deviance",
+    "mean_tweedie_deviance",
+    "calibration_ratio",
+)
+EVALUATION_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
+LOWER_IS_BETTER = frozenset(
+    {
+        "log_loss",
+        "brier",
+        "rmse",
+        "mae",
+        "median_absolute_error",
+        "mean_poisson_deviance",
+        "mean_tweedie_deviance",
+    }
+)
+# Mean prediction over mean outcome is best at 1 from either side: it can be bounded, never
+# ranked, so it is no primary metric.
+UNRANKED_METRICS = frozenset({"calibration_ratio"})
+# Deviances are defined only for predictions the objective keeps positive.
+COUNT_METRICS = {"count:poisson": "mean_poisson_deviance", "reg:tweedie": "mean_tweedie_deviance"}
 
-FairnessMetric = Literal[
+ClassificationFairnessMetric = Literal[
     "demographic_parity_difference",
     "demographic_parity_ratio",
     "equal_opportunity_difference",
     "equalized_odds_difference",
 ]
+RegressionFairnessMetric = Literal[
+    "mae_difference",
+    "mae_ratio",
+    "rmse_difference",
+    "rmse_ratio",
+    "mean_residual_difference",
+    "bounded_group_loss",
+]
+FairnessMetric = Literal[ClassificationFairnessMetric, RegressionFairnessMetric]
+CLASSIFICATION_FAIRNESS_METRICS: tuple[str, ...] = get_args(ClassificationFairnessMetric)
+REGRESSION_FAIRNESS_METRICS: tuple[str, ...] = get_args(RegressionFairnessMetric)
 
-# Larger is worse for differences, smaller is worse for ratios: the challenger-vs-champion gate
-# needs the direction to tell "worsened" from "improved".
+# Larger is worse for differences and losses, smaller is worse for parity ratios, larger is
+# worse for error ratios (worst group over best): the challenger-vs-champion gate needs the
+# direction to tell "worsened" from "improved".
 FAIRNESS_HIGHER_IS_WORSE: dict[str, bool] = {
     "demographic_parity_difference": True,
     "demographic_parity_ratio": False,
     "equal_opportunity_difference": True,
     "equalized_odds_difference": True,
+    "mae_difference": True,
+    "mae_ratio": True,
+    "rmse_difference": True,
+    "rmse_ratio": True,
+    "mean_residual_difference": True,
+    "bounded_group_loss": True,
 }
 
 
@@ -50,7 +95,8 @@ class MetricBound(StrictModel):
 
 
 def default_fairness_limits() -> dict[FairnessMetric, MetricBound]:
-    """Documented defaults: the four-fifths rule for parity, 0.1 for the error-rate gaps."""
+    """Documented defaults for classification: the four-fifths rule for parity, 0.1 for the
+    error-rate gaps."""
     return {
         "demographic_parity_ratio": MetricBound(min=0.8),
         "demographic_parity_difference": MetricBound(),
@@ -59,10 +105,47 @@ def default_fairness_limits() -> dict[FairnessMetric, MetricBound]:
     }
 
 
+def default_regression_fairness_limits() -> dict[FairnessMetric, MetricBound]:
+    """Documented defaults for regression: no group's mean absolute error above 1.25 times
+    another's (the four-fifths rule read for errors); the rest reported, not gated, because
+    their scale is the target's units."""
+    return {
+        "mae_ratio": MetricBound(max=1.25),
+        "mae_difference": MetricBound(),
+        "rmse_ratio": MetricBound(),
+        "rmse_difference": MetricBound(),
+        "mean_residual_difference": MetricBound(),
+        "bounded_group_loss": MetricBound(),
+    }
+
+
 class SensitiveAttribute(StrictModel):
     """A column the fairness gate groups by; numeric columns may be cut into labelled buckets."""
 
-    column: str = Field(description="A feature column the fairness gate groups by.")
+    column: str = Field(
+        description="The column the fairness gate groups by: a feature, or a column of the data "
+        "that is not a model input (the lawful setup for race or sex in credit, hiring or "
+        "insurance): contract-checked and kept beside the features, never given to the model."
+    )
+    dtype: FeatureDtype | None = Field(
+        default=None,
+        description="A column that is not a feature: int, float, bool or category (unset: "
+        "inferred and recorded). A feature's own rules apply to a feature.",
+    )
+    categories: list[str] | None = Field(
+        default=None, description="A column that is not a feature: the allowed values."
+    )
+    min: float | None = Field(
+        default=None, description="A column that is not a feature: the smallest value."
+    )
+    max: float | None = Field(
+        default=None, description="A column that is not a feature: the largest value."
+    )
+    nullable: bool = Field(
+        default=False,
+        description="A column that is not a feature: missing values allowed (their group is "
+        "'missing').",
+    )
     buckets: list[float] | None = Field(
         default=None, description="Inner bucket edges, e.g. [40, 60] gives <40, 40-60, >=60."
     )
@@ -74,6 +157,29 @@ class SensitiveAttribute(StrictModel):
         description="Per-attribute overrides of fairness.limits; an empty bound ({}) reports "
         "the metric without gating it.",
     )
+
+    @property
+    def declares_rules(self) -> bool:
+        """Whether the entry carries contract rules of its own (only for a non-feature)."""
+        return (
+            self.dtype is not None
+            or self.categories is not None
+            or self.min is not None
+            or self.max is not None
+            or self.nullable
+        )
+
+    def as_column(self) -> FeatureSpec:
+        """The contract rules of a sensitive column that is not a feature."""
+        return FeatureSpec(
+            name=self.column,
+            dtype=self.dtype,
+            categories=self.categories,
+            min=self.min,
+            max=self.max,
+            nullable=self.nullable,
+            description="sensitive attribute (not a model input)",
+        )
 
     @model_validator(mode="after")
     def _buckets(self) -> SensitiveAttribute:
@@ -98,14 +204,10 @@ class FairnessConfig(StrictModel):
     )
     limits: dict[FairnessMetric, MetricBound] = Field(
         default_factory=default_fairness_limits,
-        description="Bounds per fairness metric; keys left out keep their default.",
+        description="Bounds per fairness metric of the model's task; keys left out keep their "
+        "default (classification: demographic_parity_ratio >= 0.8, equal_opportunity_difference "
+        "and equalized_odds_difference <= 0.1; regression: mae_ratio <= 1.25).",
     )
-
-    @field_validator("limits", mode="after")
-    @classmethod
-    def _fill(cls, v: dict[FairnessMetric, MetricBound]) -> dict[FairnessMetric, MetricBound]:
-        """Keys the user leaves out keep their documented default."""
-        return {**default_fairness_limits(), **v}
 
     def limits_for(self, attribute: SensitiveAttribute) -> dict[FairnessMetric, MetricBound]:
         return {**self.limits, **attribute.limits}
@@ -119,7 +221,9 @@ class PromotionConfig(StrictModel):
         description="auto: promote when every gate passes; manual: pause for a person's approval.",
     )
     primary_metric: str = Field(
-        default="roc_auc", description="Metric the challenger must improve over the champion."
+        default="roc_auc",
+        description="Metric the challenger must improve over the champion (regression "
+        "default: rmse).",
     )
     min_delta: float = Field(
         default=0.0, ge=0, description="Required improvement of the primary metric."

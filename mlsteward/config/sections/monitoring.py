@@ -55,7 +55,17 @@ class DriftConfig(StrictModel):
     performance_drop: float = Field(
         default=0.05,
         gt=0,
-        description="With labels: retrain when the primary metric falls this much (absolute).",
+        description="With outcomes: retrain when the quality metric gets this much worse "
+        "(ROC-AUC down 0.05; for regression, e.g. RMSE up by 0.1 with drop_mode relative).",
+    )
+    performance_metric: str | None = Field(
+        default=None,
+        description="The quality metric watched once outcomes arrive; unset: "
+        "promotion.primary_metric.",
+    )
+    performance_drop_mode: Literal["absolute", "relative"] = Field(
+        default="absolute",
+        description="relative: performance_drop is a share of the reference value.",
     )
     min_labelled_rows: int = Field(
         default=200,

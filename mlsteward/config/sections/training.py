@@ -54,6 +54,50 @@ def default_search_space() -> dict[str, SearchDimension]:
     }
 
 
+Objective = Literal[
+    "binary:logistic",
+    "reg:squarederror",
+    "reg:pseudohubererror",
+    "reg:absoluteerror",
+    "count:poisson",
+    "reg:tweedie",
+]
+REGRESSION_OBJECTIVES: tuple[str, ...] = (
+    "reg:squarederror",
+    "reg:pseudohubererror",
+    "reg:absoluteerror",
+    "count:poisson",
+    "reg:tweedie",
+)
+# Objectives whose predictions come through a log link: always positive, explained on the log
+# scale by XGBoost (serving and scoring restate contributions in the target's units).
+LOG_LINK_OBJECTIVES = frozenset({"count:poisson", "reg:tweedie"})
+# A count model's label must be a whole number >= 0; Tweedie's only >= 0.
+NON_NEGATIVE_LABEL_OBJECTIVES = frozenset({"count:poisson", "reg:tweedie"})
+INTEGER_LABEL_OBJECTIVES = frozenset({"count:poisson"})
+
+EvalMetric = Literal[
+    "logloss",
+    "auc",
+    "aucpr",
+    "rmse",
+    "mae",
+    "mphe",
+    "poisson-nloglik",
+    "tweedie-nloglik",
+]
+CLASSIFICATION_EVAL_METRICS = ("logloss", "auc", "aucpr")
+# XGBoost's own choice for each objective, so early stopping watches the loss being fitted.
+DEFAULT_EVAL_METRIC: dict[str, str] = {
+    "binary:logistic": "logloss",
+    "reg:squarederror": "rmse",
+    "reg:pseudohubererror": "mphe",
+    "reg:absoluteerror": "mae",
+    "count:poisson": "poisson-nloglik",
+    "reg:tweedie": "tweedie-nloglik",
+}
+MAXIMISED_EVAL_METRICS = frozenset({"auc", "aucpr"})
+
 DEFAULT_MAX_EVALS_CEILING = 200
 """Trials a webhook may ask for when a model sets no ``tuning.max_evals_ceiling``."""
 
@@ -114,10 +158,24 @@ class TuningConfig(StrictModel):
         default=30, ge=1, description="Rounds without improvement on validation before a fit stops."
     )
     num_boost_round: int = Field(default=400, ge=1, description="Most boosting rounds per fit.")
-    eval_metric: Literal["logloss", "auc", "aucpr"] = Field(
-        default="logloss",
-        description="Validation metric of early stopping and of the search (logloss minimised; "
-        "auc, aucpr maximised).",
+    objective: Objective = Field(
+        default="binary:logistic",
+        description="XGBoost's objective: binary:logistic for binary_classification; for "
+        "regression (default reg:squarederror) reg:pseudohubererror (outliers), "
+        "reg:absoluteerror (the median), count:poisson (counts) or reg:tweedie (non-negative "
+        "with many zeros).",
+    )
+    tweedie_variance_power: float = Field(
+        default=1.5, gt=1, lt=2, description="reg:tweedie only: the variance power."
+    )
+    huber_slope: float = Field(
+        default=1.0, gt=0, description="reg:pseudohubererror only: where the loss turns linear."
+    )
+    eval_metric: EvalMetric | None = Field(
+        default=None,
+        description="Validation metric of early stopping and of the search (auc, aucpr "
+        "maximised, the others minimised); unset: the objective's own loss (logloss, rmse, "
+        "mphe, mae, poisson-nloglik, tweedie-nloglik).",
     )
     nthread: int = Field(default=0, ge=0, description="0 = all cores")
     search_space: dict[str, SearchDimension] = Field(
@@ -137,6 +195,39 @@ class TuningConfig(StrictModel):
             if isinstance(evals, int) and evals > DEFAULT_MAX_EVALS_CEILING:
                 return {**data, "max_evals_ceiling": evals}
         return data
+
+    @property
+    def metric(self) -> str:
+        """The validation metric as XGBoost names it (Tweedie's carries its power)."""
+        name = self.eval_metric or DEFAULT_EVAL_METRIC[self.objective]
+        if name == "tweedie-nloglik":
+            return f"tweedie-nloglik@{self.tweedie_variance_power:g}"
+        return name
+
+    @property
+    def is_regression(self) -> bool:
+        return self.objective in REGRESSION_OBJECTIVES
+
+    def objective_params(self) -> dict[str, Any]:
+        """The objective and the parameters it alone reads, for XGBoost."""
+        out: dict[str, Any] = {"objective": self.objective}
+        if self.objective == "reg:tweedie":
+            out["tweedie_variance_power"] = self.tweedie_variance_power
+        elif self.objective == "reg:pseudohubererror":
+            out["huber_slope"] = self.huber_slope
+        return out
+
+    @model_validator(mode="after")
+    def _metric_fits_objective(self) -> TuningConfig:
+        if self.eval_metric is None:
+            return self
+        classifying = self.eval_metric in CLASSIFICATION_EVAL_METRICS
+        if classifying == self.is_regression:
+            kind = "a regression" if self.is_regression else "a classification"
+            raise ValueError(
+                f"eval_metric {self.eval_metric!r} does not fit {kind} objective {self.objective!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _ceiling_covers_max_evals(self) -> TuningConfig:
@@ -206,7 +297,8 @@ class SplitConfig(StrictModel):
 
 
 class DecisionThreshold(StrictModel):
-    """How the probability cut-off for labels is chosen: maximise F1 on validation, or fixed."""
+    """How the probability cut-off for labels is chosen: maximise F1 on validation, or fixed.
+    Classification only: a regression model predicts a number and has no cut-off."""
 
     strategy: Literal["max_f1", "fixed"] = Field(
         default="max_f1", description="max_f1: highest F1 on validation; fixed: value."
