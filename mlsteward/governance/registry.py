@@ -220,6 +220,9 @@ class VerifiedModel:
     model: xgb.XGBClassifier | xgb.XGBRegressor
     """A classifier, or a regressor when the signed artifact's objective is a regression one."""
     sha256: str
+    objective: str = "binary:logistic"
+    """XGBoost's objective as saved in the verified file (``count:poisson`` predicts through a
+    log link, so its explanations are on the log scale until restated)."""
 
     @property
     def is_regression(self) -> bool:
@@ -306,11 +309,11 @@ def load_verified(info: VersionInfo) -> VerifiedModel:
     """Check, then load the very file that was checked (no window for a swap in between)."""
     with tempfile.TemporaryDirectory(prefix="mlsteward-model-") as d:
         path, digest = check_artifact(info, Path(d))
-        model = _wrapper(path)
-    return VerifiedModel(info=info, model=model, sha256=digest)
+        model, objective = _wrapper(path)
+    return VerifiedModel(info=info, model=model, sha256=digest, objective=objective)
 
 
-def _wrapper(path: Path) -> xgb.XGBClassifier | xgb.XGBRegressor:
+def _wrapper(path: Path) -> tuple[xgb.XGBClassifier | xgb.XGBRegressor, str]:
     """The scikit-learn model the file holds, decided by the objective saved in the verified
     file itself, not by a tag anyone with registry access could edit."""
     # Imported here: xgboost (with scikit-learn and SciPy) costs ~0.7 s, and commands that only
@@ -322,4 +325,4 @@ def _wrapper(path: Path) -> xgb.XGBClassifier | xgb.XGBRegressor:
     objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
     model = xgb.XGBClassifier() if objective.startswith("binary:") else xgb.XGBRegressor()
     model.load_model(str(path))
-    return model
+    return model, str(objective)
