@@ -1,12 +1,22 @@
 """Fairness across sensitive groups: the one module that talks to fairlearn.
 
-:func:`assess_fairness` turns a holdout (raw sensitive columns, labels, scores) into our own
-typed :class:`AttributeFairness` per configured attribute; :func:`fairness_gate` holds those
+:func:`assess_fairness` turns a holdout (raw sensitive columns, outcomes, predictions) into our
+own typed :class:`AttributeFairness` per configured attribute; :func:`fairness_gate` holds those
 numbers against the configured limits and returns a :class:`~mlsteward.governance.gates.GateResult`.
 fairlearn types never leave this module (design rule 7).
 
-Conventions:
-- Predictions are ``proba >= threshold`` (the model's chosen cut-off), as at serving time.
+Classification and regression share the groups, the ``missing`` group and the
+``min_group_size`` rule; they differ in what is compared across groups:
+
+- Classification: labels are ``proba >= threshold`` (the model's chosen cut-off), as at serving
+  time, and the groups' selection rates and error rates are compared (parity, equal
+  opportunity, equalized odds).
+- Regression: the groups' errors in the label's units are compared (mean absolute error, root
+  mean squared error, mean residual = prediction - outcome, positive for over-prediction), and
+  the worst group's MAE is fairlearn's bounded group loss. A model that is accurate on average
+  can still be far worse for one group, which the overall RMSE hides.
+
+Classification conventions:
 - Groups smaller than ``fairness.min_group_size`` are reported with their numbers but left out
   of the group-level metrics: a rate measured on a handful of patients is noise, and gating on
   it would reject good models at random.
@@ -37,10 +47,10 @@ from fairlearn.metrics import (
     selection_rate,
     true_positive_rate,
 )
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import mean_absolute_error, roc_auc_score, root_mean_squared_error
 
 from mlsteward.config.models import ModelConfig
-from mlsteward.config.sections.governance import SensitiveAttribute
+from mlsteward.config.sections.governance import REGRESSION_FAIRNESS_METRICS, SensitiveAttribute
 from mlsteward.governance.gates import (
     FAIRNESS,
     GateResult,
@@ -65,8 +75,24 @@ _EXPLAINED_BY: dict[str, tuple[str, ...]] = {
     "demographic_parity_ratio": ("selection_rate",),
     "equal_opportunity_difference": ("tpr",),
     "equalized_odds_difference": ("tpr", "fpr"),
+    "mae_difference": ("mae",),
+    "mae_ratio": ("mae",),
+    "rmse_difference": ("rmse",),
+    "rmse_ratio": ("rmse",),
+    "mean_residual_difference": ("mean_residual",),
+    "bounded_group_loss": ("mae",),
 }
-_SHORT = {"selection_rate": "selection rate", "tpr": "tpr", "fpr": "fpr"}
+_SHORT = {
+    "selection_rate": "selection rate",
+    "tpr": "tpr",
+    "fpr": "fpr",
+    "mae": "mae",
+    "rmse": "rmse",
+    "mean_residual": "mean residual",
+}
+# The per-group numbers a violation carries, by task.
+_CLASSIFICATION_GROUP_KEYS = ("size", "positives", "selection_rate", "tpr", "fpr", "roc_auc")
+REGRESSION_GROUP_KEYS = ("size", "mae", "rmse", "mean_residual", "mean_prediction", "mean_outcome")
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,9 +160,11 @@ class AttributeFairness:
 
     Attributes:
         attribute: The column.
-        metrics: The four fairness metrics over the gated groups (``None`` = not assessable).
-        groups: Per group: group, size, positives, selection_rate, tpr, fpr, roc_auc (``None``
-            where undefined) and gated (whether it counts towards ``metrics``).
+        metrics: The task's fairness metrics over the gated groups (``None`` = not assessable).
+        groups: Per group: group, size, then for classification positives, selection_rate,
+            tpr, fpr, roc_auc (``None`` where undefined), for regression mae, rmse,
+            mean_residual (prediction - outcome), mean_prediction, mean_outcome; and gated
+            (whether it counts towards ``metrics``).
         small_groups: Groups below ``min_group_size``: reported, not gated.
         note: Why a metric is not assessable, if one is not.
     """
@@ -293,41 +321,185 @@ def assess_attribute(
     )
 
 
+def _mean_residual(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Prediction minus outcome, averaged: positive when the group is over-predicted."""
+    return float(np.mean(y_pred - y_true))
+
+
+def _mean_prediction(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(y_pred))
+
+
+def _mean_outcome(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(y_true))
+
+
+_REGRESSION_ERRORS = {
+    "mae": mean_absolute_error,
+    "rmse": root_mean_squared_error,
+    "mean_residual": _mean_residual,
+}
+
+
+def _error_ratio(smallest_over_largest: Any) -> float | None:
+    """Largest over smallest group error from fairlearn's ``ratio`` (smallest over largest):
+    undefined when the smallest error is 0 (a group predicted exactly)."""
+    r = _finite(smallest_over_largest)
+    return 1.0 / r if r is not None and r > 0 else None
+
+
+def _regression_metrics(
+    labels: np.ndarray, y: np.ndarray, pred: np.ndarray, gated: list[dict[str, Any]]
+) -> dict[str, float | None]:
+    """The six regression fairness metrics over the gated groups, from one ``MetricFrame``."""
+    if len(gated) < 2:
+        return dict.fromkeys(REGRESSION_FAIRNESS_METRICS)
+    keep = np.isin(labels, [g["group"] for g in gated])
+    mf = MetricFrame(
+        metrics=_REGRESSION_ERRORS,
+        y_true=y[keep],
+        y_pred=pred[keep],
+        sensitive_features=pd.Series(labels[keep], name="group"),
+    )
+    gap = mf.difference(method="between_groups")  # largest - smallest group value
+    smallest_over_largest = mf.ratio(method="between_groups")
+    worst = mf.group_max()
+    return {
+        "mae_difference": _finite(gap["mae"]),
+        "mae_ratio": _error_ratio(smallest_over_largest["mae"]),
+        "rmse_difference": _finite(gap["rmse"]),
+        "rmse_ratio": _error_ratio(smallest_over_largest["rmse"]),
+        "mean_residual_difference": _finite(gap["mean_residual"]),
+        "bounded_group_loss": _finite(worst["mae"]),
+    }
+
+
+def assess_regression_attribute(
+    values: pd.Series,
+    y_true: np.ndarray,
+    prediction: np.ndarray,
+    attribute: SensitiveAttribute,
+    min_group_size: int,
+) -> AttributeFairness:
+    """Per-group errors for one attribute, and the regression metrics over its gated groups."""
+    labels = group_labels(values.reset_index(drop=True), attribute)
+    lab = labels.to_numpy()
+    table = MetricFrame(
+        metrics={
+            "size": count,
+            **_REGRESSION_ERRORS,
+            "mean_prediction": _mean_prediction,
+            "mean_outcome": _mean_outcome,
+        },
+        y_true=y_true,
+        y_pred=prediction,
+        sensitive_features=pd.Series(lab, name="group"),
+    ).by_group
+    groups: list[dict[str, Any]] = []
+    for name in _group_order(labels, attribute):
+        row = table.loc[name]
+        size = int(row["size"])
+        groups.append(
+            {
+                "group": name,
+                "size": size,
+                **{k: _finite(row[k]) for k in REGRESSION_GROUP_KEYS[1:]},
+                "gated": size >= min_group_size,
+            }
+        )
+    gated = [g for g in groups if g["gated"]]
+    metrics = _regression_metrics(lab, y_true, prediction, gated)
+    notes = []
+    if len(gated) < 2:
+        notes.append(
+            f"fewer than 2 groups with at least {min_group_size} rows "
+            f"({len(gated)} of {len(groups)}): fairness across {attribute.column!r} "
+            "cannot be assessed"
+        )
+    else:
+        exact = [g["group"] for g in gated if g["mae"] == 0]
+        if exact:
+            notes.append(f"group(s) {exact} are predicted exactly: an error ratio is undefined")
+        undefined = [m for m, v in metrics.items() if v is None]
+        if undefined:
+            notes.append(f"not assessable: {', '.join(undefined)}")
+    return AttributeFairness(
+        attribute=attribute.column,
+        metrics=metrics,
+        groups=groups,
+        small_groups=[g["group"] for g in groups if not g["gated"]],
+        note="; ".join(notes),
+    )
+
+
 def assess_fairness(
     frame: pd.DataFrame,
     y_true: Any,
-    y_proba: Any,
-    threshold: float,
+    prediction: Any,
+    threshold: float | None,
     cfg: ModelConfig,
 ) -> dict[str, AttributeFairness]:
     """Fairness numbers for every configured sensitive attribute.
 
     Args:
-        frame: Holds the raw sensitive columns, one row per prediction (aligned by position).
-        y_true: True labels (0/1).
-        y_proba: Predicted probabilities of the positive class.
-        threshold: Label cut-off: ``prediction = proba >= threshold``.
-        cfg: The model config (sensitive attributes, ``fairness.min_group_size``).
+        frame: Holds the raw sensitive columns, one row per prediction (aligned by position);
+            a sensitive column need not be a feature.
+        y_true: True labels (0/1), or a regression model's outcomes.
+        prediction: Predicted probabilities of the positive class, or a regression model's
+            predicted values.
+        threshold: Label cut-off: ``label = proba >= threshold``; ``None`` for a regression
+            model, which has none.
+        cfg: The model config (task, sensitive attributes, ``fairness.min_group_size``).
 
     Returns:
         Attribute (column) -> :class:`AttributeFairness`, in config order.
 
     Raises:
-        ValueError: Lengths differ or a sensitive column is missing from ``frame``.
+        ValueError: Lengths differ, a sensitive column is missing from ``frame``, a cut-off is
+            missing (classification) or given (regression), or a regression outcome or
+            prediction is missing or not finite.
     """
-    y = np.asarray(y_true).astype(np.int64)
-    proba = np.asarray(y_proba, dtype=np.float64)
-    if not len(y) == len(proba) == len(frame):
+    kind = "predicted values" if cfg.is_regression else "probabilities"
+    if cfg.is_regression:  # a nullable column's missing values become NaN, refused below
+        y = pd.Series(y_true).to_numpy(dtype=np.float64, na_value=np.nan)
+        scores = pd.Series(prediction).to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        y = np.asarray(y_true).astype(np.int64)
+        scores = np.asarray(prediction, dtype=np.float64)
+    if not len(y) == len(scores) == len(frame):
         raise ValueError(
-            f"assess_fairness: {len(frame)} frame rows, {len(y)} labels and {len(proba)} "
-            "probabilities must be aligned one to one"
+            f"assess_fairness: {len(frame)} frame rows, {len(y)} labels and {len(scores)} "
+            f"{kind} must be aligned one to one"
         )
     missing = [a.column for a in cfg.sensitive_attributes if a.column not in frame.columns]
     if missing:
         raise ValueError(f"assess_fairness: sensitive column(s) {missing} not in the frame")
-    pred = (proba >= threshold).astype(np.int64)
+    if cfg.is_regression:
+        if threshold is not None:
+            raise ValueError(
+                f"assess_fairness: {cfg.name} is a regression model; it has no cut-off "
+                f"(got threshold {threshold!r})"
+            )
+        for what, values in (("outcome", y), ("prediction", scores)):
+            bad = np.flatnonzero(~np.isfinite(values))
+            if len(bad):
+                raise ValueError(
+                    f"assess_fairness: {len(bad)} {what}(s) missing or not finite (first rows "
+                    f"{bad[:5].tolist()}); every row's error is needed"
+                )
+        return {
+            a.column: assess_regression_attribute(
+                frame[a.column], y, scores, a, cfg.fairness.min_group_size
+            )
+            for a in cfg.sensitive_attributes
+        }
+    if threshold is None:
+        raise ValueError(
+            f"assess_fairness: {cfg.name} is a classification model; labels need its cut-off"
+        )
+    pred = (scores >= threshold).astype(np.int64)
     return {
-        a.column: assess_attribute(frame[a.column], y, pred, proba, a, cfg.fairness.min_group_size)
+        a.column: assess_attribute(frame[a.column], y, pred, scores, a, cfg.fairness.min_group_size)
         for a in cfg.sensitive_attributes
     }
 
@@ -366,7 +538,8 @@ def fairness_values(
 
 
 def _group_numbers(a: AttributeFairness) -> dict[str, dict[str, float]]:
-    keys = ("size", "positives", "selection_rate", "tpr", "fpr", "roc_auc")
+    regression = any("mae" in g for g in a.groups)
+    keys = REGRESSION_GROUP_KEYS if regression else _CLASSIFICATION_GROUP_KEYS
     return {g["group"]: {k: g[k] for k in keys} for g in a.groups if g["gated"]}
 
 
