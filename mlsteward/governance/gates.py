@@ -400,23 +400,43 @@ def _render_fairness(d: dict[str, Any]) -> list[str]:
         )
         groups = a.get("groups") or []
         if groups:
+            regression = _is_regression(groups)
+            columns = _REGRESSION_GROUP_COLUMNS if regression else _GROUP_COLUMNS
             out += _table(
-                ["group", "n", "positives", "selection rate", "TPR", "FPR", "ROC-AUC", "gated"],
-                [
-                    [
-                        g.get("group"),
-                        g.get("size"),
-                        g.get("positives"),
-                        g.get("selection_rate"),
-                        g.get("tpr"),
-                        g.get("fpr"),
-                        g.get("roc_auc"),
-                        g.get("gated"),
-                    ]
-                    for g in groups
-                ],
+                [label for label, _ in columns],
+                [[g.get(key) for _, key in columns] for g in groups],
             )
+            if regression:
+                out += ["Mean residual is prediction - outcome: positive is over-prediction.", ""]
     return out
+
+
+# (header, key in the group dict) of the per-group fairness table, by task
+_GROUP_COLUMNS = [
+    ("group", "group"),
+    ("n", "size"),
+    ("positives", "positives"),
+    ("selection rate", "selection_rate"),
+    ("TPR", "tpr"),
+    ("FPR", "fpr"),
+    ("ROC-AUC", "roc_auc"),
+    ("gated", "gated"),
+]
+_REGRESSION_GROUP_COLUMNS = [
+    ("group", "group"),
+    ("n", "size"),
+    ("MAE", "mae"),
+    ("RMSE", "rmse"),
+    ("mean residual", "mean_residual"),
+    ("mean prediction", "mean_prediction"),
+    ("mean outcome", "mean_outcome"),
+    ("gated", "gated"),
+]
+
+
+def _is_regression(groups: list[dict[str, Any]]) -> bool:
+    """A stored report says its task only through what its groups hold: errors, not rates."""
+    return any("mae" in g for g in groups)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[list[Any]]:
