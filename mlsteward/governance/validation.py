@@ -1,9 +1,9 @@
 """Scoring a registered version on a holdout, the input every validation gate reads.
 
 The challenger and the champion are scored on the *same* rows (the challenger's holdout: the
-most recent data), each with its own recorded feature encoding and decision threshold, from
-artifacts whose SHA-256 was verified first. Comparing each model's own test score would compare
-different data.
+most recent data), each with its own recorded feature encoding and (classification) decision
+threshold, from artifacts whose SHA-256 was verified first. Comparing each model's own test
+score would compare different data. A regression model predicts numbers and has no threshold.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mlsteward.features.encoding import encode
 from mlsteward.governance import registry
 from mlsteward.governance.fairness import AttributeFairness, assess_fairness, fairness_values
 from mlsteward.governance.registry import VerifiedModel, VersionInfo
-from mlsteward.training.metrics import evaluate
+from mlsteward.training.metrics import evaluate_for
 
 HOLDOUT_ARTIFACT = "holdout/test_predictions.parquet"
 
@@ -30,7 +30,8 @@ class HoldoutScore:
     """One model's numbers on one holdout."""
 
     version: str
-    threshold: float
+    threshold: float | None
+    """The classification cut-off the metrics and fairness used; None for regression."""
     metrics: dict[str, float]
     fairness: dict[str, AttributeFairness]
 
@@ -48,22 +49,46 @@ def load_holdout(info: VersionInfo) -> pd.DataFrame:
 
 
 def score_holdout(cfg: ModelConfig, verified: VerifiedModel, holdout: pd.DataFrame) -> HoldoutScore:
-    """Predict with a verified model at its own threshold; metrics and fairness on the rows.
+    """Predict with a verified model (at its own threshold, for classification); metrics and
+    fairness on the rows.
 
     Raises:
-        MlstewardError: the holdout lacks a feature the model needs (e.g. the champion was
-            trained on a feature the current config dropped): the versions are not comparable.
+        MlstewardError: the model's task is not the config's, or the holdout lacks a feature
+            the model needs (e.g. the champion was trained on a feature the current config
+            dropped) or a sensitive column the fairness gate groups by: the versions are not
+            comparable, or not judged.
     """
+    label = f"{cfg.name} v{verified.info.version}"
+    if verified.is_regression != cfg.is_regression:
+        kind = "regression" if verified.is_regression else "classification"
+        raise MlstewardError(
+            f"{label} is a {kind} model ({verified.objective}) but the config's task is "
+            f"{cfg.task}: it cannot be judged by this config's gates"
+        )
     enc = verified.info.encoding
     missing = [c for c in enc.columns if c not in holdout.columns]
     if missing:
         raise MlstewardError(
-            f"{cfg.name} v{verified.info.version} needs feature(s) {missing} that the holdout "
+            f"{label} needs feature(s) {missing} that the holdout "
             "does not have; it cannot be scored on the same rows"
         )
-    proba = verified.model.predict_proba(encode(holdout, enc))[:, 1]
-    y = holdout[cfg.label].to_numpy().astype(int)
-    threshold = verified.info.decision_threshold
-    metrics = evaluate(y, proba, threshold)
-    fairness = assess_fairness(holdout, y, proba, threshold, cfg)
+    absent = [a.column for a in cfg.sensitive_attributes if a.column not in holdout.columns]
+    if absent:
+        raise MlstewardError(
+            f"{label}: the holdout has no sensitive column(s) {absent}, so fairness across them "
+            "cannot be assessed; a version trained before the column was configured (or "
+            "carried beside the features) must be retrained to be validated"
+        )
+    x = encode(holdout, enc)
+    threshold: float | None
+    if cfg.is_regression:
+        prediction = verified.model.predict(x).astype("float64")
+        y = holdout[cfg.label].to_numpy().astype("float64")
+        threshold = None  # the decision_threshold tag is classification's only
+    else:
+        prediction = verified.model.predict_proba(x)[:, 1]
+        y = holdout[cfg.label].to_numpy().astype(int)
+        threshold = verified.info.decision_threshold
+    metrics = evaluate_for(cfg, y, prediction, threshold)
+    fairness = assess_fairness(holdout, y, prediction, threshold, cfg)
     return HoldoutScore(verified.info.version, threshold, metrics, fairness)
