@@ -41,7 +41,8 @@ def champion_comparison_gate(
     Both sides must be evaluated on the same holdout, or the comparison means nothing.
 
     Primary metric: the *improvement* is ``challenger - champion`` (``champion - challenger``
-    for metrics in :data:`LOWER_IS_BETTER`, such as ``brier``); in ``relative`` mode it is
+    for metrics in :data:`LOWER_IS_BETTER`, such as ``brier``, ``rmse`` or ``mae``; ``r2`` and
+    ``roc_auc`` are higher-is-better); in ``relative`` mode it is
     divided by ``|champion|``. With ``min_delta == 0`` the challenger must be **strictly**
     better: a version that merely ties the champion (e.g. a retrain on identical data) gives
     no reason to swap and would only churn the alias. With ``min_delta > 0`` the improvement
@@ -50,8 +51,11 @@ def champion_comparison_gate(
 
     Fairness: every metric of :data:`FAIRNESS_HIGHER_IS_WORSE` that both sides report for the
     same attribute may worsen by at most ``promotion.fairness_tolerance`` (absolute; a
-    difference going up, a ratio going down). Metrics undefined on either side are listed but
-    not compared. (The absolute fairness limits are the fairness gate's job.)
+    difference going up, a parity ratio going down, a regression error ratio or the worst
+    group's error going up). A regression metric that is a difference or a loss is in the
+    label's units, so the same tolerance is read in those units. Metrics undefined on either
+    side are listed but not compared. (The absolute fairness limits are the fairness gate's
+    job.)
 
     No champion (``champion_metrics is None``): the gate passes, with a note saying so.
 
