@@ -21,14 +21,35 @@ Quality test
 ------------
 Labels arrive late and sparsely (an outcome is known days after the prediction, for some rows
 only), so an AUC over a step would rest on a handful of rows and has no simple sampling
-distribution to test against. What we do have are counts: per arm, how many labelled rows and
-how many of them were misclassified. The misclassification rates are compared with a
-two-proportion z-test (unpooled standard error, since the rates are not assumed equal).
+distribution to test against. What a classification model's log does have are counts: per
+arm, how many labelled rows and how many of them were misclassified. The misclassification
+rates are compared with a two-proportion z-test (unpooled standard error, since the rates are
+not assumed equal).
 
 The test is one-sided with a margin: H0 ``p_chal - p_champ <= quality_margin`` against H1
 ``p_chal - p_champ > quality_margin``. We roll back only on *evidence of harm* beyond what we
 agreed to tolerate; a challenger that is merely not proven better keeps going, and noise in
 either direction inside the margin never triggers a rollback.
+
+For a regression model the evidence is a number per labelled row, its absolute error
+``|label - prediction|``, and the question is the same: is the challenger's mean absolute error
+worse than the champion's by more than we tolerate? H0 ``MAE_chal - MAE_champ <= margin``
+against H1 ``MAE_chal - MAE_champ > margin``, with the margin in the label's units
+(``mae_margin_mode: absolute``) or a share ``r`` of the champion's MAE (``relative``, the
+default). The relative hypothesis is tested as it is stated, ``MAE_chal - (1 + r) MAE_champ >
+0``, so the champion's MAE being itself an estimate widens the standard error (by ``(1 + r)`` on
+its part) instead of being taken as a known constant.
+
+The test is a one-sided Welch t-test on the two arms' absolute errors. Why Welch, and not
+Mann-Whitney: the margin is on the *mean* absolute error, the metric the model was validated
+on; Mann-Whitney tests whether one arm's errors tend to be larger (``P(X > Y)``), which says
+nothing in the label's units and cannot carry a margin in them, and it flags a challenger whose
+errors are spread differently around the same mean. Absolute errors are skewed (many small,
+a few large), but the test is about their means, and with ``min_labelled_rows`` (200 by
+default) per arm the sample means are close to normal; Welch's unequal variances matter because
+a worse model usually has a wider spread of errors too. The p-value comes from Student's t with
+the Welch-Satterthwaite degrees of freedom (``student_t_sf``: the regularised incomplete beta
+function, so this module needs no statistics library).
 
 The rollout looks at the accumulating labels once per step. Testing each look at ``alpha``
 would inflate the false-rollback rate over the rollout well beyond ``alpha`` (every look is
@@ -287,7 +308,7 @@ class Check:
     passed: bool
     evaluable: bool
     observed: Mapping[str, float | int | None]
-    limit: Mapping[str, float | int | None]
+    limit: Mapping[str, float | int | str | None]
     message: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -383,8 +404,10 @@ def check_prediction_shift(
     challenger_proba: np.ndarray | Iterable[float],
     champion_proba: np.ndarray | Iterable[float],
     cfg: GuardrailConfig,
+    what: str = "probabilities",
 ) -> Check:
-    """Breach when the challenger's probabilities are distributed unlike the champion's.
+    """Breach when the challenger's predictions (``what``: probabilities, or a regression
+    model's predicted values) are distributed unlike the champion's.
 
     Routing hashes entity ids into arms at random, so both arms see the same population in
     the same window: a shift is the model's doing, not the traffic's.
@@ -399,14 +422,14 @@ def check_prediction_shift(
     if len(chal) < MIN_PSI_ROWS or len(champ) < MIN_PSI_ROWS:
         msg = (
             f"prediction shift not evaluable yet: {len(chal)} challenger and {len(champ)} "
-            f"champion probabilities, {MIN_PSI_ROWS} per arm needed"
+            f"champion {what}, {MIN_PSI_ROWS} per arm needed"
         )
         return Check("prediction_shift", True, False, observed, limit, msg)
     psi = population_stability_index(chal, champ)
     observed["psi"] = psi
     passed = psi <= cfg.max_prediction_psi
     msg = (
-        f"PSI of challenger vs champion probabilities {psi:.3f} ({len(chal)} vs {len(champ)} "
+        f"PSI of challenger vs champion {what} {psi:.3f} ({len(chal)} vs {len(champ)} "
         f"rows) {'<=' if passed else '>'} max {cfg.max_prediction_psi:g}"
     )
     return Check("prediction_shift", passed, True, observed, limit, msg)
@@ -475,6 +498,136 @@ def check_quality(
     return Check("quality", passed, True, observed, limit, msg)
 
 
+def student_t_sf(t: float, df: float) -> float:
+    """``P(T > t)`` for Student's t with ``df`` (> 0, not necessarily whole) degrees of freedom."""
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    if math.isinf(t):
+        return 0.0 if t > 0 else 1.0
+    tail = 0.5 * _incomplete_beta(df / 2, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+def _incomplete_beta(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function ``I_x(a, b)`` by its continued fraction
+    (evaluated where it converges fast; the symmetry ``1 - I_{1-x}(b, a)`` elsewhere)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+        + a * math.log(x) + b * math.log1p(-x)
+    )  # fmt: skip
+    if x < (a + 1) / (a + b + 2):
+        return math.exp(log_front) * _beta_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """Lentz's evaluation of the incomplete beta function's continued fraction."""
+    tiny, eps = 1e-300, 1e-15
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h
+
+
+def check_regression_quality(
+    challenger_errors: np.ndarray | Iterable[float],
+    champion_errors: np.ndarray | Iterable[float],
+    cfg: GuardrailConfig,
+    looks: int,
+) -> Check:
+    """One-sided Welch t-test on absolute errors for harm beyond the MAE margin (see
+    "Quality test" above)."""
+    if looks < 1:
+        raise ValueError(f"looks must be at least 1, got {looks}")
+    chal, champ = _finite(challenger_errors), _finite(champion_errors)
+    if (chal < 0).any() or (champ < 0).any():
+        raise ValueError("absolute errors cannot be negative")
+    n1, n2 = len(chal), len(champ)
+    per_look_alpha = cfg.alpha / looks
+    relative = cfg.mae_margin_mode == "relative"
+    # One row's error has no spread to estimate: the test needs two per arm whatever is set.
+    needed = max(cfg.min_labelled_rows, 2)
+    limit = {
+        "mae_margin": cfg.mae_margin,
+        "mae_margin_mode": cfg.mae_margin_mode,
+        "alpha": cfg.alpha,
+        "looks": looks,
+        "per_look_alpha": per_look_alpha,
+        "min_labelled_rows": cfg.min_labelled_rows,
+    }
+    m1 = float(chal.mean()) if n1 else None
+    m2 = float(champ.mean()) if n2 else None
+    observed: dict[str, float | int | None] = {
+        "challenger_mae": m1,
+        "champion_mae": m2,
+        "challenger_labelled": n1,
+        "champion_labelled": n2,
+        "difference": m1 - m2 if m1 is not None and m2 is not None else None,
+        "margin": None,
+        "t": None,
+        "df": None,
+        "p_value": None,
+    }
+    if min(n1, n2) < needed:
+        msg = (
+            f"quality not evaluable yet: {n1} challenger and {n2} champion labelled rows, "
+            f"{needed} per arm needed"
+        )
+        return Check("quality", True, False, observed, limit, msg)
+    assert m1 is not None and m2 is not None
+    # H0: m1 <= scale * m2 + shift; a relative margin scales the champion's MAE.
+    scale, shift = (1.0 + cfg.mae_margin, 0.0) if relative else (1.0, cfg.mae_margin)
+    margin = (scale - 1.0) * m2 + shift
+    v1 = float(chal.var(ddof=1)) / n1
+    v2 = scale * scale * float(champ.var(ddof=1)) / n2
+    excess = m1 - scale * m2 - shift
+    if v1 + v2 > 0:
+        t = excess / math.sqrt(v1 + v2)
+        df = (v1 + v2) ** 2 / (v1 * v1 / (n1 - 1) + v2 * v2 / (n2 - 1))
+        p_value = student_t_sf(t, df)
+    else:  # every error the same in both arms: no noise, the difference is what it is
+        t = math.inf if excess > 0 else -math.inf
+        df = float(n1 + n2 - 2)
+        p_value = 0.0 if excess > 0 else 1.0
+    observed.update(margin=margin, t=t, df=df, p_value=p_value)
+    passed = p_value >= per_look_alpha
+    how = f"{cfg.mae_margin:.0%} of the champion's MAE" if relative else "absolute"
+    msg = (
+        f"challenger MAE {m1:.4g} ({n1} labelled) vs champion {m2:.4g} ({n2}): harm beyond "
+        f"margin {margin:.4g} ({how}) has p = {p_value:.4f} "
+        f"{'>=' if passed else '<'} {per_look_alpha:.4g} "
+        f"(one-sided Welch t = {t:.2f}, df {df:.0f}; alpha {cfg.alpha:g} over {looks} "
+        f"look{'s' if looks > 1 else ''})"
+    )
+    return Check("quality", passed, True, observed, limit, msg)
+
+
+def absolute_errors(frame: pd.DataFrame, arm: str) -> np.ndarray:
+    """``|label - prediction|`` of one arm's labelled rows (a regression model's log)."""
+    if frame.empty or not {"arm", "prediction", "label"} <= set(frame.columns):
+        return np.empty(0)
+    rows = frame[frame["arm"] == arm]
+    label = pd.to_numeric(rows["label"], errors="coerce").to_numpy(dtype=float)
+    prediction = pd.to_numeric(rows["prediction"], errors="coerce").to_numpy(dtype=float)
+    return _finite(np.abs(label - prediction))
+
+
 def quality_counts(frame: pd.DataFrame, arm: str) -> tuple[int, int]:
     """(misclassified, labelled) rows of one arm; rows without a label or prediction skip."""
     if frame.empty or not {"arm", "prediction", "label"} <= set(frame.columns):
@@ -527,10 +680,10 @@ class StepVerdict:
         return "\n".join(lines)
 
 
-def _proba(frame: pd.DataFrame, arm: str) -> np.ndarray:
-    if frame.empty or not {"arm", "prediction_proba"} <= set(frame.columns):
+def _predictions(frame: pd.DataFrame, arm: str, column: str) -> np.ndarray:
+    if frame.empty or not {"arm", column} <= set(frame.columns):
         return np.empty(0)
-    values = pd.to_numeric(frame.loc[frame["arm"] == arm, "prediction_proba"], errors="coerce")
+    values = pd.to_numeric(frame.loc[frame["arm"] == arm, column], errors="coerce")
     return values.to_numpy(dtype=float)
 
 
@@ -543,23 +696,40 @@ def judge_step(
     log_frame: pd.DataFrame,
     cfg: GuardrailConfig,
     looks: int,
+    *,
+    regression: bool = False,
 ) -> StepVerdict:
     """All four guardrails for one step: scrapes for errors and latency, the log for the rest.
 
-    ``log_frame`` holds the step's prediction-log rows (``arm``, ``prediction_proba``, and for
-    quality ``prediction`` and ``label``); without labels quality is simply not evaluable.
+    ``log_frame`` holds the step's prediction-log rows: ``arm``, the prediction the shift is
+    measured on (``prediction_proba``; for a ``regression`` model the predicted value
+    ``prediction``), and for quality ``prediction`` and ``label`` (misclassified rows; a
+    regression model's absolute errors). Without labels quality is simply not evaluable.
     """
     start, end = parse_metrics(start_text, model), parse_metrics(end_text, model)
     chal = arm_window(start, end, model, CHALLENGER, challenger_version)
     champ = arm_window(start, end, model, CHAMPION, champion_version)
-    chal_wrong, chal_n = quality_counts(log_frame, CHALLENGER)
-    champ_wrong, champ_n = quality_counts(log_frame, CHAMPION)
-    checks = [
-        check_error_rate(chal, cfg),
-        check_latency(chal, champ, cfg),
-        check_prediction_shift(_proba(log_frame, CHALLENGER), _proba(log_frame, CHAMPION), cfg),
-        check_quality(chal_wrong, chal_n, champ_wrong, champ_n, cfg, looks),
-    ]
+    if regression:
+        shift = check_prediction_shift(
+            _predictions(log_frame, CHALLENGER, "prediction"),
+            _predictions(log_frame, CHAMPION, "prediction"),
+            cfg,
+            what="predicted values",
+        )
+        quality = check_regression_quality(
+            absolute_errors(log_frame, CHALLENGER), absolute_errors(log_frame, CHAMPION), cfg,
+            looks,
+        )  # fmt: skip
+    else:
+        shift = check_prediction_shift(
+            _predictions(log_frame, CHALLENGER, "prediction_proba"),
+            _predictions(log_frame, CHAMPION, "prediction_proba"),
+            cfg,
+        )
+        chal_wrong, chal_n = quality_counts(log_frame, CHALLENGER)
+        champ_wrong, champ_n = quality_counts(log_frame, CHAMPION)
+        quality = check_quality(chal_wrong, chal_n, champ_wrong, champ_n, cfg, looks)
+    checks = [check_error_rate(chal, cfg), check_latency(chal, champ, cfg), shift, quality]
     return StepVerdict(checks, notes=[*chal.notes, *champ.notes])
 
 
@@ -576,13 +746,16 @@ __all__ = [
     "Check",
     "MetricsSnapshot",
     "StepVerdict",
+    "absolute_errors",
     "arm_window",
     "check_error_rate",
     "check_latency",
     "check_prediction_shift",
     "check_quality",
+    "check_regression_quality",
     "judge_step",
     "parse_metrics",
     "population_stability_index",
     "quality_counts",
+    "student_t_sf",
 ]

@@ -133,7 +133,7 @@ def observe_step(
     frame = prediction_log.read_with_labels(model, since=got.started, until=ended)
     verdict = judge_step(
         got.start_text, got.end_text, model, champion, version, frame, cfg.rollout.guardrails,
-        looks=steps,
+        looks=steps, regression=cfg.is_regression,
     )  # fmt: skip
     result = StepResult(
         canary.step, canary.fraction, got.rows, got.started.isoformat(), ended.isoformat(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -59,7 +60,8 @@ class GuardrailConfig(StrictModel):
     max_prediction_psi: float = Field(
         default=0.25,
         gt=0,
-        description="Population stability index of challenger vs champion probabilities.",
+        description="Population stability index of challenger vs champion predictions "
+        "(probabilities; a regression model's predicted values).",
     )
     min_labelled_rows: int = Field(
         default=200, ge=1, description="Labelled rows per arm before quality is tested."
@@ -68,7 +70,20 @@ class GuardrailConfig(StrictModel):
         default=0.02,
         ge=0,
         le=1,
-        description="Error-rate increase (absolute) the challenger may have without breaching.",
+        description="Classification: error-rate increase (absolute) the challenger may have "
+        "without breaching.",
+    )
+    mae_margin: float = Field(
+        default=0.1,
+        ge=0,
+        description="Regression: mean-absolute-error increase the challenger may have without "
+        "breaching, as a share of the champion's MAE (mae_margin_mode relative: 0.1 = 10 %, "
+        "about what quality_margin's 0.02 is on an error rate near 0.2) or in the label's units "
+        "(absolute).",
+    )
+    mae_margin_mode: Literal["relative", "absolute"] = Field(
+        default="relative",
+        description="How mae_margin reads: a share of the champion's MAE, or the label's units.",
     )
     alpha: float = Field(
         default=0.05,
