@@ -26,8 +26,17 @@ class TrainingResult(TrainedVersion):
     governance: GovernanceOutcome
 
 
+_CLASSIFICATION_SCORES = ("mean_probability", "positive_rate", "threshold")
+_REGRESSION_SCORES = ("mean_prediction", "median_prediction", "p95_prediction")
+
+
 class ScoringResult(BaseModel):
-    """One scored batch: where its rows went and their numbers."""
+    """One scored batch: where its rows went and their numbers.
+
+    A classifier's batch has ``mean_probability``, ``positive_rate`` and ``threshold``; a
+    regression model's has ``mean_prediction``, ``median_prediction`` and ``p95_prediction`` (in
+    the label's units) instead. The other kind's keys are absent from the dump.
+    """
 
     model: str
     version: str
@@ -36,10 +45,24 @@ class ScoringResult(BaseModel):
     source: str
     scored_path: str
     prediction_log_path: str
-    mean_probability: float | None
-    positive_rate: float | None
-    threshold: float
+    mean_probability: float | None = None
+    positive_rate: float | None = None
+    threshold: float | None = None
+    mean_prediction: float | None = None
+    median_prediction: float | None = None
+    p95_prediction: float | None = None
     top_k: int
+
+    @property
+    def is_regression(self) -> bool:
+        return self.threshold is None
+
+    @model_serializer(mode="wrap")
+    def _task_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Only the numbers of the model's own task, in the order the document has always had."""
+        data: dict[str, Any] = handler(self)
+        absent = _CLASSIFICATION_SCORES if self.is_regression else _REGRESSION_SCORES
+        return {k: v for k, v in data.items() if k not in absent}
 
 
 class DriftDecisionRecord(BaseModel):

@@ -32,7 +32,12 @@ from mlsteward.features.retrieval import ROW_ID, get_training_frame
 from mlsteward.governance import promotion as governance
 from mlsteward.governance.registry import VerifiedModel
 from mlsteward.monitoring import prediction_log
-from mlsteward.monitoring.scoring import ScoredBatch, score_frame
+from mlsteward.monitoring.scoring import (
+    PREDICTION_COLUMN,
+    PROBA_COLUMN,
+    ScoredBatch,
+    score_frame,
+)
 from mlsteward.monitoring.specs import ScoringWindow
 from tasks.common import artifact_key, run_logger
 
@@ -216,6 +221,31 @@ def score_batch(cfg: ModelConfig, verified: VerifiedModel, frame: pd.DataFrame) 
     return score_frame(cfg, verified, frame)
 
 
+def _rounded(value: float) -> float:
+    return round(float(value), 6)
+
+
+def prediction_summary(scored: ScoredBatch) -> dict[str, Any]:
+    """The batch's predictions in a few numbers: a classifier's mean probability and positive
+    rate at its threshold; a regression model's mean, median and 95th percentile prediction
+    (in the label's units). None where the batch has no rows."""
+    frame = scored.frame
+    if scored.threshold is None:
+        values = frame[PREDICTION_COLUMN].to_numpy(dtype=np.float64)
+        some = len(values) > 0
+        return {
+            "mean_prediction": _rounded(values.mean()) if some else None,
+            "median_prediction": _rounded(np.median(values)) if some else None,
+            "p95_prediction": _rounded(np.quantile(values, 0.95)) if some else None,
+        }
+    proba = frame[PROBA_COLUMN]
+    return {
+        "mean_probability": _rounded(proba.mean()) if len(proba) else None,
+        "positive_rate": _rounded((proba >= scored.threshold).mean()) if len(proba) else None,
+        "threshold": scored.threshold,
+    }
+
+
 @task(name="record-scores", cache_policy=NO_CACHE)
 def record_scores(cfg: ModelConfig, scored: ScoredBatch, source: str, actor: str) -> dict[str, Any]:
     """The scored parquet, the prediction-log batch, the audit record, a Prefect artifact."""
@@ -224,7 +254,6 @@ def record_scores(cfg: ModelConfig, scored: ScoredBatch, source: str, actor: str
     out.parent.mkdir(parents=True, exist_ok=True)
     scored.frame.to_parquet(out, index=False)
     log_path = prediction_log.append(cfg.name, scored.frame, batch_id=batch_id)
-    proba = scored.frame["prediction_proba"]
     summary = {
         "model": cfg.name,
         "version": scored.version,
@@ -233,11 +262,7 @@ def record_scores(cfg: ModelConfig, scored: ScoredBatch, source: str, actor: str
         "source": source,
         "scored_path": str(out),
         "prediction_log_path": str(log_path),
-        "mean_probability": round(float(proba.mean()), 6) if len(proba) else None,
-        "positive_rate": round(float((proba >= scored.threshold).mean()), 6)
-        if len(proba)
-        else None,
-        "threshold": scored.threshold,
+        **prediction_summary(scored),
         "top_k": scored.top_k,
     }
     with governance.open_audit() as audit:

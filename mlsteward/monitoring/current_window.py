@@ -11,15 +11,16 @@ from datetime import datetime
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.monitoring import prediction_log
-from mlsteward.monitoring.scoring import PROBA_COLUMN
+from mlsteward.monitoring.columns import drift_prediction_column
 from mlsteward.monitoring.window_sample import WindowSample, sample_window
 
 
 def drift_log_columns(cfg: ModelConfig) -> list[str]:
-    """The logged columns drift compares: the features and the probability. The label's key
-    columns (entity, event time) are added by the reader only to join outcomes; explanation,
-    version, request and batch columns are never decoded."""
-    return [*(f.name for f in cfg.features), PROBA_COLUMN]
+    """The logged columns drift compares: the features and the model's output (a classifier's
+    probability, a regression model's predicted value). The label's key columns (entity, event
+    time) are added by the reader only to join outcomes; explanation, version, request and
+    batch columns are never decoded."""
+    return [*(f.name for f in cfg.features), drift_prediction_column(cfg)]
 
 
 def read_current_window(cfg: ModelConfig, since: datetime, *, seed: int = 0) -> WindowSample:

@@ -1,4 +1,8 @@
-"""Batch scoring as plain functions: probabilities, labels and per-row SHAP explanations.
+"""Batch scoring as plain functions: predictions and per-row SHAP explanations.
+
+A classification version gives a probability and a label at its decision threshold; a
+regression version gives one number in the label's units (``prediction``), with no probability,
+label or threshold.
 
 Nothing here knows about Prefect or MLflow: the caller loads a SHA-256-verified model
 (``governance.load_version``) and passes a frame of raw features in; a typed ``ScoredBatch``
@@ -27,6 +31,11 @@ Choices, and why:
   scalar columns write to parquet without nested types, read back as plain pandas columns
   (list columns come back as numpy object arrays), and are directly filterable in
   pyarrow/duckdb (e.g. "how often is age the top reason"). ``top_k=0`` adds no such columns.
+* **A regression model's explanations are in the target's units.** A log-link objective
+  (``count:poisson``, ``reg:tweedie``) explains the log of the prediction; its contributions
+  and base value are restated by ``contributions.in_target_units`` so that they add up to the
+  predicted value itself (days, not log-days). Identity-link objectives are unchanged, and so
+  is classification (log-odds).
 """
 
 from __future__ import annotations
@@ -40,13 +49,35 @@ import pandas as pd
 import shap
 
 from mlsteward.config.models import ModelConfig
+from mlsteward.errors import MlstewardError
 from mlsteward.features.encoding import encode
 from mlsteward.governance.registry import VerifiedModel
+from mlsteward.monitoring.columns import (
+    LABEL_COLUMN,
+    PREDICTION_COLUMN,
+    PROBA_COLUMN,
+    SCORED_AT_COLUMN,
+    VERSION_COLUMN,
+    drift_prediction_column,
+)
+from mlsteward.monitoring.contributions import in_target_units
 
-PROBA_COLUMN = "prediction_proba"
-LABEL_COLUMN = "prediction"
-VERSION_COLUMN = "model_version"
-SCORED_AT_COLUMN = "scored_at"
+__all__ = [
+    "LABEL_COLUMN",
+    "PREDICTION_COLUMN",
+    "PROBA_COLUMN",
+    "SCORED_AT_COLUMN",
+    "VERSION_COLUMN",
+    "ScoredBatch",
+    "check_task",
+    "drift_prediction_column",
+    "explain",
+    "explain_in_units",
+    "score_frame",
+    "shap_feature_column",
+    "shap_value_column",
+    "top_k_contributions",
+]
 
 
 def shap_feature_column(rank: int) -> str:
@@ -55,8 +86,27 @@ def shap_feature_column(rank: int) -> str:
 
 
 def shap_value_column(rank: int) -> str:
-    """Name of the column holding the rank-th (1-based) largest SHAP value (log-odds)."""
+    """Name of the column holding the rank-th (1-based) largest SHAP value (log-odds for a
+    classifier, the target's units for a regression model)."""
     return f"shap_{rank}_value"
+
+
+def check_task(cfg: ModelConfig, verified: VerifiedModel) -> None:
+    """Refuse a version whose kind of model is not the config's task.
+
+    A config switched to regression while the champion is still a classifier (or back) would
+    otherwise score probabilities as amounts, or amounts against a threshold.
+
+    Raises:
+        MlstewardError: naming the version, what it is and what the config says.
+    """
+    if verified.is_regression == cfg.is_regression:
+        return
+    kind = "a regression model" if verified.is_regression else "a classifier"
+    raise MlstewardError(
+        f"{cfg.name} v{verified.info.version} is {kind} ({verified.objective}) but the config "
+        f"says task {cfg.task}: train and promote a {cfg.task} version first"
+    )
 
 
 @dataclass
@@ -64,18 +114,24 @@ class ScoredBatch:
     """One scored batch.
 
     ``frame`` holds, per input row and in input order (fresh RangeIndex): the entity and
-    event-time columns, the raw feature columns, ``prediction_proba``, ``prediction`` (label at
-    ``threshold``), ``model_version``, ``scored_at`` (UTC) and the flat top-k explanation
-    columns. ``base_value`` is the model's expected margin (log-odds) that each row's SHAP
-    values add to.
+    event-time columns, the raw feature columns, then for a classifier ``prediction_proba`` and
+    ``prediction`` (label at ``threshold``), for a regression model ``prediction`` (the value,
+    float64) alone; then ``model_version``, ``scored_at`` (UTC) and the flat top-k explanation
+    columns. ``base_value`` is what each row's SHAP values add to: the expected margin
+    (log-odds) of a classifier, the base prediction in the target's units of a regression model.
+    ``threshold`` is None for a regression model.
     """
 
     frame: pd.DataFrame
     model: str
     version: str
-    threshold: float
+    threshold: float | None
     base_value: float
     top_k: int
+
+    @property
+    def is_regression(self) -> bool:
+        return self.threshold is None
 
 
 def _top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
@@ -115,9 +171,10 @@ def top_k_contributions(
 
 
 def explain(verified: VerifiedModel, encoded: pd.DataFrame) -> tuple[np.ndarray, float]:
-    """Exact TreeSHAP contributions (log-odds) per row and feature, and the base value.
+    """Exact TreeSHAP contributions on the margin scale per row and feature, and the base value.
 
-    ``values.sum(axis=1) + base_value`` equals the model's margin for every row.
+    ``values.sum(axis=1) + base_value`` equals the model's margin for every row (log-odds; the
+    log of the prediction for a log-link regression model, see :func:`explain_in_units`).
     """
     explainer = shap.TreeExplainer(verified.model)
     if encoded.empty:
@@ -129,6 +186,23 @@ def explain(verified: VerifiedModel, encoded: pd.DataFrame) -> tuple[np.ndarray,
     values = np.asarray(explanation.values, dtype=np.float64)
     base = np.ravel(np.asarray(explanation.base_values, dtype=np.float64))
     return values, float(base[0])
+
+
+def explain_in_units(verified: VerifiedModel, encoded: pd.DataFrame) -> tuple[np.ndarray, float]:
+    """:func:`explain` in the units the model predicts in: a log-link regression model's
+    contributions and base value restated so that, per row, they add up to the predicted value;
+    any other model's as :func:`explain` gives them."""
+    values, base = explain(verified, encoded)
+    if not verified.is_regression:
+        return values, base
+    if len(values) == 0:
+        # the base alone: with no contribution, in_target_units gives exp(base) for a log link
+        _, units = in_target_units(
+            np.zeros((1, values.shape[1])), np.array([base]), verified.objective
+        )
+        return values, float(units[0])
+    restated, units = in_target_units(values, np.full(len(values), base), verified.objective)
+    return np.asarray(restated, dtype=np.float64), float(np.ravel(units)[0])
 
 
 def _utc(ts: datetime | None) -> pd.Timestamp:
@@ -146,6 +220,10 @@ def score_frame(
 ) -> ScoredBatch:
     """Score raw feature rows with a verified model and explain each prediction.
 
+    A classifier gives ``prediction_proba`` and the label ``prediction`` at the version's
+    decision threshold; a regression model gives ``prediction``, the predicted value, and its
+    explanations in the target's units.
+
     Args:
         cfg: The model's config (entity/timestamp column names, label values, default top_k).
         verified: The SHA-256-verified model and its registered version.
@@ -157,7 +235,9 @@ def score_frame(
 
     Raises:
         ValueError: a required column is missing, or ``top_k`` is negative.
+        MlstewardError: the version is not a model of the config's task.
     """
+    check_task(cfg, verified)
     info = verified.info
     enc = info.encoding
     entity, ts_col = cfg.source.entity, cfg.timestamp_column
@@ -171,26 +251,32 @@ def score_frame(
     if k < 0:
         raise ValueError(f"top_k must be >= 0, got {k}")
     k = min(k, len(enc.columns))
-    threshold = info.decision_threshold
+    # never the version's decision_threshold tag for a regression model: it reads 0.5 untagged
+    threshold = None if verified.is_regression else info.decision_threshold
 
     encoded = encode(features, enc)  # selects by name, in the recorded order
-    proba = (
-        verified.model.predict_proba(encoded)[:, 1].astype(np.float64)
-        if len(encoded)
-        else np.zeros(0, dtype=np.float64)
-    )
-    negative, positive = cfg.label_values
-    labels = np.where(proba >= threshold, positive, negative).astype(np.int64)
-
     out = features[[entity, ts_col, *enc.columns]].reset_index(drop=True)
-    out[PROBA_COLUMN] = proba
-    out[LABEL_COLUMN] = labels
+    if threshold is None:
+        out[PREDICTION_COLUMN] = (
+            np.asarray(verified.model.predict(encoded), dtype=np.float64)
+            if len(encoded)
+            else np.zeros(0, dtype=np.float64)
+        )
+    else:
+        proba = (
+            verified.model.predict_proba(encoded)[:, 1].astype(np.float64)
+            if len(encoded)
+            else np.zeros(0, dtype=np.float64)
+        )
+        negative, positive = cfg.label_values
+        out[PROBA_COLUMN] = proba
+        out[LABEL_COLUMN] = np.where(proba >= threshold, positive, negative).astype(np.int64)
     out[VERSION_COLUMN] = str(info.version)
     out[SCORED_AT_COLUMN] = pd.Series(_utc(scored_at), index=out.index).astype(
         "datetime64[us, UTC]"
     )
 
-    values, base_value = explain(verified, encoded if k else encoded.iloc[:0])
+    values, base_value = explain_in_units(verified, encoded if k else encoded.iloc[:0])
     if k:
         idx = _top_k_indices(values, k)
         picked = np.take_along_axis(values, idx, axis=1)
