@@ -3,8 +3,10 @@
 
 The rows are written to a file in the model's source format and read back by the very
 function the command uses, so the API can never accept a row the command would refuse: a
-missing column, an unparsable time or a label outside ``label_values`` is a 422 naming the
-rows, and nothing is attached.
+missing column, an unparsable time or an outcome the model's task refuses (a classifier's label
+outside ``label_values``; a regression outcome that is no finite number, or a negative or
+fractional count under ``count:poisson``) is a 422 naming the rows and the rule, and nothing is
+attached.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def post_outcomes(
     cfg: Annotated[ModelConfig, Depends(path_model)],
     body: OutcomesBody,
 ) -> dict[str, Any]:
-    """Attach outcomes that arrived later (entity, event time, label) to the prediction log;
-    answers how many matched logged predictions (the others wait for later predictions)."""
+    """Attach outcomes that arrived later (entity, event time, label: a classifier's label or a
+    regression model's observed value) to the prediction log; answers how many matched logged
+    predictions (the others wait for later predictions)."""
     return attach(cfg, body.rows, who.actor)

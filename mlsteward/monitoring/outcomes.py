@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlsteward.audit import Action, AuditStore
@@ -20,9 +21,14 @@ MAX_LISTED_ROWS = 10
 def ingest_labels(cfg: ModelConfig, path: Path, *, actor: str, audit: AuditStore) -> dict[str, Any]:
     """Validate an outcomes file (entity, event time, label) and attach it to the log.
 
+    A classification outcome is one of ``label_values``; a regression outcome is a finite
+    number, and under ``count:poisson`` a whole number >= 0, under ``reg:tweedie`` a number
+    >= 0 (what those objectives can predict), so quality on recent data is never measured
+    against an outcome the model could not have been trained on.
+
     Raises:
         ContractViolation: a column is missing, or rows carry an unparsable time or a label
-            outside ``label_values`` (the rows are named); nothing is attached then.
+            that breaks the rule above (the rows are named); nothing is attached then.
     """
     frame = read_source(path, cfg)
     entity, ts, label = cfg.source.entity, cfg.timestamp_column, cfg.label
@@ -32,15 +38,15 @@ def ingest_labels(cfg: ModelConfig, path: Path, *, actor: str, audit: AuditStore
     times = pd.to_datetime(frame[ts], utc=True, errors="coerce")
     values = pd.to_numeric(frame[label], errors="coerce")
     bad_time = frame.index[times.isna()].tolist()
-    bad_label = frame.index[~values.isin(cfg.label_values)].tolist()
     problems = []
     if bad_time:
         problems.append(f"unparsable {ts!r} in row(s) {_rows(bad_time)}")
-    if bad_label:
-        problems.append(f"{label!r} not one of {cfg.label_values} in row(s) {_rows(bad_label)}")
+    for rule, bad in outcome_problems(cfg, values):
+        problems.append(f"{label!r} {rule} in row(s) {_rows(bad)}")
     if problems:
         raise ContractViolation(f"{path}: " + "; ".join(problems) + "; nothing was attached")
-    labels = pd.DataFrame({entity: frame[entity], ts: times, label: values.astype("int64")})
+    outcome = values.astype("float64" if cfg.is_regression else "int64")
+    labels = pd.DataFrame({entity: frame[entity], ts: times, label: outcome})
     counts = prediction_log.attach_labels(
         cfg.name, labels, entity=entity, timestamp=ts, label=label
     )
@@ -53,6 +59,27 @@ def ingest_labels(cfg: ModelConfig, path: Path, *, actor: str, audit: AuditStore
         details={k: v for k, v in result.items() if k != "unmatched_examples"},
     )
     return result
+
+
+def outcome_problems(cfg: ModelConfig, values: pd.Series) -> list[tuple[str, list[int]]]:
+    """Each rule the outcomes break, with the positions (0-based) of the rows that break it.
+
+    ``values`` are the outcomes as numbers (NaN where the text was no number). A row is named
+    under the first rule it breaks only, so one bad value reads as one problem.
+    """
+    if not cfg.is_regression:
+        bad = ~values.isin(cfg.label_values)
+        return [(f"not one of {cfg.label_values}", values.index[bad].tolist())] if bad.any() else []
+    numbers = values.to_numpy(dtype=np.float64)
+    finite = np.isfinite(numbers)
+    rules: list[tuple[str, np.ndarray]] = [("not a finite number", ~finite)]
+    objective = cfg.tuning.objective
+    if objective == "count:poisson":
+        whole = finite & (numbers >= 0) & (np.mod(np.where(finite, numbers, 0), 1) == 0)
+        rules.append((f"not a whole number >= 0 ({objective})", finite & ~whole))
+    elif objective == "reg:tweedie":
+        rules.append((f"not a number >= 0 ({objective})", finite & (numbers < 0)))
+    return [(rule, values.index[bad].tolist()) for rule, bad in rules if bad.any()]
 
 
 def _rows(index: list[int]) -> str:
