@@ -8,9 +8,10 @@ separate, so the renderers can be tested on a hand-built card without MLflow or 
   actions it reads and how it names them.
 - ``collect``: the registry and the audit trail read into a card; ``history``: drift checks
   and canary rollouts assembled from their audit records.
-- ``format``, ``table``, ``view``, ``view_validation``, ``view_drift``, ``view_rollouts``: the
-  view layer both renderers use, so each number is formatted once and the two outputs cannot
-  drift apart.
+- ``format``, ``table``, ``view``, ``view_metrics``, ``view_validation``, ``view_drift``,
+  ``view_rollouts``: the view layer both renderers use, so each number is formatted once and
+  the two outputs cannot drift apart; ``view_metrics`` knows which way each metric is better
+  (errors lower, R² higher, the calibration ratio closer to 1).
 - ``render_html`` (with ``templates/model_card.html.j2``), ``render_markdown``: layout only.
 - ``write``: collect, render and write both files.
 """

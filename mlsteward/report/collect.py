@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from mlsteward.governance.registry import VersionInfo
 from mlsteward.report.actions import TIMELINE_ACTIONS, VERSION_ACTIONS
 from mlsteward.report.history import drift_history, rollout_history
 from mlsteward.report.model import (
+    CLASSIFICATION,
     MAX_TIMELINE,
+    REGRESSION,
     AuditEvent,
     AuditStatus,
     ModelCard,
@@ -118,7 +121,11 @@ def _iso_ms(ms: int | None) -> str | None:
 
 
 def _section(
-    info: VersionInfo, roles: list[str], events: list[AuditEvent], warnings: list[str]
+    info: VersionInfo,
+    roles: list[str],
+    events: list[AuditEvent],
+    warnings: list[str],
+    configured_measured_only: tuple[str, ...] = (),
 ) -> VersionSection:
     """One version's section; its stored validation report is read here, and one that cannot
     be read is noted on the section and in ``warnings``."""
@@ -131,6 +138,7 @@ def _section(
         except Exception as exc:  # a missing artifact must not stop the report
             error = f"{type(exc).__name__}: {exc}"
             warnings.append(f"v{info.version}: validation report {uri} could not be read ({error})")
+    lineage = lineage_from_tags(tags)
     return VersionSection(
         version=str(info.version),
         roles=roles,
@@ -141,7 +149,7 @@ def _section(
         promoted_at=tags.get("promoted_at"),
         promoted_by=tags.get("promoted_by"),
         retired_at=tags.get("retired_at"),
-        lineage=lineage_from_tags(tags),
+        lineage=lineage,
         metrics=metrics_from_tags(tags),
         validation=validation,
         validation_uri=uri,
@@ -149,7 +157,27 @@ def _section(
         history=[
             e for e in events if e.version == str(info.version) and e.action in VERSION_ACTIONS
         ],
+        task=tags.get("task"),
+        objective=tags.get("objective"),
+        measured_only=measured_only(lineage, validation, configured_measured_only),
     )
+
+
+def measured_only(
+    lineage: dict[str, Any], validation: dict[str, Any] | None, configured: tuple[str, ...]
+) -> list[str]:
+    """The sensitive columns of a version that were measured but never given to the model.
+
+    The version's own recorded features decide where they were recorded: the configuration
+    may have changed since it was trained. Without them, the configuration's sensitive
+    columns that are not features stand in."""
+    features = lineage.get("features")
+    if not isinstance(features, list):
+        return list(configured)
+    gates = (validation or {}).get("gates") or []
+    fairness = next((g for g in gates if isinstance(g, dict) and g.get("name") == "fairness"), {})
+    attributes = (fairness.get("details") or {}).get("attributes") or {}
+    return [str(a) for a in attributes if a not in features]
 
 
 def collect_model_card(model: str) -> ModelCard:
@@ -159,9 +187,9 @@ def collect_model_card(model: str) -> ModelCard:
         NotFoundError: the model has neither a configuration nor a registered version.
     """
     warnings: list[str] = []
-    configured, description, owner, primary = _configuration(model, warnings)
     infos = {v.version: v for v in registry.list_versions(model)}
-    if not configured and not infos:
+    conf = _configuration(model, infos, warnings)
+    if not conf.found and not infos:
         raise NotFoundError(f"{model}: no model configuration and no registered version")
 
     events, history, status, audit = _read_audit(model, warnings)
@@ -173,7 +201,7 @@ def collect_model_card(model: str) -> ModelCard:
         if info is None:
             warnings.append(f"v{v} appears in the audit trail but is not in the registry")
             continue
-        sections.append(_section(info, r, events, warnings))
+        sections.append(_section(info, r, events, warnings, conf.measured_only))
 
     versions = [_version_row(info) for info in infos.values()]
     timeline = [e for e in events if e.action in TIMELINE_ACTIONS]
@@ -182,12 +210,14 @@ def collect_model_card(model: str) -> ModelCard:
         timeline = timeline[-MAX_TIMELINE:]
     return ModelCard(
         model=model,
-        description=description,
-        owner=owner,
+        description=conf.description,
+        owner=conf.owner,
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         champion=champion,
         challenger=challenger,
-        primary_metric=primary,
+        primary_metric=conf.primary,
+        task=conf.task,
+        objective=conf.objective,
         previous_champion=status.get("previous_champion"),
         versions=versions,
         sections=sections,
@@ -200,15 +230,46 @@ def collect_model_card(model: str) -> ModelCard:
     )
 
 
-def _configuration(model: str, warnings: list[str]) -> tuple[bool, str, str, str]:
-    """(configured, description, owner, primary metric); a card is still written for a model
-    whose configuration is gone, as long as the registry knows it."""
+@dataclass(frozen=True)
+class _Configured:
+    """What the card takes from the model's configuration, or without one, from the registry."""
+
+    found: bool
+    description: str = ""
+    owner: str = "unknown"
+    primary: str = "roc_auc"
+    task: str = CLASSIFICATION
+    objective: str | None = None
+    measured_only: tuple[str, ...] = ()
+
+
+def _configuration(model: str, infos: dict[str, VersionInfo], warnings: list[str]) -> _Configured:
+    """The configuration's facts; a card is still written for a model whose configuration is
+    gone, as long as the registry knows it: its task is then the newest version's ``task``
+    tag, and its primary metric that task's default."""
     try:
         cfg = get_model_config(model)
     except MlstewardError as exc:
         warnings.append(f"model configuration not available: {exc}")
-        return False, "", "unknown", "roc_auc"
-    return True, cfg.description, cfg.owner, cfg.promotion.primary_metric
+        tagged = [infos[v] for v in sorted(infos, key=version_key) if "task" in infos[v].tags]
+        if not tagged:
+            return _Configured(found=False)
+        task = tagged[-1].tags["task"]
+        return _Configured(
+            found=False,
+            primary="rmse" if task == REGRESSION else "roc_auc",
+            task=task,
+            objective=tagged[-1].tags.get("objective"),
+        )
+    return _Configured(
+        found=True,
+        description=cfg.description,
+        owner=cfg.owner,
+        primary=cfg.promotion.primary_metric,
+        task=cfg.task,
+        objective=cfg.tuning.objective,
+        measured_only=tuple(c.name for c in cfg.attribute_columns),
+    )
 
 
 def _read_audit(

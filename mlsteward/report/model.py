@@ -13,6 +13,9 @@ from typing import Any
 
 from mlsteward.report.actions import DRIFT_CHECKED, RETRAIN_TRIGGERED
 
+CLASSIFICATION = "binary_classification"
+REGRESSION = "regression"
+
 MAX_TIMELINE = 200
 """Timeline events kept (the latest); a longer timeline is shortened, with a warning."""
 MAX_DRIFT_ROWS = 50
@@ -190,6 +193,10 @@ class VersionSection:
         validation: The stored ``ValidationReport.to_dict()``, or None.
         validation_error: Why a recorded report could not be read.
         history: The version's audit events, oldest first.
+        task / objective: The ``task`` and ``objective`` tags (None on versions registered
+            before they existed, all of them classifiers).
+        measured_only: Sensitive columns the fairness gate grouped by that are not among the
+            version's recorded features: measured for fairness, never given to the model.
     """
 
     version: str
@@ -207,6 +214,13 @@ class VersionSection:
     validation_uri: str | None = None
     validation_error: str | None = None
     history: list[AuditEvent] = field(default_factory=list)
+    task: str | None = None
+    objective: str | None = None
+    measured_only: list[str] = field(default_factory=list)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == REGRESSION
 
 
 @dataclass
@@ -280,6 +294,9 @@ class ModelCard:
         rollouts: Every canary rollout, newest first
             (:func:`~mlsteward.report.history.rollout_history`); the renderers show the newest
             :data:`MAX_ROLLOUT_ROWS`.
+        task / objective: The model's task and XGBoost objective, from its configuration
+            (or, without one, the newest version's tags); a regression card shows regression
+            metrics and errors per group, and never a decision threshold.
         warnings: What could not be collected (the card is still written).
     """
 
@@ -290,6 +307,8 @@ class ModelCard:
     champion: dict[str, Any] | None
     challenger: dict[str, Any] | None
     primary_metric: str = "roc_auc"
+    task: str = CLASSIFICATION
+    objective: str | None = None
     previous_champion: str | None = None
     versions: list[dict[str, Any]] = field(default_factory=list)
     sections: list[VersionSection] = field(default_factory=list)
@@ -299,6 +318,10 @@ class ModelCard:
     rollouts: list[RolloutRun] = field(default_factory=list)
     audit: AuditStatus = field(default_factory=lambda: AuditStatus(ok=None))
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == REGRESSION
 
     @property
     def champion_version(self) -> str | None:

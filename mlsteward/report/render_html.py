@@ -16,13 +16,13 @@ from mlsteward.report.format import fmt_num, fmt_ts, short
 from mlsteward.report.model import ModelCard
 from mlsteward.report.view import (
     audit_table,
-    metrics_table,
     section_view,
     summary_table,
     timeline_items,
     versions_table,
 )
 from mlsteward.report.view_drift import drift_table
+from mlsteward.report.view_metrics import metrics_table
 from mlsteward.report.view_rollouts import rollouts_table
 
 TEMPLATE = "model_card.html.j2"

@@ -15,13 +15,13 @@ from mlsteward.report.view import (
     SectionView,
     audit_cell,
     audit_table,
-    metrics_table,
     section_view,
     summary_table,
     timeline_items,
     versions_table,
 )
 from mlsteward.report.view_drift import drift_table
+from mlsteward.report.view_metrics import metrics_table
 from mlsteward.report.view_rollouts import rollouts_table
 from mlsteward.report.view_validation import report_view
 

@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mlsteward.config.sections.governance import EVALUATION_METRICS, LOWER_IS_BETTER
 from mlsteward.report.actions import DRIFT_ACTIONS, EVENT_LABELS, EVENT_TONE, PROMOTED, ROLLBACK
-from mlsteward.report.format import MINUS, MISSING, fmt_delta, fmt_num, fmt_ts, fmt_value, short
+from mlsteward.report.format import MISSING, fmt_num, fmt_ts, fmt_value, short
 from mlsteward.report.model import (
     AuditEvent,
     AuditStatus,
@@ -27,6 +26,7 @@ from mlsteward.report.model import (
 )
 from mlsteward.report.table import Cell, Table
 from mlsteward.report.view_drift import columns_text
+from mlsteward.report.view_metrics import direction, section_metrics_table
 from mlsteward.report.view_validation import ReportView, report_view
 
 
@@ -56,12 +56,6 @@ class SectionView:
     history: Table
 
 
-def _ordered_metrics(names: Any) -> list[str]:
-    names = set(names)
-    known = [m for m in EVALUATION_METRICS if m in names]
-    return known + sorted(names - set(known))
-
-
 def summary_table(card: ModelCard) -> Table:
     """Who owns the model, who serves, what changed and whether the audit chain holds."""
     champ, chall = card.champion, card.challenger
@@ -87,7 +81,12 @@ def summary_table(card: ModelCard) -> Table:
         ]
     )
     rows.append([Cell("Registered versions", "key"), Cell(fmt_num(len(card.versions)), "")])
-    rows.append([Cell("Primary metric", "key"), Cell(card.primary_metric, "code")])
+    if card.is_regression:  # a classification card has always implied its task
+        rows.append([Cell("Task", "key"), Cell(task_text(card.task, card.objective))])
+        p = card.primary_metric
+        rows.append([Cell("Primary metric", "key"), Cell(f"{p} ({direction(p)} is better)")])
+    else:
+        rows.append([Cell("Primary metric", "key"), Cell(card.primary_metric, "code")])
     rows.append(
         [
             Cell("Champion changes", "key"),
@@ -100,6 +99,17 @@ def summary_table(card: ModelCard) -> Table:
     rows.append([Cell("Audit chain", "key"), audit_cell(card.audit)])
     rows.append([Cell("Generated", "key"), Cell(fmt_ts(card.generated_at))])
     return Table(["", ""], rows, kind="kv")
+
+
+def task_text(task: str | None, objective: str | None) -> str:
+    """``regression, objective count:poisson``; a log-link objective says its predictions are
+    counts or amounts above 0, so nobody reads a deviance as a squared error."""
+    text = (task or "binary_classification").replace("_", " ")
+    if objective:
+        text += f", objective {objective}"
+        if objective in ("count:poisson", "reg:tweedie"):
+            text += " (log link: predictions above 0)"
+    return text
 
 
 def audit_cell(a: AuditStatus) -> Cell:
@@ -146,52 +156,6 @@ def versions_table(card: ModelCard) -> Table:
 
 def _tone(status: str | None) -> str:
     return {"passed": "ok", "failed": "bad"}.get(status or "", "muted")
-
-
-def metrics_table(card: ModelCard) -> Table | None:
-    """Champion vs challenger on every holdout metric either reports."""
-    sides = [
-        (f"champion v{d['version']}", d.get("metrics") or {})
-        for d in (card.champion,)
-        if d is not None
-    ] + [
-        (f"challenger v{d['version']}", d.get("metrics") or {})
-        for d in (card.challenger,)
-        if d is not None
-    ]
-    if not sides:
-        return None
-    both = len(sides) == 2
-    names = _ordered_metrics(k for _, m in sides for k in m)
-    rows, styles = [], []
-    for m in names:
-        row = [Cell(m + (" (primary)" if m == card.primary_metric else ""), "key")]
-        values = [m_.get(m) for _, m_ in sides]
-        row += [Cell(fmt_num(v), "num") for v in values]
-        if both:
-            a, b = values[1], values[0]
-            if a is None or b is None:
-                row.append(Cell(MISSING, "num muted"))
-            else:
-                d = a - b
-                better = (d < 0) if m in LOWER_IS_BETTER else (d > 0)
-                tone = "muted" if d == 0 else ("ok" if better else "bad")
-                row.append(Cell(fmt_delta(d), f"num {tone}".strip()))
-        rows.append(row)
-        styles.append("hl" if m == card.primary_metric else "")
-    header = ["metric", *[name for name, _ in sides]] + (
-        [f"Δ challenger {MINUS} champion"] if both else []
-    )
-    note = "log_loss and brier: lower is better; every other metric: higher is better."
-    return Table(header, rows, styles, note=note)
-
-
-def section_metrics_table(section: VersionSection) -> Table | None:
-    """A version's holdout metrics in one row, or None when it has none."""
-    if not section.metrics:
-        return None
-    names = _ordered_metrics(section.metrics)
-    return Table(names, [[Cell(fmt_num(section.metrics[m]), "num") for m in names]])
 
 
 def lineage_table(section: VersionSection) -> Table:
@@ -332,13 +296,15 @@ def section_view(s: VersionSection) -> SectionView:
         facts.append(("Promoted", Cell(fmt_ts(s.promoted_at) + by)))
     if s.retired_at:
         facts.append(("Retired", Cell(fmt_ts(s.retired_at))))
+    if s.is_regression:
+        facts.append(("Task", Cell(task_text(s.task, s.objective))))
     return SectionView(
         section=s,
         anchor=f"v{re.sub(r'[^A-Za-z0-9_-]', '-', s.version)}",
         title=f"Version {s.version}",
         facts=Table(["", ""], [[Cell(k, "key"), c] for k, c in facts], kind="kv"),
         metrics=section_metrics_table(s),
-        report=report_view(s.validation) if s.validation else None,
+        report=report_view(s.validation, s.measured_only) if s.validation else None,
         lineage=lineage_table(s),
         history=history_table(s.history),
     )
