@@ -31,7 +31,6 @@ import pandas as pd
 from mlsteward.data.synthetic_cohort import (
     CATEGORIES,
     ENTITY,
-    FEATURE_DTYPES,
     FEATURES,
     LABEL,
     NUMERIC_RANGES,
@@ -92,10 +91,7 @@ class Shift(BaseShift):
         outcome_scale: Not for this binary label (refused); see :class:`BaseShift`.
     """
 
-    rules = ShiftRules(
-        numeric=tuple(NUMERIC_RANGES),
-        groups={col: CATEGORIES.get(col) for col in FEATURE_DTYPES},
-    )
+    rules = ShiftRules.of(NUMERIC_RANGES, CATEGORIES, FEATURES)
 
 
 def _outcome(

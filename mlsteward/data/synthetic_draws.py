@@ -8,6 +8,8 @@ the tests that pin it) the same for all of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -72,3 +74,22 @@ def draw_visits(
         [np.arange(n_entities), rv.integers(0, n_entities, n_rows - n_entities)]
     ).astype(np.int64)
     return pidx, unique_times(pidx, rv.integers(0, span, n_rows), span)
+
+
+def entities_at_visits(
+    streams: list[np.random.SeedSequence],
+    n_rows: int,
+    n_entities: int,
+    span: int,
+    traits: Callable[[np.random.Generator, int], dict[str, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.random.Generator]:
+    """Visits (stream 0), each entity's stable traits (stream 1, one value per entity) repeated
+    for each of its rows, and the generator for per-visit draws (stream 2).
+
+    Returns:
+        ``(entity_index, seconds_from_start, traits_per_row, visit_rng)``.
+    """
+    rv, rp, rr = (np.random.default_rng(s) for s in streams[:3])
+    pidx, t = draw_visits(rv, n_rows, n_entities, span)
+    per_row = {k: v[pidx] for k, v in traits(rp, n_entities).items()}
+    return pidx, t, per_row, rr

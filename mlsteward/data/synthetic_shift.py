@@ -48,6 +48,18 @@ class ShiftRules:
     groups: Mapping[str, tuple[str, ...] | None]
     regression: bool = False
 
+    @classmethod
+    def of(
+        cls,
+        numeric: Mapping[str, object],
+        categories: Mapping[str, tuple[str, ...]],
+        columns: tuple[str, ...],
+        regression: bool = False,
+    ) -> ShiftRules:
+        """Rules from a dataset's tables: its numeric columns, its categories and the columns
+        a group may be chosen by (features, then sensitive columns)."""
+        return cls(tuple(numeric), {col: categories.get(col) for col in columns}, regression)
+
 
 @dataclass(frozen=True)
 class BaseShift:
