@@ -1,4 +1,4 @@
-"""Data commands: the built-in cohort (``generate``), the contract-checked way in (``ingest``),
+"""Data commands: the built-in datasets (``generate``), the contract-checked way in (``ingest``),
 the online store (``materialize``) and outcomes that arrive later (``labels``)."""
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ commands = typer.Typer()
 @commands.command()
 def generate(
     model: str = typer.Argument(
-        "heart_disease", help="Only the built-in heart_disease cohort.", callback=model_name
+        "heart_disease",
+        help="A model with a built-in dataset: heart_disease, diabetes or readmission.",
+        callback=model_name,
     ),
-    rows: int = typer.Option(50_000, help="Number of visit rows."),
+    rows: int = typer.Option(50_000, help="Number of rows (visits or discharges)."),
     seed: int = typer.Option(0, help="Generator seed (same seed, same data)."),
     out: Path | None = typer.Option(None, help="Output path (default: the config's source)."),
     start: str | None = typer.Option(
@@ -35,7 +37,14 @@ def generate(
     shift: list[str] = typer.Option(
         [], "--shift", help="Covariate shift COLUMN=SDs, e.g. bmi=1.5 (repeatable)."
     ),
-    prevalence: float | None = typer.Option(None, help="Label shift: target positive rate."),
+    prevalence: float | None = typer.Option(
+        None, help="Label shift of a binary label: the target positive rate."
+    ),
+    outcome_scale: float | None = typer.Option(
+        None,
+        "--outcome-scale",
+        help="Label shift of a count outcome (readmission): its mean times this, 0.5 to 2.",
+    ),
     concept: float = typer.Option(0.0, help="Concept shift strength, 0 (none) to 1."),
     append_to_source: bool = typer.Option(
         False,
@@ -44,58 +53,85 @@ def generate(
     ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Write the built-in synthetic patient cohort (or a later, optionally shifted, batch)."""
-    from mlsteward.config.models import get_model_config
-    from mlsteward.data.synthetic import (
-        BATCH_ID_OFFSET,
-        Shift,
-        append_dataset,
-        generate_batch,
-        generate_cohort,
-        write_dataset,
-    )
+    """Write a model's built-in synthetic dataset (or a later, optionally shifted, batch)."""
+    from mlsteward.data.builtin import builtin
+    from mlsteward.data.synthetic import BATCH_ID_OFFSET, append_dataset, write_dataset
 
     def action() -> dict:
-        if model != "heart_disease":
-            raise MlstewardError(f"only heart_disease has a built-in dataset, not {model!r}")
-        cfg = get_model_config(model)
         try:
-            how = Shift(covariate=parse_shifts(shift), prevalence=prevalence, concept=concept)
+            data = builtin(model)
+        except ValueError as exc:
+            raise MlstewardError(str(exc)) from exc
+        label_shift = _label_shift(data.regression, model, prevalence, outcome_scale)
+        try:
+            how = data.shift(parse_shifts(shift), label_shift, concept)
         except ValueError as exc:
             raise MlstewardError(f"invalid shift: {exc}") from exc
         if start is None:
             if append_to_source:
                 raise MlstewardError("--append-to-source needs a batch (--start DATE)")
-            df = generate_cohort(n_rows=rows, seed=seed, shift=how)
+            df = data.generate_cohort(n_rows=rows, seed=seed, shift=how)
         else:
             offset = BATCH_ID_OFFSET if id_offset is None else id_offset
-            df = generate_batch(rows, seed, start=start, days=days, shift=how, id_offset=offset)
-        source = cfg.source.resolved_path()
-        path = write_dataset(df, out or source)
+            df = data.generate_batch(
+                rows, seed, start=start, days=days, shift=how, id_offset=offset
+            )
+        path = write_dataset(df, out or _source(model))
         appended = None
-        if append_to_source and path != source:
+        source = _source(model) if append_to_source else path
+        if source != path:
             try:
                 appended = str(append_dataset(df, source))
             except ValueError as exc:
                 raise MlstewardError(str(exc)) from exc
-        ts = df["event_timestamp"]
+        ts = df[data.dataset.timestamp]
         return {
             "model": model,
             "path": str(path),
             "rows": len(df),
-            "positive_rate": round(float(df[cfg.label].mean()), 4),
+            **data.summary(df),
             "time_range": [ts.min().isoformat(), ts.max().isoformat()],
-            "shift": {"covariate": how.covariate, "prevalence": prevalence, "concept": concept},
+            "shift": {
+                "covariate": how.covariate,
+                "prevalence": prevalence,
+                "outcome_scale": outcome_scale,
+                "concept": concept,
+            },
             "appended_to": appended,
         }
 
     run(as_json, action, _generate_human)
 
 
+def _source(model: str) -> Path:
+    """The model's source file; read only when it is needed, so ``--out`` alone works before
+    the model's config does."""
+    from mlsteward.config.models import get_model_config
+
+    return get_model_config(model).source.resolved_path()
+
+
+def _label_shift(
+    regression: bool, model: str, prevalence: float | None, outcome_scale: float | None
+) -> float | None:
+    """The label-shift option that fits the model's label; the other one is refused by name."""
+    if regression and prevalence is not None:
+        raise MlstewardError(
+            f"--prevalence is a positive rate; {model}'s outcome is a count: use --outcome-scale"
+        )
+    if not regression and outcome_scale is not None:
+        raise MlstewardError(
+            f"--outcome-scale scales a count outcome; {model}'s label is binary: use --prevalence"
+        )
+    return outcome_scale if regression else prevalence
+
+
 def _generate_human(p: dict) -> str:
+    from mlsteward.data.builtin import describe_summary
+
     text = (
         f"wrote {p['rows']} rows to {p['path']} "
-        f"(positive rate {p['positive_rate']:.1%}, "
+        f"({describe_summary(p)}, "
         f"{p['time_range'][0]} .. {p['time_range'][1]})"
     )
     if p["shift"]["covariate"]:
