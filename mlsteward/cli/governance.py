@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from mlsteward.cli.access import acting_as
-from mlsteward.cli.output import JsonOpt, ModelName, model_name, run
+from mlsteward.cli.output import JsonOpt, ModelName, fmt_headline, model_name, run
 from mlsteward.cli.remote import governance_api
 from mlsteward.cli.runtime import use_local_platform
 from mlsteward.identity.roles import Permission
@@ -308,9 +308,8 @@ def _status_human(p: dict) -> str:
         v = p[role]
         if v is None:
             return f"{role:<11} none"
-        m = v["metrics"]
         return (
-            f"{role:<11} v{v['version']}  roc_auc {m.get('roc_auc', float('nan')):.4f}  "
+            f"{role:<11} v{v['version']}  {fmt_headline(v['metrics'])}  "
             f"lifecycle {v['lifecycle']}  validation {v['validation_status']}"
         )
 

@@ -36,6 +36,20 @@ def model_name(value: str | None) -> str | None:
 ModelName = Annotated[str, typer.Argument(callback=model_name, show_default=False)]
 
 METRIC_KEYS = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1")
+"""A classifier's metrics, in the order a person compares them."""
+REGRESSION_METRIC_KEYS = (
+    "rmse",
+    "mae",
+    "r2",
+    "median_absolute_error",
+    "mean_poisson_deviance",
+    "mean_tweedie_deviance",
+    "calibration_ratio",
+)
+"""A regression model's metrics: errors in the label's units first, then R², the objective's
+deviance where it has one, and calibration (mean prediction / mean outcome)."""
+REGRESSION_HEADLINE = ("rmse", "mae", "r2")
+"""What a one-line summary of a regression model shows (a classifier's shows roc_auc)."""
 
 
 def emit(as_json: bool, payload: Any, human: Callable[[Any], str]) -> None:
@@ -83,9 +97,35 @@ def run(as_json: bool, action: Callable[[], Any], human: Callable[[Any], str]) -
     return payload
 
 
+def is_regression_metrics(metrics: dict[str, Any]) -> bool:
+    """Whether a metrics document is a regression model's: results carry the metrics, not the
+    task, and the two tasks share no metric name."""
+    return any(k in metrics for k in REGRESSION_METRIC_KEYS) and not any(
+        k in metrics for k in METRIC_KEYS
+    )
+
+
 def fmt_metrics(metrics: dict[str, float]) -> str:
-    """The evaluation metrics a person compares, one per line, in a fixed order."""
-    return "\n".join(f"    {k:<10} {metrics[k]:.4f}" for k in METRIC_KEYS if k in metrics)
+    """The evaluation metrics a person compares, one per line, in a fixed order: a classifier's,
+    or a regression model's with the two means its calibration ratio divides."""
+    if not is_regression_metrics(metrics):
+        return "\n".join(f"    {k:<10} {metrics[k]:.4f}" for k in METRIC_KEYS if k in metrics)
+    keys = [k for k in REGRESSION_METRIC_KEYS if k in metrics]
+    width = max(len(k) for k in keys)
+    lines = [f"    {k:<{width}} {metrics[k]:.4f}" for k in keys]
+    if "calibration_ratio" in metrics and {"mean_prediction", "mean_outcome"} <= set(metrics):
+        lines[keys.index("calibration_ratio")] += (
+            f"  (mean prediction {metrics['mean_prediction']:.4f} / mean outcome "
+            f"{metrics['mean_outcome']:.4f}; closer to 1 is better)"
+        )
+    return "\n".join(lines)
+
+
+def fmt_headline(metrics: dict[str, Any]) -> str:
+    """A version's numbers on one line: ``rmse 2.4570  mae 1.9704  r2 0.5052`` for a
+    regression model, ``roc_auc 0.8612`` for a classifier (n/a where one is missing)."""
+    keys = REGRESSION_HEADLINE if is_regression_metrics(metrics) else ("roc_auc",)
+    return "  ".join(f"{k} {metrics.get(k, float('nan')):.4f}" for k in keys)
 
 
 def fmt_number(v: Any) -> str:

@@ -43,10 +43,15 @@ def train(
 
 
 def _train_human(p: dict) -> str:
+    """The registered version, its search, its test metrics (its task's) and the gates'
+    decision; a regression model has no decision threshold, so none is printed."""
+    trials = f"  trials: {p['trials']}"
+    if p.get("threshold") is not None:
+        trials += f"   decision threshold: {p['threshold']:.3f}"
     return "\n".join(
         [
             f"registered {p['model']} version {p['version']}  ({p['model_uri']})",
-            f"  trials: {p['trials']}   decision threshold: {p['threshold']:.3f}",
+            trials,
             f"  best params: {json.dumps(p['best_params'], sort_keys=True)}",
             "  test metrics:",
             fmt_metrics(p["test_metrics"]),
