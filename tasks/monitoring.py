@@ -25,8 +25,9 @@ from mlsteward.monitoring.current_window import read_current_window
 from mlsteward.monitoring.drift import compute_drift
 from mlsteward.monitoring.drift_result import DriftResult
 from mlsteward.monitoring.drift_sampling import sampling_lines
+from mlsteward.monitoring.quality import quality_check, quality_lines
 from mlsteward.monitoring.retrain import DriftDecision, TriggerVerdict, claim_retrain, decide
-from mlsteward.monitoring.scoring import score_frame
+from mlsteward.monitoring.scoring import check_task, score_frame
 from mlsteward.monitoring.window_sample import WindowSample
 from tasks.common import artifact_key, run_logger
 from tasks.scoring import contract_checked
@@ -35,7 +36,13 @@ from tasks.scoring import contract_checked
 @task(name="drift-reference", cache_policy=NO_CACHE)
 def drift_reference(cfg: ModelConfig, champion: VerifiedModel) -> pd.DataFrame:
     """The champion's holdout: the newest rows of its training snapshot, with the labels and
-    the out-of-sample predictions recorded at training."""
+    the out-of-sample predictions recorded at training (a classifier's probabilities, a
+    regression model's predicted values).
+
+    Raises:
+        MlstewardError: the champion is not a model of the config's task.
+    """
+    check_task(cfg, champion)
     frame = load_holdout(champion.info)
     run_logger().info("reference: %d holdout rows of v%s", len(frame), champion.info.version)
     return frame
@@ -109,7 +116,8 @@ def detect_drift(
         cfg,
         label_column=cfg.label,
         html_path=html,
-        decision_threshold=champion.info.decision_threshold,
+        # never the version's tag for a regression model: it reads 0.5 untagged
+        decision_threshold=None if champion.is_regression else champion.info.decision_threshold,
         current_labelled=window.labelled if window is not None else None,
         presample=window.presample if window is not None else None,
     )
@@ -123,7 +131,9 @@ def detect_drift(
 def record_drift(
     cfg: ModelConfig, result: DriftResult, decision: DriftDecision, version: str, actor: str
 ) -> None:
-    """The drift history (audit trail) and a Prefect artifact with the drifted columns."""
+    """The drift history (audit trail) and a Prefect artifact with the drifted columns, and with
+    outcomes the watched quality metric's two values against the retrain limit."""
+    check = quality_check(result.performance, cfg)
     summary = {
         "drifted_columns": result.drifted_columns,
         "dataset_drift_share": result.dataset_drift_share,
@@ -135,6 +145,7 @@ def record_drift(
         "sampling": result.sampling,
         "notes": result.notes,
         "columns": {c: v["score"] for c, v in result.to_dict()["columns"].items()},
+        **({"quality": check.to_dict()} if check is not None else {}),
     }
     with governance.open_audit() as audit:
         audit.append(
@@ -146,12 +157,19 @@ def record_drift(
             or (f"{len(result.drifted_columns)} drifted column(s), no retrain"),
             details=summary,
         )
-    # drifted columns first, then the rest, each in config order
-    ordered = sorted(result.columns.values(), key=lambda c: not c.drifted)
+    # drifted columns first, then the rest, each in config order; then the model's output
+    # and the outcome, named as such
+    ordered = [(c, "") for c in sorted(result.columns.values(), key=lambda c: not c.drifted)]
+    for extra, role in (
+        (result.prediction_drift, "model output"),
+        (result.target_drift, "outcome"),
+    ):
+        if extra is not None:
+            ordered.append((extra, f" ({role})"))
     rows = "\n".join(
-        f"| {c.column} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | "
+        f"| {c.column}{role} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | "
         f"{'**drifted**' if c.drifted else 'ok'} |"
-        for c in ordered
+        for c, role in ordered
     )
     report = (
         f"[{Path(result.report_path).name}]({Path(result.report_path).as_uri()})"
@@ -167,6 +185,10 @@ def record_drift(
             f"{'retrain' if decision.retrain else 'no retrain'}"
             f"{': ' + '; '.join(decision.reasons) if decision.reasons else ''}.\n\n"
             + "".join(f"Note: {n}.\n\n" for n in result.notes)
+            + "".join(
+                f"Quality on outcomes: {line}.\n\n"
+                for line in quality_lines(result.performance, cfg)
+            )
             + "".join(
                 f"Rows compared: {line}.\n\n"
                 for line in sampling_lines(result.sampling, result.rows)

@@ -10,6 +10,10 @@ statistics; this module decides what it computes:
   the label when both sides have them), with the method chosen explicitly from ``cfg.drift``, so
   Evidently never picks a test by counting unique values over a whole column, and nothing is
   computed twice (``DataDriftPreset`` computes each column's drift three times);
+- the model's output by task: a classifier's probability (``prediction_proba``), a regression
+  model's predicted value (``prediction``), both numeric with ``drift.prediction_method``; the
+  outcome as a category for a classifier, as a number (``drift.numeric_method``) for a
+  regression model;
 - a ``DataDefinition`` that declares numeric vs categorical from the config's feature dtypes
   (``bool`` and ``category`` are categorical), instead of letting Evidently guess;
 - each column in its own Report on a one-column Dataset, so Evidently's per-column copies of
@@ -24,7 +28,8 @@ Results are read by each metric's own config (``type`` ending in ``ValueDrift``,
 ``method``, ``threshold``), never by position in the report.
 
 Large windows are sampled down to ``cfg.drift.max_rows`` rows per side (seeded, stratified by the
-label when present) and the sampling is recorded in the result. A prediction-log window larger
+label when present: by class, or by deciles of a numeric outcome) and the sampling is recorded in
+the result. A prediction-log window larger
 than that arrives already pre-sampled by :func:`mlsteward.monitoring.window_sample.sample_window`
 (memory bounded by the cap, not the window); ``presample`` carries how, so the result and the
 HTML say how many rows the window had and how each cut was drawn (:func:`sampling_lines`).
@@ -36,30 +41,43 @@ on their own, so a large window with sparse outcomes keeps up to ``max_rows`` of
 target drift, the quality and the labelled row count reported all describe the same rows,
 whatever Evidently does with nulls. With fewer than ``cfg.drift.min_labelled_rows`` such rows
 neither is computed, and the result says so in ``notes`` instead of reporting a quality figure
-that is mostly chance.
+that is mostly chance. Quality is the model's own metrics (``quality.measure_quality``); the HTML
+report names the metric the retrain policy watches and its two values.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.config.sections.data import FeatureSpec
-from mlsteward.config.sections.governance import CLASSIFICATION_METRICS
 from mlsteward.errors import MlstewardError
+from mlsteward.monitoring.columns import drift_prediction_column
 from mlsteward.monitoring.drift_evidently import ColumnSpec, annotate_html, run_evidently
 from mlsteward.monitoring.drift_result import ColumnDriftResult, DriftResult
-from mlsteward.monitoring.drift_sampling import sample_side, sampling_lines, with_presample
+from mlsteward.monitoring.drift_sampling import (
+    QUANTILE_STRATA,
+    sample_side,
+    sampling_lines,
+    with_presample,
+)
+from mlsteward.monitoring.quality import measure_quality, quality_lines
 
 Kind = Literal["numeric", "categorical"]
 
-# Metrics compared between the windows when both sides carry labels and probabilities: the
-# ones the gates evaluate, so a drop here means what it means there.
-PERFORMANCE_METRICS = CLASSIFICATION_METRICS
+
+class _ByTask(Enum):
+    """Default of ``compute_drift(prediction_column=...)``: the model's output column."""
+
+    OUTPUT = "the model's output column"
+
+
+BY_TASK = _ByTask.OUTPUT
 
 
 # -- which test for which column ------------------------------------------------------------
@@ -141,43 +159,16 @@ def _check_inputs(reference: pd.DataFrame, current: pd.DataFrame, cfg: ModelConf
         )
 
 
-def _performance(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    label: str,
-    prediction: str,
-    threshold: float,
-) -> dict:
-    """Quality on both windows with the same definitions the validation gates use.
-
-    Uses :func:`mlsteward.training.fitting.evaluate` (scikit-learn) rather than Evidently's
-    classification metrics: Evidently 0.7 has no Brier score, and using the gates' own
-    definitions keeps "the primary metric fell by X" comparable with the promotion gate.
-    """
-    # xgboost and hyperopt come with it (~1.6 s): only when there are outcomes to score
-    from mlsteward.training.metrics import evaluate
-
-    out: dict[str, Any] = {}
-    for side, frame in (("reference", reference), ("current", current)):
-        y = frame[label].to_numpy()
-        p = frame[prediction].to_numpy(dtype=np.float64)
-        m = evaluate(y, p, threshold)
-        out[side] = {k: m[k] for k in (*PERFORMANCE_METRICS, "positive_rate", "rows")}
-    out["change"] = {k: out["current"][k] - out["reference"][k] for k in PERFORMANCE_METRICS}
-    out["decision_threshold"] = float(threshold)
-    return out
-
-
 def compute_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     cfg: ModelConfig,
     *,
-    prediction_column: str | None = "prediction_proba",
+    prediction_column: str | _ByTask | None = BY_TASK,
     label_column: str | None = None,
     html_path: Path | None = None,
     seed: int = 0,
-    decision_threshold: float = 0.5,
+    decision_threshold: float | None = 0.5,
     current_labelled: pd.DataFrame | None = None,
     presample: dict | None = None,
 ) -> DriftResult:
@@ -187,14 +178,17 @@ def compute_drift(
         reference: The reference window (e.g. the training snapshot).
         current: The recent window.
         cfg: The model config; ``cfg.drift`` chooses methods, thresholds and ``max_rows``.
-        prediction_column: Probability column; its drift (and, with labels, the performance
-            comparison) is computed when both sides have it.
+        prediction_column: The model's output column; by default the task's own
+            (``prediction_proba`` for a classifier, ``prediction`` for a regression model);
+            None compares no output. Its drift (and, with labels, the quality comparison) is
+            computed when both sides have it.
         label_column: Label column; defaults to ``cfg.label``. When both sides have it, its
             drift (and the quality) is computed on the current rows where it is not null, if at
             least ``cfg.drift.min_labelled_rows`` are; otherwise ``notes`` says why not.
         html_path: Write Evidently's HTML report here; no HTML is rendered to disk otherwise.
         seed: Seed of the sampling when a side exceeds ``cfg.drift.max_rows``.
-        decision_threshold: Probability cut-off for the label metrics (accuracy, F1, ...).
+        decision_threshold: A classifier's probability cut-off for the label metrics
+            (accuracy, F1, ...); unused for a regression model (pass None).
         current_labelled: With ``presample``: the reader's pre-sample of the labelled rows
             (drawn on their own, so sparse outcomes keep up to the cap); target drift and
             quality use it instead of the labelled rows of ``current``.
@@ -211,15 +205,29 @@ def compute_drift(
     _check_inputs(reference, current, cfg)
     label = label_column if label_column is not None else cfg.label
     has_label = label in reference.columns and label in current.columns
-    pred = prediction_column  # None unless both sides have it
+    pred = (
+        drift_prediction_column(cfg)
+        if isinstance(prediction_column, _ByTask)
+        else prediction_column
+    )
     if pred is not None and not (pred in reference.columns and pred in current.columns):
-        pred = None
+        pred = None  # None unless both sides have it
     rows_in, partial, lab_pre = _count_rows(
         reference, current, label, has_label, current_labelled, presample
     )
     strata = label if has_label else None
+    quantiles = QUANTILE_STRATA if cfg.is_regression else None
     reference, current, partial, sampling = _sample_windows(
-        reference, current, partial, cfg.drift.max_rows, seed, strata, presample, lab_pre, rows_in
+        reference,
+        current,
+        partial,
+        cfg.drift.max_rows,
+        seed,
+        strata,
+        quantiles,
+        presample,
+        lab_pre,
+        rows_in,
     )
     labelled, notes = (
         _labelled_rows(reference, current, partial, label, cfg.drift.min_labelled_rows)
@@ -232,13 +240,16 @@ def compute_drift(
     found, report_path = _measure(
         reference, current, partial, labelled, specs, pred_spec, label_spec, html_path
     )
-    if report_path is not None:
-        annotate_html(Path(report_path), sampling_lines(sampling, rows_in))
-    columns = {s.column: found[s.column] for s in specs}
-    drifted = [c for c, r in columns.items() if r.drifted]
     performance = None
     if labelled is not None and pred is not None:
-        performance = _performance(reference, labelled, label, pred, decision_threshold)
+        performance = measure_quality(reference, labelled, label, pred, cfg, decision_threshold)
+    if report_path is not None:
+        annotate_html(Path(report_path), sampling_lines(sampling, rows_in))
+        annotate_html(
+            Path(report_path), quality_lines(performance, cfg), title="Quality on outcomes"
+        )
+    columns = {s.column: found[s.column] for s in specs}
+    drifted = [c for c, r in columns.items() if r.drifted]
     return DriftResult(
         columns=columns,
         drifted_columns=drifted,
@@ -256,7 +267,11 @@ def compute_drift(
 def _column_specs(
     cfg: ModelConfig, reference: pd.DataFrame, prediction: str | None, label: str | None
 ) -> tuple[list[ColumnSpec], ColumnSpec | None, ColumnSpec | None]:
-    """What to compute per feature, and for the prediction and the label when they take part."""
+    """What to compute per feature, and for the prediction and the label when they take part.
+
+    The prediction (a probability or a predicted value) is numeric; the outcome is categorical
+    for a classifier and numeric for a regression model, each with its kind's method.
+    """
     methods = column_methods(cfg, reference)
     specs = [ColumnSpec(c, m, t, k) for c, (m, t, k) in methods.items()]
     policy = cfg.drift
@@ -265,11 +280,11 @@ def _column_specs(
         if prediction is not None
         else None
     )
-    label_spec = (
-        ColumnSpec(label, policy.categorical_method, policy.threshold, "categorical")
-        if label is not None
-        else None
-    )
+    label_spec = None
+    if label is not None and cfg.is_regression:
+        label_spec = ColumnSpec(label, policy.numeric_method, policy.threshold, "numeric")
+    elif label is not None:
+        label_spec = ColumnSpec(label, policy.categorical_method, policy.threshold, "categorical")
     return specs, pred_spec, label_spec
 
 
@@ -309,24 +324,28 @@ def _sample_windows(
     max_rows: int,
     seed: int,
     strata: str | None,
+    quantiles: int | None,
     presample: dict | None,
     lab_pre: dict | None,
     rows_in: dict[str, int],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, dict[str, dict]]:
-    """Each side cut to ``max_rows`` (the labelled rows on their own), and how each was cut."""
+    """Each side cut to ``max_rows`` (the labelled rows on their own), and how each was cut;
+    stratified by ``strata`` (by its ``quantiles`` bins when given: a numeric outcome)."""
     sampling: dict[str, dict] = {}
-    reference, info = sample_side(reference, max_rows, seed, "reference", strata)
+    reference, info = sample_side(
+        reference, max_rows, seed, "reference", strata, quantiles=quantiles
+    )
     if info:
         sampling["reference"] = info
     n_pre = len(current)
-    current, info = sample_side(current, max_rows, seed, "current", strata)
+    current, info = sample_side(current, max_rows, seed, "current", strata, quantiles=quantiles)
     if presample is not None:
         info = with_presample(info, n_pre, seed, presample, rows_in["current"])
     if info:
         sampling["current"] = info
     if partial is not None:  # only with a label, so ``strata`` is the label
         n_pre = len(partial)
-        partial, info = sample_side(partial, max_rows, seed, "current", strata)
+        partial, info = sample_side(partial, max_rows, seed, "current", strata, quantiles=quantiles)
         if lab_pre is not None:
             info = with_presample(info, n_pre, seed, lab_pre, rows_in["current_labelled"])
         if info:
@@ -389,7 +408,7 @@ def _like(values: pd.Series, reference: pd.Series) -> pd.Series:
 
     Outcomes joined from the prediction log are floats (NaN marked the missing ones); as the
     reference's integers they are the same categories to Evidently and the same classes to
-    scikit-learn, instead of 1.0 beside 1.
+    scikit-learn, instead of 1.0 beside 1 (and a count stays a count).
     """
     if values.dtype == reference.dtype:
         return values

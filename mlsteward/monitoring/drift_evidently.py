@@ -172,15 +172,17 @@ def run_evidently(
     return found, report_path
 
 
-def annotate_html(path: Path, lines: list[str]) -> None:
-    """Put the sampling sentences at the top of Evidently's page, visible before any chart."""
+def annotate_html(path: Path, lines: list[str], title: str = "Rows compared") -> None:
+    """Put our own sentences (how rows were sampled, the quality on outcomes) at the top of
+    Evidently's page, visible before any chart; a later call's block comes first."""
     if not lines:
         return
     text = path.read_text(encoding="utf-8")
+    kind = "sampling" if title == "Rows compared" else "note"
     banner = (
-        '<div class="mlsteward-sampling" style="font-family:sans-serif;font-size:14px;'
+        f'<div class="mlsteward-{kind}" style="font-family:sans-serif;font-size:14px;'
         'padding:8px 16px;background:#f4f4f4;border-bottom:1px solid #ddd">'
-        "<b>Rows compared</b><br>" + "<br>".join(escape(line) for line in lines) + "</div>"
+        f"<b>{escape(title)}</b><br>" + "<br>".join(escape(line) for line in lines) + "</div>"
     )
     head, tag, rest = text.partition("<body>")
     if not tag:  # Evidently changed its page: keep the line anyway, at the very top

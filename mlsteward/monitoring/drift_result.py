@@ -33,11 +33,15 @@ class DriftResult:
     columns: dict[str, ColumnDriftResult]  # every feature, in config order
     drifted_columns: list[str]  # features only, in config order
     dataset_drift_share: float  # drifted features / features
-    prediction_drift: ColumnDriftResult | None = None  # when both sides have the probability
-    target_drift: ColumnDriftResult | None = None  # when both sides have the label
-    # {"reference": {metric: v}, "current": {...}, "change": {metric: current - reference},
-    #  "decision_threshold": t} when both sides have label and probability and the current
-    #  side has enough labelled rows; "current" is measured on those rows only
+    # when both sides have the model's output: a classifier's probability, a regression
+    # model's predicted value (both numeric)
+    prediction_drift: ColumnDriftResult | None = None
+    # when both sides have the label: categorical for a classifier, numeric for regression
+    target_drift: ColumnDriftResult | None = None
+    # {"reference": {metric: v}, "current": {...}, "change": {metric: current - reference}}
+    #  with the model's own metrics, plus "decision_threshold": t for a classifier, when both
+    #  sides have label and output and the current side has enough labelled rows; "current"
+    #  is measured on those rows only
     performance: dict | None = None
     # rows given, before any sampling; "current_labelled": current rows with an outcome, when
     # the current side has a label column

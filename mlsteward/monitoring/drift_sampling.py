@@ -1,7 +1,8 @@
 """Cutting large drift windows down to size, and saying in plain words how it was done.
 
 A side larger than ``cfg.drift.max_rows`` is sampled (seeded, stratified by the label when
-present); a prediction-log window may already arrive pre-sampled by
+present: by class, or by quantile bins of a regression model's numeric outcome); a
+prediction-log window may already arrive pre-sampled by
 :func:`mlsteward.monitoring.window_sample.sample_window`, and the record then says how both
 cuts were drawn. ``sampling_lines`` turns that record into the sentences the HTML report, the
 Prefect artifact and the model card show.
@@ -12,17 +13,41 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+QUANTILE_STRATA = 10
+"""Strata of a numeric outcome: its deciles (a stratum per distinct value would be one per row)."""
+
+
+def _strata(values: pd.Series, quantiles: int | None) -> np.ndarray:
+    """Stratum codes 0..k-1: each distinct value, or with ``quantiles`` the value's quantile
+    bin (ties merge bins; a missing outcome is a stratum of its own either way)."""
+    if quantiles is None:
+        codes, _ = pd.factorize(values, use_na_sentinel=False)
+        return np.asarray(codes)
+    bins = pd.qcut(values, q=quantiles, labels=False, duplicates="drop")
+    known = bins.notna().to_numpy()
+    codes = np.zeros(len(values), dtype=np.int64)
+    codes[known] = bins[known].to_numpy(dtype=np.int64)
+    codes[~known] = codes[known].max() + 1 if known.any() else 0
+    return np.unique(codes, return_inverse=True)[1]
+
 
 def sample_side(
-    frame: pd.DataFrame, max_rows: int, seed: int, side: str, label: str | None
+    frame: pd.DataFrame,
+    max_rows: int,
+    seed: int,
+    side: str,
+    label: str | None,
+    *,
+    quantiles: int | None = None,
 ) -> tuple[pd.DataFrame, dict | None]:
-    """A seeded random sample of ``max_rows`` rows, stratified by ``label`` when present."""
+    """A seeded random sample of ``max_rows`` rows, stratified by ``label`` when present: by
+    its values (a class label), or with ``quantiles`` by its quantile bins (a numeric outcome)."""
     n = len(frame)
     if n <= max_rows:
         return frame, None
     rng = np.random.default_rng([seed, 0 if side == "reference" else 1])
     if label is not None and label in frame.columns:
-        codes, _ = pd.factorize(frame[label], use_na_sentinel=False)
+        codes = _strata(frame[label], quantiles)
         counts = np.bincount(codes)
         exact = counts * (max_rows / n)
         take = np.floor(exact).astype(np.int64)
@@ -36,7 +61,11 @@ def sample_side(
             for s, c, k in zip(starts, counts, take, strict=True)
         ]
         idx = np.sort(np.concatenate(parts))
-        method = f"stratified by {label}"
+        method = (
+            f"stratified by {label}"
+            if quantiles is None
+            else f"stratified by {quantiles} quantile bins of {label}"
+        )
     else:
         idx = np.sort(rng.choice(n, size=max_rows, replace=False))
         method = "uniform random"

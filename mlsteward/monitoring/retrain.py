@@ -1,6 +1,7 @@
 """When drift means retrain, and retrain-storm protection.
 
-Two plain decisions: :func:`decide` reads a drift result against the model's policy; and
+Two plain decisions: :func:`decide` reads a drift result against the model's policy (the
+quality rule's arithmetic is in ``quality``); and
 :func:`claim_retrain` lets at most one drift-triggered retrain per model start inside the
 cooldown window, and none while one is running. The claim is checked and recorded under a
 per-model lock in the audit store, so drift flows that fire repeatedly or at the same moment
@@ -15,7 +16,8 @@ from typing import Any
 
 from mlsteward.audit import Action, AuditStore
 from mlsteward.config.models import ModelConfig
-from mlsteward.config.sections.governance import LOWER_IS_BETTER
+from mlsteward.monitoring.quality import performance_drop as performance_drop
+from mlsteward.monitoring.quality import quality_check
 
 LOCK_TIMEOUT_SECONDS = 60.0
 
@@ -37,10 +39,13 @@ def decide(
     performance: dict[str, Any] | None,
     cfg: ModelConfig,
 ) -> DriftDecision:
-    """Apply the policy in ``cfg.drift``: drifted share, key features, performance drop.
+    """Apply the policy in ``cfg.drift``: drifted share, key features, quality worsening.
 
     ``performance`` is ``{"reference": {metric: v}, "current": {...}, ...}`` when labels exist
-    for the window, else None (then only the data rules apply).
+    for the window, else None (then only the data rules apply). The quality rule watches
+    ``drift.performance_metric`` (else the promotion's primary metric) in its own direction
+    and retrains when it is worse by ``performance_drop``, in the metric's units or as a share
+    of the reference value (``performance_drop_mode``); a better window never retrains.
     """
     policy = cfg.drift
     reasons = []
@@ -53,27 +58,10 @@ def decide(
     key = [c for c in policy.key_features if c in drifted_columns]
     if key:
         reasons.append(f"key feature(s) drifted: {', '.join(key)}")
-    drop = performance_drop(performance, cfg.promotion.primary_metric)
-    if performance is not None and drop is not None and drop >= policy.performance_drop:
-        metric = cfg.promotion.primary_metric
-        ref = performance["reference"][metric]
-        cur = performance["current"][metric]
-        reasons.append(
-            f"{metric} fell from {ref:.4f} to {cur:.4f} on labelled recent data "
-            f"(drop {drop:.4f} >= {policy.performance_drop:.4f})"
-        )
+    check = quality_check(performance, cfg)
+    if check is not None and check.worse:
+        reasons.append(check.reason())
     return DriftDecision(retrain=bool(reasons), reasons=reasons)
-
-
-def performance_drop(performance: dict[str, Any] | None, metric: str) -> float | None:
-    """How much worse the current window is on ``metric`` (positive = worse), if known."""
-    if not performance:
-        return None
-    ref = (performance.get("reference") or {}).get(metric)
-    cur = (performance.get("current") or {}).get(metric)
-    if ref is None or cur is None:
-        return None
-    return float(cur - ref) if metric in LOWER_IS_BETTER else float(ref - cur)
 
 
 @dataclass(frozen=True)
