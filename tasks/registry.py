@@ -248,6 +248,8 @@ def register_model(
         best_params=tuning.best_params,
         trials=len(tuning.trials),
         threshold=fitted.threshold,
+        task=cfg.task,
+        objective=cfg.tuning.objective,
         lineage={**lineage.to_dict(), "model_artifact_sha256": registered.artifact_sha256},
     )
 

@@ -50,6 +50,8 @@ class TrainedVersion(BaseModel):
     threshold: float | None
     """The label cut-off; None for a regression model."""
     lineage: dict[str, Any]
+    task: str = "binary_classification"
+    objective: str = "binary:logistic"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ class VersionInfo:
     def encoding(self) -> FeatureEncoding:
         return FeatureEncoding.from_dict(json.loads(self.tags["feature_encoding"]))
 
+    @property
+    def task(self) -> str:
+        """As tagged at registration (versions from before regression are classifiers)."""
+        return self.tags.get("task", "binary_classification")
+
     def metric(self, name: str) -> float | None:
         value = self.tags.get(f"test_{name}")
         return float(value) if value is not None else None
@@ -92,6 +99,7 @@ class VersionInfo:
         return {
             "name": self.name,
             "version": self.version,
+            "task": self.task,
             "lifecycle": self.lifecycle,
             "validation_status": self.validation_status,
             "aliases": list(self.aliases),
