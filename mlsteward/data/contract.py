@@ -33,6 +33,9 @@ RULE_CATEGORY = "allowed_category"
 RULE_UNIQUE_KEY = "unique_entity_timestamp"
 RULE_FUTURE = "no_future_timestamp"
 RULE_LABEL = "label_value"
+RULE_LABEL_NUMERIC = "label_numeric"
+RULE_LABEL_COUNT = "label_count"
+RULE_LABEL_NONNEGATIVE = "label_nonnegative"
 
 
 @dataclass
@@ -112,8 +115,11 @@ def read_source(path: Path, cfg: ModelConfig) -> pd.DataFrame:
     return df
 
 
-def required_columns(cfg: ModelConfig) -> list[str]:
-    cols = [cfg.source.entity, cfg.label, *cfg.feature_names]
+def required_columns(cfg: ModelConfig, attributes: bool = False) -> list[str]:
+    """The columns no row can be judged without; ``attributes``: also the sensitive columns
+    that are not features (a training source must carry them for the fairness gate)."""
+    names = cfg.data_column_names if attributes else cfg.feature_names
+    cols = [cfg.source.entity, cfg.label, *names]
     if cfg.source.timestamp:
         cols.insert(1, cfg.source.timestamp)
     return cols
@@ -208,11 +214,34 @@ def _check_label(raw: pd.Series, allowed: list[int]) -> tuple[pd.Series, pd.Seri
     return values.where(ok).astype("Int64"), (~ok).astype(bool)
 
 
+def _check_regression_label(
+    raw: pd.Series, objective: str
+) -> tuple[pd.Series, dict[str, pd.Series]]:
+    """A regression label is a finite number; a count objective's a whole number >= 0, a
+    Tweedie one's >= 0 (their log link has no prediction for anything else)."""
+    values = _coerce_numeric(raw)
+    numeric = pd.Series(
+        np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan)), index=raw.index
+    )
+    masks = {RULE_LABEL_NUMERIC: ~numeric}
+    known = values.where(numeric, 0.0)
+    if objective == "count:poisson":
+        masks[RULE_LABEL_COUNT] = numeric & ((known < 0) | (np.mod(known, 1) != 0))
+    elif objective == "reg:tweedie":
+        masks[RULE_LABEL_NONNEGATIVE] = numeric & (known < 0)
+    return values.where(numeric), {k: v.astype(bool) for k, v in masks.items()}
+
+
 def _require_columns(
-    df: pd.DataFrame, cfg: ModelConfig, report: ContractReport, source: str, require_label: bool
+    df: pd.DataFrame,
+    cfg: ModelConfig,
+    report: ContractReport,
+    source: str,
+    require_label: bool,
+    attributes: bool,
 ) -> None:
     """No row can be judged without its columns: a missing one refuses the whole file."""
-    needed = [c for c in required_columns(cfg) if require_label or c != cfg.label]
+    needed = [c for c in required_columns(cfg, attributes) if require_label or c != cfg.label]
     missing_cols = [c for c in needed if c not in df.columns]
     if not missing_cols:
         return
@@ -274,19 +303,48 @@ def _tally(broken: Masks, index: pd.Index, report: ContractReport) -> tuple[pd.S
 
 
 def _good_rows(
-    out: pd.DataFrame, keep: pd.Series, cfg: ModelConfig, report: ContractReport, label: bool
+    out: pd.DataFrame,
+    keep: pd.Series,
+    columns: list[FeatureSpec],
+    cfg: ModelConfig,
+    report: ContractReport,
+    label: bool,
 ) -> pd.DataFrame:
-    """Rows that passed, with non-nullable ints and bools in their plain numpy types."""
+    """Rows that passed, with non-nullable ints and bools in their plain numpy types; a
+    classification label as int64, a regression label as float64 (training and Feast read it
+    so, whatever the objective)."""
     good = out[keep].copy()
-    for spec in cfg.features:
+    for spec in columns:
         dtype = report.inferred_dtypes[spec.name]
         if dtype == "bool" and not spec.nullable:
             good[spec.name] = good[spec.name].astype(bool)
         elif dtype == "int" and not spec.nullable:
             good[spec.name] = good[spec.name].astype("int64")
     if label:
-        good[cfg.label] = good[cfg.label].astype("int64")
+        good[cfg.label] = good[cfg.label].astype("float64" if cfg.is_regression else "int64")
     return good
+
+
+def _checked_columns(
+    df: pd.DataFrame, cfg: ModelConfig, training_source: bool
+) -> list[FeatureSpec]:
+    """The features, then the sensitive columns that are not features: always at training,
+    elsewhere (scoring, drift) when the input carries them."""
+    return [
+        *cfg.features,
+        *(c for c in cfg.attribute_columns if training_source or c.name in df.columns),
+    ]
+
+
+def _constant_label(good: pd.DataFrame, cfg: ModelConfig) -> str | None:
+    """Why a regression source has nothing to learn, or None: one value in every good row."""
+    values = good[cfg.label].dropna().unique()
+    if len(values) != 1:
+        return None
+    return (
+        f"label column {cfg.label!r} has the same value ({values[0]:g}) in every accepted row: "
+        "a regression model has nothing to learn from it"
+    )
 
 
 def check_contract(
@@ -295,21 +353,32 @@ def check_contract(
     source: str = "<frame>",
     now: datetime | None = None,
     require_label: bool = True,
+    training_source: bool = False,
 ) -> ContractResult:
     """Apply every rule; return typed good rows, quarantined rows and the report.
 
+    Args:
+        require_label: False for inputs with no outcome yet (scoring): the label is then
+            neither required nor checked.
+        training_source: the data a model trains on (ingestion): the sensitive columns that
+            are not features must be present, since the fairness gate groups the holdout by
+            them, and a regression label must take more than one value. Other inputs are
+            checked on those columns only when they carry them.
+
     Raises:
         ContractViolation: when a required column is missing (no row can be judged then).
-            Too many bad rows is recorded in ``report.fatal``; ``enforce`` turns it into an error
-            after the caller has quarantined the rows.
+            Too many bad rows, or a constant regression label in a training source, is
+            recorded in ``report.fatal``; ``enforce`` turns it into an error after the caller
+            has quarantined the rows.
     """
     now = now or datetime.now(UTC)
     report = ContractReport(model=cfg.name, source=source, total_rows=len(df))
-    _require_columns(df, cfg, report, source, require_label)
+    _require_columns(df, cfg, report, source, require_label, training_source)
 
     df = df.reset_index(drop=True)
     out, broken = _check_key(df, cfg, report, now)
-    for spec in cfg.features:
+    columns = _checked_columns(df, cfg, training_source)
+    for spec in columns:
         dtype = spec.dtype or infer_dtype(df[spec.name])
         report.inferred_dtypes[spec.name] = dtype
         typed, masks = _check_feature(spec, dtype, df[spec.name])
@@ -318,9 +387,14 @@ def check_contract(
             broken[(rule, spec.name)] = m
 
     if require_label and cfg.label in df.columns:
-        out[cfg.label], broken[(RULE_LABEL, cfg.label)] = _check_label(
-            df[cfg.label], cfg.label_values
-        )
+        if cfg.is_regression:
+            out[cfg.label], masks = _check_regression_label(df[cfg.label], cfg.tuning.objective)
+            for rule, m in masks.items():
+                broken[(rule, cfg.label)] = m
+        else:
+            out[cfg.label], broken[(RULE_LABEL, cfg.label)] = _check_label(
+                df[cfg.label], cfg.label_values
+            )
 
     ts_col = cfg.timestamp_column
     key_ok = out[cfg.source.entity].notna() & out[ts_col].notna()
@@ -331,7 +405,7 @@ def check_contract(
     quarantined = df[any_broken].astype("string").copy()
     quarantined.insert(0, "_violations", reasons[any_broken].str.rstrip(";"))
     quarantined.insert(0, "_row_number", (df.index[any_broken] + 1).astype("int64"))
-    good = _good_rows(out, ~any_broken, cfg, report, require_label)
+    good = _good_rows(out, ~any_broken, columns, cfg, report, require_label)
 
     limit = cfg.contract.max_bad_row_share
     if report.bad_share > limit:
@@ -341,6 +415,10 @@ def check_contract(
         )
     elif good.empty:
         report.fatal.append("no row passed the contract")
+    elif training_source and require_label and cfg.is_regression:
+        constant = _constant_label(good, cfg)
+        if constant:
+            report.fatal.append(constant)
     return ContractResult(good=good, quarantined=quarantined, report=report)
 
 

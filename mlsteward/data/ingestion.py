@@ -150,12 +150,14 @@ def ingest(
     pointer moves, so a failure there leaves the previous data version current.
 
     Raises:
-        ContractViolation: the file is missing, empty, unparsable, lacks a required column, or
-            too many rows broke the contract. Nothing reaches the feature store then.
+        ContractViolation: the file is missing, empty, unparsable, lacks a required column
+            (a feature, the label or a sensitive column that is not a feature), too many rows
+            broke the contract, or a regression label takes one value only. Nothing reaches
+            the feature store then.
     """
     path = Path(source).expanduser().resolve() if source else cfg.source.resolved_path()
     df = read_source(path, cfg)
-    result = check_contract(df, cfg, source=str(path), now=now)
+    result = check_contract(df, cfg, source=str(path), now=now, training_source=True)
     quarantine_path = write_quarantine(cfg, result.quarantined, path)
     try:
         enforce(result)

@@ -28,6 +28,8 @@ class SnapshotInfo(BaseModel):
     source_path: str
     timestamp_assigned: bool = False
     feature_dtypes: dict[str, str] = {}
+    """The type of every data column of the feature view, as configured or inferred at
+    ingestion: the features and the sensitive columns that are not features."""
 
 
 def _pointer(model: str) -> Path:
