@@ -45,12 +45,16 @@ def _canonical_series(col: pd.Series, dtype: str | None) -> pd.Series:
 _DTYPE_FOR_FEAST = {"Int64": "int", "Float64": "float", "Bool": "bool", "String": "category"}
 
 
-def registered_feature_dtypes(store: FeatureStore, cfg: ModelConfig) -> dict[str, str]:
+def registered_feature_dtypes(
+    store: FeatureStore, cfg: ModelConfig, *, attributes: bool = False
+) -> dict[str, str]:
     """Feature types as registered: a config may leave types to ingestion's inference, and the
-    feature view's schema is where the inferred types were written down."""
+    feature view's schema is where the inferred types were written down. ``attributes``: the
+    sensitive columns that are not features too, after the features."""
     view = store.get_feature_view(cfg.feature_view_name)
     registered = {f.name: _DTYPE_FOR_FEAST.get(str(f.dtype), "float") for f in view.schema}
-    return {f.name: f.dtype or registered.get(f.name, "float") for f in cfg.features}
+    columns = cfg.data_columns if attributes else cfg.features
+    return {c.name: c.dtype or registered.get(c.name, "float") for c in columns}
 
 
 def canonical(frame: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:

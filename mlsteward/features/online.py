@@ -21,19 +21,24 @@ if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
 
 
-def online_features(cfg: ModelConfig, entity_ids: list[Any]) -> pd.DataFrame:
+def online_features(
+    cfg: ModelConfig, entity_ids: list[Any], *, attributes: bool = False
+) -> pd.DataFrame:
     """Latest materialized features for each id, in request order, columns selected by name.
 
     Feast's online column order differs between processes, so columns are picked by name:
-    ``[entity, *features in config order]``. Unknown ids get nulls.
+    ``[entity, *features in config order]``, then with ``attributes`` the sensitive columns
+    that are not features (the online store holds them; only a caller that asks reads them).
+    Unknown ids get nulls.
     """
     store = get_store()
-    reader = OnlineReader.for_model(store, cfg)
+    reader = OnlineReader.for_model(store, cfg, attributes=attributes)
     rows = reader.read(entity_ids)
+    dtypes = registered_feature_dtypes(store, cfg, attributes=attributes)
     columns: dict[str, list[Any]] = {cfg.source.entity: list(entity_ids)}
-    for name in cfg.feature_names:
+    for name in dtypes:
         columns[name] = [None if row is None else row[name] for row in rows]
-    return canonical(pd.DataFrame(columns), registered_feature_dtypes(store, cfg))
+    return canonical(pd.DataFrame(columns), dtypes)
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,15 @@ class OnlineReader:
     by the model's entity are read; on-demand views are refused rather than skipped.
     """
 
-    def __init__(self, store: FeatureStore, service_name: str, entity: str) -> None:
+    def __init__(
+        self,
+        store: FeatureStore,
+        service_name: str,
+        entity: str,
+        extra: dict[str, list[str]] | None = None,
+    ) -> None:
+        """``extra``: more columns to read, by feature view name, beside the service's (the
+        sensitive columns that are not features, which the service leaves out)."""
         # import feast takes seconds: only when a reader is made, never at import
         from feast.errors import FeatureViewNotFoundException
         from feast.infra.provider import get_provider
@@ -72,12 +85,18 @@ class OnlineReader:
         self.names: list[str] = []
         self._reads: list[_ViewRead] = []
         key_types = set()
-        for projection in service.feature_view_projections:
+        # One read per view: extra columns of a view the service reads join that view's read.
+        wanted: dict[str, list[str]] = {}
+        for p in service.feature_view_projections:
+            wanted.setdefault(p.name, []).extend(f.name for f in p.features)
+        for view_name, names in (extra or {}).items():
+            wanted.setdefault(view_name, []).extend(names)
+        for view_name, features in wanted.items():
             try:
-                view = store.get_feature_view(projection.name)
+                view = store.get_feature_view(view_name)
             except FeatureViewNotFoundException:
                 raise FeastAdapterError(
-                    f"feature service {service_name!r}: {projection.name!r} is not a plain "
+                    f"feature service {service_name!r}: {view_name!r} is not a plain "
                     "feature view (on-demand views are not read online here)"
                 ) from None
             keys = {f.name: f.dtype.to_value_type() for f in view.entity_columns}
@@ -86,12 +105,17 @@ class OnlineReader:
                     f"feature view {view.name!r} is keyed by {sorted(keys)}, not [{entity!r}]"
                 )
             key_types.add(keys[entity])
-            features = [f.name for f in projection.features]
-            clash = sorted(set(features) & set(self.names))
+            clash = sorted(
+                {f for f in features if features.count(f) > 1} | (set(features) & set(self.names))
+            )
             if clash:
                 raise FeastAdapterError(f"feature service {service_name!r}: {clash} appear twice")
+            declared = {f.name: f.dtype.to_value_type() for f in view.features}
+            absent = [name for name in features if name not in declared]
+            if absent:
+                raise FeastAdapterError(f"feature view {view.name!r} has no {absent}")
             self.names.extend(features)
-            types = {f.name: f.dtype.to_value_type() for f in projection.features}
+            types = {name: declared[name] for name in features}
             self._reads.append(_ViewRead(view, features, types))
         if len(key_types) > 1:
             raise FeastAdapterError(f"views of {service_name!r} type {entity!r} differently")
@@ -106,10 +130,19 @@ class OnlineReader:
         self._to_python = feast_value_type_to_python_type
 
     @classmethod
-    def for_model(cls, store: FeatureStore, cfg: ModelConfig) -> OnlineReader:
-        """The reader of a model's feature service, which must hold every configured feature."""
-        reader = cls(store, cfg.feature_service_name, cfg.source.entity)
-        absent = [name for name in cfg.feature_names if name not in reader.names]
+    def for_model(
+        cls, store: FeatureStore, cfg: ModelConfig, *, attributes: bool = False
+    ) -> OnlineReader:
+        """The reader of a model's feature service, which must hold every configured feature;
+        with ``attributes``, also of the sensitive columns that are not features."""
+        extra = [c.name for c in cfg.attribute_columns] if attributes else []
+        reader = cls(
+            store,
+            cfg.feature_service_name,
+            cfg.source.entity,
+            {cfg.feature_view_name: extra} if extra else None,
+        )
+        absent = [name for name in [*cfg.feature_names, *extra] if name not in reader.names]
         if absent:
             raise FeastAdapterError(
                 f"feature service {cfg.feature_service_name!r} lacks {absent}: apply the model"

@@ -1,7 +1,12 @@
 """The Feast objects declared from a model's config, applied to the registry and read back.
 
 One model needs four Feast objects (entity, source, feature view, feature service), derived
-here from ``ModelConfig`` so that adding a model needs no Python. ``feature_repo/declarations.py``
+here from ``ModelConfig`` so that adding a model needs no Python. The feature view holds every
+data column: the features, then the sensitive columns that are not features. The feature
+service projects the features only: it is what the model trains and serves on, so serving's
+online reads never fetch a sensitive column, while training retrieval joins those columns
+beside the service in the same point-in-time join (``retrieval.get_training_frame``) for the
+holdout and the fairness gate. ``feature_repo/declarations.py``
 builds the repo's declarations with ``repo_declarations`` (so ``feast plan`` / ``feast apply``
 see the same objects), ingestion points the registry at a new snapshot with ``apply_model``, and
 lineage and ``gc`` ask what is registered (``registered_snapshot_path``, ``registered_tags``).
@@ -59,11 +64,18 @@ def snapshot_entity_dtype(cfg: ModelConfig, snapshot_path: Path) -> EntityDtype:
             neither an integer nor a string.
     """
     schema = pq.read_schema(snapshot_path)
-    needed = [cfg.source.entity, cfg.timestamp_column, *cfg.feature_names]
+    needed = [cfg.source.entity, cfg.timestamp_column, *cfg.data_column_names]
     missing = [c for c in needed if c not in schema.names]
     if missing:
+        attributes = sorted(set(missing) & {c.name for c in cfg.attribute_columns})
+        hint = (
+            f"; {attributes} are sensitive columns the config added after this snapshot was "
+            "ingested: ingest the data again"
+            if attributes
+            else ""
+        )
         raise FeastAdapterError(
-            f"snapshot {snapshot_path} for model {cfg.name!r} lacks column(s) {missing}"
+            f"snapshot {snapshot_path} for model {cfg.name!r} lacks column(s) {missing}{hint}"
         )
     arrow_type = schema.field(cfg.source.entity).type
     if pa.types.is_integer(arrow_type):
@@ -96,7 +108,8 @@ def build_objects(
         cfg: the validated model config.
         snapshot_path: the immutable snapshot parquet the source should read.
         entity_dtype: the entity key's type; read from the snapshot's schema when omitted.
-        feature_dtypes: types ingestion inferred for features the config leaves untyped.
+        feature_dtypes: types ingestion inferred for data columns (features and sensitive
+            columns that are not features) the config leaves untyped.
         offline: ``"file"`` (parquet, read by DuckDB) or ``"postgres"`` (the snapshot's table);
             default: what the active profile's offline store reads. Private snapshot stores
             pass ``"file"``: they are always local.
@@ -117,9 +130,11 @@ def build_objects(
     )
     source = _source(cfg, snapshot_path, offline or _profile_offline_kind())
     feature_view = _feature_view(cfg, entity, source, dtype, dtypes)
+    # A projection of the features alone (for a model without sensitive columns outside its
+    # features, the same list as the whole view, so its registered service is unchanged).
     feature_service = FeatureService(
         name=cfg.feature_service_name,
-        features=[feature_view],
+        features=[feature_view[cfg.feature_names]],
         description=f"Everything model {cfg.name} trains and serves on; asked for by name.",
         tags=_tags(cfg),
         owner=cfg.owner,
@@ -128,12 +143,12 @@ def build_objects(
 
 
 def _feature_dtypes(cfg: ModelConfig, inferred: dict[str, str] | None) -> dict[str, str]:
-    """Each feature's config dtype, else the one ingestion inferred; none may be missing."""
-    dtypes = {f.name: f.dtype or (inferred or {}).get(f.name) for f in cfg.features}
+    """Each data column's config dtype, else the one ingestion inferred; none may be missing."""
+    dtypes = {c.name: c.dtype or (inferred or {}).get(c.name) for c in cfg.data_columns}
     untyped = [name for name, t in dtypes.items() if t is None]
     if untyped:
         raise FeastAdapterError(
-            f"model {cfg.name!r}: feature(s) {untyped} have no dtype; ingestion must record "
+            f"model {cfg.name!r}: column(s) {untyped} have no dtype; ingestion must record "
             "one before the feature view can be built"
         )
     return {name: t for name, t in dtypes.items() if t is not None}
@@ -173,7 +188,8 @@ def _feature_view(
     entity_dtype: EntityDtype,
     dtypes: dict[str, str],
 ) -> FeatureView:
-    """Every configured feature, typed, keyed by the entity, with the model's TTL."""
+    """Every configured feature, then every sensitive column that is not a feature, typed,
+    keyed by the entity, with the model's TTL."""
     # import feast takes seconds: only when objects are built
     from feast import FeatureView, Field
     from feast.types import Bool, Float64, Int64, String
@@ -183,7 +199,7 @@ def _feature_view(
         Field(name=cfg.source.entity, dtype=Int64 if entity_dtype == "int64" else String),
         *(
             Field(name=f.name, dtype=feast_types[dtypes[f.name]], description=f.description)
-            for f in cfg.features
+            for f in cfg.data_columns
         ),
     ]
     # Feast 0.67: ttl=timedelta(0) means "no limit" (the join adds no expiry predicate), and the

@@ -63,9 +63,14 @@ def get_training_frame(
     entity_df: pd.DataFrame,
     *,
     with_label: bool = True,
+    with_attributes: bool | None = None,
     store: FeatureStore | None = None,
 ) -> pd.DataFrame:
     """Point-in-time correct features for each entity row, via the model's feature service.
+
+    The sensitive columns that are not features come from the same feature view in the same
+    join (so the same point in time), beside the service's features: the holdout and the
+    fairness gate group by them; the model's encoding never reads them.
 
     Each row gets, per feature, the latest value whose event time is at or before the row's
     event time (and within the TTL, if one is set); ``ingested_at`` breaks ties. Rows with no such
@@ -77,12 +82,15 @@ def get_training_frame(
             (tz-aware) and the label. Other columns are ignored.
         with_label: False for scoring, whose entity rows have no outcome yet: the label is
             then neither required nor returned.
+        with_attributes: whether to add the sensitive columns that are not features (default:
+            as ``with_label``: a training set has them, a scoring frame does not).
         store: the feature store to ask (default: the live one, ``get_store()``).
 
     Returns:
         One row per input row sorted by ``row_id``, columns ``[row_id, entity, event time, label,
-        *features in config order]`` (no label when ``with_label`` is False); feature names are
-        plain (no view prefix), dtypes as in ``dtypes.canonical``.
+        *features in config order, *sensitive columns that are not features]`` (no label when
+        ``with_label`` is False, no sensitive columns when ``with_attributes`` is False);
+        names are plain (no view prefix), dtypes as in ``dtypes.canonical``.
 
     Raises:
         FeastAdapterError: a required column is missing, row ids repeat, times are naive, or
@@ -113,13 +121,14 @@ def get_training_frame(
         }
     )
     store = store or get_store()
-    result = _historical(store, cfg, query)
+    attributes = with_label if with_attributes is None else with_attributes
+    result = _historical(store, cfg, query, attributes)
     order = _answer_order(cfg, result, n)
     # Selecting columns (and take) copies, so the caller's frame is never shared or changed.
     base = entity_df[required] if in_order else entity_df[required].take(by_row_id)
     base.index = pd.RangeIndex(n)
-    dtypes = registered_feature_dtypes(store, cfg)
-    features = canonical_from_arrow(result.select(cfg.feature_names), dtypes, order)
+    dtypes = registered_feature_dtypes(store, cfg, attributes=attributes)
+    features = canonical_from_arrow(result.select(list(dtypes)), dtypes, order)
     return pd.concat([base, features], axis=1, copy=False)
 
 
@@ -144,24 +153,43 @@ def _check_entity_frame(cfg: ModelConfig, entity_df: pd.DataFrame, required: lis
             f"entity frame for {cfg.name!r}: {ts!r} must be a tz-aware datetime column, "
             f"got {times.dtype}"
         )
-    if ts != _FEAST_EVENT_TIMESTAMP and _FEAST_EVENT_TIMESTAMP in cfg.feature_names:
+    if ts != _FEAST_EVENT_TIMESTAMP and _FEAST_EVENT_TIMESTAMP in cfg.data_column_names:
         raise FeastAdapterError(
-            f"model {cfg.name!r}: a feature named {_FEAST_EVENT_TIMESTAMP!r} clashes with the "
+            f"model {cfg.name!r}: a column named {_FEAST_EVENT_TIMESTAMP!r} clashes with the "
             "column Feast reserves for the entity frame's event time"
         )
     return in_order
 
 
-def _historical(store: FeatureStore, cfg: ModelConfig, query: pd.DataFrame) -> pa.Table:
-    """Feast's point-in-time join of ``query`` with the model's feature service, as Arrow.
+def _requested(
+    store: FeatureStore, cfg: ModelConfig, attributes: bool
+) -> tuple[FeatureService | list[str], list[str]]:
+    """What the join asks Feast for, and the views it reads: the model's feature service, or
+    with the sensitive columns that are not features, the service's feature references plus
+    those columns of the model's view (Feast takes a service or references, not both)."""
+    service = store.get_feature_service(cfg.feature_service_name)
+    views = [p.name for p in service.feature_view_projections]
+    extra = [c.name for c in cfg.attribute_columns] if attributes else []
+    if not extra:
+        return service, views
+    refs = [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
+    refs += [f"{cfg.feature_view_name}:{name}" for name in extra]
+    return refs, sorted({*views, cfg.feature_view_name})
+
+
+def _historical(
+    store: FeatureStore, cfg: ModelConfig, query: pd.DataFrame, attributes: bool
+) -> pa.Table:
+    """Feast's point-in-time join of ``query`` with the model's feature service (and the
+    sensitive columns beside it when ``attributes``), as Arrow.
 
     Arrow, not to_df(): checking, reordering and casting there is vectorised (the pandas route
     cost more than the join itself at a million rows: objects for strings and nullable bools).
     """
-    service = store.get_feature_service(cfg.feature_service_name)
+    features, views = _requested(store, cfg, attributes)
     if _is_postgres_store(store):
-        return _postgres_historical(store, cfg, service, query)
-    return store.get_historical_features(entity_df=query, features=service).to_arrow()
+        return _postgres_historical(store, cfg, features, views, query, attributes)
+    return store.get_historical_features(entity_df=query, features=features).to_arrow()
 
 
 def _answer_order(cfg: ModelConfig, result: pa.Table, n: int) -> np.ndarray:
@@ -278,14 +306,19 @@ def _uploaded_entities(store: FeatureStore, query: pd.DataFrame) -> Iterator[str
 
 
 def _postgres_historical(
-    store: FeatureStore, cfg: ModelConfig, service: FeatureService, query: pd.DataFrame
+    store: FeatureStore,
+    cfg: ModelConfig,
+    features: FeatureService | list[str],
+    views: list[str],
+    query: pd.DataFrame,
+    attributes: bool,
 ) -> pa.Table:
     """Feast's PostgreSQL point-in-time join over ``query``, as Arrow (row order unspecified)."""
-    require_tables(store, [p.name for p in service.feature_view_projections])
+    require_tables(store, views)
     if query.empty:
         # Feast's PostgreSQL store fails on an empty entity frame (it takes the time range from
         # MIN/MAX, which are NULL); the answer is known: no rows, the feature columns typed.
-        dtypes = registered_feature_dtypes(store, cfg)
+        dtypes = registered_feature_dtypes(store, cfg, attributes=attributes)
         return pa.table(
             {
                 _ROW_KEY: pa.array([], pa.int64()),
@@ -299,4 +332,4 @@ def _postgres_historical(
         # Feast reads the SQL entity frame's schema with pandas over a psycopg connection,
         # which pandas warns about on every call; the schema it needs (names) is right.
         warnings.filterwarnings("ignore", "pandas only supports SQLAlchemy", UserWarning)
-        return store.get_historical_features(entity_df=entity_sql, features=service).to_arrow()
+        return store.get_historical_features(entity_df=entity_sql, features=features).to_arrow()

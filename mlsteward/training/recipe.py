@@ -56,9 +56,12 @@ def feature_service_definition(
     """What the feature service serves, in terms that decide a point-in-time join's result.
 
     Feast's own protobuf carries registry timestamps that change on every apply, so the
-    definition is ours: names, typed features in order, join key, TTL and time columns.
+    definition is ours: names, typed features in order, join key, TTL and time columns. The
+    sensitive columns that are not features are joined beside the service from the same view
+    and decide the training set too: they are listed under ``attributes``, a key present only
+    when the model has such columns, so every other definition keeps its recorded bytes.
     """
-    return {
+    definition: dict[str, Any] = {
         "feature_service": cfg.feature_service_name,
         "feature_view": cfg.feature_view_name,
         "entity": cfg.entity_name,
@@ -70,6 +73,11 @@ def feature_service_definition(
         "ttl_days": cfg.feast.ttl_days,
         "timestamp_field": cfg.timestamp_column,
     }
+    if cfg.attribute_columns:
+        definition["attributes"] = [
+            [c.name, c.dtype or feature_dtypes.get(c.name, "float")] for c in cfg.attribute_columns
+        ]
+    return definition
 
 
 def build_recipe(
