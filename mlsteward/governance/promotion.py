@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mlsteward.audit import Action, AuditStore, Fence, audit_store
 from mlsteward.config.models import ModelConfig
+from mlsteward.config.sections.governance import REGRESSION_METRICS
 from mlsteward.errors import (
     ChampionChangedError,
     IntegrityError,
@@ -406,7 +407,11 @@ def _override_details(override: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _metrics(info: VersionInfo) -> dict[str, float]:
-    keys = ("roc_auc", "pr_auc", "log_loss", "brier", "f1")
+    keys = (
+        REGRESSION_METRICS
+        if info.task == "regression"
+        else ("roc_auc", "pr_auc", "log_loss", "brier", "f1")
+    )
     return {k: v for k in keys if (v := info.metric(k)) is not None}
 
 
