@@ -8,13 +8,17 @@ is proved by training again on the same rows with the columns shuffled: the same
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 import pytest
 import yaml
+from pandas.testing import assert_frame_equal
 
 from mlsteward.config.models import ModelConfig
+from mlsteward.config.profiles import Profile
 from mlsteward.data.ingestion import IngestResult, ingest
 from mlsteward.data.state import current_snapshot
 from mlsteward.errors import ContractViolation
@@ -24,7 +28,7 @@ from mlsteward.features.repo import apply_model
 from mlsteward.features.retrieval import entity_frame, get_training_frame
 from mlsteward.features.store import FeastAdapterError, get_store
 from mlsteward.training.build import fit_evaluate, tune_prepared
-from mlsteward.training.prepared import FittedModel, PreparedData, prepare
+from mlsteward.training.prepared import FittedModel, PreparedData, prepare, prepare_partitioned
 from mlsteward.training.recipe import feature_service_definition
 from mlsteward.training.spec import TrainingSpec
 from tests.support.attribute_cohort import (
@@ -238,3 +242,69 @@ def test_training_flow_keeps_them_in_the_holdout_for_the_fairness_gate(
     assert set(fairness) == set(ATTRIBUTES)
     assert {g["group"] for g in fairness["region"].groups} == set(REGIONS)
     assert {g["group"] for g in fairness["age_years"].groups} == {"<40", "40-60", ">=60"}
+
+
+def test_a_partitioned_training_set_carries_them_and_dask_trains_without_them(
+    tmp_path: Path,
+) -> None:
+    doc = config_doc("classification", tmp_path / "members.csv")
+    doc["distributed"] = {"above_rows": 500, "chunk_rows": 400, "workers": 2}
+    cfg = ModelConfig.model_validate(doc)
+    ingest_frame(cfg, cohort("classification"), tmp_path / "members.csv")
+    snap = current_snapshot(cfg.name)
+    assert snap is not None
+    entities = entity_frame(cfg, snap)
+    store = get_store()
+    whole = prepare(cfg, get_training_frame(cfg, entities, store=store), snap)
+    parted = prepare_partitioned(
+        cfg, entities, lambda rows: get_training_frame(cfg, rows, store=store), snap, tmp_path
+    )
+    assert parted.train_partitions is not None and len(parted.train_partitions.paths) == 3
+    assert_frame_equal(parted.split.validation, whole.split.validation)
+    assert_frame_equal(parted.split.test, whole.split.test)
+    assert set(ATTRIBUTES) <= set(parted.split.test.columns)
+    staged = pd.concat(pd.read_parquet(p) for p in parted.train_partitions.paths)
+    assert set(ATTRIBUTES) <= set(staged.columns)
+    assert parted.encoding == whole.encoding and parted.encoding.columns == FEATURES
+
+    fitted = fit(cfg, parted)
+    assert fitted.model.get_booster().feature_names == FEATURES
+
+
+@pytest.fixture
+def production_env() -> dict[str, str]:
+    """The production profile here reads the offline store from PostgreSQL."""
+    return {"MLSTEWARD_OFFLINE_STORE": "postgres"}
+
+
+def test_the_postgres_offline_store_carries_them_as_the_duckdb_one_does(
+    tmp_path: Path, switch_to_production: Callable[[], Profile]
+) -> None:
+    source = cohort("regression", n=600)
+    cfg = config("regression", tmp_path / "members.csv")
+    ingest_frame(cfg, source, tmp_path / "members.csv")
+    duck, _ = training_set(cfg)
+    snap = current_snapshot(cfg.name)
+    assert snap is not None
+    duck_empty = get_training_frame(cfg, entity_frame(cfg, snap).iloc[:0])
+
+    profile = switch_to_production()
+    ingested = ingest_frame(cfg, source, tmp_path / "members.csv")
+    assert ingested.offline_table is not None and ingested.offline_table.created
+    with psycopg.connect(profile.postgres.database_url("offline")) as conn:
+        types = dict(
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = %s",
+                (ingested.offline_table.name,),
+            ).fetchall()
+        )
+    assert (types["region"], types["age_years"], types[cfg.label]) == (
+        "text",
+        "bigint",
+        "double precision",
+    )
+    pg, _ = training_set(cfg)
+    assert_frame_equal(pg, duck)  # values, dtypes and row order, the sensitive columns too
+    assert set(ATTRIBUTES) <= set(pg.columns)
+    assert_frame_equal(get_training_frame(cfg, entity_frame(cfg, snap).iloc[:0]), duck_empty)
