@@ -81,16 +81,26 @@ def predict(
 
 
 def _predict_human(p: dict) -> str:
+    """A classifier's rows as probability, label and threshold, explained in log-odds; a
+    regression model's (no probability in its answer) as the predicted value, explained in
+    the label's units."""
     lines = []
     for row in p["predictions"]:
-        lines.append(
-            f"{row['entity_id']}: p={row['probability']:.3f} label {row['label']} "
-            f"(threshold {row['threshold']:.3f})  v{row['version']}"
-        )
+        regression = "probability" not in row
+        if regression:
+            lines.append(f"{row['entity_id']}: {row['prediction']:.4g}  v{row['version']}")
+        else:
+            lines.append(
+                f"{row['entity_id']}: p={row['probability']:.3f} label {row['label']} "
+                f"(threshold {row['threshold']:.3f})  v{row['version']}"
+            )
         exp = row.get("explanation")
         if exp:
             top = ", ".join(f"{c['feature']} {c['value']:+.3f}" for c in exp["contributions"])
-            lines.append(f"    base {exp['base_value']:+.3f} log-odds; {top}")
+            if regression:
+                lines.append(f"    base {exp['base_value']:.4g} in the label's units; {top}")
+            else:
+                lines.append(f"    base {exp['base_value']:+.3f} log-odds; {top}")
     return "\n".join(lines)
 
 
