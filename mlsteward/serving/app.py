@@ -2,7 +2,10 @@
 
 Requests carry entity ids (features come from the Feast online store) or feature values
 (checked against the model's data contract), one row or a batch up to the model's
-``serving.max_batch_rows``. Bad requests get a 4xx naming what is wrong, never a 500: an
+``serving.max_batch_rows``. A classifier answers each row with a probability, its label and the
+threshold; a regression model with the predicted value (``prediction``) only. Sensitive columns
+that are not features may come with a request, for the prediction log only
+(``mlsteward.serving.features``). Bad requests get a 4xx naming what is wrong, never a 500: an
 unknown model or entity is a 404, invalid or missing fields a 422 (FastAPI's error shape,
 one entry per field), an oversize batch or body a 413 (a body is refused as soon as it is
 known to be too large, never read whole first: ``mlsteward.serving.body``). Every answered row
@@ -47,7 +50,16 @@ from mlsteward.monitoring import prediction_log
 from mlsteward.serving.auth import Access, Refused
 from mlsteward.serving.batcher import Job, MicroBatcher
 from mlsteward.serving.body import BodyTooLarge, closing, read_body, refused_unread
-from mlsteward.serving.features import FieldError, RequestRejected, check_instances
+from mlsteward.serving.features import (
+    FieldError,
+    RequestRejected,
+    attribute_rules,
+    check_attributes,
+    check_instances,
+    log_kind,
+    logged_attributes,
+    split_attributes,
+)
 from mlsteward.serving.logbook import PredictionLogWriter
 from mlsteward.serving.metrics import ServingMetrics
 from mlsteward.serving.routes import (
@@ -83,11 +95,25 @@ class PredictRequest(BaseModel):
     )
     explain: bool = Field(default=False, description="Add the top-k SHAP contributions.")
     top_k: int | None = Field(default=None, ge=1, le=50)
+    attributes: list[dict[str, Any]] | None = Field(
+        default=None,
+        min_length=1,
+        description="With entity_ids, one object per id: the model's sensitive columns that "
+        "are not features, written to the prediction log for monitoring and never given to "
+        "the model (with instances, give them in each instance).",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> PredictRequest:
         if (self.entity_ids is None) == (self.instances is None):
             raise ValueError("give either entity_ids or instances")
+        if self.attributes is not None and (
+            self.entity_ids is None or len(self.attributes) != len(self.entity_ids)
+        ):
+            raise ValueError(
+                "attributes needs one object per entity id (with instances, give the sensitive "
+                "columns in each instance)"
+            )
         if self.routing_keys is not None and (
             self.instances is None or len(self.routing_keys) != len(self.instances)
         ):
@@ -119,6 +145,34 @@ class PredictResponse(BaseModel):
     model: str
     request_id: str
     predictions: list[PredictionOut]
+
+
+class TargetContribution(BaseModel):
+    feature: str
+    value: float = Field(description="SHAP value in the label's units.")
+
+
+class RegressionExplanationOut(BaseModel):
+    base_value: float = Field(
+        description="Expected prediction the contributions add to, in the label's units."
+    )
+    contributions: list[TargetContribution]
+
+
+class RegressionPredictionOut(BaseModel):
+    entity_id: int | str | None
+    prediction: float = Field(description="The predicted value, in the label's units.")
+    version: str
+    event_timestamp: str = Field(description="Key (with the entity) for reporting the outcome.")
+    explanation: RegressionExplanationOut | None = None
+
+
+class RegressionPredictResponse(BaseModel):
+    """A regression model's answer: numbers, with no probability, label or threshold."""
+
+    model: str
+    request_id: str
+    predictions: list[RegressionPredictionOut]
 
 
 # Body and query are parsed by the handler (below), so they are declared here for the OpenAPI.
@@ -344,6 +398,14 @@ def create_app(
 
     add_status_routes(app, service)
     predict = _predict_handler(service)
+    # A classifier's answer keeps its one documented shape; a regression model's is another.
+    response_model: Any = PredictResponse
+    if any(c.is_regression for c in configs):
+        response_model = (
+            RegressionPredictResponse
+            if all(c.is_regression for c in configs)
+            else PredictResponse | RegressionPredictResponse
+        )
     # Documented by FastAPI (schema, /docs) and served by a plain Starlette route placed first,
     # with the same handler: FastAPI's per-request dependency solving, exit stacks and route
     # scan cost ~60 us of a ~0.7 ms lone request, for a route that takes only the raw request.
@@ -352,7 +414,7 @@ def create_app(
         PREDICT_PATH,
         predict,
         methods=["POST"],
-        response_model=PredictResponse,
+        response_model=response_model,
         openapi_extra=_PREDICT_OPENAPI,
         responses={
             403: {"description": "routing_keys without permission 'route'"},
@@ -434,8 +496,11 @@ def _count_answer(service: Service, model: str, arms: dict[str, str], elapsed: f
 
 
 def _log_kinds(cfg: ModelConfig) -> dict[str, str]:
-    """Types of the log columns every row has, whatever version answered it."""
+    """Types of the log columns every row has, whatever version answered it, and of the
+    sensitive columns a request may add."""
+    attributes = {name: log_kind(rule) for name, rule in attribute_rules(cfg).items()}
     return {
+        **attributes,
         cfg.timestamp_column: "timestamp",
         prediction_log.SCORED_AT: "timestamp",
         "model_version": "string",
@@ -464,9 +529,21 @@ def _job(slot: ModelSlot, body: PredictRequest, explain_query: bool) -> Job:
         ids = [
             online.entity_key(v, ("body", "entity_ids", n)) for n, v in enumerate(body.entity_ids)
         ]
-        return Job(ids, None, None, explain, top_k, future)
+        given = body.attributes
+        if given is None:
+            return Job(ids, None, None, explain, top_k, future)
+        errors = check_attributes(slot.attribute_rules, given)
+        if errors:
+            raise RequestRejected(422, errors)
+        logged = [logged_attributes(slot.attribute_rules, row) for row in given]
+        return Job(ids, None, None, explain, top_k, future, logged)
     instances = body.instances or []
-    errors = check_instances(slot.arms.rules, instances)
+    rules = slot.attribute_rules  # worked out once per model; empty for most
+    errors = check_instances(slot.arms.rules, instances, rules)
     if errors:
         raise RequestRejected(422, errors)
-    return Job(None, instances, body.routing_keys, explain, top_k, future)
+    if not rules:
+        return Job(None, instances, body.routing_keys, explain, top_k, future)
+    # routed and scored on the features alone; the sensitive columns are logged beside them
+    features, attributes = split_attributes(rules, instances)
+    return Job(None, features, body.routing_keys, explain, top_k, future, attributes)

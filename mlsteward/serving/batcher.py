@@ -12,6 +12,12 @@ loop is ever blocked by one batch.
 
 A challenger row that fails to score is counted against the challenger and answered by the
 champion, so a broken canary costs its users nothing but shows in the error-rate guardrail.
+
+A classifier answers a probability, its label and the threshold between them, and logs
+``prediction_proba`` (the probability) and ``prediction`` (the label); a regression model
+answers and logs the predicted value as a float ``prediction`` and nothing else. Which one a
+row gets is the answering version's precomputed ``regression`` flag, read once per row.
+Sensitive columns that are not features, when a request gives them, go to the log only.
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ class Job:
     explain: bool
     top_k: int
     future: asyncio.Future[JobResult]
+    # per row, the sensitive columns that are not features: logged, never scored
+    attributes: list[dict[str, Any]] | None = None
     request_id: str = field(default_factory=lambda: next(_REQUEST_IDS))
 
     def __len__(self) -> int:
@@ -89,7 +97,8 @@ class _Row:
     features: dict[str, Any]
     key: str
     arm: str
-    proba: float = 0.0
+    attributes: dict[str, Any] | None = None
+    score: float = 0.0  # the probability of the positive label, or the predicted value
     contributions: np.ndarray | None = None
     base_value: float = 0.0
 
@@ -242,11 +251,16 @@ class MicroBatcher:
                 pairs = [(i, row or {}) for i, row in zip(job.entity_ids, found, strict=True)]
             else:
                 pairs = [(None, row) for row in job.instances or []]
+            attributes = job.attributes
             for n, (entity_id, features) in enumerate(pairs):
                 given = job.routing_keys[n] if job.routing_keys else None
                 key = given if given is not None else routing_key(entity_id, features)
                 arm = choose_arm(cfg.name, rollout_id, fraction, key)
-                out.append(_Row(index, entity_id, features, key, arm))
+                out.append(
+                    _Row(
+                        index, entity_id, features, key, arm, attributes[n] if attributes else None
+                    )
+                )
         return out
 
     def _score(
@@ -266,9 +280,9 @@ class MicroBatcher:
                 started = time.perf_counter()
                 exp: Explanation | None
                 if len(wanted) == len(rows):
-                    proba, exp = served.predict_explained(matrix)
+                    scores, exp = served.predict_explained(matrix)
                 else:
-                    proba = served.predict(matrix)
+                    scores = served.predict(matrix)
                     started = time.perf_counter()
                     exp = served.explain(matrix[wanted]) if wanted else None
                 if exp is not None:
@@ -278,8 +292,8 @@ class MicroBatcher:
                     for k, n in enumerate(wanted):
                         rows[n].contributions = exp.contributions[k]
                         rows[n].base_value = float(exp.base_values[k])
-                for r, p in zip(rows, proba.tolist(), strict=True):
-                    r.proba = p
+                for r, p in zip(rows, scores.tolist(), strict=True):
+                    r.score = p
         except Exception:
             log.exception("%s %s v%s failed to score %d row(s)", model, arm, served.version,
                           len(rows))  # fmt: skip
@@ -310,29 +324,50 @@ class MicroBatcher:
             for r in job_rows:
                 model = arms.champion if r.arm == CHAMPION_ARM else arms.challenger
                 assert model is not None
-                label = model.label(r.proba)
                 served_by[r.arm] = model.version
                 # The arm is logged, never answered: a caller who saw it could search for
                 # inputs the canary answers (routing is a hash of the values).
-                item: dict[str, Any] = {
-                    "entity_id": r.entity_id,
-                    "probability": r.proba,
-                    "label": label,
-                    "threshold": model.threshold,
-                    "version": model.version,
-                    "event_timestamp": stamp,
-                }
-                logged = {
-                    entity: r.entity_id,
-                    ts_col: now_us,
-                    **r.features,
-                    "prediction_proba": r.proba,
-                    "prediction": label,
-                    "model_version": model.version,
-                    "arm": r.arm,
-                    "request_id": job.request_id,
-                    "scored_at": now_us,
-                }
+                item: dict[str, Any]
+                if model.regression:
+                    item = {
+                        "entity_id": r.entity_id,
+                        "prediction": r.score,
+                        "version": model.version,
+                        "event_timestamp": stamp,
+                    }
+                    logged = {
+                        entity: r.entity_id,
+                        ts_col: now_us,
+                        **r.features,
+                        "prediction": r.score,
+                        "model_version": model.version,
+                        "arm": r.arm,
+                        "request_id": job.request_id,
+                        "scored_at": now_us,
+                    }
+                else:
+                    label = model.label(r.score)
+                    item = {
+                        "entity_id": r.entity_id,
+                        "probability": r.score,
+                        "label": label,
+                        "threshold": model.threshold,
+                        "version": model.version,
+                        "event_timestamp": stamp,
+                    }
+                    logged = {
+                        entity: r.entity_id,
+                        ts_col: now_us,
+                        **r.features,
+                        "prediction_proba": r.score,
+                        "prediction": label,
+                        "model_version": model.version,
+                        "arm": r.arm,
+                        "request_id": job.request_id,
+                        "scored_at": now_us,
+                    }
+                if r.attributes:
+                    logged.update(r.attributes)
                 if r.contributions is not None:
                     top = top_contributions(model.columns, r.contributions, job.top_k)
                     item["explanation"] = {

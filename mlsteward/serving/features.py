@@ -10,10 +10,17 @@ online store's own read, a third of ``get_online_features``' cost for one id), o
 every id of a micro-batch; features are taken by name. An id with no value for any feature is
 unknown (404); an id with some features missing, where the contract does not allow nulls, is a
 422 naming each.
+
+A request may also carry the sensitive columns that are not features (the config's
+``sensitive_attributes`` outside ``features``): in each instance, or in ``attributes`` beside
+entity ids (the online store holds features only). They are checked by their contract rules,
+taken out of the rows before routing and scoring, and only written to the prediction log, where
+monitoring groups by them. Each is optional: absent or null, it is logged as missing.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +33,9 @@ from mlsteward.features.online import OnlineReader
 
 RULE_UNKNOWN_FIELD = "unknown_field"
 RULE_ENTITY_TYPE = "entity_type"
+TEXT = "text"
+"""The kind of a sensitive column whose type the config leaves open: a string, number or
+boolean, logged as its text (the log's column needs one type)."""
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -53,7 +63,7 @@ class RequestRejected(Exception):
 @dataclass(frozen=True)
 class FieldRule:
     name: str
-    kind: str  # int | float | bool | category
+    kind: str  # int | float | bool | category | text (a sensitive column of open type)
     minimum: float | None
     maximum: float | None
     categories: frozenset[str] | None
@@ -75,6 +85,36 @@ def field_rules(cfg: ModelConfig, kinds: Mapping[str, str]) -> dict[str, FieldRu
         )
 
     return {spec.name: rule(spec) for spec in cfg.features}
+
+
+def attribute_rules(cfg: ModelConfig) -> dict[str, FieldRule]:
+    """Rules per sensitive column that is not a feature, as a request may give it: the
+    config's, always optional; a column without a declared type takes the categories' (then
+    category), the bounds' (then float) or else text."""
+
+    def kind(spec: FeatureSpec) -> str:
+        if spec.dtype is not None:
+            return spec.dtype
+        if spec.categories is not None:
+            return "category"
+        return "float" if spec.min is not None or spec.max is not None else TEXT
+
+    return {
+        spec.name: FieldRule(
+            name=spec.name,
+            kind=kind(spec),
+            minimum=spec.min,
+            maximum=spec.max,
+            categories=frozenset(spec.categories) if spec.categories else None,
+            nullable=True,
+        )
+        for spec in cfg.attribute_columns
+    }
+
+
+def log_kind(rule: FieldRule) -> str:
+    """The prediction log's type of a column with this rule."""
+    return "string" if rule.kind == TEXT else rule.kind
 
 
 def _number(value: Any) -> bool:
@@ -110,6 +150,12 @@ def check_value(rule: FieldRule, value: Any, loc: tuple[str | int, ...]) -> Fiel
                 loc, f"{rule.name}: expected true or false, got {value!r}", RULE_DTYPE
             )
         return None
+    if rule.kind == TEXT:
+        if isinstance(value, str | bool) or _number(value):
+            return None
+        return FieldError(
+            loc, f"{rule.name}: expected a string, number or boolean, got {value!r}", RULE_DTYPE
+        )
     if not isinstance(value, str):
         return FieldError(loc, f"{rule.name}: expected a string, got {value!r}", RULE_DTYPE)
     if rule.categories is not None and value not in rule.categories:
@@ -122,19 +168,27 @@ def check_value(rule: FieldRule, value: Any, loc: tuple[str | int, ...]) -> Fiel
 
 
 def check_instances(
-    rules: Mapping[str, FieldRule], instances: Sequence[Mapping[str, Any]]
+    rules: Mapping[str, FieldRule],
+    instances: Sequence[Mapping[str, Any]],
+    attributes: Mapping[str, FieldRule] | None = None,
 ) -> list[FieldError]:
-    """Every broken rule of every row: missing, extra, mistyped and out-of-range fields."""
+    """Every broken rule of every row: missing, extra, mistyped and out-of-range fields; a
+    sensitive column in ``attributes`` is not extra, and is checked by its own rule."""
     errors: list[FieldError] = []
     for i, row in enumerate(instances):
         base: tuple[str | int, ...] = ("body", "instances", i)
         for name in row:
             if name not in rules:
-                errors.append(
-                    FieldError(
-                        (*base, name), f"{name}: not a feature of this model", RULE_UNKNOWN_FIELD
-                    )
-                )
+                rule = attributes.get(name) if attributes else None
+                if rule is None:
+                    msg = f"{name}: not a feature of this model"
+                    if attributes:
+                        msg += f" nor one of its sensitive columns {sorted(attributes)}"
+                    errors.append(FieldError((*base, name), msg, RULE_UNKNOWN_FIELD))
+                else:
+                    err = check_value(rule, row[name], (*base, name))
+                    if err is not None:
+                        errors.append(err)
         for name, rule in rules.items():
             if name not in row:
                 if not rule.nullable:
@@ -146,6 +200,52 @@ def check_instances(
             if err is not None:
                 errors.append(err)
     return errors
+
+
+def check_attributes(
+    rules: Mapping[str, FieldRule], rows: Sequence[Mapping[str, Any]]
+) -> list[FieldError]:
+    """Every broken rule of ``attributes``, the sensitive columns given beside entity ids."""
+    errors: list[FieldError] = []
+    for i, row in enumerate(rows):
+        for name, value in row.items():
+            loc: tuple[str | int, ...] = ("body", "attributes", i, name)
+            rule = rules.get(name)
+            if rule is None:
+                known = sorted(rules) if rules else "none"
+                msg = f"{name}: not a sensitive column of this model outside its features: {known}"
+                errors.append(FieldError(loc, msg, RULE_UNKNOWN_FIELD))
+                continue
+            err = check_value(rule, value, loc)
+            if err is not None:
+                errors.append(err)
+    return errors
+
+
+def logged_attributes(rules: Mapping[str, FieldRule], row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's checked sensitive columns as the log stores them (open types as text)."""
+    return {
+        name: _as_text(value) if rules[name].kind == TEXT else value
+        for name, value in row.items()
+        if name in rules
+    }
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)  # true, 3, 2.5: as the client wrote them
+
+
+def split_attributes(
+    rules: Mapping[str, FieldRule], instances: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """Checked instances as (features only, sensitive columns per row); the second is None,
+    and the instances are returned as they came, when no row gives a sensitive column."""
+    if not any(name in row for row in instances for name in rules):
+        return instances, None
+    features = [{k: v for k, v in row.items() if k not in rules} for row in instances]
+    return features, [logged_attributes(rules, row) for row in instances]
 
 
 class OnlineFeatures:

@@ -23,7 +23,7 @@ from mlsteward.governance import canary as canary_state
 from mlsteward.governance import champion as champion_record
 from mlsteward.governance import promotion as governance
 from mlsteward.governance.canary import Canary, ServingTarget
-from mlsteward.serving.features import FieldRule, OnlineFeatures, field_rules
+from mlsteward.serving.features import FieldRule, OnlineFeatures, attribute_rules, field_rules
 from mlsteward.serving.metrics import ServingMetrics
 from mlsteward.serving.scorer import ServedModel
 
@@ -51,6 +51,8 @@ class ModelSlot:
         self.metrics = metrics
         self._store_factory = store_factory
         self.online: OnlineFeatures | None = None
+        # the config's, whatever version is served: worked out once, not per request
+        self.attribute_rules = attribute_rules(cfg)
         self.arms = Arms()
         self.errors: dict[str, str] = {}
         self.refreshed_at: float | None = None
@@ -203,6 +205,9 @@ def _canary(canary: Canary) -> dict[str, Any]:
 
 
 def _served(m: ServedModel | None) -> dict[str, Any] | None:
+    """A served version as described: a regression model has no threshold, but an objective."""
     if m is None:
         return None
+    if m.regression:
+        return {"version": m.version, "sha256": m.sha256, "objective": m.objective}
     return {"version": m.version, "sha256": m.sha256, "threshold": m.threshold}
