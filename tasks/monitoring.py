@@ -157,20 +157,21 @@ def record_drift(
             or (f"{len(result.drifted_columns)} drifted column(s), no retrain"),
             details=summary,
         )
-    # drifted columns first, then the rest, each in config order; then the model's output
-    # and the outcome, named as such
-    ordered = [(c, "") for c in sorted(result.columns.values(), key=lambda c: not c.drifted)]
-    for extra, role in (
-        (result.prediction_drift, "model output"),
-        (result.target_drift, "outcome"),
-    ):
-        if extra is not None:
-            ordered.append((extra, f" ({role})"))
+    # drifted columns first, then the rest, each in config order
+    ordered = sorted(result.columns.values(), key=lambda c: not c.drifted)
     rows = "\n".join(
-        f"| {c.column}{role} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | "
+        f"| {c.column} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | "
         f"{'**drifted**' if c.drifted else 'ok'} |"
-        for c, role in ordered
+        for c in ordered
     )
+    # the model's output and the outcome, in words above the features' table
+    outputs = (("Model output", result.prediction_drift), ("Outcome", result.target_drift))
+    beside = [
+        f"{role} ({c.column}): {c.kind}, {c.method} {c.score:.4g} against {c.threshold:.4g}, "
+        f"{'drifted' if c.drifted else 'no drift'}"
+        for role, c in outputs
+        if c is not None
+    ]
     report = (
         f"[{Path(result.report_path).name}]({Path(result.report_path).as_uri()})"
         if result.report_path
@@ -185,6 +186,7 @@ def record_drift(
             f"{'retrain' if decision.retrain else 'no retrain'}"
             f"{': ' + '; '.join(decision.reasons) if decision.reasons else ''}.\n\n"
             + "".join(f"Note: {n}.\n\n" for n in result.notes)
+            + "".join(f"{line}.\n\n" for line in beside)
             + "".join(
                 f"Quality on outcomes: {line}.\n\n"
                 for line in quality_lines(result.performance, cfg)
