@@ -63,12 +63,19 @@ def retrieve_training_set(cfg: ModelConfig, snapshot: SnapshotInfo) -> pd.DataFr
     entities = entity_frame(cfg, snapshot)
     frame = get_training_frame(cfg, entities)
     run_logger().info(
-        "feature service %r returned %s rows x %s features",
+        "feature service %r returned %s rows x %s features%s",
         cfg.feature_service_name,
         len(frame),
         len(cfg.feature_names),
+        _beside(cfg),
     )
     return frame
+
+
+def _beside(cfg: ModelConfig) -> str:
+    """The sensitive columns joined beside the features, as the log names them."""
+    names = [c.name for c in cfg.attribute_columns]
+    return f", with sensitive column(s) {names} beside them (not model inputs)" if names else ""
 
 
 @task(name="retrieve-partitioned-training-set", cache_policy=NO_CACHE)
@@ -93,11 +100,12 @@ def retrieve_partitioned_training_set(cfg: ModelConfig, snapshot: SnapshotInfo) 
     parts = data.train_partitions
     assert parts is not None
     run_logger().info(
-        "feature service %r returned %s rows x %s features in chunks of %s; %s training rows "
-        "in %s partitions under %s, time split %s",
+        "feature service %r returned %s rows x %s features%s in chunks of %s; %s training "
+        "rows in %s partitions under %s, time split %s",
         cfg.feature_service_name,
         len(entities),
         len(cfg.feature_names),
+        _beside(cfg),
         cfg.distributed.chunk_rows,
         parts.rows,
         len(parts.paths),

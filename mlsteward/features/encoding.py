@@ -55,7 +55,12 @@ def undeclared_categories(cfg: ModelConfig, dtypes: dict[str, str]) -> list[str]
 
 
 def make_encoding(cfg: ModelConfig, dtypes: dict[str, str], frame: pd.DataFrame) -> FeatureEncoding:
-    """Declared categories win; undeclared ones are taken, sorted, from the training frame."""
+    """Declared categories win; undeclared ones are taken, sorted, from the training frame.
+
+    Only ``cfg.features`` are encoded: a sensitive column that is not a feature rides in the
+    training frame for the fairness gate, and ``encode`` selects the recorded columns by name,
+    so it never reaches the model's matrix.
+    """
     observed = set(undeclared_categories(cfg, dtypes))
     cats: dict[str, list[str]] = {}
     for spec in cfg.features:

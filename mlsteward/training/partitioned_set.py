@@ -5,7 +5,7 @@ in chunks gives exactly the rows of one join. The time split needs only the even
 the entity frame already has, so every row's part is known before any feature is fetched. Each
 chunk's training rows become one parquet partition for the Dask workers
 (``mlsteward.training.distributed``); validation and test rows are collected here, in the flow
-process,
+process, with every column of the join (the sensitive columns that are not features too),
 because the gates, the fairness checks, SHAP and the model card compute on them in memory.
 
 Nothing here knows about Feast: ``retrieve`` is any function from entity rows to their

@@ -217,6 +217,7 @@ def test_training_flow_keeps_them_in_the_holdout_for_the_fairness_gate(
     task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.ingestion import ingestion_flow
+    from flows.reproduce import reproduce_flow
     from flows.training import training_flow
     from mlsteward.governance.registry import get_version, load_verified
     from mlsteward.governance.validation import load_holdout, score_holdout
@@ -242,6 +243,17 @@ def test_training_flow_keeps_them_in_the_holdout_for_the_fairness_gate(
     assert set(fairness) == set(ATTRIBUTES)
     assert {g["group"] for g in fairness["region"].groups} == set(REGIONS)
     assert {g["group"] for g in fairness["age_years"].groups} == {"<40", "40-60", ">=60"}
+
+    # A rebuild joins them again from the recorded snapshot: same definition, same training
+    # set, same model bytes.
+    rebuilt = reproduce_flow(model="members", version=trained.version)
+    steps = {step.name: step for step in rebuilt.steps}
+    assert steps["feature_service"].status == "same"
+    assert steps["feature_service"].recorded["attributes"] == [
+        ["region", "category"],
+        ["age_years", "int"],
+    ]
+    assert rebuilt.result == "identical", rebuilt
 
 
 def test_a_partitioned_training_set_carries_them_and_dask_trains_without_them(
