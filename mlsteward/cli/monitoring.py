@@ -8,7 +8,14 @@ import typer
 
 from mlsteward.cli.access import acting_as
 from mlsteward.cli.governance import governance_human
-from mlsteward.cli.output import JsonOpt, ModelName, fmt_number, run
+from mlsteward.cli.output import (
+    REGRESSION_HEADLINE,
+    JsonOpt,
+    ModelName,
+    fmt_number,
+    is_regression_metrics,
+    run,
+)
 from mlsteward.cli.runtime import use_local_platform
 from mlsteward.identity.roles import Permission
 
@@ -51,12 +58,31 @@ def score(
             end=end,
             requested_by=acting_as(Permission.SCORE, model).identity,
         ),
-        lambda p: (
-            f"scored {p['rows']} rows from {p['source']} with {p['model']} v{p['version']} "
-            f"(mean probability {p['mean_probability']}, positive rate {p['positive_rate']})\n"
-            f"  scored file:    {p['scored_path']}\n  prediction log: {p['prediction_log_path']}"
-        ),
+        _score_human,
     )
+
+
+def _score_human(p: dict) -> str:
+    if "mean_prediction" in p:  # a regression model's numbers, in the label's units
+        numbers = (
+            f"mean prediction {fmt_number(p['mean_prediction'])}, median "
+            f"{fmt_number(p['median_prediction'])}, p95 {fmt_number(p['p95_prediction'])}"
+        )
+    else:
+        numbers = f"mean probability {p['mean_probability']}, positive rate {p['positive_rate']}"
+    return (
+        f"scored {p['rows']} rows from {p['source']} with {p['model']} v{p['version']} "
+        f"({numbers})\n"
+        f"  scored file:    {p['scored_path']}\n  prediction log: {p['prediction_log_path']}"
+    )
+
+
+def _quality_headline(perf: dict) -> tuple[str, ...]:
+    """Three of the model's own metrics: errors and R² for regression, ranking for a
+    classifier."""
+    if is_regression_metrics(perf["reference"]):
+        return REGRESSION_HEADLINE
+    return ("roc_auc", "pr_auc", "brier")
 
 
 @commands.command()
@@ -105,7 +131,7 @@ def drift_human(p: dict) -> str:
             + ", ".join(
                 f"{m} {fmt_number(perf['reference'].get(m))} -> "
                 f"{fmt_number(perf['current'].get(m))}"
-                for m in ("roc_auc", "pr_auc", "brier")
+                for m in _quality_headline(perf)
             )
         )
     if p.get("retrain"):

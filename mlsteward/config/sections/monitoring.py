@@ -40,7 +40,9 @@ class DriftConfig(StrictModel):
         default_factory=dict, description="Per-column overrides of method and threshold."
     )
     prediction_method: DriftMethod = Field(
-        default="wasserstein", description="Drift test of the predicted probability."
+        default="wasserstein",
+        description="Drift test of the model's output: the predicted probability, or a "
+        "regression model's predicted value.",
     )
     window_days: float = Field(default=7, gt=0, description="Prediction-log window compared.")
     max_rows: int = Field(
