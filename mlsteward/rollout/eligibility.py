@@ -112,8 +112,10 @@ def _check_validation(model: str, info: registry.VersionInfo, champion: str) -> 
 
 
 def config_snapshot(cfg: ModelConfig) -> dict[str, Any]:
-    """The settings a rollout ran under, for its start record."""
+    """The settings a rollout ran under, for its start record (the task says which quality
+    test judges it: misclassification rates, or a regression model's absolute errors)."""
     return {
+        "task": cfg.task,
         "rollout": cfg.rollout.model_dump(mode="json"),
         "serving": {
             "poll_seconds": cfg.serving.poll_seconds,

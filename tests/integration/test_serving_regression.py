@@ -1,8 +1,9 @@
-"""A regression model through the prediction service, on the real stack: an XGBRegressor
-(``count:poisson``) trained, registered, signed and promoted by the training flow, its features
-in the Feast online store, the service as its own process called over HTTP, and the prediction
-log it writes. The demo classifier is served by the same process, so its answers are checked
-beside the regression model's."""
+"""A regression model through the prediction service, on the real stack: XGBRegressors
+(``count:poisson``) trained, registered, signed and promoted by the training flow, their
+features in the Feast online store, the service as its own process called over HTTP, the
+prediction log it writes, and a canary rollout of the stronger version through it. The demo
+classifier is served by the same process, so its answers are checked beside the regression
+model's. The tests run in file order: the rollout, last, changes the champion."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from flows.rollout import rollout_flow
 from mlsteward.cli.app import app
 from mlsteward.config.models import get_model_config
 from mlsteward.errors import ConfigError
@@ -33,7 +35,13 @@ from mlsteward.serving.scorer import ServedModel
 from tests.conftest import REPO_ROOT
 from tests.support.governance import MODEL as CLASSIFIER
 from tests.support.platform import free_port
-from tests.support.serving import FAST_TUNING, SERVICE_SETTINGS, Service, issue_token
+from tests.support.serving import (
+    FAST_TUNING,
+    SERVICE_SETTINGS,
+    Service,
+    issue_token,
+    live_traffic,
+)
 
 MODEL = "length_of_stay"
 LABEL = "length_of_stay_days"
@@ -56,7 +64,30 @@ READY_TIMEOUT_SECONDS = 90.0
 runner = CliRunner()
 
 
-def _config(source: Path, *, with_race: bool) -> dict[str, Any]:
+# Days in hospital add up on the log scale, which stumps fit well: the weak version stops after
+# a few slow rounds, close to predicting the mean.
+WEAK_TUNING = {
+    "max_evals": 1,
+    "num_boost_round": 5,
+    "early_stopping_rounds": 5,
+    "search_space": {
+        "max_depth": {"dist": "choice", "options": [1]},
+        "learning_rate": {"dist": "choice", "options": [0.05]},
+    },
+}
+# A rollout that decides in seconds. Its subject is the regression path (the shift measured on
+# predicted values, the quality test's numbers); the two test models differ by construction,
+# and a step's p99 on a few dozen requests is their maximum, so neither may decide here.
+FAST_ROLLOUT = {
+    "steps": [0.5, 1.0],
+    "min_requests": 60,
+    "check_interval_seconds": 0.5,
+    "step_timeout_seconds": 90,
+    "guardrails": {"latency_slack_ms": 500, "max_prediction_psi": 10.0},
+}
+
+
+def _config(source: Path, *, with_race: bool, tuning: dict[str, Any]) -> dict[str, Any]:
     """The regression model's config; ``with_race`` adds a sensitive column that is not a
     feature (what serving accepts beside the features, for the prediction log only)."""
     sensitive: list[Any] = ["sex"]
@@ -72,13 +103,9 @@ def _config(source: Path, *, with_race: bool) -> dict[str, Any]:
         "sensitive_attributes": sensitive,
         # a 450-row holdout: the error ratio between the sexes is reported, not gated
         "fairness": {"limits": {"mae_ratio": {}}},
-        "tuning": {
-            "objective": "count:poisson",
-            "max_evals": 1,
-            "num_boost_round": 60,
-            "early_stopping_rounds": 10,
-        },
+        "tuning": {"objective": "count:poisson", **tuning},
         "promotion": {"policy": "auto"},
+        "rollout": FAST_ROLLOUT,
         **SERVICE_SETTINGS,
     }
 
@@ -112,8 +139,9 @@ def mlsteward_home(module_home: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(mlsteward_home: Path) -> dict[str, Any]:
-    """Both models trained once and promoted (each one's first version), their features
-    materialized; the regression config then gets its sensitive column that is not a feature."""
+    """Both models trained, each one's first version promoted, their features materialized;
+    the regression model's v1 a weak one (a few stumps), its v2 a stronger challenger that passed
+    every gate. The regression config then gets its sensitive column that is not a feature."""
     # start-up time: the flows load Prefect, MLflow and Feast
     from flows.ingestion import ingestion_flow, materialize_flow
     from flows.training import training_flow
@@ -127,7 +155,7 @@ def stack(mlsteward_home: Path) -> dict[str, Any]:
     stays = work / "stays.parquet"
     _stays(cohort, seed=12).to_parquet(stays, index=False)
     write_config(config_dir, tuning=FAST_TUNING, **SERVICE_SETTINGS)
-    _write(config_dir, _config(stays, with_race=False))
+    _write(config_dir, _config(stays, with_race=False, tuning=WEAK_TUNING))
     versions = {}
     for model, source in ((MODEL, stays), (CLASSIFIER, heart)):
         ingestion_flow(model=model, source=str(source))
@@ -135,9 +163,12 @@ def stack(mlsteward_home: Path) -> dict[str, Any]:
         assert trained.governance.decision == "promoted", trained.governance
         materialize_flow(model=model)
         versions[model] = trained.version
-    _write(config_dir, _config(stays, with_race=True))
+    _write(config_dir, _config(stays, with_race=False, tuning=FAST_TUNING))
+    challenger = training_flow(model=MODEL, promote=False)
+    assert challenger.governance.decision == "challenger", challenger.governance
+    _write(config_dir, _config(stays, with_race=True, tuning=FAST_TUNING))
     ids = cohort["patient_id"].unique().tolist()
-    return {"versions": versions, "ids": ids}
+    return {"versions": versions, "challenger": challenger.version, "ids": ids}
 
 
 @pytest.fixture(scope="module")
@@ -362,3 +393,39 @@ def test_the_predict_command_prints_the_predicted_value(
     assert human.stdout.startswith(f"{entity}: {prediction:.4g}  v{stack['versions'][MODEL]}")
     assert "in the label's units" in human.stdout
     assert "p=" not in human.stdout and "log-odds" not in human.stdout
+
+
+# -- a canary of the stronger version (last: it changes the champion) ------------------------------
+def test_a_regression_challenger_is_canaried_on_its_predicted_values_and_promoted(
+    stack: dict[str, Any], service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rollout flow steps the challenger through live traffic: each step's prediction shift
+    is measured on the logged predicted values (no probabilities exist), quality waits for
+    labels, and after the last step the version is promoted."""
+    v1, v2 = stack["versions"][MODEL], stack["challenger"]
+    monkeypatch.setenv("MLSTEWARD_SERVING_URL", service.url)
+    monkeypatch.setenv("MLSTEWARD_SERVING_TOKEN", issue_token("viewer", "rollout-watch"))
+    with live_traffic(service, MODEL, stack["ids"]) as traffic:
+        result = rollout_flow(model=MODEL, version=v2)
+    assert traffic.failed == 0, traffic.errors[:3]
+    assert result.decision == "promoted", result
+    assert result.champion == v1 and traffic.versions.get(v2, 0) > 0
+    checks = [{c["name"]: c for c in s["verdict"]["checks"]} for s in result.steps]
+    assert [s["fraction"] for s in result.steps] == [0.5, 1.0]
+    first = checks[0]["prediction_shift"]
+    assert first["evaluable"] and first["observed"]["psi"] is not None, first
+    assert first["message"].startswith("PSI of challenger vs champion predicted values")
+    for step in checks:
+        quality = step["quality"]
+        assert not quality["evaluable"] and "labelled rows" in quality["message"]
+        assert set(quality["limit"]) >= {"mae_margin", "mae_margin_mode"}
+    logged = prediction_log.read(MODEL)
+    canary_rows = logged[logged["model_version"] == v2]
+    assert len(canary_rows) > 0 and canary_rows["prediction"].dtype == np.float64
+    assert "challenger" in set(canary_rows["arm"])  # (and champion, once promoted)
+    described = httpx.get(f"{service.url}/v1/models/{MODEL}", headers=service.headers).json()
+    deadline = time.monotonic() + 30
+    while described["champion"]["version"] != v2 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        described = httpx.get(f"{service.url}/v1/models/{MODEL}", headers=service.headers).json()
+    assert described["champion"]["version"] == v2 and described["canary"] is None
