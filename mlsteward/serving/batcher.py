@@ -366,8 +366,8 @@ class MicroBatcher:
                         "request_id": job.request_id,
                         "scored_at": now_us,
                     }
-                if r.attributes:
-                    logged.update(r.attributes)
+                if r.attributes:  # beside the row's own columns, which win a name clash
+                    logged = {**r.attributes, **logged}
                 if r.contributions is not None:
                     top = top_contributions(model.columns, r.contributions, job.top_k)
                     item["explanation"] = {
