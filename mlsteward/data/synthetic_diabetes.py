@@ -20,7 +20,7 @@ Columns (in this order)
 ``age`` (int64, 18-100): baseline ~ Normal(50, 13) clipped to [18, 92], plus years elapsed.
 ``sex`` ("F" / "M"): P(M) = 0.48.
 ``bmi`` (kg/m2, one decimal, 12-70): baseline ~ LogNormal(log 28, 0.17) + 0.03 (age - 50)
-    + 1.5 black + 1.2 hispanic - 2.5 asian, clipped to [16, 60]; each visit adds N(0, 0.5).
+    + 0.8 black + 0.6 hispanic - 1.5 asian, clipped to [16, 60]; each visit adds N(0, 0.5).
 ``waist_cm`` (whole cm, 50-200): ``22 + 2.4 bmi + 7 male + 0.12 (age - 50) + 4 asian`` plus a
     personal N(0, 5) and visit N(0, 1.5) (South and East Asian adults carry more fat centrally
     at the same BMI).
@@ -35,18 +35,18 @@ Columns (in this order)
     + 0.1 male)`` times a personal LogNormal(0, 0.3) and a visit LogNormal(0, 0.15).
 ``hdl_cholesterol`` (whole mg/dl, 10-150): ``56 - 9 male - 0.5 (bmi - 28) - 3 ir + 3 black
     + 0.5 (activity - 3)`` plus a personal N(0, 9) and visit N(0, 3).
-``family_history`` (bool): P = sigmoid(-1.2 + 0.35 black + 0.45 hispanic + 0.5 asian).
+``family_history`` (bool): P = sigmoid(-1.2 + 0.2 black + 0.25 hispanic + 0.3 asian).
 ``physical_activity_hours`` (hours/week, one decimal, 0-40): Gamma(1.6, 2.2) scaled by
     ``exp(-0.04 (bmi - 28) - 0.01 (age - 50))`` and 0.75 for current smokers; each visit
     multiplies it by LogNormal(0, 0.3).
 ``smoking`` ("never" / "former" / "current"): multinomial logit against never: former
     ``-0.9 + 0.03 (age - 50) + 0.2 male``, current ``-1.3 - 0.02 (age - 50) + 0.3 male``.
-``ethnicity`` ("white" / "black" / "hispanic" / "asian" / "other"; 58 / 14 / 16 / 8 / 4 %):
+``ethnicity`` ("white" / "black" / "hispanic" / "asian" / "other"; 48 / 18 / 18 / 11 / 5 %):
     sensitive, **not a feature**.
 ``diabetes_onset`` (int64 0/1): the label.
 
 ``ir`` (insulin resistance, never output) is a per-patient ``0.8 N(0, 1) + 0.08 (bmi - 28)
-+ 0.4 family_history + 0.3 asian + 0.2 hispanic - 0.05 (activity - 3)``: it is what makes
++ 0.4 family_history + 0.15 asian + 0.1 hispanic - 0.05 (activity - 3)``: it is what makes
 glucose, HbA1c, triglycerides and HDL move together, as they do in real metabolic data.
 
 The label's known risk function
@@ -130,7 +130,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "smoking": ("never", "former", "current"),
     ETHNICITY: ("white", "black", "hispanic", "asian", "other"),
 }
-_ETHNICITY_SHARES = (0.58, 0.14, 0.16, 0.08, 0.04)
+_ETHNICITY_SHARES = (0.48, 0.18, 0.18, 0.11, 0.05)
 
 #: The known risk function (log-odds of onset within a year); see the module doc.
 #: Log-odds per unit (year, kg/m2, cm, mg/dl, %, mmHg, hour) or per indicator, at concept 0.
@@ -198,14 +198,14 @@ def _patients(rp: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     black, hispanic, asian = eth == 1, eth == 2, eth == 3
     age0 = np.clip(rp.normal(50.0, 13.0, n), 18.0, 92.0)
     a50 = age0 - 50.0
-    family = rp.random(n) < sigmoid(-1.2 + 0.35 * black + 0.45 * hispanic + 0.5 * asian)
+    family = rp.random(n) < sigmoid(-1.2 + 0.2 * black + 0.25 * hispanic + 0.3 * asian)
     zeros = np.zeros(n)
     smoking = categorical(
         rp,
         np.column_stack([zeros, -0.9 + 0.03 * a50 + 0.2 * male, -1.3 - 0.02 * a50 + 0.3 * male]),
     )
     bmi0 = np.exp(rp.normal(math.log(28.0), 0.17, n)) + 0.03 * a50
-    bmi0 = np.clip(bmi0 + 1.5 * black + 1.2 * hispanic - 2.5 * asian, 16.0, 60.0)
+    bmi0 = np.clip(bmi0 + 0.8 * black + 0.6 * hispanic - 1.5 * asian, 16.0, 60.0)
     activity0 = (
         rp.gamma(1.6, 2.2, n)
         * np.exp(-0.04 * (bmi0 - 28.0) - 0.01 * a50)
@@ -215,8 +215,8 @@ def _patients(rp: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         0.8 * rp.normal(0.0, 1.0, n)
         + 0.08 * (bmi0 - 28.0)
         + 0.4 * family
-        + 0.3 * asian
-        + 0.2 * hispanic
+        + 0.15 * asian
+        + 0.1 * hispanic
         - 0.05 * (activity0 - 3.0)
     )
     return {
