@@ -90,10 +90,7 @@ class SyntheticDataset:
             A frame with the entity, timestamp, data columns and label, sorted by time then
             entity, with a fresh RangeIndex; entity ids are ``id_offset + 1 ...``.
         """
-        begin = to_utc(start)
-        if int(months) < 1:
-            raise ValueError(f"months must be at least 1, got {months}")
-        end = begin + pd.DateOffset(months=int(months))
+        begin, end = window(start, months, "months")
         return self._generate(n_rows, seed, begin, end, shift, id_offset)
 
     def generate_batch(
@@ -108,10 +105,7 @@ class SyntheticDataset:
         """A later batch of new entities (ids above ``id_offset``) over ``days`` days from
         ``start``; shaped exactly like :meth:`generate_cohort`'s frame. Use a seed other than
         the cohort's, or the batch replays it."""
-        begin = to_utc(start)
-        if int(days) < 1:
-            raise ValueError(f"days must be at least 1, got {days}")
-        end = begin + pd.Timedelta(days=int(days))
+        begin, end = window(start, days, "days")
         return self._generate(n_rows, seed, begin, end, shift, id_offset)
 
     # -- the shared steps ------------------------------------------------------------------------
@@ -198,6 +192,15 @@ class SyntheticDataset:
         for col in (*self.columns, self.label):
             frame[col] = cols[col][order]
         return frame
+
+
+def window(start: str | pd.Timestamp, length: int, unit: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``[start, start + length unit)`` in UTC; ``unit`` is calendar ``months`` or ``days``."""
+    if int(length) < 1:
+        raise ValueError(f"{unit} must be at least 1, got {length}")
+    begin = to_utc(start)
+    step = pd.DateOffset(months=int(length)) if unit == "months" else pd.Timedelta(days=int(length))
+    return begin, begin + step
 
 
 def to_utc(ts: str | pd.Timestamp) -> pd.Timestamp:
