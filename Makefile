@@ -9,6 +9,9 @@ DEMO_ROWS ?= 50000
 DEMO_BATCH_ROWS ?= 5000
 DEMO_DIR ?= $(MLSTEWARD_HOME)/demo
 DEMO_SERVING_PORT ?= 8801
+# The two other built-in models: a smaller cohort and a shorter search keep the demo short.
+DEMO_OTHER_ROWS ?= 12000
+DEMO_OTHER_TRIALS ?= 5
 export MLSTEWARD_HOME PREFECT_HOME
 # PROFILE=production: every command runs on the production profile (config/profiles/).
 ifdef PROFILE
@@ -34,34 +37,34 @@ install: ## Create .venv from the lock file (installs uv with pip if needed)
 	$(UV) sync --frozen --compile-bytecode
 
 demo: install ## The whole loop: train, score, drift, retrain, promote or reject, reproduce, serve
-	@echo "== 1/8  data: the built-in cohort (Jan 2024 - Jun 2025), contract-checked, snapshotted"
+	@echo "== 1/9  data: the built-in cohort (Jan 2024 - Jun 2025), contract-checked, snapshotted"
 	$(RUN) mlsteward generate heart_disease --rows $(DEMO_ROWS)
 	$(RUN) mlsteward ingest heart_disease
 	$(RUN) mlsteward materialize heart_disease
-	@echo; echo "== 2/8  train: Hyperopt-tuned XGBoost, validation gates, the first champion"
+	@echo; echo "== 2/9  train: Hyperopt-tuned XGBoost, validation gates, the first champion"
 	$(RUN) mlsteward train heart_disease
-	@echo; echo "== 3/8  July: new patients from the same population arrive; score them, check drift"
+	@echo; echo "== 3/9  July: new patients from the same population arrive; score them, check drift"
 	$(RUN) mlsteward generate heart_disease --start 2025-07-01 --days 31 --rows $(DEMO_BATCH_ROWS) \
 	  --seed 101 --id-offset 1000000000 --out $(DEMO_DIR)/2025-07.parquet --append-to-source
 	$(RUN) mlsteward score heart_disease --source $(DEMO_DIR)/2025-07.parquet
 	$(RUN) mlsteward drift heart_disease
-	@echo; echo "== 4/8  August: BMI and cholesterol read 1.5 SD higher (a new assay); score it"
+	@echo; echo "== 4/9  August: BMI and cholesterol read 1.5 SD higher (a new assay); score it"
 	$(RUN) mlsteward generate heart_disease --start 2025-08-01 --days 31 --rows $(DEMO_BATCH_ROWS) \
 	  --seed 102 --id-offset 1001000000 --shift bmi=1.5 --shift cholesterol=1.5 \
 	  --out $(DEMO_DIR)/2025-08.parquet --append-to-source
 	$(RUN) mlsteward score heart_disease --source $(DEMO_DIR)/2025-08.parquet
-	@echo; echo "== 5/8  outcomes of both months come in: joined to the prediction log, and the"
+	@echo; echo "== 5/9  outcomes of both months come in: joined to the prediction log, and the"
 	@echo "        source table (now with both months) is snapshotted again for retraining"
 	$(RUN) mlsteward labels heart_disease $(DEMO_DIR)/2025-07.parquet
 	$(RUN) mlsteward labels heart_disease $(DEMO_DIR)/2025-08.parquet
 	$(RUN) mlsteward ingest heart_disease
-	@echo; echo "== 6/8  the daily drift check: Evidently on the last 7 days of predictions;"
+	@echo; echo "== 6/9  the daily drift check: Evidently on the last 7 days of predictions;"
 	@echo "        drift on a key feature retrains, and the challenger faces the same gates"
 	$(RUN) mlsteward drift heart_disease
-	@echo; echo "== 7/8  reproduce the champion from its lineage alone: its own snapshot through Feast"
+	@echo; echo "== 7/9  reproduce the champion from its lineage alone: its own snapshot through Feast"
 	@echo "        (the source has grown since), recorded params and seed -> the same model bytes"
 	$(RUN) mlsteward reproduce heart_disease
-	@echo; echo "== 8/8  serve: the champion answers online (features from the Feast online store) with"
+	@echo; echo "== 8/9  serve: the champion answers online (features from the Feast online store) with"
 	@echo "        its reasons; stopping the service (SIGTERM) writes every answer to the prediction log"
 	@echo "        (the service asks for a token: the demo's own service account, a viewer, gets one)"
 	@mkdir -p $(DEMO_DIR)
@@ -80,9 +83,19 @@ demo: install ## The whole loop: train, score, drift, retrain, promote or reject
 	    --explain --url http://127.0.0.1:$(DEMO_SERVING_PORT); rc=$$?; \
 	else echo "the prediction service did not start:"; tail -20 $(DEMO_DIR)/serving.log; rc=1; fi; \
 	kill -TERM $$pid 2>/dev/null; wait $$pid; exit $$rc
+	@echo; echo "== 9/9  the other built-in models, each from its own config: diabetes (onset within a"
+	@echo "        year; ethnicity measured for fairness, never a model input) and readmission"
+	@echo "        (regression: days in hospital at the next admission, count:poisson)"
+	@for m in diabetes readmission; do \
+	  $(RUN) mlsteward generate $$m --rows $(DEMO_OTHER_ROWS) && \
+	  $(RUN) mlsteward ingest $$m && \
+	  $(RUN) mlsteward train $$m --max-evals $(DEMO_OTHER_TRIALS) || exit 1; \
+	done
 	@echo
+	$(RUN) mlsteward models
 	$(RUN) mlsteward status heart_disease
 	$(RUN) mlsteward report heart_disease
+	$(RUN) mlsteward report readmission
 	$(RUN) mlsteward audit verify
 	@echo
 	$(RUN) mlsteward where
@@ -138,7 +151,7 @@ prefect-ui: ## Open the Prefect UI on http://127.0.0.1:4200 (flow runs of the de
 	$(RUN) prefect server start --host 127.0.0.1 --port 4200
 
 clean: ## Remove all local state (MLSTEWARD_HOME) and generated data
-	rm -rf $(MLSTEWARD_HOME) data/heart_disease.parquet
+	rm -rf $(MLSTEWARD_HOME) data/heart_disease.parquet data/diabetes.parquet data/readmission.parquet
 
 # prefect.yaml is written from config/models first, so a new model's YAML is all it takes.
 deploy: install ## Write prefect.yaml from config/models, create the work pool and its deployments (needs PREFECT_API_URL)
