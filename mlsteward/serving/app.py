@@ -12,7 +12,9 @@ known to be too large, never read whole first: ``mlsteward.serving.body``). Ever
 goes to the prediction log.
 
 ``/healthz`` says the process runs; ``/readyz`` that every served model has a verified
-champion loaded (and its canary challenger, during a rollout); ``/metrics`` is Prometheus.
+champion loaded (and its canary challenger, during a rollout), or no champion yet (a model not
+trained yet keeps no other model out of rotation), and that some model is served;
+``/metrics`` is Prometheus.
 Who may call what is ``mlsteward.serving.auth``: predict, a model's description and the API
 docs need a token unless ``MLSTEWARD_SERVING_AUTH=off``.
 One model's broken config does not stop the others: the service starts without that model and
@@ -330,11 +332,19 @@ class Service:
             log.error("%d prediction(s) were not written to the prediction log", left)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when some model is served and every model is either served (its champion
+        and, during a rollout, its challenger loaded and verified) or has no champion yet: a
+        model just added to the config must not take the others out of rotation until it is
+        trained, while a champion that fails to load does."""
         models = {name: slot.describe() for name, slot in self.slots.items()}
-        ok = bool(models) and all(
-            slot.arms.champion is not None
-            and (slot.arms.canary is None or slot.arms.challenger is not None)
-            for slot in self.slots.values()
+        slots = list(self.slots.values())
+        ok = any(slot.arms.champion is not None for slot in slots) and all(
+            slot.awaiting_champion
+            or (
+                slot.arms.champion is not None
+                and (slot.arms.canary is None or slot.arms.challenger is not None)
+            )
+            for slot in slots
         )
         return ok, models
 

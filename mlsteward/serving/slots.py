@@ -55,6 +55,9 @@ class ModelSlot:
         self.attribute_rules = attribute_rules(cfg)
         self.arms = Arms()
         self.errors: dict[str, str] = {}
+        self.awaiting_champion = False
+        """The record names no champion yet (a model added to the config, not trained): the
+        model answers 503 until one is promoted, and holds no other model's service back."""
         self.refreshed_at: float | None = None
         self._loaded: dict[str, ServedModel] = {}
         self._failed: dict[str, float] = {}
@@ -102,6 +105,7 @@ class ModelSlot:
             target = self._follow_record(target)
             current = self.arms
             champion = current.champion
+            self.awaiting_champion = target.champion is None
             if target.champion is None:
                 champion = None
                 self.errors["champion"] = f"{self.cfg.name} has no champion"

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from mlsteward.config.models import model_names
 from tests.conftest import REPO_ROOT
 from tests.support.platform import free_port
 from tests.support.serving import bearer, issue_token
@@ -93,7 +94,7 @@ def test_the_prediction_service_serves_the_valid_models_and_names_the_broken_one
     assert call(f"{base}/readyz") == (503, {"ready": False})  # details need a token
     status, ready = call(f"{base}/readyz", token=token)
     assert status == 503  # a new home: no champion yet, for the model that is served
-    assert list(ready["models"]) == ["heart_disease"]
+    assert sorted(ready["models"]) == model_names(REPO_ROOT / "config" / "models")
     problem = ready["config_errors"][BROKEN]
     assert problem.startswith(broken_file) and "tuning.max_evals" in problem
 

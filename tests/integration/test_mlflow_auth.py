@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from mlsteward.audit import Action, audit_store
 from mlsteward.cli.app import app
+from mlsteward.config.models import model_names
 from mlsteward.errors import MlstewardError, NotFoundError
 from mlsteward.identity import identity_store, local_principal
 from mlsteward.platform import processes
@@ -222,15 +223,16 @@ def test_a_later_grant_takes_back_what_a_team_change_removed(
     with identity_store() as store:
         store.add_principal("tom", roles=["trainer"], teams=[TEAM], by=local_principal())
     first = grant_mlflow_access("user:tom")
-    assert [(g.model, g.experiment, g.registered_model) for g in first.grants] == [
-        (MODEL, "EDIT", "READ")
-    ]
+    # his team's model to edit; every other configured model only to read
+    assert {g.model: (g.experiment, g.registered_model) for g in first.grants} == {
+        m: ("EDIT", "READ") if m == MODEL else ("READ", "READ") for m in model_names()
+    }
     assert first.password is not None
     with identity_store() as store:
         store.add_principal("tom", roles=["trainer"], by=local_principal(), replace=True)
     again = grant_mlflow_access("tom")
     assert not again.created and again.password is None  # the password he has keeps working
-    assert [(g.experiment, g.registered_model) for g in again.grants] == [("READ", "READ")]
+    assert {(g.experiment, g.registered_model) for g in again.grants} == {("READ", "READ")}
     as_login(monkeypatch, "tom", first.password)
     client = MlflowClient(tracking_uri=locked.url)
     with pytest.raises(MlflowException) as refused:

@@ -33,6 +33,7 @@ from mlsteward.governance import canary
 from mlsteward.governance import promotion as governance
 from mlsteward.monitoring import prediction_log
 from mlsteward.monitoring.scoring import score_frame
+from tests.conftest import REPO_ROOT
 from tests.support.governance import MODEL, write_config
 from tests.support.serving import (
     FAST_TUNING,
@@ -743,3 +744,23 @@ def test_alias_switch_under_load_loses_nothing_and_sigterm_flushes_the_log(
     during = logged[logged["scored_at"] >= started]
     assert len(during) == len(ours) == sum(len(r["predictions"]) for r in answered)
     assert set(ours["model_version"].astype(str)) == {stack["champion"], stack["challenger"]}
+
+
+def test_a_model_not_trained_yet_keeps_no_other_model_out_of_rotation(
+    stack: dict[str, Any],
+) -> None:
+    """A model just added to the config has no champion: it answers 503 naming that, and the
+    service stays ready for the model that has one."""
+    from mlsteward.config.models import load_model_config
+    from mlsteward.serving.app import create_app
+    from mlsteward.serving.settings import ServingSettings
+
+    untrained = load_model_config(REPO_ROOT / "config" / "models" / "diabetes.yaml")
+    app = create_app([get_model_config(MODEL), untrained], ServingSettings())
+    with TestClient(app, headers=bearer(issue_token("viewer"))) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert "diabetes has no champion" in ready.json()["models"]["diabetes"]["errors"]
+        r = client.post("/v1/models/diabetes/predict", json={"entity_ids": [1]})
+        assert r.status_code == 503, r.text  # not applied to Feast, no champion either
+        assert client.post(PREDICT, json={"entity_ids": stack["ids"][:2]}).status_code == 200
