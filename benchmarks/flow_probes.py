@@ -40,6 +40,7 @@ HEARTBEATS = "heartbeat thread"
 ENGINE_PREFIX = "engine: "
 
 API_PREFIX = "prefect api: "
+MLFLOW_PREFIX = "mlflow client: "
 RESULTS = "prefect result persistence"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -182,3 +183,13 @@ def instrument_prefect(watch: Stopwatch) -> None:
     for attr in ("_persist_result_record", "_apersist_result_record"):
         if hasattr(ResultStore, attr):
             setattr(ResultStore, attr, watch.wrap(RESULTS, getattr(ResultStore, attr)))
+
+
+def instrument_mlflow(watch: Stopwatch) -> None:
+    """Time every public ``MlflowClient`` method, so a stage's MLflow round trips can be
+    counted by kind (one method may call another: their times then nest)."""
+    from mlflow.tracking import MlflowClient
+
+    for name, fn in list(vars(MlflowClient).items()):
+        if not name.startswith("_") and inspect.isfunction(fn):
+            setattr(MlflowClient, name, watch.wrap(MLFLOW_PREFIX + name, fn))

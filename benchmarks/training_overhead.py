@@ -33,8 +33,10 @@ Why it is built this way:
   each measured pair, outside the timings, the warm-up's version is made champion again (a
   rollback in the registry, an assignment in the bare script), so every measured run does the
   same work instead of tying the previous measured run's identical model and stopping at the
-  champion gate. A run whose best trial is the warm-up's one trial ties it and is rejected on
-  both sides alike, as ``min_delta: 0`` says.
+  champion gate. The same seed makes the warm-up's one trial the search's first, so a run
+  whose best trial is its first trains the warm-up's model again, ties the champion and is
+  rejected on both sides alike, as ``min_delta: 0`` says (likely with a handful of trials,
+  rare with the default 30); the decisions are printed.
 * One-off costs are excluded and printed apart: the Prefect harness start-up (15-19 s, paid
   once per process), ingestion (contract, snapshot, ``feast apply``; both sides read its
   snapshot), and first-call costs (imports, MLflow schema creation, Feast registry load,
@@ -91,8 +93,10 @@ from flow_probes import (
     ENGINE_CONTEXTS,
     ENGINE_PREFIX,
     HEARTBEATS,
+    MLFLOW_PREFIX,
     RESULTS,
     Stopwatch,
+    instrument_mlflow,
     instrument_prefect,
     patch_everywhere,
 )
@@ -176,6 +180,13 @@ INNER_CALLS: list[tuple[str, str, str]] = [
     ("mlsteward.governance.mlflow_adapter", "log_frame_artifact", "mlflow holdout predictions"),
     ("mlsteward.governance.mlflow_adapter", "log_dict_artifact", "mlflow json artifacts"),
     ("mlsteward.governance.mlflow_adapter", "log_and_register", "mlflow log_model + register"),
+    ("mlsteward.governance.mlflow_adapter", "infer_signature", "  of which: infer_signature"),
+    ("mlflow.xgboost", "log_model", "  of which: mlflow.xgboost.log_model"),
+    (
+        "mlflow.models.utils",
+        "_validate_serving_input",
+        "    of which: serve input example",
+    ),
     ("mlsteward.governance.signatures", "sign_model_dir", "  of which: sign (governance key)"),
     ("tasks.registry", "audit_registration", "audit: version registered"),
     ("mlsteward.governance.mlflow_adapter", "end_run", "mlflow end_run"),
@@ -288,6 +299,7 @@ def instrument_flow(watch: Stopwatch) -> None:
     flow = flow_module.training_flow
     flow.fn = watch.wrap("flow body", flow.fn, marks=(BODY_START, BODY_END))
     instrument_prefect(watch)
+    instrument_mlflow(watch)
 
 
 def getattr_of(module_name: str, attr: str) -> Any:
@@ -321,6 +333,7 @@ class RunResult:
     calls: dict[str, float] = field(default_factory=dict)
     outside: dict[str, float] = field(default_factory=dict)
     api: dict[str, tuple[int, float]] = field(default_factory=dict)
+    mlflow: dict[str, tuple[int, float]] = field(default_factory=dict)
     start_finish: float = 0.0
     trial_writes_inline: bool = True
     new_modules: int = 0
@@ -539,11 +552,14 @@ def flow_run(cfg: Any, trials: int, watch: Stopwatch) -> RunResult:
     inner[RESULTS] = watch.seconds[RESULTS]
     calls = {label: float(watch.calls[label]) for _, _, label in INNER_CALLS}
     calls[RESULTS] = float(watch.calls[RESULTS])
-    api = {
-        k.removeprefix(API_PREFIX): (watch.calls[k], watch.seconds[k])
-        for k in watch.seconds
-        if k.startswith(API_PREFIX)
-    }
+    api, mlflow_calls = (
+        {
+            k.removeprefix(prefix): (watch.calls[k], watch.seconds[k])
+            for k in watch.seconds
+            if k.startswith(prefix)
+        }
+        for prefix in (API_PREFIX, MLFLOW_PREFIX)
+    )
     challenger, _, _ = watch.kept["inner:score_on_holdout"]
     report = watch.kept["validate"]
     outside = outside_tasks(watch, stages)
@@ -577,6 +593,7 @@ def flow_run(cfg: Any, trials: int, watch: Stopwatch) -> RunResult:
         calls=calls,
         outside=outside,
         api=api,
+        mlflow=mlflow_calls,
         start_finish=seconds - sum(stages.values()),
         # Were trial runs written on the tuning task's own thread, or on another one?
         trial_writes_inline=trial_writes_inline,
@@ -755,19 +772,32 @@ def print_outside(flow_runs: list[RunResult]) -> None:
         row(label, seconds, 4)
     row("other: engine.result(), return to the caller", after - sum(parts.values()), 4)
 
-    print("\nPrefect API requests during a flow run (medians; async = the engine's awaited")
-    print("calls and the background log/event workers; both sides of the table overlap)")
-    endpoints = sorted({k for r in flow_runs for k in r.api})
-    rows = []
-    for k in endpoints:
-        calls = med([r.api.get(k, (0, 0.0))[0] for r in flow_runs])
-        secs = med([r.api.get(k, (0, 0.0))[1] for r in flow_runs])
-        rows.append((secs, calls, k))
-    for secs, calls, k in sorted(rows, reverse=True):
-        print(f"  {k:<62}{calls:4.0f} x {fmt(secs)}")
-    print(f"  {'total':<62}{sum(c for _, c, _ in rows):4.0f} x {fmt(sum(s for s, _, _ in rows))}")
+    print_calls(
+        "Prefect API requests during a flow run (medians; async = the engine's awaited\n"
+        "calls and the background log/event workers, which overlap the rest)",
+        [r.api for r in flow_runs],
+    )
+    print_calls(
+        "MLflow client calls during a flow run (medians; a method that calls another\n"
+        "nests its time)",
+        [r.mlflow for r in flow_runs],
+    )
     modules = int(med([float(r.new_modules) for r in flow_runs]))
     print(f"modules imported during a measured flow run: {modules}")
+
+
+def print_calls(title: str, per_run: list[dict[str, tuple[int, float]]]) -> None:
+    """One row per endpoint or method: median calls and seconds per run, slowest first."""
+    print(f"\n{title}")
+    rows = []
+    for k in sorted({k for calls in per_run for k in calls}):
+        count = med([float(calls.get(k, (0, 0.0))[0]) for calls in per_run])
+        secs = med([calls.get(k, (0, 0.0))[1] for calls in per_run])
+        rows.append((secs, count, k))
+    for secs, count, k in sorted(rows, reverse=True):
+        print(f"  {k:<62}{count:4.0f} x {fmt(secs)}")
+    total_calls, total_secs = sum(c for _, c, _ in rows), sum(s for s, _, _ in rows)
+    print(f"  {'total':<62}{total_calls:4.0f} x {fmt(total_secs)}")
 
 
 def print_same_work(bare_runs: list[RunResult], flow_runs: list[RunResult], cfg: Any) -> bool:
@@ -787,6 +817,8 @@ def print_same_work(bare_runs: list[RunResult], flow_runs: list[RunResult], cfg:
     print(f"  test {primary:<11} {reference.test_metrics[primary]:.6f}")
     print(f"  model sha256     {reference.model_sha256}")
     print(f"  decisions        {[r.decision for r in bare_runs]} (warm-up first)")
+    for reason in dict.fromkeys(x for r in bare_runs for x in r.reasons):
+        print(f"    rejected: {reason}")
     if problems:
         print("  MISMATCH:\n    " + "\n    ".join(problems))
         return False
