@@ -42,10 +42,11 @@ Why it is built this way:
   snapshot), and first-call costs (imports, MLflow schema creation, Feast registry load,
   Prefect client set-up, the governance key) through one warm-up run of each side with a single
   trial. Modules imported during a measured run are counted to show nothing is left.
-* Flow-run heartbeats are on, every 30 s as the local platform's workers run them
-  (``--heartbeat-seconds``; 0 turns them off as a bare ``prefect_test_harness`` has them): the
-  reaper's pass at the start of a run only looks for dead runs when heartbeats are on, and the
-  engine joins the heartbeat thread at the end of the run.
+* Flow-run heartbeats every 30 s, as the local platform's workers send them
+  (``--heartbeat-seconds``; Prefect's own default is 180 s and they cannot be turned off). The
+  frequency changes little here: the reaper's pass at the start of a run surveys the live runs
+  either way, and at the end of every run the engine stops and joins the heartbeat thread,
+  which sleeps in 1-second steps, so that join alone waits up to a second.
 * Measured runs alternate bare, flow, bare, flow, ... so slow drift on a shared machine hits
   both sides alike; the ratio asked for is of the medians.
 * Contention: XGBoost uses every core (``nthread=0``) and its threads meet at a barrier many
@@ -76,6 +77,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -231,10 +233,7 @@ def set_environment(root: Path, heartbeat_seconds: int) -> None:
     os.environ["DO_NOT_TRACK"] = "1"
     os.environ["FEAST_USAGE"] = "False"
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
-    if heartbeat_seconds:
-        os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(heartbeat_seconds)
-    else:
-        os.environ.pop("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", None)
+    os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(heartbeat_seconds)
     for var in ("MLFLOW_TRACKING_URI", "MLSTEWARD_CONFIG_DIR", "MLSTEWARD_ARTIFACT_ROOT"):
         os.environ.pop(var, None)
 
@@ -274,8 +273,7 @@ def instrument_flow(watch: Stopwatch) -> None:
     there times the whole Prefect task call; ``Task.fn`` is what Prefect's engine finally calls,
     so wrapping it times our code alone.
     """
-    import importlib
-
+    import flows.governance as governance_flow
     import flows.training as flow_module
     from mlsteward.training.spec import TrainingSpec
 
@@ -287,25 +285,18 @@ def instrument_flow(watch: Stopwatch) -> None:
             task.fn = watch.wrap(f"inner:{name}", task.fn, keep=keep)
             setattr(module, name, watch.wrap(f"outer:{name}", task))
     for module_name, attr, label in INNER_CALLS:
-        patch_everywhere(module_name, attr, watch.wrap(label, getattr_of(module_name, attr)))
+        original = getattr(importlib.import_module(module_name), attr)
+        patch_everywhere(module_name, attr, watch.wrap(label, original))
     for module_name, attr, label, _ in BODY_CALLS:
         module = importlib.import_module(module_name)
         setattr(module, attr, watch.wrap(f"body:{label}", getattr(module, attr)))
     resolve = TrainingSpec.resolve.__func__  # type: ignore[attr-defined]
     TrainingSpec.resolve = classmethod(watch.wrap(f"body:{SPEC_RESOLVE}", resolve))  # type: ignore[method-assign,assignment]
-    import flows.governance as governance_flow
-
     governance_flow.validate = watch.wrap("validate", governance_flow.validate, keep=True)
     flow = flow_module.training_flow
     flow.fn = watch.wrap("flow body", flow.fn, marks=(BODY_START, BODY_END))
     instrument_prefect(watch)
     instrument_mlflow(watch)
-
-
-def getattr_of(module_name: str, attr: str) -> Any:
-    import importlib
-
-    return getattr(importlib.import_module(module_name), attr)
 
 
 # --------------------------------------------------------------------------------------------
@@ -839,15 +830,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--heartbeat-seconds",
         type=int,
         default=PLATFORM_HEARTBEAT_SECONDS,
-        help="Prefect flow-run heartbeat frequency (at least 30; 0: off)",
+        help="seconds between Prefect flow-run heartbeats (at least 30, Prefect's minimum)",
     )
     args = parser.parse_args(argv)
     for name in ("rows", "trials", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1 (got {getattr(args, name)})")
-    if args.heartbeat_seconds and args.heartbeat_seconds < 30:
+    if args.heartbeat_seconds < 30:
         parser.error(
-            f"--heartbeat-seconds must be 0 (off) or at least 30, Prefect's minimum "
+            f"--heartbeat-seconds must be at least 30, Prefect's minimum "
             f"(got {args.heartbeat_seconds})"
         )
     return args
@@ -878,8 +869,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"training overhead, {cfg.name} ({cfg.task}, {cfg.tuning.objective}): {args.rows} rows x "
         f"{len(cfg.feature_names)} features{f' (+ {beside} for fairness)' if beside else ''}, "
-        f"{args.trials} trials, {args.repeats} measured pair(s); heartbeats "
-        f"{f'every {args.heartbeat_seconds} s' if args.heartbeat_seconds else 'off'}; "
+        f"{args.trials} trials, {args.repeats} measured pair(s); heartbeats every "
+        f"{args.heartbeat_seconds} s; "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start"
     )
     t = time.perf_counter()
