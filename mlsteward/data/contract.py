@@ -19,6 +19,10 @@ import pandas as pd
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.config.sections.data import FeatureSpec
+from mlsteward.config.sections.training import (
+    INTEGER_LABEL_OBJECTIVES,
+    NON_NEGATIVE_LABEL_OBJECTIVES,
+)
 from mlsteward.errors import ContractViolation
 
 TRUE_STRINGS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
@@ -214,20 +218,22 @@ def _check_label(raw: pd.Series, allowed: list[int]) -> tuple[pd.Series, pd.Seri
     return values.where(ok).astype("Int64"), (~ok).astype(bool)
 
 
-def _check_regression_label(
+def check_regression_label(
     raw: pd.Series, objective: str
 ) -> tuple[pd.Series, dict[str, pd.Series]]:
     """A regression label is a finite number; a count objective's a whole number >= 0, a
-    Tweedie one's >= 0 (their log link has no prediction for anything else)."""
+    Tweedie one's >= 0 (their log link has no prediction for anything else). The masks are
+    disjoint, in rule order; late outcomes are held to the same rules
+    (``monitoring.outcomes``)."""
     values = _coerce_numeric(raw)
     numeric = pd.Series(
         np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan)), index=raw.index
     )
     masks = {RULE_LABEL_NUMERIC: ~numeric}
     known = values.where(numeric, 0.0)
-    if objective == "count:poisson":
+    if objective in INTEGER_LABEL_OBJECTIVES:
         masks[RULE_LABEL_COUNT] = numeric & ((known < 0) | (np.mod(known, 1) != 0))
-    elif objective == "reg:tweedie":
+    elif objective in NON_NEGATIVE_LABEL_OBJECTIVES:
         masks[RULE_LABEL_NONNEGATIVE] = numeric & (known < 0)
     return values.where(numeric), {k: v.astype(bool) for k, v in masks.items()}
 
@@ -388,7 +394,7 @@ def check_contract(
 
     if require_label and cfg.label in df.columns:
         if cfg.is_regression:
-            out[cfg.label], masks = _check_regression_label(df[cfg.label], cfg.tuning.objective)
+            out[cfg.label], masks = check_regression_label(df[cfg.label], cfg.tuning.objective)
             for rule, m in masks.items():
                 broken[(rule, cfg.label)] = m
         else:

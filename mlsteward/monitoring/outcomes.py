@@ -6,12 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mlsteward.audit import Action, AuditStore
 from mlsteward.config.models import ModelConfig
-from mlsteward.data.contract import read_source
+from mlsteward.data.contract import (
+    RULE_LABEL_COUNT,
+    RULE_LABEL_NONNEGATIVE,
+    RULE_LABEL_NUMERIC,
+    check_regression_label,
+    read_source,
+)
 from mlsteward.errors import ContractViolation
 from mlsteward.monitoring import prediction_log
 
@@ -61,6 +66,14 @@ def ingest_labels(cfg: ModelConfig, path: Path, *, actor: str, audit: AuditStore
     return result
 
 
+# The contract's label rules, worded for a file of outcomes.
+_OUTCOME_RULES = {
+    RULE_LABEL_NUMERIC: "not a finite number",
+    RULE_LABEL_COUNT: "not a whole number >= 0 ({objective})",
+    RULE_LABEL_NONNEGATIVE: "not a number >= 0 ({objective})",
+}
+
+
 def outcome_problems(cfg: ModelConfig, values: pd.Series) -> list[tuple[str, list[int]]]:
     """Each rule the outcomes break, with the positions (0-based) of the rows that break it.
 
@@ -70,16 +83,13 @@ def outcome_problems(cfg: ModelConfig, values: pd.Series) -> list[tuple[str, lis
     if not cfg.is_regression:
         bad = ~values.isin(cfg.label_values)
         return [(f"not one of {cfg.label_values}", values.index[bad].tolist())] if bad.any() else []
-    numbers = values.to_numpy(dtype=np.float64)
-    finite = np.isfinite(numbers)
-    rules: list[tuple[str, np.ndarray]] = [("not a finite number", ~finite)]
     objective = cfg.tuning.objective
-    if objective == "count:poisson":
-        whole = finite & (numbers >= 0) & (np.mod(np.where(finite, numbers, 0), 1) == 0)
-        rules.append((f"not a whole number >= 0 ({objective})", finite & ~whole))
-    elif objective == "reg:tweedie":
-        rules.append((f"not a number >= 0 ({objective})", finite & (numbers < 0)))
-    return [(rule, values.index[bad].tolist()) for rule, bad in rules if bad.any()]
+    _, masks = check_regression_label(values, objective)
+    return [
+        (_OUTCOME_RULES[rule].format(objective=objective), values.index[mask.to_numpy()].tolist())
+        for rule, mask in masks.items()
+        if mask.any()
+    ]
 
 
 def _rows(index: list[int]) -> str:

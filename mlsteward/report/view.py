@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from mlsteward.config.sections.training import LOG_LINK_OBJECTIVES
 from mlsteward.report.actions import DRIFT_ACTIONS, EVENT_LABELS, EVENT_TONE, PROMOTED, ROLLBACK
 from mlsteward.report.format import MISSING, fmt_num, fmt_ts, fmt_value, short
 from mlsteward.report.model import (
@@ -107,7 +108,7 @@ def task_text(task: str | None, objective: str | None) -> str:
     text = (task or "binary_classification").replace("_", " ")
     if objective:
         text += f", objective {objective}"
-        if objective in ("count:poisson", "reg:tweedie"):
+        if objective in LOG_LINK_OBJECTIVES:
             text += " (log link: predictions above 0)"
     return text
 
