@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
+import numpy as np
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
@@ -28,6 +29,7 @@ from mlsteward.governance.mlflow_adapter import ARTIFACT_NAME, MODEL_FILE, clien
 from mlsteward.integrity import sha256_file
 
 if TYPE_CHECKING:
+    import pandas as pd
     import xgboost as xgb
 
 CHAMPION = "champion"
@@ -237,6 +239,15 @@ class VerifiedModel:
         import xgboost as xgb  # already loaded: this object holds an XGBoost model
 
         return isinstance(self.model, xgb.XGBRegressor)
+
+    def predict(self, x: pd.DataFrame) -> np.ndarray:
+        """What the model answers per encoded row, as float64: the positive class's
+        probability, or a regression model's predicted value (no rows: an empty array)."""
+        if not len(x):
+            return np.zeros(0, dtype=np.float64)
+        if self.is_regression:
+            return np.asarray(self.model.predict(x), dtype=np.float64)
+        return np.asarray(self.model.predict_proba(x)[:, 1], dtype=np.float64)
 
 
 _MODEL_ID = re.compile(r"^model_id: (\S+)$", re.MULTILINE)

@@ -81,12 +81,11 @@ def score_holdout(cfg: ModelConfig, verified: VerifiedModel, holdout: pd.DataFra
         )
     x = encode(holdout, enc)
     threshold: float | None
+    prediction = verified.predict(x)
     if cfg.is_regression:
-        prediction = verified.model.predict(x).astype("float64")
         y = holdout[cfg.label].to_numpy().astype("float64")
         threshold = None  # the decision_threshold tag is classification's only
     else:
-        prediction = verified.model.predict_proba(x)[:, 1]
         y = holdout[cfg.label].to_numpy().astype(int)
         threshold = verified.info.decision_threshold
     metrics = evaluate_for(cfg, y, prediction, threshold)

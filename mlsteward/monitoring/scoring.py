@@ -256,18 +256,11 @@ def score_frame(
 
     encoded = encode(features, enc)  # selects by name, in the recorded order
     out = features[[entity, ts_col, *enc.columns]].reset_index(drop=True)
+    prediction = verified.predict(encoded)
     if threshold is None:
-        out[PREDICTION_COLUMN] = (
-            np.asarray(verified.model.predict(encoded), dtype=np.float64)
-            if len(encoded)
-            else np.zeros(0, dtype=np.float64)
-        )
+        out[PREDICTION_COLUMN] = prediction
     else:
-        proba = (
-            verified.model.predict_proba(encoded)[:, 1].astype(np.float64)
-            if len(encoded)
-            else np.zeros(0, dtype=np.float64)
-        )
+        proba = prediction
         negative, positive = cfg.label_values
         out[PROBA_COLUMN] = proba
         out[LABEL_COLUMN] = np.where(proba >= threshold, positive, negative).astype(np.int64)
