@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +38,6 @@ import pandas as pd
 from fairlearn.metrics import (
     MetricFrame,
     count,
-    demographic_parity_difference,
-    demographic_parity_ratio,
-    equal_opportunity_difference,
-    equalized_odds_difference,
     false_positive_rate,
     selection_rate,
     true_positive_rate,
@@ -238,12 +233,25 @@ def _group_table(
     return mf.by_group
 
 
-def _metric_or_none(fn: Any, y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> float | None:
-    if len(np.unique(groups)) < 2:
+def _spread(groups: list[dict[str, Any]], key: str, *, ratio: bool = False) -> float | None:
+    """Largest minus smallest group rate (or smallest over largest), as fairlearn's
+    ``between_groups`` aggregation computes it, read from the per-group table: the four
+    classification metrics need no further passes over the holdout (each fairlearn call
+    would rebuild a ``MetricFrame``, most of the gate's time on a large holdout)."""
+    if len(groups) < 2:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _finite(fn(y, pred, sensitive_features=groups))
+    rates = [float(g[key]) for g in groups]
+    low, high = min(rates), max(rates)
+    if not ratio:
+        return _finite(high - low)
+    return _finite(low / high) if high > 0 else None
+
+
+def _worst_spread(groups: list[dict[str, Any]], keys: tuple[str, ...]) -> float | None:
+    """Equalized odds: the larger of the TPR and FPR spreads (fairlearn's ``worst_case``)."""
+    spreads = [_spread(groups, k) for k in keys]
+    defined = [x for x in spreads if x is not None]
+    return max(defined) if len(defined) == len(keys) else None
 
 
 def assess_attribute(
@@ -277,23 +285,13 @@ def assess_attribute(
         )
     gated = [g for g in groups if g["gated"]]
     small = [g["group"] for g in groups if not g["gated"]]
-    lab = labels.to_numpy()
-
-    def subset(keep: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        mask = np.isin(lab, [g["group"] for g in keep])
-        return y_true[mask], pred[mask], lab[mask]
-
     with_pos = [g for g in gated if g["tpr"] is not None]
     with_both = [g for g in with_pos if g["fpr"] is not None]
     metrics: dict[str, float | None] = {
-        "demographic_parity_difference": _metric_or_none(
-            demographic_parity_difference, *subset(gated)
-        ),
-        "demographic_parity_ratio": _metric_or_none(demographic_parity_ratio, *subset(gated)),
-        "equal_opportunity_difference": _metric_or_none(
-            equal_opportunity_difference, *subset(with_pos)
-        ),
-        "equalized_odds_difference": _metric_or_none(equalized_odds_difference, *subset(with_both)),
+        "demographic_parity_difference": _spread(gated, "selection_rate"),
+        "demographic_parity_ratio": _spread(gated, "selection_rate", ratio=True),
+        "equal_opportunity_difference": _spread(with_pos, "tpr"),
+        "equalized_odds_difference": _worst_spread(with_both, ("tpr", "fpr")),
     }
     notes = []
     if len(gated) < 2:
