@@ -106,9 +106,11 @@ demo: install ## The whole loop: train, score, drift, retrain, promote or reject
 # and subprocesses it starts, and with one XGBoost thread per worker (tests/conftest.py) the
 # extra worker fills that (measured on 2 cores: 3 workers 8:39, 2 workers 9:53).
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)) + 1)")
+# Files go out in collection order, end-to-end first: xdist's default hands out the files with
+# the most tests first, which left the one-test platform files (2-5 minutes each) for last.
 
 test: install ## Run the full test suite (real Prefect, MLflow, Feast in temp dirs)
-	$(RUN) pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(RUN) pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: install ## Unit tests only (pytest -m unit)
 	$(RUN) pytest -q -n auto -m unit

@@ -106,9 +106,15 @@ def start_custom_run(
         )
 
     submitted_at = datetime.now(UTC)
-    with page.expect_response(creates_run) as created:
-        page.get_by_role("button", name="Submit", exact=True).click()
-    response = created.value
+    for _ in range(3):
+        with page.expect_response(creates_run) as created:
+            page.get_by_role("button", name="Submit", exact=True).click()
+        response = created.value
+        # Prefect answers 503 while its SQLite database is locked by its own services (seen on
+        # a loaded 2-core machine); the UI keeps the form and a person submits again.
+        if response.status != 503:
+            break
+        time.sleep(2)
     assert response.ok, f"create_flow_run answered HTTP {response.status}: {response.text()}"
     run = response.json()
     # The UI confirms the run by name (its toast may be mounted twice) and returns to the
