@@ -35,7 +35,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError
 from starlette.routing import Route
 
 from mlsteward.config.models import (
@@ -50,77 +50,30 @@ from mlsteward.governance.canary import ServingTarget
 from mlsteward.identity import Permission
 from mlsteward.monitoring import prediction_log
 from mlsteward.serving.auth import Access, Refused
-from mlsteward.serving.batcher import Job, MicroBatcher
+from mlsteward.serving.batcher import MicroBatcher
 from mlsteward.serving.body import BodyTooLarge, closing, read_body, refused_unread
-from mlsteward.serving.features import (
-    FieldError,
-    RequestRejected,
-    attribute_rules,
-    check_attributes,
-    check_instances,
-    log_kind,
-    logged_attributes,
-    split_attributes,
-)
+from mlsteward.serving.features import RequestRejected, attribute_rules, log_kind
 from mlsteward.serving.logbook import PredictionLogWriter
 from mlsteward.serving.metrics import ServingMetrics
+from mlsteward.serving.oip import add_oip_routes
+from mlsteward.serving.predict import (
+    PredictRequest,
+    count_answer,
+    count_refused,
+    make_job,
+    score,
+)
 from mlsteward.serving.routes import (
     PREDICT_PATH,
     add_docs_routes,
     add_status_routes,
     unknown_model,
 )
-from mlsteward.serving.routing import CHALLENGER_ARM
 from mlsteward.serving.settings import ServingSettings
 from mlsteward.serving.slots import ModelSlot
 from mlsteward.serving.watcher import RegistryWatcher
 
 log = logging.getLogger("mlsteward.serving")
-MIXED_ARMS = "mixed"
-
-
-class PredictRequest(BaseModel):
-    """Either ``entity_ids`` or ``instances``, not both."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    entity_ids: list[int | str] | None = Field(
-        default=None, min_length=1, description="Ids whose features are read from Feast online."
-    )
-    instances: list[dict[str, Any]] | None = Field(
-        default=None, min_length=1, description="Feature values, one object per row."
-    )
-    routing_keys: list[str] | None = Field(
-        default=None,
-        description="Per instance, what canary routing hashes (e.g. a user id); default: the "
-        "entity id, or the values themselves.",
-    )
-    explain: bool = Field(default=False, description="Add the top-k SHAP contributions.")
-    top_k: int | None = Field(default=None, ge=1, le=50)
-    attributes: list[dict[str, Any]] | None = Field(
-        default=None,
-        min_length=1,
-        description="With entity_ids, one object per id: the model's sensitive columns that "
-        "are not features, written to the prediction log for monitoring and never given to "
-        "the model (with instances, give them in each instance).",
-    )
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> PredictRequest:
-        if (self.entity_ids is None) == (self.instances is None):
-            raise ValueError("give either entity_ids or instances")
-        if self.attributes is not None and (
-            self.entity_ids is None or len(self.attributes) != len(self.entity_ids)
-        ):
-            raise ValueError(
-                "attributes needs one object per entity id (with instances, give the sensitive "
-                "columns in each instance)"
-            )
-        if self.routing_keys is not None and (
-            self.instances is None or len(self.routing_keys) != len(self.instances)
-        ):
-            raise ValueError("routing_keys needs one key per instance")
-        return self
 
 
 class Contribution(BaseModel):
@@ -339,14 +292,16 @@ class Service:
         models = {name: slot.describe() for name, slot in self.slots.items()}
         slots = list(self.slots.values())
         ok = any(slot.arms.champion is not None for slot in slots) and all(
-            slot.awaiting_champion
-            or (
-                slot.arms.champion is not None
-                and (slot.arms.canary is None or slot.arms.challenger is not None)
-            )
-            for slot in slots
+            slot.awaiting_champion or self.serves(slot) for slot in slots
         )
         return ok, models
+
+    @staticmethod
+    def serves(slot: ModelSlot) -> bool:
+        """Whether the model answers: its champion and, during a canary, its challenger are
+        loaded and verified."""
+        arms = slot.arms
+        return arms.champion is not None and (arms.canary is None or arms.challenger is not None)
 
 
 def load_configs(settings: ServingSettings) -> tuple[list[ModelConfig], dict[str, str]]:
@@ -439,6 +394,7 @@ def create_app(
     )
     app.router.routes.insert(0, Route(PREDICT_PATH, predict, methods=["POST"]))
     add_docs_routes(app, service)
+    add_oip_routes(app, service)  # the same predictions in the Open Inference Protocol
     return app
 
 
@@ -449,60 +405,41 @@ def _predict_handler(service: Service) -> Callable[[Request], Awaitable[Response
         started = time.perf_counter()
         model = request.path_params["model"]
         slot = service.slots.get(model)
-        metrics = service.metrics
         try:  # before anything else is looked at or read
             principal = service.access.check(request.headers, Permission.PREDICT, model)
         except Refused as exc:
-            # not labelled by an unknown name: a scan of random paths must not grow the metrics
-            status = str(exc.response.status_code)
-            metrics.child(metrics.requests, model if slot else "", "", "", status).inc()
+            count_refused(service, model if slot else "", exc.response.status_code)
             return refused_unread(request, exc.response)
         if slot is None:  # before the body is read: its limit is the model's
-            metrics.child(metrics.requests, "", "", "", "404").inc()
+            count_refused(service, "", 404)
             return refused_unread(request, unknown_model(model, service))
         cfg = slot.cfg
         try:
             raw = await read_body(request, cfg.serving.max_body_bytes)
         except BodyTooLarge as exc:
-            metrics.child(metrics.requests, model, "", "", "413").inc()
+            count_refused(service, model, 413)
             return closing(_rejected(exc))
         body = _parse_body(raw)
         if body.routing_keys is not None:
             try:  # routing keys choose the arm: only for callers who may steer traffic
                 service.access.may_route(principal, model)
             except Refused as exc:
-                metrics.child(metrics.requests, model, "", "", "403").inc()
+                count_refused(service, model, 403)
                 return exc.response
         explain = _explain_query(request.query_params.get("explain"))
         try:
-            job = _job(slot, body, explain)
-            result = await service.batchers[model].submit(job)
+            job = make_job(slot, body, explain)
+            result = await score(service, model, job)
         except RequestRejected as exc:
-            metrics.child(metrics.requests, model, "", "", str(exc.status)).inc()
+            count_refused(service, model, exc.status)
             return _rejected(exc)
-        faults = service.settings.faults.get(CHALLENGER_ARM)
-        if faults and faults.delay_ms and CHALLENGER_ARM in result.arms:
-            await asyncio.sleep(faults.delay_ms / 1000)
-        await service.writer.put(model, result.log_rows)
         content = orjson.dumps(
             {"model": cfg.name, "request_id": job.request_id, "predictions": result.predictions}
         )
-        _count_answer(service, model, result.arms, time.perf_counter() - started)
+        count_answer(service, model, result.arms, time.perf_counter() - started)
         return Response(content, media_type="application/json")
 
     return predict
-
-
-def _count_answer(service: Service, model: str, arms: dict[str, str], elapsed: float) -> None:
-    """Requests per arm and version; latency only where one arm answered the whole batch."""
-    metrics = service.metrics
-    for arm, version in arms.items():
-        metrics.child(metrics.requests, model, version, arm, "200").inc()
-    if len(arms) == 1:
-        [(arm, version)] = arms.items()
-        metrics.child(metrics.latency, model, version, arm).observe(elapsed)
-    else:  # a batch answered by both arms says nothing about either one's latency
-        metrics.child(metrics.latency, model, "", MIXED_ARMS).observe(elapsed)
 
 
 def _log_kinds(cfg: ModelConfig) -> dict[str, str]:
@@ -517,43 +454,3 @@ def _log_kinds(cfg: ModelConfig) -> dict[str, str]:
         "arm": "string",
         "request_id": "string",
     }
-
-
-def _job(slot: ModelSlot, body: PredictRequest, explain_query: bool) -> Job:
-    cfg = slot.cfg
-    rows = len(body.entity_ids or body.instances or [])
-    if rows > cfg.serving.max_batch_rows:
-        raise RequestRejected(
-            413,
-            [FieldError(("body",), f"{rows} rows exceed the limit of {cfg.serving.max_batch_rows}"
-                        " per request (serving.max_batch_rows)", "too_many_rows")],
-        )  # fmt: skip
-    explain = body.explain or explain_query
-    top_k = body.top_k or cfg.serving.top_k or cfg.scoring.top_k or 3
-    future = asyncio.get_running_loop().create_future()
-    if body.entity_ids is not None:
-        online = slot.online
-        if online is None:
-            reason = slot.errors.get("online", "no online store")
-            raise RequestRejected(503, [FieldError(("body", "entity_ids"), reason, "unavailable")])
-        ids = [
-            online.entity_key(v, ("body", "entity_ids", n)) for n, v in enumerate(body.entity_ids)
-        ]
-        given = body.attributes
-        if given is None:
-            return Job(ids, None, None, explain, top_k, future)
-        errors = check_attributes(slot.attribute_rules, given)
-        if errors:
-            raise RequestRejected(422, errors)
-        logged = [logged_attributes(slot.attribute_rules, row) for row in given]
-        return Job(ids, None, None, explain, top_k, future, logged)
-    instances = body.instances or []
-    rules = slot.attribute_rules  # worked out once per model; empty for most
-    errors = check_instances(slot.arms.rules, instances, rules)
-    if errors:
-        raise RequestRejected(422, errors)
-    if not rules:
-        return Job(None, instances, body.routing_keys, explain, top_k, future)
-    # routed and scored on the features alone; the sensitive columns are logged beside them
-    features, attributes = split_attributes(rules, instances)
-    return Job(None, features, body.routing_keys, explain, top_k, future, attributes)

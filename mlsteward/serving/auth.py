@@ -39,6 +39,7 @@ NO_TOKEN = (
     "authentication required: send Authorization: Bearer <token> or X-API-Key: <token> "
     "(a token from `mlsteward tokens create`)"
 )
+_UNAVAILABLE = "cannot check the token now: "
 SCHEMES = {
     "bearerToken": {
         "type": "http",
@@ -56,11 +57,13 @@ SCHEMES = {
 
 
 class Refused(Exception):
-    """A request turned away before any work: its answer is ready in ``response``."""
+    """A request turned away before any work: its answer is ready in ``response``, in the
+    service's error shape; ``message`` is the same reason for a protocol with another shape."""
 
-    def __init__(self, response: JSONResponse) -> None:
+    def __init__(self, response: JSONResponse, message: str) -> None:
         super().__init__(response.status_code)
         self.response = response
+        self.message = message
 
 
 def token_of(headers: Headers) -> tuple[str | None, str]:
@@ -106,14 +109,16 @@ class Access:
             principal = authenticate(token)
             authorize(principal, permission, model)
         except AuthenticationError as exc:
-            raise Refused(unauthenticated(str(exc), where, sent=headers_sent(headers))) from None
+            response = unauthenticated(str(exc), where, sent=headers_sent(headers))
+            raise Refused(response, str(exc)) from None
         except PermissionDeniedError as exc:
-            raise Refused(denied(exc, ("header", where))) from None
+            raise Refused(denied(exc, ("header", where)), str(exc)) from None
         except MlstewardError as exc:  # the identity provider's settings, for one
-            raise Refused(unavailable(str(exc))) from None
+            raise Refused(unavailable(str(exc)), _UNAVAILABLE + str(exc)) from None
         except Exception:  # the identity store did not answer: not the caller's fault
             log.exception("cannot check a token")
-            raise Refused(unavailable("the identity store did not answer")) from None
+            msg = "the identity store did not answer"
+            raise Refused(unavailable(msg), _UNAVAILABLE + msg) from None
         return principal
 
     def may_route(self, principal: Principal | None, model: str) -> None:
@@ -127,7 +132,7 @@ class Access:
         try:
             authorize(principal, Permission.ROUTE, model)
         except PermissionDeniedError as exc:
-            raise Refused(denied(exc, ("body", "routing_keys"))) from None
+            raise Refused(denied(exc, ("body", "routing_keys")), str(exc)) from None
 
 
 def headers_sent(headers: Headers) -> bool:
@@ -155,8 +160,7 @@ def denied(exc: PermissionDeniedError, loc: tuple[str, ...]) -> JSONResponse:
 
 def unavailable(msg: str) -> JSONResponse:
     return JSONResponse(
-        _detail(("header", AUTHORIZATION), f"cannot check the token now: {msg}", "unavailable"),
-        status_code=503,
+        _detail(("header", AUTHORIZATION), _UNAVAILABLE + msg, "unavailable"), status_code=503
     )
 
 

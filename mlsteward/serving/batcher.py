@@ -64,7 +64,7 @@ def _request_ids() -> Iterator[str]:
 _REQUEST_IDS = _request_ids()
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: compared by identity, never field by field
 class Job:
     """One predict request's rows, waiting to be scored."""
 
@@ -76,6 +76,9 @@ class Job:
     future: asyncio.Future[JobResult]
     # per row, the sensitive columns that are not features: logged, never scored
     attributes: list[dict[str, Any]] | None = None
+    # a served version every row goes to instead of being routed (the champion's or, during a
+    # canary, the challenger's); checked against the arms the batch is scored with
+    version: str | None = None
     request_id: str = field(default_factory=lambda: next(_REQUEST_IDS))
 
     def __len__(self) -> int:
@@ -221,13 +224,24 @@ class MicroBatcher:
         fraction = arms.fraction
         pos = 0
         for index, job in enumerate(jobs):
+            found: list[dict[str, Any] | None] = []
+            if job.entity_ids is not None and job in entity_jobs:
+                # taken before a job is skipped: the lookup holds rows for every entity job
+                found = fetched[pos : pos + len(job)]
+                pos += len(job)
             if job.future.done():
                 continue
+            pinned = None
+            if job.version is not None:
+                pinned = pinned_arm(arms, job.version)
+                if pinned is None:
+                    _fail(
+                        job, RequestRejected(404, [unserved_version(cfg.name, job.version, arms)])
+                    )
+                    continue
             if job.entity_ids is not None:
                 if job not in entity_jobs:
                     continue
-                found = fetched[pos : pos + len(job)]
-                pos += len(job)
                 errors = [
                     _error(
                         f"unknown {cfg.source.entity} {i!r}: not in the online store",
@@ -255,7 +269,7 @@ class MicroBatcher:
             for n, (entity_id, features) in enumerate(pairs):
                 given = job.routing_keys[n] if job.routing_keys else None
                 key = given if given is not None else routing_key(entity_id, features)
-                arm = choose_arm(cfg.name, rollout_id, fraction, key)
+                arm = pinned or choose_arm(cfg.name, rollout_id, fraction, key)
                 out.append(
                     _Row(
                         index, entity_id, features, key, arm, attributes[n] if attributes else None
@@ -380,6 +394,26 @@ class MicroBatcher:
                 predictions.append(item)
                 log_rows.append(logged)
             job.future.set_result(JobResult(predictions, log_rows, served_by, now))
+
+
+def pinned_arm(arms: Arms, version: str) -> str | None:
+    """The arm that serves ``version`` in ``arms``, or None when neither arm does."""
+    if arms.champion is not None and arms.champion.version == version:
+        return CHAMPION_ARM
+    if arms.challenger is not None and arms.challenger.version == version:
+        return CHALLENGER_ARM
+    return None
+
+
+def unserved_version(model: str, version: str, arms: Arms) -> FieldError:
+    """A 404's reason for a version neither arm serves, naming the versions that are served."""
+    served = [
+        f"{m.version} ({arm})"
+        for arm, m in ((CHAMPION_ARM, arms.champion), (CHALLENGER_ARM, arms.challenger))
+        if m is not None
+    ]
+    msg = f"{model} version {version!r} is not served; served: {', '.join(served) or 'none'}"
+    return FieldError(("path", "version"), msg, "unknown_version")
 
 
 def _error(

@@ -104,10 +104,24 @@ def add_status_routes(app: FastAPI, service: Service) -> None:
 
 
 def unknown_model(model: str, service: Service) -> JSONResponse:
-    msg = f"unknown model {model!r}; served: {sorted(service.slots)}"
-    if model in service.config_errors:
-        msg = f"model {model!r} is not served, its config is broken: {service.config_errors[model]}"
     return JSONResponse(
-        {"detail": [{"loc": ["path", "model"], "type": "unknown_model", "msg": msg}]},
+        {
+            "detail": [
+                {
+                    "loc": ["path", "model"],
+                    "type": "unknown_model",
+                    "msg": unknown_model_message(model, service),
+                }
+            ]
+        },
         status_code=404,
     )
+
+
+def unknown_model_message(model: str, service: Service) -> str:
+    """Why ``model`` is not served: not configured (the served ones named), or its config is
+    broken (the file and key named)."""
+    broken = service.config_errors.get(model)
+    if broken is not None:
+        return f"model {model!r} is not served, its config is broken: {broken}"
+    return f"unknown model {model!r}; served: {sorted(service.slots)}"
