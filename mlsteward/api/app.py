@@ -21,6 +21,7 @@ from mlsteward.api import (
     rollouts,
     runs,
 )
+from mlsteward.api.console import create_console
 from mlsteward.api.identity import package_version
 
 PREFIX = "/api/v1"
@@ -51,4 +52,5 @@ def create_app() -> FastAPI:
     groups = (identity, models, decisions, approvals, runs, rollouts, outcomes, audit, dashboard)
     for group in groups:
         app.include_router(group.router, prefix=PREFIX)
+    app.mount("/ui", create_console())
     return app

@@ -1,0 +1,255 @@
+"""The governance console as people use it: a real ``mlsteward api`` (uvicorn) over the module's
+trained home, driven in headless Chromium with Playwright.
+
+A trainer sees the approval queue's evidence without the buttons and a forged approval is
+refused (by the console and by the API); an approver approves with a reason, the champion
+changes on the model page and the approval shows in the audit view; no request from any page
+leaves 127.0.0.1; the pages read without JavaScript and the approval works from the keyboard.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from mlsteward.audit import Action, audit_store
+from mlsteward.config.models import get_model_config
+from mlsteward.governance import approving, registry
+from mlsteward.identity import Role, clear_cache, identity_store, local_principal
+from tests.conftest import REPO_ROOT
+from tests.e2e.test_prefect_ui import CHROMIUM_ARGS, chromium_executable
+from tests.support.governance import MODEL, write_config
+from tests.support.platform import free_port
+from tests.support.serving import FAST_TUNING
+from tests.support.stack import stop_process, wait_for
+
+PEOPLE = {Role.TRAINER: "user:tom", Role.APPROVER: "user:ann", Role.VIEWER: "user:vera"}
+VIEWPORT = {"width": 1366, "height": 900}  # a laptop screen
+
+
+@pytest.fixture(scope="module")
+def mlsteward_home(module_home: Path) -> Path:
+    return module_home
+
+
+@pytest.fixture(scope="module")
+def console(
+    champion_and_challenger: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """The API on a free port; v2 waits for one approval under the manual policy, asked for
+    by the trainer who trained it."""
+    config_dir = Path(os.environ["MLSTEWARD_CONFIG_DIR"])
+    write_config(
+        config_dir, tuning=FAST_TUNING, promotion={"policy": "manual"}, approvals={"required": 1}
+    )
+    clear_cache()
+    operator = local_principal()
+    tokens: dict[Role, str] = {}
+    principals = {}
+    with identity_store() as store:
+        for role, identity in PEOPLE.items():
+            kind, name = identity.split(":")
+            principals[role] = store.add_principal(name, kind=kind, roles=[role.value], by=operator)
+            tokens[role] = store.create_token(identity, by=operator, description="console")[1]
+    v2 = champion_and_challenger["challenger"]
+    with audit_store() as audit:
+        approving.request(audit, principals[Role.TRAINER], get_model_config(MODEL), v2)
+    port = free_port()
+    out = tmp_path_factory.mktemp("console")
+    log_path = out / "api.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlsteward.api", "--port", str(port), "--log-level", "warning"],
+            cwd=REPO_ROOT,
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert proc.poll() is None, log_path.read_text()
+            with suppress(httpx.HTTPError):
+                return httpx.get(f"{base}/api/v1/health").status_code == 200
+            return False
+
+        try:
+            wait_for("the API to answer", healthy, 60)
+            yield {
+                "base": base,
+                "tokens": tokens,
+                **champion_and_challenger,
+                "shots": out,
+                "log": log_path,
+            }
+        finally:
+            stop_process(proc)
+            write_config(config_dir, tuning=FAST_TUNING)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(chromium_executable()), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Session:
+    """One person's browser context, recording every URL its pages ask for."""
+
+    def __init__(self, browser: Browser, base: str, javascript: bool = True) -> None:
+        self.base = base
+        self.context = browser.new_context(viewport=VIEWPORT, java_script_enabled=javascript)
+        self.page = self.context.new_page()
+        self.requested: list[str] = []
+        self.page.on("request", lambda r: self.requested.append(r.url))
+
+    def sign_in(self, token: str) -> Page:
+        page = self.page
+        page.goto(f"{self.base}/ui/models")
+        assert page.get_by_role("heading", name="Sign in").is_visible()
+        page.get_by_label("Token").fill(token)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{self.base}/ui/models")
+        return page
+
+    def shot(self, folder: Path, name: str) -> None:
+        self.page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+    def close(self) -> None:
+        self.context.close()
+
+    def outside(self) -> list[str]:
+        """Requests to anywhere but this server (data: URLs stay in the page)."""
+        return [u for u in self.requested if not (u.startswith(self.base) or u.startswith("data:"))]
+
+
+def test_without_a_token_the_console_asks_to_sign_in(console: dict[str, Any]) -> None:
+    answer = httpx.get(f"{console['base']}/ui/models")
+    assert answer.status_code == 401 and "Paste a token" in answer.text
+    csp = answer.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp
+    assert "connect-src 'self'" in csp and "form-action 'self'" in csp
+    wrong = httpx.post(
+        f"{console['base']}/ui/login", data={"token": "msw_not-a-token", "next": "/ui/models"}
+    )
+    assert wrong.status_code == 401 and "msw_not-a-token" not in wrong.text
+    assert "set-cookie" not in wrong.headers
+    htmx = httpx.get(f"{console['base']}/ui/static/htmx.min.js")
+    assert htmx.status_code == 200 and "htmx" in htmx.text[:200]
+
+
+def test_a_trainer_sees_the_evidence_but_cannot_approve(
+    console: dict[str, Any], browser: Browser
+) -> None:
+    base, v2 = console["base"], console["challenger"]
+    trainer = Session(browser, base)
+    try:
+        page = trainer.sign_in(console["tokens"][Role.TRAINER])
+        assert page.get_by_role("link", name=MODEL).is_visible()
+        assert page.get_by_text("1 waiting").is_visible()
+        page.get_by_role("link", name="Approvals").click()
+        queue = page.get_by_role("region", name=f"{MODEL} v{v2}")
+        assert queue.is_visible()
+        assert queue.get_by_text("Gate report, fairness tables and champion comparison").count()
+        assert page.get_by_role("button", name=f"Approve v{v2}").count() == 0
+        assert page.get_by_text("deciding needs the approver role").is_visible()
+        trainer.shot(console["shots"], "approvals-trainer")
+        # A forged approval with the trainer's own session and form token: the console decides
+        # through the same core as the API, which refuses it with 403 and records the attempt.
+        csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+        forged = page.request.post(
+            f"{base}/ui/approvals/{MODEL}/{v2}/approve",
+            form={"reason": "ship it", "csrf": csrf or ""},
+            max_redirects=0,
+        )
+        assert forged.status == 403, forged.text()
+        assert "user:tom may not approve" in forged.text()
+        no_token = page.request.post(
+            f"{base}/ui/approvals/{MODEL}/{v2}/approve",
+            form={"reason": "ship it"},
+            max_redirects=0,
+        )
+        assert no_token.status == 403 and "csrf" in no_token.text()
+        api = httpx.post(
+            f"{base}/api/v1/models/{MODEL}/versions/{v2}/approve",
+            json={"reason": "ship it"},
+            headers={"Authorization": f"Bearer {console['tokens'][Role.TRAINER]}"},
+        )
+        assert api.status_code == 403 and api.json()["permission"] == "approve"
+        assert trainer.outside() == []
+    finally:
+        trainer.close()
+    with audit_store() as store:
+        refused = store.query(action=Action.ACCESS_DENIED)
+    assert any(r.actor == "user:tom" and r.details.get("permission") == "approve" for r in refused)
+    assert registry.version_by_alias(MODEL, "champion").version == console["champion"]
+
+
+def test_an_approver_approves_and_the_champion_changes(
+    console: dict[str, Any], browser: Browser
+) -> None:
+    base, v2 = console["base"], console["challenger"]
+    approver = Session(browser, base)
+    try:
+        page = approver.sign_in(console["tokens"][Role.APPROVER])
+        page.get_by_role("link", name="Approvals").click()
+        page.wait_for_url(f"{base}/ui/approvals")
+        item = page.get_by_role("region", name=f"{MODEL} v{v2}")
+        item.get_by_text("Gate report, fairness tables and champion comparison").click()
+        assert item.get_by_text("Champion comparison").first.is_visible()
+        approver.shot(console["shots"], "approvals-approver")
+        # From the keyboard: the reason field, then Tab to the Approve button and Enter.
+        item.get_by_label("Reason").focus()
+        page.keyboard.type("gates passed; fairness within limits")
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.textContent")
+        assert focused == f"Approve v{v2}"
+        page.keyboard.press("Enter")
+        page.wait_for_url(f"{base}/ui/approvals?done=*")
+        assert page.get_by_role("status").get_by_text("approve recorded (promoted)").is_visible()
+        page.get_by_role("link", name="Models").click()
+        page.get_by_role("link", name=MODEL).click()
+        page.wait_for_url(f"{base}/ui/models/{MODEL}")
+        champion_tile = page.locator(".tile", has_text="champion").first
+        assert champion_tile.get_by_role("link", name=f"v{v2}").is_visible()
+        approver.shot(console["shots"], "model")
+        page.get_by_role("link", name="Audit").click()
+        page.get_by_label("Action").select_option("approval_granted")
+        page.get_by_role("button", name="Filter").click()
+        page.wait_for_url("**action=approval_granted**")
+        row = page.locator("#records tbody tr").first
+        assert "user:ann" in row.inner_text() and "fairness within limits" in row.inner_text()
+        assert page.get_by_text("chain intact").is_visible()
+        approver.shot(console["shots"], "audit")
+        assert approver.outside() == [], approver.outside()
+    finally:
+        approver.close()
+    assert registry.version_by_alias(MODEL, "champion").version == v2
+
+
+def test_pages_read_without_javascript(console: dict[str, Any], browser: Browser) -> None:
+    base = console["base"]
+    viewer = Session(browser, base, javascript=False)
+    try:
+        page = viewer.sign_in(console["tokens"][Role.VIEWER])
+        page.goto(f"{base}/ui/models/{MODEL}/versions/{console['challenger']}")
+        assert page.get_by_role("heading", name="Lineage").is_visible()
+        assert page.get_by_role("link", name="Check the artifact's digest").is_visible()
+        page.get_by_role("link", name="Check the artifact's digest").click()
+        assert page.get_by_text("verified").first.is_visible()
+        page.goto(f"{base}/ui/rollouts")
+        assert page.get_by_role("heading", name="Rollouts").is_visible()
+        assert viewer.outside() == []
+    finally:
+        viewer.close()
