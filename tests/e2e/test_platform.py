@@ -166,6 +166,12 @@ def assert_the_api_answers_with_authentication_on(platform: Platform, token: str
     with pytest.raises(urllib.error.HTTPError) as refused:
         get(whoami)
     assert refused.value.code == 401
+    console = platform.url("API", "/ui/models")
+    status, body = get(console, {"Cookie": f"msw_console={token}"})
+    assert status == 200 and b"signed in as <strong>user:admin</strong>" in body
+    with pytest.raises(urllib.error.HTTPError) as signin:
+        get(console)
+    assert signin.value.code == 401 and b"Sign in" in signin.value.read()
 
 
 def assert_the_gateway_checks_the_secret_it_made(platform: Platform, secret: str) -> None:
