@@ -15,6 +15,7 @@ from mlsteward.cli import (
     api,
     audit,
     data,
+    dvc,
     governance,
     identity,
     keys,
@@ -42,6 +43,7 @@ def _setup() -> None:
 
 for group in (
     data,
+    dvc,
     training,
     governance,
     audit,

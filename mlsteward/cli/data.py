@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from mlsteward.cli.access import acting_as
+from mlsteward.cli.dvc import DvcDirOpt, tracking_lines
 from mlsteward.cli.output import JsonOpt, ModelName, model_name, run
 from mlsteward.cli.runtime import use_local_platform
 from mlsteward.errors import MlstewardError
@@ -160,6 +161,13 @@ def parse_shifts(items: list[str]) -> dict[str, float]:
 def ingest(
     model: ModelName,
     source: Path | None = typer.Option(None, help="Source file (default: the config's)."),
+    dvc: bool = typer.Option(
+        False,
+        "--dvc",
+        help="Also track the snapshot with DVC (the home must be in a git repository with DVC "
+        "initialised; see export-dvc).",
+    ),
+    dvc_dir: Path | None = DvcDirOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Check a source against the data contract and make it the model's feature data."""
@@ -167,13 +175,27 @@ def ingest(
     from flows.ingestion import ingestion_flow
 
     def action() -> Any:
-        return ingestion_flow(
-            model=model,
-            source=str(source) if source else None,
-            requested_by=acting_as(Permission.INGEST, model).identity,
+        requested_by = acting_as(Permission.INGEST, model).identity
+        root = _dvc_root() if dvc else None  # refused before anything is ingested
+        result = ingestion_flow(
+            model=model, source=str(source) if source else None, requested_by=requested_by
         )
+        if root is None:
+            return result
+        from mlsteward.data.dvc_tracking import track_snapshot
+
+        tracked = track_snapshot(model, result.data_version, root, dvc_dir)
+        return {**result.model_dump(), "dvc": tracked.model_dump()}
 
     run(as_json, action, _ingest_human)
+
+
+def _dvc_root() -> Path:
+    """The DVC repository holding the home (dvc is optional: loaded only for ``--dvc``)."""
+    from mlsteward.config.settings import home
+    from mlsteward.data.dvc_tracking import dvc_repo_root
+
+    return dvc_repo_root(home())
 
 
 def _ingest_human(p: dict) -> str:
@@ -188,6 +210,9 @@ def _ingest_human(p: dict) -> str:
             f"  quarantined {c['bad_rows']} rows ({c['bad_share']:.2%}) in {p['quarantine_path']}"
         )
         lines += [f"    {v['rule']} on {v['column']}: {v['rows']}" for v in c["violations"]]
+    if p.get("dvc"):
+        lines.append(f"tracked by DVC in {p['dvc']['repo']}:")
+        lines += tracking_lines(p["dvc"])
     return "\n".join(lines)
 
 
