@@ -559,13 +559,18 @@ def predict_request(
     entity_ids = values.get(sig.entity)
     routing = values.get(ROUTING_KEYS)
     if entity_ids is not None and features:
-        msg = f"give the entity input or the feature inputs, not both (features given: " \
-              f"{', '.join(features)})"  # fmt: skip
+        msg = (f"give the entity input or the feature inputs, not both (features given: "
+               f"{', '.join(features)})")  # fmt: skip
         errors.append(FieldError(("input", sig.entity), msg, "entity_or_features"))
     elif entity_ids is None and not features:
         msg = (f"give the entity input {sig.entity!r} (features read from the online store) "
                f"or the feature inputs ({', '.join(sig.features)})")  # fmt: skip
         errors.append(FieldError(("body",), msg, "entity_or_features"))
+    elif entity_ids is None:  # a missing tensor is named once, not once per row
+        for name, rule in sig.features.items():
+            if name not in values and not rule.nullable:
+                msg = "missing: the feature needs a value in every row (not nullable)"
+                errors.append(FieldError(("input", name), msg, "not_null"))
     if routing is not None and entity_ids is not None:
         msg = "only with feature inputs: rows given by entity route on the entity id"
         errors.append(FieldError(("input", ROUTING_KEYS), msg, "routing_keys"))
