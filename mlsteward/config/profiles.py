@@ -35,6 +35,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from mlsteward.config.base import StrictModel
+from mlsteward.config.lineage import LineageConfig
 from mlsteward.config.paths import config_dir
 from mlsteward.errors import ConfigError
 
@@ -153,6 +154,7 @@ class Profile(StrictModel):
     redis_url: str | None = Field(default=None, description="redis://[:password@]host:port/db")
     feast: FeastSettings = FeastSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    lineage: LineageConfig = LineageConfig()
 
     @field_validator("redis_url")
     @classmethod

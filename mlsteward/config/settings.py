@@ -14,6 +14,17 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mlsteward.config.lineage import (
+    DEFAULT_API_KEY_ENV,
+    DEFAULT_ENDPOINT,
+    DEFAULT_NAMESPACE,
+    DEFAULT_TIMEOUT_SECONDS,
+    TRANSPORTS,
+    LineageSettings,
+    LineageTransport,
+    check_namespace,
+    check_url,
+)
 from mlsteward.config.names import check_model_name
 from mlsteward.config.paths import project_root
 from mlsteward.config.profiles import Profile, active, masked
@@ -244,6 +255,96 @@ def serving_headers() -> dict[str, str]:
     return {}
 
 
+_OPENLINEAGE_OWN = ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG", "OPENLINEAGE__TRANSPORT__TYPE")
+
+
+def _lineage_transport(url: str | None) -> LineageTransport:
+    """``MLSTEWARD_LINEAGE_TRANSPORT``; else http when a URL is set; else OpenLineage's own
+    configuration when one of its variables is set (``OPENLINEAGE_DISABLED=true``: none); else
+    the profile's; else file."""
+    env = os.environ.get("MLSTEWARD_LINEAGE_TRANSPORT", "").strip().lower()
+    if env:
+        if env not in TRANSPORTS:
+            raise ConfigError(
+                f"MLSTEWARD_LINEAGE_TRANSPORT={env[:40]!r}: expected one of {', '.join(TRANSPORTS)}"
+            )
+        return env  # type: ignore[return-value]  # checked against TRANSPORTS just above
+    if os.environ.get("MLSTEWARD_LINEAGE_URL", "").strip():
+        return "http"
+    if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
+        return "none"
+    if any(os.environ.get(v, "").strip() for v in _OPENLINEAGE_OWN):
+        return "openlineage"
+    profiled = _profile().lineage.transport
+    if profiled:
+        return profiled
+    return "http" if url else "file"
+
+
+def lineage_settings() -> LineageSettings:
+    """Where OpenLineage run events go: each ``MLSTEWARD_LINEAGE_*`` variable wins over the
+    profile's ``lineage`` key of the same name, then the defaults (JSON lines in
+    ``MLSTEWARD_HOME/lineage/events.jsonl``, namespace ``mlsteward``). OpenLineage's own
+    variables are honoured: ``OPENLINEAGE_URL`` or ``OPENLINEAGE_CONFIG`` hand the transport to
+    the OpenLineage client's configuration, ``OPENLINEAGE_NAMESPACE`` names the namespace and
+    ``OPENLINEAGE_DISABLED=true`` turns events off.
+
+    Raises:
+        ConfigError: a transport, URL, namespace or timeout that cannot be right, naming the
+            variable or profile key; ``http`` without a URL.
+    """
+    section = _profile().lineage
+
+    def env(name: str) -> str | None:
+        return os.environ.get(f"MLSTEWARD_LINEAGE_{name}", "").strip() or None
+
+    url = env("URL") or section.url
+    transport = _lineage_transport(url)
+    try:
+        if env("URL"):
+            check_url(env("URL") or "", "MLSTEWARD_LINEAGE_URL")
+        namespace = check_namespace(
+            env("NAMESPACE")
+            or os.environ.get("OPENLINEAGE_NAMESPACE", "").strip()
+            or section.namespace
+            or DEFAULT_NAMESPACE,
+            "MLSTEWARD_LINEAGE_NAMESPACE" if env("NAMESPACE") else "lineage namespace",
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if transport == "http" and not url:
+        raise ConfigError(
+            "lineage transport http needs the server's URL: MLSTEWARD_LINEAGE_URL or the "
+            "profile's lineage.url"
+        )
+    timeout = section.timeout_seconds or DEFAULT_TIMEOUT_SECONDS
+    if env("TIMEOUT"):
+        text = env("TIMEOUT") or ""
+        try:
+            timeout = float(text)
+        except ValueError:
+            timeout = -1.0
+        if not 0 < timeout <= 300:
+            raise ConfigError(
+                f"MLSTEWARD_LINEAGE_TIMEOUT={text[:40]!r}: expected seconds, above 0 and at most "
+                "300"
+            )
+    path: Path | None = None
+    if transport == "file":
+        raw = env("FILE") or section.path
+        path = Path(raw).expanduser().resolve() if raw else _sub("lineage") / "events.jsonl"
+    return LineageSettings(
+        transport=transport,
+        namespace=namespace,
+        path=path,
+        url=url if transport == "http" else None,
+        endpoint=env("ENDPOINT") or section.endpoint or DEFAULT_ENDPOINT,
+        api_key_env=section.api_key_env or DEFAULT_API_KEY_ENV,
+        api_key_block=env("API_KEY_BLOCK") or section.api_key_block,
+        timeout_seconds=timeout,
+    )
+
+
 def locations() -> dict[str, str]:
     """Where each kind of state lives right now (variables, then profile, then defaults), with
     passwords masked: what ``mlsteward profile show`` prints."""
@@ -265,5 +366,6 @@ def locations() -> dict[str, str]:
         "feast_online_store": online,
         "feast_offline_store": offline,
         "snapshots": str(snapshot_root()),
+        "lineage": lineage_settings().destination(),
     }
     return {k: masked(v) for k, v in out.items()}
