@@ -10,6 +10,7 @@ from flows.results import DriftRunResult, RetrainOutcome
 from flows.training import training_flow
 from mlsteward.monitoring.specs import DriftSpec
 from tasks.common import run_actor, run_logger
+from tasks.lineage import lineage_hooks
 from tasks.monitoring import (
     claim_retrain_slot,
     current_from_file,
@@ -24,7 +25,7 @@ from tasks.retrain import emit_drift_event, running_training_runs, training_depl
 from tasks.scoring import load_champion
 
 
-@flow(name="drift-model", log_prints=True)
+@flow(name="drift-model", log_prints=True, **lineage_hooks("drift"))
 def drift_flow(
     model: str = "heart_disease",
     current: str | None = None,

@@ -9,9 +9,10 @@ from mlsteward.data.ingestion import IngestionResult, IngestionSpec
 from mlsteward.features.materialize import MaterializeResult, MaterializeSpec
 from tasks.common import run_actor
 from tasks.ingestion import ingest_source, materialize_online
+from tasks.lineage import lineage_hooks
 
 
-@flow(name="ingest-data")
+@flow(name="ingest-data", **lineage_hooks("ingestion"))
 def ingestion_flow(
     model: str = "heart_disease", source: str | None = None, requested_by: str | None = None
 ) -> IngestionResult:

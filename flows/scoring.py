@@ -8,6 +8,7 @@ from prefect import flow
 from flows.results import ScoringResult
 from mlsteward.monitoring.specs import ScoringSpec
 from tasks.common import run_actor
+from tasks.lineage import lineage_hooks
 from tasks.scoring import (
     entity_scoring_input,
     load_champion,
@@ -19,7 +20,7 @@ from tasks.scoring import (
 )
 
 
-@flow(name="score-model", log_prints=True)
+@flow(name="score-model", log_prints=True, **lineage_hooks("scoring"))
 def scoring_flow(
     model: str = "heart_disease",
     source: str | None = None,

@@ -19,6 +19,7 @@ from tasks.features import (
     retrieve_partitioned_training_set,
     retrieve_training_set,
 )
+from tasks.lineage import lineage_hooks
 from tasks.reaper import reap_before_start
 from tasks.registry import (
     close_training_run,
@@ -56,7 +57,7 @@ def tune_model(spec: TrainingSpec, data: PreparedData, run_id: str) -> TuningRes
         return subflow(spec, key, run_id)
 
 
-@flow(name="train-model", log_prints=True)
+@flow(name="train-model", log_prints=True, **lineage_hooks("training"))
 def training_flow(
     model: str = "heart_disease",
     max_evals: int | None = None,
