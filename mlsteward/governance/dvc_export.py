@@ -118,11 +118,11 @@ def select_versions(model: str, values: Sequence[str]) -> list[VersionInfo]:
 
 
 def local_artifact_dir(info: VersionInfo) -> Path:
-    """The directory the registry stores the version's model in, on this machine's disk.
+    """The directory the registry stores the version's model in, on this machine's disk
+    (whether or not it still exists).
 
     Raises:
-        MlstewardError: the artifact store is remote (not supported yet), or the directory is
-            gone.
+        MlstewardError: the artifact store is remote (not supported yet).
     """
     label = f"{info.name} v{info.version}"
     uri = client().get_model_version_download_uri(info.name, info.version)
@@ -133,10 +133,7 @@ def local_artifact_dir(info: VersionInfo) -> Path:
             "supports artifacts on local disk only, not yet remote stores: export the data "
             "snapshots alone (--no-models)"
         )
-    path = Path(unquote(parts.path))
-    if not path.is_dir():
-        raise MlstewardError(f"{label}: its artifact directory {path} is missing")
-    return path
+    return Path(unquote(parts.path))
 
 
 def _files(directory: Path) -> dict[str, str]:
@@ -155,10 +152,19 @@ def model_target(info: VersionInfo, files_dir: Path, scratch: Path) -> DvcTarget
         IntegrityError: the model file's SHA-256 differs from its tag, or the stored directory
             differs from the checked copy.
         SignatureError: unsigned, or the governance key's signature does not verify.
-        MlstewardError: a remote artifact store, or the directory is gone.
+        MlstewardError: a remote artifact store, or the directory is gone (the message says
+            how DVC restores it when a ``.dvc`` file here records it).
     """
     label = f"{info.name} v{info.version}"
+    dvc_file = files_dir / info.name / "models" / f"v{info.version}.dvc"
     stored = local_artifact_dir(info)
+    if not stored.is_dir():
+        restore = (
+            f"; DVC recorded it in {dvc_file}: `dvc checkout {dvc_file}` restores it"
+            if dvc_file.is_file()
+            else ""
+        )
+        raise MlstewardError(f"{label}: its artifact directory {stored} is missing{restore}")
     checked, digest = check_artifact(info, scratch / f"v{info.version}")
     if _files(stored) != _files(checked.parent):
         raise IntegrityError(
@@ -181,7 +187,7 @@ def model_target(info: VersionInfo, files_dir: Path, scratch: Path) -> DvcTarget
         kind="model_artifact",
         model=info.name,
         path=stored,
-        dvc_file=files_dir / info.name / "models" / f"v{info.version}.dvc",
+        dvc_file=dvc_file,
         sha256=digest,
         meta=meta,
     )

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,18 @@ def test_a_tampered_snapshot_is_never_tracked(trained: TrainingResult) -> None:
     assert dvc_file.read_bytes() == recorded  # DVC still records the genuine bytes
 
 
+def test_a_missing_file_names_the_dvc_checkout_that_restores_it(trained: TrainingResult) -> None:
+    doc = export()
+    for entry in doc["files"]:
+        path, hidden = Path(entry["path"]), Path(entry["path"] + ".hidden")
+        path.rename(hidden)
+        try:
+            message = refused()
+        finally:
+            hidden.rename(path)
+        assert "is missing" in message and f"`dvc checkout {entry['dvc_file']}`" in message
+
+
 def test_a_tampered_artifact_is_never_tracked(trained: TrainingResult) -> None:
     model_file = Path(by_kind(export("--no-snapshots"), "model_artifact")["path"]) / "model.ubj"
     original = model_file.read_bytes()
@@ -222,6 +235,17 @@ def test_outside_a_dvc_repository_it_refuses_with_the_fix(
     git_only = runner.invoke(app, ["export-dvc", MODEL])
     assert git_only.exit_code == 1 and "Traceback" not in git_only.output
     assert f"run `dvc init` in {tmp_path / 'project'}" in git_only.stderr
+
+
+def test_without_dvc_installed_it_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "dvc.repo", None)  # as if dvc were not installed
+    result = runner.invoke(app, ["export-dvc", MODEL])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr == (
+        "error: tracking with DVC needs the dvc package: install dvc (pip install dvc)\n"
+    )
 
 
 def test_a_git_ignored_home_tracks_from_outside_it(
