@@ -116,7 +116,7 @@ def dvc_repo_root(path: Path) -> Path:
             in git (``dvc init --no-scm``), where ``.dvc`` files cannot be committed.
     """
     repo_class = _dvc_repo()
-    from dvc.exceptions import NotDvcRepoError  # dvc is installed: _dvc_repo checked
+    from dvc.exceptions import NotDvcRepoError  # optional dependency; _dvc_repo found it
     from dvc.scm import NoSCM
 
     path = path.resolve()
@@ -272,7 +272,7 @@ def track(root: Path, targets: list[DvcTarget]) -> DvcTracking:
             repository, or the ``.dvc`` file would be git-ignored; DVC failed (its message).
     """
     repo_class = _dvc_repo()
-    from dvc.exceptions import DvcException  # dvc is installed: _dvc_repo checked
+    from dvc.exceptions import DvcException  # optional dependency; _dvc_repo found it
 
     files: list[TrackedFile] = []
     to_git: set[str] = set()
