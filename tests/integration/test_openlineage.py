@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pandas as pd
 import pytest
 from prefect import flow, get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogWorker
-from prefect.states import State
+from prefect.states import Crashed, State
 
 from flows.drift import drift_flow
 from flows.ingestion import ingestion_flow
@@ -26,7 +25,9 @@ from flows.training import training_flow
 from mlsteward.config.settings import predictions_dir, snapshots_dir
 from mlsteward.data.lineage_events import producer
 from mlsteward.data.synthetic import generate_batch, generate_cohort, write_dataset
+from tasks.lineage import lineage_hooks
 from tests.support.governance import MODEL
+from tests.support.openlineage import lineage_server as collecting_server
 from tests.support.openlineage import read_events, validate_run_event
 
 KEY = "lineage-key-5f0c2e"
@@ -191,40 +192,18 @@ def test_a_source_that_breaks_the_contract_ends_in_fail_with_the_error(
     used = validate_run_event(fail)
     assert any(url.endswith("ErrorMessageRunFacet") for url in used)
     error = fail["run"]["facets"]["errorMessage"]
-    assert error["message"].startswith("ContractViolation: ") and "heart_disease" in error["message"]
+    assert (
+        error["message"].startswith("ContractViolation: ") and "heart_disease" in error["message"]
+    )
     assert error["programmingLanguage"] == "PYTHON" and "Traceback" in error["stackTrace"]
     # the file that was refused is the run's input; nothing came out
     assert [d["name"] for d in fail["inputs"]] == [str(broken)] and fail["outputs"] == []
 
 
-class _Collector(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append(
-            {"path": self.path, "headers": dict(self.headers), "event": json.loads(body)}
-        )
-        self.send_response(201)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-
 @pytest.fixture
 def lineage_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A lineage server that keeps what it is sent."""
-    received: list[dict[str, Any]] = []
-    handler = type("Handler", (_Collector,), {"received": received})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with collecting_server() as server:
+        yield server
 
 
 def test_http_sends_the_events_with_the_key_to_the_endpoint(
@@ -254,9 +233,7 @@ def test_http_sends_the_events_with_the_key_to_the_endpoint(
 def run_logs(run_id: str) -> list[str]:
     APILogWorker.drain_all(timeout=5)
     with get_client(sync_client=True) as client:
-        logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
-        )
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
     return [log.message for log in logs]
 
 
@@ -316,3 +293,23 @@ def test_a_subflow_names_its_parent_and_root_run(mlsteward_home: Path, cohort: P
         assert parent["job"] == {"namespace": "mlsteward", "name": f"lineage-parent.{MODEL}"}
         assert parent["root"]["run"]["runId"] == run_of(state)
         assert event["job"]["name"] == f"ingest-data.{MODEL}"
+
+
+def test_a_crashed_or_cancelled_run_is_aborted_with_the_reason(
+    mlsteward_home: Path, cohort: Path
+) -> None:
+    """Prefect calls the same hook on a crash (a killed process, an interrupt) and on a
+    cancel: here with a real run's record and the state Prefect would pass."""
+    state = ingestion_flow(model=MODEL, source=str(cohort), return_state=True)
+    with get_client(sync_client=True) as client:
+        record = client.read_flow_run(UUID(run_of(state)))
+    hooks = lineage_hooks("ingestion")
+    assert hooks["on_crashed"] == hooks["on_cancellation"]
+    [abort] = hooks["on_crashed"]
+    abort(ingestion_flow, record, Crashed(message="Execution was aborted by an interrupt signal."))
+    events = events_of(mlsteward_home, run_of(state))
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE", "ABORT"]
+    validate_run_event(events[-1])
+    error = events[-1]["run"]["facets"]["errorMessage"]
+    assert error["message"] == "CrashedRun: Execution was aborted by an interrupt signal."
+    assert "stackTrace" not in error
