@@ -102,17 +102,18 @@ def _warn(
     exc: Exception,
     logger: logging.Logger | logging.LoggerAdapter,
 ) -> None:
-    """Once per destination when the settings are known; a settings error on every run, as
-    every other setting that cannot be right is reported."""
-    if settings is not None:
-        try:
-            from mlsteward.data.lineage_emitter import warn_once
+    """Once per process: per destination when the settings are known, else per error."""
+    try:
+        from mlsteward.data.lineage_emitter import first_time, warn_once
 
+        if settings is not None:
             warn_once(settings, exc, logger)
             return
-        except Exception:  # the emitter itself cannot load: say so plainly below
-            pass
-    logger.warning("OpenLineage events are off for this run: %s", exc)
+        if not first_time(f"settings: {exc}"):
+            return
+    except Exception:  # the emitter itself cannot load: say so plainly below
+        pass
+    logger.warning("OpenLineage events are off: %s (said once per process)", exc)
 
 
 def _logger(flow: Flow[Any, Any], flow_run: FlowRun) -> logging.Logger | logging.LoggerAdapter:

@@ -26,7 +26,7 @@ _NO_RETRY = {"total": 0}
 """One attempt per event: a retry would hold the run up and log urllib3's own warning on each
 event, while a server that is down loses the event either way."""
 _warned: set[str] = set()
-"""Destinations already warned about in this process."""
+"""What was already warned about in this process (destinations, settings errors)."""
 
 
 def api_key(settings: LineageSettings) -> str | None:
@@ -100,15 +100,22 @@ def emit_event(event: RunEvent, settings: LineageSettings, logger: Logger | None
     return True
 
 
+def first_time(what: str) -> bool:
+    """True the first time ``what`` is warned about in this process."""
+    if what in _warned:
+        return False
+    _warned.add(what)
+    return True
+
+
 def warn_once(
     settings: LineageSettings, exc: BaseException, logger: Logger | None, key: str | None = None
 ) -> None:
     """One warning per destination and process: a server that is down would otherwise add a
     line to every event of every run."""
     where = settings.destination()
-    if where in _warned:
+    if not first_time(where):
         return
-    _warned.add(where)
     reason = f"{type(exc).__name__}: {exc}"
     if key:
         reason = reason.replace(key, "***")
