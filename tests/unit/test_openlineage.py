@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +43,15 @@ VARIABLES = (
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    before = set(os.environ)
+    yield
+    # the OpenLineage client copies OPENLINEAGE_URL and its key into OPENLINEAGE__* variables
+    for name in set(os.environ) - before:
+        if name.startswith("OPENLINEAGE__"):
+            del os.environ[name]
 
 
 def profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lineage: dict[str, Any]) -> None:
