@@ -271,3 +271,41 @@ def test_a_warning_never_quotes_the_key_or_a_password(
     [message] = [r.getMessage() for r in caplog.records if r.name == "mlsteward.lineage"]
     assert "k3y" not in message and "pa55" not in message
     assert "Bearer *** for http://lineage-a.internal/api" in message
+
+
+def test_a_snapshot_loaded_into_postgres_is_a_second_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "production-like.yaml"
+    path.write_text(json.dumps({"postgres": {"url": "postgresql://app:pw@db.internal:6543"}}))
+    monkeypatch.setenv("MLSTEWARD_PROFILE", str(path))
+    digest = "c" * 64
+    result = {
+        "model": MODEL,
+        "data_version": digest,
+        "snapshot_path": str(tmp_path / f"{digest}.parquet"),
+        "rows": 90,
+        "time_range": ["2026-01-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00"],
+        "contract": {"source": str(tmp_path / "in.csv"), "total_rows": 100},
+        "offline_table": {"table": f"heart_disease__{digest[:16]}", "rows": 90},
+    }
+    io = flow_io("ingestion", get_model_config(MODEL), {"model": MODEL}, result)
+    snapshot, table = io.outputs
+    assert (table.namespace, table.name) == (
+        "postgres://db.internal:6543",
+        f"mlsteward_offline.public.heart_disease__{digest[:16]}",
+    )
+    assert "pw" not in table.namespace and table.rows == 90
+    event = as_json(
+        run_event(
+            "COMPLETE",
+            run_id=str(uuid.uuid4()),
+            flow="ingest-data",
+            model=MODEL,
+            namespace="mlsteward",
+            io=io,
+        )
+    )
+    validate_run_event(event)
+    assert event["outputs"][1]["facets"]["version"]["datasetVersion"] == digest
+    assert io.inputs[0].rows == 100 and snapshot.rows == 90
