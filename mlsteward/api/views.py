@@ -80,11 +80,15 @@ def model_item(name: str) -> dict[str, Any]:
 
 
 def model_detail(
-    cfg: ModelConfig, store: AuditStore, pending: list[dict[str, Any]]
+    cfg: ModelConfig,
+    store: AuditStore,
+    pending: list[dict[str, Any]],
+    versions: list[VersionInfo] | None = None,
 ) -> dict[str, Any]:
     """``GET /models/{model}``: ``mlsteward status`` with the policy, the owner, the last drift
-    verdict, the rollout in progress and the versions waiting for approval."""
-    status = promotion.status(cfg.name, store=store)
+    verdict, the rollout in progress and the versions waiting for approval (``versions``: the
+    model's versions, when the caller read them already)."""
+    status = promotion.status(cfg.name, store=store, versions=versions)
     canary = read_target(cfg.name).canary
     return {
         "model": cfg.name,

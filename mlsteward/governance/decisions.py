@@ -263,7 +263,7 @@ def pending_approvals(model: str | None = None) -> list[dict[str, Any]]:
         check_model_name(model)
     out = []
     with open_audit() as audit:
-        for name, version in ledger.requested_versions(audit, model):
+        for name, version in ledger.open_requests(audit, model):
             standing = ledger.standing(name, version, audit)
             if standing.request is None:
                 continue

@@ -164,6 +164,33 @@ def requested_versions(audit: AuditStore, model: str | None = None) -> list[tupl
     return list(seen)
 
 
+def open_requests(audit: AuditStore, model: str | None = None) -> list[tuple[str, str]]:
+    """(model, version) of every version whose newest approval request is still open, in
+    :func:`requested_versions`' order: no round end of the version and no rollback away from
+    it came after that request. For every other version :func:`standing` has no ``request``.
+
+    Read by action (indexed, a few records each), never a version's every record: a version
+    that served as champion carries its scoring and drift records, thousands in a year.
+    """
+    newest: dict[tuple[str, str], int] = {}
+    for rec in audit.query(model=model, action=Action.APPROVAL_REQUESTED):
+        if rec.model and rec.version:
+            newest[(rec.model, rec.version)] = rec.seq  # an update keeps the key's place
+    closed: dict[tuple[str, str], int] = {}
+
+    def close(key: tuple[str, str], seq: int) -> None:
+        closed[key] = max(closed.get(key, 0), seq)
+
+    for name in dict.fromkeys(m for m, _ in newest):
+        for action in ROUND_ENDS:
+            for rec in audit.query(model=name, action=action):
+                if rec.version is not None:
+                    close((name, str(rec.version)), rec.seq)
+        for rec in audit.query(model=name, action=Action.ROLLBACK):
+            close((name, str(rec.details.get("from"))), rec.seq)
+    return [key for key, seq in newest.items() if seq > closed.get(key, 0)]
+
+
 def run_request(audit: AuditStore, flow_run_id: str) -> tuple[str, str] | None:
     """(model, version) a flow run asked approval for, or None."""
     for rec in reversed(audit.query(action=Action.APPROVAL_REQUESTED)):

@@ -49,12 +49,15 @@ async def models_page(request: Request, who: Viewer) -> HTMLResponse:
 
 def _model(name: str) -> dict[str, Any]:
     cfg = known_model(name)
-    pending = pending_approvals(cfg.name)
+    # one queue read and one registry read serve the whole page
+    queue = pending_approvals()
+    pending = [p for p in queue if p["model"] == cfg.name]
+    infos = registry.list_versions(cfg.name)
     with audit_store() as store:
-        detail = views.model_detail(cfg, store, pending)
+        detail = views.model_detail(cfg, store, pending, infos)
         history = decision_history(store, cfg.name)
         drift = drift_history(store, cfg.name)
-    versions = [views.version_item(v) for v in registry.list_versions(cfg.name)]
+    versions = [views.version_item(v) for v in infos]
     versions.sort(key=lambda v: int(v["version"]), reverse=True)
     metric_names = sorted({k for v in versions for k in v["metrics"]})
     primary = cfg.promotion.primary_metric
@@ -70,7 +73,7 @@ def _model(name: str) -> dict[str, Any]:
         "history": history,
         "drift": drift,
         "drift_picture": drift_link(cfg.name) if drift else None,
-        "pending_count": len(pending_approvals()),
+        "pending_count": len(queue),
     }
 
 
