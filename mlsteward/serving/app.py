@@ -14,7 +14,8 @@ goes to the prediction log.
 ``/healthz`` says the process runs; ``/readyz`` that every served model has a verified
 champion loaded (and its canary challenger, during a rollout), or no champion yet (a model not
 trained yet keeps no other model out of rotation), and that some model is served;
-``/metrics`` is Prometheus.
+``/metrics`` is Prometheus. The same predictions, by the same path, answer the Open Inference
+Protocol (KServe V2, Triton) under ``/v2`` (``mlsteward.serving.oip``).
 Who may call what is ``mlsteward.serving.auth``: predict, a model's description and the API
 docs need a token unless ``MLSTEWARD_SERVING_AUTH=off``.
 One model's broken config does not stop the others: the service starts without that model and

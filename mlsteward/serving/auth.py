@@ -3,9 +3,11 @@
 | request | needs |
 | --- | --- |
 | ``POST /v1/models/{model}/predict`` | ``predict``; ``route`` as well to choose ``routing_keys`` |
+| ``POST /v2/models/{model}/infer`` | as predict; ``route`` too under ``/versions/{v}/`` |
 | ``GET /v1/models/{model}``, ``/docs``, ``/redoc``, ``/openapi.json`` | ``read`` |
+| ``GET /v2``, ``/v2/models/{model}...`` (metadata, readiness) | ``read`` |
 | ``GET /metrics`` | ``read`` with ``MLSTEWARD_SERVING_METRICS_AUTH=true``, else nothing |
-| ``GET /healthz``, ``/readyz`` | nothing (probes); ``/readyz`` details only with ``read`` |
+| ``GET /healthz``, ``/readyz``, ``/v2/health/*`` | nothing (probes; details: ``read``) |
 
 A token comes as ``Authorization: Bearer <token>`` (what Prometheus and most HTTP clients send)
 or ``X-API-Key: <token>``. ``mlsteward.identity.authenticate`` keeps a verified token for a few

@@ -375,3 +375,13 @@ def test_tensor_forms_and_request_rules_over_plain_http(
     assert r.status_code == 405 and r.json() == {"error": f"GET {url}: use POST"}
     r = v1.post(url, content=b"{not json")
     assert r.status_code == 400 and "(rule: json_invalid)" in r.json()["error"]
+    malformed = {"inputs": [{"name": "age", "shape": "1", "datatype": 7, "data": [40]}], "x": 1}
+    error = v1.post(url, json=malformed).json()["error"]
+    assert "x: unknown field" in error and "input 'age': shape '1'" in error, error
+    assert "input 'age', field 'datatype': expected a string" in error, error
+    # a length left over from an earlier binary request (tritonclient writes it into the
+    # headers dict it is given) is named, not taken for a JSON error of the caller's own
+    short = {"Inference-Header-Content-Length": "20"}
+    r = v1.post(url, json={"inputs": [column]}, headers=short)
+    assert r.status_code == 400
+    assert "header 'Inference-Header-Content-Length': the body's first 20 bytes" in r.text
