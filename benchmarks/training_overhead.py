@@ -438,7 +438,7 @@ def bare_run(inputs: BareInputs, trials: int, registry: BareRegistry) -> RunResu
     if registry.champion is not None:
         champ_version, champ_path, champ_threshold, champ_enc = registry.champion
         stand_in = verified_stand_in(cfg, champ_version, champ_path, champ_threshold, champ_enc)
-        champion = score_holdout(cfg, stand_in, holdout)
+        champion = score_holdout(cfg, stand_in, holdout, explain=False)  # as the flow scores it
     t6 = time.perf_counter()
     stages["score holdout"] = t6 - t5
 

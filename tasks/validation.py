@@ -17,8 +17,7 @@ from mlsteward.governance.fairness import fairness_gate
 from mlsteward.governance.gates import GateResult, ValidationReport
 from mlsteward.governance.registry import VersionInfo
 from mlsteward.governance.run_gates import champion_gate, score_with_champion
-from mlsteward.governance.threshold_gate import metric_threshold_gate
-from mlsteward.governance.validation import HoldoutScore
+from mlsteward.governance.validation import HoldoutScore, holdout_metrics_gate
 from tasks.common import artifact_key, run_logger
 
 
@@ -47,7 +46,7 @@ def score_on_holdout(
 
 @task(name="gate-metric-thresholds", cache_policy=NO_CACHE)
 def gate_metric_thresholds(cfg: ModelConfig, score: HoldoutScore) -> GateResult:
-    return _logged(metric_threshold_gate(score.metrics, cfg.thresholds))
+    return _logged(holdout_metrics_gate(cfg, score))
 
 
 @task(name="gate-fairness", cache_policy=NO_CACHE)

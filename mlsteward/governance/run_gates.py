@@ -17,8 +17,12 @@ from mlsteward.governance.champion_gate import champion_comparison_gate
 from mlsteward.governance.fairness import fairness_gate
 from mlsteward.governance.gates import GateResult, ValidationReport
 from mlsteward.governance.registry import VersionInfo
-from mlsteward.governance.threshold_gate import metric_threshold_gate
-from mlsteward.governance.validation import HoldoutScore, load_holdout, score_holdout
+from mlsteward.governance.validation import (
+    HoldoutScore,
+    holdout_metrics_gate,
+    load_holdout,
+    score_holdout,
+)
 
 
 def score_with_champion(
@@ -40,7 +44,7 @@ def score_with_champion(
         champion = None
         if champ_info is not None and champ_info.version != info.version:
             verified = governance.load_verified(champ_info, audit, actor, "validation (champion)")
-            champion = score_holdout(cfg, verified, holdout)
+            champion = score_holdout(cfg, verified, holdout, explain=False)
     return challenger, champion, info, len(holdout)
 
 
@@ -66,7 +70,7 @@ def run_gates(cfg: ModelConfig, version: str, actor: str) -> ValidationReport:
         model=cfg.name,
         version=str(version),
         gates=[
-            metric_threshold_gate(challenger.metrics, cfg.thresholds),
+            holdout_metrics_gate(cfg, challenger),
             fairness_gate(challenger.fairness, cfg),
             champion_gate(cfg, challenger, champion),
         ],

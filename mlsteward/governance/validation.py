@@ -9,8 +9,9 @@ score would compare different data. A regression model predicts numbers and has 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -18,8 +19,11 @@ from mlsteward.config.models import ModelConfig
 from mlsteward.errors import MlstewardError
 from mlsteward.features.encoding import encode
 from mlsteward.governance import registry
+from mlsteward.governance.evaluation import attach, evaluate_holdout
 from mlsteward.governance.fairness import AttributeFairness, assess_fairness, fairness_values
+from mlsteward.governance.gates import GateResult
 from mlsteward.governance.registry import VerifiedModel, VersionInfo
+from mlsteward.governance.threshold_gate import metric_threshold_gate
 from mlsteward.training.metrics import evaluate_for
 
 HOLDOUT_ARTIFACT = "holdout/test_predictions.parquet"
@@ -34,6 +38,8 @@ class HoldoutScore:
     """The classification cut-off the metrics and fairness used; None for regression."""
     metrics: dict[str, float]
     fairness: dict[str, AttributeFairness]
+    evaluation: dict[str, Any] | None = field(default=None, repr=False)
+    """The curves, bins and samples behind the metrics (:mod:`~mlsteward.governance.evaluation`)."""
 
     def gated_fairness(self, cfg: ModelConfig) -> dict[str, dict[str, float]]:
         """Only the metrics the config gates: reported-only ones swing with the cut-off alone
@@ -48,9 +54,12 @@ def load_holdout(info: VersionInfo) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
-def score_holdout(cfg: ModelConfig, verified: VerifiedModel, holdout: pd.DataFrame) -> HoldoutScore:
-    """Predict with a verified model (at its own threshold, for classification); metrics and
-    fairness on the rows.
+def score_holdout(
+    cfg: ModelConfig, verified: VerifiedModel, holdout: pd.DataFrame, *, explain: bool = True
+) -> HoldoutScore:
+    """Predict with a verified model (at its own threshold, for classification); metrics,
+    fairness and the evaluation behind them on the rows (``explain``: with a SHAP sample, which
+    only the version being validated needs).
 
     Raises:
         MlstewardError: the model's task is not the config's, or the holdout lacks a feature
@@ -90,4 +99,13 @@ def score_holdout(cfg: ModelConfig, verified: VerifiedModel, holdout: pd.DataFra
         threshold = verified.info.decision_threshold
     metrics = evaluate_for(cfg, y, prediction, threshold)
     fairness = assess_fairness(holdout, y, prediction, threshold, cfg)
-    return HoldoutScore(verified.info.version, threshold, metrics, fairness)
+    evaluation = evaluate_holdout(
+        cfg, verified, x, y, prediction, threshold, metrics, fairness, holdout, explain=explain
+    )
+    return HoldoutScore(verified.info.version, threshold, metrics, fairness, evaluation)
+
+
+def holdout_metrics_gate(cfg: ModelConfig, score: HoldoutScore) -> GateResult:
+    """The metric-threshold gate on a score, carrying the evaluation its metrics came from,
+    so the stored report can be drawn (``mlsteward.report.charts``)."""
+    return attach(metric_threshold_gate(score.metrics, cfg.thresholds), score.evaluation)
