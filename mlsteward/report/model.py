@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlsteward.config.models import ModelConfig
 from mlsteward.report.actions import DRIFT_CHECKED, RETRAIN_TRIGGERED
 
 CLASSIFICATION = "binary_classification"
@@ -67,6 +68,9 @@ class DriftCheck:
             of how many rows (empty when every row was compared, or not recorded).
         outcome: The ``retrain_triggered`` or ``retrain_suppressed`` record of this check, or
             None (no retrain was asked for, or no claim was recorded).
+        scores: Every feature's drift score at this check (empty when not recorded).
+        thresholds: Every feature's threshold at this check (empty for a record written
+            before thresholds were recorded).
     """
 
     seq: int
@@ -83,6 +87,8 @@ class DriftCheck:
     rows: dict[str, Any] = field(default_factory=dict)
     sampling: dict[str, Any] = field(default_factory=dict)
     outcome: AuditEvent | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_event(cls, e: AuditEvent) -> DriftCheck:
@@ -112,6 +118,8 @@ class DriftCheck:
             report=None if report in (None, "") else str(report),
             rows=dict(d["rows"]) if isinstance(d.get("rows"), dict) else {},
             sampling=dict(d["sampling"]) if isinstance(d.get("sampling"), dict) else {},
+            scores=_numbers(d.get("columns")),
+            thresholds=_numbers(d.get("thresholds")),
         )
 
     @property
@@ -138,6 +146,8 @@ class DriftCheck:
             "report": self.report,
             "rows": dict(self.rows),
             "sampling": dict(self.sampling),
+            "column_scores": dict(self.scores),
+            "column_thresholds": dict(self.thresholds),
             "retrain_outcome": None
             if o is None
             else {
@@ -148,6 +158,39 @@ class DriftCheck:
                 "reason": o.reason,
             },
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DriftCheck:
+        """Back from :meth:`to_dict` (the retrain outcome, a summary there, is not restored)."""
+        columns = d.get("drifted_columns")
+        reasons = d.get("reasons")
+        return cls(
+            seq=to_int(d.get("seq")) or 0,
+            ts=str(d.get("ts") or ""),
+            version=None if d.get("version") is None else str(d["version"]),
+            actor=str(d.get("actor") or ""),
+            reason=str(d.get("reason") or ""),
+            drifted_columns=[str(c) for c in columns] if isinstance(columns, list) else None,
+            drift_share=to_float(d.get("dataset_drift_share")),
+            prediction_drift=d.get("prediction_drift")
+            if isinstance(d.get("prediction_drift"), bool)
+            else None,
+            retrain=d.get("retrain") if isinstance(d.get("retrain"), bool) else None,
+            reasons=[str(r) for r in reasons] if isinstance(reasons, list) else [],
+            report=d.get("report"),
+            rows=dict(d.get("rows") or {}),
+            sampling=dict(d.get("sampling") or {}),
+            scores=_numbers(d.get("column_scores")),
+            thresholds=_numbers(d.get("column_thresholds")),
+        )
+
+
+def _numbers(value: Any) -> dict[str, float]:
+    """A ``{column: number}`` mapping from audit details; entries that are no number are
+    left out, and anything but a mapping is empty."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): x for k, v in value.items() if (x := to_float(v)) is not None}
 
 
 def to_float(value: Any) -> float | None:
@@ -298,6 +341,9 @@ class ModelCard:
             (or, without one, the newest version's tags); a regression card shows regression
             metrics and errors per group, and never a decision threshold.
         warnings: What could not be collected (the card is still written).
+        config: The model's configuration when it could be read: the pictures name the
+            outcome on regression axes and fall back to its drift thresholds for drift records
+            that carry none.
     """
 
     model: str
@@ -318,6 +364,7 @@ class ModelCard:
     rollouts: list[RolloutRun] = field(default_factory=list)
     audit: AuditStatus = field(default_factory=lambda: AuditStatus(ok=None))
     warnings: list[str] = field(default_factory=list)
+    config: ModelConfig | None = None
 
     @property
     def is_regression(self) -> bool:
