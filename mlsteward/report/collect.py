@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlsteward.audit import AuditStore, audit_store
-from mlsteward.config.models import get_model_config
+from mlsteward.config.models import ModelConfig, get_model_config
 from mlsteward.errors import MlstewardError, NotFoundError
 from mlsteward.governance import promotion as governance
 from mlsteward.governance import registry
@@ -227,6 +227,7 @@ def collect_model_card(model: str) -> ModelCard:
         rollouts=rollout_history(events),
         audit=audit,
         warnings=warnings,
+        config=conf.cfg,
     )
 
 
@@ -241,6 +242,7 @@ class _Configured:
     task: str = CLASSIFICATION
     objective: str | None = None
     measured_only: tuple[str, ...] = ()
+    cfg: ModelConfig | None = None
 
 
 def _configuration(model: str, infos: dict[str, VersionInfo], warnings: list[str]) -> _Configured:
@@ -269,6 +271,7 @@ def _configuration(model: str, infos: dict[str, VersionInfo], warnings: list[str
         task=cfg.task,
         objective=cfg.tuning.objective,
         measured_only=tuple(c.name for c in cfg.attribute_columns),
+        cfg=cfg,
     )
 
 

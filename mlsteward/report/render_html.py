@@ -2,7 +2,9 @@
 
 Inline CSS, no scripts, nothing fetched when it is opened, so the page can be mailed, archived
 or attached to a ticket as is. Every piece of text from a user, a tag or the audit trail is
-escaped by the template's autoescaping.
+escaped by the template's autoescaping. The pictures (:mod:`mlsteward.report.view_pictures`)
+are inline SVG, whose text matplotlib and :func:`mlsteward.report.charts.svg.clean` escape;
+they are the one markup the template passes through unescaped.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mlsteward.report.view import (
 )
 from mlsteward.report.view_drift import drift_table
 from mlsteward.report.view_metrics import metrics_table
+from mlsteward.report.view_pictures import drift_pictures, metrics_pictures, section_pictures
 from mlsteward.report.view_rollouts import rollouts_table
 
 TEMPLATE = "model_card.html.j2"
@@ -51,7 +54,10 @@ def render_html(card: ModelCard) -> str:
         summary=summary_table(card),
         versions=versions_table(card),
         metrics=metrics_table(card),
+        metric_pictures=metrics_pictures(card),
         sections=[section_view(s) for s in card.sections],
+        section_pictures={s.version: section_pictures(card, s) for s in card.sections},
+        drift_pictures=drift_pictures(card),
         timeline=timeline_items(card),
         drift=drift_table(card),
         rollouts=rollouts_table(card),

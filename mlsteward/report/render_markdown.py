@@ -22,8 +22,13 @@ from mlsteward.report.view import (
 )
 from mlsteward.report.view_drift import drift_table
 from mlsteward.report.view_metrics import metrics_table
+from mlsteward.report.view_pictures import DRAWN_ROLES
 from mlsteward.report.view_rollouts import rollouts_table
 from mlsteward.report.view_validation import report_view
+
+PICTURES_NOTE = "The HTML model card (same name, .html)"
+"""The markdown card omits the pictures (markdown viewers do not show inline SVG or data URLs
+alike) and says where they are."""
 
 
 def md_escape(text: Any) -> str:
@@ -87,6 +92,8 @@ def render_markdown(card: ModelCard) -> str:
     for sv in (section_view(s) for s in card.sections):
         out += _md_section(sv)
     out += ["## Drift and retraining", ""]
+    if card.drift:
+        out += [f"_{PICTURES_NOTE} draws each column's drift score over these checks._", ""]
     drift = drift_table(card)
     out += md_table(drift) if drift else ["No drift checks have run yet.", ""]
     out += ["## Rollouts", ""]
@@ -182,6 +189,12 @@ def _md_report(sv: SectionView) -> list[str]:
         "",
     ]
     out += md_table(r.overview)
+    if DRAWN_ROLES & set(s.roles):
+        out += [
+            f"_{PICTURES_NOTE} draws this validation: curves, SHAP, fairness by group and the "
+            "champion comparison._",
+            "",
+        ]
     for g in r.gates:
         out += [f"#### Gate: {md_escape(g.title)}: {'passed' if g.passed else 'FAILED'}", ""]
         if g.note:

@@ -14,7 +14,17 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlsteward.report.charts.cache import memoised
-from mlsteward.report.charts.svg import BLUE, GREY, LIMIT, ORANGE, Picture, draw, number, short
+from mlsteward.report.charts.svg import (
+    BLUE,
+    GREY,
+    LIMIT,
+    ORANGE,
+    Picture,
+    draw,
+    heading,
+    number,
+    short,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -105,7 +115,7 @@ def comparison_picture(report: dict[str, Any], salt: str = "") -> Picture | None
         ax.set_ylim(-0.6, 1.7)
         ax.grid(axis="y", visible=False)
         ax.set_xlabel(f"{metric} on the challenger's holdout ({p.get('direction') or ''})")
-        ax.set_title(title)
+        heading(fig, title)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncols=1)
 
     alt = (
@@ -192,7 +202,7 @@ def metric_history_picture(
         ax.set_xticks(xs, [f"v{r[0]}" for r in rows])
         ax.set_xlabel("Registered version (oldest to newest)")
         ax.set_ylabel(f"{metric} (own test split)")
-        ax.set_title(title)
+        heading(fig, title)
         ax.margins(x=0.08, y=0.2)
         fig.legend(loc="outside lower center", ncols=4, fontsize=8)
 

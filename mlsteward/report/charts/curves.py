@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mlsteward.report.charts.svg import BLUE, GREY, ORANGE, Picture, draw, number, numbers, short
+from mlsteward.report.charts.svg import (
+    BLUE,
+    GREY,
+    ORANGE,
+    Picture,
+    draw,
+    heading,
+    number,
+    numbers,
+    short,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -56,7 +66,7 @@ def roc_picture(evaluation: dict[str, Any], subject: str = "", salt: str = "") -
         _rate_axes(ax)
         ax.set_xlabel("False-positive rate (share of negatives flagged)")
         ax.set_ylabel("True-positive rate (share of positives found)")
-        ax.set_title(title + (f", {rows:,} holdout rows" if isinstance(rows, int) else ""))
+        heading(fig, title + (f", {rows:,} holdout rows" if isinstance(rows, int) else ""))
         ax.legend(loc="lower right")
 
     alt = (
@@ -110,7 +120,7 @@ def pr_picture(evaluation: dict[str, Any], subject: str = "", salt: str = "") ->
         _rate_axes(ax)
         ax.set_xlabel("Recall (share of positives found)")
         ax.set_ylabel("Precision (share of flagged rows that are positive)")
-        ax.set_title(title)
+        heading(fig, title)
         ax.legend(loc="lower left")
 
     alt = (
@@ -150,7 +160,7 @@ def calibration_picture(
         _rate_axes(top)
         top.set_xlabel("")
         top.set_ylabel("Observed positive rate (per bin)")
-        top.set_title(title)
+        heading(fig, title)
         top.legend(loc="upper left")
         widths = [u - lo for lo, u in zip(lower, upper, strict=True)]
         bottom.bar(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.report.charts.cache import memoised
-from mlsteward.report.charts.svg import BLUE, LIMIT, Picture, draw, number, short
+from mlsteward.report.charts.svg import BLUE, LIMIT, Picture, draw, heading, number, short
 from mlsteward.report.model import AuditEvent, DriftCheck
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def drift_history_picture(
     shown, hidden = ranked[:MAX_PANELS], ranked[MAX_PANELS:]
     rows = math.ceil(len(shown) / COLUMNS_PER_ROW)
     cols = min(COLUMNS_PER_ROW, len(shown))
-    title = "Drift per column over time" + (f": {subject}" if subject else "")
+    title = "Drift by column" + (f": {subject}" if subject else "")
     first, last = checks[0].ts[:10], checks[-1].ts[:10]
     span = first if first == last else f"{first} to {last}"
     no_line = [s.column for s in shown if s.threshold is None]
@@ -169,12 +169,12 @@ def drift_history_picture(
             if i % cols == 0:
                 ax.set_ylabel("Drift score")
             if i // cols == rows - 1 and i % cols == (cols - 1) // 2:
-                ax.set_xlabel("Check time (UTC)")
+                ax.set_xlabel(f"Check time (UTC), {span}")
             locator = mdates.AutoDateLocator(minticks=2, maxticks=5)
             formatter = mdates.ConciseDateFormatter(locator, show_offset=False)
             ax.xaxis.set_major_locator(locator)
             ax.xaxis.set_major_formatter(formatter)
-        fig.suptitle(f"{title}, {span}", x=0.01, ha="left", fontsize=11, fontweight="bold")
+        heading(fig, title)
         handles = [
             Line2D([], [], color=BLUE, marker="o", ms=3, lw=1.2, label="score at each check"),
             Line2D([], [], color=LIMIT, marker="X", ls="", ms=7, label="drifted"),

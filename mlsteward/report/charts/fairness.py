@@ -20,7 +20,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlsteward.report.charts.svg import BLUE, GREY, LIMIT, Picture, draw, number, short
+from mlsteward.report.charts.svg import BLUE, GREY, LIMIT, Picture, draw, heading, number, short
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -188,7 +188,7 @@ def fairness_picture(
         )
     if not gated:
         notes.append("No limit is configured for this attribute: nothing here is gated.")
-    foot = [line for n in notes for line in textwrap.wrap(n, 96)]
+    foot = [line for n in notes for line in textwrap.wrap(n, 84)]
     heights = [0.95 + 0.3 * len(groups) + 0.14 * _title_lines(key, assessment) for key in panels]
     foot_height = 0.3 + 0.15 * len(foot)
 
@@ -198,7 +198,7 @@ def fairness_picture(
         )[:, 0]
         for ax, key in zip(axes[:-1], panels, strict=True):
             _panel(ax, key, groups, lines[key], assessment)
-        fig.suptitle(title, x=0.01, ha="left", fontsize=11, fontweight="bold")
+        heading(fig, title)
         footer = axes[-1]
         footer.axis("off")
         footer.legend(

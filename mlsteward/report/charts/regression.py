@@ -17,6 +17,7 @@ from mlsteward.report.charts.svg import (
     ORANGE,
     Picture,
     draw,
+    heading,
     number,
     numbers,
 )
@@ -77,7 +78,7 @@ def predicted_vs_actual_picture(
         ax.set_ylim(low - pad, high + pad)
         ax.set_xlabel(f"Actual {outcome} (label units)")
         ax.set_ylabel(f"Predicted {outcome} (label units)")
-        ax.set_title(title)
+        heading(fig, title)
         ax.legend(loc="upper left")
 
     of = sample.get("of")
@@ -153,7 +154,7 @@ def residuals_picture(
             ax.set_title(f"{attr}", fontsize=10)
             ax.grid(axis="y", visible=False)
         axes[-1].set_xlabel(f"Predicted {MINUS} actual {outcome} (> 0: over-predicted)")
-        fig.suptitle(title, x=0.01, ha="left", fontsize=11, fontweight="bold")
+        heading(fig, title)
         small = any(not g.get("gated", True) for gs in by_attr.values() for g in gs)
         fig.legend(handles=_legend_handles(small), loc="outside lower center", ncols=4, fontsize=8)
 

@@ -17,6 +17,7 @@ from mlsteward.report.charts.svg import (
     SEQUENTIAL,
     Picture,
     draw,
+    heading,
     number,
     numbers,
     short,
@@ -66,8 +67,8 @@ def importance_picture(
         values = [v for _, v in shown][::-1]
         bars = ax.barh(names, values, color=BLUE, alpha=0.85, height=0.65)
         ax.bar_label(bars, labels=[short(v) for v in values], padding=3, fontsize=8)
-        ax.set_xlabel(f"Mean |SHAP value| on {rows:,} holdout rows ({unit})")
-        ax.set_title(title)
+        ax.set_xlabel(f"Mean |SHAP value| ({unit})")
+        heading(fig, f"{title}, {rows:,} holdout rows")
         ax.grid(axis="y", visible=False)
         ax.margins(x=0.12)
 
@@ -97,7 +98,7 @@ def beeswarm_picture(
     categorical = set(shap.get("categorical") or [])
     unit = SCALE_UNITS.get(str(shap.get("scale")), "model output")
     rows = _rows(shap)
-    title = "SHAP values by feature" + (f": {subject}" if subject else "")
+    title = "SHAP values" + (f": {subject}" if subject else "")
     columns = {f: i for i, f in enumerate(features)}
 
     def paint(fig: Figure) -> None:
@@ -131,7 +132,7 @@ def beeswarm_picture(
         ax.set_ylim(-0.6, len(ranked) - 0.4)
         ax.grid(axis="y", visible=False)
         ax.set_xlabel(f"SHAP value: effect on the model output ({unit})")
-        ax.set_title(f"{title}, {rows:,} rows")
+        heading(fig, f"{title}, {rows:,} holdout rows")
         if mappable is not None:
             bar = fig.colorbar(mappable, ax=ax, pad=0.01, aspect=40, fraction=0.03, ticks=[0, 1])
             bar.ax.set_yticklabels(["low", "high"])

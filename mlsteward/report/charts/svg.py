@@ -52,16 +52,17 @@ LIMIT = VERMILLION
 SEQUENTIAL = "viridis"
 """Low-to-high colour scale (perceptually uniform, readable without colour vision)."""
 
-WIDTH = 6.4
-"""Inches: 460.8 pt, about 614 CSS pixels."""
+WIDTH = 5.8
+"""Inches: 417.6 pt, about 557 CSS pixels: shown at about its own size in the card's two
+columns and in Prefect's UI."""
 
 _LOCK = threading.Lock()
 _STYLE: Any = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans", "Liberation Sans", "Arial", "Helvetica"],
-    "font.size": 9.5,
-    "axes.titlesize": 11,
+    "font.size": 10,
+    "axes.titlesize": 11.5,
     "axes.titleweight": "bold",
     "axes.titlelocation": "left",
     "axes.labelsize": 9.5,
@@ -71,10 +72,10 @@ _STYLE: Any = {
     "grid.color": "#E5E7EB",
     "grid.linewidth": 0.6,
     "axes.axisbelow": True,
-    "legend.fontsize": 8.5,
+    "legend.fontsize": 9,
     "legend.frameon": False,
-    "xtick.labelsize": 8.5,
-    "ytick.labelsize": 8.5,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
     "savefig.dpi": 90,  # for the few layers drawn as pixels (dense scatters)
     "path.simplify": True,
     "text.parse_math": False,  # a group or feature named "$x$" is text, not a formula
@@ -145,6 +146,12 @@ def draw(
         finally:
             fig.clear()
     return Picture(key, title, clean(buffer.getvalue(), title, alt, ident), alt)
+
+
+def heading(fig: Figure, title: str) -> None:
+    """The picture's title, at the figure's left edge (an axes title would start after the
+    longest tick label and run off the right)."""
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11.5, fontweight="bold")
 
 
 def number(value: Any) -> float | None:

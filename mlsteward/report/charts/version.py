@@ -30,7 +30,10 @@ def evaluation_note(report: dict[str, Any] | None) -> str | None:
 
 @memoised
 def version_pictures(
-    validation_report: dict[str, Any], cfg: ModelConfig | None = None
+    validation_report: dict[str, Any],
+    cfg: ModelConfig | None = None,
+    *,
+    exclude: frozenset[str] = frozenset(),
 ) -> list[Picture]:
     """Every picture a stored validation report can give, in reading order.
 
@@ -44,6 +47,9 @@ def version_pictures(
         validation_report: ``ValidationReport.to_dict()`` as stored on the version's run (what
             ``mlsteward.api.views.read_validation`` and the model card read).
         cfg: The model's config, when at hand: the outcome's name on regression axes.
+        exclude: Keys of pictures not to draw (``roc``, ``pr``, ``calibration``,
+            ``predicted-vs-actual``, ``residuals``, ``shap-importance``, ``shap-beeswarm``,
+            ``fairness-<attribute>``, ``champion-comparison``), e.g. where space is short.
 
     Returns:
         The pictures; empty when the report holds nothing to draw.
@@ -55,29 +61,33 @@ def version_pictures(
     label = cfg.label if cfg is not None else ""
     evaluation = from_report(report) or {}
     regression = evaluation.get("task") == "regression"
-    makers: list[Callable[[], Picture | None]] = []
+    makers: list[tuple[str, Callable[[], Picture | None]]] = []
     if regression:
         makers += [
-            lambda: predicted_vs_actual_picture(evaluation, subject, label, salt),
-            lambda: residuals_picture(evaluation, subject, label, salt),
+            (
+                "predicted-vs-actual",
+                lambda: predicted_vs_actual_picture(evaluation, subject, label, salt),
+            ),
+            ("residuals", lambda: residuals_picture(evaluation, subject, label, salt)),
         ]
     elif evaluation:
         makers += [
-            lambda: roc_picture(evaluation, subject, salt),
-            lambda: pr_picture(evaluation, subject, salt),
-            lambda: calibration_picture(evaluation, subject, salt),
+            ("roc", lambda: roc_picture(evaluation, subject, salt)),
+            ("pr", lambda: pr_picture(evaluation, subject, salt)),
+            ("calibration", lambda: calibration_picture(evaluation, subject, salt)),
         ]
     if evaluation:
         makers += [
-            lambda: importance_picture(evaluation, subject, salt),
-            lambda: beeswarm_picture(evaluation, subject, salt),
+            ("shap-importance", lambda: importance_picture(evaluation, subject, salt)),
+            ("shap-beeswarm", lambda: beeswarm_picture(evaluation, subject, salt)),
         ]
-    pictures = [p for make in makers if (p := make()) is not None]
+    pictures = [p for key, make in makers if key not in exclude and (p := make()) is not None]
     gates = [g for g in report.get("gates") or [] if isinstance(g, dict)]
     fairness = next((g for g in gates if g.get("name") == "fairness"), None)
     if fairness is not None:
         pictures += fairness_pictures(fairness.get("details") or {}, subject, salt)
-    comparison = comparison_picture(report, salt)
-    if comparison is not None:
-        pictures.append(comparison)
-    return pictures
+    if "champion-comparison" not in exclude:
+        comparison = comparison_picture(report, salt)
+        if comparison is not None:
+            pictures.append(comparison)
+    return [p for p in pictures if p.key not in exclude]
