@@ -12,7 +12,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlsteward.audit import Action
+from mlsteward.audit import Action, AuditRecord
 from mlsteward.config.models import ModelConfig
 from mlsteward.config.settings import drift_reports_dir
 from mlsteward.data.contract import read_source
@@ -29,6 +29,9 @@ from mlsteward.monitoring.quality import quality_check, quality_lines
 from mlsteward.monitoring.retrain import DriftDecision, TriggerVerdict, claim_retrain, decide
 from mlsteward.monitoring.scoring import check_task, score_frame
 from mlsteward.monitoring.window_sample import WindowSample
+from mlsteward.report.charts import drift_history_picture
+from mlsteward.report.charts.artifact import pictures_markdown
+from mlsteward.report.charts.drift import MAX_CHECKS
 from tasks.common import artifact_key, run_logger
 from tasks.scoring import contract_checked
 
@@ -145,6 +148,7 @@ def record_drift(
         "sampling": result.sampling,
         "notes": result.notes,
         "columns": {c: v["score"] for c, v in result.to_dict()["columns"].items()},
+        "thresholds": {c: v["threshold"] for c, v in result.to_dict()["columns"].items()},
         **({"quality": check.to_dict()} if check is not None else {}),
     }
     with governance.open_audit() as audit:
@@ -157,6 +161,11 @@ def record_drift(
             or (f"{len(result.drifted_columns)} drifted column(s), no retrain"),
             details=summary,
         )
+        history = [
+            r
+            for action in (Action.DRIFT_CHECKED, Action.DRIFT_DETECTED)
+            for r in audit.query(model=cfg.name, action=action, limit=MAX_CHECKS)
+        ]
     # drifted columns first, then the rest, each in config order
     ordered = sorted(result.columns.values(), key=lambda c: not c.drifted)
     rows = "\n".join(
@@ -196,10 +205,23 @@ def record_drift(
                 for line in sampling_lines(result.sampling, result.rows)
             )
             + f"Evidently report: {report} (in MLflow: `{result.report_uri}`)\n\n"
-            "| column | method | score | threshold | verdict |\n|---|---|---|---|---|\n" + rows
+            + drift_pictures(cfg, history)
+            + "| column | method | score | threshold | verdict |\n|---|---|---|---|---|\n"
+            + rows
         ),
         description=f"Drift of {cfg.name}: {len(result.drifted_columns)} drifted column(s)",
     )
+
+
+def drift_pictures(cfg: ModelConfig, history: list[AuditRecord]) -> str:
+    """The drift history (every column's score at each check, against its threshold) as a
+    markdown image, or a line saying why not: a picture never fails the drift run."""
+    try:
+        picture = drift_history_picture(history, cfg, subject=cfg.name)
+    except Exception as exc:  # drawing is best effort here; the record is already written
+        run_logger().warning("drift picture not drawn: %s: %s", type(exc).__name__, exc)
+        return f"_The drift history could not be drawn: {type(exc).__name__}._\n\n"
+    return pictures_markdown([picture] if picture else [], heading="## Drift history")
 
 
 @task(name="claim-retrain", cache_policy=NO_CACHE)

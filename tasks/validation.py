@@ -7,17 +7,22 @@ flow collects every gate's result and decides once.
 
 from __future__ import annotations
 
+import time
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlsteward.config.models import ModelConfig
+from mlsteward.config.models import ModelConfig, get_model_config
+from mlsteward.errors import MlstewardError
 from mlsteward.governance import promotion as governance
 from mlsteward.governance.fairness import fairness_gate
 from mlsteward.governance.gates import GateResult, ValidationReport
 from mlsteward.governance.registry import VersionInfo
 from mlsteward.governance.run_gates import champion_gate, score_with_champion
 from mlsteward.governance.validation import HoldoutScore, holdout_metrics_gate
+from mlsteward.report.charts import version_pictures
+from mlsteward.report.charts.artifact import insert_before, pictures_markdown
 from tasks.common import artifact_key, run_logger
 
 
@@ -86,12 +91,36 @@ def record_validation(
     return info
 
 
+ARTIFACT_EXCLUDE = frozenset({"shap-beeswarm"})
+"""Pictures left to the model card: the beeswarm is the largest and slowest to draw."""
+
+
+def validation_pictures(report: ValidationReport) -> str:
+    """The report's pictures as a markdown section, or a line saying why there are none: a
+    picture that cannot be drawn never fails the flow that trained the version."""
+    started = time.perf_counter()
+    try:
+        try:
+            cfg: ModelConfig | None = get_model_config(report.model)
+        except MlstewardError:
+            cfg = None  # the pictures only miss the outcome's name on their axes
+        pictures = version_pictures(report.to_dict(), cfg, exclude=ARTIFACT_EXCLUDE)
+    except Exception as exc:  # drawing is best effort here; the report itself is published
+        run_logger().warning("validation pictures not drawn: %s: %s", type(exc).__name__, exc)
+        return f"_Pictures could not be drawn: {type(exc).__name__}._\n"
+    run_logger().info(
+        "%d validation picture(s) drawn in %.2f s", len(pictures), time.perf_counter() - started
+    )
+    return pictures_markdown(pictures, elsewhere="the model card (mlsteward report)")
+
+
 @task(name="publish-validation-artifacts", cache_policy=NO_CACHE)
 def publish_validation(report: ValidationReport, score: HoldoutScore) -> None:
-    """The report as a Prefect markdown artifact, per-group fairness as a table."""
+    """The report as a Prefect markdown artifact with its pictures (after the gates' overview,
+    as images Prefect's UI shows), per-group fairness as a table."""
     create_markdown_artifact(
         key=artifact_key(report.model, "validation"),
-        markdown=report.to_markdown(),
+        markdown=insert_before(report.to_markdown(), validation_pictures(report), "## Violations"),
         description=f"Validation of {report.model} v{report.version}: "
         f"{'passed' if report.passed else 'failed'}",
     )
