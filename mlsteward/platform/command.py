@@ -58,7 +58,7 @@ def _print_up(cfg: PlatformConfig, report: UpReport) -> None:
     api = links["governance_api"]
     print(f"Governance   {api + '   (docs: /docs; a token is needed)' if api else 'not started'}")
     if api:
-        print(f"Console      {api.rstrip('/')}/ui   (sign in with a token: mlsteward tokens create)")
+        print(f"Console      {api.rstrip('/')}/ui   (sign in with a token)")
     if report.credentials is not None:
         print_credentials(report.credentials)
     profile = os.environ.get("MLSTEWARD_PROFILE")

@@ -238,6 +238,33 @@ def test_an_approver_approves_and_the_champion_changes(
     assert registry.version_by_alias(MODEL, "champion").version == v2
 
 
+def test_a_version_page_shows_its_pictures(console: dict[str, Any], browser: Browser) -> None:
+    """Every picture of the version loads from this server as an SVG image with a title and
+    labelled axes, and its text alternative is on the page."""
+    base, v2 = console["base"], console["challenger"]
+    viewer = Session(browser, base)
+    try:
+        page = viewer.sign_in(console["tokens"][Role.VIEWER])
+        page.goto(f"{base}/ui/models/{MODEL}/versions/{v2}")
+        page.wait_for_load_state("networkidle")
+        images = page.locator("figure img")
+        sources = [images.nth(i).get_attribute("src") or "" for i in range(images.count())]
+        keys = {src.rsplit("/", 1)[-1] for src in sources}
+        assert {"roc.svg", "pr.svg", "calibration.svg", "shap-importance.svg"} <= keys, keys
+        loaded = page.evaluate(
+            "[...document.querySelectorAll('figure img')].map(i => i.naturalWidth)"
+        )
+        assert loaded and all(w > 0 for w in loaded), loaded
+        roc = page.request.get(f"{base}{next(s for s in sources if s.endswith('/roc.svg'))}")
+        assert roc.headers["content-type"].startswith("image/svg+xml")
+        assert "False-positive rate" in roc.text() and "True-positive rate" in roc.text()
+        assert page.get_by_role("img", name="ROC").first.is_visible()
+        viewer.shot(console["shots"], "version")
+        assert viewer.outside() == []
+    finally:
+        viewer.close()
+
+
 def test_pages_read_without_javascript(console: dict[str, Any], browser: Browser) -> None:
     base = console["base"]
     viewer = Session(browser, base, javascript=False)

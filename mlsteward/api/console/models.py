@@ -19,7 +19,7 @@ from mlsteward.api import views
 from mlsteward.api.approvals import pending_approvals
 from mlsteward.api.auth import check_version, known_model
 from mlsteward.api.console.evidence import decision_history, drift_history, version_evidence
-from mlsteward.api.console.pictures import drift_link, picture_links
+from mlsteward.api.console.pictures import missing_note, model_links, picture_links
 from mlsteward.api.console.render import page
 from mlsteward.api.console.session import Viewer
 from mlsteward.api.dashboard import model_summary
@@ -72,7 +72,7 @@ def _model(name: str) -> dict[str, Any]:
         "primary": primary,
         "history": history,
         "drift": drift,
-        "drift_picture": drift_link(cfg.name) if drift else None,
+        "pictures": model_links(cfg.name, primary, bool(drift)),
         "pending_count": len(queue),
     }
 
@@ -106,6 +106,7 @@ def _version(name: str, number: str, who: Principal) -> dict[str, Any]:
         "v": detail,
         "evidence": version_evidence(cfg, detail),
         "pictures": picture_links(cfg.name, number, detail),
+        "pictures_missing": missing_note(detail),
         "waiting": waiting,
         "item": item,
         "pending_count": len(pending),

@@ -1,16 +1,13 @@
 """Pictures as images of this origin: ``<img src="/ui/pictures/...svg">``.
 
 Pages link the pictures instead of inlining them, so a page answers before matplotlib has
-drawn anything, and an SVG loaded as an image can carry its own styles under the console's CSP
-(no inline style in the page). A version's pictures are drawn from its stored validation
-report, so they are cached by the report's URI: a re-validation writes a new report and so new
-pictures.
+drawn anything, and an SVG loaded as an image carries its own styles under the console's CSP
+(no inline style in the page). The chart functions remember what they drew
+(``mlsteward.report.charts.cache``), so a picture is drawn once per stored report.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -23,13 +20,13 @@ from mlsteward.api.console.evidence import drift_history
 from mlsteward.api.console.session import Viewer
 from mlsteward.audit import audit_store
 from mlsteward.errors import NotFoundError
+from mlsteward.governance import promotion, registry
 from mlsteward.identity import Permission, authorize
 
 if TYPE_CHECKING:
     from mlsteward.report.charts import Picture
 
 router = APIRouter()
-CACHE_ENTRIES = 256
 SVG_HEADERS = {
     "Cache-Control": "private, max-age=300",
     "X-Content-Type-Options": "nosniff",
@@ -37,67 +34,52 @@ SVG_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
 }
 
-_cache: OrderedDict[tuple[str, ...], list[Picture]] = OrderedDict()
-_lock = threading.Lock()
 
-
-def _cached(key: tuple[str, ...], draw: Any) -> list[Picture]:
-    with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    drawn = draw()
-    with _lock:
-        _cache[key] = drawn
-        while len(_cache) > CACHE_ENTRIES:
-            _cache.popitem(last=False)
-    return drawn
-
-
-def version_set(model: str, version: str, detail: dict[str, Any]) -> list[Picture]:
-    """The version's pictures (drawn once per stored validation report)."""
-    cfg = known_model(model)
-    validation = detail.get("validation")
-    if not validation:
-        return []
+def version_set(model: str, detail: dict[str, Any]) -> list[Picture]:
+    """A validated version's pictures, from its stored validation report."""
     # Imported here: matplotlib costs ~0.5 s, paid by the first picture, not the API's start.
     from mlsteward.report.charts import version_pictures
 
-    uri = str(validation.get("created_at") or "")
-    return _cached(("v", model, version, uri), lambda: version_pictures(validation, cfg))
+    validation = detail.get("validation")
+    return version_pictures(validation, known_model(model)) if validation else []
 
 
 def picture_links(model: str, version: str, detail: dict[str, Any]) -> list[dict[str, str]]:
     """What a page needs to show a version's pictures: URL, title and text alternative."""
     return [
-        {
-            "url": f"/ui/pictures/{model}/v{version}/{p.key}.svg",
-            "title": p.title,
-            "alt": p.alt,
-        }
-        for p in version_set(model, version, detail)
+        {"url": f"/ui/pictures/{model}/v{version}/{p.key}.svg", "title": p.title, "alt": p.alt}
+        for p in version_set(model, detail)
     ]
 
 
-def _drift_picture(model: str) -> Picture | None:
-    from mlsteward.report.charts import drift_history_picture  # matplotlib: see version_set
+def missing_note(detail: dict[str, Any]) -> str | None:
+    """Why a version's curve and SHAP pictures are absent, or None."""
+    from mlsteward.report.charts import evaluation_note  # matplotlib: see version_set
 
-    cfg = known_model(model)
-    with audit_store() as store:
-        checks = drift_history(store, model)
-    key = ("d", model, str(checks[-1].seq if checks else 0))
-    found = _cached(key, lambda: [p for p in [drift_history_picture(checks, cfg)] if p])
-    return found[0] if found else None
+    return evaluation_note(detail.get("validation"))
 
 
-def drift_link(model: str) -> dict[str, str]:
-    """The drift history picture's link; drawn when the browser asks for it."""
-    return {
-        "url": f"/ui/pictures/{model}/drift.svg",
-        "title": "Drift per column over time, with the threshold",
-        "alt": f"Chart of {model}'s drift score per column at each drift check, with the "
-        "threshold above which a column counts as drifted; the table below lists the same checks",
-    }
+def model_links(model: str, primary: str, has_drift: bool) -> list[dict[str, str]]:
+    """The model page's pictures: the primary metric by version, and drift over time."""
+    links = [
+        {
+            "url": f"/ui/pictures/{model}/metric.svg",
+            "title": f"{primary} of every version",
+            "alt": f"Chart of {primary} on each version's holdout, oldest to newest, with the "
+            "champion and challenger marked; the versions table lists the same numbers",
+        }
+    ]
+    if has_drift:
+        links.append(
+            {
+                "url": f"/ui/pictures/{model}/drift.svg",
+                "title": "Drift per column over time, with the thresholds",
+                "alt": f"Chart of {model}'s drift score per column at each drift check, with "
+                "the threshold above which a column counts as drifted; the drift table lists "
+                "the same checks",
+            }
+        )
+    return links
 
 
 def _svg(svg: str) -> Response:
@@ -107,10 +89,32 @@ def _svg(svg: str) -> Response:
 def _version_picture(model: str, version: str, key: str) -> str:
     with audit_store() as store:
         detail = views.version_detail(model, version, store)
-    for picture in version_set(model, version, detail):
+    for picture in version_set(model, detail):
         if picture.key == key:
             return picture.svg
     raise NotFoundError(f"{model} v{version} has no picture {key[:40]!r}")
+
+
+def _model_picture(model: str, which: str) -> str:
+    from mlsteward.report import charts  # matplotlib: see version_set
+
+    cfg = known_model(model)
+    picture: Picture | None = None
+    if which == "drift":
+        with audit_store() as store:
+            checks = drift_history(store, model)
+        picture = charts.drift_history_picture(checks, cfg, subject=model)
+    elif which == "metric":
+        state = promotion.status(model)
+        versions = [views.version_item(v) for v in registry.list_versions(model)]
+        champion = (state.get("champion") or {}).get("version")
+        challenger = (state.get("challenger") or {}).get("version")
+        picture = charts.metric_history_picture(
+            versions, cfg.promotion.primary_metric, champion, challenger, subject=model
+        )
+    if picture is None:
+        raise NotFoundError(f"{model}: nothing recorded yet to draw {which!r}")
+    return picture.svg
 
 
 @router.get("/pictures/{model}/v{version}/{key}.svg")
@@ -123,11 +127,10 @@ async def version_picture(
     return _svg(svg)
 
 
-@router.get("/pictures/{model}/drift.svg")
-async def drift_picture(request: Request, who: Viewer, model: str) -> Response:
+@router.get("/pictures/{model}/{which}.svg")
+async def model_picture(request: Request, who: Viewer, model: str, which: str) -> Response:
+    if which not in ("drift", "metric"):
+        raise NotFoundError(f"no picture {which[:40]!r} (drift or metric)")
     cfg = await run_in_threadpool(known_model, model)
     authorize(who, Permission.READ, cfg)
-    picture = await run_in_threadpool(_drift_picture, cfg.name)
-    if picture is None:
-        raise NotFoundError(f"{cfg.name} has no drift check yet")
-    return _svg(picture.svg)
+    return _svg(await run_in_threadpool(_model_picture, cfg.name, which))
