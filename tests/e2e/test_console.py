@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -20,10 +21,11 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from prefect.settings import PREFECT_API_URL
 
 from mlsteward.audit import Action, audit_store
 from mlsteward.config.models import get_model_config
-from mlsteward.governance import approving, registry
+from mlsteward.governance import approving, canary, registry
 from mlsteward.identity import Role, clear_cache, identity_store, local_principal
 from tests.conftest import REPO_ROOT
 from tests.e2e.test_prefect_ui import CHROMIUM_ARGS, chromium_executable
@@ -70,7 +72,7 @@ def console(
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlsteward.api", "--port", str(port), "--log-level", "warning"],
             cwd=REPO_ROOT,
-            env=dict(os.environ),
+            env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -194,6 +196,55 @@ def test_a_trainer_sees_the_evidence_but_cannot_approve(
         refused = store.query(action=Action.ACCESS_DENIED)
     assert any(r.actor == "user:tom" and r.details.get("permission") == "approve" for r in refused)
     assert registry.version_by_alias(MODEL, "champion").version == console["champion"]
+
+
+def test_a_rollout_is_stopped_from_the_console_by_whoever_may(
+    console: dict[str, Any], browser: Browser
+) -> None:
+    """The running canary shows its traffic share; an approver (no ``rollout`` permission)
+    gets no stop button, a trainer stops it with a reason and traffic is back on the
+    champion."""
+    base, v2 = console["base"], console["challenger"]
+    opened = canary.open_canary(MODEL, v2, 0.2)
+    try:
+        with audit_store() as store:
+            store.append(
+                Action.ROLLOUT_STARTED,
+                model=MODEL,
+                version=v2,
+                actor=f"flow-run:{uuid.uuid4()} for user:tom",
+                reason="canary",
+                details={"rollout_id": opened.rollout_id, "champion": console["champion"],
+                         "steps": [0.2, 0.5]},
+            )  # fmt: skip
+        approver = Session(browser, base)
+        try:
+            page = approver.sign_in(console["tokens"][Role.APPROVER])
+            assert page.get_by_text(f"v{v2} at 20%").is_visible()  # the Models page
+            page.goto(f"{base}/ui/rollouts")
+            assert page.get_by_role("img", name="20% to the challenger").is_visible()
+            assert page.get_by_role("button", name="Stop rollout").count() == 0
+        finally:
+            approver.close()
+        trainer = Session(browser, base)
+        try:
+            page = trainer.sign_in(console["tokens"][Role.TRAINER])
+            page.goto(f"{base}/ui/rollouts")
+            page.get_by_label("Reason for stopping").fill("p99 looks off")
+            page.get_by_role("button", name="Stop rollout").click()
+            page.wait_for_url(f"{base}/ui/rollouts?done=*")
+            assert page.get_by_role("status").get_by_text("traffic is back").is_visible()
+            assert page.get_by_text("aborted").first.is_visible()
+            assert trainer.outside() == []
+        finally:
+            trainer.close()
+        assert canary.read_target(MODEL).canary is None
+        with audit_store() as store:
+            stopped = store.query(model=MODEL, action=Action.ROLLOUT_ABORTED)[-1]
+        assert stopped.actor == "user:tom" and "p99 looks off" in stopped.reason
+    finally:
+        if canary.read_target(MODEL).canary is not None:
+            canary.close_canary(MODEL)
 
 
 def test_an_approver_approves_and_the_champion_changes(
