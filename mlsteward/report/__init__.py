@@ -12,7 +12,11 @@ separate, so the renderers can be tested on a hand-built card without MLflow or 
   ``view_rollouts``: the view layer both renderers use, so each number is formatted once and
   the two outputs cannot drift apart; ``view_metrics`` knows which way each metric is better
   (errors lower, R² higher, the calibration ratio closer to 1).
-- ``render_html`` (with ``templates/model_card.html.j2``), ``render_markdown``: layout only.
+- ``charts``: the pictures (matplotlib, self-contained SVG) of a validation report, of drift
+  records and of the versions' metrics, which the card, the Prefect artifacts and the console
+  share; ``view_pictures``: which of them the HTML card shows where.
+- ``render_html`` (with ``templates/model_card.html.j2``), ``render_markdown``: layout only
+  (the markdown card names the pictures' place instead of embedding them).
 - ``write``: collect, render and write both files.
 """
 

@@ -185,9 +185,11 @@ _NUMBER = re.compile(r"-?\d+\.\d+")
 
 def short(x: float, digits: int = 3) -> str:
     """A number for a label: ``digits`` significant digits, never more than 4 decimals (the
-    card's rule), so 0.00446 reads 0.0045."""
+    card's rule, so 0.00446 reads 0.0045), whole numbers with separators from 10**digits."""
     if x == 0:
         return "0"
+    if abs(x) >= 10**digits:
+        return f"{x:,.0f}"
     text = f"{x:.{digits}g}"
     decimals = len(text.split(".")[1]) if "." in text and "e" not in text else 0
     if "e" in text or decimals > 4:
