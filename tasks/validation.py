@@ -91,8 +91,11 @@ def record_validation(
     return info
 
 
-ARTIFACT_EXCLUDE = frozenset({"shap-beeswarm"})
-"""Pictures left to the model card: the beeswarm is the largest and slowest to draw."""
+ARTIFACT_EXCLUDE = frozenset({"shap-beeswarm", "pr", "calibration"})
+"""Pictures left to the model card and the console: every training run draws the artifact's
+(about 0.12 s a picture), so it keeps the ones a reviewer reads first (ROC or predicted vs
+actual, residuals, SHAP importance, fairness, the champion comparison); the beeswarm is also
+the largest."""
 
 
 def validation_pictures(report: ValidationReport) -> str:
@@ -111,7 +114,13 @@ def validation_pictures(report: ValidationReport) -> str:
     run_logger().info(
         "%d validation picture(s) drawn in %.2f s", len(pictures), time.perf_counter() - started
     )
-    return pictures_markdown(pictures, elsewhere="the model card (mlsteward report)")
+    section = pictures_markdown(pictures, elsewhere="the model card (mlsteward report)")
+    if section:
+        section += (
+            "_More pictures of this version (precision-recall, calibration, the SHAP beeswarm) "
+            "are in the model card (`mlsteward report`) and the console's version page._\n\n"
+        )
+    return section
 
 
 @task(name="publish-validation-artifacts", cache_policy=NO_CACHE)
