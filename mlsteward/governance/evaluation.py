@@ -43,13 +43,10 @@ from sklearn import metrics as skm
 
 from mlsteward.config.models import ModelConfig
 from mlsteward.config.sections.training import LOG_LINK_OBJECTIVES
+from mlsteward.governance.evaluation_format import SCHEMA
 from mlsteward.governance.fairness import AttributeFairness, group_labels
-from mlsteward.governance.gates import METRIC_THRESHOLDS, GateResult
 from mlsteward.governance.registry import VerifiedModel
 
-SCHEMA = 1
-EVALUATION_KEY = "evaluation"
-"""Where the payload sits in the ``metric_thresholds`` gate's details."""
 MAX_CURVE_POINTS = 200
 MAX_SAMPLE_ROWS = 500
 MIN_SHAP_ROWS = 50
@@ -110,29 +107,6 @@ def evaluate_holdout(
     if explain and n:
         out["shap"] = _shap(verified, x, np.sort(order[: shap_rows(verified)]))
     return out
-
-
-def attach(result: GateResult, evaluation: dict[str, Any] | None) -> GateResult:
-    """The ``metric_thresholds`` gate's result with the evaluation its metrics came from.
-
-    The report is built from gate results wherever it is built (the flow, ``run_gates``), so
-    the evaluation travels with the gate that judged the metrics it explains; the markdown
-    report and the card's tables ignore the key.
-    """
-    if evaluation is not None and result.name == METRIC_THRESHOLDS:
-        result.details[EVALUATION_KEY] = evaluation
-    return result
-
-
-def from_report(report: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored payload of a ``ValidationReport.to_dict()``; None for a report written
-    before it was recorded (or not a payload this code can read)."""
-    for gate in report.get("gates") or []:
-        if isinstance(gate, dict) and gate.get("name") == METRIC_THRESHOLDS:
-            found = (gate.get("details") or {}).get(EVALUATION_KEY)
-            if isinstance(found, dict) and found.get("schema") == SCHEMA:
-                return found
-    return None
 
 
 # -- sampling and numbers ---------------------------------------------------------------------

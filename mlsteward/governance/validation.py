@@ -19,7 +19,8 @@ from mlsteward.config.models import ModelConfig
 from mlsteward.errors import MlstewardError
 from mlsteward.features.encoding import encode
 from mlsteward.governance import registry
-from mlsteward.governance.evaluation import attach, evaluate_holdout
+from mlsteward.governance.evaluation import evaluate_holdout
+from mlsteward.governance.evaluation_format import attach
 from mlsteward.governance.fairness import AttributeFairness, assess_fairness, fairness_values
 from mlsteward.governance.gates import GateResult
 from mlsteward.governance.registry import VerifiedModel, VersionInfo

@@ -18,11 +18,17 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
 
+from mlsteward.api.views import flow_run_of
+from mlsteward.audit import Action, audit_store
 from mlsteward.config.models import get_model_config
 from mlsteward.governance import registry
-from mlsteward.governance.evaluation import from_report
+from mlsteward.governance.evaluation_format import from_report
 from mlsteward.report.charts import version_pictures
 from mlsteward.report.write import write_report
 from tasks.common import artifact_key
@@ -63,13 +69,18 @@ def test_the_flow_stores_the_evaluation_with_the_report(
 def test_the_validation_artifact_shows_the_pictures(
     champion_and_challenger: dict[str, Any],
 ) -> None:
+    version = champion_and_challenger["challenger"]
+    with audit_store() as store:  # the run that trained it (the session's Prefect is shared)
+        [registered] = store.query(model=MODEL, version=version, action=Action.VERSION_REGISTERED)
+    run = flow_run_of(registered.actor)
+    assert run is not None, registered.actor
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[artifact_key(MODEL, "validation")])
+                key=ArtifactFilterKey(any_=[artifact_key(MODEL, "validation")]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run]),
             )
         )
-    version = champion_and_challenger["challenger"]
     [markdown] = [
         a.data for a in artifacts if f"Validation report: {MODEL} v{version}" in str(a.data)
     ]

@@ -43,6 +43,12 @@ def _open(req: urllib.request.Request | str, attempts: int = 5) -> tuple[int, by
             if exc.code not in RETRIED_STATUSES or attempt == attempts - 1:
                 raise
             time.sleep(0.5 * 2**attempt)
+        except TimeoutError:
+            # A read may be asked again (a write might have happened): Prefect's server on
+            # SQLite can stall past 10 s while a busy 2-core machine runs its scheduler.
+            is_read = isinstance(req, str) or req.data is None
+            if not is_read or attempt == attempts - 1:
+                raise
     raise AssertionError("unreachable")
 
 

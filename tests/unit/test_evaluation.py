@@ -18,9 +18,9 @@ from mlsteward.governance.evaluation import (
     MAX_CURVE_POINTS,
     MAX_SAMPLE_ROWS,
     MIN_SHAP_ROWS,
-    from_report,
     shap_rows,
 )
+from mlsteward.governance.evaluation_format import from_report
 from mlsteward.governance.gates import METRIC_THRESHOLDS, ValidationReport
 from mlsteward.governance.registry import VerifiedModel, VersionInfo
 from tests.support.pictures import HOLDOUT_ROWS, Scored, scored, stored_report

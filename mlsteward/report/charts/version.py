@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlsteward.config.models import ModelConfig
-from mlsteward.governance.evaluation import from_report
+from mlsteward.governance.evaluation_format import from_report
 from mlsteward.report.charts.cache import memoised
 from mlsteward.report.charts.comparison import comparison_picture
 from mlsteward.report.charts.curves import calibration_picture, pr_picture, roc_picture
