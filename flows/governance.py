@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from prefect import flow, pause_flow_run
 from prefect.exceptions import FlowPauseTimeout, Pause
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig
@@ -35,10 +36,12 @@ APPROVAL_POLL_SECONDS = 2
 def validate(cfg: ModelConfig, version: str, actor: str) -> ValidationReport:
     """Every gate runs and reports; the version is then marked passed or failed once."""
     challenger, champion, _ = score_on_holdout(cfg, version, actor)
+    # quote(): a score and the report carry the holdout evaluation (curves, a SHAP sample);
+    # Prefect would walk every number of it looking for upstream tasks (~1.5 s a run)
     gates = [
-        gate_metric_thresholds(cfg, challenger),
-        gate_fairness(cfg, challenger),
-        gate_champion(cfg, challenger, champion),
+        gate_metric_thresholds(cfg, quote(challenger)),
+        gate_fairness(cfg, quote(challenger)),
+        gate_champion(cfg, quote(challenger), quote(champion)),
     ]
     report = ValidationReport(
         model=cfg.name,
@@ -46,8 +49,8 @@ def validate(cfg: ModelConfig, version: str, actor: str) -> ValidationReport:
         gates=gates,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    record_validation(cfg, report, champion.version if champion else None, actor)
-    publish_validation(report, challenger)
+    record_validation(cfg, quote(report), champion.version if champion else None, actor)
+    publish_validation(quote(report), quote(challenger))
     return report
 
 

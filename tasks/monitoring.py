@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mlsteward.audit import Action, AuditRecord
 from mlsteward.config.models import ModelConfig
-from mlsteward.config.settings import drift_reports_dir
+from mlsteward.config.settings import artifact_pictures, drift_reports_dir
 from mlsteward.data.contract import read_source
 from mlsteward.errors import MlstewardError
 from mlsteward.governance import promotion as governance
@@ -216,6 +216,8 @@ def record_drift(
 def drift_pictures(cfg: ModelConfig, history: list[AuditRecord]) -> str:
     """The drift history (every column's score at each check, against its threshold) as a
     markdown image, or a line saying why not: a picture never fails the drift run."""
+    if not artifact_pictures():
+        return ""
     try:
         picture = drift_history_picture(history, cfg, subject=cfg.name)
     except Exception as exc:  # drawing is best effort here; the record is already written

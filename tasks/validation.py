@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mlsteward.config.models import ModelConfig, get_model_config
+from mlsteward.config.settings import artifact_pictures
 from mlsteward.errors import MlstewardError
 from mlsteward.governance import promotion as governance
 from mlsteward.governance.fairness import fairness_gate
@@ -101,6 +102,9 @@ the largest."""
 def validation_pictures(report: ValidationReport) -> str:
     """The report's pictures as a markdown section, or a line saying why there are none: a
     picture that cannot be drawn never fails the flow that trained the version."""
+    if not artifact_pictures():
+        return "_Pictures are off for artifacts (MLSTEWARD_ARTIFACT_PICTURES); the model card "
+        "and the console draw them._\n\n"
     started = time.perf_counter()
     try:
         try:

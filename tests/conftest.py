@@ -37,6 +37,11 @@ os.environ.setdefault("FEAST_USAGE", "False")
 # trials measured 2-10x slower under contention). One thread per worker process keeps the
 # cores busy with work; a test that sets nthread itself still gets what it asks for.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Drawing a version's pictures into its Prefect artifact costs about a second a training run,
+# and the suite trains some ninety times; the modules about pictures turn them back on
+# (tests/integration/test_model_card_pictures_flow.py), and the card and the console draw
+# from the stored report regardless.
+os.environ.setdefault("MLSTEWARD_ARTIFACT_PICTURES", "false")
 
 
 @pytest.fixture(autouse=True)

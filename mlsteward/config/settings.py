@@ -221,6 +221,23 @@ def audit_checkpoint_hours() -> float:
     return hours
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def artifact_pictures() -> bool:
+    """Whether training and drift runs draw pictures into their Prefect artifacts:
+    ``MLSTEWARD_ARTIFACT_PICTURES`` (default true). Drawing costs about a second a training run,
+    and Prefect's database keeps every artifact (some 100 KB of pictures a run); the model card
+    and the console draw the same pictures from the stored report either way."""
+    text = os.environ.get("MLSTEWARD_ARTIFACT_PICTURES", "").strip().lower()
+    if not text or text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"MLSTEWARD_ARTIFACT_PICTURES={text[:40]!r}: expected true or false")
+
+
 def scored_dir(model: str) -> Path:
     """Scored batches (one parquet per scoring run), for people and downstream systems."""
     return _sub("scored", model)

@@ -13,6 +13,7 @@ import json
 import re
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,11 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture(scope="module")
-def mlsteward_home(module_home: Path) -> Path:
-    return module_home
+def mlsteward_home(module_home: Path) -> Iterator[Path]:
+    """The module's home, with pictures in the artifacts (the suite turns them off)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLSTEWARD_ARTIFACT_PICTURES", "true")
+        yield module_home
 
 
 def stored_report(version: str) -> dict[str, Any]:

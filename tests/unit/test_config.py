@@ -114,3 +114,20 @@ def test_per_model_state_paths_refuse_a_path_as_name(mlsteward_home: Path) -> No
             where("../escaped")
     assert not (mlsteward_home.parent / "escaped").exists()
     assert settings.predictions_dir("a_model_63_" + "x" * 52).is_dir()
+
+
+def test_artifact_pictures_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlsteward.config.settings import artifact_pictures
+
+    for value, expected in (
+        ("", True),
+        ("true", True),
+        ("Yes", True),
+        ("0", False),
+        ("off", False),
+    ):
+        monkeypatch.setenv("MLSTEWARD_ARTIFACT_PICTURES", value)
+        assert artifact_pictures() is expected
+    monkeypatch.setenv("MLSTEWARD_ARTIFACT_PICTURES", "sometimes")
+    with pytest.raises(ConfigError, match="MLSTEWARD_ARTIFACT_PICTURES='sometimes'"):
+        artifact_pictures()
