@@ -31,7 +31,11 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    temporary_settings,
+)
 
 from flows.drift import drift_flow
 from flows.ingestion import ingestion_flow
@@ -57,6 +61,14 @@ from tests.support.serving import FAST_TUNING
 from tests.support.stack import wait_for
 
 StartRun = Callable[..., tuple[subprocess.Popen[bytes], str]]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def heartbeats_on() -> Iterator[None]:
+    """Prefect's default heartbeats (the session turns them off for speed): the reaper judges
+    runs by them, and refuses to judge any when they are off."""
+    with temporary_settings(restore_defaults={PREFECT_FLOWS_HEARTBEAT_FREQUENCY}):
+        yield
 
 
 @pytest.fixture
