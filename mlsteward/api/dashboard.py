@@ -19,10 +19,12 @@ from mlsteward.config.models import get_model_config
 from mlsteward.errors import MlstewardError, NotFoundError
 from mlsteward.governance import champion as champion_record
 from mlsteward.governance import registry
-from mlsteward.governance.canary import read_target
+from mlsteward.governance.canary import ServingTarget, read_target, read_targets
 from mlsteward.identity import Permission, Principal
 
 router = APIRouter(tags=["dashboard"])
+NO_TARGET = ServingTarget(None, None, None)
+"""A configured model with nothing registered yet."""
 
 
 def version_brief(model: str, version: str | None) -> dict[str, Any] | None:
@@ -37,8 +39,14 @@ def version_brief(model: str, version: str | None) -> dict[str, Any] | None:
     return {**{k: item[k] for k in keep}, "promoted_at": info.tags.get("promoted_at")}
 
 
-def model_summary(name: str, store: AuditStore, pending: list[dict[str, Any]]) -> dict[str, Any]:
-    """One model's line; a config that does not load is named instead of failing the page."""
+def model_summary(
+    name: str,
+    store: AuditStore,
+    pending: list[dict[str, Any]],
+    targets: dict[str, ServingTarget] | None = None,
+) -> dict[str, Any]:
+    """One model's line; a config that does not load is named instead of failing the page.
+    ``targets`` (from ``read_targets``) saves a registry read per model."""
     empty: dict[str, Any] = {
         "model": name,
         "owner": None,
@@ -54,7 +62,7 @@ def model_summary(name: str, store: AuditStore, pending: list[dict[str, Any]]) -
         cfg = get_model_config(name)
     except MlstewardError as exc:
         return {**empty, "config_error": str(exc)}
-    target = read_target(name)
+    target = read_target(name) if targets is None else targets.get(name, NO_TARGET)
     check = champion_record.compare(name, store, target.champion)
     alerts = []
     if not check.consistent:
@@ -81,6 +89,9 @@ def dashboard(
     """Every model: champion, challenger, pending approvals, last drift, active rollout and
     open alerts (none are raised yet: the list is where they will appear)."""
     pending = pending_approvals()
+    targets = read_targets()
     with audit_store() as store:
-        models = [model_summary(name, store, pending) for name in views.configured_models()]
+        models = [
+            model_summary(name, store, pending, targets) for name in views.configured_models()
+        ]
     return {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "models": models}

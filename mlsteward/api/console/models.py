@@ -27,6 +27,7 @@ from mlsteward.audit import audit_store
 from mlsteward.config.settings import drift_reports_dir
 from mlsteward.errors import MlstewardError, NotFoundError
 from mlsteward.governance import registry, signatures
+from mlsteward.governance.canary import read_targets
 from mlsteward.identity import Permission, Principal, authorize
 
 router = APIRouter()
@@ -34,8 +35,11 @@ router = APIRouter()
 
 def _models() -> dict[str, Any]:
     pending = pending_approvals()
+    targets = read_targets()
     with audit_store() as store:
-        models = [model_summary(name, store, pending) for name in views.configured_models()]
+        models = [
+            model_summary(name, store, pending, targets) for name in views.configured_models()
+        ]
     return {"models": models, "pending_count": len(pending)}
 
 
