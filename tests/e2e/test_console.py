@@ -44,8 +44,24 @@ def mlsteward_home(module_home: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def prefect_api() -> Iterator[None]:
+    """The trained stack runs its flows in this process, and e2e tests have no session
+    harness: a Prefect test server for the module (a temporary one may not start within its
+    20 s on a busy machine with a fresh database)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def stack(prefect_api: None, champion_and_challenger: dict[str, Any]) -> dict[str, Any]:
+    return champion_and_challenger
+
+
+@pytest.fixture(scope="module")
 def console(
-    champion_and_challenger: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     """The API on a free port; v2 waits for one approval under the manual policy, asked for
     by the trainer who trained it."""
@@ -62,7 +78,7 @@ def console(
             kind, name = identity.split(":")
             principals[role] = store.add_principal(name, kind=kind, roles=[role.value], by=operator)
             tokens[role] = store.create_token(identity, by=operator, description="console")[1]
-    v2 = champion_and_challenger["challenger"]
+    v2 = stack["challenger"]
     with audit_store() as audit:
         approving.request(audit, principals[Role.TRAINER], get_model_config(MODEL), v2)
     port = free_port()
@@ -89,7 +105,7 @@ def console(
             yield {
                 "base": base,
                 "tokens": tokens,
-                **champion_and_challenger,
+                **stack,
                 "shots": out,
                 "log": log_path,
             }
