@@ -33,8 +33,15 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 
 def _environment() -> jinja2.Environment:
+    return template_environment(TEMPLATE_DIR)
+
+
+def template_environment(directory: Path) -> jinja2.Environment:
+    """Templates in ``directory`` with the card's settings and filters: every value escaped,
+    an undefined name an error, numbers and times written as the card writes them (the
+    console renders its pages with the same)."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        loader=jinja2.FileSystemLoader(str(directory)),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

@@ -15,7 +15,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from mlsteward.report.format import fmt_num, fmt_ts, short
+from mlsteward.report.render_html import template_environment
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -47,17 +47,7 @@ def environment() -> jinja2.Environment:
     """One environment per process: templates compile once."""
     global _env
     if _env is None:
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        env.filters["ts"] = fmt_ts
-        env.filters["num"] = fmt_num
-        env.filters["short"] = short
-        _env = env
+        _env = template_environment(TEMPLATES)
     return _env
 
 

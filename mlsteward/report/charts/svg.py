@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlsteward.governance.gates import as_number
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -154,15 +156,8 @@ def heading(fig: Figure, title: str) -> None:
     fig.suptitle(title, x=0.01, ha="left", fontsize=11.5, fontweight="bold")
 
 
-def number(value: Any) -> float | None:
-    """A finite float from stored JSON, or None (missing, text, NaN, a boolean)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
+number = as_number
+"""A finite float from stored JSON, or None (missing, text, NaN, a boolean)."""
 
 
 def numbers(values: Any) -> list[float]:
