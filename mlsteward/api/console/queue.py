@@ -20,7 +20,7 @@ from mlsteward.api.approvals import pending_approvals
 from mlsteward.api.auth import check_version, known_model
 from mlsteward.api.console.evidence import version_evidence
 from mlsteward.api.console.pictures import picture_links
-from mlsteward.api.console.render import page
+from mlsteward.api.console.render import done_flash, page
 from mlsteward.api.console.session import CSRF_FIELD, Viewer, check_form
 from mlsteward.api.errors import BadInput
 from mlsteward.audit import audit_store
@@ -59,15 +59,7 @@ async def approvals_page(request: Request, who: Viewer) -> HTMLResponse:
     """Versions waiting for a person, each with its evidence."""
     authorize(who, Permission.READ)
     data = await run_in_threadpool(_queue, who)
-    flash = request.query_params.get("done")
-    return page(
-        request,
-        "approvals.html.j2",
-        section="Approvals",
-        flash=flash[:300] if flash else None,
-        flash_kind="ok",
-        **data,
-    )
+    return page(request, "approvals.html.j2", section="Approvals", **done_flash(request), **data)
 
 
 def _reason(reason: str | None) -> str:

@@ -70,3 +70,9 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
         )
     )
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def done_flash(request: Request) -> dict[str, Any]:
+    """What a decision's redirect (``?done=...``) said, as the page's status line."""
+    done = request.query_params.get("done")
+    return {"flash": done[:300] if done else None, "flash_kind": "ok"}

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mlsteward.api import launch
 from mlsteward.api.approvals import pending_approvals
-from mlsteward.api.console.render import page
+from mlsteward.api.console.render import done_flash, page
 from mlsteward.api.console.session import CSRF_FIELD, Viewer, check_form
 from mlsteward.api.errors import BadInput
 from mlsteward.api.rollouts import ROLLOUT_ID_PATTERN, _stop, rollouts
@@ -48,15 +48,7 @@ def _rollouts(who: Principal) -> dict[str, Any]:
 async def rollouts_page(request: Request, who: Viewer) -> HTMLResponse:
     authorize(who, Permission.READ)
     data = await run_in_threadpool(_rollouts, who)
-    flash = request.query_params.get("done")
-    return page(
-        request,
-        "rollouts.html.j2",
-        section="Rollouts",
-        flash=flash[:300] if flash else None,
-        flash_kind="ok",
-        **data,
-    )
+    return page(request, "rollouts.html.j2", section="Rollouts", **done_flash(request), **data)
 
 
 @router.post("/rollouts/{rollout_id}/stop")

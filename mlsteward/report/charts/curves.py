@@ -51,18 +51,7 @@ def roc_picture(evaluation: dict[str, Any], subject: str = "", salt: str = "") -
         ax.plot(fpr, tpr, color=BLUE, lw=2, label=label, drawstyle="default")
         ax.plot([0, 1], [0, 1], color=GREY, lw=1, ls="--", label="chance (AUC 0.5)")
         if at_fpr is not None and at_tpr is not None:
-            what = f"cut-off {short(cut)}" if cut is not None else "decision cut-off"
-            ax.plot(
-                at_fpr,
-                at_tpr,
-                "o",
-                ms=8,
-                color=ORANGE,
-                mec="white",
-                mew=1.2,
-                zorder=5,
-                label=f"{what}: TPR {at_tpr:.2f}, FPR {at_fpr:.2f}",
-            )
+            _cut_off(ax, at_fpr, at_tpr, cut, f"TPR {at_tpr:.2f}, FPR {at_fpr:.2f}")
         _rate_axes(ax)
         ax.set_xlabel("False-positive rate (share of negatives flagged)")
         ax.set_ylabel("True-positive rate (share of positives found)")
@@ -105,18 +94,10 @@ def pr_picture(evaluation: dict[str, Any], subject: str = "", salt: str = "") ->
                 base, color=GREY, lw=1, ls="--", label=f"no skill (positive rate {base:.2f})"
             )
         if at_recall is not None and at_precision is not None:
-            what = f"cut-off {short(cut)}" if cut is not None else "decision cut-off"
-            ax.plot(
-                at_recall,
-                at_precision,
-                "o",
-                ms=8,
-                color=ORANGE,
-                mec="white",
-                mew=1.2,
-                zorder=5,
-                label=f"{what}: recall {at_recall:.2f}, precision {at_precision:.2f}",
-            )
+            _cut_off(
+                ax, at_recall, at_precision, cut,
+                f"recall {at_recall:.2f}, precision {at_precision:.2f}",
+            )  # fmt: skip
         _rate_axes(ax)
         ax.set_xlabel("Recall (share of positives found)")
         ax.set_ylabel("Precision (share of flagged rows that are positive)")
@@ -179,6 +160,15 @@ def calibration_picture(
         f"{predicted[worst]:.2f} ({count[worst]:,} rows)."
     )
     return draw("calibration", title, alt, paint, height=4.6, salt=salt)
+
+
+def _cut_off(ax: Any, x: float, y: float, cut: Any, numbers: str) -> None:
+    """The model's operating point on a curve, named by its cut-off and the rates there."""
+    what = f"cut-off {short(cut)}" if cut is not None else "decision cut-off"
+    ax.plot(
+        x, y, "o", ms=8, color=ORANGE, mec="white", mew=1.2, zorder=5,
+        label=f"{what}: {numbers}",
+    )  # fmt: skip
 
 
 def _rate_axes(ax: Any) -> None:
