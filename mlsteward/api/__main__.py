@@ -31,13 +31,35 @@ def serve(host: str, port: int, log_level: str = "info") -> None:
 
     from mlsteward.api.app import create_app
 
+    app = create_app()
+    _freeze_heap()
     uvicorn.run(
-        create_app(),
+        app,
         host=host,
         port=port,
         log_level=log_level,
         timeout_graceful_shutdown=30,
     )
+
+
+def _freeze_heap() -> None:
+    """Import what the first requests would (MLflow's stores, SQLAlchemy), then freeze the heap.
+
+    Those imports leave ~400,000 long-lived objects that every full collection walks again:
+    a 215 ms pause every few requests, measured as the p95 of every page and route (Models
+    page p95 565 ms against a p50 of 302). Frozen, they are never scanned. Only in the API's
+    own process: frozen objects are never freed.
+    """
+    import gc
+
+    import mlflow.store.model_registry.sqlalchemy_store
+    import mlflow.store.tracking.sqlalchemy_store
+    import mlflow.tracking  # noqa: F401
+
+    import mlsteward.governance.registry  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from mlsteward.errors import MlstewardError, NotFoundError
 from mlsteward.governance import champion as champion_record
 from mlsteward.governance import registry
 from mlsteward.governance.canary import ServingTarget, read_target, read_targets
+from mlsteward.governance.registry import VersionInfo, VersionKey
 from mlsteward.identity import Permission, Principal
 
 router = APIRouter(tags=["dashboard"])
@@ -27,11 +28,13 @@ NO_TARGET = ServingTarget(None, None, None)
 """A configured model with nothing registered yet."""
 
 
-def version_brief(model: str, version: str | None) -> dict[str, Any] | None:
+def version_brief(
+    model: str, version: str | None, known: dict[VersionKey, VersionInfo] | None = None
+) -> dict[str, Any] | None:
     if version is None:
         return None
     try:
-        info = registry.get_version(model, version)
+        info = registry.get_known_version(model, version, known)
     except NotFoundError:
         return {"version": version}
     item = views.version_item(info)
@@ -44,9 +47,11 @@ def model_summary(
     store: AuditStore,
     pending: list[dict[str, Any]],
     targets: dict[str, ServingTarget] | None = None,
+    known: dict[VersionKey, VersionInfo] | None = None,
 ) -> dict[str, Any]:
     """One model's line; a config that does not load is named instead of failing the page.
-    ``targets`` (from ``read_targets``) saves a registry read per model."""
+    ``targets`` (from ``read_targets``) and ``known`` (from ``registry.live_versions``) save
+    registry reads per model."""
     empty: dict[str, Any] = {
         "model": name,
         "owner": None,
@@ -73,10 +78,10 @@ def model_summary(
         **empty,
         "owner": cfg.owner,
         "policy": cfg.promotion.policy,
-        "champion": version_brief(name, check.recorded),
+        "champion": version_brief(name, check.recorded, known),
         "champion_check": check.to_dict(),
         "open_alerts": alerts,
-        "challenger": version_brief(name, target.challenger),
+        "challenger": version_brief(name, target.challenger, known),
         "last_drift": views.last_drift(name, store),
         "active_rollout": views.active_rollout(name, target.canary, store),
     }
@@ -88,10 +93,19 @@ def dashboard(
 ) -> dict[str, Any]:
     """Every model: champion, challenger, pending approvals, last drift, active rollout and
     open alerts (none are raised yet: the list is where they will appear)."""
-    pending = pending_approvals()
+    models = summaries()[0]
+    return {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "models": models}
+
+
+def summaries() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every configured model's line, and the approval queue they were made with: one
+    registry search for the aliases, one for the versions they name, one audit store."""
+    known = registry.live_versions()
+    pending = pending_approvals(known=known)
     targets = read_targets()
     with audit_store() as store:
         models = [
-            model_summary(name, store, pending, targets) for name in views.configured_models()
+            model_summary(name, store, pending, targets, known)
+            for name in views.configured_models()
         ]
-    return {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "models": models}
+    return models, pending

@@ -257,8 +257,11 @@ def answer_flow_run(
     return answer_run(principal, cfg, version, flow_run_id, decision, why)
 
 
-def pending_approvals(model: str | None = None) -> list[dict[str, Any]]:
-    """The queue: every version waiting for approval (READ), oldest request first."""
+def pending_approvals(
+    model: str | None = None, known: dict[registry.VersionKey, registry.VersionInfo] | None = None
+) -> list[dict[str, Any]]:
+    """The queue: every version waiting for approval (READ), oldest request first. ``known``:
+    versions a page has read already (``registry.live_versions``), to spare a query each."""
     if model is not None:
         check_model_name(model)
     out = []
@@ -268,7 +271,7 @@ def pending_approvals(model: str | None = None) -> list[dict[str, Any]]:
             if standing.request is None:
                 continue
             try:
-                info = registry.get_version(name, version)
+                info = registry.get_known_version(name, version, known)
             except NotFoundError:
                 continue
             if CHAMPION in info.aliases:

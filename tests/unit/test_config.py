@@ -41,6 +41,19 @@ def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
     assert "max_depth" in cfg.tuning.search_space
 
 
+def test_a_config_rewritten_at_once_is_read_anew(tmp_path: Path) -> None:
+    """Parsed configs are kept by their text: a rewrite of the same size within the clock's
+    granularity still gives the new values, and a broken rewrite still fails."""
+    path = write(tmp_path, MINIMAL.format(name="m") + "tuning: {max_evals: 11}\n")
+    assert load_model_config(path).tuning.max_evals == 11
+    assert load_model_config(path) is load_model_config(path)
+    path.write_text(MINIMAL.format(name="m") + "tuning: {max_evals: 12}\n")
+    assert load_model_config(path).tuning.max_evals == 12
+    path.write_text(MINIMAL.format(name="m") + "tuning: {max_evals: -1}\n")
+    with pytest.raises(ConfigError, match="max_evals"):
+        load_model_config(path)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -22,24 +22,18 @@ from mlsteward.api.console.evidence import decision_history, drift_history, vers
 from mlsteward.api.console.pictures import missing_note, model_links, picture_links
 from mlsteward.api.console.render import page
 from mlsteward.api.console.session import Viewer
-from mlsteward.api.dashboard import model_summary
+from mlsteward.api.dashboard import summaries
 from mlsteward.audit import audit_store
 from mlsteward.config.settings import drift_reports_dir
 from mlsteward.errors import MlstewardError, NotFoundError
 from mlsteward.governance import registry, signatures
-from mlsteward.governance.canary import read_targets
 from mlsteward.identity import Permission, Principal, authorize
 
 router = APIRouter()
 
 
 def _models() -> dict[str, Any]:
-    pending = pending_approvals()
-    targets = read_targets()
-    with audit_store() as store:
-        models = [
-            model_summary(name, store, pending, targets) for name in views.configured_models()
-        ]
+    models, pending = summaries()
     return {"models": models, "pending_count": len(pending)}
 
 
