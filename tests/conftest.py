@@ -12,6 +12,8 @@ from this, the root conftest.
 from __future__ import annotations
 
 import os
+import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,43 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # (tests/integration/test_model_card_pictures_flow.py), and the card and the console draw
 # from the stored report regardless.
 os.environ.setdefault("MLSTEWARD_ARTIFACT_PICTURES", "false")
+
+
+def _memoise_mlflow_schema() -> None:
+    """Every test home gets a new MLflow store, and MLflow builds each new SQLite store by
+    running its ~60 Alembic migrations: 1.4 s a store on an idle core, paid by a few hundred
+    tests. The first store a process builds runs them for real; its schema (tables, indexes,
+    the Alembic revision) is kept as SQL, and each later new SQLite store is given exactly
+    that. Stores on PostgreSQL, and every process the tests start, migrate as usual."""
+    import sqlite3
+
+    import sqlalchemy
+    from mlflow.store.db import utils
+
+    real = utils._initialize_tables
+    schema: list[str] = []
+
+    def initialize(engine: sqlalchemy.engine.Engine) -> None:
+        database = engine.url.database
+        if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            real(engine)
+            return
+        if not schema:
+            with tempfile.TemporaryDirectory() as tmp:
+                template = sqlalchemy.create_engine(f"sqlite:///{tmp}/template.db")
+                real(template)
+                template.dispose()
+                with closing(sqlite3.connect(f"{tmp}/template.db")) as conn:
+                    schema.append("\n".join(conn.iterdump()))
+        with closing(sqlite3.connect(database)) as conn:
+            conn.executescript(schema[0])
+
+    utils._initialize_tables = initialize
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_schema_once() -> None:
+    _memoise_mlflow_schema()
 
 
 @pytest.fixture(autouse=True)
