@@ -23,7 +23,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export FEAST_USAGE := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint docs bench mlflow-ui prefect-ui clean deploy worker \
+.PHONY: help install demo test test-platform test-fast lint docs bench mlflow-ui prefect-ui clean deploy worker \
   up down status
 
 help: ## List the targets
@@ -109,8 +109,13 @@ TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(
 # Files go out in collection order, end-to-end first: xdist's default hands out the files with
 # the most tests first, which left the one-test platform files (2-5 minutes each) for last.
 
-test: install ## Run the full test suite (real Prefect, MLflow, Feast in temp dirs)
-	$(RUN) pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+test: install ## Run the suite (real Prefect, MLflow, Feast in temp dirs), all but the platform boots
+	$(RUN) pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not platform"
+
+# The three tests that boot the whole platform with `make up` (local and production profiles,
+# a run from the Prefect UI): 3-4 minutes each, a third of the suite's CPU; CI runs them too.
+test-platform: install ## `make up`/`make down` for real: both profiles and the Prefect UI
+	$(RUN) pytest -q -n 3 --dist loadfile -m platform
 
 test-fast: install ## Unit tests only (pytest -m unit)
 	$(RUN) pytest -q -n auto -m unit

@@ -37,6 +37,9 @@ from tests.support.platform import (
     service_processes,
 )
 
+# boots the whole platform with `make up`: run by `make test-platform` (and CI), not `make test`
+pytestmark = pytest.mark.platform
+
 
 def test_up_twice_status_and_down(platform: Platform) -> None:
     first = platform.make("up")

@@ -30,6 +30,9 @@ from tests.support.platform import (
     service_processes,
 )
 
+# boots the whole platform with `make up`: run by `make test-platform` (and CI), not `make test`
+pytestmark = pytest.mark.platform
+
 # Debian's package by default; MLSTEWARD_CHROMIUM names another Chromium-based browser (e.g. the
 # google-chrome that hosted CI runners ship).
 CHROMIUM = Path(os.environ.get("MLSTEWARD_CHROMIUM", "/usr/bin/chromium"))

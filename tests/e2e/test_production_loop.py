@@ -29,6 +29,9 @@ from tests.support.platform import (
     service_processes,
 )
 
+# boots the whole platform with `make up`: run by `make test-platform` (and CI), not `make test`
+pytestmark = pytest.mark.platform
+
 MODEL = "heart_disease"
 
 
