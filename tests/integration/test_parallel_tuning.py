@@ -133,6 +133,8 @@ def test_runner_gives_the_in_process_search(
     if runner == "threads":
         again, _ = run_on(runner, data, run_id)
         assert same_search(again, result)
+    else:  # one Dask search serves the reproduction check too: a cluster start-up is ~20 s
+        assert_full_reproduction_uses_the_recorded_batch_size(result, data)
 
 
 def test_ray_gives_the_in_process_search(
@@ -196,12 +198,13 @@ def recorded_version(result: TuningResult, cfg: ModelConfig) -> RecordedVersion:
     return RecordedVersion(info, recipe, None, {}, None)
 
 
-def test_full_reproduction_uses_the_recorded_batch_size(data: PreparedData, run_id: str) -> None:
+def assert_full_reproduction_uses_the_recorded_batch_size(
+    trained: TuningResult, data: PreparedData
+) -> None:
     """A search trained on Dask in batches of 4 re-runs identically (on local threads) from
     its recorded config; had reproduction ignored the batch size, TPE's trials after the
     start-up would differ."""
     cfg = model_config("dask")
-    trained, _ = run_on("dask", data, run_id)
     report = ReproductionReport(model=cfg.name, version="1", mode="full")
     rebuilt = rebuild_params.fn(recorded_version(trained, cfg), data, True, report)
     assert report.step("params").status == "same", report.step("params").detail
