@@ -47,10 +47,11 @@ async def models_page(request: Request, who: Viewer) -> HTMLResponse:
 
 def _model(name: str) -> dict[str, Any]:
     cfg = known_model(name)
-    # one queue read and one registry read serve the whole page
-    queue = pending_approvals()
-    pending = [p for p in queue if p["model"] == cfg.name]
+    # one registry read and one queue read serve the whole page; the queue takes this
+    # model's versions from that read instead of reading them again
     infos = registry.list_versions(cfg.name)
+    queue = pending_approvals(known={(cfg.name, v.version): v for v in infos})
+    pending = [p for p in queue if p["model"] == cfg.name]
     with audit_store() as store:
         detail = views.model_detail(cfg, store, pending, infos)
         history = decision_history(store, cfg.name)
