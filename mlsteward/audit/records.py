@@ -138,6 +138,10 @@ class Action(StrEnum):
     # runs a dead worker left behind
     RUN_REAPED = "run_reaped"
     ROLLOUT_REAPED = "rollout_reaped"
+    # production monitoring: an incident opened, reminded of, closed
+    ALERT_FIRED = "alert_fired"
+    ALERT_REMINDED = "alert_reminded"
+    ALERT_RESOLVED = "alert_resolved"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from mlsteward.config.base import StrictModel
 from mlsteward.config.names import NAME_PATTERN, NAME_RULE, check_model_name
 from mlsteward.config.paths import config_dir
+from mlsteward.config.sections.alerts import AlertsConfig
 from mlsteward.config.sections.data import ContractConfig, FeastConfig, FeatureSpec, SourceConfig
 from mlsteward.config.sections.governance import (
     CLASSIFICATION_FAIRNESS_METRICS,
@@ -88,6 +89,7 @@ class ModelConfig(StrictModel):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     contract: ContractConfig = Field(default_factory=ContractConfig)
     feast: FeastConfig = Field(default_factory=FeastConfig)
     tags: dict[str, str] = Field(default_factory=dict, description="Tags on the Feast objects.")

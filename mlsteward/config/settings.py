@@ -181,6 +181,18 @@ def identity_url() -> str:
     return f"sqlite:///{_sub('identity') / 'identity.db'}"
 
 
+def alerts_url() -> str:
+    """Where open incidents and the monitor's remembered values live: ``MLSTEWARD_ALERTS_URL``,
+    else beside the audit trail in PostgreSQL, else a SQLite file under the home directory."""
+    env = os.environ.get("MLSTEWARD_ALERTS_URL")
+    if env:
+        return env
+    audit = audit_url()
+    if not audit.startswith("sqlite:"):
+        return audit
+    return f"sqlite:///{_sub('alerts') / 'alerts.db'}"
+
+
 def audit_anchor_url() -> str:
     """Where signed checkpoints of the audit trail's head are kept, outside the audit store:
     ``MLSTEWARD_AUDIT_ANCHOR`` (``file:///abs/path/checkpoints.jsonl`` or
@@ -378,6 +390,7 @@ def locations() -> dict[str, str]:
         "audit": audit_url(),
         "audit_anchor": audit_anchor_url(),
         "identity": identity_url(),
+        "alerts": alerts_url(),
         "feast_project": p.feast.project,
         "feast_registry": str(registry["path"]),
         "feast_online_store": online,
