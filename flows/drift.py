@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 from flows.results import DriftRunResult, RetrainOutcome
 from flows.training import training_flow
 from mlsteward.monitoring.specs import DriftSpec
+from tasks.alerts import raise_drift_alerts
 from tasks.common import run_actor, run_logger
 from tasks.lineage import lineage_hooks
 from tasks.monitoring import (
@@ -62,6 +63,7 @@ def drift_flow(
         run_logger().warning("%s", note)
     decision = decide_on_drift(cfg, result)
     record_drift(cfg, result, decision, champion.info.version, actor)
+    raise_drift_alerts(cfg, result, champion.info.version, actor)
     out = DriftRunResult.model_validate(
         {**result.to_dict(), "decision": decision.to_dict(), "retrain": None}
     )
