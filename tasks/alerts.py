@@ -15,11 +15,13 @@ from tasks.common import run_logger
 
 
 @task(name="raise-alerts", cache_policy=NO_CACHE)
-def raise_alerts(cfg: ModelConfig, observations: list[Observation], actor: str) -> list[dict]:
+def raise_alerts(
+    cfg: ModelConfig, observations: list[Observation], actor: str
+) -> list[AlertOutcome]:
     """Each verdict moves its incident; what fired, reminded or resolved is logged."""
     outcomes = observe(cfg, observations, actor=actor)
     _log(cfg, outcomes)
-    return [o.to_dict() for o in outcomes]
+    return outcomes
 
 
 @task(name="drift-alerts", cache_policy=NO_CACHE)

@@ -188,3 +188,18 @@ def _announce(
     return AlertOutcome(
         obs, outcome.transition, outcome.severity, outcome.incident, event_id, record.seq
     )
+
+
+def announce_once(cfg: ModelConfig, obs: Observation, *, actor: str) -> AlertOutcome:
+    """An alert that is an event, not a state: an automatic rollback happens once, so it is
+    told once (fired, audited, notified) and opens no incident to resolve."""
+    rule = rule_config(cfg, obs.rule)
+    severity = obs.severity or rule.severity
+    outcome = AlertOutcome(obs, Transition.FIRED, severity)
+    extra = {
+        "breaches": 1,
+        "suppressed": 0,
+        "fired_at": datetime.now(UTC).isoformat(),
+        "notify": SEVERITY_ORDER[severity] >= SEVERITY_ORDER[cfg.alerts.min_severity],
+    }
+    return _announce(cfg, obs, outcome, Action.ALERT_FIRED, actor, audit_store(), extra)

@@ -682,10 +682,12 @@ def rollback(
     to_version: str | None = None,
     override: dict[str, Any] | None = None,
     store: AuditStore | None = None,
+    only_from: str | None = None,
 ) -> PromotionResult:
     """Restore the previous (or a named earlier) champion; the current one is ``retired``.
     A target a person rejected or that was rolled back from needs ``override``, as a
-    promotion does."""
+    promotion does. With ``only_from``, only while that version is still the champion once
+    the promotion lock is held: an automatic rollback never undoes a later decision."""
     RollbackSpec.check_request(reason)
     with (
         open_audit(store) as audit,
@@ -694,6 +696,15 @@ def rollback(
         current = settled_champion(audit, fence, cfg.name, actor=actor, purpose="rollback")
         if current is None:
             raise _refuse(audit, cfg.name, None, actor, f"{cfg.name} has no champion to roll back")
+        if only_from is not None and current.version != str(only_from):
+            raise _refuse(
+                audit,
+                cfg.name,
+                current.version,
+                actor,
+                f"{cfg.name} champion is v{current.version} now, not v{only_from}: "
+                f"a rollback of v{only_from} no longer applies",
+            )
         target_v = str(to_version) if to_version else previous_champion(cfg.name, audit)
         if target_v is None:
             raise _refuse(
