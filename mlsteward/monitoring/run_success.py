@@ -31,25 +31,26 @@ def run_success(cfg: ModelConfig, *, now: datetime | None = None) -> Observation
     rule = cfg.alerts.rules.success_rate
     now = now or datetime.now(UTC)
     since = now - timedelta(hours=rule.window_hours)
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                tags=FlowRunFilterTags(all_=["mlsteward", cfg.name]),
-                start_time=FlowRunFilterStartTime(after_=since),  # type: ignore[arg-type]
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_FINISHED)),
-            ),
-            limit=10_000,
+
+    def runs(states: list[StateType]) -> FlowRunFilter:
+        return FlowRunFilter(
+            tags=FlowRunFilterTags(all_=["mlsteward", cfg.name]),
+            start_time=FlowRunFilterStartTime(after_=since),  # type: ignore[arg-type]
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)),
         )
-    failed = [r for r in runs if r.state_type != StateType.COMPLETED]
-    finished = len(runs)
-    rate = (finished - len(failed)) / finished if finished else 1.0
-    worst = sorted({r.name for r in failed})[:5]
+
+    with get_client(sync_client=True) as client:
+        finished = client.count_flow_runs(flow_run_filter=runs(_FINISHED))
+        failing = runs([StateType.FAILED, StateType.CRASHED])
+        failed = client.count_flow_runs(flow_run_filter=failing)
+        worst = sorted({r.name for r in client.read_flow_runs(flow_run_filter=failing, limit=5)})
+    rate = (finished - failed) / finished if finished else 1.0
     return Observation(
         rule="success_rate",
         breached=(rate < rule.min) if finished >= rule.min_runs else None,
-        summary=f"{finished - len(failed):,} of {finished:,} runs completed in the last "
+        summary=f"{finished - failed:,} of {finished:,} runs completed in the last "
         f"{rule.window_hours:g} h ({rate:.0%}; alert below {rule.min:.0%})",
         value=rate,
         limit=rule.min,
-        details={"finished": finished, "failed": len(failed), "failed_runs": worst},
+        details={"finished": finished, "failed": failed, "failed_runs": worst},
     )

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -28,7 +28,7 @@ from mlsteward.errors import ConfigError
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    posts: list[dict[str, Any]] = []
+    posts: ClassVar[list[dict[str, Any]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))

@@ -12,13 +12,20 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from flows.monitor import watch_flow
+from mlsteward.alerts.automations import sync_automations
 from mlsteward.audit import Action, audit_store
 from mlsteward.cli.app import app
 from mlsteward.config.models import get_model_config
@@ -27,10 +34,12 @@ from mlsteward.governance import champion as champion_record
 from mlsteward.governance import promotion as governance
 from mlsteward.governance import registry, signatures
 from mlsteward.governance.attestations import verify_promotion
+from mlsteward.monitoring import prediction_log
 from mlsteward.serving.metrics import ServingMetrics
 from mlsteward.serving.slots import ModelSlot
 from mlsteward.signing import keys
-from tests.support.governance import MODEL
+from tests.support.governance import MODEL, write_config
+from tests.support.serving import FAST_TUNING
 
 FORK = multiprocessing.get_context("fork")
 AGAIN = {"reason": "the tests put the challenger back after promoting it"}
@@ -319,3 +328,93 @@ def test_mlflow_failing_after_the_alias_moved_is_finished_by_the_next_call(
     registry.set_tags(MODEL, challenger, {"lifecycle": "challenger"})
     registry.set_alias(MODEL, registry.CHALLENGER, challenger)
     assert alias() == champion
+
+
+class _Hook(BaseHTTPRequestHandler):
+    posts: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        type(self).posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def test_the_watch_rolls_back_a_champion_whose_quality_breaks_and_notifies(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After v2's promotion, the outcomes of its own predictions arrive and ROC-AUC has
+    collapsed: the watch alerts, rolls back to v1 through governance and says so."""
+    champion, challenger = stack["champion"], stack["challenger"]
+    _Hook.posts = []
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    monkeypatch.setenv("WATCH_HOOK", f"http://127.0.0.1:{hook.server_port}/")
+    config_dir = Path(os.environ["MLSTEWARD_CONFIG_DIR"])
+    write_config(
+        config_dir,
+        tuning=FAST_TUNING,
+        alerts={
+            "channels": [{"type": "webhook", "url_env": "WATCH_HOOK", "allow_private_urls": True}],
+            "watch": {"window_minutes": 30, "interval_minutes": 0.01},
+            "rules": {"quality_drop": {"min_labelled_rows": 100}},
+        },
+    )
+    cfg = get_model_config(MODEL)
+    try:
+        sync_automations(cfg)
+        start = head()
+        governance.promote(cfg, challenger, actor="user:admin", reason="v2 wins", override=AGAIN)
+
+        # 300 of v2's predictions, each confidently wrong once its outcome arrived
+        now = pd.Timestamp.now(tz="UTC")
+        rng = np.random.default_rng(3)
+        proba = rng.uniform(0.05, 0.95, 300)
+        rows = pd.DataFrame(
+            {
+                "patient_id": stack["ids"][:300],
+                "event_timestamp": now - pd.Timedelta(minutes=5),
+                "prediction_proba": proba,
+                "prediction": (proba >= 0.5).astype(int),
+                "model_version": challenger,
+                "arm": "champion",
+                "scored_at": now,
+            }
+        )
+        prediction_log.append(MODEL, rows)
+        outcomes = rows[["patient_id", "event_timestamp"]].assign(
+            heart_disease=1 - rows["prediction"]
+        )
+        prediction_log.attach_labels(
+            MODEL, outcomes, entity="patient_id", timestamp="event_timestamp", label="heart_disease"
+        )
+
+        out = watch_flow(model=MODEL)
+        assert out["version"] == challenger and out["rolled_back_to"] == champion, out
+        [quality] = [a for a in out["checks"][-1]["alerts"] if a["rule"] == "quality_drop"]
+        assert quality["breached"] and quality["transition"] == "fired", quality
+        assert alias() == champion
+        [back] = records(Action.ROLLBACK, after=start)
+        assert "post-promotion watch of v" in back.reason and "roc_auc" in back.reason
+        assert back.details["from"] == challenger and verify_promotion(back)
+        fired = records(Action.ALERT_FIRED, after=start)
+        assert {r.details["subject"] for r in fired} == {"roc_auc", "rollback"}
+
+        deadline = time.monotonic() + 30
+        while len(_Hook.posts) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        subjects = sorted(p["subject"] for p in _Hook.posts)
+        assert len(subjects) == 2 and all("quality_drop" in s for s in subjects), subjects
+        assert any(f"rolled back to v{champion}" in p["body"] for p in _Hook.posts)
+
+        # a watch that finds another champion than the one it watches ends without acting
+        again = watch_flow(model=MODEL, version=challenger)
+        assert again["checks"] == [] and again["rolled_back_to"] is None
+    finally:
+        hook.shutdown()
+        write_config(config_dir, tuning=FAST_TUNING)
+        sync_automations(get_model_config(MODEL))
+        registry.set_tags(MODEL, challenger, {"lifecycle": "challenger"})
+        registry.set_alias(MODEL, registry.CHALLENGER, challenger)
