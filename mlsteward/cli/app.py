@@ -12,6 +12,7 @@ from __future__ import annotations
 import typer
 
 from mlsteward.cli import (
+    alerts,
     api,
     audit,
     data,
@@ -49,6 +50,7 @@ for group in (
     audit,
     reconcile,
     monitoring,
+    alerts,
     serving,
     platform,
     identity,
