@@ -161,10 +161,11 @@ clean: ## Remove all local state (MLSTEWARD_HOME) and generated data
 	rm -rf $(MLSTEWARD_HOME) data/heart_disease.parquet data/diabetes.parquet data/readmission.parquet
 
 # prefect.yaml is written from config/models first, so a new model's YAML is all it takes.
-deploy: install ## Write prefect.yaml from config/models, create the work pool and its deployments (needs PREFECT_API_URL)
+deploy: install ## Write prefect.yaml from config/models, create the work pool, its deployments and the alert automations (needs PREFECT_API_URL)
 	MLSTEWARD_PROJECT_ROOT=$(CURDIR) $(RUN) mlsteward deployments render
 	-$(RUN) prefect work-pool create mlsteward-process --type process
 	MLSTEWARD_PROJECT_ROOT=$(CURDIR) $(RUN) prefect --no-prompt deploy --all
+	$(RUN) mlsteward alerts sync
 
 worker: ## Run a process worker for the mlsteward-process pool
 	$(RUN) prefect worker start --pool mlsteward-process

@@ -9,6 +9,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
 from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig
@@ -29,6 +30,9 @@ from mlsteward.governance.specs import PromotionSpec, RollbackSpec
 from mlsteward.identity.tokens import APPROVAL_PREFIX, token_id_of
 from tasks.common import artifact_key, run_logger
 
+PROMOTED_EVENT = "mlsteward.model.promoted"
+"""What the watch deployment's trigger waits for: a new champion to watch."""
+
 
 @task(name="promote-version", cache_policy=NO_CACHE)
 def promote_version(
@@ -47,6 +51,18 @@ def promote_version(
         result.artifact_sha256[:12],
     )
     _publish(cfg.name, "promotion", result, reason, actor)
+    emit_event(
+        event=PROMOTED_EVENT,
+        resource={
+            "prefect.resource.id": f"mlsteward.model.{cfg.name}",
+            "prefect.resource.name": cfg.name,
+        },
+        payload={
+            "version": str(version),
+            "previous": result.previous_champion,
+            "audit_seq": result.audit_seq,
+        },
+    )
     return result
 
 

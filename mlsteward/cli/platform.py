@@ -38,7 +38,7 @@ def models(as_json: bool = JsonOpt) -> None:
         }
 
     def line(m: dict) -> str:
-        # nine names on one line: their shared suffix once, shell-brace style
+        # eleven names on one line: their shared suffix once, shell-brace style
         suffix = f"-{model_slug(m['name'])}"
         kinds = ",".join(d.removesuffix(suffix) for d in m["deployments"])
         return (
@@ -66,7 +66,7 @@ def deployments_render(
     ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Write prefect.yaml and deploy/prefect.kubernetes.yaml from the model configs: nine
+    """Write prefect.yaml and deploy/prefect.kubernetes.yaml from the model configs: eleven
     deployments per model, its schedules from the config, then the model-independent ones
     (make deploy and make up run this first)."""
     from mlsteward.config.paths import project_root

@@ -127,6 +127,35 @@ def ensure_deployments(cfg: PlatformConfig, env: dict[str, str], pool: str) -> s
     return f"work pool {pool}; {count} deployments created from prefect.yaml{note}"
 
 
+def ensure_alert_automations(cfg: PlatformConfig, env: dict[str, str]) -> str:
+    """Each model's notification blocks and automation as its config says
+    (``mlsteward alerts sync``, in a process of its own: ``up`` does not load Prefect)."""
+    log = cfg.log_dir / "deploy.log"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlsteward.cli", "alerts", "sync", "--json"],
+        cwd=cfg.project_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    with log.open("a") as out:
+        out.write(f"$ mlsteward alerts sync --json\n{proc.stdout}{proc.stderr}\n")
+    try:
+        answer = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        answer = None
+    if proc.returncode != 0 or not isinstance(answer, dict):
+        why = answer.get("error") if isinstance(answer, dict) else proc.stderr[-2000:]
+        raise PlatformError(f"the alert notifications cannot be set up: {why}")
+    notified = [m["model"] for m in answer["models"] if m["blocks"]]
+    return (
+        f"alert notifications for {', '.join(notified)}"
+        if notified
+        else "alerts as events and audit records (no channels configured)"
+    )
+
+
 def worker_online(
     cfg: PlatformConfig, env: dict[str, str], pool: str, since: datetime
 ) -> Callable[[], bool]:

@@ -23,7 +23,12 @@ from mlsteward.platform.credentials import (
     ensure_credentials,
     secrets_dir,
 )
-from mlsteward.platform.deployments import ensure_deployments, ensure_work_pool, worker_online
+from mlsteward.platform.deployments import (
+    ensure_alert_automations,
+    ensure_deployments,
+    ensure_work_pool,
+    worker_online,
+)
 from mlsteward.platform.mlflow_auth import check_governance_login
 from mlsteward.platform.provision import provision
 from mlsteward.platform.services import (
@@ -198,6 +203,7 @@ def _start_in_order(
     if worker.name in wanted:  # it polls the pool; deploying meanwhile saves ~5 s
         started[worker.name] = _start(cfg, worker, envs[worker.name])
     deployments = ensure_deployments(cfg, env, pool)
+    deployments += "; " + ensure_alert_automations(cfg, env)
     if worker.name in started:
         wait_ready(cfg, worker, started[worker.name], worker_online(cfg, env, pool, since))
     if "mlflow" in started:

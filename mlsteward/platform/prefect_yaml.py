@@ -1,17 +1,18 @@
 """``prefect.yaml`` and ``deploy/prefect.kubernetes.yaml``, written from ``config/models``.
 
-Every model runs the same nine deployments (train, ingest, materialize, promote, rollback,
-score, drift, reproduce, rollout), differing only in the model's name and its schedules. Kept by
-hand, the list drifts from the configs: a new model without deployments, or a schedule changed
-in the config and not in the file. So both files are rendered here: one template per deployment
-kind, filled in for each model in name order, then the deployments that serve every model
-(``audit-upkeep``, ``reaper``). The two files share the templates and differ only in their
-header and work pools, so the Kubernetes variant cannot drift from the local one.
+Every model runs the same eleven deployments (train, ingest, materialize, promote, rollback,
+score, drift, monitor, watch, reproduce, rollout), differing only in the model's name and its
+schedules. Kept by hand, the list drifts from the configs: a new model without deployments, or a
+schedule changed in the config and not in the file. So both files are rendered here: one
+template per deployment kind, filled in for each model in name order, then the deployments that
+serve every model (``audit-upkeep``, ``reaper``). The two files share the templates and differ
+only in their header and work pools, so the Kubernetes variant cannot drift from the local one.
 
-A model's deployments come from what its YAML declares (the file name, and ``scoring.schedule``
-and ``drift.schedule`` or their defaults), not from the validated ``ModelConfig``: a config the
-core rejects still gets its deployments, whose runs then stop with the config's own message, and
-the files stay a function of the config files alone, whatever this checkout's code accepts.
+A model's deployments come from what its YAML declares (the file name, and ``scoring.schedule``,
+``drift.schedule`` and ``alerts.schedule`` or their defaults), not from the validated
+``ModelConfig``: a config the core rejects still gets its deployments, whose runs then stop with
+the config's own message, and the files stay a function of the config files alone, whatever this
+checkout's code accepts.
 
 ``mlsteward deployments render`` writes both files (``--check`` only compares); ``make deploy``
 and ``make up`` write them before deploying, so adding a model is adding its YAML.
@@ -36,6 +37,7 @@ from typing import Any
 import yaml
 
 from mlsteward.config.models import model_config_path, model_names
+from mlsteward.config.sections.alerts import AlertsConfig
 from mlsteward.config.sections.monitoring import DriftConfig, ScoringConfig
 from mlsteward.errors import ConfigError
 
@@ -55,6 +57,7 @@ class ModelDeployments:
     model: str
     scoring_schedule: str | None
     drift_schedule: str | None
+    alerts_schedule: str | None = None
 
     @property
     def slug(self) -> str:
@@ -69,6 +72,7 @@ class ModelDeployments:
             "model": self.model,
             "scoring_schedule": self.scoring_schedule,
             "drift_schedule": self.drift_schedule,
+            "alerts_schedule": self.alerts_schedule,
             "deployments": self.names,
         }
 
@@ -91,7 +95,8 @@ class Kind:
     """A fixed cron, the same for every model."""
     large: bool = False
     """Kubernetes: the larger Job (training, reproduction, drift)."""
-    retrain_trigger: bool = False
+    trigger: str | None = None
+    """A ``triggers:`` block (``$model`` filled in) that starts runs on an event."""
 
 
 KINDS: tuple[Kind, ...] = (
@@ -102,7 +107,7 @@ KINDS: tuple[Kind, ...] = (
         "Tune (Hyperopt TPE), train, evaluate and register a new $model version from its "
         "current contract-checked snapshot, through the Feast feature service.",
         large=True,
-        retrain_trigger=True,
+        trigger="RETRAIN",
     ),
     Kind(
         "ingest",
@@ -153,6 +158,24 @@ KINDS: tuple[Kind, ...] = (
         large=True,
     ),
     Kind(
+        "monitor",
+        "flows/monitor.py:monitor_flow",
+        "monitoring",
+        "Check the $model standing alert rules (serving error rate and p99 latency, run "
+        "success rate, quality since the promotion) and alert through Prefect events, the "
+        "audit trail and the model's notification automation ($cadence).",
+        schedule="alerts",
+    ),
+    Kind(
+        "watch",
+        "flows/monitor.py:watch_flow",
+        "monitoring",
+        "Watch a new $model champion after its promotion (alerts.watch): the standing rules "
+        "every few minutes for the window; a breach of a rule marked rollback: true rolls back "
+        "to the previous champion through governance. Started by mlsteward.model.promoted.",
+        trigger="WATCH",
+    ),
+    Kind(
         "reproduce",
         "flows/reproduce.py:reproduce_flow",
         "governance",
@@ -188,7 +211,8 @@ class Entry:
     concurrency_limit: int | None
     cron: str | None
     large: bool = False
-    retrain_model: str | None = None
+    trigger: str | None = None
+    """The ``triggers:`` block as written (``$model`` filled in)."""
 
 
 SHARED: tuple[Entry, ...] = (
@@ -241,7 +265,7 @@ LOCAL = Variant(
     LOCAL_FILE,
     GENERATED
     + """\
-# Prefect deployments of mlsteward, nine per model in config/models and two for all of them.
+# Prefect deployments of mlsteward, eleven per model in config/models and two for all of them.
 # Create them with `make deploy` (a running Prefect server and `PREFECT_API_URL` pointing at it),
 # then run a worker with `make worker`.
 # MLSTEWARD_PROJECT_ROOT is resolved by `prefect deploy` (Makefile exports it as the checkout).
@@ -369,6 +393,22 @@ RETRAIN_TRIGGER = """\
           reason: "{{ event.payload.reason }}"
 """
 
+WATCH_TRIGGER = """\
+    # The watch after a promotion: the promotion emits this event with the new champion.
+    triggers:
+      - type: event
+        enabled: true
+        match:
+          prefect.resource.id: mlsteward.model.$model
+        expect:
+          - mlsteward.model.promoted
+        parameters:
+          model: $model
+          version: "{{ event.payload.version }}"
+"""
+
+TRIGGERS = {"RETRAIN": RETRAIN_TRIGGER, "WATCH": WATCH_TRIGGER}
+
 
 def model_slug(model: str) -> str:
     """The model's part of a deployment name (``heart-disease``), as the gateway and the API
@@ -423,6 +463,7 @@ def _declared(path: Path) -> ModelDeployments:
         model=path.stem,
         scoring_schedule=_schedule(path, raw, "scoring", ScoringConfig.model_fields),
         drift_schedule=_schedule(path, raw, "drift", DriftConfig.model_fields),
+        alerts_schedule=_schedule(path, raw, "alerts", AlertsConfig.model_fields),
     )
 
 
@@ -484,7 +525,11 @@ def model_entries(model: ModelDeployments) -> list[Entry]:
                 concurrency_limit=kind.concurrency_limit,
                 cron=cron,
                 large=kind.large,
-                retrain_model=model.model if kind.retrain_trigger else None,
+                trigger=(
+                    Template(TRIGGERS[kind.trigger]).substitute(model=model.model)
+                    if kind.trigger
+                    else None
+                ),
             )
         )
     return entries
@@ -517,8 +562,8 @@ def _entry(entry: Entry, variant: Variant) -> str:
         ]
     lines.append(f"    work_pool: {variant.large_pool if entry.large else variant.pool}")
     text = "\n".join(lines) + "\n"
-    if entry.retrain_model is not None:
-        text += Template(RETRAIN_TRIGGER).substitute(model=entry.retrain_model)
+    if entry.trigger is not None:
+        text += entry.trigger
     return text
 
 

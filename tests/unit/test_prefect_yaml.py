@@ -30,6 +30,8 @@ KINDS = {
     "rollback": "flows/governance.py:rollback_flow",
     "score": "flows/scoring.py:scoring_flow",
     "drift": "flows/drift.py:drift_flow",
+    "monitor": "flows/monitor.py:monitor_flow",
+    "watch": "flows/monitor.py:watch_flow",
     "reproduce": "flows/reproduce.py:reproduce_flow",
     "rollout": "flows/rollout.py:rollout_flow",
 }
@@ -81,6 +83,10 @@ def test_every_configured_model_has_every_kind_with_its_own_name(path: str, mode
     [trigger] = deployments[f"train-{slug}"]["triggers"]
     assert trigger["match"] == {"prefect.resource.id": f"mlsteward.model.{model}"}
     assert trigger["parameters"]["model"] == model
+    [watch] = deployments[f"watch-{slug}"]["triggers"]
+    assert watch["expect"] == ["mlsteward.model.promoted"]
+    assert watch["parameters"] == {"model": model, "version": "{{ event.payload.version }}"}
+    assert deployments[f"monitor-{slug}"]["schedules"][0]["cron"] == "*/15 * * * *"
 
 
 def test_a_new_model_config_gets_its_deployments_and_schedules(tmp_path: Path) -> None:
@@ -132,10 +138,11 @@ def test_the_rendered_schedules_and_triggers_are_what_prefect_accepts(tmp_path: 
     _model_yaml(models, "churn", scoring={"schedule": "30 */4 * * *"})
     local = _deployments(prefect_yaml.render(prefect_yaml.declared_models(models))["prefect.yaml"])
     crons = [s for d in local.values() for s in d.get("schedules", [])]
-    assert len(crons) == 5  # materialize, score, drift, upkeep, reaper
+    assert len(crons) == 6  # materialize, score, drift, monitor, upkeep, reaper
     for schedule in crons:
         CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
     DeploymentEventTrigger.model_validate(local["train-churn"]["triggers"][0])
+    DeploymentEventTrigger.model_validate(local["watch-churn"]["triggers"][0])
 
 
 def test_a_null_schedule_gets_no_schedule_and_a_missing_one_the_default(tmp_path: Path) -> None:
@@ -263,7 +270,7 @@ def test_render_command_writes_and_check_refuses_naming_the_command(
 
     again = runner.invoke(app, ["deployments", "render", "--check"])
     assert again.exit_code == 0, again.output
-    assert "up to date (1 model(s) with 9 deployments, 2 for all models)" in again.output
+    assert "up to date (1 model(s) with 11 deployments, 2 for all models)" in again.output
 
 
 def test_render_command_outside_a_checkout_says_where_it_looked(
