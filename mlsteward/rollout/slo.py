@@ -43,8 +43,20 @@ def serving_observations(
     now: datetime | None = None,
 ) -> list[Observation]:
     """Error rate and p99 latency of the champion since the last run (None: no verdict)."""
+    return judge_scrape(cfg, version, scrape(url), state=state, now=now)
+
+
+def judge_scrape(
+    cfg: ModelConfig,
+    version: str,
+    exposition: str,
+    *,
+    state: AlertState,
+    now: datetime | None = None,
+) -> list[Observation]:
+    """:func:`serving_observations` on a scrape already made (its Prometheus text)."""
     now = now or datetime.now(UTC)
-    text = _model_lines(scrape(url), cfg.name)
+    text = _model_lines(exposition, cfg.name)
     previous = state.get(cfg.name, "serving_scrape")
     state.put(cfg.name, "serving_scrape", {"text": text, "at": now.isoformat()})
     if previous is None:
