@@ -14,7 +14,7 @@ from mlsteward.alerts.observation import Observation
 from mlsteward.alerts.state import AlertState, Transition
 from mlsteward.audit import Action, audit_store
 from mlsteward.config.models import get_model_config
-from mlsteward.config.sections.alerts import AlertsConfig
+from mlsteward.config.sections.alerts import RULES, AlertsConfig
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 QUIET = timedelta(minutes=60)
@@ -169,3 +169,24 @@ def test_config_defaults_are_the_seeds_and_bad_channels_are_refused() -> None:
         AlertsConfig.model_validate({"channels": [{"type": "pagerduty", "url_env": "A"}]})
     with pytest.raises(ValidationError, match="max_drop"):
         AlertsConfig.model_validate({"rules": {"quality_drop": {"max_drop": -1}}})
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_every_rule_fires_once_for_a_breach_and_resolves_once(rule: str) -> None:
+    cfg = get_model_config("heart_disease")
+    breach = Observation(rule=rule, breached=True, subject="s", summary=f"{rule} breached")
+    clear = Observation(rule=rule, breached=False, subject="s", summary=f"{rule} clear")
+    seen = [
+        observe(cfg, [obs], actor="service:monitor")[0].transition
+        for obs in (breach, breach, breach, clear, clear)
+    ]
+    assert seen == [
+        Transition.FIRED,
+        Transition.SUPPRESSED,
+        Transition.SUPPRESSED,
+        Transition.RESOLVED,
+        Transition.OK,
+    ]
+    store = audit_store()
+    assert [r.details["rule"] for r in store.query(action=Action.ALERT_FIRED)] == [rule]
+    assert [r.details["rule"] for r in store.query(action=Action.ALERT_RESOLVED)] == [rule]
