@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from mlsteward.api import (
+    alerts,
     approvals,
     audit,
     dashboard,
@@ -49,7 +50,18 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json",
     )
     errors.install(app)
-    groups = (identity, models, decisions, approvals, runs, rollouts, outcomes, audit, dashboard)
+    groups = (
+        identity,
+        models,
+        decisions,
+        approvals,
+        runs,
+        rollouts,
+        outcomes,
+        alerts,
+        audit,
+        dashboard,
+    )
     for group in groups:
         app.include_router(group.router, prefix=PREFIX)
     app.mount("/ui", create_console())

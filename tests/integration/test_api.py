@@ -9,6 +9,7 @@ serves, and the fuzzing last (it may change anything).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -32,9 +33,12 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
+from mlsteward.alerts.engine import observe
+from mlsteward.alerts.observation import Observation
 from mlsteward.api.app import create_app
 from mlsteward.api.client import GovernanceClient
 from mlsteward.audit import Action, audit_store
+from mlsteward.config.models import get_model_config
 from mlsteward.config.names import NAME_PATTERN
 from mlsteward.errors import NotFoundError, PermissionDeniedError
 from mlsteward.governance import canary, registry
@@ -153,6 +157,7 @@ ROUTES = [
     Route("GET", "/audit", P.READ, 200),
     Route("GET", "/audit/verify", P.READ, 200),
     Route("GET", "/dashboard", P.READ, 200),
+    Route("GET", f"{M}/alerts", P.READ, 200),
     Route("POST", f"{M}/versions/999/validate", P.VALIDATE, 404, {}),
     Route("POST", f"{M}/versions/999/promote", P.PROMOTE, 404, {"reason": "table"}),
     Route("POST", f"{M}/versions/999/approve", P.APPROVE, 409, {"reason": "table"}),
@@ -797,3 +802,21 @@ def test_fuzzed_requests_never_get_a_server_error(tokens: dict[Role, str]) -> No
     assert len(operations) == documented, operations
     for label in ("GET /api/v1/models/{model}", "GET /api/v1/models/{model}/versions/{version}"):
         assert seen[label, 2] > 0, seen  # the fuzzing reached the trained model
+
+
+def test_the_alerts_route_shows_open_incidents_and_recent_alerts(
+    client: TestClient, tokens: dict[Role, str]
+) -> None:
+    cfg = get_model_config(MODEL)
+    breach = Observation(
+        rule="skew", breached=True, subject="bmi", summary="bmi differs", value=0.4
+    )
+    observe(cfg, [breach], actor="service:monitor")
+    body = client.get(f"{API}{M}/alerts", headers=bearer(tokens[Role.VIEWER])).json()
+    [incident] = [i for i in body["firing"] if i["rule"] == "skew"]
+    assert incident["subject"] == "bmi" and incident["breaches"] == 1
+    assert body["recent"][0]["kind"] == "fired" and body["recent"][0]["value"] == 0.4
+    observe(cfg, [dataclasses.replace(breach, breached=False)], actor="service:monitor")
+    after = client.get(f"{API}{M}/alerts", headers=bearer(tokens[Role.VIEWER])).json()
+    assert [i for i in after["firing"] if i["rule"] == "skew"] == []
+    assert after["recent"][0]["kind"] == "resolved"
