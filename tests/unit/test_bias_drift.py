@@ -15,7 +15,7 @@ from mlsteward.alerts.state import Transition
 from mlsteward.audit import Action, audit_store
 from mlsteward.config.models import ModelConfig, get_model_config
 from mlsteward.monitoring import prediction_log
-from mlsteward.monitoring.bias import check_bias
+from mlsteward.monitoring.bias import bounded_rows, check_bias
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 GROUP = 200  # rows per sex; the demo config gates groups of 100 and more
@@ -112,6 +112,28 @@ def test_one_groups_collapsed_tpr_fires_equal_opportunity(cfg) -> None:
         "F": 0.3,
         "M": 0.8,
     }
+
+
+def test_large_groups_are_measured_on_a_bounded_share_of_each_cell(cfg) -> None:
+    frame = logged(cfg)
+    prediction_log.append(cfg.name, frame)
+    attach(cfg, outcomes(frame, women_found=30))
+    fairness = cfg.fairness.model_copy(update={"min_group_size": 10})
+    result = check_bias(cfg.model_copy(update={"fairness": fairness}), now=NOW, max_group_rows=50)
+    table = {g["group"]: g for g in result.attributes["sex"].to_dict()["groups"]}
+    assert (table["F"]["size"], table["F"]["positives"]) == (200, 100)  # every row counted
+    assert 48 <= table["F"]["measured"] <= 52
+    assert table["F"]["tpr"] == pytest.approx(0.3, abs=0.02)
+    assert table["M"]["tpr"] == pytest.approx(0.8, abs=0.02)
+    assert "sex:equal_opportunity_difference" in result.breached
+    assert "at most 50 rows per group" in result.attributes["sex"].to_dict()["note"]
+
+    groups = np.array(["a"] * 1_000 + ["b"] * 40)
+    cell = np.arange(1_040) % 4
+    kept = bounded_rows(groups, [cell], 100)
+    assert kept is not None and (groups[kept] == "b").sum() == 40
+    assert np.bincount(cell[kept][groups[kept] == "a"]).tolist() == [25, 25, 25, 25]
+    assert bounded_rows(groups, [cell], 1_000) is None
 
 
 def test_too_few_labelled_rows_give_no_verdict(cfg) -> None:
