@@ -88,7 +88,8 @@ def check_bias_task(cfg: ModelConfig, version: str | None = None) -> BiasResult:
     )  # fmt: skip
     for name, attribute in result.attributes.items():
         table = attribute.to_dict()
-        lines += ["", f"## {name}", "", f"Checks: {table['checks']}. {table['note']}".rstrip()]
+        checks = ", ".join(f"{m} {_VERDICT[ok]}" for m, ok in attribute.checks.items())
+        lines += ["", f"## {name}", "", f"{checks or 'No gated metric'}. {table['note']}".rstrip()]
         if table["groups"]:
             lines += ["", "| group | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
             lines += [
@@ -101,6 +102,9 @@ def check_bias_task(cfg: ModelConfig, version: str | None = None) -> BiasResult:
         description=f"Bias drift of {cfg.name}: {len(result.breached)} breached metric(s)",
     )
     return result
+
+
+_VERDICT = {True: "within its limit", False: "**breached**", None: "no verdict"}
 
 
 def _cell(value: object) -> str:
