@@ -279,15 +279,20 @@ def reference_from_rows(
     )
 
 
-def _stored_report(champion: VerifiedModel) -> dict[str, Any] | None:
+def _stored_report(champion: VerifiedModel) -> tuple[dict[str, Any] | None, str]:
+    """The stored validation report, or why there is none (a lost artifact is not fatal: the
+    holdout can stand in)."""
     uri = champion.info.tags.get("validation_report")
     match = _RUNS_URI.match(uri or "")
     if match is None:
-        return None
-    with tempfile.TemporaryDirectory(prefix="mlsteward-attribution-") as d:
-        local = registry.download_run_file(match.group(1), match.group(2), Path(d))
-        found: dict[str, Any] = json.loads(local.read_text())
-        return found
+        return None, "no validation report recorded"
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlsteward-attribution-") as d:
+            local = registry.download_run_file(match.group(1), match.group(2), Path(d))
+            found: dict[str, Any] = json.loads(local.read_text())
+    except Exception as exc:  # MLflow raises its own and OS errors; the holdout stands in
+        return None, f"validation report {uri} unreadable ({type(exc).__name__}: {exc})"
+    return found, ""
 
 
 def attribution_reference(
@@ -302,15 +307,24 @@ def attribution_reference(
         top_k: Contributions per row both sides are cut to; default :func:`default_top_k`.
 
     Raises:
-        MlstewardError: ``top_k`` is below 1 (nothing to compare).
+        MlstewardError: ``top_k`` is below 1 (nothing to compare), or the version has neither
+            a SHAP sample nor a readable holdout.
     """
-    report = _stored_report(champion)
+    report, why = _stored_report(champion)
     evaluation = from_report(report) if report is not None else None
     if evaluation is not None:
         found = reference_from_evaluation(cfg, champion, evaluation, top_k=top_k)
         if found is not None:
             return found
-    return reference_from_rows(cfg, champion, load_holdout(champion.info), top_k=top_k)
+        why = "its validation report holds no SHAP sample of its features"
+    try:
+        holdout = load_holdout(champion.info)
+    except Exception as exc:  # MLflow raises its own and OS errors
+        raise MlstewardError(
+            f"{cfg.name} v{champion.info.version}: attribution drift has no reference: {why}, "
+            f"and its recorded holdout cannot be read ({type(exc).__name__}: {exc})"
+        ) from exc
+    return reference_from_rows(cfg, champion, holdout, top_k=top_k)
 
 
 # -- the production side ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from mlsteward.alerts.state import Transition
 from mlsteward.audit import Action, audit_store
 from mlsteward.config.models import ModelConfig, get_model_config
 from mlsteward.data.builtin import builtin
+from mlsteward.errors import MlstewardError
 from mlsteward.governance import mlflow_adapter, registry
 from mlsteward.governance.gates import ValidationReport
 from mlsteward.governance.registry import VerifiedModel
@@ -120,6 +121,11 @@ def test_a_report_without_a_shap_sample_explains_the_recorded_holdout(
     from_sample = attribution_reference(cfg, registered(cfg, model, holdout, score, tmp_path))
     # the sample and the whole holdout agree on what matters most
     assert reference.features[0].feature == from_sample.features[0].feature
+    lost = replace(
+        model, info=replace(model.info, run_id=mlflow_adapter.start_run(cfg.name, "x", {}))
+    )
+    with pytest.raises(MlstewardError, match="no validation report recorded, and its recorded"):
+        attribution_reference(cfg, lost)
 
 
 def test_both_sides_are_cut_to_the_same_top_k() -> None:
