@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
+from mlsteward.alerts.engine import rule_config
+from mlsteward.alerts.state import AlertState
 from mlsteward.api import views
 from mlsteward.api.approvals import pending_approvals
 from mlsteward.api.auth import allowed_anywhere
@@ -48,10 +50,11 @@ def model_summary(
     pending: list[dict[str, Any]],
     targets: dict[str, ServingTarget] | None = None,
     known: dict[VersionKey, VersionInfo] | None = None,
+    firing: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One model's line; a config that does not load is named instead of failing the page.
     ``targets`` (from ``read_targets``) and ``known`` (from ``registry.live_versions``) save
-    registry reads per model."""
+    registry reads per model; ``firing`` is the open incidents (``AlertState.firing``)."""
     empty: dict[str, Any] = {
         "model": name,
         "owner": None,
@@ -74,6 +77,24 @@ def model_summary(
         alerts.append(
             {"rule": "alias_mismatch", "severity": "critical", "message": check.problem()}
         )
+    for incident in firing or []:
+        if incident["model"] != name:
+            continue
+        try:
+            severity = rule_config(cfg, incident["rule"]).severity
+        except ValueError:  # a rule this version no longer knows
+            severity = "warning"
+        alerts.append(
+            {
+                "rule": incident["rule"],
+                "subject": incident["subject"],
+                "severity": severity,
+                "since": incident["fired_at"],
+                "breaches": incident["breaches"],
+                "message": f"{incident['rule']} {incident['subject']}".strip()
+                + f": breached {incident['breaches']} time(s) since {incident['fired_at']}",
+            }
+        )
     return {
         **empty,
         "owner": cfg.owner,
@@ -92,7 +113,8 @@ def dashboard(
     _: Annotated[Principal, Depends(allowed_anywhere(Permission.READ))],
 ) -> dict[str, Any]:
     """Every model: champion, challenger, pending approvals, last drift, active rollout and
-    open alerts (none are raised yet: the list is where they will appear)."""
+    open alerts (the incidents of the standing rules, and a champion alias that disagrees with
+    the governance record)."""
     models = summaries()[0]
     return {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "models": models}
 
@@ -103,9 +125,11 @@ def summaries() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     known = registry.live_versions()
     pending = pending_approvals(known=known)
     targets = read_targets()
+    with AlertState() as state:
+        firing = state.firing()
     with audit_store() as store:
         models = [
-            model_summary(name, store, pending, targets, known)
+            model_summary(name, store, pending, targets, known, firing)
             for name in views.configured_models()
         ]
     return models, pending

@@ -9,6 +9,7 @@ leaves 127.0.0.1; the pages read without JavaScript and the approval works from 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -23,6 +24,8 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from prefect.settings import PREFECT_API_URL
 
+from mlsteward.alerts.engine import observe
+from mlsteward.alerts.observation import Observation
 from mlsteward.audit import Action, audit_store
 from mlsteward.config.models import get_model_config
 from mlsteward.governance import approving, canary, registry
@@ -345,5 +348,41 @@ def test_pages_read_without_javascript(console: dict[str, Any], browser: Browser
         page.goto(f"{base}/ui/rollouts")
         assert page.get_by_role("heading", name="Rollouts").is_visible()
         assert viewer.outside() == []
+    finally:
+        viewer.close()
+
+
+def test_open_alerts_show_on_the_models_and_model_pages(
+    console: dict[str, Any], browser: Browser
+) -> None:
+    """An incident of a standing rule is a pill on the Models page and a row of the Model
+    page's alerts, until it resolves."""
+    base = console["base"]
+    cfg = get_model_config(MODEL)
+    breach = Observation(
+        rule="skew",
+        breached=True,
+        subject="cholesterol",
+        summary="cholesterol differs from the offline store on 12.0% of rows (limit 1%)",
+        value=0.12,
+        limit=0.01,
+        version=console["champion"],
+    )
+    observe(cfg, [breach, breach], actor="service:monitor")
+    viewer = Session(browser, base)
+    try:
+        page = viewer.sign_in(console["tokens"][Role.VIEWER])
+        page.get_by_role("link", name="skew cholesterol").click()
+        page.wait_for_url(f"{base}/ui/models/{MODEL}#alerts")
+        assert page.get_by_role("heading", name="Alerts").is_visible()
+        row = page.locator("#alerts + .tablewrap tbody tr").first
+        assert "cholesterol" in row.inner_text() and "2" in row.inner_text()
+        page.get_by_text("Latest alerts").click()
+        assert page.get_by_text("differs from the offline store on 12.0%").first.is_visible()
+        viewer.shot(console["shots"], "model-alerts")
+        assert viewer.outside() == []
+        observe(cfg, [dataclasses.replace(breach, breached=False)], actor="service:monitor")
+        page.goto(f"{base}/ui/models/{MODEL}")
+        assert page.get_by_text("No open incidents.").is_visible()
     finally:
         viewer.close()

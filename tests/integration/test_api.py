@@ -816,6 +816,9 @@ def test_the_alerts_route_shows_open_incidents_and_recent_alerts(
     [incident] = [i for i in body["firing"] if i["rule"] == "skew"]
     assert incident["subject"] == "bmi" and incident["breaches"] == 1
     assert body["recent"][0]["kind"] == "fired" and body["recent"][0]["value"] == 0.4
+    board = client.get(f"{API}/dashboard", headers=bearer(tokens[Role.VIEWER])).json()
+    [row] = [m for m in board["models"] if m["model"] == MODEL]
+    assert [(a["rule"], a["subject"]) for a in row["open_alerts"]] == [("skew", "bmi")]
     observe(cfg, [dataclasses.replace(breach, breached=False)], actor="service:monitor")
     after = client.get(f"{API}{M}/alerts", headers=bearer(tokens[Role.VIEWER])).json()
     assert [i for i in after["firing"] if i["rule"] == "skew"] == []

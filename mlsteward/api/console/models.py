@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mlsteward.api import views
+from mlsteward.api.alerts import alerts_view
 from mlsteward.api.approvals import pending_approvals
 from mlsteward.api.auth import check_version, known_model
 from mlsteward.api.console.evidence import decision_history, drift_history, version_evidence
@@ -73,6 +74,7 @@ def _model(name: str) -> dict[str, Any]:
         "drift": drift,
         "pictures": model_links(cfg.name, primary, bool(drift)),
         "pending_count": len(queue),
+        "alerts": alerts_view(cfg.name, 10),
     }
 
 
