@@ -15,12 +15,14 @@ from mlsteward.rollout.watch import ChampionNow, rollback_breaches, watching
 from tasks.alerts import raise_alerts
 from tasks.common import run_actor, run_logger
 from tasks.monitor import (
+    attribution_checks,
     current_champion,
     quality_since_promotion,
     run_success_check,
     serving_checks,
     watch_rollback,
 )
+from tasks.production_checks import check_bias_task
 
 
 def standing_checks(cfg: ModelConfig, champ: ChampionNow) -> list[Observation]:
@@ -30,6 +32,13 @@ def standing_checks(cfg: ModelConfig, champ: ChampionNow) -> list[Observation]:
         *run_success_check(cfg),
         *quality_since_promotion(cfg, champ),
     ]
+
+
+def production_checks(cfg: ModelConfig, champ: ChampionNow, actor: str) -> list[Observation]:
+    """The checks over the prediction log: SHAP attribution against the training reference,
+    fairness on the labelled window."""
+    bias = check_bias_task(cfg, champ.version)
+    return [*attribution_checks(cfg, champ, actor), *bias.observations(cfg, champ.version)]
 
 
 @flow(name="monitor-model", log_prints=True)
@@ -48,7 +57,8 @@ def monitor_flow(model: str = "heart_disease", requested_by: str | None = None) 
         return {"model": model, "champion": None, "alerts": []}
 
     # 1. The rules, then what people must hear
-    alerts = raise_alerts(cfg, standing_checks(cfg, champ), actor)
+    observations = standing_checks(cfg, champ) + production_checks(cfg, champ, actor)
+    alerts = raise_alerts(cfg, observations, actor)
     return {"model": model, "champion": champ.to_dict(), "alerts": [a.to_dict() for a in alerts]}
 
 

@@ -21,6 +21,7 @@ from mlsteward.rollout.service import ServiceUnavailable
 from mlsteward.rollout.slo import serving_observations
 from mlsteward.rollout.watch import ChampionNow, champion_now, rollback_reason
 from tasks.common import run_logger
+from tasks.production_checks import attribution_reference_task, check_attribution_task
 
 
 @task(name="current-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -90,3 +91,16 @@ def watch_rollback(
         actor=actor,
     )
     return result
+
+
+@task(name="attribution-checks", cache_policy=NO_CACHE)
+def attribution_checks(cfg: ModelConfig, champ: ChampionNow, actor: str) -> list[Observation]:
+    """Attribution drift of the champion; none when it has no reference to compare with (a
+    version registered without a SHAP sample or a holdout), which is said, not raised."""
+    try:
+        champion = governance.load_version(cfg.name, champ.version, actor=actor)
+        reference = attribution_reference_task(cfg, champion)
+    except MlstewardError as exc:
+        run_logger().warning("%s: attribution drift not checked: %s", cfg.name, exc)
+        return []
+    return check_attribution_task(cfg, reference).observations(cfg, champ.version)

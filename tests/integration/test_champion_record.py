@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from flows.monitor import watch_flow
+from flows.monitor import monitor_flow, watch_flow
 from mlsteward.alerts.automations import sync_automations
 from mlsteward.audit import Action, audit_store
 from mlsteward.cli.app import app
@@ -412,6 +412,13 @@ def test_the_watch_rolls_back_a_champion_whose_quality_breaks_and_notifies(
         # a watch that finds another champion than the one it watches ends without acting
         again = watch_flow(model=MODEL, version=challenger)
         assert again["checks"] == [] and again["rolled_back_to"] is None
+
+        # the scheduled monitor checks every standing rule it can on v1; none can judge yet
+        checked = monitor_flow(model=MODEL)
+        assert checked["champion"]["version"] == champion
+        rules = {a["rule"] for a in checked["alerts"]}
+        assert {"success_rate", "quality_drop", "attribution_drift", "bias_drift"} <= rules
+        assert all(a["transition"] is None for a in checked["alerts"]), checked["alerts"]
     finally:
         hook.shutdown()
         write_config(config_dir, tuning=FAST_TUNING)
