@@ -28,6 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
+from mlsteward.alerts.engine import announce_once
+from mlsteward.alerts.observation import Observation
 from mlsteward.audit import Action
 from mlsteward.config.models import ModelConfig
 from mlsteward.governance import canary as canary_state
@@ -360,6 +362,45 @@ def roll_back(run: Rollout, reason: str, details: dict[str, Any], log: Logger) -
         "%s v%s rolled back (rollout %s): %s",
         run.model, run.version, run.canary.rollout_id, reason,
     )  # fmt: skip
+    tell_rolled_back(run, reason, details, log)
+
+
+_GUARDRAIL_RULES = {"quality": "quality_drop"}
+"""A guardrail's name as the standing rule it is told under (the others share theirs)."""
+
+
+def tell_rolled_back(run: Rollout, reason: str, details: dict[str, Any], log: Logger) -> None:
+    """A canary rolled back is told, not only audited: one critical alert (rule: the first
+    breached guardrail, else ``error_rate`` for a service that never followed), which the
+    model's automation notifies. Never raised over the rollback itself."""
+    breaches = details.get("breaches") or []
+    check = breaches[0]["check"] if breaches else "error_rate"
+    first = breaches[0] if breaches else {}
+    try:
+        announce_once(
+            run.cfg,
+            Observation(
+                rule=_GUARDRAIL_RULES.get(check, check),
+                breached=True,
+                subject="canary",
+                severity="critical",
+                summary=f"canary v{run.version} rolled back: {reason}",
+                value=_number(first.get("observed"), check),
+                limit=_number(first.get("limit"), check),
+                version=run.version,
+                details={"rollout_id": run.canary.rollout_id, "breaches": breaches},
+            ),
+            actor=run.actor,
+        )
+    except Exception as exc:  # the rollback is done and audited; the alert is best effort
+        log.warning("rollout %s: the rollback alert failed: %s", run.canary.rollout_id, exc)
+
+
+def _number(found: Any, key: str) -> float | None:
+    """A guardrail's observed value or limit as one number (they are dicts of numbers)."""
+    if isinstance(found, dict):
+        found = found.get(key, next(iter(found.values()), None)) if found else None
+    return float(found) if isinstance(found, int | float) else None
 
 
 def abort(run: Rollout, log: Logger, exc: BaseException) -> None:

@@ -208,6 +208,9 @@ def test_a_failing_challenger_is_rolled_back_at_the_first_step(
     assert rolled.details["breaches"][0]["observed"]["error_rate"] == 1.0
     assert rolled.details["breaches"][0]["limit"]["max_error_rate"] == 0.01
     assert "error_rate" in rolled.reason
+    [told] = records(Action.ALERT_FIRED, v2)  # the rollback is an alert, not only a record
+    assert (told.details["rule"], told.details["subject"]) == ("error_rate", "canary")
+    assert told.details["severity"] == "critical" and told.details["value"] == 1.0
     [started] = records(Action.ROLLOUT_STARTED, v2)
     assert started.details["config"]["rollout"]["steps"] == [0.2, 0.5, 1.0]
     assert started.details["service_url"] == service.url
