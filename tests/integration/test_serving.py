@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import shutil
 import signal
+import subprocess
 import threading
 import time
 import urllib.error
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import schemathesis
+import yaml
 from fastapi.testclient import TestClient
 from schemathesis.checks import positive_data_acceptance
 from typer.testing import CliRunner
@@ -35,6 +38,16 @@ from mlsteward.monitoring import prediction_log
 from mlsteward.monitoring.scoring import score_frame
 from tests.conftest import REPO_ROOT
 from tests.support.governance import MODEL, write_config
+from tests.support.platform import free_port
+from tests.support.prometheus import (
+    SCRAPE_JOB,
+    dashboard,
+    for_model,
+    metric_names,
+    panel_exprs,
+    rules,
+    scrape_config,
+)
 from tests.support.serving import (
     FAST_TUNING,
     SERVICE_SETTINGS,
@@ -764,3 +777,135 @@ def test_a_model_not_trained_yet_keeps_no_other_model_out_of_rotation(
         r = client.post("/v1/models/diabetes/predict", json={"entity_ids": [1]})
         assert r.status_code == 503, r.text  # not applied to Feast, no champion either
         assert client.post(PREDICT, json={"entity_ids": stack["ids"][:2]}).status_code == 200
+
+
+# -- Prometheus itself, with the shipped rules and dashboard ------------------------------
+
+PROMETHEUS = shutil.which("prometheus") or "prometheus"
+READY_SECONDS = 60.0
+# Dashboard queries that have no series on a healthy service: nothing failed to load.
+EMPTY_WHEN_HEALTHY = {"mlsteward_model_load_failures_total"}
+
+
+@pytest.fixture(scope="module")
+def metrics_service(stack: dict[str, Any], start_module_service: Callable[..., Service]) -> Service:
+    """A second service of the module's stack with ``/metrics`` behind a token, as the example
+    configuration's authorization block is for."""
+    return start_module_service(settings={"MLSTEWARD_SERVING_METRICS_AUTH": "true"})
+
+
+@pytest.fixture(scope="module")
+def prometheus(metrics_service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``prometheus`` on a free loopback port with the example configuration pointed at the
+    service (the service's viewer token in the credentials file), scraping and evaluating every
+    second; stopped (SIGTERM, then SIGKILL) at the module's end. Its base URL."""
+    work = tmp_path_factory.mktemp("prometheus")
+    token = work / "mlsteward-token"
+    token.write_text(metrics_service.token)
+    token.chmod(0o600)
+    config = work / "prometheus.yml"
+    target = metrics_service.url.removeprefix("http://")
+    config.write_text(yaml.safe_dump(scrape_config(target, token)))
+    port = free_port()
+    log = work / "prometheus.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={work / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        while not _scraped(url):  # its target discovery takes ~5 s after it is ready
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"prometheus never scraped:\n{log.read_text()[-4000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _scraped(url: str) -> bool:
+    """Whether Prometheus answers and has scraped the service once."""
+    try:
+        answer = httpx.get(f"{url}/api/v1/query", params={"query": "up"}, timeout=2)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200 and bool(answer.json()["data"]["result"])
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    """The instant vector ``expr`` evaluates to now (an error fails the test)."""
+    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert answer["status"] == "success", (expr, answer)
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
+
+
+def values(prometheus: str, expr: str) -> list[float]:
+    return [float(sample["value"][1]) for sample in query(prometheus, expr)]
+
+
+def test_prometheus_scrapes_the_service_and_the_rules_give_a_p99_and_a_throughput(
+    stack: dict[str, Any], metrics_service: Service, prometheus: str
+) -> None:
+    """Debian's Prometheus scraping the running service with the example configuration under
+    ``deploy/prometheus`` (its bearer-token block on), evaluating the rules every second: the
+    recording rules give the model a p99 latency and a throughput, every rule evaluates without
+    error on real series, every dashboard query answers, and no alert fires."""
+    service = metrics_service
+    assert httpx.get(f"{service.url}/metrics", timeout=10).status_code == 401  # a token or none
+
+    p99 = f'model_arm:mlsteward_request_seconds:p99_5m{{model="{MODEL}", arm="champion"}}'
+    requests = f'model:mlsteward_requests:rate5m{{model="{MODEL}"}}'
+    panels = {
+        title: [for_model(e, MODEL) for e in exprs]
+        for title, exprs in panel_exprs(dashboard()).items()
+    }
+    awaited = [
+        e for exprs in panels.values() for e in exprs if not metric_names(e) & EMPTY_WHEN_HEALTHY
+    ]
+    # Predictions across several scrapes: a rate needs the counters to grow between two.
+    sent = 0
+    deadline = time.monotonic() + 90
+    with httpx.Client(base_url=service.url, headers=service.headers, timeout=10) as client:
+        while True:
+            for entity in stack["ids"][:2]:
+                answer = client.post(f"/v1/models/{MODEL}/predict", json={"entity_ids": [entity]})
+                assert answer.status_code == 200, answer.text
+                sent += 1
+            if sent % 10 == 0 and all(query(prometheus, e) for e in awaited):
+                break
+            assert time.monotonic() < deadline, (
+                f"after {sent} predictions, no series yet for "
+                f"{[e for e in awaited if not query(prometheus, e)]}"
+            )
+            time.sleep(0.1)
+
+    assert values(prometheus, f'up{{job="{SCRAPE_JOB}"}}') == [1.0]  # scraped with the token
+    [latency] = values(prometheus, p99)
+    assert math.isfinite(latency) and 0 < latency < 10, latency
+    [throughput] = values(prometheus, requests)
+    assert throughput > 0
+    [rows] = values(prometheus, f'model:mlsteward_predictions:rate5m{{model="{MODEL}"}}')
+    assert rows > 0
+    # every request was answered: the refused share is 0, not missing
+    assert values(
+        prometheus, f'model:mlsteward_requests_non2xx:ratio_rate5m{{model="{MODEL}"}}'
+    ) == [0.0]
+    assert values(prometheus, f'mlsteward_model_loaded{{model="{MODEL}", arm="champion"}}') == [1.0]
+
+    # every rule evaluates on the real series without an error (a clash of label sets, say)
+    groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    evaluated = {r["name"]: r for g in groups for r in g["rules"]}
+    assert len(evaluated) == len(rules())
+    unhealthy = {n: r.get("lastError") for n, r in evaluated.items() if r["health"] != "ok"}
+    assert not unhealthy, unhealthy
+    # and no alert fires, or is pending, on a healthy service
+    assert query(prometheus, "ALERTS") == []
