@@ -104,7 +104,6 @@ def observe(
     """
     now = now or datetime.now(UTC)
     alerts = cfg.alerts
-    quiet = timedelta(minutes=alerts.quiet_period_minutes)
     own_state = state is None
     state = state or AlertState()
     audit = audit or audit_store()
@@ -116,12 +115,14 @@ def observe(
             if not rule.enabled or obs.breached is None:
                 out.append(AlertOutcome(obs, None, severity))
                 continue
+            minutes = rule.quiet_period_minutes
+            quiet = alerts.quiet_period_minutes if minutes is None else minutes
             incident = state.check(
                 cfg.name,
                 obs.rule,
                 obs.subject,
                 breached=obs.breached,
-                quiet_period=quiet,
+                quiet_period=timedelta(minutes=quiet),
                 resolve_after=alerts.resolve_after,
                 now=now,
             )

@@ -190,3 +190,22 @@ def test_every_rule_fires_once_for_a_breach_and_resolves_once(rule: str) -> None
     store = audit_store()
     assert [r.details["rule"] for r in store.query(action=Action.ALERT_FIRED)] == [rule]
     assert [r.details["rule"] for r in store.query(action=Action.ALERT_RESOLVED)] == [rule]
+
+
+def test_a_rule_may_have_its_own_quiet_period() -> None:
+    base = get_model_config("heart_disease")
+    rules = base.alerts.rules.model_copy(
+        update={"skew": base.alerts.rules.skew.model_copy(update={"quiet_period_minutes": 0})}
+    )
+    cfg = base.model_copy(update={"alerts": base.alerts.model_copy(update={"rules": rules})})
+    breach = Observation(rule="skew", breached=True, summary="skew")
+    other = Observation(rule="feature_psi", breached=True, summary="psi")
+    seen = [
+        [
+            o.transition
+            for o in observe(cfg, [breach, other], actor="a", now=T0 + timedelta(minutes=n))
+        ]
+        for n in range(3)
+    ]
+    assert [s[0] for s in seen] == [Transition.FIRED, Transition.REMINDED, Transition.REMINDED]
+    assert [s[1] for s in seen] == [Transition.FIRED, Transition.SUPPRESSED, Transition.SUPPRESSED]

@@ -43,6 +43,9 @@ class Rule(StrictModel):
         description="A breach during the post-promotion watch rolls back to the previous "
         "champion (through governance, audited and alerted).",
     )
+    quiet_period_minutes: float | None = Field(
+        default=None, ge=0, description="Unset: alerts.quiet_period_minutes."
+    )
 
 
 class QualityDropRule(Rule):
