@@ -63,9 +63,9 @@ def drift_flow(
         run_logger().warning("%s", note)
     decision = decide_on_drift(cfg, result)
     record_drift(cfg, result, decision, champion.info.version, actor)
-    raise_drift_alerts(cfg, result, champion.info.version, actor)
+    alerts = raise_drift_alerts(cfg, result, champion.info.version, actor)
     out = DriftRunResult.model_validate(
-        {**result.to_dict(), "decision": decision.to_dict(), "retrain": None}
+        {**result.to_dict(), "decision": decision.to_dict(), "retrain": None, "alerts": alerts}
     )
     if not decision.retrain:
         return out

@@ -117,3 +117,5 @@ class DriftRunResult(BaseModel):
     notes: list[str]
     decision: DriftDecisionRecord
     retrain: RetrainOutcome | None = None
+    alerts: list[dict[str, Any]] = []
+    """The standing rules this run judged (drift, PSI, output, quality) and what each did."""

@@ -136,6 +136,10 @@ def drift_human(p: dict) -> str:
         )
     if p.get("retrain"):
         lines += _retrain_lines(p["retrain"])
+    told = [
+        a for a in p.get("alerts") or [] if a["transition"] in ("fired", "reminded", "resolved")
+    ]
+    lines += [f"alert {a['transition']}: {a['rule']} {a['subject']}: {a['summary']}" for a in told]
     lines.append(f"report: {p['report_path']}")
     return "\n".join(lines)
 

@@ -90,12 +90,20 @@ def test_shifted_batch_retrains_once_then_cooldown_suppresses(champion: Path) ->
     added = set(out.drifted_columns) - set(quiet.drifted_columns)
     assert added == set(SHIFTED), (out.drifted_columns, quiet.drifted_columns)
     assert out.decision.retrain is True
+    # the on-call hears of each shifted feature once, however often the check repeats
+    fired = {
+        a["subject"]
+        for a in out.alerts
+        if a["rule"] == "feature_drift" and a["transition"] == "fired"
+    }
+    assert set(SHIFTED) <= fired, out.alerts
     assert out.retrain.triggered and out.retrain.mode == "subflow"
     assert len(registry.list_versions(MODEL)) == 2  # the retraining run registered v2
 
     again = drift_flow(model=MODEL, current=str(source))
     assert again.decision.retrain is True
     assert again.retrain.triggered is False and "cooldown" in again.retrain.reason
+    assert not [a for a in again.alerts if a["transition"] == "fired" and a["subject"] in SHIFTED]
     assert len(registry.list_versions(MODEL)) == 2
     seen = actions()
     assert seen.count(Action.RETRAIN_TRIGGERED) == 1
@@ -121,6 +129,8 @@ def test_concept_shift_with_labels_retrains_on_performance(champion: Path) -> No
     assert drop >= cfg.drift.performance_drop, perf
     assert out.decision.retrain is True
     assert any(r.startswith(f"{metric} fell") for r in out.decision.reasons)
+    [quality] = [a for a in out.alerts if a["rule"] == "quality_drop"]
+    assert quality["breached"] and quality["transition"] == "fired", quality
     # the features did not move: performance alone triggered the retrain
     assert not set(cfg.drift.key_features) & set(out.drifted_columns), out.drifted_columns
     assert out.dataset_drift_share < cfg.drift.drift_share
