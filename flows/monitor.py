@@ -23,6 +23,7 @@ from tasks.monitor import (
     watch_rollback,
 )
 from tasks.production_checks import check_bias_task
+from tasks.skew import check_skew
 
 
 def standing_checks(cfg: ModelConfig, champ: ChampionNow) -> list[Observation]:
@@ -35,10 +36,15 @@ def standing_checks(cfg: ModelConfig, champ: ChampionNow) -> list[Observation]:
 
 
 def production_checks(cfg: ModelConfig, champ: ChampionNow, actor: str) -> list[Observation]:
-    """The checks over the prediction log: SHAP attribution against the training reference,
-    fairness on the labelled window."""
+    """The checks over the prediction log: the features served against Feast's offline store,
+    SHAP attribution against the training reference, fairness on the labelled window."""
+    skew = check_skew(cfg)
     bias = check_bias_task(cfg, champ.version)
-    return [*attribution_checks(cfg, champ, actor), *bias.observations(cfg, champ.version)]
+    return [
+        *skew.observations(cfg, champ.version),
+        *attribution_checks(cfg, champ, actor),
+        *bias.observations(cfg, champ.version),
+    ]
 
 
 @flow(name="monitor-model", log_prints=True)
