@@ -162,8 +162,9 @@ KINDS: tuple[Kind, ...] = (
         "flows/monitor.py:monitor_flow",
         "monitoring",
         "Check the $model standing alert rules (serving error rate and p99 latency, run "
-        "success rate, quality since the promotion) and alert through Prefect events, the "
-        "audit trail and the model's notification automation ($cadence).",
+        "success rate, quality since the promotion, training-serving skew, SHAP attribution "
+        "and bias drift) and alert through Prefect events, the audit trail and the model's "
+        "notification automation ($cadence).",
         schedule="alerts",
     ),
     Kind(
