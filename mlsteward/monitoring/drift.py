@@ -9,11 +9,18 @@ statistics; this module decides what it computes:
 - one ``ValueDrift(column=..., method=..., threshold=...)`` per feature (plus the prediction and
   the label when both sides have them), with the method chosen explicitly from ``cfg.drift``, so
   Evidently never picks a test by counting unique values over a whole column, and nothing is
-  computed twice (``DataDriftPreset`` computes each column's drift three times);
+  computed twice (``DataDriftPreset`` computes each column's drift three times). ``auto`` (the
+  default) picks by the smaller side's rows after sampling (``drift_methods``): p-value tests
+  at ``drift.p_value`` up to ``drift.small_sample_rows``, distances above, as Evidently's own
+  defaults do, so a verdict on a few hundred rows is not sampling noise;
+- beside each verdict, the smallest shift its test can see at these sizes and the column's PSI
+  (``drift_power``), in the result and at the top of the HTML;
 - the model's output by task: a classifier's probability (``prediction_proba``), a regression
-  model's predicted value (``prediction``), both numeric with ``drift.prediction_method``; the
-  outcome as a category for a classifier, as a number (``drift.numeric_method``) for a
-  regression model;
+  model's predicted value (``prediction``), both numeric with ``drift.prediction_method``,
+  compared with ``output_reference`` when given (the holdout's out-of-sample predictions, when
+  the features' reference is the training window, whose in-sample predictions would be too
+  sure of themselves); the outcome as a category for a classifier, as a number
+  (``drift.numeric_method``) for a regression model;
 - a ``DataDefinition`` that declares numeric vs categorical from the config's feature dtypes
   (``bool`` and ``category`` are categorical), instead of letting Evidently guess;
 - each column in its own Report on a one-column Dataset, so Evidently's per-column copies of
@@ -47,9 +54,9 @@ report names the metric the retrain policy watches and its two values.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -59,16 +66,17 @@ from mlsteward.config.sections.data import FeatureSpec
 from mlsteward.errors import MlstewardError
 from mlsteward.monitoring.columns import drift_prediction_column
 from mlsteward.monitoring.drift_evidently import ColumnSpec, annotate_html, run_evidently
+from mlsteward.monitoring.drift_methods import Kind, pick_method, pick_threshold
+from mlsteward.monitoring.drift_power import sensitivity_lines
 from mlsteward.monitoring.drift_result import ColumnDriftResult, DriftResult
 from mlsteward.monitoring.drift_sampling import (
     QUANTILE_STRATA,
+    reference_lines,
     sample_side,
     sampling_lines,
     with_presample,
 )
 from mlsteward.monitoring.quality import measure_quality, quality_lines
-
-Kind = Literal["numeric", "categorical"]
 
 
 class _ByTask(Enum):
@@ -96,13 +104,21 @@ def _kind(spec: FeatureSpec, data: pd.DataFrame | None = None) -> Kind:
 
 
 def column_methods(
-    cfg: ModelConfig, data: pd.DataFrame | None = None
+    cfg: ModelConfig,
+    data: pd.DataFrame | None = None,
+    *,
+    rows: Mapping[str, int] | None = None,
+    categories: Mapping[str, int] | None = None,
 ) -> dict[str, tuple[str, float | None, str]]:
     """Per feature, in config order: ``(method, threshold or None, kind)`` from ``cfg.drift``.
 
-    The per-type method (``numeric_method`` / ``categorical_method``) applies unless the column
-    has an override in ``cfg.drift.columns``; the threshold is the column's override, else the
-    global ``cfg.drift.threshold``, else None (Evidently's default for that method). A feature
+    The per-type choice (``numeric_method`` / ``categorical_method``) applies unless the column
+    has an override in ``cfg.drift.columns``. ``auto`` becomes a method by ``rows`` (the
+    smaller side's non-null rows per column; a column missing counts as large) and, for a
+    small categorical column, ``categories`` (distinct values on both sides): see
+    :func:`mlsteward.monitoring.drift_methods.pick_method`. The threshold is ``drift.p_value``
+    for a p-value test ``auto`` chose, otherwise the column's override, else the global
+    ``cfg.drift.threshold``, else None (Evidently's default for that method). A feature
     without a configured dtype is judged from ``data`` when given, else taken as numeric.
     """
     policy = cfg.drift
@@ -110,12 +126,14 @@ def column_methods(
     for spec in cfg.features:
         kind = _kind(spec, data)
         override = policy.columns.get(spec.name)
-        method = policy.numeric_method if kind == "numeric" else policy.categorical_method
+        choice: str = policy.numeric_method if kind == "numeric" else policy.categorical_method
         threshold = policy.threshold
         if override is not None:
-            method = override.method or method
+            choice = override.method or choice
             threshold = override.threshold if override.threshold is not None else threshold
-        out[spec.name] = (method, threshold, kind)
+        n = (rows or {}).get(spec.name)
+        method = pick_method(choice, kind, n, (categories or {}).get(spec.name), policy)
+        out[spec.name] = (method, pick_threshold(choice, method, threshold, policy), kind)
     return out
 
 
@@ -171,11 +189,13 @@ def compute_drift(
     decision_threshold: float | None = 0.5,
     current_labelled: pd.DataFrame | None = None,
     presample: dict | None = None,
+    output_reference: pd.DataFrame | None = None,
+    reference_info: dict | None = None,
 ) -> DriftResult:
     """Compare ``current`` with ``reference`` feature by feature with Evidently.
 
     Args:
-        reference: The reference window (e.g. the training snapshot).
+        reference: The reference window (e.g. the champion's holdout, or its training window).
         current: The recent window.
         cfg: The model config; ``cfg.drift`` chooses methods, thresholds and ``max_rows``.
         prediction_column: The model's output column; by default the task's own
@@ -195,6 +215,13 @@ def compute_drift(
         presample: :attr:`mlsteward.monitoring.window_sample.WindowSample.presample` when
             ``current`` is a pre-sample of a larger window: row counts then describe the
             window, and the sampling record says how the pre-sample was drawn.
+        output_reference: What the model's output and the quality are compared with when
+            ``reference`` is not it: rows with the label and out-of-sample predictions (the
+            holdout, when the features' reference is the training window). Default:
+            ``reference``.
+        reference_info: What ``reference`` is and why
+            (:meth:`mlsteward.monitoring.drift_reference.DriftReference.info`): kept in the
+            result and said at the top of the HTML.
 
     Returns:
         A :class:`DriftResult`.
@@ -210,13 +237,25 @@ def compute_drift(
         if isinstance(prediction_column, _ByTask)
         else prediction_column
     )
-    if pred is not None and not (pred in reference.columns and pred in current.columns):
+    outputs = reference if output_reference is None else output_reference
+    if pred is not None and not (pred in outputs.columns and pred in current.columns):
         pred = None  # None unless both sides have it
     rows_in, partial, lab_pre = _count_rows(
         reference, current, label, has_label, current_labelled, presample
     )
     strata = label if has_label else None
     quantiles = QUANTILE_STRATA if cfg.is_regression else None
+    out_info: dict | None = None  # how the output reference was cut, if it was
+    if output_reference is not None:
+        rows_in["output_reference"] = len(output_reference)
+        outputs, out_info = sample_side(
+            output_reference,
+            cfg.drift.max_rows,
+            seed,
+            "reference",
+            label if label in output_reference.columns else None,
+            quantiles=quantiles,
+        )
     reference, current, partial, sampling = _sample_windows(
         reference,
         current,
@@ -229,25 +268,39 @@ def compute_drift(
         lab_pre,
         rows_in,
     )
+    if output_reference is None:
+        outputs = reference  # the same rows, as sampled
+    elif out_info:
+        sampling["output_reference"] = out_info
     labelled, notes = (
         _labelled_rows(reference, current, partial, label, cfg.drift.min_labelled_rows)
         if has_label
         else (None, [])
     )
     specs, pred_spec, label_spec = _column_specs(
-        cfg, reference, pred, label if labelled is not None else None
+        cfg, reference, current, outputs, labelled, pred, label if labelled is not None else None
     )
     found, report_path = _measure(
-        reference, current, partial, labelled, specs, pred_spec, label_spec, html_path
+        reference,
+        current,
+        partial,
+        labelled,
+        specs,
+        pred_spec,
+        label_spec,
+        html_path,
+        {pred: outputs} if pred is not None and output_reference is not None else {},
     )
     performance = None
     if labelled is not None and pred is not None:
-        performance = measure_quality(reference, labelled, label, pred, cfg, decision_threshold)
+        performance = measure_quality(outputs, labelled, label, pred, cfg, decision_threshold)
     if report_path is not None:
-        annotate_html(Path(report_path), sampling_lines(sampling, rows_in))
-        annotate_html(
-            Path(report_path), quality_lines(performance, cfg), title="Quality on outcomes"
-        )
+        page = Path(report_path)
+        checked = [found[s.column] for s in (*specs, pred_spec, label_spec) if s is not None]
+        annotate_html(page, sensitivity_lines(checked), title="What each test can see")
+        annotate_html(page, sampling_lines(sampling, rows_in))
+        annotate_html(page, quality_lines(performance, cfg), title="Quality on outcomes")
+        annotate_html(page, reference_lines(reference_info or {}), title="Reference")
     columns = {s.column: found[s.column] for s in specs}
     drifted = [c for c, r in columns.items() if r.drifted]
     return DriftResult(
@@ -261,30 +314,76 @@ def compute_drift(
         sampling=sampling,
         report_path=report_path,
         notes=notes,
+        reference=dict(reference_info or {}),
+    )
+
+
+def _smaller_side(a: pd.Series, b: pd.Series) -> int:
+    return int(min(a.count(), b.count()))
+
+
+def _distinct(a: pd.Series, b: pd.Series) -> int:
+    """Distinct non-null values over both sides (what Evidently's own choice counts)."""
+    return len(
+        pd.unique(pd.concat([pd.Series(a.dropna().unique()), pd.Series(b.dropna().unique())]))
+    )
+
+
+def _one_spec(
+    cfg: ModelConfig, column: str, choice: str, kind: Kind, ref: pd.Series, cur: pd.Series
+) -> ColumnSpec:
+    """The test of a column outside the features (the model's output, the outcome)."""
+    policy = cfg.drift
+    rows = _smaller_side(ref, cur)
+    small = rows <= policy.small_sample_rows and kind == "categorical"
+    method = pick_method(choice, kind, rows, _distinct(ref, cur) if small else None, policy)
+    return ColumnSpec(
+        column, method, pick_threshold(choice, method, policy.threshold, policy), kind
     )
 
 
 def _column_specs(
-    cfg: ModelConfig, reference: pd.DataFrame, prediction: str | None, label: str | None
+    cfg: ModelConfig,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    outputs: pd.DataFrame,
+    labelled: pd.DataFrame | None,
+    prediction: str | None,
+    label: str | None,
 ) -> tuple[list[ColumnSpec], ColumnSpec | None, ColumnSpec | None]:
-    """What to compute per feature, and for the prediction and the label when they take part.
+    """What to compute per feature, and for the prediction and the label when they take part,
+    on the rows each is compared on (after sampling): ``auto`` reads their sizes.
 
-    The prediction (a probability or a predicted value) is numeric; the outcome is categorical
-    for a classifier and numeric for a regression model, each with its kind's method.
+    The prediction (a probability or a predicted value) is numeric, against ``outputs``; the
+    outcome is categorical for a classifier and numeric for a regression model, on the
+    ``labelled`` rows, each with its kind's method.
     """
-    methods = column_methods(cfg, reference)
-    specs = [ColumnSpec(c, m, t, k) for c, (m, t, k) in methods.items()]
     policy = cfg.drift
-    pred_spec = (
-        ColumnSpec(prediction, policy.prediction_method, policy.threshold, "numeric")
-        if prediction is not None
-        else None
-    )
+    # a feature the contract keeps free of nulls has as many values as rows (counting a
+    # million text values costs ~25 ms a column); the others are counted
+    rows = {
+        f.name: min(len(reference), len(current))
+        if not f.nullable and f.dtype is not None
+        else _smaller_side(reference[f.name], current[f.name])
+        for f in cfg.features
+    }
+    kinds = {f.name: _kind(f, reference) for f in cfg.features}
+    categories = {
+        c: _distinct(reference[c], current[c])
+        for c, n in rows.items()
+        if kinds[c] == "categorical" and n <= policy.small_sample_rows
+    }
+    methods = column_methods(cfg, reference, rows=rows, categories=categories)
+    specs = [ColumnSpec(c, m, t, k) for c, (m, t, k) in methods.items()]
+    pred_spec = None
+    if prediction is not None:
+        pred, cur = outputs[prediction], current[prediction]
+        pred_spec = _one_spec(cfg, prediction, policy.prediction_method, "numeric", pred, cur)
     label_spec = None
-    if label is not None and cfg.is_regression:
-        label_spec = ColumnSpec(label, policy.numeric_method, policy.threshold, "numeric")
-    elif label is not None:
-        label_spec = ColumnSpec(label, policy.categorical_method, policy.threshold, "categorical")
+    if label is not None and labelled is not None:
+        kind: Kind = "numeric" if cfg.is_regression else "categorical"
+        choice = policy.numeric_method if cfg.is_regression else policy.categorical_method
+        label_spec = _one_spec(cfg, label, choice, kind, reference[label], labelled[label])
     return specs, pred_spec, label_spec
 
 
@@ -385,18 +484,22 @@ def _measure(
     pred_spec: ColumnSpec | None,
     label_spec: ColumnSpec | None,
     html_path: Path | None,
+    reference_for: dict[str, pd.DataFrame],
 ) -> tuple[dict[str, ColumnDriftResult], str | None]:
     """Every column's verdict, and the HTML page written (if ``html_path`` is given).
 
     With every current row labelled, one run covers features, prediction and label; otherwise
     features and prediction are compared on every row and the label on the labelled rows alone.
+    ``reference_for``: the model output's own reference, when it has one.
     """
     if partial is None:
         main = current if labelled is None else labelled
         extra = [s for s in (pred_spec, label_spec) if s is not None]
-        return run_evidently(reference, main, specs + extra, html_path)
+        return run_evidently(reference, main, specs + extra, html_path, reference_for=reference_for)
     extra = [pred_spec] if pred_spec is not None else []
-    found, report_path = run_evidently(reference, current, specs + extra, html_path)
+    found, report_path = run_evidently(
+        reference, current, specs + extra, html_path, reference_for=reference_for
+    )
     if label_spec is not None and labelled is not None:
         # the HTML above covers every row; target drift only has the labelled ones
         found.update(run_evidently(reference, labelled, [label_spec], None)[0])

@@ -5,19 +5,32 @@ every call into it lives here and returns our own :class:`ColumnDriftResult`. Re
 by each metric's own config (``type`` ending in ``ValueDrift``, ``column``, ``method``,
 ``threshold``), never by position in the report. ``import evidently`` takes seconds, so it is
 imported by the functions that run it.
+
+Beside each verdict, on the same rows: the column's PSI and the smallest shift its test can see
+at these sizes (``drift_power``); a method without a formula is simulated here, with Evidently's
+own implementation of it. One method is ours, registered with Evidently on first use so its
+widgets and verdicts come out like the others': ``chisquare_two_sample``, the chi-square test
+of homogeneity on both sides' counts (``drift_methods`` says why Evidently's ``chisquare`` is
+not used for small samples).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from scipy.stats import chi2_contingency
 
 from mlsteward.errors import MlstewardError
+from mlsteward.monitoring.drift_methods import TWO_SAMPLE_CHISQUARE
+from mlsteward.monitoring.drift_power import category_counts, min_detectable_shift, psi
 from mlsteward.monitoring.drift_result import ColumnDriftResult
 
 
@@ -53,6 +66,86 @@ def _evidently_pair(
         dtype = pd.CategoricalDtype(sorted(values, key=str))
         r, c = r.astype(dtype), c.astype(dtype)
     return r.to_frame(), c.to_frame()
+
+
+def _two_sample_chisquare(
+    reference: pd.Series, current: pd.Series, feature_type: Any, threshold: float
+) -> tuple[float, bool]:
+    """p-value of the chi-square test of homogeneity on both sides' category counts (no
+    continuity correction: with two categories it is the pooled two-proportion Z-test)."""
+    ref_counts, cur_counts = category_counts(reference, current)
+    seen = (ref_counts + cur_counts) > 0
+    table = np.vstack([ref_counts[seen], cur_counts[seen]])
+    if table.shape[1] < 2 or min(table.sum(axis=1)) == 0:
+        return 1.0, False  # one category on both sides (or an empty side): nothing moved
+    p_value = float(chi2_contingency(table, correction=False).pvalue)
+    return p_value, p_value < threshold
+
+
+def _register_methods() -> None:
+    """Our method in Evidently's registry of tests, once per process (ValueDrift finds a
+    method by name there)."""
+    # import evidently takes seconds: only when drift is computed
+    from evidently.legacy.calculations.stattests.registry import (
+        StatTest,
+        _registered_stat_tests,
+        register_stattest,
+    )
+    from evidently.legacy.core import ColumnType
+
+    if TWO_SAMPLE_CHISQUARE in _registered_stat_tests:
+        return
+    register_stattest(
+        StatTest(
+            name=TWO_SAMPLE_CHISQUARE,
+            display_name="chi-square (two-sample) p_value",
+            allowed_feature_types=[ColumnType.Categorical],
+            default_threshold=0.05,
+        ),
+        default_impl=_two_sample_chisquare,
+    )
+
+
+def _method_flags(spec: ColumnSpec, threshold: float) -> Any:
+    """Evidently's own implementation of ``spec.method`` at ``threshold``, as
+    ``(reference values, current values) -> drifted`` for a simulation of what it can see."""
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+
+    kind = ColumnType.Numerical if spec.kind == "numeric" else ColumnType.Categorical
+    test = get_registered_stattest(spec.method, kind)
+
+    def flags(reference: np.ndarray, current: np.ndarray) -> bool:
+        with warnings.catch_warnings():  # scipy's notes on extreme p-values, once per draw
+            warnings.simplefilter("ignore")
+            return bool(test(pd.Series(reference), pd.Series(current), kind, threshold).drifted)
+
+    return flags
+
+
+def _with_power(
+    result: ColumnDriftResult, reference: pd.Series, current: pd.Series, spec: ColumnSpec
+) -> ColumnDriftResult:
+    """The verdict with the rows compared, the column's PSI and its minimum detectable shift."""
+    n_ref, n_cur = int(reference.count()), int(current.count())
+    counts = category_counts(reference, current) if spec.kind == "categorical" else None
+    shift = min_detectable_shift(
+        spec.method,
+        spec.kind,
+        result.threshold,
+        reference,
+        n_ref,
+        n_cur,
+        ref_counts=counts[0] if counts is not None else None,
+        flags=_method_flags(spec, result.threshold),
+    )
+    return replace(
+        result,
+        min_detectable_shift=shift,
+        psi=psi(reference, current, spec.kind, counts),
+        reference_rows=n_ref,
+        current_rows=n_cur,
+    )
 
 
 def _read_value_drift(snapshot: Any, spec: ColumnSpec) -> ColumnDriftResult | None:
@@ -118,6 +211,8 @@ def run_evidently(
     current: pd.DataFrame,
     specs: list[ColumnSpec],
     html_path: Path | None,
+    *,
+    reference_for: Mapping[str, pd.DataFrame] | None = None,
 ) -> tuple[dict[str, ColumnDriftResult], str | None]:
     """One ValueDrift per column, each in its own Report on a one-column Dataset; one HTML.
 
@@ -128,15 +223,20 @@ def run_evidently(
     Evidently's working arrays however wide the frame, and the time spent copying other columns
     goes away. The statistics, verdicts and widgets are the same as in one Report over all
     columns; the HTML (when ``html_path`` is given) puts the columns together again.
+
+    ``reference_for``: a column's own reference where it is not ``reference`` (the model's
+    output is compared with the holdout's out-of-sample predictions).
     """
     # import evidently takes seconds: only when drift is computed
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
+    _register_methods()
     found: dict[str, ColumnDriftResult] = {}
     parts: list[Any] = []
     for spec in specs:
-        ref_frame, cur_frame = _evidently_pair(reference, current, spec)
+        own = (reference_for or {}).get(spec.column)
+        ref_frame, cur_frame = _evidently_pair(reference if own is None else own, current, spec)
         # Every column list given (empty ones too): otherwise Evidently infers the missing
         # kinds from the data.
         definition = DataDefinition(
@@ -158,10 +258,12 @@ def run_evidently(
             )
         except ValueError as exc:  # e.g. a column that is empty (all null) on one side
             raise MlstewardError(f"Evidently could not compute drift: {exc}") from exc
-        del ref_frame, cur_frame
         result = _read_value_drift(snapshot, spec)
         if result is not None:
-            found[spec.column] = result
+            found[spec.column] = _with_power(
+                result, ref_frame[spec.column], cur_frame[spec.column], spec
+            )
+        del ref_frame, cur_frame
         if html_path is not None:
             parts.append(snapshot.to_snapshot_model())  # results and widgets, no data
         del snapshot  # its Datasets go with it

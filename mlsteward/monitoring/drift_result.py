@@ -16,7 +16,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ColumnDriftResult:
-    """Evidently's verdict on one column: the method, its score and threshold, drifted or not."""
+    """Evidently's verdict on one column: the method, its score and threshold, drifted or not;
+    what the test could see at these sizes, and PSI beside it (``drift_power``)."""
 
     column: str
     method: str
@@ -24,6 +25,12 @@ class ColumnDriftResult:
     threshold: float
     drifted: bool
     kind: str  # "numeric" | "categorical"
+    # the smallest shift the test flags at least half the time at these row counts: reference
+    # SDs (numeric) or one category's share (categorical); None: none, or not computed
+    min_detectable_shift: float | None = None
+    psi: float | None = None  # recorded beside the verdict, never part of it
+    reference_rows: int | None = None  # non-null rows compared, per side
+    current_rows: int | None = None
 
 
 @dataclass
@@ -53,6 +60,10 @@ class DriftResult:
     report_path: str | None = None  # the HTML written, if html_path was given
     report_uri: str | None = None  # where the HTML was logged in MLflow, when it was
     notes: list[str] = field(default_factory=list)  # why something expected was not computed
+    # what the features and the outcome were compared with, and why (``drift_reference``):
+    # {"source": "holdout" | "training window", "rows", "holdout_rows", "why", ...}; {} when
+    # the caller gave a frame without saying
+    reference: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-serialisable (``allow_nan=False`` safe): NaN and infinities become None."""
@@ -71,6 +82,7 @@ class DriftResult:
                 "report_path": self.report_path,
                 "report_uri": self.report_uri,
                 "notes": list(self.notes),
+                "reference": self.reference,
             }
         )
 
@@ -86,6 +98,10 @@ class DriftResult:
                 threshold=_float(x["threshold"]),
                 drifted=bool(x["drifted"]),
                 kind=x["kind"],
+                min_detectable_shift=_optional(x.get("min_detectable_shift")),
+                psi=_optional(x.get("psi")),
+                reference_rows=_optional_int(x.get("reference_rows")),
+                current_rows=_optional_int(x.get("current_rows")),
             )
 
         return cls(
@@ -100,11 +116,20 @@ class DriftResult:
             report_path=d.get("report_path"),
             report_uri=d.get("report_uri"),
             notes=list(d.get("notes") or []),
+            reference=d.get("reference") or {},
         )
 
 
 def _float(v: Any) -> float:
     return float("nan") if v is None else float(v)
+
+
+def _optional(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _optional_int(v: Any) -> int | None:
+    return None if v is None else int(v)
 
 
 def _clean(obj: Any) -> Any:

@@ -1,11 +1,12 @@
-"""Cutting large drift windows down to size, and saying in plain words how it was done.
+"""Cutting large drift windows down to size, and saying in plain words which rows were compared.
 
 A side larger than ``cfg.drift.max_rows`` is sampled (seeded, stratified by the label when
 present: by class, or by quantile bins of a regression model's numeric outcome); a
 prediction-log window may already arrive pre-sampled by
 :func:`mlsteward.monitoring.window_sample.sample_window`, and the record then says how both
 cuts were drawn. ``sampling_lines`` turns that record into the sentences the HTML report, the
-Prefect artifact and the model card show.
+Prefect artifact and the model card show; ``reference_lines`` says what the reference is (the
+champion's holdout, or its training window when the holdout is small) and why.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def sampling_lines(sampling: dict, rows: dict[str, int] | None = None) -> list[s
     they were drawn: the line the HTML report, the Prefect artifact and the model card show, so
     a reader never takes a sample's statistics for the whole window's."""
     lines = []
-    for side in ("reference", "current", "current_labelled"):
+    for side in ("reference", "output_reference", "current", "current_labelled"):
         info = sampling.get(side)
         if not isinstance(info, dict):
             continue
@@ -112,4 +113,23 @@ def sampling_lines(sampling: dict, rows: dict[str, int] | None = None) -> list[s
     if not lines and rows:
         counts = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in rows.items())
         lines.append(f"no sampling: every row compared ({counts})")
+    return lines
+
+
+def reference_lines(reference: dict) -> list[str]:
+    """What the features and the outcome were compared with, and what the model's output and
+    the quality were compared with when that differs, from a result's ``reference`` record
+    (:meth:`mlsteward.monitoring.drift_reference.DriftReference.info`); none for an empty one."""
+    if not reference:
+        return []
+    rows = int(reference.get("rows", 0))
+    what = reference.get("what") or reference.get("source", "?")
+    lines = [f"features and outcome: {what}, {rows:,} rows"]
+    if reference.get("why"):
+        lines[0] += f" ({reference['why']})"
+    held = reference.get("holdout_rows")
+    if reference.get("source") != "holdout" and isinstance(held, int):
+        lines.append(
+            f"model output and quality: the holdout's {held:,} rows with out-of-sample predictions"
+        )
     return lines

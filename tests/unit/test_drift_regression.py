@@ -53,9 +53,10 @@ def test_shifted_inputs_move_the_prediction_and_the_outcome(reference) -> None:
     assert result.drifted_columns == ["age"]
     pred, target = result.prediction_drift, result.target_drift
     assert pred is not None and pred.drifted and pred.kind == "numeric"
-    assert pred.method == cfg.drift.prediction_method
+    # auto on 2,000 and 4,000 rows: the distance, for the output as for a numeric outcome
+    assert pred.method == "wasserstein"
     assert target is not None and target.drifted and target.column == LABEL
-    assert (target.kind, target.method) == ("numeric", cfg.drift.numeric_method)
+    assert (target.kind, target.method) == ("numeric", "wasserstein")
     # the classifier's column is not looked for
     assert "prediction_proba" not in current.columns
 
