@@ -48,7 +48,8 @@ def drift_flow(
     )
     cfg, actor = spec.cfg, spec.actor
 
-    # 1. Reference (champion's holdout) and current window (a file, or the prediction log)
+    # 1. Reference (champion's holdout; its training window when that is small) and current
+    #    window (a file, or the prediction log)
     champion = load_champion(cfg, actor)
     reference = drift_reference(cfg, champion)
     recent = (

@@ -19,12 +19,18 @@ from mlsteward.data.contract import read_source
 from mlsteward.errors import MlstewardError
 from mlsteward.governance import promotion as governance
 from mlsteward.governance import registry
+from mlsteward.governance.mlflow_adapter import run_metrics
 from mlsteward.governance.registry import VerifiedModel
 from mlsteward.governance.validation import load_holdout
 from mlsteward.monitoring.current_window import read_current_window
 from mlsteward.monitoring.drift import compute_drift
+from mlsteward.monitoring.drift_reference import (
+    DriftReference,
+    choose_reference,
+    recorded_training_window,
+)
 from mlsteward.monitoring.drift_result import DriftResult
-from mlsteward.monitoring.drift_sampling import sampling_lines
+from mlsteward.monitoring.drift_sampling import reference_lines, sampling_lines
 from mlsteward.monitoring.quality import quality_check, quality_lines
 from mlsteward.monitoring.retrain import DriftDecision, TriggerVerdict, claim_retrain, decide
 from mlsteward.monitoring.scoring import check_task, score_frame
@@ -32,23 +38,36 @@ from mlsteward.monitoring.window_sample import WindowSample
 from mlsteward.report.charts import drift_history_picture
 from mlsteward.report.charts.artifact import pictures_markdown
 from mlsteward.report.charts.drift import MAX_CHECKS
+from mlsteward.training.recorded import load_recorded
 from tasks.common import artifact_key, run_logger
 from tasks.scoring import contract_checked
 
 
 @task(name="drift-reference", cache_policy=NO_CACHE)
-def drift_reference(cfg: ModelConfig, champion: VerifiedModel) -> pd.DataFrame:
+def drift_reference(cfg: ModelConfig, champion: VerifiedModel) -> DriftReference:
     """The champion's holdout: the newest rows of its training snapshot, with the labels and
     the out-of-sample predictions recorded at training (a classifier's probabilities, a
-    regression model's predicted values).
+    regression model's predicted values); below ``drift.min_reference_rows`` its training
+    window stands in for the features and the outcome
+    (:func:`mlsteward.monitoring.drift_reference.choose_reference`).
 
     Raises:
         MlstewardError: the champion is not a model of the config's task.
     """
     check_task(cfg, champion)
-    frame = load_holdout(champion.info)
-    run_logger().info("reference: %d holdout rows of v%s", len(frame), champion.info.version)
-    return frame
+    holdout = load_holdout(champion.info)
+    reference = choose_reference(
+        holdout,
+        lambda: recorded_training_window(
+            load_recorded(champion.info, registry.download_run_file, run_metrics)
+        ),
+        cfg.drift.min_reference_rows,
+        version=champion.info.version,
+    )
+    run_logger().info(
+        "reference: %s, %d rows (%s)", reference.what, len(reference.frame), reference.why
+    )
+    return reference
 
 
 @task(name="drift-current-from-file", cache_policy=NO_CACHE)
@@ -101,20 +120,21 @@ def current_from_log(cfg: ModelConfig, window_days: float) -> WindowSample:
 def detect_drift(
     cfg: ModelConfig,
     champion: VerifiedModel,
-    reference: pd.DataFrame,
+    reference: DriftReference,
     current: pd.DataFrame | WindowSample,
 ) -> DriftResult:
     """Evidently on both windows; the HTML report is kept and logged against the champion.
 
     ``current`` is a frame (a given file) or a prediction-log window, whose pre-sample (if
-    any) is passed on so the result and the report describe the whole window.
+    any) is passed on so the result and the report describe the whole window. The model's
+    output and the quality are compared with the holdout whatever the features' reference.
     """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     html = drift_reports_dir(cfg.name) / f"drift-{stamp}.html"
     html.parent.mkdir(parents=True, exist_ok=True)
     window = current if isinstance(current, WindowSample) else None
     result = compute_drift(
-        reference,
+        reference.frame,
         window.frame if window is not None else current,
         cfg,
         label_column=cfg.label,
@@ -123,6 +143,8 @@ def detect_drift(
         decision_threshold=None if champion.is_regression else champion.info.decision_threshold,
         current_labelled=window.labelled if window is not None else None,
         presample=window.presample if window is not None else None,
+        output_reference=reference.output_reference,
+        reference_info=reference.info(),
     )
     result.report_uri = registry.log_version_artifact(
         champion.info, html, f"drift/v{champion.info.version}"
@@ -137,6 +159,7 @@ def record_drift(
     """The drift history (audit trail) and a Prefect artifact with the drifted columns, and with
     outcomes the watched quality metric's two values against the retrain limit."""
     check = quality_check(result.performance, cfg)
+    columns = result.to_dict()["columns"]
     summary = {
         "drifted_columns": result.drifted_columns,
         "dataset_drift_share": result.dataset_drift_share,
@@ -147,8 +170,11 @@ def record_drift(
         "rows": result.rows,
         "sampling": result.sampling,
         "notes": result.notes,
-        "columns": {c: v["score"] for c, v in result.to_dict()["columns"].items()},
-        "thresholds": {c: v["threshold"] for c, v in result.to_dict()["columns"].items()},
+        "reference": result.reference,
+        "columns": {c: v["score"] for c, v in columns.items()},
+        "thresholds": {c: v["threshold"] for c, v in columns.items()},
+        "psi": {c: v["psi"] for c, v in columns.items()},
+        "min_detectable_shift": {c: v["min_detectable_shift"] for c, v in columns.items()},
         **({"quality": check.to_dict()} if check is not None else {}),
     }
     with governance.open_audit() as audit:
@@ -170,6 +196,7 @@ def record_drift(
     ordered = sorted(result.columns.values(), key=lambda c: not c.drifted)
     rows = "\n".join(
         f"| {c.column} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | "
+        f"{_shift_text(c.min_detectable_shift, c.kind)} | {_number(c.psi)} | "
         f"{'**drifted**' if c.drifted else 'ok'} |"
         for c in ordered
     )
@@ -200,17 +227,30 @@ def record_drift(
                 f"Quality on outcomes: {line}.\n\n"
                 for line in quality_lines(result.performance, cfg)
             )
+            + "".join(f"Reference: {line}.\n\n" for line in reference_lines(result.reference))
             + "".join(
                 f"Rows compared: {line}.\n\n"
                 for line in sampling_lines(result.sampling, result.rows)
             )
             + f"Evidently report: {report} (in MLflow: `{result.report_uri}`)\n\n"
             + drift_pictures(cfg, history)
-            + "| column | method | score | threshold | verdict |\n|---|---|---|---|---|\n"
+            + "| column | method | score | threshold | detectable shift | PSI | verdict |\n"
+            + "|---|---|---|---|---|---|---|\n"
             + rows
         ),
         description=f"Drift of {cfg.name}: {len(result.drifted_columns)} drifted column(s)",
     )
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _shift_text(shift: float | None, kind: str) -> str:
+    """The smallest shift the column's test flags at least half the time, with its unit."""
+    if shift is None:
+        return "-"
+    return f"{shift:.3g} SD" if kind == "numeric" else f"{shift:.3g} of a share"
 
 
 def drift_pictures(cfg: ModelConfig, history: list[AuditRecord]) -> str:

@@ -610,9 +610,9 @@ def drift_io(
     found = _REPORT_URI.match(view.report_uri or "")
     if found:
         version = found["version"]
-        io.inputs.insert(
-            0, holdout_dataset(found["run_id"], version, rows=view.rows.get("reference"))
-        )
+        # the holdout's own rows: "output_reference" when the training window stood in for it
+        held = view.rows.get("output_reference", view.rows.get("reference"))
+        io.inputs.insert(0, holdout_dataset(found["run_id"], version, rows=held))
         io.run["modelVersion"] = version
     if view.decision is not None:
         io.run["decision"] = "retrain" if view.decision.retrain else "no retrain"

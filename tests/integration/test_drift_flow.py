@@ -63,6 +63,10 @@ def test_unshifted_batch_does_not_retrain(champion: Path) -> None:
     assert out.retrain is None
     assert Path(out.report_path).exists()
     assert Action.RETRAIN_TRIGGERED not in actions()
+    # the ~600-row holdout is below drift.min_reference_rows: the features were compared with
+    # the champion's training window, read from its recorded snapshot; the output with the holdout
+    assert out.reference["source"] == "training window", out.reference
+    assert out.reference["rows"] == out.rows["reference"] > 4 * out.rows["output_reference"]
 
     # the same HTML is logged against the champion version's run in MLflow
     champion_run = registry.version_by_alias(MODEL, registry.CHAMPION).run_id
