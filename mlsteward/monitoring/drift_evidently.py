@@ -82,19 +82,48 @@ def _two_sample_chisquare(
     return p_value, p_value < threshold
 
 
+def wasserstein_norm(
+    reference: pd.Series, current: pd.Series, feature_type: Any, threshold: float
+) -> tuple[float, bool]:
+    """Evidently's ``wasserstein`` (the first Wasserstein distance over the reference's
+    standard deviation), computed the way scipy does it but ~3x faster at 1M rows.
+
+    scipy argsorts the two samples joined (2M values, ~0.45 s). Sorting each side on its own
+    and joining the two sorted runs with a stable sort (timsort merges two runs in one pass)
+    gives the same sorted values, hence the same CDFs, steps and sum: the distance agrees with
+    scipy's to the last bits (a unit test holds them equal).
+    """
+    norm = max(float(np.std(reference)), 0.001)
+    u = np.sort(np.asarray(reference, dtype=np.float64))
+    v = np.sort(np.asarray(current, dtype=np.float64))
+    joined = np.concatenate([u, v])
+    joined.sort(kind="stable")
+    steps = np.diff(joined)
+    u_cdf = np.searchsorted(u, joined[:-1], "right") / u.size
+    v_cdf = np.searchsorted(v, joined[:-1], "right") / v.size
+    value = float(np.sum(np.abs(u_cdf - v_cdf) * steps)) / norm
+    return value, value >= threshold
+
+
 def _register_methods() -> None:
-    """Our method in Evidently's registry of tests, once per process (ValueDrift finds a
-    method by name there)."""
+    """Our methods in Evidently's registry of tests, once per process (ValueDrift finds a
+    method by name there): the two-sample chi-square, and the faster implementation of
+    Evidently's own ``wasserstein`` under its own test (same name, threshold and widgets)."""
     # import evidently takes seconds: only when drift is computed
+    from evidently.legacy.calculation_engine.python_engine import PythonEngine
     from evidently.legacy.calculations.stattests.registry import (
         StatTest,
+        _impls,
         _registered_stat_tests,
+        create_impl_wrapper,
         register_stattest,
     )
     from evidently.legacy.core import ColumnType
 
     if TWO_SAMPLE_CHISQUARE in _registered_stat_tests:
         return
+    wasserstein = _registered_stat_tests["wasserstein"][ColumnType.Numerical]
+    _impls[wasserstein][PythonEngine] = create_impl_wrapper(wasserstein_norm)
     register_stattest(
         StatTest(
             name=TWO_SAMPLE_CHISQUARE,
