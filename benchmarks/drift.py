@@ -75,6 +75,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from process_memory import reset_peak, status_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -114,25 +115,6 @@ def _make_frame(rows: int, seed: int, shift) -> pd.DataFrame:
         df["age"], [-np.inf, 45, 65, np.inf], right=False, labels=["<45", "45-64", ">=65"]
     ).astype(object)
     return df
-
-
-def _status_mb(field: str) -> float:
-    """``VmRSS`` or ``VmHWM`` of this process from ``/proc/self/status``, in MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset this process's RSS high-water mark (``VmHWM``) to its current RSS."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
 
 
 def _method_ids() -> dict[str, str]:
@@ -178,15 +160,15 @@ def worker(kind: str, data_dir: Path, max_rows: int, html: bool) -> dict:
     import mlsteward.training.fitting  # noqa: F401  (scikit-learn, for the performance comparison)
     from mlsteward.monitoring.drift import column_methods, compute_drift
 
-    imports_mb = _status_mb("VmRSS")
+    imports_mb = status_mb("VmRSS")
     ref = pd.read_parquet(data_dir / "reference.parquet")
     cur = pd.read_parquet(data_dir / "current.parquet")
     pa.default_memory_pool().release_unused()  # the reader's freed buffers, not the frames
     cfg = _config(max_rows)
     html_path = data_dir / f"{kind}-{max_rows}.html" if html else None
 
-    base_mb = _status_mb("VmRSS")
-    peak_reset = _reset_peak()
+    base_mb = status_mb("VmRSS")
+    peak_reset = reset_peak()
     t0, cpu0 = time.perf_counter(), time.process_time()
     if kind in ("preset", "preset-inferred"):
         from evidently.presets import DataDriftPreset
@@ -234,7 +216,7 @@ def worker(kind: str, data_dir: Path, max_rows: int, html: bool) -> dict:
         "kind": kind,
         "seconds": seconds,
         "cpu_seconds": cpu,
-        "peak_mb": _status_mb("VmHWM"),
+        "peak_mb": status_mb("VmHWM"),
         "peak_reset": peak_reset,
         "imports_mb": imports_mb,
         "base_mb": base_mb,
@@ -299,8 +281,8 @@ def log_worker(kind: str, home: Path, max_rows: int) -> dict:
     cfg = cfg.model_copy(update={"features": cfg.features[: -len(EXTRA_FEATURES)]})
     since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=1)
     pa.default_memory_pool().release_unused()
-    base_mb = _status_mb("VmRSS")
-    peak_reset = _reset_peak()
+    base_mb = status_mb("VmRSS")
+    peak_reset = reset_peak()
     t0 = time.perf_counter()
     if kind == "full":
         frame = prediction_log.read_with_labels(cfg.name, since=since.to_pydatetime())
@@ -311,7 +293,7 @@ def log_worker(kind: str, home: Path, max_rows: int) -> dict:
     return {
         "kind": kind,
         "seconds": time.perf_counter() - t0,
-        "peak_mb": _status_mb("VmHWM"),
+        "peak_mb": status_mb("VmHWM"),
         "base_mb": base_mb,
         "peak_reset": peak_reset,
         "rows": rows,

@@ -48,6 +48,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from process_memory import reset_peak, status_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -55,25 +57,6 @@ MODEL = "heart_disease"
 VERSION = "7"
 TARGET_SECONDS = 30.0
 TARGET_MB = 1536.0
-
-
-def _status_mb(field: str) -> float:
-    """``VmRSS`` or ``VmHWM`` of this process from ``/proc/self/status``, in MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset this process's RSS high-water mark (``VmHWM``) to its current RSS."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
 
 
 # -- the log ------------------------------------------------------------------------------------
@@ -193,8 +176,8 @@ def worker(kind: str, now: datetime) -> dict:
         top_k=3,
         source="benchmark",
     )
-    imports_mb = _status_mb("VmRSS")
-    peak_reset = _reset_peak()
+    imports_mb = status_mb("VmRSS")
+    peak_reset = reset_peak()
     cpu, wall = time.process_time(), time.perf_counter()
     extra: dict = {}
     if kind == "attribution":
@@ -246,7 +229,7 @@ def worker(kind: str, now: datetime) -> dict:
         "wall_s": time.perf_counter() - wall,
         "cpu_s": time.process_time() - cpu,
         "imports_mb": imports_mb,
-        "peak_mb": _status_mb("VmHWM"),
+        "peak_mb": status_mb("VmHWM"),
         "peak_reset": peak_reset,
         **extra,
     }

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from process_memory import reset_peak, status_mb
 
 MODEL = "heart_disease"
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,23 +159,6 @@ def build(home: Path, rows: int, per_file: int, feature_rows: int, now: pd.Times
     }
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def worker(kind: str, home: Path, now: str, max_rows: int) -> dict:
     """One run in this fresh process: the whole check, or the baseline join alone."""
     set_environment(home)
@@ -200,8 +184,8 @@ def worker(kind: str, home: Path, now: str, max_rows: int) -> dict:
         del served
     get_store().get_feature_service(cfg.feature_service_name)  # the registry, read once
     pa.default_memory_pool().release_unused()
-    base_mb = _status_mb("VmRSS")
-    peak_reset = _reset_peak()
+    base_mb = status_mb("VmRSS")
+    peak_reset = reset_peak()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     out: dict[str, Any] = {"kind": kind}
@@ -224,7 +208,7 @@ def worker(kind: str, home: Path, now: str, max_rows: int) -> dict:
     out.update(
         seconds=seconds,
         cpu=(cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
-        peak_mb=_status_mb("VmHWM"),
+        peak_mb=status_mb("VmHWM"),
         base_mb=base_mb,
         peak_reset=peak_reset,
     )
