@@ -120,7 +120,7 @@ def test_one_incident_is_one_notification_and_one_resolve(
     assert outcomes[0].event_id is not None
 
     assert _wait(lambda: len(posts) >= 1 and len(mailbox.mails) >= 1)
-    time.sleep(3)  # nothing else arrives for the 99 suppressed breaches
+    time.sleep(1.5)  # nothing else arrives for the 99 suppressed breaches
     assert len(posts) == 1 and len(mailbox.mails) == 1
     assert "error_rate" in posts[0]["subject"] and "[critical]" in posts[0]["subject"]
     assert "12.0%" in posts[0]["body"] and "/ui/models/heart_disease" in posts[0]["body"]

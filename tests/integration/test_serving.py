@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,13 @@ from schemathesis.checks import positive_data_acceptance
 from typer.testing import CliRunner
 
 from flows.scoring import scoring_flow
+from mlsteward.alerts.engine import observe
+from mlsteward.alerts.state import Transition
+from mlsteward.audit import Action, audit_store
 from mlsteward.cli.app import app
 from mlsteward.config.models import get_model_config
 from mlsteward.features.online import online_features
-from mlsteward.governance import canary
+from mlsteward.governance import canary, registry
 from mlsteward.governance import promotion as governance
 from mlsteward.monitoring import prediction_log
 from mlsteward.monitoring.scoring import score_frame
@@ -779,6 +783,146 @@ def test_a_model_not_trained_yet_keeps_no_other_model_out_of_rotation(
         assert client.post(PREDICT, json={"entity_ids": stack["ids"][:2]}).status_code == 200
 
 
+# -- training-serving skew: the served features against Feast's offline store -----------------
+SKEWED = "bmi"
+SKEW_ACTOR = "user:skew-test"
+
+
+def _write_online(cfg: Any, rows: pd.DataFrame) -> None:
+    """Rows of the feature view written straight into the online store (every column of the
+    view, as Feast's write needs), past the offline source."""
+    from mlsteward.features.store import get_store
+
+    store = get_store()
+    view = store.get_feature_view(cfg.feature_view_name)
+    frame = rows[[cfg.source.entity, *(f.name for f in view.features)]].copy()
+    frame[cfg.timestamp_column] = pd.Timestamp.now(tz="UTC")
+    frame[view.batch_source.created_timestamp_column] = pd.Timestamp.now(tz="UTC")
+    store.write_to_online_store(cfg.feature_view_name, frame)
+
+
+def _served_since(since: datetime) -> int:
+    return len(prediction_log.read(MODEL, since=since, columns=["request_id"]))
+
+
+def _wait_for_log(since: datetime, rows: int) -> None:
+    deadline = time.monotonic() + 30
+    while _served_since(since) < rows:
+        assert time.monotonic() < deadline, f"the log holds {_served_since(since)}, not {rows}"
+        time.sleep(0.1)
+
+
+def _predict_ids(client: Any, ids: list[Any]) -> None:
+    for start in range(0, len(ids), 40):
+        r = client.post(PREDICT, json={"entity_ids": ids[start : start + 40]})
+        assert r.status_code == 200, r.text
+
+
+def _alert_records(action: Action, after: int) -> list[Any]:
+    with audit_store() as audit:
+        return [r for r in audit.query(model=MODEL, action=action) if r.seq > after]
+
+
+def _audit_head() -> int:
+    with audit_store() as audit:
+        last = audit.query(limit=1)
+    return last[0].seq if last else 0
+
+
+def test_a_corrupted_online_feature_alerts_by_name_and_a_clean_run_resolves_it(
+    stack: dict[str, Any], make_serving_client: Any
+) -> None:
+    """One feature corrupted in the online store for a quarter of the entities (as a write that
+    bypassed the source would); the service answers with it; the skew check finds exactly that
+    feature and fires one alert naming it; once the online store holds the source's values again
+    and the service has answered with them, the alert resolves."""
+    from mlsteward.monitoring.skew import check_skew
+
+    cfg = get_model_config(MODEL)
+    champion = registry.version_by_alias(MODEL, registry.CHAMPION).version
+    ids = stack["ids"][:120]
+    corrupted = ids[:30]
+    head = _audit_head()
+    source_values = online_features(cfg, corrupted, attributes=True)
+    _write_online(cfg, source_values.assign(bmi=source_values[SKEWED] * 1.25))
+
+    began = datetime.now(UTC)
+    client = make_serving_client()
+    _predict_ids(client, ids)
+    # features the client sent: no online read, never compared
+    instance = source_values.drop(columns=["patient_id"]).iloc[0].to_dict()
+    instance = {k: (v.item() if hasattr(v, "item") else v) for k, v in instance.items()}
+    r = client.post(PREDICT, json={"instances": [instance]})
+    assert r.status_code == 200, r.text
+    _wait_for_log(began, 121)
+
+    result = check_skew(cfg, since=began)
+    assert (result.rows_in_window, result.rows_checked) == (120, 120)
+    assert result.excluded == {"request": 1, "batch": 0}
+    assert result.versions == {champion: 120}
+    assert result.skewed == [SKEWED]
+    bmi = result.features[SKEWED]
+    assert (bmi.rows, bmi.differing, bmi.missing_offline) == (120, 30, 0)
+    assert bmi.max_abs_diff == pytest.approx(0.25 * source_values[SKEWED].max())
+    worst = bmi.worst[0]
+    assert worst.entity in corrupted and worst.served == pytest.approx(worst.offline * 1.25)
+    for name, feature in result.features.items():
+        if name != SKEWED:
+            assert feature.mismatches == 0, (name, feature.to_dict())
+
+    outcomes = observe(cfg, result.observations(cfg, champion), actor=SKEW_ACTOR)
+    assert {o.observation.subject for o in outcomes} == set(cfg.feature_names)
+    fired = [o for o in outcomes if o.transition is Transition.FIRED]
+    assert [o.observation.subject for o in fired] == [SKEWED]
+    assert all(o.observation.breached is False for o in outcomes if o not in fired)
+    [record] = _alert_records(Action.ALERT_FIRED, head)
+    assert record.details["rule"] == "skew" and record.details["subject"] == SKEWED
+    assert record.details["value"] == pytest.approx(0.25)
+    assert record.details["details"]["worst_entities"][0]["entity"] in corrupted
+    assert SKEWED in record.reason
+
+    # The source's values back in the online store; the service answers with them.
+    _write_online(cfg, source_values)
+    restored = datetime.now(UTC)
+    _predict_ids(client, ids)
+    _wait_for_log(restored, 120)
+    shut_down(client)
+
+    clean = check_skew(cfg, since=restored)
+    assert clean.rows_checked == 120 and clean.skewed == []
+    assert all(f.mismatches == 0 for f in clean.features.values())
+    outcomes = observe(cfg, clean.observations(cfg, champion), actor=SKEW_ACTOR)
+    resolved = [o.observation.subject for o in outcomes if o.transition is Transition.RESOLVED]
+    assert resolved == [SKEWED]
+    [record] = _alert_records(Action.ALERT_RESOLVED, head)
+    assert record.details["subject"] == SKEWED
+
+
+def test_served_values_the_offline_store_never_had_are_counted_apart(
+    stack: dict[str, Any], make_serving_client: Any
+) -> None:
+    """An entity written only to the online store: every feature has no offline value."""
+    from mlsteward.monitoring.skew import MISSING_OFFLINE
+    from tasks.skew import check_skew as check_skew_task
+
+    cfg = get_model_config(MODEL)
+    known = online_features(cfg, stack["ids"][:1], attributes=True)
+    stranger = max(stack["ids"]) + 1_000
+    _write_online(cfg, known.assign(patient_id=stranger))
+    began = datetime.now(UTC)
+    client = make_serving_client()
+    _predict_ids(client, [stranger])
+    _wait_for_log(began, 1)
+    shut_down(client)
+
+    result = check_skew_task(cfg, since=began)  # the monitor's task, as a flow calls it
+    assert result.rows_checked == 1 and result.rows_without_offline == 1
+    assert set(result.skewed) == set(cfg.feature_names)
+    for feature in result.features.values():
+        assert (feature.differing, feature.missing_offline) == (0, 1)
+        assert feature.worst[0].kind == MISSING_OFFLINE and feature.worst[0].offline is None
+
+
 # -- Prometheus itself, with the shipped rules and dashboard ------------------------------
 
 PROMETHEUS = shutil.which("prometheus") or "prometheus"
@@ -823,12 +967,9 @@ def prometheus(metrics_service: Service, tmp_path_factory: pytest.TempPathFactor
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        # its storage is a temporary directory: nothing to flush, so no graceful stop (~10 s)
+        process.kill()
+        process.wait(timeout=10)
 
 
 def _scraped(url: str) -> bool:
