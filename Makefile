@@ -109,13 +109,15 @@ TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(
 # Files go out in collection order, end-to-end first: xdist's default hands out the files with
 # the most tests first, which left the one-test platform files (2-5 minutes each) for last.
 
-test: install ## Run the suite (real Prefect, MLflow, Feast in temp dirs), all but the platform boots
-	$(RUN) pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not platform"
+test: install ## Run the suite (real Prefect, MLflow, Feast in temp dirs), all but the platform boots and clusters
+	$(RUN) pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not platform and not cluster"
 
 # The three tests that boot the whole platform with `make up` (local and production profiles,
-# a run from the Prefect UI): 3-4 minutes each, a third of the suite's CPU; CI runs them too.
-test-platform: install ## `make up`/`make down` for real: both profiles and the Prefect UI
-	$(RUN) pytest -q -n 3 --dist loadfile -m platform
+# a run from the Prefect UI): 3-4 minutes each, a third of the suite's CPU; and the tests that
+# start Ray and Dask clusters (a Ray search alone took 81 s beside the rest of the suite, its
+# workers competing for the two cores). CI runs them too.
+test-platform: install ## `make up`/`make down` for real (both profiles, the Prefect UI) and the Ray/Dask clusters
+	$(RUN) pytest -q -n 3 --dist loadfile -m "platform or cluster"
 
 test-fast: install ## Unit tests only (pytest -m unit)
 	$(RUN) pytest -q -n auto -m unit

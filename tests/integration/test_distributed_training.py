@@ -38,6 +38,9 @@ from mlsteward.training.spec import TrainingSpec
 from tasks.features import entity_frame
 from tests.support.governance import MODEL
 
+# Ray and Dask clusters compete for the cores with the rest of the suite: make test-platform
+pytestmark = pytest.mark.cluster
+
 DISTRIBUTED = {"above_rows": 1_000, "chunk_rows": 700, "workers": 2, "threads_per_worker": 1}
 
 

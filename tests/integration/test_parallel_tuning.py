@@ -29,6 +29,9 @@ from mlsteward.training.spec import TrainingSpec
 from tasks.reproduce import RecordedVersion, rebuild_params
 from tasks.training import trial_task_runner
 
+# Ray and Dask clusters compete for the cores with the rest of the suite: make test-platform
+pytestmark = pytest.mark.cluster
+
 TRIALS = 24
 BATCH = 4
 SEED = 13
