@@ -185,7 +185,7 @@ def _announce(
     except Exception as exc:  # the audit record already holds the alert
         log.warning("could not emit the %s event for %s: %s", kind, cfg.name, exc)
         event_id = None
-    log.warning("alert %s: %s %s: %s", kind, cfg.name, obs.rule, obs.summary)
+    log.debug("alert %s: %s %s: %s", kind, cfg.name, obs.rule, obs.summary)  # tasks log it
     return AlertOutcome(
         obs, outcome.transition, outcome.severity, outcome.incident, event_id, record.seq
     )
