@@ -13,6 +13,7 @@ import math
 
 from mlsteward.alerts.observation import Observation
 from mlsteward.config.models import ModelConfig
+from mlsteward.monitoring.drift_methods import is_p_value
 from mlsteward.monitoring.drift_result import ColumnDriftResult, DriftResult
 from mlsteward.monitoring.quality import quality_check
 
@@ -26,7 +27,7 @@ def drift_observations(
     current_rows = result.rows.get("current", 0)
     for name, col in result.columns.items():
         out.append(_feature_drift(cfg, col, version, current_rows))
-        psi = getattr(col, "psi", None)
+        psi = col.psi
         if psi is not None:
             enough = current_rows >= rules.feature_psi.min_rows
             out.append(
@@ -70,7 +71,8 @@ def _feature_drift(
     rule = cfg.alerts.rules.feature_drift
     breached = col.drifted
     limit = col.threshold
-    if rule.max_score is not None and not _is_p_value(col):
+    # a p-value test drifts when its score is *below* the threshold: never held to a distance
+    if rule.max_score is not None and not is_p_value(col.method):
         breached, limit = col.score > rule.max_score, rule.max_score
     verdict = "drifted" if breached else "no drift"
     return Observation(
@@ -84,13 +86,6 @@ def _feature_drift(
         version=version,
         details={"method": col.method, "kind": col.kind},
     )
-
-
-def _is_p_value(col: ColumnDriftResult) -> bool:
-    """A p-value test drifts when the score is *below* the threshold: never compare it with a
-    distance's limit."""
-    return col.method in {"ks", "chisquare", "z", "t_test", "mannw", "fisher_exact", "g_test",
-                          "anderson", "cramer_von_mises", "empirical_mmd", "es"}  # fmt: skip
 
 
 def _quality(cfg: ModelConfig, result: DriftResult, version: str | None) -> Observation | None:

@@ -61,10 +61,7 @@ def test_error_rate_between_rollback_and_alert_levels_rolls_back_without_alertin
 
 
 def _column(name: str, drifted: bool, score: float, psi: float | None = None) -> ColumnDriftResult:
-    col = ColumnDriftResult(name, "wasserstein", score, 0.1, drifted, "numeric")
-    if psi is not None:
-        object.__setattr__(col, "psi", psi)
-    return col
+    return ColumnDriftResult(name, "wasserstein", score, 0.1, drifted, "numeric", psi=psi)
 
 
 def test_a_drift_result_becomes_one_verdict_per_feature_and_output_and_quality() -> None:
