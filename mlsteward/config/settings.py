@@ -168,29 +168,29 @@ def audit_url() -> str:
     )
 
 
-def identity_url() -> str:
-    """Where principals and token hashes live: ``MLSTEWARD_IDENTITY_URL``, else beside the audit
-    trail (the same PostgreSQL database in production, so one backup holds who did what and who
-    they are), else a SQLite file under the home directory."""
-    env = os.environ.get("MLSTEWARD_IDENTITY_URL")
+def _beside_audit(variable: str, name: str) -> str:
+    """``variable`` if set, else the audit trail's PostgreSQL database (one backup holds the
+    record and what goes with it), else ``<home>/<name>/<name>.db``."""
+    env = os.environ.get(variable)
     if env:
         return env
     audit = audit_url()
     if not audit.startswith("sqlite:"):
         return audit
-    return f"sqlite:///{_sub('identity') / 'identity.db'}"
+    return f"sqlite:///{_sub(name) / f'{name}.db'}"
+
+
+def identity_url() -> str:
+    """Where principals and token hashes live: ``MLSTEWARD_IDENTITY_URL``, else beside the audit
+    trail (the same PostgreSQL database in production, so one backup holds who did what and who
+    they are), else a SQLite file under the home directory."""
+    return _beside_audit("MLSTEWARD_IDENTITY_URL", "identity")
 
 
 def alerts_url() -> str:
     """Where open incidents and the monitor's remembered values live: ``MLSTEWARD_ALERTS_URL``,
     else beside the audit trail in PostgreSQL, else a SQLite file under the home directory."""
-    env = os.environ.get("MLSTEWARD_ALERTS_URL")
-    if env:
-        return env
-    audit = audit_url()
-    if not audit.startswith("sqlite:"):
-        return audit
-    return f"sqlite:///{_sub('alerts') / 'alerts.db'}"
+    return _beside_audit("MLSTEWARD_ALERTS_URL", "alerts")
 
 
 def audit_anchor_url() -> str:

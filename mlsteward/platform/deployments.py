@@ -65,20 +65,25 @@ def _pull_dirs(deployment: dict[str, Any]) -> list[str]:
     return [s[key].get("directory", "") for s in steps if isinstance(s.get(key), dict)]
 
 
-def _prefect_cli(cfg: PlatformConfig, env: dict[str, str], *args: str) -> tuple[int, str]:
+def _run_logged(
+    cfg: PlatformConfig, env: dict[str, str], argv: list[str], label: str, timeout: float
+) -> tuple[int, str, str]:
+    """A deploy step in its own process, its output appended to ``deploy.log`` under ``label``;
+    exit code, stdout and stderr."""
     log = cfg.log_dir / "deploy.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        cwd=cfg.project_root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        argv, cwd=cfg.project_root, env=env, capture_output=True, text=True, timeout=timeout
     )
     with log.open("a") as out:
-        out.write(f"$ prefect {' '.join(args)}\n{proc.stdout}{proc.stderr}\n")
-    return proc.returncode, proc.stdout + proc.stderr
+        out.write(f"$ {label}\n{proc.stdout}{proc.stderr}\n")
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _prefect_cli(cfg: PlatformConfig, env: dict[str, str], *args: str) -> tuple[int, str]:
+    argv = [sys.executable, "-m", "prefect", *args]
+    rc, out, err = _run_logged(cfg, env, argv, f"prefect {' '.join(args)}", 600)
+    return rc, out + err
 
 
 def ensure_work_pool(cfg: PlatformConfig, env: dict[str, str]) -> str:
@@ -130,23 +135,14 @@ def ensure_deployments(cfg: PlatformConfig, env: dict[str, str], pool: str) -> s
 def ensure_alert_automations(cfg: PlatformConfig, env: dict[str, str]) -> str:
     """Each model's notification blocks and automation as its config says
     (``mlsteward alerts sync``, in a process of its own: ``up`` does not load Prefect)."""
-    log = cfg.log_dir / "deploy.log"
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlsteward.cli", "alerts", "sync", "--json"],
-        cwd=cfg.project_root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    with log.open("a") as out:
-        out.write(f"$ mlsteward alerts sync --json\n{proc.stdout}{proc.stderr}\n")
+    argv = [sys.executable, "-m", "mlsteward.cli", "alerts", "sync", "--json"]
+    rc, out, err = _run_logged(cfg, env, argv, "mlsteward alerts sync --json", 300)
     try:
-        answer = json.loads(proc.stdout)
+        answer = json.loads(out)
     except json.JSONDecodeError:
         answer = None
-    if proc.returncode != 0 or not isinstance(answer, dict):
-        why = answer.get("error") if isinstance(answer, dict) else proc.stderr[-2000:]
+    if rc != 0 or not isinstance(answer, dict):
+        why = answer.get("error") if isinstance(answer, dict) else err[-2000:]
         raise PlatformError(f"the alert notifications cannot be set up: {why}")
     notified = [m["model"] for m in answer["models"] if m["blocks"]]
     return (
