@@ -4,14 +4,11 @@ SMTP server (aiosmtpd) for mail. One incident is one notification, then one reso
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -25,19 +22,7 @@ from mlsteward.audit import Action, audit_store
 from mlsteward.config.models import ModelConfig, get_model_config
 from mlsteward.config.sections.alerts import AlertsConfig
 from mlsteward.errors import ConfigError
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    posts: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).posts.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        return
+from tests.support.webhook import webhook_receiver
 
 
 class _Mailbox:
@@ -51,20 +36,17 @@ class _Mailbox:
 
 @pytest.fixture
 def receivers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list, _Mailbox, int]]:
-    _Receiver.posts = []
-    http = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
     mailbox = _Mailbox()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         smtp_port = probe.getsockname()[1]
     smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
     smtp.start()
-    monkeypatch.setenv("ALERT_HOOK_URL", f"http://127.0.0.1:{http.server_port}/hook")
     try:
-        yield _Receiver.posts, mailbox, smtp_port
+        with webhook_receiver() as hook:
+            monkeypatch.setenv("ALERT_HOOK_URL", hook.url)
+            yield hook.posts, mailbox, smtp_port
     finally:
-        http.shutdown()
         smtp.stop()
 
 

@@ -12,12 +12,10 @@ import json
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +38,7 @@ from mlsteward.serving.slots import ModelSlot
 from mlsteward.signing import keys
 from tests.support.governance import MODEL, write_config
 from tests.support.serving import FAST_TUNING
+from tests.support.webhook import Receiver, webhook_receiver
 
 FORK = multiprocessing.get_context("fork")
 AGAIN = {"reason": "the tests put the challenger back after promoting it"}
@@ -330,28 +329,19 @@ def test_mlflow_failing_after_the_alias_moved_is_finished_by_the_next_call(
     assert alias() == champion
 
 
-class _Hook(BaseHTTPRequestHandler):
-    posts: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        type(self).posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        return
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with webhook_receiver() as hook:
+        yield hook
 
 
 def test_the_watch_rolls_back_a_champion_whose_quality_breaks_and_notifies(
-    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    stack: dict[str, Any], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After v2's promotion, the outcomes of its own predictions arrive and ROC-AUC has
     collapsed: the watch alerts, rolls back to v1 through governance and says so."""
     champion, challenger = stack["champion"], stack["challenger"]
-    _Hook.posts = []
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    monkeypatch.setenv("WATCH_HOOK", f"http://127.0.0.1:{hook.server_port}/")
+    monkeypatch.setenv("WATCH_HOOK", receiver.url)
     config_dir = Path(os.environ["MLSTEWARD_CONFIG_DIR"])
     write_config(
         config_dir,
@@ -403,11 +393,11 @@ def test_the_watch_rolls_back_a_champion_whose_quality_breaks_and_notifies(
         assert {r.details["subject"] for r in fired} == {"roc_auc", "rollback"}
 
         deadline = time.monotonic() + 30
-        while len(_Hook.posts) < 2 and time.monotonic() < deadline:
+        while len(receiver.posts) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-        subjects = sorted(p["subject"] for p in _Hook.posts)
+        subjects = sorted(p["subject"] for p in receiver.posts)
         assert len(subjects) == 2 and all("quality_drop" in s for s in subjects), subjects
-        assert any(f"rolled back to v{champion}" in p["body"] for p in _Hook.posts)
+        assert any(f"rolled back to v{champion}" in p["body"] for p in receiver.posts)
 
         # a watch that finds another champion than the one it watches ends without acting
         again = watch_flow(model=MODEL, version=challenger)
@@ -420,7 +410,6 @@ def test_the_watch_rolls_back_a_champion_whose_quality_breaks_and_notifies(
         assert {"success_rate", "quality_drop", "attribution_drift", "bias_drift"} <= rules
         assert all(a["transition"] is None for a in checked["alerts"]), checked["alerts"]
     finally:
-        hook.shutdown()
         write_config(config_dir, tuning=FAST_TUNING)
         sync_automations(get_model_config(MODEL))
         registry.set_tags(MODEL, challenger, {"lifecycle": "challenger"})
