@@ -133,7 +133,6 @@ def observe(
                     "breaches": incident.breaches,
                     "suppressed": incident.suppressed,
                     "fired_at": incident.fired_at,
-                    "notify": SEVERITY_ORDER[severity] >= SEVERITY_ORDER[alerts.min_severity],
                 }
                 outcome = _announce(cfg, obs, outcome, action, actor, audit, extra)
             out.append(outcome)
@@ -152,8 +151,11 @@ def _announce(
     audit: AuditStore,
     extra: dict[str, Any],
 ) -> AlertOutcome:
-    """The audit record (always) and the Prefect event (when an API is reachable)."""
+    """The audit record (always) and the Prefect event (when an API is reachable); ``notify``
+    says whether the model's automation sends it (its severity against ``min_severity``)."""
     link = console_link(cfg.name)
+    floor = SEVERITY_ORDER[cfg.alerts.min_severity]
+    extra = {**extra, "notify": SEVERITY_ORDER[outcome.severity] >= floor}
     record = audit.append(
         action,
         model=cfg.name,
@@ -201,6 +203,5 @@ def announce_once(cfg: ModelConfig, obs: Observation, *, actor: str) -> AlertOut
         "breaches": 1,
         "suppressed": 0,
         "fired_at": datetime.now(UTC).isoformat(),
-        "notify": SEVERITY_ORDER[severity] >= SEVERITY_ORDER[cfg.alerts.min_severity],
     }
     return _announce(cfg, obs, outcome, Action.ALERT_FIRED, actor, audit_store(), extra)
