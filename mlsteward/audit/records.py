@@ -142,6 +142,9 @@ class Action(StrEnum):
     ALERT_FIRED = "alert_fired"
     ALERT_REMINDED = "alert_reminded"
     ALERT_RESOLVED = "alert_resolved"
+    # the process measured, and evidence handed out
+    PROCESS_REVIEWED = "process_reviewed"
+    EVIDENCE_PACKED = "evidence_packed"
 
 
 @dataclass(frozen=True)

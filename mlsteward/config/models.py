@@ -34,6 +34,7 @@ from mlsteward.config.sections.governance import (
     default_regression_fairness_limits,
 )
 from mlsteward.config.sections.monitoring import DriftConfig, ScoringConfig
+from mlsteward.config.sections.process import ProcessConfig
 from mlsteward.config.sections.serving import RolloutConfig, ServingConfig
 from mlsteward.config.sections.training import (
     REGRESSION_OBJECTIVES,
@@ -90,6 +91,7 @@ class ModelConfig(StrictModel):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    process: ProcessConfig = Field(default_factory=ProcessConfig)
     contract: ContractConfig = Field(default_factory=ContractConfig)
     feast: FeastConfig = Field(default_factory=FeastConfig)
     tags: dict[str, str] = Field(default_factory=dict, description="Tags on the Feast objects.")

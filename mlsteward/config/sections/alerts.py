@@ -28,6 +28,7 @@ RULES = (
     "skew",
     "attribution_drift",
     "bias_drift",
+    "process_special_cause",
 )
 """Every standing rule, in the order the docs list them."""
 
@@ -193,6 +194,11 @@ class AlertRules(StrictModel):
     skew: SkewRule = Field(default_factory=SkewRule)
     attribution_drift: AttributionDriftRule = Field(default_factory=AttributionDriftRule)
     bias_drift: BiasDriftRule = Field(default_factory=BiasDriftRule)
+    process_special_cause: Rule = Field(
+        default_factory=Rule,
+        description="A control chart of the model's delivery (lead and cycle times, gate and "
+        "run failure rates) shows a special cause (process.rules).",
+    )
 
 
 class WebhookChannel(StrictModel):
