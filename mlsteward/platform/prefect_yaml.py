@@ -5,7 +5,7 @@ score, drift, monitor, watch, reproduce, rollout), differing only in the model's
 schedules. Kept by hand, the list drifts from the configs: a new model without deployments, or a
 schedule changed in the config and not in the file. So both files are rendered here: one
 template per deployment kind, filled in for each model in name order, then the deployments that
-serve every model (``audit-upkeep``, ``reaper``). The two files share the templates and differ
+serve every model (``audit-upkeep``, ``reaper``, ``process-review``). The two files share the templates and differ
 only in their header and work pools, so the Kubernetes variant cannot drift from the local one.
 
 A model's deployments come from what its YAML declares (the file name, and ``scoring.schedule``,
@@ -241,6 +241,20 @@ SHARED: tuple[Entry, ...] = (
         ("mlsteward", "governance"),
         1,
         "*/5 * * * *",
+    ),
+    Entry(
+        "process-review",
+        "Measure and control the delivery process: lead and cycle times, first-pass yield of "
+        "the gates, change failure rate and failed runs of every model, from the audit trail "
+        "and Prefect's runs; control charts against each chart's baseline with the run rules "
+        "of process.rules, Cpk against process.targets; a current special cause alerts the "
+        "model's owners. Writes the report (HTML, JSON) and a Prefect artifact. Weekly, "
+        "Mondays 06:00 UTC.",
+        "flows/process.py:process_review_flow",
+        (),
+        ("mlsteward", "governance"),
+        1,
+        "0 6 * * 1",
     ),
 )
 """The deployments that serve every model, after the models' own."""

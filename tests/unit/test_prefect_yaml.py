@@ -20,7 +20,11 @@ from mlsteward.platform.services import PlatformConfig
 from tests.conftest import REPO_ROOT
 
 FILES = (prefect_yaml.LOCAL_FILE, prefect_yaml.KUBERNETES_FILE)
-SHARED = {"audit-upkeep": "flows/upkeep.py:upkeep_flow", "reaper": "flows/reaper.py:reaper_flow"}
+SHARED = {
+    "audit-upkeep": "flows/upkeep.py:upkeep_flow",
+    "reaper": "flows/reaper.py:reaper_flow",
+    "process-review": "flows/process.py:process_review_flow",
+}
 # The kinds every model is run in, and the flow behind each.
 KINDS = {
     "train": "flows/training.py:training_flow",
@@ -138,7 +142,7 @@ def test_the_rendered_schedules_and_triggers_are_what_prefect_accepts(tmp_path: 
     _model_yaml(models, "churn", scoring={"schedule": "30 */4 * * *"})
     local = _deployments(prefect_yaml.render(prefect_yaml.declared_models(models))["prefect.yaml"])
     crons = [s for d in local.values() for s in d.get("schedules", [])]
-    assert len(crons) == 6  # materialize, score, drift, monitor, upkeep, reaper
+    assert len(crons) == 7  # materialize, score, drift, monitor, upkeep, reaper, process-review
     for schedule in crons:
         CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
     DeploymentEventTrigger.model_validate(local["train-churn"]["triggers"][0])

@@ -1,0 +1,220 @@
+"""Control charts and a Pareto chart: how the delivery process behaves, as Shewhart drew it.
+
+Drawn from plain numbers (the process review computes the limits and the signals; this module
+only draws them), so the report, the Prefect artifact and the console show the same picture.
+An XmR chart is two panels sharing the time axis: the individuals with their centre line and
+control limits, and the moving ranges with theirs. Points that belong to a special cause are
+marked, the baseline the limits come from is shaded, and a specification limit (the target) is
+a separate dashed line, because a process can be in control and still miss its target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from mlsteward.report.charts.svg import (
+    BLUE,
+    GREEN,
+    GREY,
+    LIMIT,
+    ORANGE,
+    Picture,
+    draw,
+    heading,
+    short,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class ControlSeries:
+    """One chart's numbers, as the review computed them.
+
+    ``ucl``/``lcl`` are one number (an XmR chart) or one per point (a p-chart, whose limits
+    widen for small subgroups); None where there are no limits. ``moving_ranges`` and
+    ``mr_ucl`` make the second panel of an XmR chart.
+    """
+
+    key: str
+    title: str
+    unit: str
+    times: Sequence[datetime]
+    values: Sequence[float | None]
+    center: float | None = None
+    ucl: float | Sequence[float | None] | None = None
+    lcl: float | Sequence[float | None] | None = None
+    baseline: int = 0
+    flagged: Sequence[int] = field(default_factory=tuple)
+    moving_ranges: Sequence[float | None] | None = None
+    mr_center: float | None = None
+    mr_ucl: float | None = None
+    target: float | None = None
+    percent: bool = False
+
+
+def _per_point(limit: float | Sequence[float | None] | None, n: int) -> list[float]:
+    if limit is None:
+        return [math.nan] * n
+    if isinstance(limit, int | float):
+        return [float(limit)] * n
+    return [math.nan if v is None else float(v) for v in limit]
+
+
+def _nan(values: Sequence[float | None]) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def control_chart_picture(series: ControlSeries, salt: str = "") -> Picture | None:
+    """The chart, or None when it has no point."""
+    n = len(series.values)
+    if n == 0 or all(v is None for v in series.values):
+        return None
+    scale = 100.0 if series.percent else 1.0
+    values = [v * scale for v in _nan(series.values)]
+    ucl = [v * scale for v in _per_point(series.ucl, n)]
+    lcl = [v * scale for v in _per_point(series.lcl, n)]
+    center = None if series.center is None else series.center * scale
+    target = None if series.target is None else series.target * scale
+    flagged = sorted({i for i in series.flagged if 0 <= i < n})
+    two_panels = series.moving_ranges is not None
+    unit = "%" if series.percent else series.unit
+
+    def paint(fig: Figure) -> None:
+        # start-up time: matplotlib is imported only while drawing (see svg.draw)
+        import matplotlib.dates as mdates
+
+        if two_panels:
+            ax, mr_ax = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
+        else:
+            ax, mr_ax = fig.subplots(1, 1), None
+        times = list(series.times)
+        if 0 < series.baseline < n:
+            ax.axvspan(times[0], times[series.baseline - 1], color="#F1F5F9", zorder=0)
+        ax.plot(times, values, "-o", color=BLUE, ms=3, lw=1.1, zorder=3, label="observed")
+        if center is not None:
+            ax.axhline(center, color=GREEN, lw=1.2, label=f"centre {short(center)}")
+        if any(not math.isnan(v) for v in ucl):
+            steps = "steps-mid" if not isinstance(series.ucl, int | float) else "default"
+            ax.plot(
+                times, ucl, ls="--", color=LIMIT, lw=1.2, drawstyle=steps, label="control limits"
+            )
+            ax.plot(times, lcl, ls="--", color=LIMIT, lw=1.2, drawstyle=steps)
+        if target is not None:
+            ax.axhline(target, color=ORANGE, ls=":", lw=1.6, label=f"target {short(target)}")
+        if flagged:
+            ax.plot(
+                [times[i] for i in flagged],
+                [values[i] for i in flagged],
+                "X",
+                color=LIMIT,
+                ms=8,
+                mec="white",
+                mew=0.6,
+                zorder=4,
+                label="special cause",
+            )
+        ax.set_ylabel(unit)
+        fig.legend(loc="outside lower center", ncols=5, fontsize=8)
+        ax.grid(axis="x", visible=False)
+        if mr_ax is not None and series.moving_ranges is not None:
+            mrs = [v * scale for v in _nan(series.moving_ranges)]
+            mr_ax.plot(times, mrs, "-o", color=GREY, ms=2.5, lw=1.0)
+            if series.mr_center is not None:
+                mr_ax.axhline(series.mr_center * scale, color=GREEN, lw=1.0)
+            if series.mr_ucl is not None:
+                mr_ax.axhline(series.mr_ucl * scale, color=LIMIT, ls="--", lw=1.0)
+            mr_ax.set_ylabel("moving range")
+            mr_ax.grid(axis="x", visible=False)
+        bottom = mr_ax if mr_ax is not None else ax
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
+        bottom.xaxis.set_major_locator(locator)
+        bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        heading(fig, series.title)
+
+    return draw(
+        series.key,
+        series.title,
+        _alt(series, values, ucl, lcl, center, target, flagged, unit),
+        paint,
+        height=3.9 if two_panels else 3.0,
+        salt=salt,
+    )
+
+
+def _alt(
+    series: ControlSeries,
+    values: list[float],
+    ucl: list[float],
+    lcl: list[float],
+    center: float | None,
+    target: float | None,
+    flagged: list[int],
+    unit: str,
+) -> str:
+    known = [v for v in values if not math.isnan(v)]
+    text = (
+        f"{series.title}: {len(known)} points from {series.times[0]:%Y-%m-%d} to "
+        f"{series.times[-1]:%Y-%m-%d}, latest {short(known[-1])} {unit}"
+    )
+    if center is not None:
+        limits = [v for v in ucl if not math.isnan(v)]
+        lows = [v for v in lcl if not math.isnan(v)]
+        text += f"; centre line {short(center)}"
+        if limits:
+            text += f", control limits {short(min(lows))} to {short(max(limits))}"
+        text += f" from the first {series.baseline} points"
+    else:
+        text += "; too few points for control limits"
+    if target is not None:
+        text += f"; target {short(target)} {unit}"
+    text += (
+        f"; {len(flagged)} points flagged as special causes." if flagged else "; nothing flagged."
+    )
+    return text
+
+
+@dataclass(frozen=True)
+class ParetoBar:
+    label: str
+    count: int
+
+
+def pareto_picture(
+    key: str, title: str, bars: Sequence[ParetoBar], salt: str = ""
+) -> Picture | None:
+    """Counts sorted from the largest with the running share: the few causes behind most
+    rejections stand out."""
+    bars = sorted(bars, key=lambda b: -b.count)[:12]
+    total = sum(b.count for b in bars)
+    if not bars or total == 0:
+        return None
+    running, shares = 0, []
+    for b in bars:
+        running += b.count
+        shares.append(100.0 * running / total)
+
+    def paint(fig: Figure) -> None:
+        ax = fig.subplots(1, 1)
+        labels = [b.label for b in bars]
+        ax.bar(range(len(bars)), [b.count for b in bars], color=BLUE, zorder=3)
+        ax.set_xticks(range(len(bars)), labels, rotation=30, ha="right")
+        ax.set_ylabel("rejections")
+        ax.grid(axis="x", visible=False)
+        share_ax: Any = ax.twinx()
+        share_ax.plot(range(len(bars)), shares, "-o", color=ORANGE, ms=3, lw=1.2)
+        share_ax.set_ylim(0, 105)
+        share_ax.set_ylabel("cumulative %")
+        share_ax.grid(False)
+        share_ax.spines["right"].set_visible(True)
+        heading(fig, title)
+
+    alt = f"{title}: " + "; ".join(
+        f"{b.label} {b.count} ({s:.0f}% cumulative)" for b, s in zip(bars, shares, strict=True)
+    )
+    return draw(key, title, alt + ".", paint, height=3.2, salt=salt)
