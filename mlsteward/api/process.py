@@ -1,0 +1,44 @@
+"""``GET /process``: the delivery process measured and judged (``read`` permission), the
+same report ``mlsteward process report --json`` prints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from mlsteward.api.auth import allowed_anywhere, known_model
+from mlsteward.api.errors import BadInput, responses
+from mlsteward.errors import MlstewardError
+from mlsteward.identity import Permission, Principal, authorize
+from mlsteward.process.build import build_report, parse_when
+
+router = APIRouter(tags=["process"])
+
+
+@router.get("/process", responses=responses(401, 403, 404, 422))
+def get_process(
+    who: Annotated[Principal, Depends(allowed_anywhere(Permission.READ))],
+    model: Annotated[str | None, Query(description="One model (default: every model).")] = None,
+    since: Annotated[
+        str | None, Query(description="ISO date or time; default 90 days ago.")
+    ] = None,
+    until: Annotated[str | None, Query(description="ISO date or time; default now.")] = None,
+) -> dict[str, Any]:
+    """Lead and cycle times, first-pass yield and the rejection Pareto, retrains by cause,
+    drift to recovery, rollback and change failure rates, failed runs per flow; each time and
+    rate as a control chart (limits from its baseline, special causes by the run rules) with
+    Cpk against the model's targets."""
+    if model is not None:
+        authorize(who, Permission.READ, known_model(model))
+    start, end = _when(since, "since"), _when(until, "until")
+    if start is not None and end is not None and start >= end:
+        raise BadInput("since", f"{since!r} is not before until {until!r}")
+    return build_report(model, since=start, until=end).to_dict()
+
+
+def _when(value: str | None, field: str) -> Any:
+    try:
+        return parse_when(value, field)
+    except MlstewardError as exc:
+        raise BadInput(field, str(exc)) from None
