@@ -58,7 +58,7 @@ def build_report(
         )
     configs = model_configs(model)
     subgroup = next(iter(configs.values())).process.subgroup if configs else "week"
-    history = read_history(models=list(configs), since=since, until=until, audit=audit)
+    history = read_history(since=since, until=until, store=audit, model=model)
     metrics = process_metrics(history, list(configs), since=since, until=until, subgroup=subgroup)
     if model is not None:
         metrics = {model: metrics[model]}

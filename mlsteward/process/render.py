@@ -73,7 +73,7 @@ def render_markdown(report: ProcessReport, *, link: str | None = None) -> str:
         ]
         lines.append("")
         for cv in view.charts:
-            if cv.tone != "ok" and cv.picture is not None:
+            if cv.tone in ("bad", "warn") and cv.picture is not None:
                 lines += [cv.picture.markdown(), ""]
     return "\n".join(lines)
 

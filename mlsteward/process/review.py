@@ -12,7 +12,7 @@ quiet again) and records the review in the audit trail.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -230,6 +230,10 @@ def time_chart(
         lower_bound=0.0,
     )
     cap = capability(values, usl=target) if target is not None and values else None
+    if cap is not None and cap.n < cfg.min_points:
+        # Cpk from four points is a number, not an estimate: 3,000 on a quick demo
+        why = f"{cap.n} value(s); capability needs at least {cfg.min_points}"
+        cap = replace(cap, cpk=None, ppk=None, reason=why)
     causes = _causes(key, title, chart.signals, times, labels, recent)
     return Chart(key, title, "xmr", "hours", times, labels, chart, target, cap, causes)
 

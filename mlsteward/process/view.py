@@ -129,14 +129,30 @@ def _stats(m: ScopeMetrics, review: ScopeReview) -> list[Stat]:
     ]
 
 
+TIME_UNITS = (("days", 1 / 24, 48.0), ("hours", 1.0, 1.0), ("minutes", 60.0, 1 / 60))
+
+
+def time_unit(values: list[float]) -> tuple[str, float]:
+    """The unit a person reads these hours in (by their median) and the factor to it."""
+    typical = statistics.median(values) if values else 1.0
+    for name, factor, floor in TIME_UNITS:
+        if typical >= floor:
+            return name, factor
+    return "seconds", 3600.0
+
+
 def _limits(chart: Chart) -> str:
     c = chart.chart
     if c.reason:
         return c.reason
     if isinstance(c, PChart):
         return f"centre {_pct(c.center)}, limits per subgroup (3 sigma), baseline {c.baseline}"
+    unit, k = time_unit(list(c.values))
+    low = 0.0 if c.lcl is None else c.lcl
+    high = 0.0 if c.ucl is None else c.ucl
+    centre = 0.0 if c.center is None else c.center
     return (
-        f"centre {c.center:.2f} h, limits {c.lcl:.2f} to {c.ucl:.2f} h, "
+        f"centre {centre * k:.3g} {unit}, limits {low * k:.3g} to {high * k:.3g} {unit}, "
         f"baseline {c.baseline} points"
     )
 
@@ -170,10 +186,11 @@ def _series(chart: Chart) -> ControlSeries:
             flagged=flagged,
             percent=True,
         )
+    unit, factor = time_unit(list(c.values))
     return ControlSeries(
         chart.key,
         chart.title,
-        "hours",
+        unit,
         chart.times,
         list(c.values),
         center=c.center,
@@ -185,6 +202,8 @@ def _series(chart: Chart) -> ControlSeries:
         mr_center=c.mr_bar,
         mr_ucl=c.mr_ucl,
         target=chart.target,
+        target_text=None if chart.target is None else _hours(chart.target),
+        scale=factor,
     )
 
 
@@ -193,9 +212,13 @@ def scope_view(name: str, review: ScopeReview, *, pictures: bool = True) -> Scop
     charts = []
     for chart in review.charts:
         tone = (
-            "bad"
-            if any(c.current for c in chart.special_causes)
-            else ("warn" if chart.special_causes else "ok")
+            "none"
+            if chart.chart.reason and not chart.special_causes
+            else (
+                "bad"
+                if any(c.current for c in chart.special_causes)
+                else ("warn" if chart.special_causes else "ok")
+            )
         )
         picture = control_chart_picture(_series(chart), salt=name) if pictures else None
         charts.append(ChartView(chart, picture, _limits(chart), _capability(chart), tone))

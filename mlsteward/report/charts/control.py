@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from mlsteward.report.charts.svg import (
     BLUE,
@@ -56,6 +56,10 @@ class ControlSeries:
     mr_ucl: float | None = None
     target: float | None = None
     percent: bool = False
+    target_text: str | None = None
+    """How the target reads in the legend (default: in the chart's unit)."""
+    scale: float = 1.0
+    """Each number is multiplied by this to be drawn in ``unit`` (hours drawn as minutes: 60)."""
 
 
 def _per_point(limit: float | Sequence[float | None] | None, n: int) -> list[float]:
@@ -75,7 +79,7 @@ def control_chart_picture(series: ControlSeries, salt: str = "") -> Picture | No
     n = len(series.values)
     if n == 0 or all(v is None for v in series.values):
         return None
-    scale = 100.0 if series.percent else 1.0
+    scale = 100.0 if series.percent else series.scale
     values = [v * scale for v in _nan(series.values)]
     ucl = [v * scale for v in _per_point(series.ucl, n)]
     lcl = [v * scale for v in _per_point(series.lcl, n)]
@@ -106,7 +110,12 @@ def control_chart_picture(series: ControlSeries, salt: str = "") -> Picture | No
             )
             ax.plot(times, lcl, ls="--", color=LIMIT, lw=1.2, drawstyle=steps)
         if target is not None:
-            ax.axhline(target, color=ORANGE, ls=":", lw=1.6, label=f"target {short(target)}")
+            drawn = [v for v in values + ucl if not math.isnan(v)]
+            label = f"target {series.target_text or f'{short(target)} {unit}'}"
+            if drawn and target > 3 * max(drawn):  # drawing it would flatten every point
+                ax.plot([], [], ls=":", color=ORANGE, lw=1.6, label=f"{label} (far above)")
+            else:
+                ax.axhline(target, color=ORANGE, ls=":", lw=1.6, label=label)
         if flagged:
             ax.plot(
                 [times[i] for i in flagged],
@@ -132,6 +141,11 @@ def control_chart_picture(series: ControlSeries, salt: str = "") -> Picture | No
             mr_ax.set_ylabel("moving range")
             mr_ax.grid(axis="x", visible=False)
         bottom = mr_ax if mr_ax is not None else ax
+        # the whole period, empty subgroups included (matplotlib would fit the drawn points);
+        # one point, or a burst of them, gets some room
+        lo, hi = min(times), max(times)
+        pad = timedelta(hours=1) if hi - lo < timedelta(hours=2) else (hi - lo) / 40
+        bottom.set_xlim(lo - pad, hi + pad)
         locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
         bottom.xaxis.set_major_locator(locator)
         bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
@@ -189,7 +203,7 @@ def pareto_picture(
     key: str, title: str, bars: Sequence[ParetoBar], salt: str = ""
 ) -> Picture | None:
     """Counts sorted from the largest with the running share: the few causes behind most
-    rejections stand out."""
+    rejections stand out. Drawn across (a gate and its metric make long labels)."""
     bars = sorted(bars, key=lambda b: -b.count)[:12]
     total = sum(b.count for b in bars)
     if not bars or total == 0:
@@ -200,21 +214,25 @@ def pareto_picture(
         shares.append(100.0 * running / total)
 
     def paint(fig: Figure) -> None:
+        # start-up time: matplotlib is imported only while drawing (see svg.draw)
+        from matplotlib.ticker import MaxNLocator
+
         ax = fig.subplots(1, 1)
-        labels = [b.label for b in bars]
-        ax.bar(range(len(bars)), [b.count for b in bars], color=BLUE, zorder=3)
-        ax.set_xticks(range(len(bars)), labels, rotation=30, ha="right")
-        ax.set_ylabel("rejections")
-        ax.grid(axis="x", visible=False)
-        share_ax: Any = ax.twinx()
-        share_ax.plot(range(len(bars)), shares, "-o", color=ORANGE, ms=3, lw=1.2)
-        share_ax.set_ylim(0, 105)
-        share_ax.set_ylabel("cumulative %")
-        share_ax.grid(False)
-        share_ax.spines["right"].set_visible(True)
+        rows = list(range(len(bars)))[::-1]  # the largest on top
+        ax.barh(rows, [b.count for b in bars], color=BLUE, zorder=3, height=0.6)
+        ax.set_yticks(rows, [b.label for b in bars])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("rejections (cumulative share at each bar's end)")
+        ax.grid(axis="y", visible=False)
+        top = max(b.count for b in bars)
+        ax.set_xlim(0, top * 1.25)
+        for row, b, share in zip(rows, bars, shares, strict=True):
+            ax.text(
+                b.count + top * 0.02, row, f"{b.count}  ({share:.0f}%)", va="center", fontsize=8.5
+            )
         heading(fig, title)
 
     alt = f"{title}: " + "; ".join(
         f"{b.label} {b.count} ({s:.0f}% cumulative)" for b, s in zip(bars, shares, strict=True)
     )
-    return draw(key, title, alt + ".", paint, height=3.2, salt=salt)
+    return draw(key, title, alt + ".", paint, height=1.2 + 0.32 * len(bars), salt=salt)
