@@ -70,10 +70,29 @@ def pack(
 
         principal = acting_as(Permission.READ, model)
         return build_pack(
-            model, version, principal=principal, framework=framework, out_dir=out
+            model,
+            version,
+            principal=principal,
+            framework=framework,
+            out_dir=out,
+            extra={"process_metrics": _process_report(model)},
         ).to_dict()
 
     run(as_json, action, _packed)
+
+
+def _process_report(model: str) -> Any:
+    """The model's delivery process over the last 90 days (the process room and the evidence
+    room sit side by side, so the command line joins them)."""
+
+    def write(root: Path) -> list[str]:
+        from mlsteward.process.build import build_report
+        from mlsteward.process.render import write_report
+
+        files = write_report(build_report(model), root / "process", "process-report")
+        return [Path(p).relative_to(root).as_posix() for p in files.values()]
+
+    return write
 
 
 def _packed(p: dict[str, Any]) -> str:
