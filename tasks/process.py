@@ -51,7 +51,7 @@ def write_report_task(report: ProcessReport) -> dict[str, str]:
 def alert_task(report: ProcessReport, model: str | None, actor: str) -> list[dict]:
     outcomes: list[AlertOutcome] = alert_special_causes(report, model_configs(model), actor=actor)
     for o in outcomes:
-        if o.transition is not None:
+        if o.transition is not None and o.transition.value in ("fired", "reminded", "resolved"):
             run_logger().warning("alert %s: %s", o.transition.value, o.observation.summary)
     return [o.to_dict() for o in outcomes]
 
