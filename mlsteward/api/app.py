@@ -19,6 +19,7 @@ from mlsteward.api import (
     identity,
     models,
     outcomes,
+    process,
     rollouts,
     runs,
 )
@@ -59,6 +60,7 @@ def create_app() -> FastAPI:
         rollouts,
         outcomes,
         alerts,
+        process,
         audit,
         dashboard,
     )

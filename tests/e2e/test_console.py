@@ -386,3 +386,45 @@ def test_open_alerts_show_on_the_models_and_model_pages(
         assert page.get_by_text("No open incidents.").is_visible()
     finally:
         viewer.close()
+
+
+def test_the_process_page_shows_each_scope_and_its_charts(
+    console: dict[str, Any], browser: Browser
+) -> None:
+    """From the nav: a section for all models and one for the model, each with its figures
+    and verdict; every chart loads from this server as an SVG image; an unknown model in the
+    filter is the console's refusal page."""
+    base = console["base"]
+    viewer = Session(browser, base)
+    try:
+        page = viewer.sign_in(console["tokens"][Role.VIEWER])
+        page.get_by_role("link", name="Process", exact=True).click()
+        page.wait_for_url(f"{base}/ui/process")
+        page.wait_for_load_state("networkidle")
+        for scope in ("All models", MODEL):
+            section = page.get_by_role("region", name=scope)
+            assert section.is_visible()
+            assert section.get_by_text("First-pass yield").is_visible()
+            # two trainings are too few points for control limits: nothing is judged yet
+            assert section.locator(".verdict").inner_text().startswith("Too few points to judge")
+        images = page.locator("section.scope figure img")
+        sources = [images.nth(i).get_attribute("src") or "" for i in range(images.count())]
+        assert any("/pictures/all/" in s for s in sources), sources
+        assert any(f"/pictures/{MODEL}/" in s for s in sources), sources
+        loaded = page.evaluate(
+            "[...document.querySelectorAll('section.scope figure img')].map(i => i.naturalWidth)"
+        )
+        assert loaded and all(w > 0 for w in loaded), loaded
+        for src in sources[:2]:
+            picture = page.request.get(f"{base}{src}")
+            assert picture.status == 200
+            assert picture.headers["content-type"].startswith("image/svg+xml")
+            assert "<svg" in picture.text()
+        viewer.shot(console["shots"], "process")
+        refused = page.goto(f"{base}/ui/process?model=no_such_model")
+        assert refused is not None and refused.status == 404
+        assert page.get_by_role("heading", name="Not found").is_visible()
+        assert page.get_by_text(f"known: {MODEL}").is_visible()
+        assert viewer.outside() == []
+    finally:
+        viewer.close()

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlsteward.api import errors
-from mlsteward.api.console import audit, models, pictures, queue, rollouts
+from mlsteward.api.console import audit, models, pictures, process, queue, rollouts
 from mlsteward.api.console.render import SECURITY_HEADERS, STATIC, page
 from mlsteward.api.console.session import (
     COOKIE,
@@ -114,7 +114,7 @@ def create_console() -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for group in (models, queue, rollouts, audit, pictures):
+    for group in (models, queue, rollouts, audit, process, pictures):
         app.include_router(group.router)
 
     @app.get("/", include_in_schema=False)
