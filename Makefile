@@ -142,6 +142,7 @@ bench: install ## Benchmarks (print figures; not part of the tests)
 	$(RUN) python benchmarks/scale.py
 	$(RUN) python benchmarks/distributed_training.py
 	$(RUN) python benchmarks/signing.py
+	$(RUN) python benchmarks/process_report.py
 
 up: install ## Start the platform; the first start shows an admin token and a webhook secret (PROFILE=production: on PostgreSQL, Redis, an artifact store)
 	@$(RUN) python -m mlsteward.platform up

@@ -34,11 +34,14 @@ def get_process(
     start, end = _when(since, "since"), _when(until, "until")
     if start is not None and end is not None and start >= end:
         raise BadInput("since", f"{since!r} is not before until {until!r}")
-    return build_report(model, since=start, until=end).to_dict()
+    try:
+        return build_report(model, since=start, until=end).to_dict()
+    except MlstewardError as exc:  # a period the calendar cannot hold
+        raise BadInput("until", str(exc)) from None
 
 
 def _when(value: str | None, field: str) -> Any:
     try:
         return parse_when(value, field)
     except MlstewardError as exc:
-        raise BadInput(field, str(exc)) from None
+        raise BadInput(field, str(exc).removeprefix(f"{field} ")) from None

@@ -24,12 +24,12 @@ def parse_when(text: str | None, option: str) -> datetime | None:
         return None
     try:
         when = datetime.fromisoformat(text.strip())
-    except ValueError:
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time, or one at the calendar's edge
         raise MlstewardError(
-            f"{option} {text!r} is not an ISO-8601 date or time (e.g. 2026-11-01 or "
-            "2026-11-01T08:00Z)"
+            f"{option} {text[:64]!r} is not an ISO-8601 date or time between the years 1 and "
+            "9999 (e.g. 2026-11-01 or 2026-11-01T08:00Z)"
         ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def model_configs(model: str | None) -> dict[str, ModelConfig]:
@@ -51,7 +51,13 @@ def build_report(
     ``since``..``until`` (default: the last ``DEFAULT_DAYS`` days)."""
     now = now or datetime.now(UTC)
     until = until or now
-    since = since or until - timedelta(days=DEFAULT_DAYS)
+    try:
+        since = since or until - timedelta(days=DEFAULT_DAYS)
+    except OverflowError:
+        raise MlstewardError(
+            f"until ({until:%Y-%m-%d}) leaves no {DEFAULT_DAYS} days before it for the default "
+            "since: give --since"
+        ) from None
     if since >= until:
         raise MlstewardError(
             f"since ({since:%Y-%m-%d %H:%M}) must be before until ({until:%Y-%m-%d %H:%M})"

@@ -60,7 +60,12 @@ def render_markdown(report: ProcessReport, *, link: str | None = None) -> str:
         lines += [f"| {s.label} | {s.value} | {_cell(s.sub)} |" for s in view.stats]
         lines.append("")
         if not view.causes:
-            lines += ["In statistical control: no special cause in the period.", ""]
+            verdict = (
+                "In statistical control: no special cause in the period."
+                if view.judged
+                else "Too few points to judge: no chart has the points its limits need yet."
+            )
+            lines += [verdict, ""]
             continue
         lines += [
             "| chart | rule | what the points show | last point | now |",

@@ -55,6 +55,11 @@ class ScopeView:
     runs: list[dict[str, Any]]
     retrains: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def judged(self) -> bool:
+        """Whether any chart had control limits to judge by."""
+        return any(cv.tone != "none" for cv in self.charts)
+
 
 def _hours(h: float | None) -> str:
     if h is None:
@@ -63,7 +68,9 @@ def _hours(h: float | None) -> str:
         return f"{h / 24:.1f} d"
     if h >= 1:
         return f"{h:.1f} h"
-    return f"{h * 60:.0f} min"
+    if h >= 1 / 60:
+        return f"{h * 60:.0f} min"
+    return f"{h * 3600:.0f} s"
 
 
 def _pct(x: float | None) -> str:

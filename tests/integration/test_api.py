@@ -158,6 +158,7 @@ ROUTES = [
     Route("GET", "/audit/verify", P.READ, 200),
     Route("GET", "/dashboard", P.READ, 200),
     Route("GET", f"{M}/alerts", P.READ, 200),
+    Route("GET", "/process", P.READ, 200),
     Route("POST", f"{M}/versions/999/validate", P.VALIDATE, 404, {}),
     Route("POST", f"{M}/versions/999/promote", P.PROMOTE, 404, {"reason": "table"}),
     Route("POST", f"{M}/versions/999/approve", P.APPROVE, 409, {"reason": "table"}),

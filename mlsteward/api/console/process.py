@@ -76,7 +76,7 @@ def _when(text: str | None, field_name: str) -> datetime | None:
     try:
         return parse_when(text, field_name)
     except MlstewardError as exc:
-        raise BadInput(field_name, str(exc)) from None
+        raise BadInput(field_name, str(exc).removeprefix(f"{field_name} ")) from None
 
 
 def filters(request: Request) -> Filters:

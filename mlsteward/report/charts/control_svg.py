@@ -154,7 +154,10 @@ def draw_control_svg(
     far_target = bool(target is not None and drawn and target > 3 * max(drawn))
     if target is not None and not far_target:
         drawn.append(target)
-    ticks = nice_ticks(min(drawn), max(drawn))
+    low, high = min(drawn), max(drawn)
+    if unit == "%":  # a share: from 0, and a flat zero still gets an axis a person can read
+        low, high = 0.0, max(high, 5.0)
+    ticks = nice_ticks(low, high)
     y_lo, y_hi = ticks[0], ticks[-1]
 
     def y_of(
