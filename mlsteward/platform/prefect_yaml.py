@@ -5,8 +5,9 @@ score, drift, monitor, watch, reproduce, rollout), differing only in the model's
 schedules. Kept by hand, the list drifts from the configs: a new model without deployments, or a
 schedule changed in the config and not in the file. So both files are rendered here: one
 template per deployment kind, filled in for each model in name order, then the deployments that
-serve every model (``audit-upkeep``, ``reaper``, ``process-review``). The two files share the templates and differ
-only in their header and work pools, so the Kubernetes variant cannot drift from the local one.
+serve every model (``audit-upkeep``, ``reaper``, ``process-review``). The two files share the
+templates and differ only in their header and work pools, so the Kubernetes variant cannot drift
+from the local one.
 
 A model's deployments come from what its YAML declares (the file name, and ``scoring.schedule``,
 ``drift.schedule`` and ``alerts.schedule`` or their defaults), not from the validated
