@@ -37,34 +37,34 @@ install: ## Create .venv from the lock file (installs uv with pip if needed)
 	$(UV) sync --frozen --compile-bytecode
 
 demo: install ## The whole loop: train, score, drift, retrain, promote or reject, reproduce, serve
-	@echo "== 1/9  data: the built-in cohort (Jan 2024 - Jun 2025), contract-checked, snapshotted"
+	@echo "== 1/10  data: the built-in cohort (Jan 2024 - Jun 2025), contract-checked, snapshotted"
 	$(RUN) mlsteward generate heart_disease --rows $(DEMO_ROWS)
 	$(RUN) mlsteward ingest heart_disease
 	$(RUN) mlsteward materialize heart_disease
-	@echo; echo "== 2/9  train: Hyperopt-tuned XGBoost, validation gates, the first champion"
+	@echo; echo "== 2/10  train: Hyperopt-tuned XGBoost, validation gates, the first champion"
 	$(RUN) mlsteward train heart_disease
-	@echo; echo "== 3/9  July: new patients from the same population arrive; score them, check drift"
+	@echo; echo "== 3/10  July: new patients from the same population arrive; score them, check drift"
 	$(RUN) mlsteward generate heart_disease --start 2025-07-01 --days 31 --rows $(DEMO_BATCH_ROWS) \
 	  --seed 101 --id-offset 1000000000 --out $(DEMO_DIR)/2025-07.parquet --append-to-source
 	$(RUN) mlsteward score heart_disease --source $(DEMO_DIR)/2025-07.parquet
 	$(RUN) mlsteward drift heart_disease
-	@echo; echo "== 4/9  August: BMI and cholesterol read 1.5 SD higher (a new assay); score it"
+	@echo; echo "== 4/10  August: BMI and cholesterol read 1.5 SD higher (a new assay); score it"
 	$(RUN) mlsteward generate heart_disease --start 2025-08-01 --days 31 --rows $(DEMO_BATCH_ROWS) \
 	  --seed 102 --id-offset 1001000000 --shift bmi=1.5 --shift cholesterol=1.5 \
 	  --out $(DEMO_DIR)/2025-08.parquet --append-to-source
 	$(RUN) mlsteward score heart_disease --source $(DEMO_DIR)/2025-08.parquet
-	@echo; echo "== 5/9  outcomes of both months come in: joined to the prediction log, and the"
+	@echo; echo "== 5/10  outcomes of both months come in: joined to the prediction log, and the"
 	@echo "        source table (now with both months) is snapshotted again for retraining"
 	$(RUN) mlsteward labels heart_disease $(DEMO_DIR)/2025-07.parquet
 	$(RUN) mlsteward labels heart_disease $(DEMO_DIR)/2025-08.parquet
 	$(RUN) mlsteward ingest heart_disease
-	@echo; echo "== 6/9  the daily drift check: Evidently on the last 7 days of predictions;"
+	@echo; echo "== 6/10  the daily drift check: Evidently on the last 7 days of predictions;"
 	@echo "        drift on a key feature retrains, and the challenger faces the same gates"
 	$(RUN) mlsteward drift heart_disease
-	@echo; echo "== 7/9  reproduce the champion from its lineage alone: its own snapshot through Feast"
+	@echo; echo "== 7/10  reproduce the champion from its lineage alone: its own snapshot through Feast"
 	@echo "        (the source has grown since), recorded params and seed -> the same model bytes"
 	$(RUN) mlsteward reproduce heart_disease
-	@echo; echo "== 8/9  serve: the champion answers online (features from the Feast online store) with"
+	@echo; echo "== 8/10  serve: the champion answers online (features from the Feast online store) with"
 	@echo "        its reasons; stopping the service (SIGTERM) writes every answer to the prediction log"
 	@echo "        (the service asks for a token: the demo's own service account, a viewer, gets one)"
 	@mkdir -p $(DEMO_DIR)
@@ -83,7 +83,7 @@ demo: install ## The whole loop: train, score, drift, retrain, promote or reject
 	    --explain --url http://127.0.0.1:$(DEMO_SERVING_PORT); rc=$$?; \
 	else echo "the prediction service did not start:"; tail -20 $(DEMO_DIR)/serving.log; rc=1; fi; \
 	kill -TERM $$pid 2>/dev/null; wait $$pid; exit $$rc
-	@echo; echo "== 9/9  the other built-in models, each from its own config: diabetes (onset within a"
+	@echo; echo "== 9/10  the other built-in models, each from its own config: diabetes (onset within a"
 	@echo "        year; ethnicity measured for fairness, never a model input) and readmission"
 	@echo "        (regression: days in hospital at the next admission, count:poisson)"
 	@for m in diabetes readmission; do \
@@ -97,6 +97,12 @@ demo: install ## The whole loop: train, score, drift, retrain, promote or reject
 	$(RUN) mlsteward report heart_disease
 	$(RUN) mlsteward report readmission
 	$(RUN) mlsteward audit verify
+	@echo; echo "== 10/10 the process and the evidence: the delivery process measured (control charts,"
+	@echo "        special causes, Cpk against the targets), and the champion's evidence pack for an"
+	@echo "        EU AI Act audit, checked offline from the zip alone"
+	$(RUN) mlsteward process report
+	$(RUN) mlsteward evidence heart_disease champion --out $(DEMO_DIR)/evidence
+	@$(RUN) mlsteward evidence verify "$$(ls -t $(DEMO_DIR)/evidence/*.zip | head -1)"
 	@echo
 	$(RUN) mlsteward where
 

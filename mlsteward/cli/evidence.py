@@ -49,7 +49,9 @@ commands.add_typer(evidence_app, name="evidence")
 @evidence_app.command("pack")
 def pack(
     model: ModelName,
-    version: str = typer.Argument(..., help="The registered version, e.g. 3."),
+    version: str = typer.Argument(
+        ..., help="The registered version, e.g. 3, or champion (as the governance record says)."
+    ),
     framework: str = typer.Option(
         DEFAULT_FRAMEWORK,
         "--framework",

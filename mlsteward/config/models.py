@@ -312,6 +312,14 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
 
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """What is wrong with a YAML file, at which line and column, as one message."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{path}: not valid YAML{where}: {problem}"
 """libyaml's safe loader when PyYAML was built with it: 1 ms a config instead of 7, and every
 page of the console reads each model's config."""
 
@@ -346,10 +354,7 @@ def _parse_model_config(path: Path, text: str) -> ModelConfig:
     try:
         raw = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
+        raise ConfigError(yaml_problem(path, exc)) from exc
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{path}: a model config must be a YAML mapping, got {type(raw).__name__}"

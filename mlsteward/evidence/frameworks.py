@@ -18,6 +18,7 @@ import yaml
 from pydantic import AfterValidator, ValidationError
 
 from mlsteward.config.base import StrictModel
+from mlsteward.config.models import yaml_problem
 from mlsteward.config.paths import config_dir
 from mlsteward.errors import ConfigError
 
@@ -145,10 +146,7 @@ def load_framework(name: str) -> Framework:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read control mapping: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
+        raise ConfigError(yaml_problem(path, exc)) from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a control mapping is a YAML mapping, got {type(raw).__name__}")
     try:

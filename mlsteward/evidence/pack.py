@@ -44,7 +44,7 @@ from typing import Any
 from mlsteward.audit import Action, audit_store
 from mlsteward.config.names import check_model_name
 from mlsteward.config.settings import home
-from mlsteward.errors import MlstewardError
+from mlsteward.errors import MlstewardError, NotFoundError
 from mlsteward.evidence import frameworks
 from mlsteward.evidence.audit_slice import write_audit_evidence
 from mlsteward.evidence.collect import (
@@ -72,6 +72,7 @@ from mlsteward.evidence.manifest import (
 )
 from mlsteward.evidence.monitoring import collect_monitoring
 from mlsteward.evidence.subject import Pieces, resolve_subject
+from mlsteward.governance.champion import recorded as recorded_champion
 from mlsteward.identity import Principal
 
 DEFAULT_FRAMEWORK = "eu-ai-act"
@@ -154,13 +155,19 @@ def build_pack(
     started = time.perf_counter()
     model = check_model_name(model)
     version = str(version).strip().removeprefix("v")
-    if not version.isdigit():
-        raise MlstewardError(f"version must be a registered version's number, like 3: {version!r}")
+    if not version.isdigit() and version != "champion":
+        raise MlstewardError(
+            f"version must be a registered version's number, like 3, or champion: {version!r}"
+        )
     fw = frameworks.load_framework(framework)
     _check_kinds(extra or {}, "an extra piece")
     created = dt.datetime.now(dt.UTC).replace(microsecond=0)
     created_at = created.isoformat().replace("+00:00", "Z")
     with audit_store() as store:
+        if version == "champion":  # as the signed governance record says, not the alias
+            version = recorded_champion(model, store)[0] or ""
+            if not version:
+                raise NotFoundError(f"{model} has no champion: name a version")
         subject = resolve_subject(model, version, store)
         name = f"{model}-v{subject.version}-{framework}-{created.strftime('%Y%m%dT%H%M%SZ')}"
         out = Path(out_dir) if out_dir is not None else evidence_dir()

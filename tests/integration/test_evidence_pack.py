@@ -226,15 +226,22 @@ def test_the_slice_redacts_other_models_and_ends_at_the_signed_head(
 def test_gaps_are_listed_honestly(packed: dict[str, Any]) -> None:
     pack = Path(packed["path"])
     index = read(pack, "index.json")
-    assert set(index["absent"]) == {"reproduction", "process_metrics"}
+    assert set(index["absent"]) == {"reproduction"}
     assert not (pack / "reproduction").exists()  # no placeholder stands in for it
+    # the command line adds the model's process report (the process room's piece)
+    assert index["evidence"]["process_metrics"] == [
+        "process/process-report.html",
+        "process/process-report.json",
+    ]
+    assert read(pack, "process/process-report.json")["format"] == "mlsteward-process/1"
     gaps = [c for c in index["controls"]["controls"] if c["status"] != "evidenced"]
     assert len(gaps) == index["gaps"] > 0
-    assert any("process_metrics" in c["missing"] for c in gaps)
+    # with every kind it maps present, the EU AI Act's gaps are those outside the pipeline
+    assert gaps and all(c["outside_pipeline"] for c in gaps)
     markdown = (pack / "INDEX.md").read_text(encoding="utf-8")
     assert "mlsteward evidence verify" in markdown
     assert "| reproduction | no reproduction of this version was ever run |" in markdown
-    assert "### Gaps" in markdown and "`process_metrics`" in markdown
+    assert "### Gaps" in markdown and "lies outside the pipeline" in markdown
 
 
 def test_the_zip_verifies_offline_in_an_empty_place(packed: dict[str, Any], tmp_path: Path) -> None:
@@ -394,14 +401,14 @@ def test_another_framework_and_a_piece_from_another_room(
     assert list(tmp_path.iterdir()) == []
     result = build_pack(
         MODEL,
-        packed["version"],
+        "champion",  # as the governance record says
         principal=local_principal(),
         framework="soc2",
         out_dir=tmp_path,
         extra={"process_metrics": process_metrics},
     )
     index = read(result.path, "index.json")
-    assert index["controls"]["framework"] == "soc2"
+    assert index["controls"]["framework"] == "soc2" and index["version"] == packed["version"]
     assert index["evidence"]["process_metrics"] == ["process/metrics.json"]
     assert index["absent"] == {"reproduction": "no reproduction of this version was ever run"}
     assert any("reproduction" in c["missing"] for c in index["controls"]["controls"])

@@ -274,7 +274,7 @@ def test_render_command_writes_and_check_refuses_naming_the_command(
 
     again = runner.invoke(app, ["deployments", "render", "--check"])
     assert again.exit_code == 0, again.output
-    assert "up to date (1 model(s) with 11 deployments, 2 for all models)" in again.output
+    assert "up to date (1 model(s) with 11 deployments, 3 for all models)" in again.output
 
 
 def test_render_command_outside_a_checkout_says_where_it_looked(

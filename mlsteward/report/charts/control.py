@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from mlsteward.report.charts.control_svg import draw_control_svg
+from mlsteward.report.charts.control_svg import Drawn, draw_control_svg
 from mlsteward.report.charts.svg import (
     BLUE,
     Picture,
@@ -83,42 +83,33 @@ def control_chart_picture(series: ControlSeries, salt: str = "") -> Picture | No
     if n == 0 or all(v is None for v in series.values):
         return None
     scale = 100.0 if series.percent else series.scale
-    values = [v * scale for v in _nan(series.values)]
-    ucl = [v * scale for v in _per_point(series.ucl, n)]
-    lcl = [v * scale for v in _per_point(series.lcl, n)]
-    center = None if series.center is None else series.center * scale
-    target = None if series.target is None else series.target * scale
-    flagged = sorted({i for i in series.flagged if 0 <= i < n})
-    unit = "%" if series.percent else series.unit
-    mrs = None if series.moving_ranges is None else [v * scale for v in _nan(series.moving_ranges)]
-    alt = _alt(series, values, ucl, lcl, center, target, flagged, unit)
-    svg = draw_control_svg(
-        series,
-        values=values,
-        ucl=ucl,
-        lcl=lcl,
-        center=center,
-        target=target,
-        flagged=flagged,
-        unit=unit,
-        mrs=mrs,
+    mrs = series.moving_ranges
+    d = Drawn(
+        values=[v * scale for v in _nan(series.values)],
+        ucl=[v * scale for v in _per_point(series.ucl, n)],
+        lcl=[v * scale for v in _per_point(series.lcl, n)],
+        center=None if series.center is None else series.center * scale,
+        target=None if series.target is None else series.target * scale,
+        flagged=sorted({i for i in series.flagged if 0 <= i < n}),
+        unit="%" if series.percent else series.unit,
+        mrs=None if mrs is None else [v * scale for v in _nan(mrs)],
         mr_center=None if series.mr_center is None else series.mr_center * scale,
         mr_ucl=None if series.mr_ucl is None else series.mr_ucl * scale,
-        alt=alt,
     )
-    return Picture(series.key, series.title, svg, alt)
+    alt = _alt(series, d)
+    return Picture(series.key, series.title, draw_control_svg(series, d, alt), alt)
 
 
-def _alt(
-    series: ControlSeries,
-    values: list[float],
-    ucl: list[float],
-    lcl: list[float],
-    center: float | None,
-    target: float | None,
-    flagged: list[int],
-    unit: str,
-) -> str:
+def _alt(series: ControlSeries, d: Drawn) -> str:
+    values, ucl, lcl, center, target, flagged, unit = (
+        d.values,
+        d.ucl,
+        d.lcl,
+        d.center,
+        d.target,
+        d.flagged,
+        d.unit,
+    )
     known = [v for v in values if not math.isnan(v)]
     text = (
         f"{series.title}: {len(known)} points from {series.times[0]:%Y-%m-%d} to "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
@@ -120,22 +121,34 @@ class _Canvas:
         )
 
 
-def draw_control_svg(
-    series: ControlSeries,
-    *,
-    values: list[float],
-    ucl: list[float],
-    lcl: list[float],
-    center: float | None,
-    target: float | None,
-    flagged: list[int],
-    unit: str,
-    mrs: list[float] | None,
-    mr_center: float | None,
-    mr_ucl: float | None,
-    alt: str,
-) -> str:
-    """The chart's ``<svg>`` element (its numbers already in the drawn unit)."""
+@dataclass(frozen=True)
+class Drawn:
+    """A chart's numbers in the unit they are drawn in (limits one per point)."""
+
+    values: list[float]
+    ucl: list[float]
+    lcl: list[float]
+    center: float | None
+    target: float | None
+    flagged: list[int]
+    unit: str
+    mrs: list[float] | None
+    mr_center: float | None
+    mr_ucl: float | None
+
+
+def draw_control_svg(series: ControlSeries, d: Drawn, alt: str) -> str:
+    """The chart's ``<svg>`` element."""
+    values, ucl, lcl, center, target, flagged, unit = (
+        d.values,
+        d.ucl,
+        d.lcl,
+        d.center,
+        d.target,
+        d.flagged,
+        d.unit,
+    )
+    mrs, mr_center, mr_ucl = d.mrs, d.mr_center, d.mr_ucl
     times = list(series.times)
     lo_t, hi_t = min(times), max(times)
     pad = timedelta(hours=1) if hi_t - lo_t < timedelta(hours=2) else (hi_t - lo_t) / 40
