@@ -4,7 +4,8 @@ version without leaving anything behind.
 
 Real MLflow (SQLite), the SQLite audit trail with its anchor, Prefect's harness; one trained
 stack for the module (v1 champion, v2 challenger) with one drift check on an unshifted batch,
-and one record of another model in the trail, which the pack must carry redacted.
+and one record of another model in the trail, which the pack must carry redacted. The process
+metrics of the same stack agree with its audit records (last test: trained once per module).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ from mlsteward.evidence.manifest import write_manifest, write_zip
 from mlsteward.evidence.pack import build_pack
 from mlsteward.identity import local_principal
 from mlsteward.integrity import sha256_file
+from mlsteward.process.history import read_history
+from mlsteward.process.metrics import scope_metrics
 from tests.conftest import REPO_ROOT
 from tests.support.governance import MODEL
 
@@ -421,3 +425,51 @@ def test_another_framework_and_a_piece_from_another_room(
     with zipfile.ZipFile(result.zip_path) as zf:
         names = zf.namelist()
     assert names == sorted(names) and all(n.startswith(f"{result.path.name}/") for n in names)
+
+
+# The process metrics of the same trained stack (it is trained once per module).
+def test_metrics_of_a_real_run_agree_with_its_audit_records(
+    champion_and_challenger: dict[str, Any],
+) -> None:
+    champion = champion_and_challenger["champion"]
+    with audit_store() as store:
+        records = store.query()
+        since = datetime.fromisoformat(records[0].ts) - timedelta(minutes=1)
+        until = datetime.now(UTC) + timedelta(minutes=1)
+        history = read_history(since=since, until=until, store=store)
+    m = scope_metrics(history, MODEL, since=since, until=until)
+
+    def ts(action: str, version: str | None = None) -> datetime:
+        found = [r for r in records if r.action == action and version in (None, r.version)]
+        return datetime.fromisoformat(found[0].ts)
+
+    promoted = ts(Action.PROMOTED, champion)
+    expected = (promoted - ts(Action.INGESTION_ACCEPTED)).total_seconds() / 3600
+    # both versions were trained on the one data version: v1's promotion decided it first
+    assert [(p.version, p.at) for p in m.lead_time_to_champion] == [(champion, promoted)]
+    assert m.lead_time_to_champion[0].value == pytest.approx(expected)
+    assert [(p.version, p.value) for p in m.lead_time_to_decision] == [
+        (champion, pytest.approx(expected))
+    ]
+
+    validations = [r for r in records if r.action.startswith("validation_")]
+    first = {r.version: r.action for r in reversed(validations)}
+    assert m.versions_validated == len(first) == 2
+    assert m.first_pass == sum(a == Action.VALIDATION_PASSED for a in first.values())
+    assert m.promotions == sum(r.action == Action.PROMOTED for r in records) == 1
+
+    # the training runs, found through Prefect and named by their flow, wrote the records
+    registered = {r.actor.split()[0].removeprefix("flow-run:") for r in records}
+    # (the session's Prefect server also holds other test modules' runs of this model name,
+    # which the metrics rightly count: one server, one model name)
+    training = [r for r in history.runs.flow_runs if r.flow == "train-model" and r.model == MODEL]
+    ours = [r for r in training if r.id in registered]
+    assert len(ours) == 2
+    counts = {r.flow: r for r in m.runs}
+    assert counts["train-model"].completed == len(training) >= 2
+    assert counts["ingest-data"].completed >= 1
+    assert m.retrains["manual"] >= 2  # started in-process, as `mlsteward train` does
+    for stage in ("retrieval", "tuning", "gates"):
+        assert len(m.cycle_times[stage]) >= 2, stage
+        assert all(0 < p.value < 1 for p in m.cycle_times[stage]), stage
+    assert len(m.cycle_times["ingest"]) >= 1

@@ -1,9 +1,9 @@
 """The process history read back from real stores: a planted history (a real SQLite audit
-trail and real runs in the session's Prefect server) gives back what was planted, and the
-metrics of a real trained stack agree with its own audit records.
+trail and real runs in the session's Prefect server) gives back what was planted.
 
-The stack is the module's shared one (v1 promoted, v2 a challenger, both on one data version);
-the planted history lies in 2024, apart from every run the session makes now.
+The planted history lies in 2024, apart from every run the session makes now. The metrics of a
+real trained stack are checked against its own audit records beside the evidence pack, in
+``test_evidence_pack.py``, which trains that stack anyway.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
-from mlsteward.audit import Action, audit_store
+from mlsteward.audit import audit_store
 from mlsteward.process.history import read_history
-from mlsteward.process.metrics import process_metrics, scope_metrics
+from mlsteward.process.metrics import process_metrics
 from mlsteward.process.model import ALL, CAUSES
-from tests.support.governance import MODEL
 from tests.support.process_history import (
     STAGE_TASK_SECONDS,
     create_synthetic_runs,
@@ -28,11 +27,6 @@ from tests.support.process_history import (
 
 START = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
 MODELS = ("alpha", "beta")
-
-
-@pytest.fixture(scope="module")
-def mlsteward_home(module_home: Path) -> Path:
-    return module_home
 
 
 def test_a_planted_history_is_read_back_as_planted(tmp_path: Path) -> None:
@@ -102,50 +96,3 @@ def _states(counts: Any) -> dict[str, int]:
         "CANCELLED": counts.cancelled,
     }
     return {k: v for k, v in out.items() if v}
-
-
-def test_metrics_of_a_real_run_agree_with_its_audit_records(
-    champion_and_challenger: dict[str, Any],
-) -> None:
-    champion = champion_and_challenger["champion"]
-    with audit_store() as store:
-        records = store.query()
-        since = datetime.fromisoformat(records[0].ts) - timedelta(minutes=1)
-        until = datetime.now(UTC) + timedelta(minutes=1)
-        history = read_history(since=since, until=until, store=store)
-    m = scope_metrics(history, MODEL, since=since, until=until)
-
-    def ts(action: str, version: str | None = None) -> datetime:
-        found = [r for r in records if r.action == action and version in (None, r.version)]
-        return datetime.fromisoformat(found[0].ts)
-
-    promoted = ts(Action.PROMOTED, champion)
-    expected = (promoted - ts(Action.INGESTION_ACCEPTED)).total_seconds() / 3600
-    # both versions were trained on the one data version: v1's promotion decided it first
-    assert [(p.version, p.at) for p in m.lead_time_to_champion] == [(champion, promoted)]
-    assert m.lead_time_to_champion[0].value == pytest.approx(expected)
-    assert [(p.version, p.value) for p in m.lead_time_to_decision] == [
-        (champion, pytest.approx(expected))
-    ]
-
-    validations = [r for r in records if r.action.startswith("validation_")]
-    first = {r.version: r.action for r in reversed(validations)}
-    assert m.versions_validated == len(first) == 2
-    assert m.first_pass == sum(a == Action.VALIDATION_PASSED for a in first.values())
-    assert m.promotions == sum(r.action == Action.PROMOTED for r in records) == 1
-
-    # the training runs, found through Prefect and named by their flow, wrote the records
-    registered = {r.actor.split()[0].removeprefix("flow-run:") for r in records}
-    # (the session's Prefect server also holds other test modules' runs of this model name,
-    # which the metrics rightly count: one server, one model name)
-    training = [r for r in history.runs.flow_runs if r.flow == "train-model" and r.model == MODEL]
-    ours = [r for r in training if r.id in registered]
-    assert len(ours) == 2
-    counts = {r.flow: r for r in m.runs}
-    assert counts["train-model"].completed == len(training) >= 2
-    assert counts["ingest-data"].completed >= 1
-    assert m.retrains["manual"] >= 2  # started in-process, as `mlsteward train` does
-    for stage in ("retrieval", "tuning", "gates"):
-        assert len(m.cycle_times[stage]) >= 2, stage
-        assert all(0 < p.value < 1 for p in m.cycle_times[stage]), stage
-    assert len(m.cycle_times["ingest"]) == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -23,10 +24,23 @@ from tests.conftest import REPO_ROOT
 SERVICES = ("prefect-server", "mlflow", "gateway", "serving", "api", "prefect-worker")
 
 
+PORTS = range(20_000, 32_000)
+"""Where test servers listen: below Linux's ephemeral range (32768-60999), from which the
+kernel also picks the source port of every outgoing connection. A port the kernel handed out
+as free could be taken by such a connection before the server binds it ("address already in
+use" at start-up, seen on a busy machine); one down here can only be taken by another server."""
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(200):
+        port = random.SystemRandom().choice(PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {PORTS.start} and {PORTS.stop - 1}")
 
 
 RETRIED_STATUSES = (429, 502, 503)
