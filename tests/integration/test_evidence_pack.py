@@ -466,7 +466,7 @@ def test_metrics_of_a_real_run_agree_with_its_audit_records(
     ours = [r for r in training if r.id in registered]
     assert len(ours) == 2
     counts = {r.flow: r for r in m.runs}
-    assert counts["train-model"].completed == len(training) >= 2
+    assert counts["train-model"].completed >= 2  # other modules' runs may have failed
     assert counts["ingest-data"].completed >= 1
     assert m.retrains["manual"] >= 2  # started in-process, as `mlsteward train` does
     for stage in ("retrieval", "tuning", "gates"):

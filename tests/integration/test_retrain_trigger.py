@@ -105,7 +105,8 @@ def test_drift_event_starts_one_training_run_and_cooldown_suppresses_the_next(
     assert out.retrain.mode == "deployment" and out.retrain.event_id
 
     # The server's trigger, not the drift flow, creates the run, with the finding as reason.
-    runs = wait_for("a training run started by the trigger", lambda: deployment_runs(dep.id), 60)
+    # the trigger, the automation, the deployment run and the worker: slow on a loaded machine
+    runs = wait_for("a training run started by the trigger", lambda: deployment_runs(dep.id), 120)
     assert len(runs) == 1
     run = runs[0]
     assert run.parameters["model"] == MODEL
