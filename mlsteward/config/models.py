@@ -320,6 +320,8 @@ def yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     problem = getattr(exc, "problem", None) or str(exc)
     return f"{path}: not valid YAML{where}: {problem}"
+
+
 """libyaml's safe loader when PyYAML was built with it: 1 ms a config instead of 7, and every
 page of the console reads each model's config."""
 
