@@ -82,19 +82,21 @@ def review(
 
 
 def _scope_lines(doc: dict[str, Any]) -> list[str]:
+    from mlsteward.process.view import hours_text  # the report's own wording of a duration
+
     lines = [f"period {doc['since'][:16]} .. {doc['until'][:16]} (UTC)"]
     for name, scope in doc["scopes"].items():
         m = scope["metrics"]
         fpy, cfr = m["first_pass_yield"], m["change_failure_rate"]
-        lead = [p["value"] for p in m["lead_time_to_decision"]]
-        median = sorted(lead)[len(lead) // 2] if lead else None
+        lead = sorted(p["value"] for p in m["lead_time_to_decision"])
+        median = lead[len(lead) // 2] if lead else None
         lines.append(
             f"{name}: {m['versions_validated']} version(s) validated, first-pass yield "
             + ("-" if fpy is None else f"{fpy:.0%}")
             + f", {m['promotions']} promotion(s), change failure rate "
             + ("-" if cfr is None else f"{cfr:.0%}")
             + ", lead time to decision "
-            + ("-" if median is None else f"~{median:.1f} h")
+            + ("-" if median is None else f"~{hours_text(median)}")
             + f", {m['retrain_count']} retrain(s)"
         )
         for c in scope["special_causes"]:

@@ -61,7 +61,7 @@ class ScopeView:
         return any(cv.tone != "none" for cv in self.charts)
 
 
-def _hours(h: float | None) -> str:
+def hours_text(h: float | None) -> str:
     if h is None:
         return DASH
     if h >= 48:
@@ -93,14 +93,14 @@ def _stats(m: ScopeMetrics, review: ScopeReview) -> list[Stat]:
     return [
         Stat(
             "Lead time to decision",
-            _hours(_median(m.lead_time_to_decision)),
+            hours_text(_median(m.lead_time_to_decision)),
             f"median of {len(m.lead_time_to_decision)}"
-            + (f"; Cpk {cpk:.2f} against {_hours(target)}" if cpk is not None else ""),
+            + (f"; Cpk {cpk:.2f} against {hours_text(target)}" if cpk is not None else ""),
             "info" if cpk is None else ("ok" if cpk >= 1.33 else "warn" if cpk >= 1 else "bad"),
         ),
         Stat(
             "Lead time to champion",
-            _hours(_median(m.lead_time_to_champion)),
+            hours_text(_median(m.lead_time_to_champion)),
             f"median of {len(m.lead_time_to_champion)}",
         ),
         Stat(
@@ -117,13 +117,13 @@ def _stats(m: ScopeMetrics, review: ScopeReview) -> list[Stat]:
         ),
         Stat(
             "Approval wait",
-            _hours(_median(m.cycle_times.get("approval_wait", []))),
+            hours_text(_median(m.cycle_times.get("approval_wait", []))),
             f"median of {len(m.cycle_times.get('approval_wait', []))}",
         ),
         Stat("Retrains", str(m.retrain_count), causes or "none in the period"),
         Stat(
             "Drift to recovery",
-            _hours(_median(m.drift_to_recovery)),
+            hours_text(_median(m.drift_to_recovery)),
             f"median of {len(m.drift_to_recovery)}; {m.unrecovered_drift} not recovered yet",
             "warn" if m.unrecovered_drift else "info",
         ),
@@ -171,7 +171,7 @@ def _capability(chart: Chart) -> str:
     if cap.reason:
         return cap.reason
     return (
-        f"Cpk {cap.cpk:.2f}, Ppk {cap.ppk:.2f} against {_hours(chart.target)}; "
+        f"Cpk {cap.cpk:.2f}, Ppk {cap.ppk:.2f} against {hours_text(chart.target)}; "
         f"{_pct(cap.within_spec)} within target"
     )
 
@@ -209,7 +209,7 @@ def _series(chart: Chart) -> ControlSeries:
         mr_center=c.mr_bar,
         mr_ucl=c.mr_ucl,
         target=chart.target,
-        target_text=None if chart.target is None else _hours(chart.target),
+        target_text=None if chart.target is None else hours_text(chart.target),
         scale=factor,
     )
 
