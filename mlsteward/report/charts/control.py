@@ -101,35 +101,27 @@ def control_chart_picture(series: ControlSeries, salt: str = "") -> Picture | No
 
 
 def _alt(series: ControlSeries, d: Drawn) -> str:
-    values, ucl, lcl, center, target, flagged, unit = (
-        d.values,
-        d.ucl,
-        d.lcl,
-        d.center,
-        d.target,
-        d.flagged,
-        d.unit,
-    )
-    known = [v for v in values if not math.isnan(v)]
+    known = [v for v in d.values if not math.isnan(v)]
     text = (
         f"{series.title}: {len(known)} points from {series.times[0]:%Y-%m-%d} to "
-        f"{series.times[-1]:%Y-%m-%d}, latest {short(known[-1])} {unit}"
+        f"{series.times[-1]:%Y-%m-%d}, latest {short(known[-1])} {d.unit}"
     )
-    if center is not None:
-        limits = [v for v in ucl if not math.isnan(v)]
-        lows = [v for v in lcl if not math.isnan(v)]
-        text += f"; centre line {short(center)}"
+    if d.center is not None:
+        limits = [v for v in d.ucl if not math.isnan(v)]
+        lows = [v for v in d.lcl if not math.isnan(v)]
+        text += f"; centre line {short(d.center)}"
         if limits:
             text += f", control limits {short(min(lows))} to {short(max(limits))}"
         text += f" from the first {series.baseline} points"
     else:
         text += "; too few points for control limits"
-    if target is not None:
-        text += f"; target {short(target)} {unit}"
-    text += (
-        f"; {len(flagged)} points flagged as special causes." if flagged else "; nothing flagged."
+    if d.target is not None:
+        text += f"; target {short(d.target)} {d.unit}"
+    return text + (
+        f"; {len(d.flagged)} points flagged as special causes."
+        if d.flagged
+        else "; nothing flagged."
     )
-    return text
 
 
 @dataclass(frozen=True)
