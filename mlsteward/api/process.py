@@ -10,11 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from mlsteward.api.auth import allowed_anywhere, known_model
-from mlsteward.api.console.process import Filters, kept_report
+from mlsteward.api.console.process import kept_report, period_filters
 from mlsteward.api.errors import BadInput, responses
 from mlsteward.errors import MlstewardError
 from mlsteward.identity import Permission, Principal, authorize
-from mlsteward.process.build import parse_when
 
 router = APIRouter(tags=["process"])
 
@@ -34,18 +33,9 @@ def get_process(
     Cpk against the model's targets."""
     if model is not None:
         authorize(who, Permission.READ, known_model(model))
-    start, end = _when(since, "since"), _when(until, "until")
-    if start is not None and end is not None and start >= end:
-        raise BadInput("since", f"{since!r} is not before until {until!r}")
+    f = period_filters(model, since, until)
     try:  # the console's kept report: a minute old at most, and one build for both
-        report, _ = kept_report(Filters(model, since, until, start, end))
+        report, _ = kept_report(f)
     except MlstewardError as exc:  # a period the calendar cannot hold
         raise BadInput("until", str(exc)) from None
     return report.to_dict()
-
-
-def _when(value: str | None, field: str) -> Any:
-    try:
-        return parse_when(value, field)
-    except MlstewardError as exc:
-        raise BadInput(field, str(exc).removeprefix(f"{field} ")) from None

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from mlsteward.audit import AuditStore
 from mlsteward.config.models import ModelConfig, get_model_config, load_all_model_configs
 from mlsteward.errors import MlstewardError
-from mlsteward.process.history import read_history
+from mlsteward.process.history import read_history, utc
 from mlsteward.process.metrics import process_metrics
 from mlsteward.process.review import ProcessReport, review
 
@@ -23,8 +23,7 @@ def parse_when(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
     try:
-        when = datetime.fromisoformat(text.strip())
-        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        return utc(datetime.fromisoformat(text.strip()))
     except (ValueError, OverflowError):  # not a time, or one at the calendar's edge
         raise MlstewardError(
             f"{option} {text[:64]!r} is not an ISO-8601 date or time between the years 1 and "

@@ -88,6 +88,12 @@ def filters(request: Request) -> Filters:
     until = (q.get("until") or "").strip()[:40] or None
     if model is not None:
         check_model_name(model)
+    return period_filters(model, since, until)
+
+
+def period_filters(model: str | None, since: str | None, until: str | None) -> Filters:
+    """The filters with their period read, each bound refused with 422 naming it when it is
+    not a time, and ``since`` when it is not before ``until`` (the page and the API alike)."""
     start, end = _when(since, "since"), _when(until, "until")
     if start is not None and end is not None and start >= end:
         raise BadInput("since", f"{since!r} is not before until {until!r}")
