@@ -23,7 +23,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export FEAST_USAGE := False
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-platform test-fast lint docs bench mlflow-ui prefect-ui clean deploy worker \
+.PHONY: help install demo test test-platform test-faults test-fast lint docs bench mlflow-ui prefect-ui clean deploy worker \
   up down status
 
 help: ## List the targets
@@ -116,7 +116,8 @@ TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(
 # the most tests first, which left the one-test platform files (2-5 minutes each) for last.
 
 test: install ## Run the suite (real Prefect, MLflow, Feast in temp dirs), all but the platform boots and clusters
-	$(RUN) pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not platform and not cluster"
+	$(RUN) pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  -m "not platform and not cluster and (not faults or fault_subset)"
 
 # The three tests that boot the whole platform with `make up` (local and production profiles,
 # a run from the Prefect UI): 3-4 minutes each, a third of the suite's CPU; and the tests that
@@ -124,6 +125,13 @@ test: install ## Run the suite (real Prefect, MLflow, Feast in temp dirs), all b
 # workers competing for the two cores). CI runs them too.
 test-platform: install ## `make up`/`make down` for real (both profiles, the Prefect UI) and the Ray/Dask clusters
 	$(RUN) pytest -q -n 3 --dist loadfile -m "platform or cluster"
+
+# Servers, disks and processes broken on purpose (tests/faults/); each test records what happened
+# under build/fault-results, which `make reliability` turns into docs/reliability.md. CI runs the
+# ones `make test` has not run already (FAULT_SELECT="faults and not fault_subset").
+FAULT_SELECT ?= faults
+test-faults: install ## The fault-injection, fuzzing and soak suite (tests/faults/), with its figures
+	$(RUN) pytest -q -n 2 --dist loadfile -m "$(FAULT_SELECT)"
 
 test-fast: install ## Unit tests only (pytest -m unit)
 	$(RUN) pytest -q -n auto -m unit

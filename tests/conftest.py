@@ -2,7 +2,10 @@
 
 Each folder is a marker (``pytest -m unit``, ``-m integration``, ``-m e2e``): unit tests are pure
 functions and the real stack on small data in-process; integration tests add the session's
-Prefect test harness; end-to-end tests start the real servers and drive them from outside.
+Prefect test harness; end-to-end tests start the real servers and drive them from outside;
+fault tests (``make test-faults``) break those servers, disks and processes on purpose and
+record what happened for the reliability page (those marked ``fault_subset`` also run in
+``make test``).
 
 The fixtures that make resources (databases, profiles, the platform, trained stacks, the
 prediction service) are plugins in ``tests/fixtures/``; pytest takes ``pytest_plugins`` only
@@ -20,7 +23,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-FOLDER_MARKERS = ("unit", "integration", "e2e")
+FOLDER_MARKERS = ("unit", "integration", "e2e", "faults")
 
 pytest_plugins = [
     "tests.fixtures.postgres",
