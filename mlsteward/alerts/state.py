@@ -14,19 +14,18 @@ PostgreSQL database in production.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mlsteward.config.settings import alerts_url
+from mlsteward.errors import MlstewardError
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS mlsteward_alerts (
@@ -55,6 +54,14 @@ _SCHEMA = (
 _COLUMNS = (
     "firing, incident, fired_at, notified_at, resolved_at, breaches, suppressed, clear_streak"
 )
+T = TypeVar("T")
+Run = Callable[..., list[tuple]]
+"""``run(sql, params=()) -> rows``: one statement of a transaction, ``?`` placeholders."""
+
+
+def _create_tables(run: Run) -> None:
+    for statement in _SCHEMA:
+        run(statement)
 
 
 class Transition(StrEnum):
@@ -99,9 +106,12 @@ class AlertState:
         self._lock = threading.Lock()
         self.postgres = not self.url.startswith("sqlite:")
         if self.postgres:
-            from mlsteward.audit.postgres_store import _connect
+            from mlsteward.audit.postgres_store import redact
+            from mlsteward.audit.reconnecting import Reconnecting
 
-            self._conn = _connect(self.url)
+            self._pg = Reconnecting(
+                self._open_postgres, f"the alert state in {redact(self.url)}", MlstewardError
+            )
         else:
             path = Path(self.url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,12 +119,17 @@ class AlertState:
                 path, timeout=30, isolation_level=None, check_same_thread=False
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
-        self._pid = os.getpid()
-        with self._transaction() as run:
-            for statement in _SCHEMA:
-                run(statement)
+        self._atomic(_create_tables)
+
+    def _open_postgres(self) -> Any:
+        from mlsteward.audit.postgres_store import _connect
+
+        return _connect(self.url, what="the alerts database", application="mlsteward-alerts")
 
     def close(self) -> None:
+        if self.postgres:
+            self._pg.close()
+            return
         with self._lock:
             self._conn.close()
 
@@ -124,29 +139,41 @@ class AlertState:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        """One write transaction; yields ``run(sql, params) -> rows`` with ``?`` placeholders."""
+    def _atomic(self, work: Callable[[Run], T]) -> T:
+        """``work(run)`` in one write transaction; ``run(sql, params) -> rows`` takes ``?``
+        placeholders.
+
+        On PostgreSQL a transaction whose connection broke (the server restarted or ended the
+        session) runs once more on a new connection, so every ``work`` must be safe to run
+        twice: reads, upserts of the same values, and ``check``, which finds its own stamp when
+        the first COMMIT landed after all.
+        """
+        if self.postgres:
+
+            def attempt(conn: Any) -> T:
+                def run(sql: str, params: tuple = ()) -> list[tuple]:
+                    cur = conn.execute(sql.replace("?", "%s"), params)
+                    return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+                with conn.transaction():
+                    return work(run)
+
+            return self._pg.run(attempt, repeatable=True)
         with self._lock:
             conn = self._conn
 
             def run(sql: str, params: tuple = ()) -> list[tuple]:
-                if self.postgres:
-                    sql = sql.replace("?", "%s")
                 cur = conn.execute(sql, params)
                 return [tuple(r) for r in cur.fetchall()] if cur.description else []
 
-            if self.postgres:
-                with conn.transaction():
-                    yield run
-                return
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield run
+                result = work(run)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            return result
 
     # -- incidents ------------------------------------------------------------------------
 
@@ -165,7 +192,9 @@ class AlertState:
         now = now or datetime.now(UTC)
         stamp = _ts(now)
         lock = " FOR UPDATE" if self.postgres else ""
-        with self._transaction() as run:
+        tried: list[Incident] = []
+
+        def move(run: Run) -> Incident:
             run(
                 "INSERT INTO mlsteward_alerts (model, rule, subject, firing, breaches, suppressed,"
                 " clear_streak, checked_at) VALUES (?, ?, ?, 0, 0, 0, 0, ?)"
@@ -173,12 +202,14 @@ class AlertState:
                 (model, rule, subject, stamp),
             )
             [row] = run(
-                f"SELECT {_COLUMNS} FROM mlsteward_alerts"
+                f"SELECT {_COLUMNS}, checked_at FROM mlsteward_alerts"
                 f" WHERE model = ? AND rule = ? AND subject = ?{lock}",
                 (model, rule, subject),
             )
+            if tried and row[8] == stamp:
+                return tried[0]  # the first attempt's COMMIT landed before its connection broke
             firing, incident, fired_at, notified_at, resolved_at = row[:5]
-            breaches, suppressed, clear_streak = row[5:]
+            breaches, suppressed, clear_streak = row[5:8]
             if breached and not firing:
                 transition = Transition.FIRED
                 firing, incident, fired_at, notified_at = 1, uuid.uuid4().hex, stamp, stamp
@@ -217,18 +248,22 @@ class AlertState:
                     subject,
                 ),
             )
-        return Incident(transition, incident, fired_at, breaches, suppressed)
+            tried.append(Incident(transition, incident, fired_at, breaches, suppressed))
+            return tried[-1]
+
+        return self._atomic(move)
 
     def firing(self, model: str | None = None) -> list[dict[str, Any]]:
         """The incidents open now (for the command line, the API and tests)."""
         where = " AND model = ?" if model else ""
-        with self._transaction() as run:
-            rows = run(
+        rows = self._atomic(
+            lambda run: run(
                 "SELECT model, rule, subject, incident, fired_at, notified_at, breaches,"
                 f" suppressed FROM mlsteward_alerts WHERE firing = 1{where}"
                 " ORDER BY model, rule, subject",
                 (model,) if model else (),
             )
+        )
         keys = ("model", "rule", "subject", "incident", "fired_at", "notified_at")
         return [
             {**dict(zip(keys, r[:6], strict=True)), "breaches": r[6], "suppressed": r[7]}
@@ -238,20 +273,22 @@ class AlertState:
     # -- remembered values ---------------------------------------------------------------
 
     def get(self, model: str, name: str) -> Any:
-        with self._transaction() as run:
-            rows = run(
+        rows = self._atomic(
+            lambda run: run(
                 "SELECT value FROM mlsteward_monitor_state WHERE model = ? AND name = ?",
                 (model, name),
             )
+        )
         return json.loads(rows[0][0]) if rows else None
 
     def put(self, model: str, name: str, value: Any, *, now: datetime | None = None) -> None:
         text = json.dumps(value, sort_keys=True)
         stamp = _ts(now or datetime.now(UTC))
-        with self._transaction() as run:
-            run(
+        self._atomic(
+            lambda run: run(
                 "INSERT INTO mlsteward_monitor_state (model, name, value, updated_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (model, name)"
                 " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                 (model, name, text, stamp),
             )
+        )

@@ -19,6 +19,7 @@ table through an index on (store, seq). Nothing here takes an audit store's lock
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -236,11 +237,16 @@ class PostgresAnchor:
     def _conn(self) -> Any:
         import psycopg  # start-up time: only a PostgreSQL anchor needs the driver
 
+        from mlsteward.audit.reconnecting import is_alive  # imports psycopg, as above
+
         key = (self.url, os.getpid())
         with _CONNECTIONS_LOCK:
             conn = _CONNECTIONS.get(key)
-            if conn is not None and not conn.closed and not conn.broken:
+            if conn is not None and is_alive(conn):
                 return conn
+            if conn is not None:  # the server restarted or ended the session: a new one
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
             try:
                 conn = psycopg.connect(
                     self.url,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -30,9 +31,13 @@ import psycopg
 
 from mlsteward.audit.base import Fence, Statements, _ChainStore, finder
 from mlsteward.audit.chain import Segment, scan
+from mlsteward.audit.reconnecting import is_alive, lost, one_line
 from mlsteward.audit.records import COLUMNS, AuditError, chain_rows
 
 DEFAULT_PREFIX = "mlsteward_audit"
+RECONNECT_SECONDS = 30.0
+"""How long an append whose COMMIT was cut off waits for the database to come back to learn
+whether it was stored (a restart takes seconds; a failover, tens of them)."""
 _PREFIX_RE = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 _ABANDONED: list[Any] = []
 """Connections inherited through fork: never used or closed in the child (closing would end
@@ -65,16 +70,20 @@ def conninfo(url: str) -> str:
     return f"postgresql://{rest}"
 
 
-def _connect(url: str, *, autocommit: bool = True) -> Any:
-    kwargs: dict[str, Any] = {"autocommit": autocommit, "application_name": "mlsteward-audit"}
+def _connect(
+    url: str,
+    *,
+    autocommit: bool = True,
+    what: str = "the audit database",
+    application: str = "mlsteward-audit",
+) -> Any:
+    kwargs: dict[str, Any] = {"autocommit": autocommit, "application_name": application}
     if "connect_timeout" not in url:
         kwargs["connect_timeout"] = 10
     try:
         return psycopg.connect(conninfo(url), **kwargs)
     except psycopg.Error as exc:
-        raise AuditError(
-            f"cannot connect to the audit database {redact(url)}: {' '.join(str(exc).split())}"
-        ) from exc
+        raise AuditError(f"cannot connect to {what} {redact(url)}: {one_line(exc)}") from exc
 
 
 class _Sql(Statements):
@@ -183,10 +192,9 @@ class PostgresAuditStore(_ChainStore):
         if self._closed:
             raise AuditError(f"the audit store {redact(self.url)} is closed")
         conn = self._conn
-        if conn is not None and self._pid == os.getpid() and not conn.broken and not conn.closed:
+        if conn is not None and self._pid == os.getpid() and is_alive(conn):
             return conn
-        if conn is not None and self._pid != os.getpid():
-            _ABANDONED.append(conn)
+        self._drop_connection()
         conn = _connect(self.url)
         try:
             self._ensure_schema(conn)
@@ -219,8 +227,20 @@ class PostgresAuditStore(_ChainStore):
                         conn.execute(statement)
         except psycopg.Error as exc:
             raise AuditError(
-                f"cannot create the audit tables {sql.table} in {redact(self.url)}: {exc}"
+                f"cannot create the audit tables {sql.table} in {redact(self.url)}: {one_line(exc)}"
             ) from exc
+
+    def _drop_connection(self) -> None:
+        """Forget the store's connection (caller holds ``_mutex``); one inherited through fork
+        is left alone."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._pid != os.getpid():
+            _ABANDONED.append(conn)
+            return
+        with suppress(psycopg.Error):
+            conn.close()
 
     def _snapshot(self) -> Any:
         return _snapshot_connection(self.url)
@@ -229,29 +249,97 @@ class PostgresAuditStore(_ChainStore):
 
     def _write(self, chunk: list, *, bulk: bool = False) -> list[tuple]:
         """One transaction that first takes the append advisory lock, then reads the head
-        marker; ``bulk`` loads the rows with COPY."""
-        sql = self._sql
+        marker; ``bulk`` loads the rows with COPY.
+
+        A connection lost before COMMIT was sent left nothing behind: the transaction is
+        written once more on a new connection. One lost while COMMIT was under way leaves the
+        outcome unknown to us: the store waits for the database (``RECONNECT_SECONDS``) and
+        looks for the last row's hash, so the records are neither lost nor written twice.
+        """
         with self._mutex:
-            conn = self._connection()
-            try:
-                with conn.transaction():
-                    conn.execute(
-                        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                        (sql.append_lock_key,),
-                    )
-                    rows = chain_rows(chunk, self._read_head(conn))
-                    if bulk:
-                        with conn.cursor().copy(sql.copy) as pipe:
-                            for row in rows:
-                                pipe.write_row(row)
-                    else:
-                        for row in rows:
-                            conn.execute(sql.insert, row)
-                    last = rows[-1]
-                    conn.execute(sql.set_head, (last[0], last[9], last[1]))
-            except psycopg.Error as exc:
-                raise AuditError(f"cannot append to the audit trail {self._where}: {exc}") from exc
+            for attempt in (1, 2):
+                conn = self._connection()
+                rows: list[tuple] = []
+                committing = False
+                try:
+                    with conn.transaction():
+                        rows = self._place(conn, chunk, bulk)
+                        committing = True
+                    return rows
+                except psycopg.Error as exc:
+                    if not lost(conn):
+                        raise AuditError(
+                            f"cannot append to the audit trail {self._where}: {one_line(exc)}"
+                        ) from exc
+                    self._drop_connection()
+                    if committing and self._landed(rows[-1], exc):
+                        return rows
+                    if attempt == 2:
+                        raise AuditError(
+                            f"cannot append to the audit trail {self._where}: the connection "
+                            f"was lost twice ({one_line(exc)}); nothing was written"
+                        ) from exc
+        raise AssertionError("unreachable")
+
+    def _place(self, conn: Any, chunk: list, bulk: bool) -> list[tuple]:
+        """Chain ``chunk`` after the head and write it, inside the caller's transaction."""
+        sql = self._sql
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (sql.append_lock_key,)
+        )
+        rows = chain_rows(chunk, self._read_head(conn))
+        if bulk:
+            with conn.cursor().copy(sql.copy) as pipe:
+                for row in rows:
+                    pipe.write_row(row)
+        else:
+            for row in rows:
+                conn.execute(sql.insert, row)
+        last = rows[-1]
+        conn.execute(sql.set_head, (last[0], last[9], last[1]))
         return rows
+
+    def _landed(self, last: tuple, exc: Exception) -> bool:
+        """Whether a transaction whose COMMIT was cut off was stored: its last row is there with
+        its hash. Waits up to ``RECONNECT_SECONDS`` for the database to come back (a restart or
+        a failover takes seconds) before giving up with the question unanswered."""
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        pause = 0.1
+        while True:
+            try:
+                conn = self._connection()
+                found = conn.execute(
+                    f"SELECT 1 FROM {self._sql.table} WHERE seq = %s AND hash = %s",
+                    (last[0], last[9]),
+                ).fetchone()
+                return found is not None
+            except (AuditError, psycopg.Error) as again:
+                self._drop_connection()
+                if time.monotonic() + pause > deadline:
+                    raise AuditError(
+                        f"the audit database {redact(self.url)} went away while record "
+                        f"#{last[0]} was committed ({one_line(exc)}) and did not come back within "
+                        f"{RECONNECT_SECONDS:g} s ({one_line(again)}): whether it was stored is "
+                        "unknown; `mlsteward audit verify` shows the trail's head once it is back"
+                    ) from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    def _fetch(self, statement: str, params: list) -> list[tuple]:
+        """A read; repeated once on a new connection when the connection broke under it."""
+        with self._mutex:
+            for attempt in (1, 2):
+                conn = self._connection()
+                try:
+                    return conn.execute(statement, params).fetchall()
+                except psycopg.Error as exc:
+                    if lost(conn) and attempt == 1:
+                        self._drop_connection()
+                        continue
+                    raise AuditError(
+                        f"cannot read the audit trail {self._where}: {one_line(exc)}"
+                    ) from exc
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ reading
 
@@ -289,7 +377,9 @@ class PostgresAuditStore(_ChainStore):
             except psycopg.errors.LockNotAvailable:
                 got = False
             except psycopg.Error as exc:
-                raise AuditError(f"cannot take lock {name!r} in {redact(self.url)}: {exc}") from exc
+                raise AuditError(
+                    f"cannot take lock {name!r} in {redact(self.url)}: {one_line(exc)}"
+                ) from exc
             if not got:
                 raise AuditError(
                     f"timed out after {timeout:g} s waiting for lock {name!r} "
@@ -315,8 +405,8 @@ def _fence(conn: Any, statement: str, name: str) -> int:
         row = conn.execute(statement, (name,)).fetchone()
     except psycopg.Error as exc:
         raise AuditError(
-            f"lost the lock {name!r}: its database connection failed ({exc}); stopping before "
-            "changing anything"
+            f"lost the lock {name!r}: its database connection failed ({one_line(exc)}); "
+            "stopping before changing anything"
         ) from exc
     return int(row[0]) if row else 0
 

@@ -145,16 +145,25 @@ def parse_identity(identity: str) -> tuple[str, str]:
 
 
 class _Connection:
-    """One DB-API connection behind a lock, with ``?`` placeholders on both databases."""
+    """One DB-API connection behind a lock, with ``?`` placeholders on both databases.
+
+    On PostgreSQL the connection is opened again when the server restarted or ended it
+    (``audit.reconnecting``): a read broken mid-call is asked again once; a write broken
+    mid-call fails with one message and is never repeated blind.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._lock = threading.Lock()
         self.postgres = not url.startswith("sqlite:")
         if self.postgres:
-            from mlsteward.audit.postgres_store import _connect
+            from mlsteward.audit.postgres_store import redact
+            from mlsteward.audit.reconnecting import Reconnecting
 
-            self._conn = _connect(url)
+            self._pg = Reconnecting(
+                self._open_postgres, f"the identity store in {redact(url)}", MlstewardError
+            )
+            self._pg.run(lambda conn: None, repeatable=True)  # reachable, tables made
         else:
             path = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,18 +172,39 @@ class _Connection:
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
-        for statement in _SCHEMA:
-            self.execute(statement)
+            for statement in _SCHEMA:
+                self.execute(statement)
+
+    def _open_postgres(self) -> Any:
+        from mlsteward.audit.postgres_store import _connect
+
+        conn = _connect(self.url, what="the identity database", application="mlsteward-identity")
+        try:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         if self.postgres:
-            sql = sql.replace("?", "%s")
+            statement = sql.replace("?", "%s")
+
+            def work(conn: Any) -> list[tuple]:
+                cur = conn.execute(statement, tuple(params))
+                return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+            return self._pg.run(work, repeatable=sql.lstrip().upper().startswith("SELECT"))
         with self._lock:
             cur = self._conn.execute(sql, tuple(params))
             rows = cur.fetchall() if cur.description else []
         return [tuple(r) for r in rows]
 
     def close(self) -> None:
+        if self.postgres:
+            self._pg.close()
+            return
         with self._lock:
             self._conn.close()
 
