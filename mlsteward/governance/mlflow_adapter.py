@@ -4,6 +4,11 @@ MLflow's APIs move between minor versions (``artifact_path`` → ``name``, stage
 logged models under ``models:/m-…``); absorbing that here keeps flows and tasks stable. Runs are
 addressed by id through ``MlflowClient`` rather than the thread-local "active run", because
 Prefect may execute tasks on worker threads.
+
+Every call reaches the server through ``mlflow_outage``: an answer cut off by a server that went
+away is asked again where that is safe, and an outage is one error naming the server. A run or a
+version whose creation was cut off is looked for before it is made again, so a restart of the
+server leaves no duplicate.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlflow
 import mlflow.xgboost
@@ -25,11 +31,14 @@ from mlflow.tracking import MlflowClient
 
 from mlsteward.config.settings import mlflow_artifact_root, mlflow_tracking_uri
 from mlsteward.governance import signatures
+from mlsteward.governance.mlflow_outage import ResilientClient, TrackingServerUnavailable, call
 from mlsteward.integrity import sha256_file
 
 MODEL_FILE = "model.ubj"
 ARTIFACT_NAME = "model"
 PARENT_TAG = "mlflow.parentRunId"
+CREATION_TAG = "mlsteward.creation_id"
+"""A run's own id before MLflow gives it one: how a creation cut off by an outage is found."""
 
 
 def client() -> MlflowClient:
@@ -40,7 +49,24 @@ def client() -> MlflowClient:
     uri = mlflow_tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # The same client's interface: every call made through mlflow_outage.call
+    return cast(MlflowClient, ResilientClient(MlflowClient(tracking_uri=uri, registry_uri=uri)))
+
+
+def _create_run(c: MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """A new run's id; when the answer to its creation was cut off, the run it may have made
+    is found by its creation id instead of a second one being made."""
+    creation = uuid.uuid4().hex
+    tags = {**tags, CREATION_TAG: creation}
+    try:
+        return c.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    except TrackingServerUnavailable as exc:
+        if not exc.cut_off:
+            raise
+    found = c.search_runs([experiment_id], filter_string=f"tags.`{CREATION_TAG}` = '{creation}'")
+    if found:
+        return str(found[0].info.run_id)
+    return c.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
 
 
 def ensure_experiment(name: str) -> str:
@@ -68,10 +94,8 @@ def _str(v: Any) -> str:
 
 
 def start_run(experiment: str, run_name: str, tags: dict[str, Any]) -> str:
-    c = client()
     exp_id = ensure_experiment(experiment)
-    run = c.create_run(exp_id, run_name=run_name, tags={k: _str(v) for k, v in tags.items()})
-    return run.info.run_id
+    return _create_run(client(), exp_id, run_name, {k: _str(v) for k, v in tags.items()})
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
@@ -102,14 +126,14 @@ def log_nested_run(
     c = client()
     exp_id = experiment_id or experiment_of(parent_run_id)
     all_tags = {PARENT_TAG: parent_run_id, **{k: _str(v) for k, v in (tags or {}).items()}}
-    run = c.create_run(exp_id, run_name=run_name, tags=all_tags)
+    run_id = _create_run(c, exp_id, run_name, all_tags)
     c.log_batch(
-        run.info.run_id,
+        run_id,
         metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()],
         params=[Param(k, _str(v)) for k, v in params.items()],
     )
-    c.set_terminated(run.info.run_id)
-    return run.info.run_id
+    c.set_terminated(run_id)
+    return run_id
 
 
 def log_params_metrics(run_id: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
@@ -204,22 +228,30 @@ def log_and_register(
     """
     c = client()
     signature = infer_signature(input_example, model.predict(input_example))
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.xgboost.log_model(
-            model,
-            name=ARTIFACT_NAME,
-            signature=signature,
-            input_example=input_example,
-            pip_requirements=pip_requirements,
-            model_format="ubj",
-            metadata=metadata,
-        )
+
+    def log_model() -> Any:
+        # a second attempt logs a second model: the version is made from the one that finished
+        with mlflow.start_run(run_id=run_id):
+            return mlflow.xgboost.log_model(
+                model,
+                name=ARTIFACT_NAME,
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=pip_requirements,
+                model_format="ubj",
+                metadata=metadata,
+            )
+
+    info = call("logging the model", log_model)
     with tempfile.TemporaryDirectory(prefix="mlsteward-register-") as d:
         model_dir = Path(d) / ARTIFACT_NAME
         model_dir.mkdir()
         local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=info.model_uri, dst_path=str(model_dir)
+            call(
+                "downloading the logged model",
+                lambda: mlflow.artifacts.download_artifacts(
+                    artifact_uri=info.model_uri, dst_path=str(model_dir)
+                ),
             )
         )
         digest = sha256_file(model_file(local))
@@ -238,15 +270,26 @@ def log_and_register(
     except mlflow.exceptions.MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
-    mv = c.create_model_version(
-        registered_name,
-        source=info.model_uri,
-        run_id=run_id,
-        # An MLflow server checks a models:/m-… source against the logged model it names.
-        model_id=info.model_id,
-        tags=tags,
-        description=str(version_tags.get("description", "")),
-    )
+
+    def create_version() -> Any:
+        return c.create_model_version(
+            registered_name,
+            source=info.model_uri,
+            run_id=run_id,
+            # An MLflow server checks a models:/m-… source against the logged model it names.
+            model_id=info.model_id,
+            tags=tags,
+            description=str(version_tags.get("description", "")),
+        )
+
+    try:
+        mv = create_version()
+    except TrackingServerUnavailable as exc:
+        if not exc.cut_off:
+            raise
+        # the version may exist: one per logged model, so found by its source
+        made = c.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
+        mv = next((v for v in made if v.source == info.model_uri), None) or create_version()
     return RegisteredVersion(
         name=registered_name,
         version=str(mv.version),

@@ -26,6 +26,7 @@ from mlsteward.errors import IntegrityError, NotFoundError, SignatureError
 from mlsteward.features.encoding import FeatureEncoding
 from mlsteward.governance import signatures
 from mlsteward.governance.mlflow_adapter import ARTIFACT_NAME, MODEL_FILE, client
+from mlsteward.governance.mlflow_outage import call, connection_failure, unavailable
 from mlsteward.integrity import sha256_file
 
 if TYPE_CHECKING:
@@ -246,7 +247,12 @@ def download_run_file(run_id: str, path: str, dst: Path) -> Path:
     searches the run's logged models, which doubles the cost (every load reads a signature)."""
     root = client().get_run(run_id).info.artifact_uri.rstrip("/")
     uri = f"{root}/{path.lstrip('/')}"
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    return Path(
+        call(
+            f"downloading {path}",
+            lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)),
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -286,6 +292,9 @@ def _download_signature(info: VersionInfo, artifact: str, dst: Path) -> Path:
     try:
         return download_run_file(info.run_id, artifact, dst)
     except (MlflowException, OSError) as exc:
+        if connection_failure(exc) is not None:
+            # an outage says nothing about the signature: no refusal, no tampering reported
+            raise unavailable(exc, f"downloading {artifact}") from exc
         raise SignatureError(
             f"{info.name} v{info.version}: its signature {artifact} is missing from run "
             f"{info.run_id} ({exc}); refusing to use it"
@@ -335,7 +344,12 @@ def check_artifact(info: VersionInfo, dst: Path) -> tuple[Path, str]:
     model_dir = dst / ARTIFACT_NAME
     model_dir.mkdir(parents=True, exist_ok=True)
     local = Path(
-        mlflow.artifacts.download_artifacts(artifact_uri=info.source, dst_path=str(model_dir))
+        call(
+            f"downloading {label}",
+            lambda: mlflow.artifacts.download_artifacts(
+                artifact_uri=info.source, dst_path=str(model_dir)
+            ),
+        )
     )
     path = local / MODEL_FILE
     if not path.exists():
