@@ -94,44 +94,68 @@ class SQLiteDeliveryLog:
 
 
 class PostgresDeliveryLog:
-    """Claims in PostgreSQL; ``ON CONFLICT DO NOTHING`` reports a duplicate as no row."""
+    """Claims in PostgreSQL; ``ON CONFLICT DO NOTHING`` reports a duplicate as no row.
+
+    The gateway keeps this for its lifetime: a connection the server ended (a restart, a
+    failover) is replaced before the next claim (``audit.reconnecting``). A claim cut off
+    mid-call is not repeated blind (it may have landed, and would then read as a replay): it
+    fails with one message and the sender's retry claims again.
+    """
 
     def __init__(self, url: str) -> None:
+        from mlsteward.audit.postgres_store import conninfo, redact
+        from mlsteward.audit.reconnecting import Reconnecting
+
+        self._url = conninfo(url)
+        self._where = redact(url)
+        self._db = Reconnecting(
+            self._open, f"the delivery log in {self._where}", DeliveryStoreError
+        )
+        self._db.run(lambda conn: None, repeatable=True)  # reachable, table made
+
+    def _open(self) -> Any:
         import psycopg
 
-        from mlsteward.audit.postgres_store import conninfo, redact
+        from mlsteward.audit.reconnecting import one_line
 
-        self._where = redact(url)
-        self._mutex = threading.Lock()
         try:
-            self._conn: Any = psycopg.connect(
-                conninfo(url),
-                autocommit=True,
-                connect_timeout=10,
-                application_name="mlsteward-gateway",
+            conn = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=10, application_name="mlsteward-gateway"
             )
-            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({_COLUMNS})")
         except psycopg.Error as exc:
             raise DeliveryStoreError(
-                f"cannot open the delivery log in {self._where}: {exc}"
+                f"cannot open the delivery log in {self._where}: {one_line(exc)}"
             ) from exc
+        try:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({_COLUMNS})")
+        except psycopg.Error as exc:
+            conn.close()
+            raise DeliveryStoreError(
+                f"cannot open the delivery log in {self._where}: {one_line(exc)}"
+            ) from exc
+        return conn
 
     def claim(self, delivery_id: str, body_sha256: str, event: str) -> bool:
-        with self._mutex:
-            row = self._conn.execute(
+        row = self._db.run(
+            lambda conn: conn.execute(
                 f"INSERT INTO {TABLE} VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING "
                 "RETURNING delivery_id",
                 (delivery_id, body_sha256, event, _now()),
-            ).fetchone()
+            ).fetchone(),
+            repeatable=False,
+        )
         return row is not None
 
     def release(self, delivery_id: str) -> None:
-        with self._mutex:
-            self._conn.execute(f"DELETE FROM {TABLE} WHERE delivery_id = %s", (delivery_id,))
+        self._db.run(
+            lambda conn: conn.execute(
+                f"DELETE FROM {TABLE} WHERE delivery_id = %s", (delivery_id,)
+            ),
+            repeatable=True,
+        )
 
     def close(self) -> None:
-        with self._mutex:
-            self._conn.close()
+        self._db.close()
 
 
 def delivery_log(audit_url: str | None = None) -> DeliveryLog:

@@ -132,6 +132,7 @@ def test_dropped_connections_reconnect_on_the_next_call_and_write_nothing_twice(
     cluster: PrivatePostgres, profile: profiles.Profile, fault_result: FaultResult
 ) -> None:
     from mlsteward.alerts.state import AlertState, Transition
+    from mlsteward.gateway.deliveries import PostgresDeliveryLog
     from mlsteward.identity import authentication
     from mlsteward.identity.principals import local_principal
     from mlsteward.identity.store import IdentityStore
@@ -141,6 +142,7 @@ def test_dropped_connections_reconnect_on_the_next_call_and_write_nothing_twice(
     audit = audit_store()
     identity = IdentityStore()
     alerts = AlertState()
+    deliveries = PostgresDeliveryLog(settings.audit_url())
     try:
         # Long-lived stores, as the API, the gateway and the monitor keep them.
         audit.append(Action.BATCH_SCORED, reason="before", actor=PROBE_ACTOR,
@@ -153,9 +155,10 @@ def test_dropped_connections_reconnect_on_the_next_call_and_write_nothing_twice(
         fired = alerts.check(MODEL, "fault_probe", "x", breached=True,
                              quiet_period=timedelta(hours=1))  # fmt: skip
         assert fired.transition == Transition.FIRED
+        assert deliveries.claim(f"{run}-1", f"{run}-body-1", "push")
 
         ended = cluster.terminate_clients()
-        assert ended >= 4, ended  # audit, identity, the authenticator's store, alerts
+        assert ended >= 5, ended  # audit, identity, the authenticator's, alerts, deliveries
         started = time.monotonic()
         # The next call of each store works, the first time.
         record = audit.append(Action.BATCH_SCORED, reason="after", actor=PROBE_ACTOR,
@@ -164,6 +167,8 @@ def test_dropped_connections_reconnect_on_the_next_call_and_write_nothing_twice(
         assert authentication.authenticate(second).identity == "user:alice"
         again = alerts.check(MODEL, "fault_probe", "x", breached=True,
                              quiet_period=timedelta(hours=1))  # fmt: skip
+        assert deliveries.claim(f"{run}-2", f"{run}-body-2", "push")
+        assert not deliveries.claim(f"{run}-1", f"{run}-body-1", "push")  # still once-only
         recovery = time.monotonic() - started
         assert (again.transition, again.breaches) == (Transition.SUPPRESSED, 2)
         assert alerts.firing(MODEL)[0]["breaches"] == 2
@@ -201,6 +206,7 @@ def test_dropped_connections_reconnect_on_the_next_call_and_write_nothing_twice(
         audit.close()
         identity.close()
         alerts.close()
+        deliveries.close()
         authentication.clear_cache()
 
     records, stored = _assert_chain_whole(run)
@@ -212,7 +218,7 @@ def test_dropped_connections_reconnect_on_the_next_call_and_write_nothing_twice(
     fault_result.record(
         "postgres-connections-dropped",
         point="idle long-lived stores (audit trail, identity and its authenticator, alert "
-        "state), then appends under a terminating loop",
+        "state, the gateway's delivery log), then appends under a terminating loop",
         outcome="recovered",
         user_sees="nothing: the next call of every store reconnects; an append cut mid-flight "
         "is resolved by its hash or fails with one audit-trail error and is repeated",
@@ -501,6 +507,8 @@ def test_promotions_survive_a_restart_of_mlflows_database(
     def ok_after(t: float) -> float | None:
         return next((s["t"] for s in switches if s["ok"] and s["t"] > t), None)
 
+    with audit_store() as audit:
+        head = audit.verify().records
     rng = random.Random(26)
     loop = threading.Thread(target=switch_back_and_forth, daemon=True)
     loop.start()
@@ -542,6 +550,10 @@ def test_promotions_survive_a_restart_of_mlflows_database(
         promotion.rollback(cfg, reason="after the fault", actor=actor, to_version=v1)
     checks |= assert_invariants([MODEL])
     checks["rerun_succeeds"] = True
+    with audit_store() as audit:
+        during = [r for r in audit.query(model=MODEL) if r.seq > head]
+    kinds = Counter(str(r.action) for r in during)
+    finished = sum(1 for r in during if r.details.get("recovered"))
     fault_result.record(
         "postgres-restart-mlflow",
         point="promote and roll back in a loop; the cluster under MLflow, the audit trail and "
@@ -561,5 +573,113 @@ def test_promotions_survive_a_restart_of_mlflows_database(
             "switches_ok": sum(1 for s in switches if s["ok"]),
             "switch_errors": sorted({s["message"][:160] for s in failed}),
             "reconcile_repair_needed": repaired is not None,
+            "intents": kinds[str(Action.PROMOTION_INTENT)],
+            "intents_undone": kinds[str(Action.PROMOTION_ABANDONED)],
+            "intents_finished_by_the_next_call": finished,
+        },
+    )
+
+
+# -- Prefect's database restarted while a flow runs -------------------------------------------
+
+
+def _api(url: str, body: dict[str, Any] | None = None) -> Any:
+    """One call to the Prefect API (no retries: the caller polls)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _ingest_runs(api: str) -> list[dict[str, Any]]:
+    return _api(
+        f"{api}/flow_runs/filter", {"flows": {"name": {"any_": ["ingest-data"]}}, "limit": 50}
+    )
+
+
+def _poll(what: str, probe: Any, timeout: float, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if found := probe():
+                return found
+        except OSError:  # the server is down or answering 503: ask again
+            pass
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(interval)
+
+
+def test_a_flow_run_survives_a_restart_of_prefects_database(
+    cluster: PrivatePostgres,
+    servers: Servers,
+    trained: dict[str, Any],
+    tmp_path: Path,
+    fault_result: FaultResult,
+) -> None:
+    """``mlsteward ingest`` runs its flow against the Prefect server; the database under that
+    server (and under the audit trail the flow writes to) crashes while the run is Running."""
+    from mlsteward.data.synthetic import generate_cohort, write_dataset
+
+    cohort = write_dataset(generate_cohort(n_rows=3_000, seed=11), tmp_path / "cohort.parquet")
+    api = servers.prefect_api
+    known = {r["id"] for r in _ingest_runs(api)}
+    ingest = [sys.executable, "-m", "mlsteward.cli", "ingest", MODEL, "--source", str(cohort),
+              "--json"]  # fmt: skip
+    proc = subprocess.Popen(
+        ingest, cwd=REPO_ROOT, env=servers.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+
+        def running() -> dict[str, Any] | None:
+            assert proc.poll() is None, "the run ended before the fault could strike"
+            runs = [r for r in _ingest_runs(api) if r["id"] not in known]
+            return next((r for r in runs if r["state_type"] == "RUNNING"), None)
+
+        run = _poll("the ingestion run to be Running", running, timeout=300)
+        restart = cluster.restart("immediate")
+        _poll("the Prefect server ready", lambda: _api(f"{api}/ready") is not None, timeout=120)
+        server_back = time.monotonic()
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
+    final = _poll(
+        "the run's final state",
+        lambda: (r := _api(f"{api}/flow_runs/{run['id']}"))["state"]["type"] != "RUNNING" and r,
+        timeout=120,
+    )
+    state = final["state"]["type"]
+    assert "Traceback" not in err, err[-3000:]  # one message, whatever happened
+    rerun = None
+    if proc.returncode == 0:
+        assert state == "COMPLETED", (final["state"], out[-2000:])
+    else:
+        # the run is marked as what happened to it, the user is told in one message, and a
+        # rerun goes through
+        assert state in ("FAILED", "CRASHED"), final["state"]
+        rerun = _cli(servers.env, "ingest", MODEL, "--source", str(cohort), "--json")
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr[-3000:]
+    checks = assert_invariants([MODEL])
+    checks["run_finished_or_marked"] = True
+    fault_result.record(
+        "postgres-restart-prefect",
+        point="`mlsteward ingest` Running; the cluster under the Prefect server and the audit "
+        "trail crashed (immediate)",
+        outcome="recovered",
+        user_sees=(
+            "the run finished: its state calls were retried until the server's database was back"
+            if rerun is None
+            else f"the run ended {state} with one message; a rerun succeeded"
+        ),
+        recovery_seconds=round(server_back - restart.stopped_at, 3),
+        rows_lost=0,
+        requests_failed=0 if rerun is None else 1,
+        checks=checks,
+        figures={
+            "postgres_down_seconds": round(restart.down_seconds, 3),
+            "run_final_state": state,
+            "run_seconds": round(float(final.get("total_run_time") or 0.0), 3),
+            "rerun_needed": rerun is not None,
         },
     )
