@@ -9,10 +9,12 @@ rules can guard ingestion, training inputs and scoring inputs.
 
 from __future__ import annotations
 
+import codecs
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +42,7 @@ RULE_LABEL = "label_value"
 RULE_LABEL_NUMERIC = "label_numeric"
 RULE_LABEL_COUNT = "label_count"
 RULE_LABEL_NONNEGATIVE = "label_nonnegative"
+RULE_ENCODING = "encoding"  # a CSV source that is not text in its encoding (file level)
 
 
 @dataclass
@@ -100,22 +103,107 @@ class ContractResult:
     report: ContractReport
 
 
+# Byte-order marks, longest first (a UTF-32 LE mark starts with the UTF-16 LE one).
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def text_encoding(path: Path) -> str:
+    """A CSV source is UTF-8, unless a byte-order mark says UTF-8 (Excel's), UTF-16 or UTF-32:
+    one rule, never a guess, so a Latin-1 file is refused instead of read as the wrong
+    characters."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    return next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
+
+
+def _check_text(path: Path, encoding: str) -> None:
+    """Refuse a CSV source that is not text in ``encoding``, or that holds a NUL character
+    (the CSV parser silently cuts a field at one), naming where, as a person finds it."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line, offset = 1, 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 16):
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                line += chunk[: exc.start].count(b"\n")
+                bad = chunk[exc.start : exc.start + 1].hex()
+                raise ContractViolation(
+                    f"{path}: rule {RULE_ENCODING}: not {encoding} text, byte 0x{bad} at offset "
+                    f"{offset + exc.start} (line {line}); save it as UTF-8 (a byte-order mark "
+                    "marks UTF-16 or UTF-32)"
+                ) from None
+            if "\x00" in text:
+                line += text[: text.index("\x00")].count("\n")
+                raise ContractViolation(
+                    f"{path}: rule {RULE_ENCODING}: a NUL character on line {line}; a CSV "
+                    "source is text"
+                )
+            line += text.count("\n")
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ContractViolation(
+            f"{path}: rule {RULE_ENCODING}: not {encoding} text, the last character is cut short"
+        ) from None
+
+
+def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
+    """Every field as text. The header is read as a row of its own, so a line with more fields
+    than the header is refused by the parser (pandas would otherwise take a first line's extra
+    field as an index and shift every value one column left) and a repeated column name is
+    seen (pandas would rename the second one)."""
+    options: dict[str, Any] = {
+        "header": None, "dtype": str, "skipinitialspace": True, "encoding": encoding
+    }  # fmt: skip
+    names = pd.read_csv(path, nrows=1, keep_default_na=False, **options).iloc[0].tolist()
+    names = [name if name != "" else f"Unnamed: {i}" for i, name in enumerate(names)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ContractViolation(
+            f"{path}: duplicate column(s) {repeated}: which one holds the values is unknown"
+        )
+    df = pd.read_csv(path, keep_default_na=True, **options).iloc[1:]
+    df.columns = names
+    return df.reset_index(drop=True)
+
+
 def read_source(path: Path, cfg: ModelConfig) -> pd.DataFrame:
-    """Read CSV or parquet as raw as possible: typing is the contract's job, not the reader's."""
+    """Read CSV or parquet as raw as possible: typing is the contract's job, not the reader's.
+
+    Raises:
+        ContractViolation: the file is missing, empty, not text in its encoding (rule
+            ``encoding``), unparsable, has a column twice or no data rows; the message names
+            the file.
+    """
     if not path.exists():
         raise ContractViolation(f"{path}: source file does not exist")
     if path.stat().st_size == 0:
         raise ContractViolation(f"{path}: source file is empty (0 bytes)")
     fmt = cfg.source.file_format(path)
+    if fmt != "parquet":
+        encoding = text_encoding(path)
+        _check_text(path, encoding)
     try:
-        if fmt == "parquet":
-            df = pd.read_parquet(path)
-        else:
-            df = pd.read_csv(path, dtype=str, keep_default_na=True, skipinitialspace=True)
+        df = pd.read_parquet(path) if fmt == "parquet" else _read_csv(path, encoding)
+    except ContractViolation:
+        raise
     except Exception as exc:  # any parser failure is the same user-facing problem
         raise ContractViolation(f"{path}: cannot parse as {fmt}: {exc}") from exc
     if df.empty:
         raise ContractViolation(f"{path}: no data rows (header only or empty table)")
+    if df.columns.duplicated().any():
+        repeated = sorted(set(df.columns[df.columns.duplicated()]))
+        raise ContractViolation(
+            f"{path}: duplicate column(s) {repeated}: which one holds the values is unknown"
+        )
     return df
 
 
@@ -129,10 +217,30 @@ def required_columns(cfg: ModelConfig, attributes: bool = False) -> list[str]:
     return cols
 
 
+# XGBoost reads features (and labels) as float32: a larger number would train as infinity.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Integers beyond this lose digits as float64, which every numeric check works in.
+EXACT_INT_MAX = 2**53
+INT64_MAX = np.iinfo(np.int64).max
+_INTEGER_TEXT = r"[+-]?\d+(?:\.0*)?"
+# ISO 8601 text starts with its four-digit year; pandas would also read "now" or "today".
+_ISO_START = r"\d{4}"
+# An offset (or Z) after a time of day: 'T10:00+05:30', ' 10:00:00.5Z', 'T1000-0500'.
+_ISO_ZONE = r"[T ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+
+
 def _coerce_numeric(raw: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(raw):
         return raw.astype("float64")
+    if isinstance(raw.dtype, pd.CategoricalDtype):
+        raw = raw.astype(object)
     return pd.to_numeric(raw, errors="coerce").astype("float64")
+
+
+def _representable(values: pd.Series) -> pd.Series:
+    """Whether each number is one a model can read: finite within float32 (NaN counts as
+    representable here: a missing value is the not-null rule's)."""
+    return values.isna() | (values.abs() <= FLOAT32_MAX)
 
 
 def _coerce_bool(raw: pd.Series) -> pd.Series:
@@ -173,10 +281,11 @@ def _check_feature(
     masks: dict[str, pd.Series] = {}
     if dtype in ("int", "float"):
         typed = _coerce_numeric(raw)
-        unparsable = typed.isna() & ~missing
+        unparsable = (typed.isna() & ~missing) | ~_representable(typed)
         if dtype == "int":
-            fractional = typed.notna() & (np.mod(typed.fillna(0), 1) != 0)
-            unparsable = unparsable | fractional
+            known = typed.where(~unparsable, 0.0).fillna(0.0)
+            inexact = (np.mod(known, 1) != 0) | (known.abs() > EXACT_INT_MAX)
+            unparsable = unparsable | inexact
         masks[RULE_DTYPE] = unparsable
         below = typed < spec.min if spec.min is not None else pd.Series(False, index=raw.index)
         above = typed > spec.max if spec.max is not None else pd.Series(False, index=raw.index)
@@ -196,18 +305,46 @@ def _check_feature(
     return typed, {k: v.fillna(False).astype(bool) for k, v in masks.items()}
 
 
+def parse_event_times(raw: pd.Series) -> pd.Series:
+    """Event times as UTC, NaT where a value is no time.
+
+    A time is a date-time column's value (a naive one read as UTC) or ISO 8601 text: a date,
+    or a date and time with or without an offset (without one, UTC). Everything else is no
+    time rather than a guess: a number (seconds, milliseconds or nanoseconds since 1970?),
+    words such as ``now``, a day-month order (``1/2/2024``) or a zone abbreviation (``EST``)
+    the parser would silently drop.
+    """
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        ts = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
+        return ts.astype("datetime64[us, UTC]")
+    if pd.api.types.is_numeric_dtype(raw) and not isinstance(raw.dtype, pd.CategoricalDtype):
+        return pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
+    text = raw.astype("string").str.strip()
+    text = text.where(text.str.match(_ISO_START).fillna(False).astype(bool))
+    # Parsed in two groups: given a column whose first value has an offset, pandas applies
+    # that offset to the values that have none, instead of reading them as UTC.
+    zoned = text.str.contains(_ISO_ZONE, case=False).fillna(False).astype(bool)
+    ts = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
+    for group in (zoned, ~zoned):
+        if group.any():
+            parsed = pd.to_datetime(
+                text[group].astype(object), utc=True, errors="coerce", format="ISO8601"
+            )
+            ts[group] = parsed.astype("datetime64[us, UTC]")
+    return ts
+
+
 def _check_timestamps(
     raw: pd.Series, now: datetime, tolerance_s: int
 ) -> tuple[pd.Series, dict[str, pd.Series]]:
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        ts = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
-    else:
-        ts = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
-    ts = ts.astype("datetime64[us, UTC]")
+    ts = parse_event_times(raw)
+    missing = raw.isna()
+    if raw.dtype == object or pd.api.types.is_string_dtype(raw):
+        missing = missing | raw.astype("string").str.strip().eq("").fillna(False).astype(bool)
     limit = pd.Timestamp(now + timedelta(seconds=tolerance_s))
     return ts, {
-        RULE_DTYPE: (ts.isna() & raw.notna()).astype(bool),
-        RULE_NOT_NULL: raw.isna().astype(bool),
+        RULE_DTYPE: (ts.isna() & ~missing).astype(bool),
+        RULE_NOT_NULL: missing.astype(bool),
         RULE_FUTURE: (ts > limit).fillna(False).astype(bool),
     }
 
@@ -226,9 +363,8 @@ def check_regression_label(
     disjoint, in rule order; late outcomes are held to the same rules
     (``monitoring.outcomes``)."""
     values = _coerce_numeric(raw)
-    numeric = pd.Series(
-        np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan)), index=raw.index
-    )
+    finite = values.notna() & (values.abs() <= FLOAT32_MAX)
+    numeric = pd.Series(finite.to_numpy(dtype=bool), index=raw.index)
     masks = {RULE_LABEL_NUMERIC: ~numeric}
     known = values.where(numeric, 0.0)
     if objective in INTEGER_LABEL_OBJECTIVES:
@@ -271,12 +407,11 @@ def _check_key(
     out = pd.DataFrame(index=df.index)
     broken: Masks = {}
     entity_raw = df[cfg.source.entity]
-    entity_numeric = pd.to_numeric(entity_raw, errors="coerce")
-    entity_is_int = entity_numeric.notna().all() and bool(np.all(np.mod(entity_numeric, 1) == 0))
-    out[cfg.source.entity] = (
-        entity_numeric.astype("int64") if entity_is_int else entity_raw.astype("string")
-    )
-    broken[(RULE_NOT_NULL, cfg.source.entity)] = entity_raw.isna()
+    out[cfg.source.entity] = entity_ids(entity_raw)
+    missing = out[cfg.source.entity].isna()
+    if pd.api.types.is_string_dtype(out[cfg.source.entity]):
+        missing = missing | out[cfg.source.entity].str.strip().eq("").fillna(False)
+    broken[(RULE_NOT_NULL, cfg.source.entity)] = missing.astype(bool)
 
     ts_col = cfg.timestamp_column
     if cfg.source.timestamp:
@@ -291,6 +426,38 @@ def _check_key(
         ts = pd.Series(stamp, index=df.index).astype("datetime64[us, UTC]")
     out[ts_col] = ts
     return out, broken
+
+
+def entity_ids(raw: pd.Series) -> pd.Series:
+    """Entity ids as integers (``Int64``) when every present one is a whole number that int64
+    holds exactly (``7``, ``7.0``), else as text: the same file always keys its rows the same
+    way, whether or not one id is missing, and an id is never rounded or wrapped into
+    another."""
+    if pd.api.types.is_integer_dtype(raw):
+        if raw.isna().all() or raw.max() <= INT64_MAX:
+            return raw.astype("Int64")
+        return raw.astype("string")
+    if pd.api.types.is_bool_dtype(raw) or pd.api.types.is_datetime64_any_dtype(raw):
+        return raw.astype("string")
+    text = raw.astype("string")
+    if pd.api.types.is_float_dtype(raw):
+        whole = raw.dropna()
+        if (
+            len(whole)
+            and bool(np.all(np.mod(whole, 1) == 0))
+            and whole.abs().max() <= EXACT_INT_MAX
+        ):
+            return raw.astype("Int64")
+        return text
+    present = text.dropna().str.strip()
+    if not len(present) or not present.str.fullmatch(_INTEGER_TEXT).all():
+        return text
+    numbers = [int(v.split(".", 1)[0]) for v in present]
+    if not all(-INT64_MAX - 1 <= v <= INT64_MAX for v in numbers):
+        return text
+    out = pd.Series(pd.NA, index=raw.index, dtype="Int64")
+    out[present.index] = numbers
+    return out
 
 
 def _tally(broken: Masks, index: pd.Index, report: ContractReport) -> tuple[pd.Series, pd.Series]:
@@ -320,6 +487,8 @@ def _good_rows(
     classification label as int64, a regression label as float64 (training and Feast read it
     so, whatever the objective)."""
     good = out[keep].copy()
+    if isinstance(good[cfg.source.entity].dtype, pd.Int64Dtype):
+        good[cfg.source.entity] = good[cfg.source.entity].astype("int64")
     for spec in columns:
         dtype = report.inferred_dtypes[spec.name]
         if dtype == "bool" and not spec.nullable:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mlsteward.audit import Action, AuditStore
 from mlsteward.config.models import ModelConfig
@@ -15,6 +17,8 @@ from mlsteward.data.contract import (
     RULE_LABEL_NONNEGATIVE,
     RULE_LABEL_NUMERIC,
     check_regression_label,
+    entity_ids,
+    parse_event_times,
     read_source,
 )
 from mlsteward.errors import ContractViolation
@@ -40,21 +44,29 @@ def ingest_labels(cfg: ModelConfig, path: Path, *, actor: str, audit: AuditStore
     missing = [c for c in (entity, ts, label) if c not in frame.columns]
     if missing:
         raise ContractViolation(f"{path}: missing column(s) {missing}; need {[entity, ts, label]}")
-    times = pd.to_datetime(frame[ts], utc=True, errors="coerce")
+    frame = frame.reset_index(drop=True)
+    ids = entity_ids(frame[entity])
+    times = parse_event_times(frame[ts])
     values = pd.to_numeric(frame[label], errors="coerce")
+    no_id = ids.isna() | ids.astype("string").str.strip().eq("").fillna(False)
     bad_time = frame.index[times.isna()].tolist()
     problems = []
+    if no_id.any():
+        problems.append(f"missing {entity!r} in row(s) {_rows(frame.index[no_id].tolist())}")
     if bad_time:
-        problems.append(f"unparsable {ts!r} in row(s) {_rows(bad_time)}")
+        problems.append(f"unparsable {ts!r} (ISO 8601 wanted) in row(s) {_rows(bad_time)}")
     for rule, bad in outcome_problems(cfg, values):
         problems.append(f"{label!r} {rule} in row(s) {_rows(bad)}")
     if problems:
         raise ContractViolation(f"{path}: " + "; ".join(problems) + "; nothing was attached")
     outcome = values.astype("float64" if cfg.is_regression else "int64")
-    labels = pd.DataFrame({entity: frame[entity], ts: times, label: outcome})
-    counts = prediction_log.attach_labels(
-        cfg.name, labels, entity=entity, timestamp=ts, label=label
-    )
+    labels = pd.DataFrame({entity: stored_ids(cfg, ids, path), ts: times, label: outcome})
+    try:
+        counts = prediction_log.attach_labels(
+            cfg.name, labels, entity=entity, timestamp=ts, label=label
+        )
+    except ValueError as exc:  # ids of another type than the logged ones: named, not a bug
+        raise ContractViolation(f"{path}: {exc}; nothing was attached") from None
     result = {"model": cfg.name, "source": str(path), "rows": len(labels), **counts}
     audit.append(
         Action.LABELS_INGESTED,
@@ -64,6 +76,29 @@ def ingest_labels(cfg: ModelConfig, path: Path, *, actor: str, audit: AuditStore
         details={k: v for k, v in result.items() if k != "unmatched_examples"},
     )
     return result
+
+
+def stored_ids(cfg: ModelConfig, ids: pd.Series, path: Path) -> pd.Series:
+    """The ids in the type the model's outcomes are stored with: the stored outcomes are read
+    as one dataset, which an integer id in one file and a text id in another would break.
+    Integers join text ids as their digits; text cannot join integer ids.
+
+    Raises:
+        ContractViolation: text ids where earlier outcomes have integer ones.
+    """
+    whole = isinstance(ids.dtype, pd.Int64Dtype)
+    ids = ids.astype("int64") if whole else ids
+    files = prediction_log.label_files(cfg.name)
+    entity = cfg.source.entity
+    stored = pq.read_schema(files[0]).field(entity).type if files else None
+    if stored is None or pa.types.is_integer(stored) == whole:
+        return ids
+    if whole:
+        return ids.astype("string")
+    raise ContractViolation(
+        f"{path}: column {entity!r} holds text ids, but the outcomes stored before have whole "
+        "numbers; nothing was attached"
+    )
 
 
 # The contract's label rules, worded for a file of outcomes.
