@@ -168,11 +168,19 @@ def append(model: str, scored: pd.DataFrame, *, batch_id: str | None = None) -> 
     return append_table(model, pa.Table.from_pandas(frame, preserve_index=False), batch_id=batch_id)
 
 
-def append_table(model: str, table: pa.Table, *, batch_id: str | None = None) -> Path:
+def append_table(
+    model: str, table: pa.Table, *, batch_id: str | None = None, resume: bool = False
+) -> Path:
     """:func:`append` for a batch already in Arrow form (the online service's log writer
     process builds its rows straight into Arrow, without pandas).
 
     ``scored_at`` must be ``timestamp[us, UTC]``, as :func:`append` stores it.
+
+    ``resume`` is for a writer retrying its own batch after a failure or a crash (the online
+    service's, whose batch ids come from its write-ahead segments): the days an earlier
+    attempt published are kept as they are and only the missing ones are written. Without
+    it, a batch cut off by a full disk between two days' files would, on retry, be refused
+    as a whole and lose its second day. Its first day's path is returned either way.
     """
     if SCORED_AT not in table.column_names:
         raise ValueError(f"{model}: a logged batch needs a {SCORED_AT!r} column")
@@ -194,16 +202,16 @@ def append_table(model: str, table: pa.Table, *, batch_id: str | None = None) ->
     )
     targets = {day: _day_dir(root, day) / name for day in unique_days}
     taken = [str(p) for p in targets.values() if p.exists()]
-    if taken:
+    if taken and not resume:
         raise FileExistsError(f"{taken} already exist: the prediction log is append-only")
-    written = [
+    for day, path in targets.items():
+        if resume and path.exists():
+            continue
         _publish(
             table if len(unique_days) == 1 else table.filter(pc.equal(days, pa.scalar(day))),
             path,
         )
-        for day, path in targets.items()
-    ]
-    return written[0]
+    return next(iter(targets.values()))
 
 
 def batch_exists(model: str, batch_id: str) -> bool:

@@ -50,6 +50,7 @@ from mlsteward.features.store import get_store
 from mlsteward.governance.canary import ServingTarget
 from mlsteward.identity import Permission
 from mlsteward.monitoring import prediction_log
+from mlsteward.serving.admission import Gate, admission
 from mlsteward.serving.auth import Access, Refused
 from mlsteward.serving.batcher import MicroBatcher
 from mlsteward.serving.body import BodyTooLarge, closing, read_body, refused_unread
@@ -213,12 +214,23 @@ class Service:
         self.slots = {c.name: ModelSlot(c, self.metrics, get_store) for c in configs}
         self.batchers: dict[str, MicroBatcher] = {}
         serving = [c.serving for c in configs] or [ModelConfig.model_fields["serving"].default]
+        metrics = self.metrics
         self.writer = PredictionLogWriter(
             max_rows=min(s.log_queue_rows for s in serving),
             flush_seconds=min(s.log_flush_seconds for s in serving),
-            on_depth=lambda m, d: self.metrics.child(self.metrics.queue_depth, m).set(d),
-            on_written=lambda m, n: self.metrics.child(self.metrics.logged, m).inc(n),
+            on_depth=lambda m, d: metrics.child(metrics.queue_depth, m).set(d),
+            on_written=lambda m, n: metrics.child(metrics.logged, m).inc(n),
+            fsync_seconds=settings.log_fsync_ms / 1000,
+            on_fsync_lag=lambda m, lag: metrics.child(metrics.fsync_lag, m).observe(lag),
         )
+        self.gate = Gate(
+            self,
+            settings.in_flight_limit(max(s.micro_batch_rows for s in serving)),
+            settings.rate_limit,
+            settings.rate_burst,
+        )
+        metrics.in_flight.set_function(lambda: self.gate.in_flight)
+        metrics.log_writable.set_function(lambda: 0 if self.writer.failure else 1)
         for cfg in configs:  # before any row can be queued: times are logged as integers
             self.writer.register(cfg.name, _log_kinds(cfg))
         self.watcher = RegistryWatcher(
@@ -238,7 +250,10 @@ class Service:
             batcher = MicroBatcher(slot, self.settings.faults)
             batcher.start()
             self.batchers[name] = batcher
-        self.writer.start()
+        # before the first request: what a crashed service left is written first
+        await asyncio.to_thread(self.writer.start)
+        self.metrics.replayed.set(self.writer.replay.rows)
+        self.metrics.replay_seconds.set(self.writer.replay.seconds)
         self.watcher.start()
         if self.freeze_gc:
             # The imports (Feast, MLflow, pandas) leave ~10^6 long-lived objects that every full
@@ -289,13 +304,19 @@ class Service:
         """Ready when some model is served and every model is either served (its champion
         and, during a rollout, its challenger loaded and verified) or has no champion yet: a
         model just added to the config must not take the others out of rotation until it is
-        trained, while a champion that fails to load does."""
+        trained, while a champion that fails to load does. Never while the prediction log
+        cannot be written: every predict would be a 503."""
         models = {name: slot.describe() for name, slot in self.slots.items()}
         slots = list(self.slots.values())
         ok = any(slot.arms.champion is not None for slot in slots) and all(
             slot.awaiting_champion or self.serves(slot) for slot in slots
         )
-        return ok, models
+        return ok and self.writer.failure is None, models
+
+    def health_problem(self) -> str | None:
+        """Why the service cannot do its job although it runs (``/healthz``): the prediction
+        log cannot be written. Clears by itself when the disk takes writes again."""
+        return self.writer.failure
 
     @staticmethod
     def serves(slot: ModelSlot) -> bool:
@@ -357,6 +378,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = service
+    app.add_middleware(admission, gate=service.gate)  # load shedding, before any routing
 
     @app.exception_handler(RequestRejected)
     async def _on_rejected(_: Request, exc: RequestRejected) -> JSONResponse:
@@ -390,7 +412,11 @@ def create_app(
                 "serving.max_body_bytes"
             },
             422: {"description": "invalid or missing fields, or online features"},
-            503: {"description": "no verified champion loaded"},
+            429: {"description": "the token's rate (MLSTEWARD_SERVING_RATE_LIMIT), Retry-After"},
+            503: {
+                "description": "no verified champion loaded, the prediction log cannot be "
+                "written or is behind, or the service is at capacity (Retry-After)"
+            },
         },
     )
     app.router.routes.insert(0, Route(PREDICT_PATH, predict, methods=["POST"]))

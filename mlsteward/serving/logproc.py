@@ -12,10 +12,11 @@ Here the rows are unpickled, put into columns, converted and written.
 
 The service sends a header ``(model, batch_id, types, rows)`` and then the batch's bytes (the
 rows' pickles, one after the other) and gets ``("ok", rows)`` back once the file is
-published, or ``("error", reason)``; it keeps the rows until it has the "ok" and
+published, or ``("error", (errno, reason))`` (``errno`` None unless the disk refused: a full
+disk is told apart from a bug by it); it keeps the rows until it has the "ok" and
 retries with the same ``batch_id``, so an answer lost with a crashed child never writes a
-batch twice (the log refuses an existing batch id; when that batch's file is there, the
-attempt counts as written).
+batch twice (the log refuses an existing batch id; a retry publishes only the days of the
+batch an earlier attempt did not, ``prediction_log.append_table(resume=True)``).
 """
 
 from __future__ import annotations
@@ -99,18 +100,32 @@ def serve(conn: Connection) -> None:
         except (EOFError, OSError):
             return  # the service went away (mid-batch or not): it keeps its rows
         model, batch_id, types, rows = pickle.loads(header)
+        answer: tuple[str, Any]
         try:
             table = _table(types, columns_of(payload))
             if table.num_rows != rows:
                 raise ValueError(f"the batch holds {table.num_rows} rows, not {rows}")
-            prediction_log.append_table(model, table, batch_id=batch_id)
-            answer: tuple[str, Any] = ("ok", table.num_rows)
+            prediction_log.append_table(model, table, batch_id=batch_id, resume=True)
+            answer = ("ok", table.num_rows)
+        except FileExistsError as exc:
+            if prediction_log.batch_exists(model, batch_id):
+                answer = ("ok", 0)  # another process published the same batch meanwhile
+            else:  # something else in the way, such as a file where a day directory goes
+                answer = ("error", (exc.errno, exc.strerror or str(exc)))
+        except OSError as exc:
+            answer = ("error", (exc.errno, exc.strerror or str(exc)))
         except Exception as exc:
-            if isinstance(exc, FileExistsError) and prediction_log.batch_exists(model, batch_id):
-                answer = ("ok", 0)  # an earlier attempt wrote it; its answer was lost
-            else:
-                answer = ("error", f"{type(exc).__name__}: {exc}")
+            answer = ("error", (None, f"{type(exc).__name__}: {exc}"))
         conn.send(answer)
+
+
+class LogWriteFailed(RuntimeError):
+    """The child could not publish a batch; ``errno`` set when the disk refused the write."""
+
+    def __init__(self, errno: int | None, reason: str) -> None:
+        super().__init__(reason)
+        self.errno = errno
+        self.reason = reason
 
 
 class LogProcess:
@@ -149,7 +164,8 @@ class LogProcess:
             self._discard()  # dead or stuck: the next attempt starts a new one
             raise
         if status != "ok":
-            raise RuntimeError(detail)
+            code, reason = detail
+            raise LogWriteFailed(code, reason)
         return int(detail)
 
     def close(self, timeout: float = 10.0) -> None:

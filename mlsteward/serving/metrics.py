@@ -18,6 +18,11 @@ LATENCY_BUCKETS = (
     0.006, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2,
     0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+# An fsync every 100 ms (the default) lands near 0.1 s; a slow or failing disk far beyond.
+FSYNC_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0,
+    10.0, 30.0,
+)  # fmt: skip
 
 
 class ServingMetrics:
@@ -76,6 +81,44 @@ class ServingMetrics:
             "mlsteward_prediction_log_rows",
             "Predictions written to the prediction log.",
             ("model",),
+            registry=r,
+        )
+        self.fsync_lag = Histogram(
+            "mlsteward_prediction_log_fsync_lag_seconds",
+            "From the oldest prediction appended to the write-ahead file since the last fsync "
+            "to the fsync that made it durable: what a machine crash could lose, in seconds.",
+            ("model",),
+            buckets=FSYNC_BUCKETS,
+            registry=r,
+        )
+        self.log_writable = Gauge(
+            "mlsteward_prediction_log_writable",
+            "1 while the prediction log can be written; 0 while predict answers 503 because "
+            "it cannot (/healthz says why).",
+            registry=r,
+        )
+        self.replayed = Gauge(
+            "mlsteward_prediction_log_replayed_rows",
+            "Predictions this start found in the write-ahead files of a service that did not "
+            "stop cleanly, and wrote to the log before serving.",
+            registry=r,
+        )
+        self.replay_seconds = Gauge(
+            "mlsteward_prediction_log_replay_seconds",
+            "How long this start took to replay those write-ahead files.",
+            registry=r,
+        )
+        self.shed = Counter(
+            "mlsteward_requests_shed",
+            "Predict requests turned away before any work: 'in_flight' (503, the admission "
+            "limit), 'rate_limit' (429, the token's rate), 'prediction_log' (503, the log "
+            "cannot be written).",
+            ("reason",),
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "mlsteward_requests_in_flight",
+            "Predict requests being answered now (the admission limit counts these).",
             registry=r,
         )
         self.loaded = Gauge(

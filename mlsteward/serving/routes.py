@@ -67,16 +67,29 @@ def _refusal(service: Service, request: Request, model: str | None = None) -> JS
 def add_status_routes(app: FastAPI, service: Service) -> None:
     """Liveness, readiness (named config errors included), metrics and a model's description."""
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", responses={503: {"description": "the prediction log cannot be written"}})
+    async def healthz() -> JSONResponse:
+        """The process runs and can do its job; 503 says why not (a full disk under the
+        prediction log), and turns back to 200 by itself when it can."""
+        problem = service.health_problem()
+        if problem is not None:
+            return JSONResponse({"status": "unavailable", "reason": problem}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
-    @app.get("/readyz", responses={503: {"description": "a model is not loaded and verified"}})
+    @app.get(
+        "/readyz",
+        responses={
+            503: {"description": "a model is not loaded and verified, or the log cannot be written"}
+        },
+    )
     async def readyz(request: Request) -> JSONResponse:
         """Open to probes; what each model serves (versions, canary, load and config errors)
         is a description, shown only to a caller who may read."""
         ok, models = service.ready()
         body: dict[str, Any] = {"ready": ok}
+        problem = service.health_problem()
+        if problem is not None:
+            body["reason"] = problem
         if _refusal(service, request) is None:
             body["models"] = models
             if service.config_errors:  # not served at all: named, not silently missing
