@@ -107,7 +107,13 @@ def record_validation(
 ) -> VersionInfo:
     """Store the report on the version (JSON + markdown artifacts, tags, description) and audit
     the decision. A passing version becomes the ``challenger``; a failing one is ``rejected``
-    and can never be aliased champion (promotion checks ``validation_status``)."""
+    and can never be aliased champion (promotion checks ``validation_status``).
+
+    MLflow sets a version's tags one call at a time, so the order is what keeps an interruption
+    (the tracking server gone between two calls) safe: the old verdict is taken away first, the
+    report's tags and the audit record follow, and the verdict (``validation_status``) is
+    written last. A version left half-way has no verdict, and a promote request runs its gates
+    again; no version passes without its ``validation_passed`` record."""
     info = registry.get_version(cfg.name, version)
     if CHAMPION in info.aliases or info.lifecycle == Lifecycle.CHAMPION:
         # its lifecycle and aliases say champion; a fresh report must not demote it
@@ -125,16 +131,16 @@ def record_validation(
         audit.lock(promotion_lock_name(cfg.name), LOCK_TIMEOUT_SECONDS) as fence,
     ):
         recover(audit, fence, cfg.name, actor=actor)
+        if info.validation_status is not None:
+            registry.delete_tag(cfg.name, version, "validation_status")
         registry.set_tags(
             cfg.name,
             version,
             {
-                "validation_status": status,
                 "validation_reasons": json.dumps(reasons)[:4000],
                 "validation_report": report_uri,
                 "validated_at": now(),
                 "validated_against_champion": champion_version or NO_CHAMPION,
-                "lifecycle": Lifecycle.CHALLENGER if report.passed else Lifecycle.REJECTED,
             },
         )
         registry.set_description(cfg.name, version, report.summary())
@@ -149,6 +155,14 @@ def record_validation(
                 "violations": [v.to_dict() for v in report.violations],
                 "champion": champion_version,
                 "report": report_uri,
+            },
+        )
+        registry.set_tags(
+            cfg.name,
+            version,
+            {
+                "lifecycle": Lifecycle.CHALLENGER if report.passed else Lifecycle.REJECTED,
+                "validation_status": status,  # the verdict, once it is on record
             },
         )
         if report.passed:

@@ -41,6 +41,9 @@ VERSION_CREATE = r"POST /api/2.0/mlflow/model-versions/create "
 VERSION_TAG = r"POST /api/2.0/mlflow/model-versions/set-tag "
 ALIAS_WRITE = r"POST /api/2.0/mlflow/registered-models/alias "
 SIGNATURE_READ = r"GET /api/2.0/mlflow-artifacts/artifacts/\S+/signature/model\.sig "
+MODEL_READ = r"GET /api/2.0/mlflow/registered-models/get\?"
+"""MLflow's client reads the registered model before each write to it (a prompt is refused)."""
+RUN_READ = r"GET /api/2.0/mlflow/runs/get\?"
 
 SHORT_OUTAGE_SECONDS = 2.0
 CLIENT_RETRIES = 1
@@ -88,6 +91,13 @@ def cli(*args: str) -> Any:
     return CliRunner().invoke(app, list(args))
 
 
+def error_line(output: str) -> str:
+    """The one line the CLI prints for a failure (MLflow prints run links of its own)."""
+    lines = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
 def train(**kwargs: Any) -> Any:
     from flows.training import training_flow
 
@@ -111,6 +121,17 @@ def trial_runs(run_id: str) -> int:
     return len(found)
 
 
+def running_training_runs() -> int:
+    """Training runs MLflow still shows RUNNING (none should be: every run here has ended)."""
+    from mlsteward.governance.mlflow_adapter import PARENT_TAG, client
+
+    c = client()
+    experiment = c.get_experiment_by_name(MODEL)
+    assert experiment is not None
+    running = c.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    return sum(1 for r in running if PARENT_TAG not in r.data.tags)
+
+
 def nothing_unverified_is_usable() -> dict[str, bool]:
     """Every version either loads verified (hash and governance signature) or is refused by
     ``load_verified`` and holds no alias; every version that passed validation has a
@@ -132,16 +153,21 @@ def nothing_unverified_is_usable() -> dict[str, bool]:
     return {"no_unverified_version_usable": True}
 
 
-def promotable() -> str:
-    """A version the next promotion may take: the challenger while its validation compares
-    it with the current champion, else a new one trained now."""
+def promotable(weak: str) -> str:
+    """A version the next promotion may take. New versions beat the module's weak first
+    champion but tie with each other (same data, same seed), so the weak one is put back first
+    when another is champion (a plain rollback, no fault), then the challenger validated
+    against it is taken, or a new one trained against it."""
     from mlsteward.governance import registry
     from mlsteward.governance.candidate import needs_validation
 
+    if champion_now() != weak:
+        back = cli("rollback", MODEL, "--to", weak, "--reason", "the fault test's next round")
+        assert back.exit_code == 0, back.output
     found = registry.version_by_alias(MODEL, "challenger")
     if found is not None and not needs_validation(found):
         return found.version
-    result = train()
+    result = train(max_evals=1)
     assert result.governance.decision == "challenger", result.governance
     return str(result.version)
 
@@ -177,5 +203,247 @@ def test_tuning_rides_through_a_short_outage(
             "training_seconds": round(took, 2),
             "trials": TRIALS,
             "trial_runs_logged": logged,
+        },
+    )
+
+
+def test_tuning_outage_beyond_the_client_retries_names_the_server_and_a_rerun_trains(
+    server: MlflowServer, give_up_soon: None, fault_result: FaultResult
+) -> None:
+    before = version_numbers()
+    switch = KillSwitch(server, RUNS_CREATE, count=3, outage_seconds=None).arm()
+    failed = cli("train", MODEL, "--no-promote", "--max-evals", str(TRIALS))
+    switch.wait()
+    assert switch.fired and switch.fired_at is not None
+    failed_after = time.monotonic() - switch.fired_at
+    assert failed.exit_code == 1, failed.output
+    said = error_line(failed.output)
+    assert said.startswith(f"error: the MLflow tracking server at {server.url} is unavailable")
+    assert "Traceback" not in failed.output
+
+    server.start()
+    back = time.monotonic()
+    assert version_numbers() == before  # nothing registered by the failed run
+    rerun = train(max_evals=TRIALS)
+    rerun_seconds = time.monotonic() - back
+    assert rerun.version not in before
+    checks = assert_invariants([MODEL]) | nothing_unverified_is_usable()
+    fault_result.record(
+        "mlflow-restart-tuning",
+        point="as trial 2 of 4 is logged; down until the client gave up (1 retry, cut for the "
+        "test; the default is 7 over ~4 minutes)",
+        outcome="refused",
+        user_sees=said,
+        recovery_seconds=round(rerun_seconds, 2),
+        checks=checks,
+        figures={
+            "failed_after_kill_seconds": round(failed_after, 2),
+            "mlflow_runs_left_running": running_training_runs(),
+        },
+    )
+
+
+# -- registration ----------------------------------------------------------------------------
+
+
+def test_registration_rides_through_a_short_outage_during_the_model_upload(
+    server: MlflowServer, fault_result: FaultResult
+) -> None:
+    switch = KillSwitch(server, MODEL_UPLOAD, outage_seconds=SHORT_OUTAGE_SECONDS).arm()
+    result = train(max_evals=1)
+    switch.wait()
+    assert switch.fired_at and switch.back_at and switch.resumed_at
+    from mlsteward.governance import registry
+
+    info = registry.get_version(MODEL, result.version)
+    verified = registry.load_verified(info)  # signed, and the signature covers what is stored
+    assert verified.sha256 == result.artifact_sha256
+    checks = assert_invariants([MODEL]) | nothing_unverified_is_usable()
+    fault_result.record(
+        "mlflow-restart-registration",
+        point="as the model file is uploaded; back on the same port ~2 s later",
+        outcome="recovered",
+        user_sees="nothing: the upload is made again once the server is back; the version is "
+        "registered signed",
+        recovery_seconds=round(switch.resumed_at - switch.fired_at, 2),
+        checks=checks,
+        figures={
+            "server_down_seconds": round(switch.back_at - switch.fired_at, 2),
+            "client_resumed_after_back_seconds": round(switch.resumed_at - switch.back_at, 2),
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "count", "point"),
+    [
+        (VERSION_CREATE, 1, "as the version is created (signed, tags in the same call)"),
+        (VERSION_TAG, 5, "between the validation tags of the new version (5 of 6 written)"),
+    ],
+    ids=["version-create", "validation-tags"],
+)
+def test_registration_outage_beyond_the_client_retries_leaves_nothing_usable_unchecked(
+    server: MlflowServer,
+    give_up_soon: None,
+    fault_result: FaultResult,
+    pattern: str,
+    count: int,
+    point: str,
+) -> None:
+    from mlsteward.governance import registry
+
+    before = version_numbers()
+    switch = KillSwitch(server, pattern, count=count, outage_seconds=None).arm()
+    failed = cli("train", MODEL, "--no-promote", "--max-evals", "1")
+    switch.wait()
+    assert switch.fired and switch.fired_at is not None
+    assert failed.exit_code == 1, failed.output
+    said = error_line(failed.output)
+    assert said.startswith(f"error: the MLflow tracking server at {server.url} is unavailable")
+
+    server.start()
+    back = time.monotonic()
+    left = [v for v in version_numbers() if v not in before]
+    # What the interrupted run left is signed (it cannot be served otherwise) and can only
+    # become champion through the gates: a promote request validates it first.
+    checks = assert_invariants([MODEL]) | nothing_unverified_is_usable()
+    for version in left:
+        info = registry.get_version(MODEL, version)
+        registry.load_verified(info)
+    rerun = train(max_evals=1)
+    assert rerun.governance.decision in ("challenger", "rejected"), rerun.governance
+    checks |= assert_invariants([MODEL]) | nothing_unverified_is_usable()
+    fault_result.record(
+        "mlflow-restart-registration",
+        point=f"{point}; down until the client gave up (1 retry, cut for the test)",
+        outcome="refused",
+        user_sees=said,
+        recovery_seconds=round(time.monotonic() - back, 2),
+        checks=checks,
+        figures={
+            "versions_left_by_the_failed_run": len(left),
+            "mlflow_runs_left_running": running_training_runs(),
+        },
+    )
+
+
+# -- promotion -------------------------------------------------------------------------------
+
+
+def audit_actions(since: int) -> list[str]:
+    from mlsteward.audit import audit_store
+
+    with audit_store() as audit:
+        return [str(r.action) for r in audit.query(model=MODEL) if r.seq > since]
+
+
+def audit_head() -> int:
+    from mlsteward.audit import audit_store
+
+    with audit_store() as audit:
+        records = audit.query(model=MODEL)
+    return max((r.seq for r in records), default=0)
+
+
+def champion_now() -> str | None:
+    from mlsteward.audit import audit_store
+    from mlsteward.governance import champion
+
+    with audit_store() as audit:
+        state = champion.state(MODEL, audit)
+    assert state.consistent, state.problem()
+    return state.recorded
+
+
+def test_promotion_rides_through_a_short_outage_before_the_alias_write(
+    server: MlflowServer, champion_and_challenger: dict[str, Any], fault_result: FaultResult
+) -> None:
+    version = promotable(champion_and_challenger["champion"])
+    switch = KillSwitch(server, SIGNATURE_READ, outage_seconds=SHORT_OUTAGE_SECONDS).arm()
+    promoted = cli("promote", MODEL, version, "--reason", "fault test")
+    switch.wait()
+    assert switch.fired_at and switch.back_at and switch.resumed_at
+    assert promoted.exit_code == 0, promoted.output
+    assert champion_now() == version
+    checks = assert_invariants([MODEL]) | nothing_unverified_is_usable()
+    fault_result.record(
+        "mlflow-restart-promotion",
+        point="after the candidate's signature was checked, before the alias write; back on "
+        "the same port ~2 s later",
+        outcome="recovered",
+        user_sees="the promotion finishes, late: MLflow's client retries the alias write",
+        recovery_seconds=round(switch.resumed_at - switch.fired_at, 2),
+        checks=checks,
+        figures={
+            "server_down_seconds": round(switch.back_at - switch.fired_at, 2),
+            "client_resumed_after_back_seconds": round(switch.resumed_at - switch.back_at, 2),
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "count", "point", "repair"),
+    [
+        (RUN_READ, 1, "while the candidate's signature is read", None),
+        (MODEL_READ, 1, "after the intent record, as the alias write begins", "undone"),
+        (ALIAS_WRITE, 1, "as the alias is written", "finished"),
+        (VERSION_TAG, 2, "between the lifecycle tags after the alias write", "finished"),
+    ],
+    ids=["signature-read", "before-alias", "alias-write", "lifecycle-tags"],
+)
+def test_promotion_outage_beyond_the_client_retries_is_finished_or_undone(
+    server: MlflowServer,
+    champion_and_challenger: dict[str, Any],
+    give_up_soon: None,
+    fault_result: FaultResult,
+    pattern: str,
+    count: int,
+    point: str,
+    repair: str | None,
+) -> None:
+    version = promotable(champion_and_challenger["champion"])
+    previous = champion_now()
+    head = audit_head()
+    switch = KillSwitch(server, pattern, count=count, outage_seconds=None).arm()
+    failed = cli("promote", MODEL, version, "--reason", "fault test")
+    switch.wait()
+    assert switch.fired and switch.fired_at is not None
+    assert failed.exit_code == 1, failed.output
+    said = error_line(failed.output)
+    assert f"the MLflow tracking server at {server.url} is unavailable" in said, said
+    assert "Traceback" not in failed.output
+    # an outage is never mistaken for tampering
+    assert not {"signature_failed", "integrity_failed"} & set(audit_actions(head))
+
+    server.start()
+    back = time.monotonic()
+    status = cli("status", MODEL)
+    assert status.exit_code == 0, status.output
+    interrupted = "is not finished" in status.output
+    assert interrupted == (repair is not None), status.output
+    reconciled = cli("audit", "reconcile", MODEL, "--repair")
+    assert reconciled.exit_code == 0, reconciled.output
+    if repair is not None:
+        assert f"an interrupted promotion was {repair}" in reconciled.output, reconciled.output
+    expected = version if repair == "finished" else previous
+    assert champion_now() == expected
+    checks = assert_invariants([MODEL]) | nothing_unverified_is_usable()
+    repaired = time.monotonic() - back
+    if expected != version:  # the rerun: promote again
+        again = cli("promote", MODEL, version, "--reason", "fault test, again")
+        assert again.exit_code == 0, again.output
+        assert champion_now() == version
+        checks |= assert_invariants([MODEL])
+    fault_result.record(
+        "mlflow-restart-promotion",
+        point=f"{point}; down until the client gave up (1 retry, cut for the test)",
+        outcome="recovered" if repair == "finished" else "refused",
+        user_sees=said,
+        recovery_seconds=round(repaired, 2),
+        checks=checks,
+        figures={
+            "left_interrupted": interrupted,
+            "reconcile": repair or "nothing to do",
+            "champion_after_reconcile": "the new version" if expected == version else "unchanged",
         },
     )

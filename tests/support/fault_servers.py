@@ -187,11 +187,16 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+CLIENT_REQUEST = r'"(GET|POST|PUT|PATCH|DELETE) /(?!health)'
+"""Any request a client sends but the readiness probe's."""
+
+
 @dataclass
 class KillSwitch:
-    """Kills ``server`` once its access log shows the ``count``-th answer to a request matching
-    ``pattern``, and starts it again ``outage_seconds`` later (never, when None: the test
-    restarts it). Runs on a thread while the test drives the product in the foreground."""
+    """Kills ``server`` once its access log shows ``count`` more answers (than when armed) to
+    requests matching ``pattern``, and starts it again ``outage_seconds`` later (never, when
+    None: the test restarts it). Runs on a thread while the test drives the product in the
+    foreground; the times are ``time.monotonic()``."""
 
     server: MlflowServer
     pattern: str
@@ -199,21 +204,24 @@ class KillSwitch:
     outage_seconds: float | None = 2.0
     timeout: float = 300.0
     fired_at: float | None = None
-    restarted_at: float | None = None
-    """When the restarted server answered ``/health`` (monotonic)."""
+    back_at: float | None = None
+    """When the restarted server answered ``/health``."""
+    resumed_at: float | None = None
+    """When the restarted server answered its first client request (a client's retry)."""
     error: BaseException | None = None
     _thread: threading.Thread | None = None
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def arm(self) -> KillSwitch:
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        baseline = self.server.answered(self.pattern)
+        self._thread = threading.Thread(target=self._run, args=(baseline,), daemon=True)
         self._thread.start()
         return self
 
-    def _run(self) -> None:
+    def _run(self, baseline: int) -> None:
         deadline = time.monotonic() + self.timeout
         try:
-            while self.server.answered(self.pattern) < self.count:
+            while self.server.answered(self.pattern) < baseline + self.count:
                 if self._cancel.is_set() or time.monotonic() > deadline:
                     return
                 time.sleep(0.005)
@@ -223,15 +231,20 @@ class KillSwitch:
                 return
             time.sleep(self.outage_seconds)
             self.server.start()
-            self.restarted_at = time.monotonic()
+            self.back_at = time.monotonic()
+            while not self.server.answered(CLIENT_REQUEST):
+                if self._cancel.is_set() or time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+            self.resumed_at = time.monotonic()
         except BaseException as exc:  # surfaced by ``wait``
             self.error = exc
 
-    def wait(self, timeout: float = 180.0) -> None:
-        """Until the kill (and restart) are done; stops waiting for the pattern first."""
+    def wait(self, timeout: float = 300.0) -> None:
+        """Until the kill, the restart and the client's first request after it are done (or
+        nothing more can come: the test's operation has returned)."""
         assert self._thread is not None
-        if self.fired_at is None:
-            self._cancel.set()
+        self._cancel.set()
         self._thread.join(timeout)
         if self.error is not None:
             raise self.error
