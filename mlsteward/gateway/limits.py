@@ -71,7 +71,7 @@ def under_roots(value: str, roots: list[str]) -> bool:
         return any(value == root or value.startswith(root + "/") for root in roots if "://" in root)
     try:
         path = local_path(value)
-    except (OSError, ValueError):  # e.g. a NUL byte, or a symlink loop
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop, '~nobody'
         return False
     return any(path.is_relative_to(root) for root in roots if "://" not in root)
 

@@ -91,6 +91,8 @@ def parse_body(body: bytes) -> dict[str, Any]:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Refusal(400, f"the body is not JSON: {exc}") from exc
+    except RecursionError:  # within the size limit, '[' repeated nests deeper than Python goes
+        raise Refusal(400, "the body is not JSON a trigger can be: nested too deeply") from None
     if not isinstance(payload, dict):
         raise Refusal(400, f"the body must be a JSON object, not {type(payload).__name__}")
     return payload
@@ -225,14 +227,28 @@ def plan_trigger(payload: dict[str, Any], known: list[str], delivery: str) -> Pl
 
 
 def changed_files(payload: dict[str, Any]) -> tuple[set[str], set[str]]:
-    """(added or modified, removed) paths over every commit of a push."""
+    """(added or modified, removed) paths over every commit of a push.
+
+    Raises:
+        Refusal: 422 naming the field when ``commits`` is not a list of objects or a commit's
+            file list is not a list of paths: read loosely, a string's letters or a mapping's
+            keys would be taken for changed files, or nothing at all for every model.
+    """
     touched: set[str] = set()
     removed: set[str] = set()
-    for commit in payload.get("commits") or []:
-        if not isinstance(commit, dict):
-            continue
+    commits = payload.get("commits")
+    if commits is None:
+        return touched, removed
+    if not isinstance(commits, list) or not all(isinstance(c, dict) for c in commits):
+        raise Refusal(422, "'commits' must be a list of commit objects")
+    for n, commit in enumerate(commits):
         for key, bucket in (("added", touched), ("modified", touched), ("removed", removed)):
-            bucket.update(p for p in commit.get(key) or [] if isinstance(p, str))
+            paths = commit.get(key)
+            if paths is None:
+                continue
+            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+                raise Refusal(422, f"commits[{n}].{key} must be a list of paths")
+            bucket.update(paths)
     return touched, removed
 
 
@@ -307,8 +323,8 @@ def plan_push(payload: dict[str, Any], known: list[str], branches: list[str]) ->
     if payload.get("deleted") or after == ZERO_SHA:
         return Plan([], f"branch {branch!r} was deleted", info)
 
-    touched, removed = changed_files(payload)
     try:
+        touched, removed = changed_files(payload)
         models, why = models_to_train(touched, removed, known)
     except Refusal as refusal:
         refusal.details.update(info)

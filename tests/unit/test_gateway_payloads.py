@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
 import yaml
 
+from mlsteward.gateway.limits import check_paths
 from mlsteward.gateway.payloads import (
     Refusal,
+    RunRequest,
     check_fresh,
     delivery_id,
     deployment_name,
     event_of,
+    parse_body,
     parse_time,
     plan_push,
     plan_trigger,
@@ -180,3 +184,43 @@ def test_a_push_that_would_train_without_a_commit_sha_is_refused(after: str | No
     assert info.value.status == 422 and "'after' must be the pushed commit" in info.value.reason
     docs = plan_push({**push("README.md"), "after": after}, KNOWN, ["main"])
     assert docs.runs == []  # nothing to train: no commit needed
+
+
+# Found by fuzzing (tests/faults/test_fuzz_webhook.py): each once answered 500, or trained
+# every model.
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 100_000])
+def test_a_body_nested_too_deeply_is_not_json(body: bytes) -> None:
+    with pytest.raises(Refusal, match="nested too deeply") as refused:
+        parse_body(body)
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("commits", "field"),
+    [
+        (5, "'commits'"),
+        ("abc", "'commits'"),
+        ({"modified": ["x.py"]}, "'commits'"),
+        ([3], "'commits'"),
+        ([{"added": "x.py"}], "commits[0].added"),
+        ([{"modified": [7]}], "commits[0].modified"),
+        ([{"id": "1"}, {"removed": {"a": 1}}], "commits[1].removed"),
+    ],
+)
+def test_a_push_whose_commits_are_not_lists_is_refused_naming_the_field(
+    commits: object, field: str
+) -> None:
+    payload = {**push("docs/x.md"), "commits": commits}
+    with pytest.raises(Refusal, match=re.escape(field)) as refused:
+        plan_push(payload, KNOWN, ["main"])
+    assert refused.value.status == 422
+    assert refused.value.details["ref"] == "refs/heads/main"
+
+
+def test_a_file_parameter_under_an_unknown_users_home_is_outside_the_roots() -> None:
+    request = RunRequest("score", "heart_disease", {"source": "~no_such_user_xyz/x.csv"})
+    with pytest.raises(Refusal, match=r"parameters\.source") as refused:
+        check_paths(request, [str(REPO_ROOT / "data")])
+    assert refused.value.status == 422
