@@ -32,6 +32,7 @@ from mlsteward.features.retrieval import ROW_ID, get_training_frame
 from mlsteward.governance import promotion as governance
 from mlsteward.governance.registry import VerifiedModel
 from mlsteward.monitoring import prediction_log
+from mlsteward.monitoring.published import write_whole
 from mlsteward.monitoring.scoring import (
     PREDICTION_COLUMN,
     PROBA_COLUMN,
@@ -250,9 +251,11 @@ def prediction_summary(scored: ScoredBatch) -> dict[str, Any]:
 def record_scores(cfg: ModelConfig, scored: ScoredBatch, source: str, actor: str) -> dict[str, Any]:
     """The scored parquet, the prediction-log batch, the audit record, a Prefect artifact."""
     batch_id = prediction_log.new_id()
-    out = scored_dir(cfg.name) / f"scored-{batch_id}.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scored.frame.to_parquet(out, index=False)
+    # published whole: a run killed mid-write leaves no torn file under a finished one's name
+    out = write_whole(
+        scored_dir(cfg.name) / f"scored-{batch_id}.parquet",
+        lambda tmp: scored.frame.to_parquet(tmp, index=False),
+    )
     log_path = prediction_log.append(cfg.name, scored.frame, batch_id=batch_id)
     summary = {
         "model": cfg.name,

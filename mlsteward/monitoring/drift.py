@@ -55,6 +55,7 @@ report names the metric the retrain policy watches and its two values.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import ExitStack
 from enum import Enum
 from pathlib import Path
 
@@ -76,6 +77,7 @@ from mlsteward.monitoring.drift_sampling import (
     sampling_lines,
     with_presample,
 )
+from mlsteward.monitoring.published import draft
 from mlsteward.monitoring.quality import measure_quality, quality_lines
 
 
@@ -280,27 +282,31 @@ def compute_drift(
     specs, pred_spec, label_spec = _column_specs(
         cfg, reference, current, outputs, labelled, pred, label if labelled is not None else None
     )
-    found, report_path = _measure(
-        reference,
-        current,
-        partial,
-        labelled,
-        specs,
-        pred_spec,
-        label_spec,
-        html_path,
-        {pred: outputs} if pred is not None and output_reference is not None else {},
-    )
-    performance = None
-    if labelled is not None and pred is not None:
-        performance = measure_quality(outputs, labelled, label, pred, cfg, decision_threshold)
-    if report_path is not None:
-        page = Path(report_path)
-        checked = [found[s.column] for s in (*specs, pred_spec, label_spec) if s is not None]
-        annotate_html(page, sensitivity_lines(checked), title="What each test can see")
-        annotate_html(page, sampling_lines(sampling, rows_in))
-        annotate_html(page, quality_lines(performance, cfg), title="Quality on outcomes")
-        annotate_html(page, reference_lines(reference_info or {}), title="Reference")
+    # The page is written and annotated as a hidden draft and published whole at the end: a
+    # run killed meanwhile leaves no torn report under a finished one's name.
+    with ExitStack() as publishing:
+        page = None if html_path is None else publishing.enter_context(draft(Path(html_path)))
+        found, written = _measure(
+            reference,
+            current,
+            partial,
+            labelled,
+            specs,
+            pred_spec,
+            label_spec,
+            page,
+            {pred: outputs} if pred is not None and output_reference is not None else {},
+        )
+        performance = None
+        if labelled is not None and pred is not None:
+            performance = measure_quality(outputs, labelled, label, pred, cfg, decision_threshold)
+        if page is not None and written is not None:
+            checked = [found[s.column] for s in (*specs, pred_spec, label_spec) if s is not None]
+            annotate_html(page, sensitivity_lines(checked), title="What each test can see")
+            annotate_html(page, sampling_lines(sampling, rows_in))
+            annotate_html(page, quality_lines(performance, cfg), title="Quality on outcomes")
+            annotate_html(page, reference_lines(reference_info or {}), title="Reference")
+    report_path = str(html_path) if written is not None else None
     columns = {s.column: found[s.column] for s in specs}
     drifted = [c for c, r in columns.items() if r.drifted]
     return DriftResult(
