@@ -22,6 +22,8 @@ def _log(report: ReapReport) -> None:
             "reaped %s run %s (%s): %s", run.flow_name, run.flow_run_name, run.flow_run_id,
             run.message,
         )  # fmt: skip
+    for settled in report.promotions:
+        logger.warning("the reaped run's promotion: %s", settled)
     for closed in report.closed:
         logger.warning("closed the canary of %s: %s", closed.model, closed.reason)
     for note in report.left:

@@ -15,7 +15,10 @@ moment it entered its state) is older than the timeout has no process left. The 
 marks it Crashed with a message naming the heartbeat's age, ends as KILLED the MLflow run it
 left RUNNING (which would keep its snapshot from ``mlsteward gc``), and audits it
 (``run_reaped``); an open canary whose rollout run was reaped, or has ended without closing
-it, is closed (all traffic back to the champion) and audited (``rollout_reaped``).
+it, is closed (all traffic back to the champion) and audited (``rollout_reaped``). A change of
+champion a reaped run's model was left in the middle of (the run died between the promotion's
+intent and its signed completion) is finished or undone at once, as the next governance call
+would, so the alias and the record agree again without waiting for one.
 
 Which run opened a canary is what its ``rollout_started`` record's actor says
 (``flow-run:<id> …``), as the API reads it. A canary without such a record was not opened by a
@@ -41,8 +44,11 @@ from mlsteward.config.models import model_names
 from mlsteward.config.names import NAME_PATTERN
 from mlsteward.errors import ConfigError
 from mlsteward.governance import canary as canary_state
+from mlsteward.governance import champion
 from mlsteward.governance.approvals import prefect_api_configured
 from mlsteward.governance.mlflow_adapter import client as mlflow_client
+from mlsteward.governance.promotion import LOCK_TIMEOUT_SECONDS as PROMOTION_LOCK_SECONDS
+from mlsteward.governance.promotion import promotion_lock_name, recover
 
 TIMEOUT_VARIABLE = "MLSTEWARD_REAPER_TIMEOUT_SECONDS"
 DEFAULT_TIMEOUT_SECONDS = 300.0
@@ -119,13 +125,17 @@ class ReapReport:
     closed: list[ClosedCanary] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
     """What was seen but left alone, and why."""
+    promotions: list[str] = field(default_factory=list)
+    """Changes of champion a reaped run's model was left in the middle of (its intent recorded,
+    its completion not), each finished or undone, in words."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
         return (
-            f"{len(self.reaped)} run(s) reaped, {len(self.closed)} canary(ies) closed "
+            f"{len(self.reaped)} run(s) reaped, {len(self.closed)} canary(ies) closed, "
+            f"{len(self.promotions)} interrupted promotion(s) settled "
             f"({self.runs_checked} live run(s) checked, timeout {self.timeout_seconds:g} s)"
         )
 
@@ -199,6 +209,7 @@ def reap(
     with audit_store() as store, store.lock(LOCK_NAME, LOCK_TIMEOUT_SECONDS):
         survey = _survey(timeout)
         reaped = [r for c in survey.stale if (r := _crash(c, store, actor, timeout)) is not None]
+        promotions = _finish_promotions(reaped, store, actor)
         closed: list[ClosedCanary] = []
         left: list[str] = []
         for model in names:
@@ -207,7 +218,7 @@ def reap(
                 closed.append(outcome)
             elif outcome:
                 left.append(outcome)
-    return ReapReport(timeout, len(survey.live), reaped, closed, left)
+    return ReapReport(timeout, len(survey.live), reaped, closed, left, promotions)
 
 
 def configured_models() -> list[str]:
@@ -364,6 +375,25 @@ def _crash(
         },
     )
     return reaped
+
+
+def _finish_promotions(reaped: list[ReapedRun], store: AuditStore, actor: str) -> list[str]:
+    """Finish or undo the change of champion each reaped run's model was left in the middle of.
+
+    A run killed between a promotion's intent and its signed completion leaves the champion
+    alias and the record disagreeing until the next governance call on the model, which may be
+    days away: serving and ``status`` would report the model inconsistent all that time. Its
+    process is gone, so the change is settled now, under the promotion lock (a live promotion
+    holding it finishes first, and then nothing is left to settle).
+    """
+    done = []
+    for model in sorted({r.model for r in reaped if r.model is not None}):
+        with store.lock(promotion_lock_name(model), PROMOTION_LOCK_SECONDS) as fence:
+            interrupted = champion.pending(model, store)
+            outcome = recover(store, fence, model, actor=actor)
+        if outcome is not None and interrupted is not None:
+            done.append(f"{model}: {interrupted.describe()} {outcome}")
+    return done
 
 
 def _end_mlflow_runs(model: str, flow_run_id: str) -> list[str]:
