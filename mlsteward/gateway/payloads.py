@@ -210,7 +210,7 @@ def plan_trigger(payload: dict[str, Any], known: list[str], delivery: str) -> Pl
             f"unknown field(s) {', '.join(extra)}; a trigger has {', '.join(sorted(PLAIN_KEYS))}",
         )
     action = payload.get("action")
-    if action not in ACTIONS:
+    if not isinstance(action, str) or action not in ACTIONS:  # a list or object is no action
         raise Refusal(422, f"unknown action {action!r} (known: {', '.join(ACTIONS)})")
     model = check_model(payload.get("model"), known)
     parameters = payload.get("parameters") or {}

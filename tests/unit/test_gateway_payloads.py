@@ -219,6 +219,14 @@ def test_a_push_whose_commits_are_not_lists_is_refused_naming_the_field(
     assert refused.value.details["ref"] == "refs/heads/main"
 
 
+@pytest.mark.parametrize("action", [["train"], {"train": 1}, 5, None])
+def test_an_action_that_is_not_text_is_refused_naming_it(action: object) -> None:
+    payload = {"action": action, "model": "heart_disease", "timestamp": 0}
+    with pytest.raises(Refusal, match="unknown action") as refused:
+        plan_trigger(payload, KNOWN, "d-1")
+    assert refused.value.status == 422
+
+
 def test_a_file_parameter_under_an_unknown_users_home_is_outside_the_roots() -> None:
     request = RunRequest("score", "heart_disease", {"source": "~no_such_user_xyz/x.csv"})
     with pytest.raises(Refusal, match=r"parameters\.source") as refused:
