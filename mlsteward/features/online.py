@@ -4,10 +4,20 @@ Used on the request path by the prediction service and by online scoring, so thi
 imports nothing of training retrieval (``retrieval``) and resolves a feature service once per
 reader rather than once per read. Feast itself is imported when a reader is made: ``import
 feast`` takes seconds, and importing this module must stay cheap.
+
+An online store that goes away (Redis killed, restarted or unreachable) fails a read quickly
+and by name, as :class:`OnlineStoreUnavailable`, and the next read after it is back succeeds:
+the reader bounds each Redis call (a connect and a read timeout, one immediate retry on a
+fresh connection for a pooled one the restart closed), and after a failure answers at once
+for ``OUTAGE_COOL_DOWN_SECONDS`` before it asks the store again. Why: the prediction service
+reads on its event loop, and redis-py's defaults (no timeout; three retries with back-off up
+to ten seconds) held that loop ~7 s for every micro-batch while Redis was down, /healthz with
+it, and for ever while Redis was frozen (measured: tests/faults/test_redis_faults.py).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +29,20 @@ from mlsteward.features.store import FeastAdapterError, get_store
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
+    from feast.repo_config import RepoConfig
+
+SOCKET_TIMEOUT_SECONDS = 0.5
+"""How long one Redis connect or read may take (a read takes well under a millisecond): a
+frozen Redis costs a read this long, not for ever. A connection string that sets
+``socket_timeout`` or ``socket_connect_timeout`` keeps its own."""
+OUTAGE_COOL_DOWN_SECONDS = 1.0
+"""After a read failed for want of the store, reads fail at once this long before the store
+is asked again: the recovery is seen within about this long after the store is back."""
+
+
+class OnlineStoreUnavailable(FeastAdapterError):
+    """The online store did not answer (refused, reset or timed out): an outage of a
+    dependency, which the service answers with 503 naming it, not a bad request."""
 
 
 def online_features(
@@ -124,6 +148,9 @@ class OnlineReader:
         self.key_type = key_types.pop()
         self._config = store.config
         self._provider = get_provider(store.config)
+        self._where, self._outages = _bound_online_store(self._provider, store.config)
+        self._down_until = 0.0
+        self._down_why = ""
         # kept, not imported per read: ``read`` is on the prediction service's request path
         self._key = EntityKey
         self._to_protos = python_values_to_proto_values
@@ -154,6 +181,18 @@ class OnlineReader:
         no value), or None for an id no view has a row for."""
         if not ids:
             return []
+        if self._down_until:
+            if time.monotonic() < self._down_until:
+                raise OnlineStoreUnavailable(self._down_why)
+            self._down_until = 0.0  # the cool-down is over: this read asks the store again
+        try:
+            return self._read(ids)
+        except self._outages as exc:
+            self._down_why = f"the online store ({self._where}) is unavailable: {exc}"
+            self._down_until = time.monotonic() + OUTAGE_COOL_DOWN_SECONDS
+            raise OnlineStoreUnavailable(self._down_why) from exc
+
+    def _read(self, ids: list[Any]) -> list[dict[str, Any] | None]:
         values = self._to_protos(list(ids), self.key_type)
         keys = [self._key(join_keys=[self.entity], entity_values=[v]) for v in values]
         out: list[dict[str, Any] | None] = [None] * len(ids)
@@ -175,3 +214,34 @@ class OnlineReader:
                     if value is not None:
                         row[name] = self._to_python(value, read.types[name])
         return out
+
+
+def _bound_online_store(
+    provider: Any, config: RepoConfig
+) -> tuple[str, tuple[type[Exception], ...]]:
+    """What to call the online store in a message, and the errors that mean it is away.
+
+    A Redis store's client gets timeouts and one immediate retry instead of redis-py's
+    defaults (see the module's docstring): set on the client Feast's store will use, before its
+    first connection. Other stores (SQLite) are read as they are."""
+    online = config.online_store
+    if getattr(online, "type", None) != "redis" or getattr(online, "redis_type", None) not in (
+        None,
+        "redis",
+    ):
+        return f"{getattr(online, 'type', 'online')} store", (OSError,)
+    # Imported here: only a Redis online store needs redis-py (feast[redis]).
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = provider.online_store._get_client(online)  # Feast's own client for this store
+    kwargs = client.get_connection_kwargs()
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        if kwargs.get(name) is None:
+            kwargs[name] = SOCKET_TIMEOUT_SECONDS
+    # One retry, at once, on a fresh connection: a pooled one that a restarted Redis closed.
+    # A timeout is not retried: a frozen store would only cost twice as long.
+    client.set_retry(Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
+    where = f"Redis at {str(online.connection_string).split(',', 1)[0]}"
+    return where, (redis.ConnectionError, redis.TimeoutError, OSError)
