@@ -36,6 +36,7 @@ from mlsteward.audit import Action, AuditRecord, AuditStore, audit_store
 from mlsteward.config.models import load_model_config, model_config_paths, model_names
 from mlsteward.errors import ConfigError
 from mlsteward.gateway import limits, payloads, runs
+from mlsteward.gateway.answers import HOOK_REQUEST, HOOK_RESPONSES
 from mlsteward.gateway.deliveries import DeliveryLog, delivery_log
 from mlsteward.gateway.payloads import Plan, Refusal, Unauthenticated
 from mlsteward.gateway.refusals import ACTOR, RefusalTally, refusals_counter
@@ -320,7 +321,13 @@ def create_app(
     app.state.settings = settings
     app.state.refusals = gateway.refusals
 
-    @app.post(HOOK_PATH, status_code=202)
+    @app.post(
+        HOOK_PATH,
+        status_code=202,
+        response_model=None,
+        responses=HOOK_RESPONSES,
+        openapi_extra=HOOK_REQUEST,
+    )
     async def ci_hook(request: Request) -> JSONResponse:
         """Start the deployment runs a signed CI delivery asks for (see the module doc)."""
         return await gateway.answer(request)

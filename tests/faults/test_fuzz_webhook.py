@@ -46,6 +46,7 @@ BUGS_FIXED = (
     "a push whose commits (or a commit's file lists) were not lists answered 500, or trained "
     "every model",
     "a file parameter '~user/...' naming no user answered 500 (RuntimeError)",
+    "a trigger whose action was a list or an object answered 500 (TypeError)",
 )
 
 
