@@ -61,6 +61,7 @@ from mlsteward.serving.auth import Refused
 from mlsteward.serving.batcher import pinned_arm, unserved_version
 from mlsteward.serving.body import BodyTooLarge, closing, read_body, refused_unread
 from mlsteward.serving.features import TEXT, FieldError, FieldRule, RequestRejected, field_rules
+from mlsteward.serving.oip_openapi import oip_paths
 from mlsteward.serving.predict import (
     PredictRequest,
     count_answer,
@@ -888,6 +889,17 @@ def add_oip_routes(app: FastAPI, service: Service) -> None:
         return _error(404, f"{method} {path}: no such route of the Open Inference Protocol")
 
     app.router.routes.extend([*routes, Route("/v2/{rest:path}", elsewhere)])
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document with the protocol's routes in it (see ``oip_openapi``)."""
+        if app.openapi_schema is None:
+            schema = plain_openapi()
+            schema["paths"] = {**schema["paths"], **oip_paths(service.access.enabled)}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _config_rules(slot: ModelSlot) -> dict[str, FieldRule]:

@@ -599,7 +599,7 @@ def test_predict_command_asks_the_service(
 
 
 FUZZ_EXAMPLES = 60
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
 PREDICT_ROUTE = "/v1/models/{model}/predict"
 
 
@@ -644,7 +644,12 @@ def test_fuzzed_requests_never_get_a_server_error(service: Service) -> None:
 def test_fuzzed_requests_without_a_token_are_all_401_on_protected_routes(service: Service) -> None:
     seen = _fuzz(service, None)
     protected = {path: codes for path, codes in seen.items() if path not in OPEN_PATHS}
-    assert set(protected) == {PREDICT_ROUTE, "/v1/models/{model}"}, sorted(seen)
+    oip = {
+        "/v2", "/v2/models/{model}", "/v2/models/{model}/versions/{version}",
+        "/v2/models/{model}/ready", "/v2/models/{model}/versions/{version}/ready",
+        "/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer",
+    }  # fmt: skip
+    assert set(protected) == {PREDICT_ROUTE, "/v1/models/{model}", *oip}, sorted(seen)
     assert all(codes == {401} for codes in protected.values()), protected
     assert not any(code >= 500 for codes in seen.values() for code in codes), seen
 
