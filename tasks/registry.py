@@ -17,6 +17,7 @@ from mlsteward.config.paths import project_root
 from mlsteward.data.state import SnapshotInfo
 from mlsteward.features.repo import snapshot_entity_dtype
 from mlsteward.governance import mlflow_adapter
+from mlsteward.governance.abandoned_runs import end_abandoned_runs
 from mlsteward.governance.mlflow_adapter import RegisteredVersion
 from mlsteward.governance.promotion import open_audit
 from mlsteward.governance.registry import TrainedVersion
@@ -44,6 +45,12 @@ def pip_requirements() -> list[str]:
 def open_training_run(
     cfg: ModelConfig, snapshot: SnapshotInfo, flow_run_id: str | None, reason: str = "manual"
 ) -> str:
+    """The MLflow run this training writes to; first, the runs earlier trainings of the model
+    could not end (their flow runs are over) are ended as FAILED."""
+    try:
+        end_abandoned_runs(cfg.name)
+    except Exception as exc:  # housekeeping: the training goes on without it
+        run_logger().warning("runs left RUNNING by earlier trainings were not checked: %s", exc)
     run_id = mlflow_adapter.start_run(
         cfg.name,
         run_name=f"train-{cfg.name}",

@@ -67,15 +67,29 @@ def mlsteward_home(module_home: Path, tracking_server: MlflowServer) -> Path:
 
 
 @pytest.fixture
-def server(
-    tracking_server: MlflowServer, champion_and_challenger: dict[str, Any]
-) -> Iterator[MlflowServer]:
-    """The module's server with its trained stack, running when the test starts and ends."""
+def running(tracking_server: MlflowServer) -> Iterator[MlflowServer]:
+    """The module's server, running when the test starts and when it ends."""
     if not tracking_server.running:
         tracking_server.start()
     yield tracking_server
     if not tracking_server.running:
         tracking_server.start()
+
+
+@pytest.fixture(scope="module")
+def ingested(mlsteward_home: Path) -> None:
+    """The cohort ``champion_and_challenger`` trains on, ingested (all tuning needs)."""
+    from flows.ingestion import ingestion_flow
+    from mlsteward.data.synthetic import generate_cohort, write_dataset
+
+    cohort = mlsteward_home.parent / "cohort.parquet"
+    ingestion_flow(model=MODEL, source=str(write_dataset(generate_cohort(3_000, seed=5), cohort)))
+
+
+@pytest.fixture
+def server(running: MlflowServer, champion_and_challenger: dict[str, Any]) -> MlflowServer:
+    """The running server with the module's champion and challenger registered through it."""
+    return running
 
 
 @pytest.fixture
@@ -176,9 +190,11 @@ def promotable(weak: str) -> str:
 
 
 @pytest.mark.fault_subset
+@pytest.mark.usefixtures("ingested")
 def test_tuning_rides_through_a_short_outage(
-    server: MlflowServer, fault_result: FaultResult
+    running: MlflowServer, fault_result: FaultResult
 ) -> None:
+    server = running
     switch = KillSwitch(server, RUNS_CREATE, count=3, outage_seconds=SHORT_OUTAGE_SECONDS)
     switch.arm()  # the training run, then trials 0 and 1: killed as trial 1 is logged
     started = time.monotonic()
@@ -207,9 +223,11 @@ def test_tuning_rides_through_a_short_outage(
     )
 
 
+@pytest.mark.usefixtures("ingested")
 def test_tuning_outage_beyond_the_client_retries_names_the_server_and_a_rerun_trains(
-    server: MlflowServer, give_up_soon: None, fault_result: FaultResult
+    running: MlflowServer, give_up_soon: None, fault_result: FaultResult
 ) -> None:
+    server = running
     before = version_numbers()
     switch = KillSwitch(server, RUNS_CREATE, count=3, outage_seconds=None).arm()
     failed = cli("train", MODEL, "--no-promote", "--max-evals", str(TRIALS))
@@ -224,9 +242,12 @@ def test_tuning_outage_beyond_the_client_retries_names_the_server_and_a_rerun_tr
     server.start()
     back = time.monotonic()
     assert version_numbers() == before  # nothing registered by the failed run
+    left_running = running_training_runs()
+    assert left_running == 1  # the failed run could not end its MLflow run: the server was away
     rerun = train(max_evals=TRIALS)
     rerun_seconds = time.monotonic() - back
     assert rerun.version not in before
+    assert running_training_runs() == 0  # the rerun ended it as it opened its own
     checks = assert_invariants([MODEL]) | nothing_unverified_is_usable()
     fault_result.record(
         "mlflow-restart-tuning",
@@ -238,7 +259,7 @@ def test_tuning_outage_beyond_the_client_retries_names_the_server_and_a_rerun_tr
         checks=checks,
         figures={
             "failed_after_kill_seconds": round(failed_after, 2),
-            "mlflow_runs_left_running": running_training_runs(),
+            "mlflow_runs_left_running_until_the_rerun": left_running,
         },
     )
 

@@ -39,9 +39,11 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 CLIENTS = 3
 IDS_PER_REQUEST = 2
+CLIENT_PAUSE_SECONDS = 0.02
+"""Each client's pause between requests: steady load without spending the machine on it."""
 CLIENT_TIMEOUT_SECONDS = 30.0
 """Longer than any answer may take: a request still unanswered after it counts as a hang."""
-DOWN_SECONDS = 4.0
+DOWN_SECONDS = 3.0
 BACK_TIMEOUT_SECONDS = 60.0
 LOOKUP_FAILED = "online feature lookup failed"
 """The service's log line (with a traceback) for each micro-batch whose lookup failed."""
@@ -125,7 +127,8 @@ class Answer:
 
 @dataclass
 class Load:
-    """Clients posting entity-id predictions until stopped; every answer kept with its time."""
+    """Clients posting entity-id predictions until stopped, each waiting for its answer and
+    pausing briefly before the next; every answer kept with its time."""
 
     service: Service
     ids: list[int]
@@ -158,6 +161,7 @@ class Load:
                     status, detail = 0, f"{type(exc).__name__}: {exc}"
                 with self._lock:
                     self.answers.append(Answer(sent, time.monotonic() - sent, status, detail))
+                self._stop.wait(CLIENT_PAUSE_SECONDS)
 
     def stop(self) -> None:
         self._stop.set()
