@@ -2,7 +2,8 @@
 
 Clients reach MLflow as the production profile has them do: through a real ``mlflow server``
 (SQLite backend store, proxied artifacts) at ``MLFLOW_TRACKING_URI``; the module trains its
-stack through it (a champion and a challenger). Each test kills the server at a point read from
+stack through it (a champion and a challenger; the tuning tests need only the ingested cohort,
+so the cheap one, also in ``make test``, trains nothing else). Each test kills the server at a point read from
 its own access log (its N-th answer to a given request), in one of two ways:
 
 - a short outage: the server is started again on the same port about two seconds later. MLflow's
