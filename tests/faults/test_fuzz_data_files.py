@@ -21,7 +21,6 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -280,14 +279,11 @@ def test_every_file_is_accepted_with_valid_rows_or_refused_by_name(
 
 
 @pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Prefect API for the module's command-line runs (the test harness's server)."""
-    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+def prefect_api(prefect_harness: None) -> str:
+    """The session's Prefect test server, for the module's command-line runs."""
     from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield str(PREFECT_API_URL.value())
+    return str(PREFECT_API_URL.value())
 
 
 def real_cli(api: str, *args: str) -> tuple[int, str, str]:

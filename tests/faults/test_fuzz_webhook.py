@@ -17,10 +17,10 @@ the end must belong to a delivery that was accepted.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import suppress
 from typing import Any
 
 import pytest
@@ -151,20 +151,38 @@ def test_generated_deliveries_are_refused_by_name_before_any_server(
 
 
 @pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Prefect API (the test harness's server) with the model's train, score and drift
-    deployments registered as prefect.yaml declares them, and nothing serving them: a run a
-    delivery starts stays scheduled, where the test finds it."""
-    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+def prefect_api(prefect_harness: None) -> Iterator[str]:
+    """The session's Prefect test server with the model's train, score and drift deployments
+    registered as prefect.yaml declares them, and nothing serving them: a run a delivery
+    starts stays scheduled, where the test finds it. The runs the module started, and the
+    deployments it registered, are deleted at its end, so nothing a later module serves
+    picks them up."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
 
     from tests.support.serve_training import runner_deployment
 
-    with prefect_test_harness(server_startup_timeout=120):
-        for name in DEPLOYMENTS:
-            runner_deployment(name).apply()
+    deployments = [runner_deployment(name) for name in DEPLOYMENTS]
+    with get_client(sync_client=True) as client:
+        existing = set()
+        for deployment in deployments:
+            with suppress(ObjectNotFound):
+                name = f"{deployment.flow_name}/{deployment.name}"
+                existing.add(client.read_deployment_by_name(name).id)
+    registered = [deployment.apply() for deployment in deployments]
+    try:
         yield str(PREFECT_API_URL.value())
+    finally:
+        with get_client(sync_client=True) as client:
+            for run in deployment_runs():
+                if (run.idempotency_key or "").startswith("mlsteward-webhook:fuzz-"):
+                    with suppress(ObjectNotFound):
+                        client.delete_flow_run(run.id)
+            for deployment_id in registered:
+                if deployment_id not in existing:
+                    with suppress(ObjectNotFound):
+                        client.delete_deployment(deployment_id)
 
 
 def deployment_runs() -> list[Any]:
