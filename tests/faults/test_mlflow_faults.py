@@ -2,9 +2,9 @@
 
 Clients reach MLflow as the production profile has them do: through a real ``mlflow server``
 (SQLite backend store, proxied artifacts) at ``MLFLOW_TRACKING_URI``; the module trains its
-stack through it (a champion and a challenger; the tuning tests need only the ingested cohort,
-so the cheap one, also in ``make test``, trains nothing else). Each test kills the server at a point read from
-its own access log (its N-th answer to a given request), in one of two ways:
+stack through it (a champion and a challenger; the tuning tests need only the ingested cohort).
+Each test kills the server at a point read from its own access log (its N-th answer to a given
+request), in one of two ways:
 
 - a short outage: the server is started again on the same port about two seconds later. MLflow's
   client retries a refused or reset request (7 times with exponential back-off, ~4 minutes in
@@ -190,7 +190,6 @@ def promotable(weak: str) -> str:
 # -- tuning ----------------------------------------------------------------------------------
 
 
-@pytest.mark.fault_subset
 @pytest.mark.usefixtures("ingested")
 def test_tuning_rides_through_a_short_outage(
     running: MlflowServer, fault_result: FaultResult

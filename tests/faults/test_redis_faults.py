@@ -260,7 +260,6 @@ def check_outage(seen: dict[str, Any]) -> None:
     assert seen["keys"][1] == seen["keys"][0]  # the append-only file brought every key back
 
 
-@pytest.mark.fault_subset
 def test_redis_killed_under_load_answers_503_then_recovers_without_a_restart(
     service: Service, redis: RedisServer, served: dict[str, Any], fault_result: FaultResult
 ) -> None:
