@@ -16,11 +16,11 @@ Layout, per model, hidden from readers of the log (they only glob ``date=*/batch
 One segment is one batch: the log writer rotates the segment when it takes the model's queued
 rows, so the rows of a segment are exactly the rows of the batch, and the segment's name is
 the batch id the rows are published under. A segment is deleted once its batch is published.
-A start replays the segments of instances whose lock nobody holds (a crashed service) under
-their own batch ids: a batch published before the crash is not written twice, because the
-log refuses an existing batch id and the log writer counts that batch as written. Every
-service instance writes its own directory, so two services on one home never replay each
-other's live segments.
+A start replays the segments, of the models it serves, of instances whose lock nobody holds
+(a crashed service) under their own batch ids: a batch published before the crash is not
+written twice, because the log refuses an existing batch id and the log writer counts that
+batch as written. Every service instance writes its own directory, so two services on one
+home never replay each other's live segments.
 
 A record is ``length, CRC32`` (little-endian, 4 bytes each) and a payload: the model's name
 (2-byte length, UTF-8), the row count (4 bytes) and the rows' pickle. A record cut short by a
@@ -427,6 +427,11 @@ class WriteAheadLog:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(10)
+        if self._thread.is_alive():
+            # an fsync hung on a failing disk: closing the files under it could close another
+            # file that reuses a number; the process is ending, the kernel closes them
+            log.error("the write-ahead file's fsync did not return in 10 s; files left open")
+            return
         with self.lock:
             for wal in self.models.values():
                 wal.close()

@@ -161,7 +161,7 @@ def test_settings_defaults_and_the_derived_admission_limit(
 ) -> None:
     settings = ServingSettings.from_env()
     assert settings.log_fsync_ms == 100 and settings.rate_limit == 0
-    assert settings.in_flight_limit(128) == 4 * 128
+    assert settings.in_flight_limit(128) == 2 * 128
     monkeypatch.setenv("MLSTEWARD_SERVING_MAX_IN_FLIGHT", "7")
     monkeypatch.setenv("MLSTEWARD_SERVING_LOG_FSYNC_MS", "250")
     settings = ServingSettings.from_env()
