@@ -3,7 +3,11 @@ makes of what a dead service left, on real files and a real log-writer process."
 
 from __future__ import annotations
 
+import asyncio
+import os
 import pickle
+import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +18,7 @@ from mlsteward.config.settings import predictions_dir
 from mlsteward.monitoring import prediction_log
 from mlsteward.serving import wal
 from mlsteward.serving.admission import RateLimiter
-from mlsteward.serving.logbook import PredictionLogWriter
+from mlsteward.serving.logbook import PredictionLogUnavailable, PredictionLogWriter
 from mlsteward.serving.settings import ServingConfigError, ServingSettings
 
 MODEL = "heart_disease"
@@ -141,6 +145,32 @@ def test_a_batch_cut_off_between_two_days_is_finished_on_retry() -> None:
         prediction_log.append_table(MODEL, table, batch_id="cut")
     prediction_log.append_table(MODEL, table, batch_id="cut", resume=True)
     assert logged_ids() == ["a", "b"]
+
+
+def test_a_log_that_stopped_keeping_up_refuses_after_a_bounded_wait_and_loses_nothing() -> None:
+    w = PredictionLogWriter(max_rows=10, flush_seconds=0.05, room_wait_seconds=0.3)
+    w.register(MODEL, KINDS)
+    w.start()
+    assert w.offer(MODEL, rows(0, 1))
+    deadline = time.monotonic() + 30
+    while w.depth():  # the writer process is up and has written a batch
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    child = w._sink._proc
+    assert child is not None and child.pid is not None
+    os.kill(child.pid, signal.SIGSTOP)  # a disk so slow that nothing is written
+    try:
+        assert w.offer(MODEL, rows(1, 8))
+        started = time.monotonic()
+        with pytest.raises(PredictionLogUnavailable, match=r"^prediction log is behind: 8 "):
+            asyncio.run(w.put(MODEL, rows(20, 5)))
+        waited = time.monotonic() - started
+        assert 0.3 <= waited < 2, waited
+        assert w.failure is None, "behind is not broken: /healthz stays 200"
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    assert w.close() == 0
+    assert logged_ids() == sorted(f"r{i}" for i in range(9))
 
 
 @pytest.mark.parametrize(
