@@ -195,9 +195,7 @@ def champion_put_back(stack: dict[str, Any], config_dir: Path) -> Iterator[None]
         )  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "sig", [SIGNALS[0], pytest.param(signal.SIGKILL, id="sigkill", marks=pytest.mark.fault_subset)]
-)
+@pytest.mark.parametrize("sig", [SIGNALS[0], pytest.param(signal.SIGKILL, id="sigkill")])
 def test_a_run_paused_for_approval_stays_paused_and_resumes_on_approval(
     sig: signal.Signals,
     stack: dict[str, Any],

@@ -266,7 +266,6 @@ def test_training_killed_at_seeded_points_is_reaped_and_reruns(
     record_all(fault_result, "worker-sigkill-training", killed, after)
 
 
-@pytest.mark.fault_subset
 def test_scoring_killed_as_it_writes_its_scored_file_leaves_no_torn_file(
     stack: dict[str, Any], env: dict[str, str], tmp_path: Path, fault_result: FaultResult
 ) -> None:
