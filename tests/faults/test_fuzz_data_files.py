@@ -262,7 +262,7 @@ def test_every_file_is_accepted_with_valid_rows_or_refused_by_name(
 ) -> None:
     cfg = config(model)
     tally = Tally()
-    fuzz_ingest(cfg, tmp_path, example_count(request, quick=25, full=300), tally)
+    fuzz_ingest(cfg, tmp_path, example_count(request, quick=60, full=300), tally)
     checks = assert_invariants([cfg.name], champions=False)
     assert tally.outcomes["accepted"] and tally.outcomes["refused"], tally.figures()
     fault_result.record(

@@ -87,7 +87,9 @@ class Tally:
 
     def figures(self) -> dict[str, int]:
         """Numbers only: the reliability page prints each one."""
-        by_class = Counter(f"answers_{s[0]}xx" for s in self.statuses.elements())
+        by_class = Counter(
+            "answers_503" if s == "503" else f"answers_{s[0]}xx" for s in self.statuses.elements()
+        )
         return {
             "requests_sent": sum(self.sent.values()),
             **{f"requests_{caller}": n for caller, n in self.sent.items()},
