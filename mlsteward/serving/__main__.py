@@ -2,7 +2,9 @@
 
 Runs on uvicorn's asyncio loop: under overload uvloop starved connections (p99 1-2 s in
 measurements) where asyncio held about 230 ms. SIGTERM stops accepting, lets in-flight
-requests finish, then writes every queued prediction to the log before the process exits.
+requests finish, then writes every queued prediction to the log before the process exits; after
+a SIGKILL the next start writes them from the log's write-ahead file (``mlsteward.serving.wal``)
+before it answers anyone.
 """
 
 from __future__ import annotations

@@ -166,7 +166,11 @@ class PredictionLogWriter:
         timezone-aware UTC)."""
         with self._cond:
             self._types[model] = {c: _ARROW_TYPES[k] for c, k in kinds.items()}
-            self._queues.setdefault(model, _Pickled())
+            if model not in self._queues:
+                self._queues[model] = _Pickled()
+                # the depth's series starts at 0, not at the first prediction: a queue that has
+                # never been empty since the series began reads as one that never drains
+                self._on_depth(model, 0)
 
     def start(self) -> None:
         """Replay what crashed services left in the registered models' write-ahead files,
@@ -329,7 +333,10 @@ class PredictionLogWriter:
                 )  # fmt: skip
             except LogWriteFailed as exc:
                 self.failures += 1
-                self._fail(batch.model, exc)
+                if exc.errno is not None:  # the disk refused: predict says so until it takes writes
+                    self._fail(batch.model, exc)
+                # otherwise a bug in building the file: the rows are kept and retried, and only
+                # a queue that fills up turns requests away
                 log.error("could not write %d prediction(s) of %s (%s); retrying", batch.rows,
                           batch.model, exc.reason)  # fmt: skip
                 return False

@@ -22,6 +22,7 @@ batch an earlier attempt did not, ``prediction_log.append_table(resume=True)``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import multiprocessing
@@ -112,8 +113,8 @@ def serve(conn: Connection) -> None:
                 answer = ("ok", 0)  # another process published the same batch meanwhile
             else:  # something else in the way, such as a file where a day directory goes
                 answer = ("error", (exc.errno, exc.strerror or str(exc)))
-        except OSError as exc:
-            answer = ("error", (exc.errno, exc.strerror or str(exc)))
+        except OSError as exc:  # the disk refused; errno tells the service it was the disk
+            answer = ("error", (exc.errno or errno.EIO, exc.strerror or str(exc)))
         except Exception as exc:
             answer = ("error", (None, f"{type(exc).__name__}: {exc}"))
         conn.send(answer)

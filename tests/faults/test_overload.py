@@ -15,14 +15,16 @@ request is answered again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from tests.faults.conftest import FaultResult
 from tests.support.disk import metric, scrape
 from tests.support.fault_checks import assert_invariants
 from tests.support.governance import MODEL, write_config
+from tests.support.platform import free_port
 from tests.support.serving import FAST_TUNING, SERVICE_SETTINGS, Service, bearer, issue_token
 
 FAULT = "overload"
@@ -149,7 +152,6 @@ def infer_body(entity: Any) -> dict[str, Any]:
     return {"inputs": [{"name": "patient_id", "datatype": "INT64", "shape": [1], "data": [entity]}]}
 
 
-@pytest.mark.fault_subset
 def test_a_token_beyond_its_rate_gets_429_and_others_do_not(
     stack: dict[str, Any], start_service: Callable[..., Service], fault_result: FaultResult
 ) -> None:
@@ -205,4 +207,130 @@ def test_a_token_beyond_its_rate_gets_429_and_others_do_not(
         requests_failed=0,
         checks=checks,
         figures={"answered": statuses.count(200), "limited_429": statuses.count(429)},
+    )
+
+
+# -- the gate alone, on a service with nothing trained yet ---------------------------------------
+@contextlib.contextmanager
+def untrained_service(home: Path, settings: dict[str, str]) -> Iterator[str]:
+    """``python -m mlsteward.serving`` on a home with the model configured but not trained
+    (past the gate, its predict answers 503: nothing to serve), up when ``/healthz`` answers;
+    its URL. Stopped at the end."""
+    config = home.parent / "config"
+    write_config(config)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLSTEWARD_SERVING_")}
+    env.update(MLSTEWARD_HOME=str(home), MLSTEWARD_CONFIG_DIR=str(config), **settings)
+    log_path = home.parent / f"serving-{port}.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlsteward.serving", "--port", str(port), "--model", MODEL,
+             "--log-level", "warning"],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        yield url
+        assert process.poll() is None, f"the service died:\n{log_path.read_text()[-3000:]}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def held_open(url: str, path: str, key: str) -> tuple[socket.socket, bytes]:
+    """A predict request whose body is still arriving: in flight until the rest is sent."""
+    port = int(url.rsplit(":", 1)[1])
+    body = json.dumps({"entity_ids": [1]}).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body[:5]
+    )
+    return sock, body[5:]
+
+
+def finish(sock: socket.socket, rest: bytes) -> int:
+    """Send the rest of a held request's body; its answer's status."""
+    with sock:
+        sock.sendall(rest)
+        return int(sock.recv(65536).split(b" ", 2)[1])
+
+
+@pytest.mark.fault_subset
+def test_the_gate_sheds_beyond_its_limit_lets_probes_through_and_reopens(
+    fault_result: FaultResult, tmp_path: Path
+) -> None:
+    """Two requests held in flight (their bodies still arriving) against a limit of two: the
+    next predict, in either protocol, is refused at once while probes answer; a token past its
+    rate gets 429 while another token does not; once the held requests end, the gate admits
+    again. No model is needed for any of it: the gate stands before the model."""
+    limit, rate, burst = 2, 1, 3
+    settings = {"MLSTEWARD_SERVING_AUTH": "off", "MLSTEWARD_SERVING_MAX_IN_FLIGHT": str(limit),
+                "MLSTEWARD_SERVING_RATE_LIMIT": str(rate),
+                "MLSTEWARD_SERVING_RATE_BURST": str(burst)}  # fmt: skip
+    with untrained_service(tmp_path / "home", settings) as url:
+        held = [held_open(url, PREDICT, f"held-{k}") for k in range(limit)]
+        time.sleep(0.5)  # both reach the gate
+        started = time.monotonic()
+        v1 = httpx.post(f"{url}{PREDICT}", json={"entity_ids": [1]}, timeout=10)
+        refused_in = time.monotonic() - started
+        v2 = httpx.post(f"{url}{INFER}", json=infer_body(1), timeout=10)
+        assert v1.status_code == 503 and v1.headers["retry-after"] == "1", v1.text
+        assert v1.json()["detail"][0]["type"] == "overloaded"
+        assert "MLSTEWARD_SERVING_MAX_IN_FLIGHT" in v1.json()["detail"][0]["msg"]
+        assert v2.status_code == 503 and v2.headers["retry-after"] == "1", v2.text
+        assert "at capacity" in v2.json()["error"]
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+        text = scrape(url)
+        assert metric(text, "mlsteward_requests_in_flight") == limit
+        assert [finish(sock, rest) for sock, rest in held] == [503, 503]  # nothing to serve
+        again = httpx.post(f"{url}{PREDICT}", json={"entity_ids": [1]}, timeout=10)
+        assert again.status_code == 503 and again.json()["detail"][0]["type"] == "unavailable"
+        assert "capacity" not in again.json()["detail"][0]["msg"], "past the gate, to the model"
+        # the per-token rate: one token's burst, then 429; another token is its own bucket
+        answers = [
+            httpx.post(f"{url}{PREDICT}", json={"entity_ids": [1]}, timeout=10,
+                       headers={"Authorization": "Bearer busy"})
+            for _ in range(burst + 2)
+        ]  # fmt: skip
+        statuses = [a.status_code for a in answers]
+        assert statuses[:burst] == [503] * burst and 429 in statuses[burst:], statuses
+        limited = next(a for a in answers if a.status_code == 429)
+        assert int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["detail"][0]["type"] == "rate_limited"
+        other = httpx.post(f"{url}{PREDICT}", json={"entity_ids": [1]}, timeout=10,
+                           headers={"Authorization": "Bearer quiet"})  # fmt: skip
+        assert other.status_code == 503, other.text  # past the gate, to the model
+        text = scrape(url)
+        assert metric(text, "mlsteward_requests_shed_total", 'reason="in_flight"') == 2
+        assert metric(text, "mlsteward_requests_shed_total", 'reason="rate_limit"') >= 1
+        assert metric(text, "mlsteward_requests_in_flight") == 0
+    checks = assert_invariants([MODEL], champions=False)
+    fault_result.record(
+        FAULT,
+        point=f"the admission gate: {limit} requests held in flight against a limit of {limit}, "
+        f"and one token past a rate of {rate}/s (bursts of {burst})",
+        outcome="recovered",
+        user_sees="503 'the service is at capacity ...' (Retry-After: 1) while full, 429 past "
+        "the token's rate; /healthz and /metrics answered; admitted again once requests end",
+        recovery_seconds=0.0,
+        rows_lost=0,
+        requests_failed=0,
+        checks=checks,
+        figures={"refused_in_seconds": round(refused_in, 4)},
     )
