@@ -210,7 +210,21 @@ def this_process_on(server: PrefectServer, client_home: Path) -> Iterator[dict[s
             PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_SECONDS,
         }
     ):
-        yield client_env(server, client_home)
+        try:
+            yield client_env(server, client_home)
+        finally:
+            drain_prefect_workers()
+
+
+def drain_prefect_workers(timeout: float = 30.0) -> None:
+    """Send the logs and events this process's Prefect workers still hold, while the server is
+    up: left for the interpreter's exit, they wait on a server that is gone (the test process
+    hung at exit for over ten minutes, retrying)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout, at_exit=False)
 
 
 # -- flow runs in processes of their own --------------------------------------------------------
