@@ -13,7 +13,8 @@ process. The server stores the events and answers them through its events API, s
 needs no heartbeat of its own: a run whose newest heartbeat (or, if none arrived yet, the
 moment it entered its state) is older than the timeout has no process left. The reaper
 marks it Crashed with a message naming the heartbeat's age, ends as KILLED the MLflow run it
-left RUNNING (which would keep its snapshot from ``mlsteward gc``), and audits it
+left RUNNING (which would keep its snapshot from ``mlsteward gc``) and as FAILED a model it was
+still logging there (MLflow would show it PENDING, half its files copied), and audits it
 (``run_reaped``); an open canary whose rollout run was reaped, or has ended without closing
 it, is closed (all traffic back to the champion) and audited (``rollout_reaped``). A change of
 champion a reaped run's model was left in the middle of (the run died between the promotion's
@@ -99,6 +100,9 @@ class ReapedRun:
     mlflow_runs_ended: list[str] = field(default_factory=list)
     """Its MLflow runs still RUNNING, ended as KILLED (a running training run's snapshot is
     never collected by ``mlsteward gc``)."""
+    mlflow_models_failed: list[str] = field(default_factory=list)
+    """Models those runs were logging when the process died (MLflow keeps them PENDING, their
+    files half-copied), marked FAILED."""
 
 
 @dataclass(frozen=True)
@@ -345,7 +349,7 @@ def _crash(
         client.set_flow_run_state(run.id, Crashed(message=message), force=True)
     model = (run.parameters or {}).get("model")
     model = model if isinstance(model, str) and NAME_PATTERN.fullmatch(model) else None
-    ended = _end_mlflow_runs(model, str(run.id)) if model else []
+    ended, failed = _end_mlflow_runs(model, str(run.id)) if model else ([], [])
     reaped = ReapedRun(
         flow_run_id=str(run.id),
         flow_run_name=run.name,
@@ -356,6 +360,7 @@ def _crash(
         heartbeat_age_seconds=round(candidate.age, 1),
         message=message,
         mlflow_runs_ended=ended,
+        mlflow_models_failed=failed,
     )
     store.append(
         Action.RUN_REAPED,
@@ -372,6 +377,7 @@ def _crash(
             "heartbeat_age_seconds": reaped.heartbeat_age_seconds,
             "timeout_seconds": timeout,
             "mlflow_runs_ended": ended,
+            "mlflow_models_failed": failed,
         },
     )
     return reaped
@@ -396,20 +402,30 @@ def _finish_promotions(reaped: list[ReapedRun], store: AuditStore, actor: str) -
     return done
 
 
-def _end_mlflow_runs(model: str, flow_run_id: str) -> list[str]:
+def _end_mlflow_runs(model: str, flow_run_id: str) -> tuple[list[str], list[str]]:
     """End as KILLED the MLflow runs of MODEL's experiment that the flow run opened and never
-    closed; their ids."""
+    closed, and mark FAILED the models they were still logging; the runs' and models' ids."""
     c = mlflow_client()
     experiment = c.get_experiment_by_name(model)
     if experiment is None:
-        return []
+        return [], []
     found = c.search_runs(
         [experiment.experiment_id],
         f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}' and attributes.status = 'RUNNING'",
     )
+    failed = []
     for mlflow_run in found:
-        c.set_terminated(mlflow_run.info.run_id, status="KILLED")
-    return [r.info.run_id for r in found]
+        run_id = mlflow_run.info.run_id
+        c.set_terminated(run_id, status="KILLED")
+        # PENDING until MLflow finalises it after the last file: a model whose logging the
+        # process died in (status is compared here, MLflow's filter does not match it)
+        for logged in c.search_logged_models(
+            [experiment.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        ):
+            if str(logged.status) == "PENDING":
+                c.finalize_logged_model(logged.model_id, "FAILED")
+                failed.append(logged.model_id)
+    return [r.info.run_id for r in found], failed
 
 
 def _open_canaries(models: Iterable[str]) -> list[str]:

@@ -39,9 +39,11 @@ from tests.support.fault_prefect import (
     RunProcess,
     after_task,
     hidden_leftovers,
+    logged_models_dir,
     on_audit,
     on_file,
     open_mlflow_runs,
+    pending_logged_models,
     reap_until_crashed,
     run_state,
     strike,
@@ -172,10 +174,16 @@ def kill_and_reap(args: list[str], moment: Moment, env: dict[str, str], log: Pat
         ]  # fmt: skip
     assert len(reaped) == 1 and reaped[0].actor == "reaper", reaped
     assert open_mlflow_runs(MODEL, run_id) == []
+    assert pending_logged_models(MODEL) == []
     checks = assert_invariants([MODEL])
     torn = torn_outputs(MODEL)
     assert not torn, torn
-    checks |= {"run_marked_crashed": True, "mlflow_runs_ended": True, "no_torn_output": True}
+    checks |= {
+        "run_marked_crashed": True,
+        "mlflow_runs_ended": True,
+        "no_pending_mlflow_model": True,
+        "no_torn_output": True,
+    }
     return Killed(
         moment=moment,
         run_id=run_id,
@@ -187,6 +195,7 @@ def kill_and_reap(args: list[str], moment: Moment, env: dict[str, str], log: Pat
         figures={
             "reaper_timeout_seconds": REAPER_TIMEOUT_SECONDS,
             "mlflow_runs_killed": reaped[0].details.get("mlflow_runs_ended", []),
+            "mlflow_models_failed": reaped[0].details.get("mlflow_models_failed", []),
             "hidden_temp_files_left": len(hidden_leftovers(MODEL)),
             "promotions_settled_by_reaper": settled,
             # a batch logged (and audited) whole before the kill: the rerun logs it again
@@ -256,7 +265,10 @@ def record_all(
 def test_training_killed_at_seeded_points_is_reaped_and_reruns(
     stack: dict[str, Any], env: dict[str, str], tmp_path: Path, fault_result: FaultResult
 ) -> None:
+    """Seeded moments, then as the model's files appear in MLflow's artifact store (the run
+    is copying them), then inside the promotion (its intent recorded, its completion not)."""
     moments = [*seeded_moments("training", TRAINING_TASKS),
+               on_file(logged_models_dir(MODEL), "*/artifacts/*"),
                on_audit(Action.PROMOTION_INTENT, MODEL)]  # fmt: skip
     killed = [
         kill_and_reap(["train", MODEL], m, env, tmp_path / f"train-{n}.log")

@@ -422,7 +422,11 @@ def _file_probe(moment: Moment) -> Iterator[Callable[[], bool]]:
 
     def visible() -> set[str]:
         try:
-            return {p.name for p in directory.glob(pattern) if not p.name.startswith(".")}
+            return {
+                str(p.relative_to(directory))
+                for p in directory.glob(pattern)
+                if not p.name.startswith(".")
+            }
         except OSError:
             return set()
 
@@ -543,3 +547,26 @@ def open_mlflow_runs(model: str, flow_run_id: str) -> list[str]:
         f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}' and attributes.status = 'RUNNING'",
     )
     return [r.info.run_id for r in found]
+
+
+def pending_logged_models(model: str) -> list[str]:
+    """Models of ``model``'s experiment that MLflow still shows PENDING: logged by a run that
+    never finished copying their files."""
+    from mlsteward.governance.mlflow_adapter import client
+
+    experiment = client().get_experiment_by_name(model)
+    if experiment is None:
+        return []
+    found = client().search_logged_models([experiment.experiment_id])
+    return [m.model_id for m in found if str(m.status) == "PENDING"]
+
+
+def logged_models_dir(model: str) -> Path:
+    """Where the local artifact store puts the files of ``model``'s logged models."""
+    from urllib.parse import urlparse
+
+    from mlsteward.governance.mlflow_adapter import client
+
+    experiment = client().get_experiment_by_name(model)
+    assert experiment is not None, f"no MLflow experiment {model}"
+    return Path(urlparse(experiment.artifact_location).path) / "models"
