@@ -47,6 +47,8 @@ def gather(run_dir: Path) -> list[dict[str, Any]]:
 def _number(value: Any, unit: str = "") -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value) + unit
     if isinstance(value, float):
         text = f"{value:,.2f}" if value < 10 else f"{value:,.1f}"
     else:
