@@ -113,7 +113,9 @@ def write_snapshot(cfg: ModelConfig, good: pd.DataFrame) -> tuple[Path, str]:
     ordered = good.sort_values([cfg.timestamp_column, cfg.source.entity], kind="mergesort")
     table = pa.Table.from_pandas(ordered.reset_index(drop=True), preserve_index=False)
     directory = snapshots_dir(cfg.name)
-    fd, tmp_name = tempfile.mkstemp(dir=directory, suffix=".parquet.tmp")
+    # Hidden while it is written: a run killed here leaves no file a reader could take for a
+    # snapshot (readers and `mlsteward gc` look at `<digest>.parquet` only).
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".", suffix=".parquet.tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:

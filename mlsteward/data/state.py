@@ -45,6 +45,6 @@ def current_snapshot(model: str) -> SnapshotInfo | None:
 
 def set_current_snapshot(info: SnapshotInfo) -> None:
     p = _pointer(info.model)
-    tmp = p.with_suffix(".tmp")
+    tmp = p.with_name(f".{p.name}.tmp")  # hidden until it replaces the pointer
     tmp.write_text(json.dumps(info.model_dump(), indent=2, sort_keys=True))
     os.replace(tmp, p)
