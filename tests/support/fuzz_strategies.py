@@ -264,8 +264,9 @@ TIME_FORMATS_BROKEN = (
 
 def time_cell(when: datetime, style: str, rng: random.Random) -> Cell:
     """``when`` (aware, UTC) written in ``style``, with what the contract should read."""
-    if style == "iso_z":
-        return Cell(when.strftime("%Y-%m-%dT%H:%M:%SZ"), when, when)
+    if style == "iso_z":  # whole seconds: the text carries no fraction, so neither may the rest
+        whole = when.replace(microsecond=0)
+        return Cell(whole.strftime("%Y-%m-%dT%H:%M:%SZ"), whole, whole)
     if style == "iso_offset":
         minutes = rng.choice([-720, -300, -210, 0, 60, 330, 345, 525, 840])
         local = when.astimezone(timezone(timedelta(minutes=minutes)))
