@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,16 @@ _KEYS = ("fault", "point", "outcome", "user_sees", "recovery_seconds", "rows_los
 sys.path.insert(0, str(ROOT))
 from tests.faults.catalogue import FAULTS  # noqa: E402  (the catalogue lives with the tests)
 
+_TEMP_PATH = re.compile(r"/tmp/pytest-of-[^/\s]+/pytest-\d+/(?:popen-gw\d+/)?")
+
 
 def gather(run_dir: Path) -> list[dict[str, Any]]:
-    """The results a run left, one per fault and point (a later file wins), in catalogue order."""
+    """The results a run left, one per fault and point (a later file wins), in catalogue order;
+    the test run's temporary folders are written ``<tmp>/``."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(run_dir.glob("*.json")):
-        row = json.loads(path.read_text(encoding="utf-8"))
+        text = _TEMP_PATH.sub("<tmp>/", path.read_text(encoding="utf-8"))
+        row = json.loads(text)
         rows[(row["fault"], row["point"])] = {k: row.get(k) for k in _KEYS}
     order = {fault: n for n, fault in enumerate(FAULTS)}
     return sorted(rows.values(), key=lambda r: (order.get(r["fault"], len(order)), r["point"]))
@@ -129,8 +134,12 @@ def render(results: list[dict[str, Any]]) -> str:
         "## The tests behind the rows",
         "",
     ]
-    tests = sorted({r["test"] for r in results})
-    lines += [f"- `{t}`" for t in tests] or ["- none"]
+    by_file: dict[str, set[str]] = {}
+    for r in results:
+        path, _, name = r["test"].partition("::")
+        by_file.setdefault(path, set()).add(name.split("[")[0])
+    lines += [f"- `{path}`: {', '.join(sorted(names))}" for path, names in sorted(by_file.items())]
+    lines += [] if by_file else ["- none"]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,65 @@
+"""The reliability page says what the fault suite measured: it is exactly what the committed
+results render to, and every fault in the catalogue has a passing result behind it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.faults.catalogue import FAULTS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def generator() -> Iterator[ModuleType]:
+    name = "mlsteward_docs_generate_reliability"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / "generate_reliability.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_the_page_is_what_the_results_render_to(generator: ModuleType) -> None:
+    results = json.loads(generator.RESULTS_JSON.read_text(encoding="utf-8"))
+    assert generator.PAGE.read_text(encoding="utf-8") == generator.render(results), (
+        "docs/reliability.md is stale: run .venv/bin/python docs/generate_reliability.py "
+        "--render-only"
+    )
+
+
+def test_every_fault_has_a_passing_result(generator: ModuleType) -> None:
+    results = json.loads(generator.RESULTS_JSON.read_text(encoding="utf-8"))
+    measured = {r["fault"] for r in results}
+    assert set(FAULTS) <= measured, f"not measured: {sorted(set(FAULTS) - measured)}"
+    assert measured <= set(FAULTS), f"not in the catalogue: {sorted(measured - set(FAULTS))}"
+    failed = [f"{r['fault']} at {r['point']}" for r in results if not r["passed"]]
+    assert not failed, f"results from failing tests: {failed}"
+
+
+def test_gathering_keeps_the_newest_result_per_fault_and_point(
+    generator: ModuleType, tmp_path: Path
+) -> None:
+    row = {"fault": "soak", "point": "p", "outcome": "recovered", "user_sees": "x",
+           "recovery_seconds": 1.5, "rows_lost": 0, "requests_failed": 0, "checks": {},
+           "figures": {"requests": 10}, "test": "t", "passed": True}  # fmt: skip
+    (tmp_path / "a.json").write_text(json.dumps({**row, "rows_lost": 3}))
+    (tmp_path / "b.json").write_text(json.dumps(row))
+    (tmp_path / "c.json").write_text(json.dumps({**row, "fault": "overload", "passed": False}))
+    gathered = generator.gather(tmp_path)
+    assert [(r["fault"], r["rows_lost"]) for r in gathered] == [("overload", 0), ("soak", 0)]
+    page = generator.render(gathered)
+    assert "**test failed** (recovered)" in page
+    assert "| 1.50 s | 0 | 0 | requests 10 |" in page
+    assert "not measured: mlflow-restart-tuning" in page
