@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from tests.conftest import REPO_ROOT
+from tests.support.fault_servers import signal_group, venv_bin
 from tests.support.platform import free_port
 
 READY_TIMEOUT_SECONDS = 180.0
@@ -46,21 +46,6 @@ heartbeat, which the reaper warns about: here no live run can be taken for a dea
 run a test judges was killed by it."""
 FLOW_RUN_URL = re.compile(r"/runs/flow-run/([0-9a-f-]{36})")
 TASK_FINISHED = re.compile(r"Task run '(.+)-[0-9a-f]{3}' - Finished in state (\w+)")
-
-
-def _bin(name: str) -> str:
-    """A console script of this virtualenv (beside the interpreter), else one on PATH."""
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"{name} is not installed")
-    return found
-
-
-def _signal_group(process: subprocess.Popen[Any], sig: int) -> None:
-    """``sig`` to the process group ``process`` leads (it was started in a session of its own)."""
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -114,7 +99,7 @@ class PrefectServer:
         """Seconds until the API answers (and its database with it)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.starts += 1
-        argv = [_bin("prefect"), "server", "start", "--host", "127.0.0.1",
+        argv = [venv_bin("prefect"), "server", "start", "--host", "127.0.0.1",
                 "--port", str(self.port), "--no-ui"]  # fmt: skip
         started = time.monotonic()
         with self.log_path.open("wb") as out:
@@ -143,13 +128,13 @@ class PrefectServer:
         """Seconds until every process of the server has exited."""
         assert self.process is not None
         started = time.monotonic()
-        _signal_group(self.process, sig)
+        signal_group(self.process, sig)
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            _signal_group(self.process, signal.SIGKILL)
+            signal_group(self.process, signal.SIGKILL)
             self.process.wait(timeout=10)
-        _signal_group(self.process, signal.SIGKILL)  # a process the leader left behind
+        signal_group(self.process, signal.SIGKILL)  # a process the leader left behind
         return time.monotonic() - started
 
     def restart(self, sig: signal.Signals) -> Restart:
@@ -311,7 +296,7 @@ class RunProcess:
         """SIGKILL to the run's whole process group; when it was sent."""
         if self.killed_at is None:
             self.killed_at = time.monotonic()
-            _signal_group(self.process, signal.SIGKILL)
+            signal_group(self.process, signal.SIGKILL)
         self.process.wait(timeout=30)
         self._reader.join(timeout=10)
         return self.killed_at

@@ -33,7 +33,7 @@ from tests.support.platform import free_port
 READY_TIMEOUT_SECONDS = 120.0
 
 
-def _bin(name: str) -> str:
+def venv_bin(name: str) -> str:
     """A console script of this virtualenv (beside the interpreter), else one on PATH."""
     here = Path(sys.executable).parent / name
     found = str(here) if here.exists() else shutil.which(name)
@@ -42,7 +42,7 @@ def _bin(name: str) -> str:
     return found
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+def signal_group(process: subprocess.Popen[Any], sig: int) -> None:
     """``sig`` to the process group the server leads (it was started in a session of its own),
     so its workers get it too; nothing when it has gone."""
     with suppress(ProcessLookupError):
@@ -52,14 +52,14 @@ def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
 def _end_group(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     """SIGTERM to the group, SIGKILL when it has not exited in time; always reaped."""
     if process.poll() is None:
-        _signal_group(process, signal.SIGCONT)  # a frozen server cannot exit on SIGTERM
-        _signal_group(process, signal.SIGTERM)
+        signal_group(process, signal.SIGCONT)  # a frozen server cannot exit on SIGTERM
+        signal_group(process, signal.SIGTERM)
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _signal_group(process, signal.SIGKILL)
+            signal_group(process, signal.SIGKILL)
             process.wait(timeout=10)
-    _signal_group(process, signal.SIGKILL)  # a worker the leader left behind
+    signal_group(process, signal.SIGKILL)  # a worker the leader left behind
     process.wait(timeout=10)
 
 
@@ -112,18 +112,18 @@ class _Owned:
         """SIGKILL to the whole server: no shutdown, no flush, connections reset."""
         assert self.process is not None
         self.killed_at = time.monotonic()
-        _signal_group(self.process, signal.SIGKILL)
+        signal_group(self.process, signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def freeze(self) -> None:
         """SIGSTOP: the server holds its connections open and answers nothing."""
         assert self.process is not None
         self.killed_at = time.monotonic()
-        _signal_group(self.process, signal.SIGSTOP)
+        signal_group(self.process, signal.SIGSTOP)
 
     def thaw(self) -> None:
         assert self.process is not None
-        _signal_group(self.process, signal.SIGCONT)
+        signal_group(self.process, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -145,7 +145,7 @@ class MlflowServer(_Owned):
 
     def argv(self) -> list[str]:
         return [
-            _bin("mlflow"), "server",
+            venv_bin("mlflow"), "server",
             "--backend-store-uri", f"sqlite:///{self.directory / 'mlflow.db'}",
             "--serve-artifacts", "--artifacts-destination", str(self.directory / "artifacts"),
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
@@ -283,7 +283,7 @@ class RedisServer(_Owned):
     def argv(self) -> list[str]:
         durable = ["--appendonly", "yes", "--appendfsync", "always"]
         return [
-            _bin("redis-server"),
+            venv_bin("redis-server"),
             "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
             "--save", "", *(durable if self.persistent else ["--appendonly", "no"]),
             "--daemonize", "no", "--protected-mode", "no",
