@@ -174,12 +174,18 @@ class Orphan:
     def release(self) -> None:
         if self.lock_fd < 0:
             return
-        with contextlib.suppress(OSError):
-            if not any(self.directory.glob(f"*{SUFFIX}")):
-                shutil.rmtree(self.directory, ignore_errors=True)
-                self.lock_path.unlink(missing_ok=True)
-        os.close(self.lock_fd)
+        _let_go(self.directory, self.lock_path, self.lock_fd)
         self.lock_fd = -1
+
+
+def _let_go(directory: Path, lock_path: Path, lock_fd: int) -> None:
+    """Give up an instance's directory: removed (with its lock file) once no segment is left
+    in it, then the lock released, so no later start finds an empty instance to replay."""
+    with contextlib.suppress(OSError):
+        if not any(directory.glob(f"*{SUFFIX}")):
+            shutil.rmtree(directory, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+    os.close(lock_fd)
 
 
 def orphans(root: Path) -> Iterator[Orphan]:
@@ -333,11 +339,7 @@ class ModelWal:
                 seg.path.unlink(missing_ok=True)
         self.sealed, self.current = [], None
         if self.lock_fd >= 0:
-            with contextlib.suppress(OSError):
-                if not any(self.directory.glob(f"*{SUFFIX}")):
-                    shutil.rmtree(self.directory, ignore_errors=True)
-                    self.lock_path.unlink(missing_ok=True)
-            os.close(self.lock_fd)
+            _let_go(self.directory, self.lock_path, self.lock_fd)
             self.lock_fd = -1
 
 
