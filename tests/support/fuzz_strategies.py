@@ -42,12 +42,15 @@ from mlsteward.config.sections.data import FeatureSpec
 
 def example_count(request: pytest.FixtureRequest, *, quick: int, full: int) -> int:
     """Examples per property: ``quick`` where the run selects the ``fault_subset`` tests
-    (``make test``), ``full`` otherwise (``make test-faults``); ``MLSTEWARD_FUZZ_EXAMPLES``
-    sets the full count (and the quick one, when it is smaller)."""
+    (``make test``), ``full`` otherwise (``make test-faults``, and ``.ci/run``'s ``faults and
+    not fault_subset``); ``MLSTEWARD_FUZZ_EXAMPLES`` sets the full count (and the quick one,
+    when it is smaller)."""
     chosen = os.environ.get("MLSTEWARD_FUZZ_EXAMPLES")
     full = int(chosen) if chosen else full
     quick = min(quick, full)
-    return quick if "fault_subset" in (request.config.getoption("markexpr") or "") else full
+    selection = " ".join((request.config.getoption("markexpr") or "").split())
+    subset_only = "fault_subset" in selection and "not fault_subset" not in selection
+    return quick if subset_only else full
 
 
 class _Marker:
