@@ -204,6 +204,41 @@ def signed_send(client: TestClient, secret: str, signer: str) -> Callable[[Any],
     return send
 
 
+def fuzz_every_caller(
+    schema: Any,
+    call: Callable[[Any, dict[str, str]], Any],
+    callers: dict[str, dict[str, str]],
+    examples: Callable[[str], int],
+    tally: Tally,
+    aim: Aim,
+) -> None:
+    """Every operation of ``schema`` as each caller, through ``call(case, headers)``."""
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        for caller in CALLERS:
+
+            def send(case: Any, headers: dict[str, str] = callers[caller]) -> Any:
+                return call(case, headers)
+
+            fuzz(operation, caller, send, examples(caller), tally, aim)
+
+
+def record_answers(
+    fault_result: FaultResult, point: str, tally: Tally, checks: dict[str, Any]
+) -> None:
+    """One API's fuzzing on the reliability page: no failure, its answers counted."""
+    assert not tally.failures, "\n\n".join(tally.failures)
+    fault_result.record(
+        "fuzz-http-apis",
+        point=point,
+        outcome="refused",
+        user_sees="every answer documented, a message with every refusal, no 5xx",
+        requests_failed=len(tally.failures),
+        checks=checks,
+        figures=tally.figures(),
+    )
+
+
 @pytest.mark.fault_subset
 def test_the_gateway_answers_every_generated_request_as_documented(
     request: pytest.FixtureRequest, fault_result: FaultResult
@@ -225,18 +260,10 @@ def test_the_gateway_answers_every_generated_request_as_documented(
                 fuzz(
                     operation, signer, signed_send(client, GATEWAY_SECRET, signer), examples, tally
                 )
-    assert not tally.failures, "\n\n".join(tally.failures)
     assert tally.statuses["401"] and tally.statuses["200"], tally.statuses
     checks = assert_invariants([MODEL], champions=False)
-    fault_result.record(
-        "fuzz-http-apis",
-        point="the CI webhook gateway: unsigned, badly signed and signed requests",
-        outcome="refused",
-        user_sees="every answer documented, a message with every refusal, no 5xx",
-        requests_failed=len(tally.failures),
-        checks=checks,
-        figures=tally.figures(),
-    )
+    point = "the CI webhook gateway: unsigned, badly signed and signed requests"
+    record_answers(fault_result, point, tally, checks)
 
 
 # --- the governance API ----------------------------------------------------------------------
@@ -254,29 +281,17 @@ def test_the_governance_api_answers_every_caller_as_documented(
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app())
     tally = Tally()
     examples = example_count(request, quick=3, full=8)
-    aim = aim_at(versions=2)
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        for caller in CALLERS:
 
-            def send(case: Any, headers: dict[str, str] = callers[caller]) -> Any:
-                return case.call_and_validate(
-                    headers=headers, excluded_checks=EXCLUDED, timeout=120
-                )
+    def call(case: Any, headers: dict[str, str]) -> Any:
+        return case.call_and_validate(headers=headers, excluded_checks=EXCLUDED, timeout=120)
 
-            n = examples * 2 if caller in ("viewer", "admin") else examples
-            fuzz(operation, caller, send, n, tally, aim)
-    assert not tally.failures, "\n\n".join(tally.failures)
+    def weighted(caller: str) -> int:  # callers who get past authentication, twice as often
+        return examples * 2 if caller in ("viewer", "admin") else examples
+
+    fuzz_every_caller(schema, call, callers, weighted, tally, aim_at(versions=2))
     checks = assert_invariants([MODEL])
-    fault_result.record(
-        "fuzz-http-apis",
-        point="the governance API (/api/v1), every route, four callers",
-        outcome="refused",
-        user_sees="every answer documented, a message with every refusal, no 5xx",
-        requests_failed=len(tally.failures),
-        checks=checks,
-        figures=tally.figures(),
-    )
+    point = "the governance API (/api/v1), every route, four callers"
+    record_answers(fault_result, point, tally, checks)
 
 
 # --- the prediction service, as a process of its own ---------------------------------------
@@ -299,26 +314,14 @@ def test_the_prediction_service_answers_every_caller_as_documented(
     schema = schemathesis.openapi.from_dict(document.json())
     tally = Tally()
     examples = example_count(request, quick=5, full=25)
-    aim = aim_at(versions=2)
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        for caller in CALLERS:
 
-            def send(case: Any, headers: dict[str, str] = callers[caller]) -> Any:
-                return case.call_and_validate(
-                    base_url=service.url, headers=headers, excluded_checks=EXCLUDED, timeout=60
-                )
+    def call(case: Any, headers: dict[str, str]) -> Any:
+        return case.call_and_validate(
+            base_url=service.url, headers=headers, excluded_checks=EXCLUDED, timeout=60
+        )
 
-            fuzz(operation, caller, send, examples, tally, aim)
+    fuzz_every_caller(schema, call, callers, lambda _: examples, tally, aim_at(versions=2))
     assert service.process.poll() is None, service.log_tail()
-    assert not tally.failures, "\n\n".join(tally.failures)
     checks = assert_invariants([MODEL])
-    fault_result.record(
-        "fuzz-http-apis",
-        point="the prediction service (/v1 and /v2) as a process, four callers",
-        outcome="refused",
-        user_sees="every answer documented, a message with every refusal, no 5xx",
-        requests_failed=len(tally.failures),
-        checks=checks,
-        figures=tally.figures(),
-    )
+    point = "the prediction service (/v1 and /v2) as a process, four callers"
+    record_answers(fault_result, point, tally, checks)

@@ -40,8 +40,9 @@ from tests.support.fault_prefect import (
     task_states,
     this_process_on,
     wait_for_state,
+    weak_champion_stack,
 )
-from tests.support.governance import MODEL, WEAK_TUNING, write_config
+from tests.support.governance import MODEL, write_config
 from tests.support.serving import FAST_TUNING
 
 SEED = int(os.environ.get("MLSTEWARD_FAULT_SEED", "26"))
@@ -79,26 +80,16 @@ def config_dir(mlsteward_home: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(env: dict[str, str], mlsteward_home: Path, config_dir: Path) -> dict[str, Any]:
-    """On a 3,000-row cohort: v1 a weak champion (a fast-tuned version beats it), a batch to
-    score, and bob, an approver, with a token."""
-    from flows.ingestion import ingestion_flow
-    from flows.training import training_flow
-    from mlsteward.data.synthetic import generate_cohort, write_dataset
+def stack(env: dict[str, str], mlsteward_home: Path) -> dict[str, Any]:
+    """The weak champion and a batch (weak_champion_stack), and bob, an approver, with a
+    token."""
     from mlsteward.identity import identity_store, local_principal
 
-    work = mlsteward_home.parent
-    cohort = write_dataset(generate_cohort(n_rows=3_000, seed=5), work / "cohort.parquet")
-    batch = write_dataset(generate_cohort(n_rows=5_000, seed=11), work / "batch.parquet")
-    write_config(config_dir, tuning=WEAK_TUNING)
-    ingestion_flow(model=MODEL, source=str(cohort))
-    first = training_flow(model=MODEL)
-    assert first.governance.decision == "promoted", first.governance
-    write_config(config_dir, tuning=FAST_TUNING)
+    stack = weak_champion_stack(mlsteward_home.parent, batch_rows=5_000)
     with identity_store() as store:
         bob = store.add_principal("bob", roles=["approver"], by=local_principal())
         _, token = store.create_token(bob.identity, by=local_principal(), description="tests")
-    return {"champion": first.version, "batch": batch, "approver_token": token}
+    return {**stack, "approver_token": token}
 
 
 def no_traceback(run: RunProcess) -> None:

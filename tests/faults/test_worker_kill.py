@@ -50,9 +50,9 @@ from tests.support.fault_prefect import (
     this_process_on,
     torn_outputs,
     wait_for_state,
+    weak_champion_stack,
 )
-from tests.support.governance import MODEL, WEAK_TUNING, write_config
-from tests.support.serving import FAST_TUNING
+from tests.support.governance import MODEL
 
 SEED = int(os.environ.get("MLSTEWARD_FAULT_SEED", "26"))
 TASK_POINTS = 2
@@ -95,22 +95,8 @@ def env(server: PrefectServer, mlsteward_home: Path) -> Iterator[dict[str, str]]
 
 @pytest.fixture(scope="module")
 def stack(env: dict[str, str], mlsteward_home: Path) -> dict[str, Any]:
-    """On a 3,000-row cohort: v1 a weak champion, and a batch to score. The config then tunes
-    fast: a training run beats v1 and is promoted, so a kill can land in the promotion."""
-    from flows.ingestion import ingestion_flow
-    from flows.training import training_flow
-    from mlsteward.data.synthetic import generate_cohort, write_dataset
-
-    work = mlsteward_home.parent
-    config_dir = Path(os.environ["MLSTEWARD_CONFIG_DIR"])
-    cohort = write_dataset(generate_cohort(n_rows=3_000, seed=5), work / "cohort.parquet")
-    batch = write_dataset(generate_cohort(n_rows=BATCH_ROWS, seed=11), work / "batch.parquet")
-    write_config(config_dir, tuning=WEAK_TUNING)
-    ingestion_flow(model=MODEL, source=str(cohort))
-    first = training_flow(model=MODEL)
-    assert first.governance.decision == "promoted", first.governance
-    write_config(config_dir, tuning=FAST_TUNING)
-    return {"champion": first.version, "batch": batch}
+    """The weak champion and a batch big enough to take a while to score."""
+    return weak_champion_stack(mlsteward_home.parent, batch_rows=BATCH_ROWS)
 
 
 @pytest.fixture(scope="module")

@@ -555,3 +555,24 @@ def logged_models_dir(model: str) -> Path:
     experiment = client().get_experiment_by_name(model)
     assert experiment is not None, f"no MLflow experiment {model}"
     return Path(urlparse(experiment.artifact_location).path) / "models"
+
+
+def weak_champion_stack(work: Path, batch_rows: int) -> dict[str, Any]:
+    """On a 3,000-row cohort: v1 a weak champion and a batch of ``batch_rows`` to score; the
+    config then tunes fast, so a training run beats v1 and is promoted (a fault can land in
+    the promotion)."""
+    from flows.ingestion import ingestion_flow
+    from flows.training import training_flow
+    from mlsteward.data.synthetic import generate_cohort, write_dataset
+    from tests.support.governance import MODEL, WEAK_TUNING, write_config
+    from tests.support.serving import FAST_TUNING
+
+    config_dir = Path(os.environ["MLSTEWARD_CONFIG_DIR"])
+    cohort = write_dataset(generate_cohort(n_rows=3_000, seed=5), work / "cohort.parquet")
+    batch = write_dataset(generate_cohort(n_rows=batch_rows, seed=11), work / "batch.parquet")
+    write_config(config_dir, tuning=WEAK_TUNING)
+    ingestion_flow(model=MODEL, source=str(cohort))
+    first = training_flow(model=MODEL)
+    assert first.governance.decision == "promoted", first.governance
+    write_config(config_dir, tuning=FAST_TUNING)
+    return {"champion": first.version, "batch": batch}

@@ -253,6 +253,16 @@ class KillSwitch:
     def fired(self) -> bool:
         return self.fired_at is not None
 
+    def ride_through(self) -> dict[str, float]:
+        """An outage the client rode through, in seconds: kill to the client's next request
+        (``recovery_seconds``), kill to restart, restart to that request."""
+        assert self.fired_at and self.back_at and self.resumed_at
+        return {
+            "recovery_seconds": round(self.resumed_at - self.fired_at, 2),
+            "server_down_seconds": round(self.back_at - self.fired_at, 2),
+            "client_resumed_after_back_seconds": round(self.resumed_at - self.back_at, 2),
+        }
+
 
 @contextmanager
 def mlflow_server(directory: Path) -> Iterator[MlflowServer]:
