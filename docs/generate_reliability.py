@@ -13,6 +13,8 @@ Usage::
     make test-faults                                  # run the suite, leaving its results
     .venv/bin/python docs/generate_reliability.py     # gather them and write the page
     .venv/bin/python docs/generate_reliability.py --render-only   # page from results.json
+    .venv/bin/python docs/generate_reliability.py --update  # after rerunning some fault tests:
+                                                            # their rows replaced, others kept
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +48,21 @@ def gather(run_dir: Path) -> list[dict[str, Any]]:
         text = _TEMP_PATH.sub("<tmp>/", path.read_text(encoding="utf-8"))
         row = json.loads(text)
         rows[(row["fault"], row["point"])] = {k: row.get(k) for k in _KEYS}
+    return _in_order(rows.values())
+
+
+def updated(committed: list[dict[str, Any]], run: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``committed`` with every row of a test the run went through replaced by what the run
+    measured: a fault rerun alone refreshes its rows (and drops points it no longer has)
+    without a whole ``make test-faults``."""
+    rerun = {r["test"] for r in run}
+    kept = [r for r in committed if r["test"] not in rerun]
+    return _in_order([*kept, *run])
+
+
+def _in_order(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     order = {fault: n for n, fault in enumerate(FAULTS)}
-    return sorted(rows.values(), key=lambda r: (order.get(r["fault"], len(order)), r["point"]))
+    return sorted(rows, key=lambda r: (order.get(r["fault"], len(order)), r["point"]))
 
 
 def _number(value: Any, unit: str = "") -> str:
@@ -147,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--render-only", action="store_true",
                         help="write the page from the committed results.json")  # fmt: skip
+    parser.add_argument("--update", action="store_true",
+                        help="replace the rows of the tests the run went through, keep the "
+                        "others")  # fmt: skip
     parser.add_argument("--results", type=Path, default=RUN_RESULTS,
                         help="where the fault suite left its results")  # fmt: skip
     args = parser.parse_args(argv)
@@ -155,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         if not results:
             print(f"no fault results under {args.results}: run `make test-faults` first")
             return 1
+        if args.update:
+            results = updated(json.loads(RESULTS_JSON.read_text(encoding="utf-8")), results)
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
         RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     results = json.loads(RESULTS_JSON.read_text(encoding="utf-8"))

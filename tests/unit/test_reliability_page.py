@@ -63,3 +63,23 @@ def test_gathering_keeps_the_newest_result_per_fault_and_point(
     assert "**test failed** (recovered)" in page
     assert "| 1.50 s | 0 | 0 | requests 10 |" in page
     assert "not measured: mlflow-restart-tuning" in page
+
+
+def test_an_update_replaces_the_rows_of_the_tests_rerun_and_keeps_the_others(
+    generator: ModuleType,
+) -> None:
+    def row(test: str, point: str, fault: str = "soak") -> dict[str, object]:
+        return {"fault": fault, "point": point, "test": test, "passed": True}
+
+    committed = [
+        row("t.py::test_a[kill]", "killed"),
+        row("t.py::test_a[freeze]", "frozen"),
+        row("t.py::test_b", "kept", fault="overload"),
+    ]
+    run = [row("t.py::test_a[kill]", "killed, again")]
+    merged = generator.updated(committed, run)
+    assert [(r["fault"], r["point"]) for r in merged] == [
+        ("overload", "kept"),  # the catalogue's order: overload comes before the soak
+        ("soak", "frozen"),  # another parameter of the test, not rerun
+        ("soak", "killed, again"),
+    ]
