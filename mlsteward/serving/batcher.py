@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from mlsteward.features.online import OnlineStoreUnavailable
 from mlsteward.serving.features import (
     FieldError,
     RequestRejected,
@@ -113,6 +114,7 @@ class MicroBatcher:
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._holding = False  # the batch task has taken a job it has not scored yet
+        self._online_down: str | None = None  # why the online store is away, while it is
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -201,6 +203,23 @@ class MicroBatcher:
                 rows = [r for r in rows if r.job not in doomed]
         self._answer(jobs, rows, arms, now)
 
+    def _lookup_failed(self, exc: Exception) -> None:
+        """An outage of the online store is logged once, when it begins, not with a traceback
+        per micro-batch (hundreds a second under load); any other failure is a bug, logged
+        with its traceback each time."""
+        if not isinstance(exc, OnlineStoreUnavailable):
+            log.exception("online feature lookup failed")
+            return
+        if self._online_down is None:
+            log.warning("%s: online feature lookups fail with 503 until it is back: %s",
+                        self.slot.cfg.name, exc)  # fmt: skip
+        self._online_down = str(exc)
+
+    def _lookup_answered(self) -> None:
+        if self._online_down is not None:
+            log.warning("%s: the online store answers again", self.slot.cfg.name)
+            self._online_down = None
+
     def _features(self, jobs: list[Job], arms: Arms) -> list[_Row]:
         """Feature rows of every job still alive, routed; failed jobs are answered here."""
         cfg = self.slot.cfg
@@ -212,13 +231,15 @@ class MicroBatcher:
             ids = [i for j in entity_jobs for i in j.entity_ids or []]
             try:
                 if online is None:
-                    raise RuntimeError(self.slot.errors.get("online", "no online store"))
+                    raise OnlineStoreUnavailable(self.slot.errors.get("online", "no online store"))
                 fetched = online.fetch(ids)
             except Exception as exc:
-                log.exception("online feature lookup failed")
+                self._lookup_failed(exc)
                 for j in entity_jobs:
                     _fail(j, RequestRejected(503, [_error(f"online features unavailable: {exc}")]))
                 entity_jobs = []
+            else:
+                self._lookup_answered()
         canary = arms.canary
         rollout_id = canary.rollout_id if canary and arms.challenger else None
         fraction = arms.fraction
