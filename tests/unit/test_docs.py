@@ -4,14 +4,14 @@ every relative link in the hand-written docs points at a file (and heading) that
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.support.docs_scripts import docs_script
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -35,17 +35,9 @@ HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
 
 @pytest.fixture(scope="module")
 def generator() -> Iterator[ModuleType]:
-    """``docs/generate_reference.py``, loaded from its file (``docs/`` is not a package)."""
-    name = "mlsteward_docs_generate_reference"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / "generate_reference.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
+    """``docs/generate_reference.py``."""
+    with docs_script("generate_reference") as module:
         yield module
-    finally:
-        sys.modules.pop(name, None)
 
 
 @pytest.mark.parametrize("name", ["config.md", "cli.md"])

@@ -3,9 +3,7 @@ results render to, and every fault in the catalogue has a passing result behind 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -13,22 +11,14 @@ from types import ModuleType
 import pytest
 
 from tests.faults.catalogue import FAULTS
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.docs_scripts import docs_script
 
 
 @pytest.fixture(scope="module")
 def generator() -> Iterator[ModuleType]:
-    name = "mlsteward_docs_generate_reliability"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / "generate_reliability.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
+    """``docs/generate_reliability.py``."""
+    with docs_script("generate_reliability") as module:
         yield module
-    finally:
-        sys.modules.pop(name, None)
 
 
 def test_the_page_is_what_the_results_render_to(generator: ModuleType) -> None:
