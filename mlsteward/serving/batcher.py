@@ -114,7 +114,7 @@ class MicroBatcher:
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._holding = False  # the batch task has taken a job it has not scored yet
-        self._online_down: str | None = None  # why the online store is away, while it is
+        self._online_down = False  # the last lookup failed for want of the online store
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -210,15 +210,15 @@ class MicroBatcher:
         if not isinstance(exc, OnlineStoreUnavailable):
             log.exception("online feature lookup failed")
             return
-        if self._online_down is None:
+        if not self._online_down:
             log.warning("%s: online feature lookups fail with 503 until it is back: %s",
                         self.slot.cfg.name, exc)  # fmt: skip
-        self._online_down = str(exc)
+        self._online_down = True
 
     def _lookup_answered(self) -> None:
-        if self._online_down is not None:
+        if self._online_down:
             log.warning("%s: the online store answers again", self.slot.cfg.name)
-            self._online_down = None
+            self._online_down = False
 
     def _features(self, jobs: list[Job], arms: Arms) -> list[_Row]:
         """Feature rows of every job still alive, routed; failed jobs are answered here."""
